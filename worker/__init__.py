@@ -1,0 +1,1 @@
+"""drtrain worker: Celery tasks that run jobs with dr_core."""
