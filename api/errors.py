@@ -1,0 +1,54 @@
+"""Domain errors raised by services, mapped to RFC 9457 problem+json by one handler.
+
+Services raise these; only routers (and nothing below them) know about HTTP.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    status: int = 400
+    title: str = "Bad request"
+    type_: str = "about:blank"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class NotFound(DomainError):
+    status, title, type_ = 404, "Not found", "https://drtrain.dev/problems/not-found"
+
+
+class Unauthorized(DomainError):
+    status, title, type_ = 401, "Unauthorized", "https://drtrain.dev/problems/unauthorized"
+
+
+class Conflict(DomainError):
+    status, title, type_ = 409, "Conflict", "https://drtrain.dev/problems/conflict"
+
+
+class Invalid(DomainError):
+    """Well-formed request whose content is wrong (bad spec, malformed dataset)."""
+
+    status, title, type_ = 422, "Unprocessable content", "https://drtrain.dev/problems/invalid"
+
+
+class TooLarge(DomainError):
+    status, title, type_ = 413, "Content too large", "https://drtrain.dev/problems/too-large"
+
+
+class TooManyJobs(DomainError):
+    status, title, type_ = 429, "Too many active jobs", "https://drtrain.dev/problems/too-many-jobs"
+
+
+class RangeNotSatisfiable(DomainError):
+    status, title, type_ = 416, "Range not satisfiable", "https://drtrain.dev/problems/range"
+
+
+class Unavailable(DomainError):
+    status, title, type_ = 503, "Service unavailable", "https://drtrain.dev/problems/unavailable"
