@@ -37,7 +37,28 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
         session.commit()
     except BaseException:
+        discard_after_commit(session)
         session.rollback()
         raise
     finally:
         session.close()
+    run_after_commit(session)
+
+
+def after_commit(session: Session, fn) -> None:  # noqa: ANN001
+    """Run ``fn()`` once the session's current transaction has committed.
+
+    Used to publish a Celery message only after the job row it names is durable; the
+    owner of commit (request dependency or ``session_scope``) calls ``run_after_commit``.
+    """
+    session.info.setdefault("after_commit", []).append(fn)
+
+
+def run_after_commit(session: Session) -> None:
+    callbacks = session.info.pop("after_commit", [])
+    for fn in callbacks:
+        fn()
+
+
+def discard_after_commit(session: Session) -> None:
+    session.info.pop("after_commit", None)
