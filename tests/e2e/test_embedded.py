@@ -1,0 +1,41 @@
+"""(a) Embedded mode for real: `drtrain up` in a subprocess, then the whole user flow."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.flow import free_port, run_flow, stop, wait_http
+
+pytestmark = [pytest.mark.e2e]
+
+DRTRAIN = str(Path(sys.executable).with_name("drtrain"))
+
+
+def test_drtrain_up_full_flow(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}
+    log = open(tmp_path / "up.log", "wb")
+    proc = subprocess.Popen([DRTRAIN, "up", "--port", str(port), "--data-dir", str(data_dir)],
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/healthz", proc)
+        key = (data_dir / "api-key").read_text().strip()
+        assert key and key in (tmp_path / "up.log").read_text()
+        assert (data_dir / "api-key").stat().st_mode & 0o077 == 0
+        job = run_flow(base, key, tmp_path)
+        assert job["attempt"] == 1
+    finally:
+        code = stop(proc)
+        log.close()
+        print((tmp_path / "up.log").read_text()[-5000:])
+    assert code == 0
+    # Embedded defaults really are embedded: SQLite file and local objects in the data folder.
+    assert any(p.suffix == ".sqlite3" for p in data_dir.iterdir())
+    assert any((data_dir / "objects").rglob("*.safetensors"))
