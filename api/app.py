@@ -1,0 +1,51 @@
+"""The FastAPI application factory. Nothing is created at import time (no engine, no
+store), so importing this module is cheap and safe in forked processes."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from api import problems, web
+from api.db import make_engine, make_sessionmaker
+from api.routers import datasets, jobs, ops, sweeps
+from api.settings import Settings, get_settings
+from api.storage import ObjectStore, make_store
+from api.telemetry import RequestStats, RequestStatsMiddleware
+
+DESCRIPTION = ("Training as a service for deep belief networks and MLPs with diversifying "
+               "regularization (arXiv:1911.02048). Errors are RFC 9457 problem+json.")
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               store: ObjectStore | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_production()
+    owns_engine = engine is None
+    engine = engine or make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            engine.dispose()
+
+    app = FastAPI(title="drtrain", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.store = store or make_store(settings)
+    app.state.request_stats = RequestStats()
+    app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
+    problems.install(app)
+    # Each router carries its full paths (``/v1/...``); none is mounted under a prefix here.
+    for router in (datasets.router, jobs.router, sweeps.router, ops.router, web.router):
+        app.include_router(router)
+    return app
+
+
+def main_app() -> FastAPI:
+    """For ``uvicorn --factory api.app:main_app``: settings from the environment."""
+    return create_app()

@@ -1,0 +1,61 @@
+"""Prometheus text for ``/metrics``: requests (in process), jobs by status and durations
+(from SQL, the truth about jobs, so every API replica reports the same job numbers)."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.models import Job, JobStatus
+from api.telemetry import RequestStats
+
+DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+# Durations are taken over the newest finished jobs only, so a scrape stays cheap.
+DURATION_WINDOW = 10_000
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(stats: RequestStats, factory: sessionmaker[Session]) -> str:
+    lines: list[str] = []
+    counts, seconds, observed = stats.snapshot()
+    lines += ["# HELP drtrain_http_requests_total HTTP requests by route and status.",
+              "# TYPE drtrain_http_requests_total counter"]
+    for (method, route, status), n in sorted(counts.items()):
+        lines.append(f'drtrain_http_requests_total{{method="{method}",route="{_esc(route)}",'
+                     f'status="{status}"}} {n}')
+    lines += ["# HELP drtrain_http_request_duration_seconds Time spent answering requests.",
+              "# TYPE drtrain_http_request_duration_seconds summary"]
+    for (method, route), total in sorted(seconds.items()):
+        labels = f'method="{method}",route="{_esc(route)}"'
+        lines.append(f"drtrain_http_request_duration_seconds_sum{{{labels}}} {total:.6f}")
+        lines.append(f"drtrain_http_request_duration_seconds_count{{{labels}}} "
+                     f"{observed[(method, route)]}")
+    with factory() as session:
+        by_status = dict(session.execute(
+            select(Job.status, func.count()).group_by(Job.status)).tuples().all())
+        spans = session.execute(
+            select(Job.started_at, Job.finished_at)
+            .where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
+            .order_by(Job.finished_at.desc()).limit(DURATION_WINDOW)).tuples().all()
+    lines += ["# HELP drtrain_jobs Jobs by status.", "# TYPE drtrain_jobs gauge"]
+    for status in JobStatus:
+        lines.append(f'drtrain_jobs{{status="{status.value}"}} {by_status.get(status.value, 0)}')
+    lines += ["# HELP drtrain_queue_depth Jobs queued and not yet started.",
+              "# TYPE drtrain_queue_depth gauge",
+              f"drtrain_queue_depth {by_status.get(JobStatus.queued.value, 0)}"]
+    lines += _duration_histogram([(end - start).total_seconds() for start, end in spans])
+    return "\n".join(lines) + "\n"
+
+
+def _duration_histogram(durations: list[float]) -> list[str]:
+    name = "drtrain_job_duration_seconds"
+    lines = [f"# HELP {name} Wall time of finished jobs (newest {DURATION_WINDOW}).",
+             f"# TYPE {name} histogram"]
+    for bound in DURATION_BUCKETS:
+        lines.append(f'{name}_bucket{{le="{bound}"}} {sum(d <= bound for d in durations)}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {len(durations)}')
+    lines.append(f"{name}_sum {sum(durations):.3f}")
+    lines.append(f"{name}_count {len(durations)}")
+    return lines

@@ -1,0 +1,4 @@
+"""Placeholder, filled in below by the datasets work."""
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,54 @@
+"""Operations: liveness, readiness and Prometheus metrics. No auth: these are scraped."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from api.deps import SettingsDep
+from api.ops_metrics import render_metrics
+from api.readiness import broker_ping
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is up")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _checks(request: Request, settings: SettingsDep) -> dict[str, str]:
+    results: dict[str, str] = {}
+    probes = {
+        "database": lambda: _db_ping(request),
+        "object_store": request.app.state.store.ping,
+        "broker": lambda: broker_ping(settings),
+    }
+    for name, probe in probes.items():
+        try:
+            probe()
+            results[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; say which kind
+            results[name] = f"unreachable ({type(exc).__name__})"
+    return results
+
+
+def _db_ping(request: Request) -> None:
+    with request.app.state.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@router.get("/readyz", summary="Database, broker and object store are reachable",
+            responses={503: {"description": "A dependency is unreachable"}})
+def readyz(checks: Annotated[dict[str, str], Depends(_checks)]) -> JSONResponse:
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus text exposition", response_class=PlainTextResponse)
+def metrics(request: Request) -> PlainTextResponse:
+    body = render_metrics(request.app.state.request_stats, request.app.state.sessionmaker)
+    return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,57 @@
+"""Liveness, readiness, metrics, the dashboard and problem+json for unknown routes."""
+from __future__ import annotations
+
+from api.models import Job, JobStatus
+from api.services.keys import create_key
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_ok_when_everything_reachable(client):
+    resp = client.get("/readyz")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["checks"] == {"database": "ok", "object_store": "ok", "broker": "ok"}
+
+
+def test_readyz_503_when_broker_unreachable(app, client):
+    # Port 9 (discard) is closed on the test machine, so the Redis ping must fail.
+    app.state.settings = app.state.settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"})
+    resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["broker"].startswith("unreachable")
+    assert resp.json()["checks"]["database"] == "ok"
+
+
+def test_metrics_counts_requests_and_jobs(client, db):
+    tenant_key = create_key(db, "metrics-tenant")
+    assert tenant_key
+    tenant_id = db.query(Job.tenant_id).first()  # no jobs yet in this transaction
+    assert tenant_id is None
+    from api.repositories import tenant_by_name
+
+    tenant = tenant_by_name(db, "metrics-tenant")
+    for status in (JobStatus.queued, JobStatus.queued, JobStatus.running):
+        db.add(Job(tenant_id=tenant.id, dataset_id="builtin:digits", spec={}, status=status))
+    db.flush()
+    client.get("/healthz")
+    body = client.get("/metrics").text
+    assert 'drtrain_http_requests_total{method="GET",route="/healthz",status="200"} 1' in body
+    assert 'drtrain_jobs{status="queued"} 2' in body
+    assert 'drtrain_jobs{status="running"} 1' in body
+    assert "drtrain_queue_depth 2" in body
+    assert 'drtrain_job_duration_seconds_bucket{le="+Inf"} 0' in body
+
+
+def test_unknown_route_is_problem_json(client):
+    resp = client.get("/v1/nothing-here")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["status"] == 404
+
+
+def test_dashboard_served(client):
+    resp = client.get("/")
+    assert resp.status_code == 200
+    assert "drtrain" in resp.text and "/v1/jobs" in resp.text
