@@ -1,0 +1,344 @@
+"""A small synchronous client for the drtrain HTTP API (see docs/api.md, "HTTP contract").
+
+It speaks only HTTP (httpx), so scripts and the CLI stay light: no torch, no server imports.
+Every failure surfaces as a ``drtrain_client.errors.ClientError`` subclass.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from drtrain_client.errors import (
+    ChecksumMismatch,
+    ClientError,
+    DrtrainError,
+    UnreachableError,
+    WaitTimeout,
+)
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+_CHUNK = 1024 * 1024
+# Metrics are fetched in pages of this size; a full page means there may be more.
+_METRICS_PAGE = 1000
+# The server sends a keep-alive comment every ~15 s, so a longer read timeout means "dead".
+_SSE_READ_TIMEOUT = 60.0
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Resource(dict):
+    """A JSON object from the server, plus the ``ETag`` it came with (for conditional GETs)."""
+
+    etag: str | None = None
+
+
+class Client:
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 30,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        headers = {"User-Agent": "drtrain-client/0.1", "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- datasets -------------------------------------------------------------------------
+
+    def upload_dataset(self, path: str | os.PathLike[str], *, name: str | None = None,
+                       label_column: str = "label", side_info_column: str | None = None,
+                       labels_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """Upload a CSV, NPZ or gzipped IDX file. The file object is handed to httpx, which
+        reads it in chunks while sending, so a large file never sits whole in memory."""
+        path = Path(path)
+        form = {"name": name or path.name, "label_column": label_column}
+        if side_info_column:
+            form["side_info_column"] = side_info_column
+        with ExitStack() as stack:
+            files = {"file": (path.name, stack.enter_context(path.open("rb")),
+                              "application/octet-stream")}
+            if labels_file is not None:
+                labels = Path(labels_file)
+                files["labels_file"] = (labels.name, stack.enter_context(labels.open("rb")),
+                                        "application/octet-stream")
+            return self._json("POST", "/v1/datasets", data=form, files=files)
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return _items(self._json("GET", "/v1/datasets"))
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{_seg(dataset_id)}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{_seg(dataset_id)}")
+
+    # ---- jobs -----------------------------------------------------------------------------
+
+    def submit_job(self, spec: Mapping[str, Any], *,
+                   idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", "/v1/jobs", json=dict(spec), headers=headers)
+
+    def get_job(self, job_id: str, etag: str | None = None) -> Resource | None:
+        """The job, with ``.etag`` set. Given the ``etag`` of a copy you hold, answers ``None``
+        when the job has not changed since (HTTP 304), which saves the body on polls."""
+        headers = {"If-None-Match": etag} if etag else None
+        response = self._request("GET", f"/v1/jobs/{_seg(job_id)}", headers=headers)
+        if response.status_code == 304:
+            return None
+        job = Resource(response.json())
+        job.etag = response.headers.get("etag")
+        return job
+
+    def list_jobs(self, status: str | None = None,
+                  page_size: int = 50) -> Iterator[dict[str, Any]]:
+        """Every job, newest first, following ``next_page_token`` lazily page by page."""
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"page_size": page_size}
+            if status:
+                params["status"] = status
+            if token:
+                params["page_token"] = token
+            body = self._json("GET", "/v1/jobs", params=params)
+            yield from _items(body)
+            token = body.get("next_page_token") if isinstance(body, dict) else None
+            if not token:
+                return
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
+
+    def metrics(self, job_id: str, since: int = 0) -> list[dict[str, Any]]:
+        """All metric points with ``seq > since``, in seq order (fetched page by page)."""
+        points: list[dict[str, Any]] = []
+        while True:
+            body = self._json("GET", f"/v1/jobs/{_seg(job_id)}/metrics",
+                              params={"since": since, "limit": _METRICS_PAGE})
+            page = _items(body, "points")
+            points.extend(page)
+            if len(page) < _METRICS_PAGE:
+                return points
+            since = int(page[-1]["seq"])
+
+    def events(self, job_id: str,
+               last_event_id: int | str | None = None) -> Iterator[tuple[str, Any, str | None]]:
+        """Server-Sent Events of a job as ``(event, data, id)`` until the server ends the stream
+        (after a terminal status). ``id`` follows the SSE rule: the last id seen so far, so
+        passing it back as ``last_event_id`` resumes without repeating metric points."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, _SSE_READ_TIMEOUT))
+        with self._mapped_errors(), self._http.stream(
+                "GET", f"/v1/jobs/{_seg(job_id)}/events", headers=headers,
+                timeout=timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise DrtrainError.from_response(response)
+            last = None if last_event_id is None else str(last_event_id)
+            yield from parse_sse(response.iter_lines(), last)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 1.0) -> Resource:
+        """Poll until the job is succeeded, failed or cancelled; return it. Raises WaitTimeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.get_job(job_id)
+        assert job is not None  # an unconditional GET never answers 304
+        while job.get("status") not in TERMINAL_STATUSES:
+            pause = poll
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(job_id, job.get("status"), timeout or 0)
+                pause = min(poll, remaining)
+            time.sleep(pause)
+            fresh = self.get_job(job_id, etag=job.etag)
+            if fresh is not None:
+                job = fresh
+        return job
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        return _items(self._json("GET", f"/v1/jobs/{_seg(job_id)}/checkpoints"), "checkpoints")
+
+    def download_model(self, job_id: str, path: str | os.PathLike[str], *,
+                       resume: bool = True) -> dict[str, Any]:
+        """Stream the final model to ``path``. Bytes go to ``<path>.part`` first; an existing
+        part file is continued with a Range request. The whole file must hash to the sha256 in
+        the ETag before it is renamed into place, so ``path`` is either absent or correct."""
+        dest = Path(path)
+        part = dest.with_name(dest.name + ".part")
+        if not resume:
+            part.unlink(missing_ok=True)
+        offset = part.stat().st_size if part.exists() else 0
+        fetched = self._fetch_model(job_id, part, offset)
+        if fetched is None:
+            # 416: the part file is not a prefix of this model (longer than it); start over.
+            part.unlink(missing_ok=True)
+            offset = 0
+            fetched = self._fetch_model(job_id, part, 0)
+            if fetched is None:
+                raise ClientError("server refused a download from byte 0 (416)")
+        expected, actual, offset = fetched
+        if expected is not None and actual != expected:
+            part.unlink(missing_ok=True)
+            raise ChecksumMismatch(expected, actual)
+        os.replace(part, dest)
+        return {"path": str(dest), "sha256": actual, "size_bytes": dest.stat().st_size,
+                "resumed_from": offset}
+
+    def predict(self, job_id: str, inputs: Sequence[Sequence[float]] | Any) -> dict[str, Any]:
+        rows = inputs.tolist() if hasattr(inputs, "tolist") else [list(r) for r in inputs]
+        return self._json("POST", f"/v1/jobs/{_seg(job_id)}/predict", json={"inputs": rows})
+
+    # ---- sweeps ---------------------------------------------------------------------------
+
+    def create_sweep(self, base: Mapping[str, Any],
+                     grid: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        return self._json("POST", "/v1/sweeps", json={"base": dict(base), "grid": dict(grid)})
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/sweeps/{_seg(sweep_id)}")
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _fetch_model(self, job_id: str, part: Path,
+                     offset: int) -> tuple[str | None, str, int] | None:
+        """Append the model from ``offset`` to ``part``; ``(expected, actual sha256, offset
+        actually used)``, or None when the server answers 416 to the Range."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        url = f"/v1/jobs/{_seg(job_id)}/model"
+        with self._mapped_errors(), self._http.stream("GET", url, headers=headers) as response:
+            if response.status_code == 416 and offset:
+                return None
+            if response.status_code >= 400:
+                response.read()
+                raise DrtrainError.from_response(response)
+            if response.status_code == 206:
+                start = _content_range_start(response.headers.get("content-range"))
+                if start != offset:
+                    raise ClientError(f"server resumed the download at byte {start}, "
+                                      f"not {offset} as asked")
+            else:
+                offset = 0  # a 200 is the whole file: the server ignored or refused the Range
+            digest = hashlib.sha256()
+            if offset:
+                with part.open("rb") as existing:
+                    for block in iter(lambda: existing.read(_CHUNK), b""):
+                        digest.update(block)
+            try:
+                with part.open("ab" if offset else "wb") as out:
+                    # Chunks as they arrive: a size here would buffer up to it in memory and
+                    # lose that much on an interruption instead of keeping it for the resume.
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        digest.update(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except httpx.TransportError as exc:
+                raise ClientError(f"download interrupted after {part.stat().st_size} bytes "
+                                  f"({exc}); run it again to resume") from exc
+            return _etag_sha256(response.headers.get("etag")), digest.hexdigest(), offset
+
+    def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        response = self._request(method, url, **kwargs)
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except json.JSONDecodeError as exc:
+            raise ClientError(f"{method} {url}: server answered {response.status_code} "
+                              "with a body that is not JSON") from exc
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        with self._mapped_errors():
+            response = self._http.request(method, url, **kwargs)
+        if response.status_code >= 400:
+            raise DrtrainError.from_response(response)
+        return response
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """Turn httpx transport failures into client errors with a message a person can act on."""
+        try:
+            yield
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UnreachableError(self.base_url, exc) from exc
+        except httpx.TimeoutException as exc:
+            raise ClientError(f"drtrain at {self.base_url} did not answer in time "
+                              f"({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ClientError(f"request to drtrain at {self.base_url} failed: {exc}") from exc
+
+
+def parse_sse(lines: Iterator[str],
+              last_id: str | None = None) -> Iterator[tuple[str, Any, str | None]]:
+    """Parse ``text/event-stream`` lines (WHATWG rules: comments, multi-line data, sticky id)."""
+    event: str | None = None
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                text = "\n".join(data)
+                try:
+                    payload = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ClientError(f"malformed event {event!r}: {text[:200]!r}") from exc
+                yield event or "message", payload, last_id
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue  # a comment: the server's keep-alive
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id" and "\0" not in value:
+            last_id = value
+
+
+def _items(body: Any, *keys: str) -> list[dict[str, Any]]:
+    """Lists may come bare or wrapped in an object; accept both so pagination can be added."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in (*keys, "items", "data"):
+            if isinstance(body.get(key), list):
+                return body[key]
+    raise ClientError(f"expected a list from the server, got {type(body).__name__}")
+
+
+def _seg(value: str) -> str:
+    # Ids travel in the path; quoting keeps a stray "/" or "?" from changing the route.
+    return quote(str(value), safe=":")
+
+
+def _etag_sha256(etag: str | None) -> str | None:
+    if not etag:
+        return None
+    value = etag.removeprefix("W/").strip('"').lower()
+    return value if _SHA256_HEX.match(value) else None
+
+
+def _content_range_start(header: str | None) -> int | None:
+    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", header or "")
+    return int(match.group(1)) if match else None

@@ -1,0 +1,103 @@
+"""Exceptions raised by the drtrain client.
+
+Every failure a caller can meaningfully react to is a ``ClientError``, so a command line or a
+script needs one ``except`` clause and never shows an httpx traceback to a user.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    """Base class: anything the client reports instead of a result."""
+
+
+class DrtrainError(ClientError):
+    """The server answered with an error (RFC 9457 problem+json, or something else >= 400)."""
+
+    def __init__(self, status: int, title: str, detail: str | None = None,
+                 errors: list[dict[str, Any]] | None = None, *, type_: str | None = None) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+        self.type_ = type_
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = f"{self.status} {self.title}"
+        if self.detail and self.detail != self.title:
+            text += f": {self.detail}"
+        for err in self.errors:
+            text += "\n  - " + _format_validation_error(err)
+        return text
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> DrtrainError:
+        # The body may not be problem+json (a proxy's HTML page, a crash), so read it defensively.
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            text = response.text.strip()[:500] if response.content else None
+            return cls(response.status_code, response.reason_phrase or "HTTP error", text or None)
+        errors = body.get("errors")
+        return cls(
+            int(body.get("status") or response.status_code),
+            str(body.get("title") or response.reason_phrase or "HTTP error"),
+            _detail_text(body.get("detail")),
+            errors if isinstance(errors, list) else None,
+            type_=body.get("type"),
+        )
+
+
+class UnreachableError(ClientError):
+    """No HTTP answer at all: nothing listens at the URL, DNS failed, or the connection dropped."""
+
+    def __init__(self, url: str, cause: Exception | None = None) -> None:
+        self.url = url
+        self.cause = cause
+        super().__init__(f"cannot reach drtrain at {url}: is `drtrain up` running?")
+
+
+class ChecksumMismatch(ClientError):
+    """A downloaded model does not hash to the sha256 the server announced in its ETag."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"downloaded model is corrupt: sha256 {actual} but the server "
+                         f"announced {expected}; the partial file was deleted, try again")
+
+
+class WaitTimeout(ClientError, TimeoutError):
+    """``Client.wait`` gave up before the job reached a terminal status."""
+
+    def __init__(self, job_id: str, status: str | None, timeout: float) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"job {job_id} still {status} after {timeout:g} s")
+
+
+def _detail_text(detail: Any) -> str | None:
+    # FastAPI's own 422s put a list in ``detail``; keep the message readable either way.
+    if detail is None or isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        return "; ".join(_format_validation_error(d) if isinstance(d, dict) else str(d)
+                         for d in detail)
+    return json.dumps(detail)
+
+
+def _format_validation_error(err: Any) -> str:
+    if not isinstance(err, dict):
+        return str(err)
+    loc = err.get("loc") or err.get("field") or err.get("path")
+    if isinstance(loc, (list, tuple)):
+        loc = ".".join(str(p) for p in loc)
+    msg = err.get("msg") or err.get("message") or err.get("detail") or json.dumps(err)
+    return f"{loc}: {msg}" if loc else str(msg)
