@@ -1,0 +1,174 @@
+"""``drtrain up``: the API and N Celery workers as child processes, all on this machine.
+
+SQLite in the data folder, objects in ``<data-dir>/objects``, Celery's filesystem transport in
+``<data-dir>/broker``. Children run in their own process groups so that a training process
+forked by a worker is stopped with it, and so that Ctrl-C reaches them only through us (in a
+defined order, with a timeout).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from drtrain_cli.server_cmds import worker_argv
+
+STOP_TIMEOUT_SECONDS = 10.0
+START_TIMEOUT_SECONDS = 90.0
+LOCAL_TENANT = "local"
+# Set explicitly by ``up``: an operator's production URLs in the shell must not leak in.
+_EMBEDDED_OVERRIDES = ("DRTRAIN_DATABASE_URL", "DRTRAIN_BROKER_URL", "DRTRAIN_STORAGE_URL",
+                       "DRTRAIN_S3_ENDPOINT_URL", "DRTRAIN_S3_ACCESS_KEY_ID",
+                       "DRTRAIN_S3_SECRET_ACCESS_KEY")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def child_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _EMBEDDED_OVERRIDES}
+    env.update(DRTRAIN_DATA_DIR=str(data_dir), DRTRAIN_ENVIRONMENT="embedded",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def _write_secret(path: Path, text: str) -> None:
+    # Created with 0600 from the start: never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+    os.chmod(path, 0o600)
+
+
+def ensure_local_key(database_url: str, key_file: Path) -> str:
+    """Reuse the key in ``key_file`` while it still opens the database; else make a new one."""
+    from api.db import make_engine, make_sessionmaker, session_scope
+    from api.services.keys import create_key, tenant_for_key
+
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            if key_file.exists():
+                key = key_file.read_text(encoding="utf-8").strip()
+                if key and tenant_for_key(session, key) is not None:
+                    os.chmod(key_file, 0o600)
+                    return key
+            key = create_key(session, LOCAL_TENANT)
+    finally:
+        engine.dispose()
+    _write_secret(key_file, key)
+    return key
+
+
+def prepare(data_dir: Path) -> tuple[Path, str]:
+    """Data folder, migrations and the local key; returns (data_dir, key)."""
+    from api.migrate import upgrade
+    from api.settings import Settings
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=data_dir, database_url="", broker_url="", storage_url="",
+                        environment="embedded")
+    upgrade(settings.resolved_database_url)
+    return data_dir, ensure_local_key(settings.resolved_database_url, data_dir / "api-key")
+
+
+class Children:
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def dead(self) -> list[tuple[str, int]]:
+        return [(n, p.returncode) for n, p in self.procs if p.poll() is not None]
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        for _, proc in self.procs:
+            # The leader only: a Celery worker then stops warmly (lets a nearly done job end);
+            # the group is killed below if that takes too long.
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for _, proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for _, proc in self.procs:
+            # The whole group: a prefork pool child must not outlive its worker.
+            _signal_group(proc, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_healthy(url: str, children: Children, stopping: list[int]) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and not stopping and not children.dead():
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def run_embedded(*, host: str, port: int, data_dir: Path, workers: int) -> int:
+    """Run until Ctrl-C/SIGTERM (exit 0) or until a child dies (exit 1)."""
+    data_dir, key = prepare(data_dir)
+    env = child_env(data_dir)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    children = Children()
+    py = sys.executable
+    children.start("api", [py, "-m", "uvicorn", "api.app:main_app", "--factory", "--host", host,
+                           "--port", str(port), "--log-level", "warning"], env, Path.cwd())
+    for i in range(workers):
+        children.start(f"worker-{i}", [py, "-m", "celery", "-A", "worker.celery_app",
+                                       *worker_argv(hostname=f"embedded{i}@%h",
+                                                    loglevel="WARNING")], env, Path.cwd())
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    try:
+        if not _wait_healthy(url, children, stopping):
+            if stopping:
+                return 0
+            dead = children.dead()
+            _say(f"drtrain up: failed to start ({', '.join(f'{n} exited {c}' for n, c in dead) or 'API not healthy in time'})")
+            return 1
+        _say(f"drtrain is up at {url}  (docs: {url}/docs)")
+        _say(f"API key: {key}   (also in {data_dir / 'api-key'})")
+        _say(f"data folder: {data_dir}   workers: {workers}   stop with Ctrl-C")
+        while not stopping:
+            dead = children.dead()
+            if dead:
+                _say("drtrain up: " + ", ".join(f"{n} exited unexpectedly with {c}"
+                                                for n, c in dead) + "; stopping")
+                return 1
+            time.sleep(0.5)
+        _say("drtrain up: stopping")
+        return 0
+    finally:
+        children.stop()

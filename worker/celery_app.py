@@ -1,0 +1,70 @@
+"""The Celery app of the workers: ``celery -A worker.celery_app worker``.
+
+One job per worker process (concurrency 1, prefetch 1, late acks). Nothing heavy happens at
+import: engines, the object store and torch are created lazily in the process that runs the
+task (after fork), so the parent never holds CUDA or a database connection its children share.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+from celery import signals
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.broker import make_celery
+from api.db import make_engine, make_sessionmaker
+from api.settings import Settings, get_settings
+from api.storage import ObjectStore, make_store
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+settings.check_production()
+app = make_celery(settings)
+app.conf.update(worker_concurrency=1, include=["worker.tasks"])
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+    store: ObjectStore
+    worker_id: str
+
+
+@lru_cache(maxsize=1)
+def _runtime_for(pid: int) -> Runtime:
+    engine = make_engine(settings.resolved_database_url)
+    return Runtime(settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
+                   store=make_store(settings), worker_id=f"{socket.gethostname()}:{pid}")
+
+
+def runtime() -> Runtime:
+    """This process's engine and store (keyed by pid: a forked child makes its own)."""
+    return _runtime_for(os.getpid())
+
+
+@signals.worker_process_init.connect
+def _fresh_child(**_: object) -> None:
+    # A forked pool child must never reuse the parent's pooled connections.
+    _runtime_for.cache_clear()
+
+
+@signals.worker_ready.connect
+def _start_reaper(**_: object) -> None:
+    from worker.reaper import start_reaper_thread
+
+    start_reaper_thread(settings)
+
+
+@signals.worker_shutdown.connect
+def _stop_reaper(**_: object) -> None:
+    from worker.reaper import stop_reaper_thread
+
+    stop_reaper_thread()
