@@ -1,0 +1,463 @@
+"""Jobs API: JobSpec bounds (no database), then every /v1/jobs route against PostgreSQL.
+
+Worker behaviour is simulated by writing Job/MetricPoint/Checkpoint rows directly.
+The helpers at the top are shared with the other jobs test modules.
+"""
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from api.app import create_app
+from api.models import Dataset, Job, JobStatus, MetricPoint, Tenant, utcnow
+from api.repositories import tenant_by_name
+from api.schemas.jobs import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
+from api.services.jobs import request_hash
+from api.services.keys import create_key
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def tenant_id(db: Session, name: str = "tenant-a") -> str:
+    tenant = tenant_by_name(db, name)
+    assert tenant is not None
+    db.commit()  # keep the key fixtures' rows if a failing request rolls the session back
+    return tenant.id
+
+
+def add_dataset(db: Session, owner: str, *, n_features: int = 4, n_classes: int = 3,
+                feature_range: tuple[float, float] = (0.0, 1.0)) -> Dataset:
+    ds = Dataset(tenant_id=owner, name="toy", format="csv", object_key=f"datasets/{uuid.uuid4().hex}",
+                 n_samples=30, n_features=n_features, n_classes=n_classes,
+                 class_counts={str(i): 10 for i in range(n_classes)},
+                 feature_range=list(feature_range),
+                 visible_units_hint="bernoulli" if feature_range[0] >= 0 and feature_range[1] <= 1
+                 else "gaussian", sha256="0" * 64, size_bytes=100)
+    db.add(ds)
+    # Commit (a savepoint release here): a request that fails rolls the shared session
+    # back, and the test's setup must survive that.
+    db.commit()
+    return ds
+
+
+def small_spec(dataset_id: str, **top: object) -> dict:
+    spec = {"dataset_id": dataset_id, "model": {"hidden_layers": [8, 4]},
+            "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}}
+    spec.update(top)
+    return spec
+
+
+def add_job(db: Session, owner: str, status: JobStatus = JobStatus.queued, **kw: object) -> Job:
+    spec = spec_to_dict(JobSpec.model_validate(small_spec("builtin:digits")))
+    job = Job(tenant_id=owner, dataset_id="builtin:digits", spec=spec, status=status, **kw)
+    db.add(job)
+    db.commit()
+    return job
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch, db: Session) -> list[tuple[str, bool]]:
+    """Records (job id, whether the request's transaction had ended) for every publish."""
+    calls: list[tuple[str, bool]] = []
+
+    def fake_publish(_settings: object, job_id: str) -> None:
+        calls.append((job_id, not db.in_transaction()))
+
+    monkeypatch.setattr("api.broker.publish_run_job", fake_publish)
+    return calls
+
+
+@pytest.fixture
+def ds_a(db: Session, auth_a: dict) -> Dataset:
+    ds = add_dataset(db, tenant_id(db))
+    return ds
+
+
+# ---------------------------------------------------------------- JobSpec (no routes)
+
+
+def test_minimal_spec_is_defaulted_to_the_documented_example() -> None:
+    stored = spec_to_dict(JobSpec(dataset_id="builtin:digits"))
+    expected = copy.deepcopy(JOB_SPEC_EXAMPLE)
+    # The stored spec also spells out the defaults the example leaves implicit.
+    expected["pretrain"]["dr"]["normalize"] = "sum"
+    expected["finetune"]["dr"].update(normalize="per_unit", pairs="all")
+    assert stored == expected
+
+
+def test_example_round_trips() -> None:
+    spec = JobSpec.model_validate(JOB_SPEC_EXAMPLE)
+    assert JobSpec.model_validate(spec_to_dict(spec)) == spec
+
+
+@pytest.mark.parametrize("path, value", [
+    (("model", "hidden_layers"), []),
+    (("model", "hidden_layers"), [10] * 9),
+    (("model", "hidden_layers"), [8193]),
+    (("model", "visible_units"), "binary"),
+    (("pretrain", "epochs"), 1001),
+    (("pretrain", "batch_size"), 0),
+    (("pretrain", "learning_rate"), 0.0),
+    (("pretrain", "learning_rate"), 10.5),
+    (("pretrain", "cd_k"), 51),
+    (("pretrain", "momentum"), 1.0),
+    (("pretrain", "dr", "divergence"), "kl"),
+    (("pretrain", "dr", "pairs"), {"sample": 0}),
+    (("pretrain", "dr", "pairs"), {"sample": 1025}),
+    (("pretrain", "dr", "pairs"), "some"),
+    (("finetune", "dr", "distance"), "manhattan"),
+    (("finetune", "dr", "layers"), [2]),  # only 2 hidden layers in the example
+    (("finetune", "activation"), "gelu"),
+    (("seed",), -1),
+    (("seed",), 2**31),
+    (("device",), "tpu"),
+    (("max_runtime_seconds",), 604801),
+    (("max_attempts",), 11),
+    (("validation_fraction",), 0.6),
+    (("surprise",), 1),
+])
+def test_out_of_bounds_values_are_rejected(path: tuple[str, ...], value: object) -> None:
+    spec = copy.deepcopy(JOB_SPEC_EXAMPLE)
+    node = spec
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(ValidationError):
+        JobSpec.model_validate(spec)
+
+
+def test_pretrain_and_finetune_cannot_both_be_null() -> None:
+    with pytest.raises(ValidationError, match="both"):
+        JobSpec(dataset_id="x", pretrain=None, finetune=None)
+
+
+def test_optional_sections_may_be_null_or_off() -> None:
+    spec = JobSpec.model_validate({"dataset_id": "x", "pretrain": None,
+                                   "finetune": {"dr": None}, "device": "cuda:1"})
+    assert spec.pretrain is None and spec.finetune is not None and spec.finetune.dr is None
+    sampled = JobSpec.model_validate({"dataset_id": "x", "pretrain": {"dr": {"pairs": {"sample": 8}}}})
+    assert sampled.pretrain.dr.pairs.sample == 8
+
+
+def test_parameter_count_includes_input_and_head() -> None:
+    spec = JobSpec(dataset_id="x", model={"hidden_layers": [10, 5]})
+    assert spec.parameter_count(64, 3) == (64 * 10 + 10) + (10 * 5 + 5) + (5 * 3 + 3)
+    no_head = JobSpec(dataset_id="x", model={"hidden_layers": [10]}, finetune=None)
+    assert no_head.parameter_count(64, 3) == 64 * 10 + 10
+
+
+def test_request_hash_ignores_key_order_but_not_values() -> None:
+    a = spec_to_dict(JobSpec(dataset_id="x", seed=1))
+    b = dict(reversed(list(a.items())))
+    assert request_hash(a) == request_hash(b)
+    assert request_hash(a) != request_hash(spec_to_dict(JobSpec(dataset_id="x", seed=2)))
+
+
+# ---------------------------------------------------------------- POST /v1/jobs
+
+
+def test_submit_queues_job_and_publishes_after_commit(client, db, auth_a, ds_a, published) -> None:
+    resp = client.post("/v1/jobs", json=small_spec(ds_a.id, seed=7), headers=auth_a)
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert resp.headers["location"] == f"/v1/jobs/{body['id']}"
+    assert body["status"] == "queued" and body["attempt"] == 1 and body["dataset_id"] == ds_a.id
+    assert body["spec"]["seed"] == 7 and body["spec"]["pretrain"]["cd_k"] == 1  # defaulted
+    assert published == [(body["id"], True)]
+    row = db.get(Job, body["id"])
+    assert row.status == JobStatus.queued and row.max_attempts == 3
+    assert row.request_hash == request_hash(body["spec"])
+
+
+def test_submit_stores_max_attempts_from_spec(client, db, auth_a, ds_a, published) -> None:
+    resp = client.post("/v1/jobs", json=small_spec(ds_a.id, max_attempts=5), headers=auth_a)
+    assert resp.status_code == 202
+    assert db.get(Job, resp.json()["id"]).max_attempts == 5
+
+
+def test_publish_sees_the_committed_row_from_another_connection(settings, engine, store,
+                                                                  monkeypatch) -> None:
+    """Without the test's shared transaction: the publisher must find the row durable."""
+    name = f"real-commit-{uuid.uuid4().hex[:8]}"
+    with Session(engine) as s:
+        key = create_key(s, name)
+        owner = tenant_by_name(s, name).id
+        ds_id = add_dataset(s, owner).id
+        s.commit()
+    seen: list[str | None] = []
+
+    def publish(_settings: object, job_id: str) -> None:
+        with engine.connect() as conn:
+            seen.append(conn.execute(text("SELECT status FROM jobs WHERE id = :id"),
+                                     {"id": job_id}).scalar())
+
+    monkeypatch.setattr("api.broker.publish_run_job", publish)
+    try:
+        with TestClient(create_app(settings, engine=engine, store=store)) as c:
+            resp = c.post("/v1/jobs", json=small_spec(ds_id),
+                          headers={"Authorization": f"Bearer {key}"})
+        assert resp.status_code == 202, resp.text
+        assert seen == ["queued"]
+    finally:
+        with Session(engine) as s:
+            s.execute(text("DELETE FROM jobs WHERE tenant_id = :t"), {"t": owner})
+            s.delete(s.get(Tenant, owner))
+            s.commit()
+
+
+def test_broker_failure_after_commit_still_answers_202(client, db, auth_a, ds_a,
+                                                      monkeypatch) -> None:
+    def broken(_settings: object, _job_id: str) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr("api.broker.publish_run_job", broken)
+    resp = client.post("/v1/jobs", json=small_spec(ds_a.id), headers=auth_a)
+    assert resp.status_code == 202
+    assert db.get(Job, resp.json()["id"]).status == JobStatus.queued
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-key"}])
+def test_routes_need_a_valid_key(client, headers) -> None:
+    for method, url in [("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/x"),
+                        ("GET", "/v1/jobs/x/metrics"), ("POST", "/v1/jobs/x/cancel"),
+                        ("GET", "/v1/jobs/x/checkpoints"), ("GET", "/v1/jobs/x/model"),
+                        ("POST", "/v1/jobs/x/predict"), ("GET", "/v1/jobs/x/events")]:
+        resp = client.request(method, url, headers=headers,
+                              json=small_spec("x") if method == "POST" else None)
+        assert resp.status_code == 401, (method, url, resp.status_code)
+        assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_bad_spec_is_problem_json_with_errors(client, auth_a, ds_a, published) -> None:
+    spec = small_spec(ds_a.id)
+    spec["pretrain"]["cd_k"] = 0
+    resp = client.post("/v1/jobs", json=spec, headers=auth_a)
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert any(e["loc"][-1] == "cd_k" for e in resp.json()["errors"])
+    assert published == []
+
+
+def test_unknown_or_foreign_dataset_is_422_naming_dataset_id(client, db, auth_a, auth_b,
+                                                             published) -> None:
+    foreign = add_dataset(db, tenant_id(db, "tenant-b"))
+    for dataset_id in ("does-not-exist", foreign.id):
+        resp = client.post("/v1/jobs", json=small_spec(dataset_id), headers=auth_a)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["errors"][0]["loc"] == ["body", "dataset_id"]
+    assert published == [] and db.scalar(select(Job.id)) is None
+
+
+def test_bernoulli_on_data_outside_unit_interval_is_422(client, db, auth_a, published) -> None:
+    ds = add_dataset(db, tenant_id(db), feature_range=(0.0, 16.0))
+    spec = small_spec(ds.id, model={"hidden_layers": [8], "visible_units": "bernoulli"})
+    resp = client.post("/v1/jobs", json=spec, headers=auth_a)
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["loc"] == ["body", "model", "visible_units"]
+    spec["model"]["visible_units"] = "auto"
+    assert client.post("/v1/jobs", json=spec, headers=auth_a).status_code == 202
+
+
+def test_too_many_parameters_for_the_dataset_is_422(client, db, auth_a, published) -> None:
+    wide = add_dataset(db, tenant_id(db), n_features=8000)
+    spec = small_spec(wide.id, model={"hidden_layers": [8000]})  # 64M weights
+    resp = client.post("/v1/jobs", json=spec, headers=auth_a)
+    assert resp.status_code == 422
+    assert "exceeds" in resp.json()["detail"]
+    spec["model"]["hidden_layers"] = [1000]
+    assert client.post("/v1/jobs", json=spec, headers=auth_a).status_code == 202
+
+
+def test_idempotency_key_replays_or_rejects(client, db, auth_a, ds_a, published) -> None:
+    headers = {**auth_a, "Idempotency-Key": "abc-1"}
+    first = client.post("/v1/jobs", json=small_spec(ds_a.id), headers=headers)
+    again = client.post("/v1/jobs", json=small_spec(ds_a.id), headers=headers)
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert len(published) == 1
+    other = client.post("/v1/jobs", json=small_spec(ds_a.id, seed=9), headers=headers)
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert len(db.scalars(select(Job)).all()) == 1
+
+
+def test_active_job_cap_answers_429_with_retry_after(app, client, db, auth_a, ds_a,
+                                                     published) -> None:
+    app.state.settings = app.state.settings.model_copy(update={"max_concurrent_jobs_per_tenant": 2})
+    owner = tenant_id(db)
+    add_job(db, owner, JobStatus.running)
+    add_job(db, owner, JobStatus.succeeded)  # terminal jobs do not count
+    assert client.post("/v1/jobs", json=small_spec(ds_a.id), headers=auth_a).status_code == 202
+    resp = client.post("/v1/jobs", json=small_spec(ds_a.id), headers=auth_a)
+    assert resp.status_code == 429
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert int(resp.headers["retry-after"]) > 0
+    assert len(published) == 1
+
+
+# ---------------------------------------------------------------- GET /v1/jobs[/{id}]
+
+
+def test_get_job_with_etag_and_304(client, db, auth_a, auth_b) -> None:
+    job = add_job(db, tenant_id(db), JobStatus.running, phase="pretrain", layer=0, epoch=2,
+                  progress=0.25)
+    resp = client.get(f"/v1/jobs/{job.id}", headers=auth_a)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert {k: body[k] for k in ("status", "phase", "layer", "epoch", "progress")} == {
+        "status": "running", "phase": "pretrain", "layer": 0, "epoch": 2, "progress": 0.25}
+    for key in ("status_reason", "attempt", "spec", "dataset_id", "created_at", "started_at",
+                "finished_at", "heartbeat_at", "result"):
+        assert key in body
+    etag = resp.headers["etag"]
+    cached = client.get(f"/v1/jobs/{job.id}", headers={**auth_a, "If-None-Match": etag})
+    assert cached.status_code == 304 and cached.content == b""
+    job.progress = 0.5
+    db.commit()
+    changed = client.get(f"/v1/jobs/{job.id}", headers={**auth_a, "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert client.get(f"/v1/jobs/{job.id}", headers=auth_b).status_code == 404
+
+
+def test_list_pages_walk_all_jobs_newest_first(client, db, auth_a, auth_b) -> None:
+    owner = tenant_id(db)
+    base = utcnow()
+    ids = [add_job(db, owner, created_at=base + timedelta(seconds=i)).id for i in range(7)]
+    # Two jobs with the same created_at: the id breaks the tie, nothing is skipped.
+    ids.append(add_job(db, owner, created_at=base + timedelta(seconds=3)).id)
+    add_job(db, tenant_id(db, "tenant-b"))
+    seen, token, pages = [], None, 0
+    while True:
+        params = {"page_size": 3, **({"page_token": token} if token else {})}
+        page = client.get("/v1/jobs", params=params, headers=auth_a).json()
+        seen += [j["id"] for j in page["jobs"]]
+        pages += 1
+        token = page["next_page_token"]
+        if token is None:
+            break
+    assert pages == 3 and sorted(seen) == sorted(ids) and len(set(seen)) == len(seen)
+    created = [db.get(Job, i).created_at for i in seen]
+    assert created == sorted(created, reverse=True)
+
+
+def test_list_filters_by_status_and_rejects_bad_tokens(client, db, auth_a) -> None:
+    owner = tenant_id(db)
+    running = add_job(db, owner, JobStatus.running)
+    add_job(db, owner, JobStatus.queued)
+    page = client.get("/v1/jobs", params={"status": "running"}, headers=auth_a).json()
+    assert [j["id"] for j in page["jobs"]] == [running.id] and page["next_page_token"] is None
+    for token in ("!!!", "bm90LWpzb24"):
+        resp = client.get("/v1/jobs", params={"page_token": token}, headers=auth_a)
+        assert resp.status_code == 422
+    assert client.get("/v1/jobs", params={"page_size": 0}, headers=auth_a).status_code == 422
+    assert client.get("/v1/jobs", params={"page_size": 201}, headers=auth_a).status_code == 422
+
+
+# ---------------------------------------------------------------- metrics, checkpoints
+
+
+def add_points(db: Session, job: Job, n: int, start: int = 1) -> None:
+    for seq in range(start, start + n):
+        db.add(MetricPoint(job_id=job.id, seq=seq, attempt=1, phase="pretrain", layer=0,
+                           layer_key=0, epoch=seq, name="reconstruction_error", value=1.0 / seq))
+    db.commit()
+
+
+def test_metrics_since_and_limit(client, db, auth_a, auth_b) -> None:
+    job = add_job(db, tenant_id(db), JobStatus.running)
+    add_points(db, job, 5)
+    resp = client.get(f"/v1/jobs/{job.id}/metrics", params={"since": 2}, headers=auth_a).json()
+    assert [p["seq"] for p in resp["points"]] == [3, 4, 5] and resp["next_since"] == 5
+    assert resp["points"][0] == {**resp["points"][0], "phase": "pretrain", "layer": 0, "epoch": 3,
+                                 "name": "reconstruction_error"}
+    assert resp["points"][0]["value"] == pytest.approx(1 / 3)
+    limited = client.get(f"/v1/jobs/{job.id}/metrics", params={"limit": 2}, headers=auth_a).json()
+    assert [p["seq"] for p in limited["points"]] == [1, 2] and limited["next_since"] == 2
+    empty = client.get(f"/v1/jobs/{job.id}/metrics", params={"since": 5}, headers=auth_a).json()
+    assert empty == {"points": [], "next_since": 5}
+    assert client.get(f"/v1/jobs/{job.id}/metrics", params={"limit": 10001},
+                      headers=auth_a).status_code == 422
+    assert client.get(f"/v1/jobs/{job.id}/metrics", headers=auth_b).status_code == 404
+
+
+def test_checkpoints_list(client, db, auth_a, auth_b) -> None:
+    from api.models import Checkpoint
+
+    job = add_job(db, tenant_id(db), JobStatus.running)
+    db.add(Checkpoint(job_id=job.id, kind="layer", phase="pretrain", layer=0, epoch=4, attempt=1,
+                      object_key="k/1", sha256="a" * 64, size_bytes=10))
+    db.flush()
+    resp = client.get(f"/v1/jobs/{job.id}/checkpoints", headers=auth_a)
+    assert resp.status_code == 200
+    [ck] = resp.json()
+    assert {k: ck[k] for k in ("kind", "layer", "epoch", "sha256", "size_bytes")} == {
+        "kind": "layer", "layer": 0, "epoch": 4, "sha256": "a" * 64, "size_bytes": 10}
+    assert "id" in ck and "created_at" in ck
+    assert client.get(f"/v1/jobs/{job.id}/checkpoints", headers=auth_b).status_code == 404
+
+
+# ---------------------------------------------------------------- cancel
+
+
+def test_cancel_queued_job_is_immediate(client, db, auth_a) -> None:
+    job = add_job(db, tenant_id(db))
+    resp = client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_a)
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["status"] == "cancelled" and body["status_reason"] == "cancelled by user"
+    assert body["finished_at"] is not None
+
+
+def test_cancel_running_job_asks_the_worker(client, db, auth_a) -> None:
+    job = add_job(db, tenant_id(db), JobStatus.running)
+    resp = client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_a)
+    assert resp.status_code == 202
+    assert resp.json()["status"] == "cancelling" and resp.json()["cancel_requested"] is True
+    again = client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_a)
+    assert again.status_code == 202 and again.json()["status"] == "cancelling"
+    db.expire_all()
+    assert db.get(Job, job.id).status == JobStatus.cancelling
+
+
+@pytest.mark.parametrize("status", [JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled])
+def test_cancel_terminal_job_is_409(client, db, auth_a, status) -> None:
+    job = add_job(db, tenant_id(db), status)
+    resp = client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_a)
+    assert resp.status_code == 409
+    db.expire_all()
+    assert db.get(Job, job.id).status == status
+
+
+def test_cancel_retries_once_when_the_worker_moves_the_job(client, db, auth_a,
+                                                           monkeypatch) -> None:
+    """The job is claimed between our read and our UPDATE: the queued->cancelled UPDATE
+    matches no row, and the retry cancels it as a running job instead."""
+    from api.services import jobs as service
+
+    job = add_job(db, tenant_id(db))
+    real = service._transition
+    raced = {"done": False}
+
+    def racing(session, job_id, expected, **values):  # noqa: ANN001, ANN003, ANN202
+        if not raced["done"]:
+            raced["done"] = True
+            session.execute(text("UPDATE jobs SET status = 'running' WHERE id = :id"), {"id": job_id})
+        return real(session, job_id, expected, **values)
+
+    monkeypatch.setattr(service, "_transition", racing)
+    resp = client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_a)
+    assert resp.status_code == 202 and resp.json()["status"] == "cancelling"
+
+
+def test_cancel_other_tenants_job_is_404(client, db, auth_a, auth_b) -> None:
+    job = add_job(db, tenant_id(db))
+    assert client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_b).status_code == 404
+    db.expire_all()
+    assert db.get(Job, job.id).status == JobStatus.queued
