@@ -1,4 +1,69 @@
-"""Placeholder, filled in below by the datasets work."""
-from fastapi import APIRouter
+"""``/v1/datasets``: HTTP only; the work is in api.services.datasets."""
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.errors import Invalid
+from api.schemas.common import problem_responses
+from api.schemas.datasets import DatasetList, DatasetOut
+from api.services import datasets as service
+from api.uploads import parse_multipart
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
+                   responses=problem_responses(401))
+
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "CSV with a header row, NPZ (X, y, optional groups), or "
+                                "gzipped IDX images"},
+        "labels_file": {"type": "string", "format": "binary",
+                        "description": "IDX labels (only with IDX images)"},
+        "name": {"type": "string", "maxLength": 200},
+        "label_column": {"type": "string", "default": "label"},
+        "side_info_column": {"type": "string",
+                             "description": "grouping used by DR instead of the labels"},
+    }}}}}}
+
+
+@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=_UPLOAD_BODY,
+             responses=problem_responses(413, 422))
+async def upload_dataset(request: Request, session: SessionDep, store: StoreDep,
+                         settings: SettingsDep, tenant: TenantDep) -> DatasetOut:
+    form = await parse_multipart(request, settings.max_upload_bytes)
+    try:
+        upload = form.files.get("file")
+        if upload is None:
+            raise Invalid("file: a file part named 'file' is required")
+        labels = form.files.get("labels_file")
+        # Parsing a large CSV is CPU work: keep it off the event loop.
+        row = await run_in_threadpool(
+            service.create_dataset, session, store, settings, tenant,
+            data=upload.file, filename=upload.filename or "", name=form.fields.get("name"),
+            label_column=form.fields.get("label_column") or "label",
+            side_info_column=form.fields.get("side_info_column") or None,
+            labels=labels.file if labels is not None else None)
+    finally:
+        await form.close()
+    return DatasetOut.model_validate(row)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(session: SessionDep, settings: SettingsDep, tenant: TenantDep) -> DatasetList:
+    return DatasetList(items=service.list_datasets(session, settings, tenant))
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(404))
+def get_dataset(dataset_id: str, session: SessionDep, settings: SettingsDep,
+                tenant: TenantDep) -> DatasetOut:
+    return service.get_dataset(session, settings, tenant, dataset_id)
+
+
+@router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
+                   tenant: TenantDep) -> Response:
+    service.delete_dataset(session, store, tenant, dataset_id)
+    return Response(status_code=204)
