@@ -235,8 +235,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, sep, last = header[len("bytes="):].strip().partition("-")
     if not sep or not (first.isdigit() or last.isdigit()):
         return None
-    if first and last and not (first.isdigit() and last.isdigit()):
-        return None
+    if first and last and not (first.isdigit() and last.isdigit() and int(last) >= int(first)):
+        return None  # "9-3" is invalid syntax, not an unsatisfiable range
     unsatisfiable = RangeNotSatisfiable(f"range {header!r} is outside the {size}-byte file",
                                         headers={"Content-Range": f"bytes */{size}"})
     if not first:  # suffix: the last n bytes
@@ -246,7 +246,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return max(size - n, 0), size - 1
     start = int(first)
     end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+    if start >= size:
         raise unsatisfiable
     return start, end
 

@@ -1,0 +1,107 @@
+"""GET /v1/jobs/{id}/model: streaming, Range, ETag/304, 416, presigned redirect."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from api.errors import RangeNotSatisfiable
+from api.models import Checkpoint, JobStatus
+from api.services.jobs import parse_range
+from tests.api.test_jobs import add_job, tenant_id
+
+PAYLOAD = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable mod 256
+
+
+@pytest.fixture
+def model_job(db, store, auth_a):  # noqa: ANN001, ANN201
+    job = add_job(db, tenant_id(db), JobStatus.succeeded)
+    stored = store.put_stream(f"jobs/{job.id}/final.safetensors", [PAYLOAD])
+    db.add(Checkpoint(job_id=job.id, kind="final", phase="finetune", attempt=1,
+                      object_key=stored.key, sha256=stored.sha256, size_bytes=stored.size_bytes))
+    db.commit()
+    return job
+
+
+def test_full_download(client, auth_a, model_job) -> None:
+    resp = client.get(f"/v1/jobs/{model_job.id}/model", headers=auth_a)
+    assert resp.status_code == 200
+    assert resp.content == PAYLOAD
+    h = resp.headers
+    assert h["content-length"] == str(len(PAYLOAD))
+    assert h["etag"] == f'"{hashlib.sha256(PAYLOAD).hexdigest()}"'
+    assert h["accept-ranges"] == "bytes"
+    assert h["content-type"] == "application/octet-stream"
+    assert h["content-disposition"] == f'attachment; filename="{model_job.id}.safetensors"'
+
+
+@pytest.mark.parametrize("header, start, end", [
+    ("bytes=100-299", 100, 299), ("bytes=10000-", 10000, 10239), ("bytes=-17", 10223, 10239),
+    ("bytes=10200-99999", 10200, 10239),
+])
+def test_range_download_returns_the_slice(client, auth_a, model_job, header, start, end) -> None:
+    resp = client.get(f"/v1/jobs/{model_job.id}/model", headers={**auth_a, "Range": header})
+    assert resp.status_code == 206
+    assert resp.content == PAYLOAD[start:end + 1]
+    assert resp.headers["content-range"] == f"bytes {start}-{end}/{len(PAYLOAD)}"
+    assert resp.headers["content-length"] == str(end - start + 1)
+
+
+def test_unsatisfiable_range_is_416_problem(client, auth_a, model_job) -> None:
+    resp = client.get(f"/v1/jobs/{model_job.id}/model",
+                      headers={**auth_a, "Range": f"bytes={len(PAYLOAD)}-"})
+    assert resp.status_code == 416
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.headers["content-range"] == f"bytes */{len(PAYLOAD)}"
+
+
+def test_if_none_match_answers_304(client, auth_a, model_job) -> None:
+    etag = client.get(f"/v1/jobs/{model_job.id}/model", headers=auth_a).headers["etag"]
+    resp = client.get(f"/v1/jobs/{model_job.id}/model", headers={**auth_a, "If-None-Match": etag})
+    assert resp.status_code == 304 and resp.content == b""
+    other = client.get(f"/v1/jobs/{model_job.id}/model",
+                       headers={**auth_a, "If-None-Match": '"0000"'})
+    assert other.status_code == 200
+
+
+def test_redirect_to_presigned_url(app, client, auth_a, model_job, store, monkeypatch) -> None:
+    plain = client.get(f"/v1/jobs/{model_job.id}/model", params={"redirect": "true"},
+                       headers=auth_a)
+    assert plain.status_code == 200  # the local store cannot presign: stream instead
+    monkeypatch.setattr(store, "presign", lambda key, seconds: f"https://s3.test/{key}?ttl={seconds}")
+    resp = client.get(f"/v1/jobs/{model_job.id}/model", params={"redirect": "true"},
+                      headers=auth_a, follow_redirects=False)
+    assert resp.status_code == 307
+    assert resp.headers["location"].startswith(f"https://s3.test/jobs/{model_job.id}/")
+
+
+@pytest.mark.parametrize("status", [JobStatus.queued, JobStatus.running, JobStatus.failed])
+def test_no_model_before_success_is_409(client, db, auth_a, status) -> None:
+    job = add_job(db, tenant_id(db), status)
+    assert client.get(f"/v1/jobs/{job.id}/model", headers=auth_a).status_code == 409
+
+
+def test_succeeded_without_final_checkpoint_is_404(client, db, auth_a) -> None:
+    job = add_job(db, tenant_id(db), JobStatus.succeeded)
+    assert client.get(f"/v1/jobs/{job.id}/model", headers=auth_a).status_code == 404
+
+
+def test_other_tenant_gets_404(client, auth_b, model_job) -> None:
+    assert client.get(f"/v1/jobs/{model_job.id}/model", headers=auth_b).status_code == 404
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("bytes=0-9", (0, 9)), ("bytes=5-", (5, 99)), ("bytes=-10", (90, 99)),
+    ("bytes=90-500", (90, 99)), ("bytes=-500", (0, 99)),
+    (None, None), ("items=0-1", None), ("bytes=0-1,5-6", None), ("bytes=x-y", None),
+    ("bytes=-", None), ("bytes=9-3", None),
+])
+def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
+    assert parse_range(header, 100) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=100-200", "bytes=-0"])
+def test_unsatisfiable_ranges(header: str) -> None:
+    with pytest.raises(RangeNotSatisfiable) as info:
+        parse_range(header, 100)
+    assert info.value.headers["Content-Range"] == "bytes */100"
