@@ -184,7 +184,8 @@ class FakeApi:
                                          "next_page_token": str(end) if end < len(jobs) else None})
 
     def _etag(self, job: dict[str, Any]) -> str:
-        return 'W/"' + hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16] + '"'
+        digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+        return f'W/"{digest[:16]}"'
 
     def get_job(self, request: httpx.Request, id: str) -> httpx.Response:
         job = self.jobs[id]

@@ -1,0 +1,292 @@
+"""The client-side ``drtrain`` commands, run with typer's CliRunner against the fake server."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from drtrain_cli import config
+from drtrain_cli.main import app
+from drtrain_client import Client
+from tests.cli.test_client import KEY, FakeApi, closed_port_url
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApi:
+    """A fake server wired in through ``config.make_client``; the calls are recorded."""
+    for name in ("DRTRAIN_URL", "DRTRAIN_API_KEY", "DRTRAIN_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # so a developer's own .drtrain/api-key is never picked up
+    api = FakeApi()
+    api.made: list[tuple[str, str]] = []  # type: ignore[attr-defined]
+
+    def make_client(url: str, key: str) -> Client:
+        api.made.append((url, key))  # type: ignore[attr-defined]
+        return Client(url, key, transport=__import__("httpx").MockTransport(api.handle))
+
+    monkeypatch.setattr(config, "make_client", make_client)
+    return api
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return runner.invoke(app, [*args], env=env)
+
+
+def drtrain(*args: str) -> Result:
+    """Run with the fake server's key on the command line."""
+    return run(*args, "--key", KEY)
+
+
+def assert_clean_failure(result: Result, code: int, message: str) -> None:
+    assert result.exit_code == code, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# ---- where URL and key come from -----------------------------------------------------------
+
+def test_missing_key_is_explained(fake: FakeApi) -> None:
+    result = run("jobs", "list")
+    assert_clean_failure(result, 1, "no API key: pass --key, set DRTRAIN_API_KEY")
+    assert fake.requests == []
+
+
+def test_key_from_the_embedded_data_folder(fake: FakeApi, tmp_path: Path) -> None:
+    (tmp_path / ".drtrain").mkdir()
+    (tmp_path / ".drtrain" / "api-key").write_text(KEY + "\n")
+    result = run("datasets", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert fake.made == [(config.DEFAULT_URL, KEY)]  # type: ignore[attr-defined]
+
+
+def test_key_from_a_named_data_folder_and_url_from_env(fake: FakeApi, tmp_path: Path) -> None:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "api-key").write_text(KEY)
+    result = run("datasets", "list", "--json",
+                 env={"DRTRAIN_DATA_DIR": str(folder), "DRTRAIN_URL": "http://h:9"})
+    assert result.exit_code == 0, result.output
+    assert fake.made == [("http://h:9", KEY)]  # type: ignore[attr-defined]
+
+
+def test_explicit_key_and_url_win(fake: FakeApi, tmp_path: Path) -> None:
+    (tmp_path / ".drtrain").mkdir()
+    (tmp_path / ".drtrain" / "api-key").write_text("drt_stale")
+    result = run("datasets", "list", "--json", "--url", "http://x:1", "--key", "drt_given",
+                 env={"DRTRAIN_API_KEY": "drt_env"})
+    assert fake.made == [("http://x:1", "drt_given")]  # type: ignore[attr-defined]
+    assert_clean_failure(result, 1, "401 Unauthorized")
+
+
+def test_connection_refused_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DRTRAIN_URL", raising=False)
+    url = closed_port_url()
+    result = run("jobs", "list", "--url", url, "--key", KEY)
+    assert_clean_failure(result, 3, f"cannot reach drtrain at {url}: is `drtrain up` running?")
+
+
+# ---- datasets ------------------------------------------------------------------------------
+
+def test_datasets_upload_list_delete(fake: FakeApi, tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("x1,x2,label,g\n1,2,a,u\n3,4,b,v\n5,6,a,u\n")
+    result = drtrain("datasets", "upload", str(data), "--name", "tiny",
+                     "--side-info-column", "g", "--json")
+    assert result.exit_code == 0, result.output
+    uploaded = json.loads(result.stdout)
+    assert uploaded["n_samples"] == 3 and fake.uploads[-1]["side_info_column"][1] == b"g"
+
+    result = drtrain("datasets", "upload", str(data))
+    assert result.exit_code == 0 and "3 samples x 2 features" in result.stdout
+
+    listed = json.loads(drtrain("datasets", "list", "--json").stdout)
+    assert [d["id"] for d in listed] == ["builtin:digits", uploaded["id"], listed[2]["id"]]
+    table = drtrain("datasets", "list").stdout
+    assert "builtin:digits" in table and "tiny" in table
+
+    assert drtrain("datasets", "get", uploaded["id"], "--json").exit_code == 0
+    result = drtrain("datasets", "delete", uploaded["id"])
+    assert result.exit_code == 0 and uploaded["id"] not in fake.datasets
+
+
+def test_datasets_errors_show_the_problem_detail(fake: FakeApi, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,label\nnan,a\n")
+    assert_clean_failure(drtrain("datasets", "upload", str(bad)), 1,
+                         "422 Unprocessable content: row 2, column x1: NaN is not allowed")
+    fake.busy_datasets.add("builtin:digits")
+    assert_clean_failure(drtrain("datasets", "delete", "builtin:digits"), 1,
+                         "409 Conflict: dataset builtin:digits is used by an active job")
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+
+def write_spec(tmp_path: Path, spec: Any) -> str:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def test_jobs_submit(fake: FakeApi, tmp_path: Path) -> None:
+    spec = {"dataset_id": "builtin:digits", "seed": 3}
+    result = drtrain("jobs", "submit", write_spec(tmp_path, spec), "--idempotency-key", "abc",
+                     "--json")
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    assert fake.jobs[job["id"]]["spec"] == spec
+    assert fake.calls("POST", "/v1/jobs")[0].headers["idempotency-key"] == "abc"
+    result = drtrain("jobs", "submit", write_spec(tmp_path, spec))
+    assert result.exit_code == 0 and "submitted job" in result.stdout
+
+
+def test_jobs_submit_rejections(fake: FakeApi, tmp_path: Path) -> None:
+    result = drtrain("jobs", "submit", write_spec(tmp_path, {"seed": 1}))
+    assert_clean_failure(result, 1, "body.dataset_id: Field required")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"dataset_id": ')
+    assert_clean_failure(drtrain("jobs", "submit", str(broken)), 2, "is not valid JSON")
+    assert_clean_failure(drtrain("jobs", "submit", str(tmp_path / "missing.json")), 2,
+                         "cannot read")
+    assert len(fake.calls("POST", "/v1/jobs")) == 1
+
+
+def test_jobs_submit_watch_follows_the_job(fake: FakeApi, tmp_path: Path) -> None:
+    original = fake.submit
+
+    def submit_and_script(request: Any) -> Any:
+        response = original(request)
+        job_id = response.json()["id"]
+        fake.add_points(job_id, 2, name="validation_accuracy")
+        fake.script[job_id] = [{}, {"status": "succeeded", "progress": 1.0,
+                                    "result": {"test_accuracy": 0.875}}]
+        return response
+
+    fake.routes[4] = ("POST", r"/v1/jobs", submit_and_script)
+    result = drtrain("jobs", "submit", write_spec(tmp_path, {"dataset_id": "d"}), "--watch",
+                     "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.stdout and "0.875" in result.stdout
+
+
+def test_jobs_watch_from_events_succeeds(fake: FakeApi) -> None:
+    job_id = fake.add_job("running", phase="pretrain", layer=0, epoch=0, progress=0.1)["id"]
+    fake.add_points(job_id, 3, name="reconstruction_error")
+    # The first GET sees it running; the event stream then carries it to the end.
+    fake.script[job_id] = [{}, {"status": "succeeded", "progress": 1.0, "phase": "finetune",
+                                "layer": None, "epoch": 4, "result": {"test_accuracy": 0.9321}}]
+    result = drtrain("jobs", "watch", job_id, "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert "reconstruction_error" in result.stdout
+    assert "0.3333" in result.stdout  # the latest point (seq 3) is what the table shows
+    assert "0.9321" in result.stdout and "100%" in result.stdout
+    assert fake.calls("GET", r"/v1/jobs/\w+/events") and not fake.calls("GET", r".*/metrics")
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_jobs_watch_exits_1_when_the_job_did_not_succeed(fake: FakeApi, status: str) -> None:
+    job_id = fake.add_job("running")["id"]
+    fake.script[job_id] = [{}, {"status": status, "status_reason": "worker lost 3 times"}]
+    result = drtrain("jobs", "watch", job_id, "--poll", "0")
+    assert_clean_failure(result, 1, f"job {job_id} {status}: worker lost 3 times")
+
+
+def test_jobs_watch_falls_back_to_polling(fake: FakeApi) -> None:
+    fake.events_broken = True
+    job_id = fake.add_job("queued")["id"]
+    fake.add_points(job_id, 2, name="train_loss")
+    fake.script[job_id] = [{}, {"status": "running", "progress": 0.5}, {},
+                           {"status": "succeeded", "progress": 1.0}]
+    result = drtrain("jobs", "watch", job_id, "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert "polling" in result.stderr and "train_loss" in result.stdout
+    assert len(fake.calls("GET", rf"/v1/jobs/{job_id}")) == 4
+    since = [r.url.params["since"] for r in fake.calls("GET", r".*/metrics")]
+    assert since[0] == "0" and since[-1] == "2"  # later polls ask only for new points
+
+
+def test_jobs_watch_of_a_finished_job_returns_at_once(fake: FakeApi) -> None:
+    job_id = fake.add_job("succeeded", progress=1.0, result={"test_accuracy": 0.5})["id"]
+    fake.add_points(job_id, 1, name="test_loss")
+    result = drtrain("jobs", "watch", job_id)
+    assert result.exit_code == 0 and "0.5" in result.stdout and "test_loss" in result.stdout
+    assert not fake.calls("GET", r".*/events")
+
+
+def test_jobs_list_get_cancel(fake: FakeApi) -> None:
+    queued = fake.add_job("queued")["id"]
+    done = fake.add_job("succeeded", result={"test_accuracy": 0.75})["id"]
+    assert [j["id"] for j in json.loads(drtrain("jobs", "list", "--json").stdout)] == [done, queued]
+    only = json.loads(drtrain("jobs", "list", "--status", "succeeded", "--json").stdout)
+    assert [j["id"] for j in only] == [done]
+    assert [j["id"] for j in json.loads(drtrain("jobs", "list", "--limit", "1", "--json").stdout)
+            ] == [done]
+    assert queued in drtrain("jobs", "list").stdout
+
+    assert json.loads(drtrain("jobs", "get", done, "--json").stdout)["result"] == {
+        "test_accuracy": 0.75}
+    assert "0.75" in drtrain("jobs", "get", done).stdout
+    assert_clean_failure(drtrain("jobs", "get", "nope"), 1, "404 Not found")
+
+    result = drtrain("jobs", "cancel", queued)
+    assert result.exit_code == 0 and "is cancelled" in result.stdout
+    assert_clean_failure(drtrain("jobs", "cancel", done), 1, "409 Conflict")
+
+
+def test_jobs_download_resumes_and_verifies(fake: FakeApi, tmp_path: Path) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    out = tmp_path / "model.safetensors"
+    (tmp_path / "model.safetensors.part").write_bytes(fake.model[:1000])
+    result = drtrain("jobs", "download", job_id, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == fake.model and "resumed at byte 1000" in result.stdout
+    fake.model_etag = '"' + "0" * 64 + '"'
+    assert_clean_failure(drtrain("jobs", "download", job_id, "-o", str(tmp_path / "b")), 1,
+                         "downloaded model is corrupt")
+    assert not (tmp_path / "b").exists()
+
+
+def test_jobs_metrics_and_checkpoints(fake: FakeApi) -> None:
+    job_id = fake.add_job("running")["id"]
+    fake.add_points(job_id, 4)
+    points = json.loads(drtrain("jobs", "metrics", job_id, "--since", "2", "--json").stdout)
+    assert [p["seq"] for p in points] == [3, 4]
+    assert "train_loss" in drtrain("jobs", "metrics", job_id).stdout
+    assert json.loads(drtrain("jobs", "checkpoints", job_id, "--json").stdout)[0]["kind"] == "final"
+    assert "final" in drtrain("jobs", "checkpoints", job_id).stdout
+
+
+def test_jobs_predict_from_csv_and_json(fake: FakeApi, tmp_path: Path) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,c\n1,2,3\n-1,-2,0.5\n")
+    answer = json.loads(drtrain("jobs", "predict", job_id, "--inputs", str(rows), "--json").stdout)
+    assert fake.predicted[-1] == [[1.0, 2.0, 3.0], [-1.0, -2.0, 0.5]]
+    assert answer["predictions"] == ["pos", "neg"]
+    as_json = tmp_path / "rows.json"
+    as_json.write_text(json.dumps({"inputs": [[0, 0, -1]]}))
+    result = drtrain("jobs", "predict", job_id, "--inputs", str(as_json))
+    assert result.exit_code == 0 and "neg" in result.stdout and "0.7" in result.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n4,x,6\n")
+    assert_clean_failure(drtrain("jobs", "predict", job_id, "--inputs", str(bad)), 2,
+                         "data row 2 is not all numbers")
+
+
+def test_sweeps_submit_and_get(fake: FakeApi, tmp_path: Path) -> None:
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"base": {"dataset_id": "builtin:digits"},
+                                "grid": {"pretrain.dr.weight": [0, 0.1], "seed": [0, 1]}}))
+    result = drtrain("sweeps", "submit", str(path))
+    assert result.exit_code == 0 and "with 4 jobs" in result.stdout
+    sweep_id = next(iter(fake.sweeps))
+    shown = drtrain("sweeps", "get", sweep_id)
+    assert shown.exit_code == 0 and "test_accuracy=0.9±0.01" in shown.stdout
+    assert json.loads(drtrain("sweeps", "get", sweep_id, "--json").stdout)["id"] == sweep_id
+    path.write_text(json.dumps({"grid": {}}))
+    assert_clean_failure(drtrain("sweeps", "submit", str(path)), 2, "expected")
