@@ -1,0 +1,153 @@
+"""Fixtures for worker tests: a real, committed PostgreSQL database and a local object store.
+
+The runner commits from several threads (training and heartbeat), so these tests cannot use
+the roll-back-per-test trick of tests/api; instead every test makes its own tenant and jobs
+(fresh ids) in one migrated database per run. PostgreSQL missing is a failure, never a skip.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import make_engine, make_sessionmaker, session_scope
+from api.migrate import upgrade
+from api.models import Dataset, Job, JobStatus, Tenant, new_id
+from api.schemas.jobs import JobSpec, spec_to_dict
+from api.settings import Settings
+from api.storage import ObjectStore, make_store
+
+ADMIN_URL = os.environ.get("DRTRAIN_TEST_POSTGRES_URL",
+                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+torch.set_num_threads(1)
+
+# Small enough for seconds on a shared CPU, big enough that every phase really runs.
+TINY_SPEC = {
+    "validation_fraction": 0.2,
+    "model": {"hidden_layers": [16, 8], "visible_units": "auto"},
+    "pretrain": {"epochs": 2, "batch_size": 32, "learning_rate": 0.05,
+                 "dr": {"weight": 0.5, "divergence": "hellinger", "pairs": {"sample": 4}}},
+    "finetune": {"epochs": 2, "batch_size": 32, "learning_rate": 0.1,
+                 "dr": {"weight": 0.05, "distance": "euclidean", "layers": "all"}},
+    "seed": 7,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for the worker tests and is unreachable at "
+                    f"{ADMIN_URL}: {exc.orig}", pytrace=False)
+    name = f"drtrain_worker_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def factory(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_url: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=pg_url,
+                    storage_url=(tmp_path / "objects").as_uri(), broker_url="",
+                    environment="test", heartbeat_seconds=0.1, lease_seconds=5.0,
+                    cancel_grace_seconds=30.0, requeue_queued_after_seconds=60.0)
+
+
+@pytest.fixture
+def store(settings: Settings) -> ObjectStore:
+    return make_store(settings)
+
+
+@pytest.fixture
+def tenant_id(factory: sessionmaker[Session]) -> str:
+    with session_scope(factory) as s:
+        tenant = Tenant(name=f"t-{new_id()[:12]}")
+        s.add(tenant)
+        s.flush()
+        return tenant.id
+
+
+def digits_subset(n: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return (X[:n] / 16.0).astype(np.float32), y[:n].astype(np.int64)
+
+
+@pytest.fixture
+def dataset_id(factory: sessionmaker[Session], store: ObjectStore, tenant_id: str,
+               tmp_path: Path) -> str:
+    """A small digits NPZ uploaded to the store with its Dataset row (as the API would)."""
+    X, y = digits_subset()
+    buf = io.BytesIO()
+    np.savez(buf, X=X, y=y)
+    path = tmp_path / "digits.npz"
+    path.write_bytes(buf.getvalue())
+    ds_id = new_id()
+    stored = store.put_file(f"datasets/{ds_id}/data.npz", path)
+    with session_scope(factory) as s:
+        s.add(Dataset(id=ds_id, tenant_id=tenant_id, name="digits-subset", format="npz",
+                      object_key=stored.key, n_samples=len(y), n_features=X.shape[1],
+                      n_classes=len(set(y.tolist())),
+                      class_counts={str(c): int((y == c).sum()) for c in set(y.tolist())},
+                      feature_range=[float(X.min()), float(X.max())],
+                      visible_units_hint="bernoulli", sha256=stored.sha256,
+                      size_bytes=stored.size_bytes))
+    return ds_id
+
+
+MakeJob = Callable[..., str]
+
+
+@pytest.fixture
+def make_job(factory: sessionmaker[Session], tenant_id: str, dataset_id: str) -> MakeJob:
+    """Insert a queued job whose spec is TINY_SPEC updated with ``overrides`` (validated and
+    defaulted by the API's own JobSpec, exactly as submit stores it)."""
+    def make(status: JobStatus = JobStatus.queued, **overrides: object) -> str:
+        raw = {**TINY_SPEC, "dataset_id": dataset_id, **overrides}
+        spec = spec_to_dict(JobSpec.model_validate(raw))
+        job_id = new_id()
+        with session_scope(factory) as s:
+            s.add(Job(id=job_id, tenant_id=tenant_id, dataset_id=spec["dataset_id"],
+                      test_dataset_id=spec["test_dataset_id"], spec=spec, status=status,
+                      max_attempts=spec["max_attempts"]))
+        return job_id
+    return make
+
+
+def get_job(factory: sessionmaker[Session], job_id: str) -> Job:
+    with factory() as s:
+        return s.get(Job, job_id)

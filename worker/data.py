@@ -1,0 +1,103 @@
+"""A job's data as dr_core wants it: train/validation split, optional test set, DR side info.
+
+The validation split is a seeded permutation (the spec's seed), so every attempt of a job,
+and a resumed one in particular, trains on exactly the same rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from api.models import Dataset, Job
+from api.settings import Settings
+from api.storage import ObjectStore
+from dr_core.pipeline import DataSplit
+from worker.spec import SpecError, resolve_visible
+
+BUILTIN = "builtin:"
+
+
+@dataclass
+class Prepared:
+    split: DataSplit
+    classes: list[str]
+    visible: str
+
+
+def _load(session: Session, store: ObjectStore, job: Job, dataset_id: str, settings: Settings,
+          workdir: Path):  # noqa: ANN202 - api.dataset_files.LoadedData
+    from api.dataset_files import load_arrays
+
+    if dataset_id.startswith(BUILTIN):
+        return load_arrays(store, None, dataset_id, settings, workdir)
+    row = session.get(Dataset, dataset_id)
+    # The API checked ownership at submit; checking again keeps a tampered row from reading
+    # another tenant's data.
+    if row is None or row.tenant_id != job.tenant_id:
+        raise SpecError(f"dataset {dataset_id} no longer exists")
+    return load_arrays(store, row, None, settings, workdir)
+
+
+def _builtin_test_id(dataset_id: str) -> str | None:
+    """The built-in's own test split, when it has one (api.builtins decides)."""
+    try:
+        from api import builtins
+    except ImportError:
+        return None
+    finder = getattr(builtins, "test_split_id", None)
+    return finder(dataset_id) if finder is not None else None
+
+
+def _remap(test_y: np.ndarray, test_classes: list[str], classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    missing = [c for c in test_classes if c not in index]
+    if missing:
+        raise SpecError(f"test_dataset_id: classes {missing[:5]} do not occur in the training data")
+    lut = np.asarray([index[c] for c in test_classes], dtype=np.int64)
+    return lut[np.asarray(test_y, dtype=np.int64)]
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx); at least one training row is always kept."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(int(round(n * fraction)), n - 1) if fraction > 0 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Settings,
+                 workdir: Path) -> Prepared:
+    spec = job.spec
+    data = _load(session, store, job, job.dataset_id, settings, workdir)
+    X = np.asarray(data.X, dtype=np.float32)
+    y = np.asarray(data.y, dtype=np.int64)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise SpecError(f"dataset {job.dataset_id}: needs at least 2 rows, got shape {X.shape}")
+    side = np.asarray(data.groups, dtype=np.int64) if data.groups is not None else y
+    classes = [str(c) for c in data.classes]
+
+    test_id = job.test_dataset_id
+    if test_id is None and job.dataset_id.startswith(BUILTIN):
+        test_id = _builtin_test_id(job.dataset_id)
+    X_test = y_test = None
+    if test_id:
+        test = _load(session, store, job, test_id, settings, workdir)
+        X_test = np.asarray(test.X, dtype=np.float32)
+        if X_test.shape[1] != X.shape[1]:
+            raise SpecError(f"test_dataset_id: {X_test.shape[1]} features, training data has "
+                            f"{X.shape[1]}")
+        y_test = _remap(test.y, [str(c) for c in test.classes], classes)
+
+    lo, hi = float(X.min()), float(X.max())
+    if X_test is not None and X_test.size:
+        lo, hi = min(lo, float(X_test.min())), max(hi, float(X_test.max()))
+    visible = resolve_visible(str(spec.get("model", {}).get("visible_units", "auto")), lo, hi)
+
+    tr, va = split_validation(X.shape[0], float(spec.get("validation_fraction", 0.0)),
+                              int(spec.get("seed", 0)))
+    split = DataSplit(X_train=X[tr], y_train=y[tr], side_train=side[tr],
+                      X_val=X[va] if va.size else None, y_val=y[va] if va.size else None,
+                      X_test=X_test, y_test=y_test)
+    return Prepared(split=split, classes=classes, visible=visible)

@@ -1,0 +1,195 @@
+"""Runs one job: claim it, load its data, drive dr_core, record everything fenced, finish it.
+
+Called by the Celery task, and directly (no broker) by tests. Idempotent: a job that cannot
+be claimed (running elsewhere, terminal) is left alone, so a duplicate message is harmless.
+Checkpoint retention: every layer and epoch checkpoint is kept (simple, and each one is
+listed by the API); they are small next to the datasets this service takes.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import session_scope
+from api.errors import DomainError
+from api.models import Job, JobStatus
+from api.services import lifecycle
+from api.settings import Settings
+from api.storage import ObjectStore
+from dr_core.events import TrainingStopped
+from worker.checkpoints import load_latest_valid, model_key, resumable
+from worker.data import prepare_data
+from worker.heartbeat import Heartbeat, StopReason
+from worker.job_callback import JobCallback
+from worker.spec import SpecError, build_pipeline_config
+
+log = logging.getLogger(__name__)
+
+STOP_OUTCOME = {
+    StopReason.cancel: (JobStatus.cancelled, "cancelled by user"),
+    StopReason.max_runtime: (JobStatus.failed, "max_runtime_seconds exceeded"),
+}
+
+
+def _resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SpecError(f"device: {requested} requested but no CUDA device is available")
+        index = int(requested.split(":")[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise SpecError(f"device: {requested} does not exist "
+                            f"({torch.cuda.device_count()} CUDA devices)")
+    return requested
+
+
+def _finish(factory: sessionmaker[Session], job: Job, worker_id: str, status: JobStatus,
+            reason: str | None, result: dict[str, Any] | None = None) -> bool:
+    with session_scope(factory) as s:
+        ok = lifecycle.finish(s, job.id, job.attempt, status, reason, result, worker_id=worker_id)
+    if not ok:
+        log.warning("job %s attempt %s: finish(%s) refused (no longer ours)", job.id, job.attempt,
+                    status)
+    return ok
+
+
+def make_hard_kill(factory: sessionmaker[Session], job: Job,
+                   worker_id: str) -> Callable[[StopReason], None]:
+    """For a Celery worker process: end the job, then kill this process (Celery's pool replaces
+    it). Used only when training ignored a stop request for the whole grace period."""
+    def kill(reason: StopReason) -> None:
+        status, text = STOP_OUTCOME.get(reason, (None, None))
+        if status is not None:
+            _finish(factory, job, worker_id, status, f"{text} (training process killed after "
+                                                     "the grace period)")
+        logging.shutdown()
+        os._exit(70)
+    return kill
+
+
+def run_job(job_id: str, *, settings: Settings, sessionmaker: sessionmaker[Session],
+            store: ObjectStore, worker_id: str, hard_kill: bool = False) -> None:
+    with session_scope(sessionmaker) as s:
+        job = lifecycle.claim(s, job_id, worker_id, settings.lease_seconds)
+    if job is None:
+        log.info("job %s not claimable; nothing to do", job_id)
+        return
+    log.info("job %s attempt %s claimed by %s", job.id, job.attempt, worker_id)
+    max_runtime = job.spec.get("max_runtime_seconds")
+    started = job.started_at
+    # Runtime is counted from the first start, across attempts.
+    elapsed = max(0.0, time.time() - started.timestamp()) if started is not None else 0.0
+    deadline = time.monotonic() + (max_runtime - elapsed) if max_runtime else None
+    hb = Heartbeat(sessionmaker, job_id=job.id, attempt=job.attempt, worker_id=worker_id,
+                   interval=settings.heartbeat_seconds, lease_seconds=settings.lease_seconds,
+                   deadline=deadline, grace=settings.cancel_grace_seconds,
+                   on_stuck=make_hard_kill(sessionmaker, job, worker_id) if hard_kill else None)
+    hb.start()
+    try:
+        _run_claimed(job, hb, settings=settings, factory=sessionmaker, store=store,
+                     worker_id=worker_id)
+    finally:
+        hb.stop()
+
+
+def _run_claimed(job: Job, hb: Heartbeat, *, settings: Settings,
+                 factory: sessionmaker[Session], store: ObjectStore, worker_id: str) -> None:
+    work_root = Path(settings.data_dir) / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=work_root) as tmp:
+        workdir = Path(tmp)
+        try:
+            outcome = _train(job, hb, settings=settings, factory=factory, store=store,
+                             worker_id=worker_id, workdir=workdir)
+        except TrainingStopped:
+            reason = hb.stop_reason
+            if reason is None or reason is StopReason.fenced:
+                log.warning("job %s attempt %s: fenced out, leaving it to the newer attempt",
+                            job.id, job.attempt)
+                return
+            status, text = STOP_OUTCOME[reason]
+            _finish(factory, job, worker_id, status, text)
+            return
+        except (SpecError, DomainError) as exc:
+            _finish(factory, job, worker_id, JobStatus.failed, str(getattr(exc, "detail", exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - any crash must end as a failed job, not a lost one
+            log.exception("job %s attempt %s crashed", job.id, job.attempt)
+            _finish(factory, job, worker_id, JobStatus.failed, f"{type(exc).__name__}: {exc}")
+            return
+        if outcome is None:
+            return
+        _finish(factory, job, worker_id, JobStatus.succeeded, outcome.get("reason"),
+                outcome["result"])
+
+
+def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker[Session],
+           store: ObjectStore, worker_id: str, workdir: Path) -> dict[str, Any] | None:
+    import torch
+
+    from dr_core.model_file import save_model
+    from dr_core.pipeline import run_pipeline
+
+    spec = job.spec
+    wall = time.perf_counter()
+    with session_scope(factory) as s:
+        prepared = prepare_data(s, store, job, settings, workdir)
+        candidates = resumable(s, job.id)
+    cfg = build_pipeline_config(spec, prepared.visible)
+    device = _resolve_device(str(spec.get("device", "auto")))
+    found = load_latest_valid(store, candidates, workdir) if candidates else None
+    resume = found[1] if found else None
+    if found:
+        log.info("job %s attempt %s resumes from %s", job.id, job.attempt, found[0].object_key)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(spec.get("seed", 0)))
+    callback = JobCallback(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
+                           factory=factory, store=store, heartbeat=hb, workdir=workdir)
+    result = run_pipeline(cfg, prepared.split, n_classes=len(prepared.classes),
+                          visible=prepared.visible, generator=generator, device=device,
+                          callback=callback, resume=resume)
+    if hb.stop_reason is StopReason.fenced:
+        return None
+
+    model_path = workdir / "model.safetensors"
+    save_model(model_path, result, classes=prepared.classes, spec=spec,
+               extra_metadata={"job_id": job.id, "attempt": job.attempt})
+    key = model_key(job.id, job.attempt)
+    stored = store.put_file(key, model_path)
+    with session_scope(factory) as s:
+        ckpt = lifecycle.add_checkpoint(s, job.id, job.attempt, kind="final", phase=None,
+                                        layer=None, epoch=None, object_key=key,
+                                        sha256=stored.sha256, size_bytes=stored.size_bytes,
+                                        worker_id=worker_id)
+    if ckpt is None:
+        hb.request_stop(StopReason.fenced)
+        return None
+    # JSON columns cannot hold NaN/inf (PostgreSQL refuses them): a diverged value becomes null.
+    metrics = {k: float(v) if math.isfinite(float(v)) else None for k, v in result.metrics.items()}
+    summary = {
+        **metrics,
+        "metrics": metrics,
+        "epochs": {"pretrain": int(metrics.get("epochs_pretrain") or 0),
+                   "finetune": int(metrics.get("epochs_finetune") or 0)},
+        "wall_seconds": time.perf_counter() - wall,
+        "model_sha256": stored.sha256,
+        "model_size_bytes": stored.size_bytes,
+        "classes": prepared.classes,
+        "visible": prepared.visible,
+        "device": device,
+        "resumed_from": found[0].object_key if found else None,
+    }
+    reason = "finished before the cancel request took effect" \
+        if hb.stop_reason is StopReason.cancel else None
+    return {"result": summary, "reason": reason}
