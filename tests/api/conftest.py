@@ -111,12 +111,16 @@ def app(settings: Settings, engine: Engine, store: ObjectStore, db: Session, con
                                           expire_on_commit=False)
 
     def _request_session() -> Iterator[Session]:
+        # A savepoint per request: a failed request undoes only its own writes, never the
+        # rows the test set up before it; a successful one is "committed" for the test.
+        request_tx = db.begin_nested()
         try:
             yield db
-            db.commit()
+            request_tx.commit()
+            db.commit()  # ends the session's transaction, as the real dependency does
         except BaseException:
             discard_after_commit(db)
-            db.rollback()
+            request_tx.rollback()
             raise
         run_after_commit(db)
 
