@@ -1,0 +1,110 @@
+"""POST/GET /v1/sweeps: grid expansion, validation of every point, seed-pooled summary."""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from sqlalchemy import select
+
+from api.models import Job, JobStatus, Sweep
+from api.schemas.jobs import JobSpec, spec_to_dict
+from api.services.sweeps import expand_grid
+from tests.api.test_jobs import add_dataset, published, small_spec, tenant_id  # noqa: F401
+
+GRID = {"pretrain.dr.weight": [0, 0.5], "seed": [0, 1, 2]}
+
+
+@pytest.fixture
+def ds_id(db, auth_a) -> str:  # noqa: ANN001
+    return add_dataset(db, tenant_id(db)).id
+
+
+def test_create_sweep_makes_one_queued_child_per_point(client, db, auth_a, ds_id,
+                                                       published) -> None:  # noqa: F811
+    resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": GRID},
+                       headers=auth_a)
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert resp.headers["location"] == f"/v1/sweeps/{body['id']}"
+    points = [c["grid_point"] for c in body["children"]]
+    assert sorted((p["pretrain.dr.weight"], p["seed"]) for p in points) == [
+        (w, s) for w in (0, 0.5) for s in (0, 1, 2)]
+    assert all(c["status"] == "queued" for c in body["children"])
+    jobs = db.scalars(select(Job).where(Job.sweep_id == body["id"])).all()
+    assert len(jobs) == 6
+    for job in jobs:
+        assert job.spec["seed"] == job.grid_point["seed"]
+        assert job.spec["pretrain"]["dr"]["weight"] == job.grid_point["pretrain.dr.weight"]
+    assert sorted(j for j, _ in published) == sorted(j.id for j in jobs)
+    assert all(after_commit for _, after_commit in published)
+    assert [r["n"] for r in body["summary"]] == [3, 3]
+
+
+def test_invalid_grid_value_is_422_naming_path_and_value(client, db, auth_a, ds_id,
+                                                          published) -> None:  # noqa: F811
+    grid = {"seed": [0, 1], "pretrain.cd_k": [1, 99]}
+    resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": grid},
+                       headers=auth_a)
+    assert resp.status_code == 422
+    assert "pretrain.cd_k" in resp.json()["detail"] and "99" in resp.json()["detail"]
+    assert resp.json()["errors"][0]["loc"] == ["body", "grid", "pretrain.cd_k"]
+    assert published == [] and db.scalar(select(Sweep.id)) is None
+
+
+@pytest.mark.parametrize("grid, fragment", [
+    ({"pretrain.no_such_field": [1]}, "pretrain.no_such_field"),
+    ({"seed": []}, "at least one value"),
+    ({"seed": list(range(17)), "finetune.epochs": list(range(16))}, "at most 256"),
+])
+def test_grid_errors(client, db, auth_a, ds_id, published, grid, fragment) -> None:  # noqa: F811
+    resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": grid},
+                       headers=auth_a)
+    assert resp.status_code == 422, resp.text
+    assert fragment in resp.json()["detail"]
+    assert published == []
+
+
+def test_dataset_check_runs_for_every_point(client, db, auth_a, published) -> None:  # noqa: F811
+    wide = add_dataset(db, tenant_id(db), feature_range=(-1.0, 1.0))
+    grid = {"model.visible_units": ["gaussian", "bernoulli"]}
+    resp = client.post("/v1/sweeps", json={"base": small_spec(wide.id), "grid": grid},
+                       headers=auth_a)
+    assert resp.status_code == 422
+    assert "bernoulli" in resp.json()["detail"]
+
+
+def test_grid_can_switch_on_a_null_section() -> None:
+    base = spec_to_dict(JobSpec.model_validate({**small_spec("x"), "pretrain": {"dr": None}}))
+    [(point, spec)] = expand_grid(base, {"pretrain.dr.weight": [0.3]})
+    assert point == {"pretrain.dr.weight": 0.3}
+    assert spec.pretrain.dr.weight == 0.3 and spec.pretrain.dr.divergence == "hellinger"
+
+
+def test_get_sweep_summarises_with_seeds_pooled(client, db, auth_a, auth_b, ds_id,
+                                                published) -> None:  # noqa: F811
+    body = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": GRID},
+                       headers=auth_a).json()
+    accuracy = {(0, 0): 0.80, (0, 1): 0.84, (0, 2): 0.83, (0.5, 0): 0.90, (0.5, 1): 0.88}
+    for job in db.scalars(select(Job).where(Job.sweep_id == body["id"])):
+        key = (job.grid_point["pretrain.dr.weight"], job.grid_point["seed"])
+        if key in accuracy:
+            job.status = JobStatus.succeeded
+            job.result = {"test": {"accuracy": accuracy[key]}, "epochs": 2, "note": "x"}
+    db.commit()
+    resp = client.get(f"/v1/sweeps/{body['id']}", headers=auth_a)
+    assert resp.status_code == 200
+    out = resp.json()
+    assert len(out["children"]) == 6 and out["grid"] == GRID
+    rows = {r["point"]["pretrain.dr.weight"]: r for r in out["summary"]}
+    assert set(rows) == {0, 0.5} and all("seed" not in r["point"] for r in out["summary"])
+    for weight, n_done in ((0, 3), (0.5, 2)):
+        values = [v for (w, _), v in accuracy.items() if w == weight]
+        row = rows[weight]
+        assert (row["n"], row["n_done"]) == (3, n_done)
+        acc = row["metrics"]["test.accuracy"]
+        assert acc["mean"] == pytest.approx(statistics.mean(values))
+        assert acc["std"] == pytest.approx(statistics.stdev(values))
+        assert row["metrics"]["epochs"] == {"mean": 2.0, "std": 0.0}
+        assert "note" not in row["metrics"]
+    assert client.get(f"/v1/sweeps/{body['id']}", headers=auth_b).status_code == 404
+    assert client.get(f"/v1/sweeps/{body['id']}").status_code == 401
