@@ -58,12 +58,17 @@ class DatasetFacts:
     feature_range: tuple[float, float]
 
 
-def dataset_facts(session: Session, tenant_id: str, dataset_id: str) -> DatasetFacts | None:
+def dataset_facts(session: Session, settings: Settings, tenant_id: str,
+                  dataset_id: str) -> DatasetFacts | None:
     """What a spec must agree with; None when the tenant cannot use that dataset."""
     if dataset_id.startswith("builtin:"):
-        from api.builtins import builtin_facts
+        from api.builtins import builtin_facts  # reads files: only when a builtin is named
 
-        return builtin_facts(dataset_id)
+        summary = builtin_facts(dataset_id, settings)
+        if summary is None:
+            return None
+        lo, hi = summary.feature_range
+        return DatasetFacts(summary.n_features, summary.n_classes, (float(lo), float(hi)))
     ds = session.scalars(
         select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
     ).one_or_none()
@@ -78,14 +83,14 @@ def _invalid(loc: list[str | int], msg: str) -> Invalid:
                    errors=[{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
 
 
-def check_against_dataset(session: Session, tenant_id: str, spec: JobSpec,
-                          loc: tuple[str | int, ...] = ()) -> None:
+def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
+                          spec: JobSpec, loc: tuple[str | int, ...] = ()) -> None:
     """The checks a spec's schema cannot make alone (it needs the dataset): 422 each."""
-    facts = dataset_facts(session, tenant_id, spec.dataset_id)
+    facts = dataset_facts(session, settings, tenant_id, spec.dataset_id)
     if facts is None:
         raise _invalid([*loc, "dataset_id"], f"dataset {spec.dataset_id!r} does not exist")
     if spec.test_dataset_id is not None:
-        test = dataset_facts(session, tenant_id, spec.test_dataset_id)
+        test = dataset_facts(session, settings, tenant_id, spec.test_dataset_id)
         if test is None:
             raise _invalid([*loc, "test_dataset_id"],
                            f"dataset {spec.test_dataset_id!r} does not exist")
@@ -130,7 +135,7 @@ def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSp
         existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
-    check_against_dataset(session, tenant_id, spec)
+    check_against_dataset(session, settings, tenant_id, spec)
     _lock_tenant(session, tenant_id)
     if q.count_active(session, tenant_id) >= settings.max_concurrent_jobs_per_tenant:
         raise TooManyJobs(

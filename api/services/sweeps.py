@@ -99,7 +99,7 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
     points = expand_grid(base, request.grid)
     for point, spec in points:
         try:
-            check_against_dataset(session, tenant_id, spec)
+            check_against_dataset(session, settings, tenant_id, spec)
         except Invalid as exc:
             raise Invalid(f"grid point {point}: {exc.detail}", errors=exc.errors) from exc
     sweep = Sweep(tenant_id=tenant_id, base=base, grid=request.grid)

@@ -223,6 +223,22 @@ def test_broker_failure_after_commit_still_answers_202(client, db, auth_a, ds_a,
     assert db.get(Job, resp.json()["id"]).status == JobStatus.queued
 
 
+def test_builtin_datasets_are_checked_like_uploaded_ones(client, auth_a, published) -> None:
+    ok = client.post("/v1/jobs", json=small_spec("builtin:digits"), headers=auth_a)
+    assert ok.status_code == 202, ok.text
+    assert ok.json()["dataset_id"] == "builtin:digits"
+    # fashion-mnist's files are absent in the test settings, so it is not a dataset here.
+    for dataset_id in ("builtin:fashion-mnist", "builtin:nope"):
+        resp = client.post("/v1/jobs", json=small_spec(dataset_id), headers=auth_a)
+        assert resp.status_code == 422
+        assert resp.json()["errors"][0]["loc"] == ["body", "dataset_id"]
+    huge = client.post("/v1/jobs", json=small_spec("builtin:digits",
+                                                    model={"hidden_layers": [8192, 8192]}),
+                       headers=auth_a)
+    assert huge.status_code == 422 and "exceeds" in huge.json()["detail"]
+    assert len(published) == 1
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-key"}])
 def test_routes_need_a_valid_key(client, headers) -> None:
     for method, url in [("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/x"),
