@@ -55,3 +55,53 @@ def test_dashboard_served(client):
     resp = client.get("/")
     assert resp.status_code == 200
     assert "drtrain" in resp.text and "/v1/jobs" in resp.text
+
+
+def test_metrics_label_routes_by_template_not_raw_path(client, auth_a):
+    client.get("/v1/datasets/abc123", headers=auth_a)
+    body = client.get("/metrics").text
+    assert 'route="/v1/datasets/{dataset_id}",status="404"} 1' in body
+    assert "abc123" not in body
+
+
+def _app_with_failing_routes(app):  # noqa: ANN001, ANN202
+    from fastapi import Query
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret-token-in-exception")
+
+    @app.get("/typed")
+    def typed(n: int = Query(ge=1)) -> dict[str, int]:
+        return {"n": n}
+
+    return app
+
+
+def test_unexpected_error_is_500_problem_without_details(app):
+    from fastapi.testclient import TestClient
+
+    _app_with_failing_routes(app)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        resp = client.get("/boom")
+    assert resp.status_code == 500
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["detail"] == "internal server error"
+    assert "secret-token" not in resp.text
+
+
+def test_validation_error_is_422_problem_with_errors(app, client):
+    _app_with_failing_routes(app)
+    resp = client.get("/typed", params={"n": "zero"})
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["type"].endswith("/invalid")
+    assert body["errors"][0]["loc"] == ["query", "n"]
+    assert "query.n" in body["detail"]
+
+
+def test_wrong_method_is_405_problem(client):
+    resp = client.put("/healthz")
+    assert resp.status_code == 405
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["status"] == 405
