@@ -1,0 +1,117 @@
+"""The reaper (requeue + re-publish) and the heartbeat's stop signals, without a broker."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from api.db import session_scope
+from api.models import Job, JobStatus, utcnow
+from api.services import lifecycle
+from worker.heartbeat import Heartbeat, StopReason
+from worker.reaper import reap_once
+from tests.worker.conftest import get_job
+
+
+def _age(factory, job_id, **values):
+    with session_scope(factory) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def test_reaper_requeues_dead_workers_jobs_and_republishes_them(settings, factory, make_job):
+    job_id = make_job()
+    with session_scope(factory) as s:
+        lifecycle.claim(s, job_id, "dead", 30.0)
+    _age(factory, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
+    sent: list[str] = []
+    did = reap_once(settings, factory, publish=sent.append, depth=lambda: 0)
+    assert job_id in did["requeued"] and job_id in sent
+    job = get_job(factory, job_id)
+    assert job.status == JobStatus.queued and job.attempt == 2 and job.published_at is not None
+
+
+def test_reaper_republishes_queued_jobs_whose_message_vanished(settings, factory, make_job):
+    old = make_job()
+    fresh = make_job()
+    long_ago = utcnow() - timedelta(seconds=settings.requeue_queued_after_seconds + 5)
+    _age(factory, old, created_at=long_ago, published_at=long_ago)
+
+    sent: list[str] = []
+    # The broker still holds plenty of messages: nothing is lost, nothing is re-sent.
+    reap_once(settings, factory, publish=sent.append, depth=lambda: 10**6)
+    assert old not in sent
+
+    # The broker is empty (Redis restarted) while jobs are queued: re-send the stale one only.
+    did = reap_once(settings, factory, publish=sent.append, depth=lambda: 0)
+    assert old in did["republished"] and old in sent and fresh not in sent
+    assert get_job(factory, old).published_at > long_ago
+
+    # Re-sent once per interval, not on every round.
+    sent.clear()
+    reap_once(settings, factory, publish=sent.append, depth=lambda: 0)
+    assert old not in sent
+
+
+def test_reaper_survives_a_broker_that_refuses(settings, factory, make_job):
+    job_id = make_job()
+    long_ago = utcnow() - timedelta(seconds=settings.requeue_queued_after_seconds + 5)
+    _age(factory, job_id, created_at=long_ago, published_at=None)
+
+    def down(_job_id):
+        raise ConnectionError("broker down")
+
+    did = reap_once(settings, factory, publish=down, depth=lambda: None)
+    assert did["republished"] == []
+    assert get_job(factory, job_id).published_at is None  # so the next round tries again
+
+
+def _heartbeat(factory, job_id, **kw) -> Heartbeat:
+    args = dict(job_id=job_id, attempt=1, worker_id="w1", interval=0.05, lease_seconds=30.0,
+                deadline=None, grace=30.0)
+    args.update(kw)
+    return Heartbeat(factory, **args)
+
+
+def test_heartbeat_signals_cancel_and_fencing(factory, make_job):
+    job_id = make_job()
+    with session_scope(factory) as s:
+        lifecycle.claim(s, job_id, "w1", 30.0)
+    hb = _heartbeat(factory, job_id)
+    hb.beat()
+    assert not hb.should_stop()
+    _age(factory, job_id, status=JobStatus.cancelling, cancel_requested=True)
+    hb.beat()
+    assert hb.should_stop() and hb.stop_reason is StopReason.cancel
+
+    other = make_job()
+    with session_scope(factory) as s:
+        lifecycle.claim(s, other, "w1", 30.0)
+    _age(factory, other, attempt=2)
+    hb = _heartbeat(factory, other)
+    hb.beat()
+    assert hb.stop_reason is StopReason.fenced
+
+
+def test_heartbeat_max_runtime_and_hard_stop_after_grace(factory, make_job):
+    job_id = make_job()
+    with session_scope(factory) as s:
+        lifecycle.claim(s, job_id, "w1", 30.0)
+    stuck = threading.Event()
+    reasons: list[StopReason] = []
+
+    def on_stuck(reason):
+        reasons.append(reason)
+        stuck.set()
+
+    hb = _heartbeat(factory, job_id, deadline=time.monotonic() + 0.2, grace=0.3,
+                    on_stuck=on_stuck).start()
+    try:
+        assert not hb.should_stop()
+        # Training "ignores" the stop request: on_stuck must fire after the grace period.
+        assert stuck.wait(10)
+    finally:
+        hb.stop()
+    assert reasons == [StopReason.max_runtime]
+    assert get_job(factory, job_id).heartbeat_at is not None
