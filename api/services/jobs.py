@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import after_commit
+from api.db import after_commit, discard_after_commit
 from api.errors import Conflict, Invalid, NotFound, RangeNotSatisfiable, TooManyJobs
 from api.models import Checkpoint, Dataset, Job, JobStatus, Tenant, utcnow
 from api.predict import ModelFormatError, model_cache
@@ -147,7 +147,7 @@ def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSp
             session.flush()
     except IntegrityError:
         # A concurrent request with the same key won the insert; answer as a replay.
-        session.info.pop("after_commit", None)
+        discard_after_commit(session)  # the losing insert's publish must not run
         existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key or "")
         if existing is None:
             raise
