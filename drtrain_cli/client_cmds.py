@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -137,6 +138,23 @@ def _where(job: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _table(headers: list[str], rows: list[list[Any]], *, keep: int = 1,
+           title: str | None = None) -> Table:
+    """A table whose first ``keep`` columns (ids, which people copy) are never wrapped or
+    shortened; the other columns give way on a narrow terminal."""
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    cells = [[escape(_num(v)) for v in row] for row in rows]
+    for i, header in enumerate(headers):
+        if i < keep:
+            width = max([len(header), *(len(row[i]) for row in cells)])
+            table.add_column(header, no_wrap=True, min_width=width)
+        else:
+            table.add_column(header)
+    for row in cells:
+        table.add_row(*row)
+    return table
+
+
 def _kv_table(rows: dict[str, Any], title: str | None = None) -> Table:
     table = Table(show_header=False, title=title, box=None)
     table.add_column(style="bold")
@@ -181,12 +199,9 @@ def datasets_list(url: Url = config.DEFAULT_URL, key: Key = None, data_dir: Data
         items = client.list_datasets()
     if as_json:
         return print_json(items)
-    table = Table("id", "name", "format", "samples", "features", "classes", "created")
-    for ds in items:
-        table.add_row(*(escape(_num(ds.get(c))) for c in
-                        ("id", "name", "format", "n_samples", "n_features", "n_classes")),
-                      _time(ds.get("created_at")))
-    console.print(table)
+    columns = ("id", "name", "n_samples", "n_features", "n_classes")
+    console.print(_table(["id", "name", "samples", "features", "classes"],
+                         [[ds.get(c) for c in columns] for ds in items]))
 
 
 @datasets_app.command("get")
@@ -265,12 +280,9 @@ def jobs_list(
         jobs = list(islice(jobs, limit) if limit else jobs)
     if as_json:
         return print_json(jobs)
-    table = Table("id", "status", "progress", "at", "dataset", "created")
-    for job in jobs:
-        table.add_row(escape(str(job.get("id"))), escape(str(job.get("status"))),
-                      f"{100 * float(job.get('progress') or 0):.0f}%", escape(_where(job)),
-                      escape(str(job.get("dataset_id"))), _time(job.get("created_at")))
-    console.print(table)
+    console.print(_table(["id", "status", "progress", "at", "created"], keep=2, rows=[
+        [job.get("id"), job.get("status"), f"{100 * float(job.get('progress') or 0):.0f}%",
+         _where(job), _time(job.get("created_at"))] for job in jobs]))
 
 
 @jobs_app.command("get")
@@ -328,11 +340,8 @@ def jobs_metrics(job_id: Annotated[str, typer.Argument(metavar="ID")],
         points = client.metrics(job_id, since=since)
     if as_json:
         return print_json(points)
-    table = Table("seq", "phase", "layer", "epoch", "name", "value")
-    for p in points:
-        table.add_row(*(escape(_num(p.get(c))) for c in
-                        ("seq", "phase", "layer", "epoch", "name", "value")))
-    console.print(table)
+    columns = ("seq", "phase", "layer", "epoch", "name", "value")
+    console.print(_table(list(columns), [[p.get(c) for c in columns] for p in points]))
 
 
 @jobs_app.command("checkpoints")
@@ -344,11 +353,10 @@ def jobs_checkpoints(job_id: Annotated[str, typer.Argument(metavar="ID")],
         items = client.checkpoints(job_id)
     if as_json:
         return print_json(items)
-    table = Table("kind", "layer", "epoch", "bytes", "sha256", "created")
-    for c in items:
-        table.add_row(*(escape(_num(c.get(k))) for k in ("kind", "layer", "epoch", "size_bytes")),
-                      str(c.get("sha256", ""))[:12], _time(c.get("created_at")))
-    console.print(table)
+    columns = ("kind", "layer", "epoch", "size_bytes")
+    console.print(_table(["kind", "layer", "epoch", "bytes", "sha256", "created"], [
+        [*(c.get(k) for k in columns), str(c.get("sha256", ""))[:12], _time(c.get("created_at"))]
+        for c in items]))
 
 
 @jobs_app.command("predict")
@@ -364,12 +372,10 @@ def jobs_predict(job_id: Annotated[str, typer.Argument(metavar="ID")],
         answer = client.predict(job_id, rows)
     if as_json:
         return print_json(answer)
-    table = Table("row", "prediction", "probability")
     probabilities = answer.get("probabilities") or []
-    for i, label in enumerate(answer.get("predictions", [])):
-        p = max(probabilities[i]) if i < len(probabilities) and probabilities[i] else None
-        table.add_row(str(i), escape(str(label)), _num(p))
-    console.print(table)
+    console.print(_table(["row", "prediction", "probability"], [
+        [i, label, max(probabilities[i]) if i < len(probabilities) and probabilities[i] else None]
+        for i, label in enumerate(answer.get("predictions", []))]))
 
 
 # ---- sweeps ------------------------------------------------------------------------------
@@ -401,18 +407,14 @@ def sweeps_get(sweep_id: Annotated[str, typer.Argument(metavar="ID")],
         sweep = client.get_sweep(sweep_id)
     if as_json:
         return print_json(sweep)
-    jobs = Table("job", "grid point", "status", title=f"sweep {escape(str(sweep.get('id')))}")
-    for child in sweep.get("children") or []:
-        jobs.add_row(escape(str(child.get("job_id"))),
-                     escape(json.dumps(child.get("grid_point"))), escape(str(child.get("status"))))
-    console.print(jobs)
-    summary = Table("grid point", "done", "metrics (mean ± std)", title="summary")
-    for row in sweep.get("summary") or []:
-        stats = ", ".join(f"{n}={_num(s.get('mean'))}±{_num(s.get('std'))}"
-                          for n, s in sorted((row.get("metrics") or {}).items()))
-        summary.add_row(escape(json.dumps(row.get("point"))),
-                        f"{row.get('n_done', '-')}/{row.get('n', '-')}", escape(stats))
-    console.print(summary)
+    console.print(_table(["job", "grid point", "status"], [
+        [c.get("job_id"), json.dumps(c.get("grid_point")), c.get("status")]
+        for c in sweep.get("children") or []], title=f"sweep {escape(str(sweep.get('id')))}"))
+    console.print(_table(["grid point", "done", "metrics (mean ± std)"], [
+        [json.dumps(row.get("point")), f"{row.get('n_done', '-')}/{row.get('n', '-')}",
+         ", ".join(f"{n}={_num(s.get('mean'))}±{_num(s.get('std'))}"
+                   for n, s in sorted((row.get("metrics") or {}).items()))]
+        for row in sweep.get("summary") or []], keep=0, title="summary"))
 
 
 # ---- watching ------------------------------------------------------------------------------
@@ -445,10 +447,10 @@ class WatchView:
         self.last_seq = max(self.last_seq, int(point.get("seq") or 0))
 
     def render(self) -> Group:
-        table = Table("phase", "layer", "epoch", "metric", "value", title="latest metrics")
-        for (phase, layer, name), p in sorted(self.latest.items()):
-            table.add_row(escape(phase), layer, _num(p.get("epoch")), escape(name),
-                          _num(p.get("value")))
+        table = _table(["phase", "layer", "epoch", "metric", "value"], [
+            [phase, layer, p.get("epoch"), name, p.get("value")]
+            for (phase, layer, name), p in sorted(self.latest.items())],
+            keep=0, title="latest metrics")
         return Group(self.progress, table)
 
 
@@ -459,13 +461,13 @@ def watch_job(client: Client, job_id: str, poll: float = 1.0) -> dict[str, Any]:
     first = client.get_job(job_id)
     assert first is not None
     view.update_job(first)
-    with Live(view.render(), console=console, refresh_per_second=4) as live:
+    with _display(view) as refresh:
         if view.terminal:
             # Already over: no stream to follow, but the final metrics are still worth showing.
             for point in client.metrics(job_id):
                 view.add_metric(point)
         else:
-            _follow_events(client, view, live)
+            _follow_events(client, view, refresh)
         etag = None
         while not view.terminal:
             time.sleep(poll)
@@ -475,19 +477,30 @@ def watch_job(client: Client, job_id: str, poll: float = 1.0) -> dict[str, Any]:
             if job is not None:
                 etag = job.etag
                 view.update_job(job)
-            live.update(view.render())
-        live.update(view.render())
+            refresh()
     return view.job
 
 
-def _follow_events(client: Client, view: WatchView, live: Live) -> None:
+@contextmanager
+def _display(view: WatchView) -> Iterator[Callable[[], None]]:
+    """Redraw in place on a terminal; elsewhere (pipes, CI logs) print the final view once."""
+    if not console.is_terminal:
+        yield lambda: None
+        console.print(view.render())
+        return
+    with Live(view.render(), console=console, refresh_per_second=4) as live:
+        yield lambda: live.update(view.render())
+        live.update(view.render())
+
+
+def _follow_events(client: Client, view: WatchView, refresh: Callable[[], None]) -> None:
     try:
         for event, data, _ in client.events(view.job["id"]):
             if event == "status" and isinstance(data, dict):
                 view.update_job(data)
             elif event == "metric" and isinstance(data, dict):
                 view.add_metric(data)
-            live.update(view.render())
+            refresh()
             if view.terminal:
                 return
     except UnreachableError:
@@ -503,7 +516,9 @@ def _finish(job: dict[str, Any]) -> None:
     if status == "succeeded":
         result = {k: v for k, v in (job.get("result") or {}).items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        console.print(_kv_table(result, title=f"job {escape(str(job.get('id')))} succeeded"))
+        console.print(f"job {escape(str(job.get('id')))} succeeded", highlight=False,
+                      soft_wrap=True)
+        console.print(_kv_table(result))
         return
     reason = f": {job['status_reason']}" if job.get("status_reason") else ""
     fail(f"job {job.get('id')} {status}{reason}")

@@ -119,7 +119,7 @@ class Client:
             if token:
                 params["page_token"] = token
             body = self._json("GET", "/v1/jobs", params=params)
-            yield from _items(body)
+            yield from _items(body, "jobs")
             token = body.get("next_page_token") if isinstance(body, dict) else None
             if not token:
                 return

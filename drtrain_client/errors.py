@@ -32,7 +32,9 @@ class DrtrainError(ClientError):
         if self.detail and self.detail != self.title:
             text += f": {self.detail}"
         for err in self.errors:
-            text += "\n  - " + _format_validation_error(err)
+            line = _format_validation_error(err)
+            if line != self.detail:  # the server often repeats the first error as the detail
+                text += "\n  - " + line
         return text
 
     @classmethod

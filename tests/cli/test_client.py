@@ -180,7 +180,7 @@ class FakeApi:
         size = int(request.url.params.get("page_size", 50))
         start = int(request.url.params.get("page_token", 0))
         end = start + size
-        return httpx.Response(200, json={"items": jobs[start:end],
+        return httpx.Response(200, json={"jobs": jobs[start:end],
                                          "next_page_token": str(end) if end < len(jobs) else None})
 
     def _etag(self, job: dict[str, Any]) -> str:
@@ -398,7 +398,8 @@ def test_submit_reports_validation_errors(client: Client) -> None:
         client.submit_job({"seed": 0})
     assert info.value.status == 422
     assert info.value.errors == [{"loc": ["body", "dataset_id"], "msg": "Field required"}]
-    assert "body.dataset_id: Field required" in str(info.value)
+    assert str(info.value) == ("422 Unprocessable content: invalid job spec\n"
+                               "  - body.dataset_id: Field required")
 
 
 def test_submit_with_idempotency_key_returns_the_original_job(fake: FakeApi,
@@ -639,3 +640,15 @@ def test_unreachable_server_gives_an_actionable_error() -> None:
         with pytest.raises(UnreachableError) as info:
             c.list_datasets()
     assert str(info.value) == f"cannot reach drtrain at {url}: is `drtrain up` running?"
+
+
+def test_problem_text_lists_only_errors_the_detail_does_not_repeat() -> None:
+    err = DrtrainError(422, "Unprocessable content", "a.b: bad",
+                       [{"loc": ["a", "b"], "msg": "bad"}, {"loc": ["c", 0], "msg": "worse"}])
+    assert str(err) == "422 Unprocessable content: a.b: bad\n  - c.0: worse"
+
+
+def test_framework_style_detail_list_is_flattened() -> None:
+    response = httpx.Response(422, json={"detail": [{"loc": ["query", "since"], "msg": "bad"}]})
+    err = DrtrainError.from_response(response)
+    assert (err.status, err.title, err.detail) == (422, "Unprocessable Entity", "query.since: bad")
