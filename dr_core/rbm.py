@@ -94,6 +94,59 @@ def _dr_active(cfg: RBMConfig) -> bool:
     return cfg.dr is not None and cfg.dr.active
 
 
+_EPS = 1e-6
+
+
+def fused_dr_chain(mu: torch.Tensor, side: torch.Tensor, divergence: str, normalize: str = "sum"
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(DR value, dDR/dmu * mu (1 - mu)) for all-pairs Hellinger/Jeffreys in a few fused passes; else None.
+
+    Same value and gradient as ``posterior_divergence_and_grad`` (clamp convention included:
+    no gradient where mu was clamped), but the gradient is returned already multiplied by the
+    sigmoid derivative and built from class sums with (G, B) one-hot matrix products, so the
+    whole term costs about ten element-wise passes over (B, H) instead of ~50 (the DR overhead
+    target of issue 2). Derivation for the cross-group sums: docs/dr.md.
+    """
+    if divergence not in ("hellinger", "jeffreys"):
+        return None
+    _, inv, counts = torch.unique(side, return_inverse=True, return_counts=True)
+    B, H = mu.shape
+    if counts.numel() < 2:
+        return mu.new_zeros(()), torch.zeros_like(mu)
+    onehot = F.one_hot(inv, counts.numel()).to(mu.dtype)  # (B, G)
+    n_cross = (B - counts[inv]).to(mu.dtype)[:, None]  # (B, 1) cross-group partners of each row
+    n_pairs = (B * B - (counts.to(mu.dtype) ** 2).sum()) / 2
+    c = mu.clamp(_EPS, 1 - _EPS)
+
+    def others(x: torch.Tensor) -> torch.Tensor:
+        """(B, H): row p holds the sum of x over the rows of the other groups."""
+        by_group = onehot.t() @ x  # (G, H)
+        return onehot @ (by_group.sum(0) - by_group)
+
+    if divergence == "hellinger":
+        t = torch.rsub(c, 1.0).sqrt_()
+        s = c.sqrt()
+        a, b = others(s), others(t)
+        # sum_P (1 - s_p s_q - t_p t_q) = 1/2 sum_p [s_p (n_p s_p - a_p) + t_p (n_p t_p - b_p)]
+        total = 0.5 * (torch.vdot(s.view(-1), torch.addcmul(-a, s, n_cross).view(-1))
+                       + torch.vdot(t.view(-1), torch.addcmul(-b, t, n_cross).view(-1)))
+        # d/dmu_p = (b_p / t_p - a_p / s_p) / 2; times mu(1-mu) = s^2 t^2: s t (b s - a t) / 2
+        chain = b.mul_(s).sub_(a.mul_(t)).mul_(s).mul_(t).mul_(0.5)
+    else:
+        logit = torch.logit(c)
+        mm = c * (1 - c)
+        # u_p = sum_{q cross p} (logit_p - logit_q); sum_P (a - b)(la - lb) = sum_p mu_p . u_p
+        u = torch.addcmul(-others(logit), logit, n_cross)
+        total = torch.vdot(c.view(-1), u.view(-1))
+        # d/dmu_p = u_p + (n_p mu_p - M_p) / (mu_p (1 - mu_p)); times mu(1-mu):
+        chain = u.mul_(mm).addcmul_(c, n_cross).sub_(others(c))
+    scale = 1.0 / n_pairs
+    if normalize == "per_unit":
+        scale = scale / H
+    chain.mul_(scale).masked_fill_(c != mu, 0.0)
+    return total * scale, chain
+
+
 def cd_step(rbm: RBM, v: torch.Tensor, side: torch.Tensor | None, cfg: RBMConfig,
             velocity: dict[str, torch.Tensor], *, generator: torch.Generator,
             chains: torch.Tensor | None = None, epoch: int = 0
@@ -129,11 +182,16 @@ def cd_step(rbm: RBM, v: torch.Tensor, side: torch.Tensor | None, cfg: RBMConfig
     dr_value = torch.zeros((), device=v.device, dtype=v.dtype)
     if _dr_active(cfg) and side is not None:
         dr = cfg.dr
-        dr_value, g = posterior_divergence_and_grad(
-            mu, side, divergence=dr.divergence, pairs=dr.pairs, generator=generator, normalize=dr.normalize)
+        fused = fused_dr_chain(mu, side, dr.divergence, dr.normalize) if dr.pairs == "all" else None
+        if fused is not None:
+            dr_value, chain = fused
+        else:
+            dr_value, g = posterior_divergence_and_grad(
+                mu, side, divergence=dr.divergence, pairs=dr.pairs, generator=generator, normalize=dr.normalize)
+            chain = g.mul_(mu * (1.0 - mu))
         # dDR/dW = v^T (g * mu (1 - mu)); folded into the positive statistics so the DR
         # gradient costs no extra (D, B) x (B, H) product. Scaled by n because pos is divided by n.
-        pos = torch.addcmul(mu, g, mu * (1.0 - mu), value=dr.weight * n)
+        pos = torch.add(mu, chain, alpha=dr.weight * n)
         dr_value = dr_value.detach()
 
     lr = cfg.learning_rate / n
