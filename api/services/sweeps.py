@@ -131,6 +131,16 @@ def _numbers(result: dict[str, Any] | None, prefix: str = "") -> dict[str, float
     return out
 
 
+def final_metrics(result: dict[str, Any] | None) -> dict[str, float]:
+    """The metrics worth averaging. The worker's result keeps them under "metrics" (next to
+    bookkeeping such as model sizes); other results contribute all their numeric leaves."""
+    if result and isinstance(result.get("metrics"), dict):
+        out = _numbers(result["metrics"])
+        out.update(_numbers({k: result[k] for k in ("wall_seconds",) if k in result}))
+        return out
+    return _numbers(result)
+
+
 def summarise(children: list[Job]) -> list[SummaryRow]:
     """Per grid point with seeds pooled: mean and sample std (0 for one run) of every final
     metric over the succeeded children."""
@@ -143,7 +153,7 @@ def summarise(children: list[Job]) -> list[SummaryRow]:
         done = [j for j in jobs if j.status == JobStatus.succeeded]
         values: dict[str, list[float]] = defaultdict(list)
         for job in done:
-            for name, value in _numbers(job.result).items():
+            for name, value in final_metrics(job.result).items():
                 values[name].append(value)
         metrics = {name: MetricSummary(mean=_mean(v), std=_std(v)) for name, v in values.items()}
         rows.append(SummaryRow(point=json.loads(key), n=len(jobs), n_done=len(done),

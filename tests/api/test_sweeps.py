@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from api.models import Job, JobStatus, Sweep
 from api.schemas.jobs import JobSpec, spec_to_dict
-from api.services.sweeps import expand_grid
+from api.services.sweeps import expand_grid, final_metrics
 from tests.api.test_jobs import add_dataset, published, small_spec, tenant_id  # noqa: F401
 
 GRID = {"pretrain.dr.weight": [0, 0.5], "seed": [0, 1, 2]}
@@ -78,6 +78,13 @@ def test_grid_can_switch_on_a_null_section() -> None:
     [(point, spec)] = expand_grid(base, {"pretrain.dr.weight": [0.3]})
     assert point == {"pretrain.dr.weight": 0.3}
     assert spec.pretrain.dr.weight == 0.3 and spec.pretrain.dr.divergence == "hellinger"
+
+
+def test_final_metrics_prefers_the_workers_metrics_section() -> None:
+    result = {"test_accuracy": 0.9, "metrics": {"test_accuracy": 0.9, "test_loss": None},
+              "wall_seconds": 12.5, "model_size_bytes": 1000, "classes": ["0", "1"]}
+    assert final_metrics(result) == {"test_accuracy": 0.9, "wall_seconds": 12.5}
+    assert final_metrics(None) == {}
 
 
 def test_get_sweep_summarises_with_seeds_pooled(client, db, auth_a, auth_b, ds_id,
