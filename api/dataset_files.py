@@ -12,7 +12,6 @@ import gzip
 import math
 import zipfile
 from array import array
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
