@@ -161,3 +161,28 @@ def test_predict_needs_a_succeeded_job_with_a_head(client, db, store, auth_a) ->
     dbn = _job_with_model(db, store, make_model_bytes(fmt="drtrain-dbn", head=False, seed=5))
     resp = client.post(f"/v1/jobs/{dbn.id}/predict", json={"inputs": [[0, 0, 0]]}, headers=auth_a)
     assert resp.status_code == 409 and "head" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_numpy_reader_matches_dr_core_model_file(tmp_path, activation: str) -> None:
+    """The file dr_core writes, read torch-free, predicts what the torch module predicts."""
+    torch = pytest.importorskip("torch")
+    from dr_core.mlp import MLP
+    from dr_core.model_file import save_model
+    from dr_core.pipeline import PipelineResult
+
+    gen = torch.Generator().manual_seed(4)
+    mlp = MLP(5, [6, 4], 3, activation)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    mean = np.linspace(-1, 1, 5).astype(np.float32)
+    std = np.linspace(0.5, 2, 5).astype(np.float32)
+    path = tmp_path / "model.safetensors"
+    save_model(path, PipelineResult(model=mlp, normalization=(mean, std)), classes=[7, 8, 9])
+    x = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(mlp(torch.from_numpy((x - mean) / std)).double(), dim=1).numpy()
+    labels, probs = load_model(path.read_bytes()).predict(x)
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)
+    assert labels == [str(7 + i) for i in expected.argmax(axis=1)]
