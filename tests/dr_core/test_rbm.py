@@ -248,3 +248,21 @@ def test_epoch_events_carry_metrics_progress_and_state(digits):
 def test_bernoulli_rejects_data_outside_unit_interval():
     with pytest.raises(ValueError, match="\\[0, 1\\]"):
         train_rbm(RBMConfig(n_hidden=2, epochs=1), torch.full((4, 3), 2.0), None, generator=_gen())
+
+
+@pytest.mark.parametrize("divergence", ["hellinger", "jeffreys"])
+@pytest.mark.parametrize("normalize", ["sum", "per_unit"])
+def test_fused_dr_chain_equals_the_regularizer_gradient(divergence, normalize):
+    from dr_core.rbm import fused_dr_chain
+    from dr_core.regularizers import posterior_divergence_and_grad
+    g = _gen(11)
+    mu = torch.sigmoid(5 * torch.randn(23, 9, generator=g, dtype=torch.float64))
+    mu[0, 0], mu[1, 1] = 1.0, 0.0  # saturated units: clamped, so no gradient
+    side = torch.tensor([3, 3, 1, 7, 7, 7, 1, 3, 9] + [1, 3, 7] * 4 + [9, 9])
+    value, grad = posterior_divergence_and_grad(mu, side, divergence=divergence, normalize=normalize)
+    fused_value, chain = fused_dr_chain(mu, side, divergence, normalize)
+    torch.testing.assert_close(fused_value, value, rtol=1e-12, atol=0)
+    torch.testing.assert_close(chain, grad * mu * (1 - mu), rtol=1e-10, atol=1e-15)
+    assert chain[0, 0] == 0 and chain[1, 1] == 0
+    zero_value, zero_chain = fused_dr_chain(mu, torch.zeros(23, dtype=torch.long), divergence, normalize)
+    assert zero_value == 0 and not zero_chain.any()
