@@ -16,7 +16,7 @@ from celery import signals
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.broker import make_celery
+from api.broker import DEFAULT_QUEUE, make_celery
 from api.db import make_engine, make_sessionmaker
 from api.settings import Settings, get_settings
 from api.storage import ObjectStore, make_store
@@ -57,10 +57,13 @@ def _fresh_child(**_: object) -> None:
 
 
 @signals.worker_ready.connect
-def _start_reaper(**_: object) -> None:
+def _start_reaper(sender: object = None, **_: object) -> None:
     from worker.reaper import start_reaper_thread
 
-    start_reaper_thread(settings)
+    # Re-publish to the queue this worker consumes (``-Q``), so a worker on a dedicated queue
+    # recovers its own jobs.
+    consumed = list(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", {}) or [])
+    start_reaper_thread(settings, queue=consumed[0] if consumed else DEFAULT_QUEUE)
 
 
 @signals.worker_shutdown.connect

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.broker import publish_run_job, queue_depth
+from api.broker import DEFAULT_QUEUE, publish_run_job, queue_depth
 from api.db import make_engine, make_sessionmaker, session_scope
 from api.models import utcnow
 from api.services import lifecycle
@@ -40,11 +40,11 @@ def _publish_all(ids: list[str], publish: Publisher) -> list[str]:
 
 
 def reap_once(settings: Settings, factory: sessionmaker[Session], *,
-              publish: Publisher | None = None,
+              queue: str = DEFAULT_QUEUE, publish: Publisher | None = None,
               depth: Callable[[], int | None] | None = None) -> dict[str, list[str]]:
     """One round; returns what it did (tests call it directly)."""
-    publish = publish or (lambda job_id: publish_run_job(settings, job_id))
-    depth = depth or (lambda: queue_depth(settings))
+    publish = publish or (lambda job_id: publish_run_job(settings, job_id, queue=queue))
+    depth = depth or (lambda: queue_depth(settings, queue=queue))
     now = utcnow()
     with session_scope(factory) as s:
         requeued = lifecycle.requeue_expired(s, now)
@@ -64,8 +64,8 @@ def reap_once(settings: Settings, factory: sessionmaker[Session], *,
 
 
 class _Reaper:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, queue: str) -> None:
+        self.settings, self.queue = settings, queue
         self.stop = threading.Event()
         self.interval = max(0.5, min(settings.heartbeat_seconds, 10.0))
         self.thread = threading.Thread(target=self._loop, name="drtrain-reaper", daemon=True)
@@ -77,7 +77,7 @@ class _Reaper:
         factory = make_sessionmaker(engine)
         while not self.stop.wait(self.interval):
             try:
-                reap_once(self.settings, factory)
+                reap_once(self.settings, factory, queue=self.queue)
             except Exception:  # noqa: BLE001 - a DB hiccup must not end the reaper for good
                 log.exception("reaper round failed")
         engine.dispose()
@@ -86,10 +86,10 @@ class _Reaper:
 _current: _Reaper | None = None
 
 
-def start_reaper_thread(settings: Settings) -> None:
+def start_reaper_thread(settings: Settings, queue: str = DEFAULT_QUEUE) -> None:
     global _current
     if _current is None:
-        _current = _Reaper(settings)
+        _current = _Reaper(settings, queue)
         _current.thread.start()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,9 @@ TINY_SPEC = {
 }
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+@contextmanager
+def fresh_database(suffix: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL database, dropped afterwards."""
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -52,7 +54,7 @@ def pg_url() -> Iterator[str]:
     except OperationalError as exc:
         pytest.fail(f"PostgreSQL is required for the worker tests and is unreachable at "
                     f"{ADMIN_URL}: {exc.orig}", pytrace=False)
-    name = f"drtrain_worker_{os.getpid()}"
+    name = f"drtrain_worker_{suffix}_{os.getpid()}"
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -64,6 +66,12 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with fresh_database("main") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
