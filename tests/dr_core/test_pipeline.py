@@ -124,3 +124,19 @@ def test_seed_controls_the_result():
     a, b, c = _run(seed=1), _run(seed=1), _run(seed=2)
     assert all(torch.equal(x, y) for x, y in zip(_tensors(a), _tensors(b)))
     assert not torch.equal(_tensors(a)[0], _tensors(c)[0])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pipeline_on_cuda_resumes_and_needs_a_device_generator(tmp_path):
+    with pytest.raises(ValueError, match="generator"):
+        _run(device="cuda")
+    cb = RecordingCallback()
+    full = run_pipeline(_cfg(), _data(), n_classes=3, visible="bernoulli", device="cuda",
+                        generator=torch.Generator("cuda").manual_seed(0), callback=cb)
+    assert next(full.model.parameters()).is_cuda and np.isfinite(full.metrics["test_accuracy"])
+    save_state(tmp_path / "s", cb.events[3].state)
+    resumed = run_pipeline(_cfg(), _data(), n_classes=3, visible="bernoulli", device="cuda",
+                           generator=torch.Generator("cuda").manual_seed(5), resume=load_state(tmp_path / "s"))
+    for a, b in zip(_tensors(full), _tensors(resumed), strict=True):
+        torch.testing.assert_close(a, b)
