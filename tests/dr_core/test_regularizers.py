@@ -69,7 +69,7 @@ def test_divergence_closed_form_matches_exact_pair_pass(divergence, monkeypatch)
     want = bf.posterior_divergence(mu, side, divergence)
     monkeypatch.setattr(R, "CHUNK_ELEMENTS", 7)  # blocks of 1 column x 1 row
     groups = R._Groups(side, len(side), mu.device, mu.dtype)
-    total, grad = R._all_pairs_exact(mu, groups, R._KERNELS[divergence], grads=True)
+    total, grad = R._all_pairs_exact(mu, groups, R._KERNELS[divergence], grads=True, eps=1e-6)
     torch.testing.assert_close(total / groups.n_pairs, want)
     mu_ = mu.clone().requires_grad_(True)
     bf.posterior_divergence(mu_, side, divergence).backward()
@@ -299,3 +299,17 @@ def test_cuda_matches_cpu(divergence, pairs):
                                                    generator=torch.Generator().manual_seed(0), **kw)
     torch.testing.assert_close(v_gpu.cpu(), v_cpu)
     torch.testing.assert_close(g_gpu.cpu(), g_cpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [1e-6, 1e-12])
+@pytest.mark.parametrize("h", [8, 7, 6])
+def test_bhattacharyya_products_of_units_neither_underflow_nor_lose_units(h, eps, dtype):
+    """Opposite posteriors (cos d near its floor 2 sqrt(eps)), widths not divisible by 8."""
+    side = torch.tensor([0, 1, 0, 1])
+    mu = torch.tensor([[0.0] * h, [1.0] * h, [1.0] * h, [0.3] * h], dtype=dtype)
+    got = R.posterior_divergence(mu, side, divergence="bhattacharyya", pairs="all", eps=eps)
+    # reference in float64 on the same clamped input (float32 rounds 1 - eps itself)
+    want = bf.posterior_divergence(mu.clamp(eps, 1 - eps).double(), side, "bhattacharyya", eps=0.0)
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
