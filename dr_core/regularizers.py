@@ -66,14 +66,32 @@ class _Groups:
         self.n_cross_int = batch - counts[inv]
         self.n_cross = self.n_cross_int.to(dtype)
         self.n_pairs = self.n_cross.sum() / 2
+        self._onehot: Tensor | None = None
 
     @property
     def has_pairs(self) -> bool:
         return self.n_groups >= 2
 
+    def _one_hot(self, x: Tensor) -> Tensor | None:
+        # A (B, G) one-hot matmul beats index_add/gather on CPU and GPU alike for small G;
+        # beyond ~4M entries it would cost more memory than it saves time.
+        if self.batch * self.n_groups > CHUNK_ELEMENTS:
+            return None
+        if self._onehot is None or self._onehot.dtype != x.dtype:
+            self._onehot = F.one_hot(self.inv, self.n_groups).to(x.dtype)
+        return self._onehot
+
     def class_sums(self, x: Tensor) -> Tensor:
         """(G, H) sums of the rows of x (B, H) by group; out-of-place so autograd can use it."""
+        onehot = self._one_hot(x)
+        if onehot is not None:
+            return onehot.T @ x
         return x.new_zeros((self.n_groups, x.shape[1])).index_add(0, self.inv, x)
+
+    def expand(self, per_group: Tensor) -> Tensor:
+        """(B, H) rows of per_group (G, H) for each example's group."""
+        onehot = self._one_hot(per_group)
+        return onehot @ per_group if onehot is not None else per_group[self.inv]
 
     def sample_partners(self, k: int, generator: torch.Generator | None) -> Tensor:
         """(B, k) indices of partners drawn uniformly from the other groups, with replacement.
@@ -127,8 +145,8 @@ def _bilinear_cross_sum(x: Tensor, y: Tensor, groups: _Groups) -> tuple[Tensor, 
     yo = yg.sum(0) - yg
     nc = groups.n_cross[:, None]
     q = (nc * x * y).sum() - (xg * yo).sum()
-    dq_dx = nc * y - yo[groups.inv]
-    dq_dy = nc * x - xo[groups.inv]
+    dq_dx = nc * y - groups.expand(yo)
+    dq_dy = nc * x - groups.expand(xo)
     return q, dq_dx, dq_dy
 
 
@@ -340,9 +358,9 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
         scale = scale / mu.shape[1]
     value = total * scale
     if grads:
-        # torch.clamp's convention: no gradient where the input was clamped.
-        inside = (mu >= eps) & (mu <= 1 - eps)
-        grad = torch.where(inside, grad * scale, torch.zeros_like(grad))
+        # torch.clamp's convention: no gradient where the input was clamped (mu != m there;
+        # NaN compares unequal too).
+        grad = grad * ((mu == m) * scale)
     return value, grad
 
 

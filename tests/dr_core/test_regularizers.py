@@ -313,3 +313,21 @@ def test_bhattacharyya_products_of_units_neither_underflow_nor_lose_units(h, eps
     want = bf.posterior_divergence(mu.clamp(eps, 1 - eps).double(), side, "bhattacharyya", eps=0.0)
     assert torch.isfinite(got)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
+
+
+def test_closed_forms_without_one_hot_matmul(monkeypatch):
+    """Large B * G falls back to index_add / gather: same values and gradients."""
+    monkeypatch.setattr(R, "CHUNK_ELEMENTS", 1)
+    side = torch.tensor(SIDES["uneven"])
+    mu, h = _mu(len(side), 4, seed=51), _h(len(side), 4, seed=52, requires_grad=True)
+    for div in ("hellinger", "jeffreys"):
+        value, grad = R.posterior_divergence_and_grad(mu, side, divergence=div)
+        leaf = mu.clone().requires_grad_(True)
+        want = bf.posterior_divergence(leaf, side, div)
+        want.backward()
+        torch.testing.assert_close(value, want.detach())
+        torch.testing.assert_close(grad, leaf.grad)
+    for dist in DISTANCES:
+        torch.testing.assert_close(R.feature_distance(h, side, distance=dist),
+                                   bf.feature_distance(h, side, dist))
+        assert torch.autograd.gradcheck(lambda x: R.feature_distance(x, side, distance=dist), (h,))
