@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,10 @@ def run_job(job_id: str, *, settings: Settings, sessionmaker: sessionmaker[Sessi
     log.info("job %s attempt %s claimed by %s", job.id, job.attempt, worker_id)
     max_runtime = job.spec.get("max_runtime_seconds")
     started = job.started_at
-    # Runtime is counted from the first start, across attempts.
+    # Runtime is counted from the first start, across attempts. SQLite hands back naive
+    # datetimes; they are UTC like everything we write.
+    if started is not None and started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
     elapsed = max(0.0, time.time() - started.timestamp()) if started is not None else 0.0
     deadline = time.monotonic() + (max_runtime - elapsed) if max_runtime else None
     hb = Heartbeat(sessionmaker, job_id=job.id, attempt=job.attempt, worker_id=worker_id,
