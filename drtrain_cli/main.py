@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from drtrain_cli import client_cmds
+from drtrain_cli import client_cmds, server_cmds
 
 app = typer.Typer(
     name="drtrain",
@@ -13,15 +13,7 @@ app = typer.Typer(
 )
 client_cmds.register(app)
 
-try:
-    from drtrain_cli.server_cmds import register as register_server_cmds
-except ModuleNotFoundError as exc:
-    # Only the module's absence is tolerated (client-only installs and development before the
-    # server commands land); an import error inside server_cmds must still surface.
-    if exc.name != "drtrain_cli.server_cmds":
-        raise
-else:
-    register_server_cmds(app)
+server_cmds.register(app)
 
 if __name__ == "__main__":
     app()
