@@ -30,7 +30,8 @@ def _filesystem_options(settings: Settings) -> dict:
     root = settings.broker_folder
     queue_dir = root / "queue"
     processed = root / "processed"
-    for folder in (queue_dir, processed):
+    control = root / "control"
+    for folder in (queue_dir, processed, control):
         folder.mkdir(parents=True, exist_ok=True)
     # Producers write to data_folder_out and consumers read data_folder_in: one folder makes
     # them meet.
@@ -39,6 +40,8 @@ def _filesystem_options(settings: Settings) -> dict:
         "data_folder_out": str(queue_dir),
         "processed_folder": str(processed),
         "store_processed": False,
+        # Without this kombu writes exchange files to ./control in the current directory.
+        "control_folder": str(control),
     }
 
 
