@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import discard_after_commit, run_after_commit
+from api.db import session_scope
 from api.errors import Unauthorized
 from api.models import Tenant
 from api.services.keys import tenant_for_key
@@ -25,17 +25,8 @@ def get_settings_dep(request: Request) -> Settings:
 def session_for_request(factory: sessionmaker[Session]) -> Iterator[Session]:
     """Commit when the handler returned, roll back when it raised; then run the
     after-commit hooks (publishing a job message only once its row is durable)."""
-    session = factory()
-    try:
+    with session_scope(factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        discard_after_commit(session)
-        session.rollback()
-        raise
-    finally:
-        session.close()
-    run_after_commit(session)
 
 
 def get_session(request: Request) -> Iterator[Session]:
