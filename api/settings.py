@@ -47,7 +47,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
+        # An explicit host keeps kombu from warning "No hostname was supplied".
+        return self.broker_url or "filesystem://localhost/"
 
     @property
     def resolved_storage_url(self) -> str:
