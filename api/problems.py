@@ -62,7 +62,54 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal server error")
 
 
+def describe_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what the handlers above do, for every operation at once:
+    each 4xx is ``application/problem+json`` with the Problem schema (FastAPI would document
+    its own 422 body as ``application/json``), every secured operation can answer 401, and
+    every operation with a path parameter 404. Idempotent."""
+    from api.schemas.common import Problem  # the schema module imports nothing from here
+
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("Problem", Problem.model_json_schema(
+        ref_template="#/components/schemas/{model}"))
+    content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for item in doc.get("paths", {}).values():
+        for op in item.values():
+            responses = op.setdefault("responses", {})
+            codes = []
+            if op.get("security"):
+                codes.append("401")
+            if any(p.get("in") == "path" for p in op.get("parameters", [])):
+                codes.append("404")
+            if "application/json" in op.get("requestBody", {}).get("content", {}):
+                codes.append("400")  # a body that is not even UTF-8 JSON text
+            for code in codes:
+                responses.setdefault(code, {"description": _phrase(int(code))})
+            for code, response in responses.items():
+                if code.startswith("4"):
+                    response["content"] = dict(content)
+                    if "description" not in response or response["description"] in (
+                            "Validation Error", ""):
+                        response["description"] = _phrase(int(code))
+    # FastAPI's own validation-error shapes are no longer referenced.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return doc
+
+
+def _document(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe_errors(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document(app)
     app.add_exception_handler(DomainError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)

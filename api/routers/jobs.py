@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.schemas.common import problem_responses
 from api.schemas.jobs import (
     JOB_SPEC_EXAMPLE,
     CheckpointOut,
@@ -26,6 +27,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
+# Metric seq is a 32-bit column: a larger cursor would fail in the database, not match nothing.
+MAX_SEQ = 2**31 - 1
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -45,7 +48,8 @@ def _job_response(job: object, status_code: int = 200, **headers: str) -> Respon
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             responses={200: {"description": "Replay of an Idempotency-Key", "model": JobOut}})
+             responses={200: {"description": "Replay of an Idempotency-Key", "model": JobOut},
+                        **problem_responses(429)})
 def submit_job(spec: Annotated[JobSpec, Body(openapi_examples={
                    "digits": {"summary": "DBN + MLP on digits", "value": JOB_SPEC_EXAMPLE}})],
                tenant: TenantDep, session: SessionDep, settings: SettingsDep,
@@ -76,7 +80,7 @@ def get_job(job_id: str, tenant: TenantDep, session: SessionDep,
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage)
 def get_metrics(job_id: str, tenant: TenantDep, session: SessionDep,
-                since: Annotated[int, Query(ge=0)] = 0,
+                since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> MetricsPage:
     q.get_job(session, tenant.id, job_id)
     points = q.metrics_since(session, job_id, since, limit)
@@ -87,7 +91,7 @@ def get_metrics(job_id: str, tenant: TenantDep, session: SessionDep,
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 def job_events(job_id: str, request: Request, tenant: TenantDep, session: SessionDep,
-               last_event_id: Annotated[int | None, Header(ge=0)] = None) -> StreamingResponse:
+               last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None) -> StreamingResponse:
     q.get_job(session, tenant.id, job_id)  # 404 now, not inside an already-started stream
     state = request.app.state
     stream = service.job_events(
@@ -98,7 +102,8 @@ def job_events(job_id: str, request: Request, tenant: TenantDep, session: Sessio
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
+             responses=problem_responses(409))
 def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> Response:
     return _job_response(service.cancel_job(session, tenant.id, job_id), 202)
 
@@ -112,7 +117,7 @@ def list_checkpoints(job_id: str, tenant: TenantDep, session: SessionDep) -> lis
 @router.get("/{job_id}/model", response_class=StreamingResponse, responses={
     200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"},
     304: {"description": "Not modified"}, 307: {"description": "Redirect to a presigned URL"},
-    416: {"description": "Range not satisfiable"}})
+    416: {"description": "Range not satisfiable"}, **problem_responses(409)})
 def download_model(job_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep,
                    settings: SettingsDep, redirect: bool = False,
                    range_: Annotated[str | None, Header(alias="Range")] = None,
@@ -135,7 +140,8 @@ def download_model(job_id: str, tenant: TenantDep, session: SessionDep, store: S
                              media_type="application/octet-stream", headers=headers)
 
 
-@router.post("/{job_id}/predict", response_model=PredictResponse)
+@router.post("/{job_id}/predict", response_model=PredictResponse,
+             responses=problem_responses(409))
 def predict(job_id: str, body: PredictRequest, tenant: TenantDep, session: SessionDep,
             store: StoreDep) -> PredictResponse:
     labels, probs = service.predict(session, store, tenant.id, job_id, body.inputs)

@@ -1,0 +1,165 @@
+"""Property-based fuzz of the HTTP API from its own OpenAPI document (schemathesis + hypothesis).
+
+Each documented operation is fuzzed with schema-valid ("positive") and schema-invalid
+("negative") requests, once with tenant A's valid key and once without a usable key.
+Path ids are drawn either by schemathesis or from tenant A's real objects, so the fuzz
+reaches past the 404 into the handlers (predict on a real model, cancel, download, ...).
+
+Checks on every response: no 5xx; every 4xx is problem+json with type/title/status/detail;
+without a key every ``/v1`` route answers 401 with a challenge; and the response conforms to
+the documented schema (body, content type, status code).
+
+Bounded and reproducible: few examples per operation, ``derandomize`` (same cases every run),
+no example database, no shrinking (a failure prints the raw case, which is enough to replay).
+schemathesis' own pytest loader (``from_fixture``) does not run under pytest 9, so the
+operations are driven with ``as_strategy`` and ``@given`` inside ordinary tests.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from api.app import create_app
+from api.settings import Settings
+from tests.api.test_cross_tenant import World, seed_tenant
+from tests.api.test_jobs import tenant_id
+
+# CI runs 25 cases per operation and mode; set DRTRAIN_FUZZ_EXAMPLES to dig deeper locally.
+MAX_EXAMPLES = int(os.environ.get("DRTRAIN_FUZZ_EXAMPLES", "25"))
+FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck))
+PROBLEM_FIELDS = {"type": str, "title": str, "status": int, "detail": str}
+
+
+def _documented_operations() -> list[tuple[str, str, bool]]:
+    """(METHOD, path, takes input) for every operation in the OpenAPI document. Building
+    the app touches nothing (no connection, no folder), so this is safe at collection."""
+    doc = create_app(Settings(data_dir=Path("/nonexistent"), environment="test")).openapi()
+    return [(method.upper(), path, bool(op.get("parameters") or op.get("requestBody")))
+            for path, item in doc["paths"].items() for method, op in item.items()]
+
+
+OPERATIONS = _documented_operations()
+# Negative cases need something to make invalid; an operation without input has none.
+CASES = [(m, p, mode) for m, p, has_input in OPERATIONS
+         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+         if has_input or mode is GenerationMode.POSITIVE]
+
+
+def _real_ids(world: World, path: str) -> list[dict[str, str]]:
+    """Path parameters naming tenant A's objects. The event stream of a job that is not
+    terminal never ends, so that route gets the succeeded job only."""
+    if "{dataset_id}" in path:
+        return [{"dataset_id": world.dataset_id}]
+    if "{sweep_id}" in path:
+        return [{"sweep_id": world.sweep_id}]
+    if "{job_id}" in path:
+        if path.endswith("/events"):
+            return [{"job_id": world.job_id}]
+        return [{"job_id": world.job_id}, {"job_id": world.queued_job_id}]
+    return []
+
+
+def _strategy(operation: Any, mode: GenerationMode, world: World, path: str) -> st.SearchStrategy:
+    drawn = [operation.as_strategy(mode)]
+    drawn += [operation.as_strategy(mode, path_parameters=ids) for ids in _real_ids(world, path)]
+    return st.one_of(drawn)
+
+
+def _header(response: Any, name: str) -> str:
+    values = response.headers.get(name.lower()) or []
+    return values[0] if values else ""
+
+
+def _describe(case: schemathesis.Case, response: Any) -> str:
+    # The body may be binary (a model download): show bytes, never decode them.
+    return f"{case.method} {case.formatted_path} -> {response.status_code}: {response.content[:300]!r}"
+
+
+def _check_problem(response: Any, where: str) -> None:
+    assert _header(response, "content-type").startswith("application/problem+json"), where
+    body = response.json()
+    for field, kind in PROBLEM_FIELDS.items():
+        assert isinstance(body.get(field), kind), f"{where}: problem field {field!r} in {body}"
+    assert body["status"] == response.status_code, where
+
+
+@pytest.fixture
+def fuzz_target(app, db, store, auth_a, monkeypatch):  # noqa: ANN001, ANN201
+    """The app with tenant A's objects, and publishing replaced by a no-op: the fuzz
+    submits jobs and sweeps, and no broker is part of this test."""
+    monkeypatch.setattr("api.broker.publish_run_job", lambda _settings, _job_id: None)
+    world = seed_tenant(db, store, tenant_id(db, "tenant-a"))
+    return schemathesis.openapi.from_asgi("/openapi.json", app), world
+
+
+@pytest.mark.parametrize("method, path, mode", CASES,
+                         ids=[f"{m} {p} {mode.value}" for m, p, mode in CASES])
+def test_fuzz_with_a_valid_key(fuzz_target, auth_a, method, path, mode) -> None:  # noqa: ANN001
+    schema, world = fuzz_target
+    operation = schema[path][method]
+    statuses: list[int] = []
+
+    @FUZZ
+    @given(case=_strategy(operation, mode, world, path))
+    def run(case: schemathesis.Case) -> None:
+        response = case.call(headers=auth_a)
+        where = _describe(case, response)
+        statuses.append(response.status_code)
+        assert response.status_code < 500, where
+        if response.status_code >= 400:
+            _check_problem(response, where)
+        case.validate_response(response, checks=[
+            response_schema_conformance, content_type_conformance, status_code_conformance],
+            headers=auth_a)
+
+    run()
+    assert statuses, "the fuzz sent nothing"
+    if os.environ.get("DRTRAIN_FUZZ_REPORT"):
+        print(f"\n{method} {path} {mode.value}: {sorted(set(statuses))}")
+
+
+UNAUTHENTICATED = [(m, p) for m, p, _ in OPERATIONS]
+
+
+@pytest.mark.parametrize("method, path", UNAUTHENTICATED,
+                         ids=[f"{m} {p}" for m, p in UNAUTHENTICATED])
+def test_fuzz_without_a_valid_key(fuzz_target, method, path) -> None:  # noqa: ANN001
+    """No key, an empty one, a malformed one or a well-formed unknown one: every /v1 route
+    answers 401 with a challenge whatever the rest of the request; ops routes still work."""
+    schema, world = fuzz_target
+    operation = schema[path][method]
+    keys = st.sampled_from([None, "", "Bearer ", "Bearer drt_" + "A" * 43, "Basic Zm9vOmJhcg==",
+                            "Bearer " + "x" * 5000])
+
+    @FUZZ
+    @given(case=_strategy(operation, GenerationMode.POSITIVE, world, path), key=keys)
+    def run(case: schemathesis.Case, key: str | None) -> None:
+        headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+        if key is not None:
+            headers["Authorization"] = key
+        case.headers = headers
+        response = case.call()
+        where = _describe(case, response)
+        assert response.status_code < 500, where
+        if path.startswith("/v1/"):
+            assert response.status_code == 401, where
+            assert _header(response, "www-authenticate") == "Bearer", where
+            _check_problem(response, where)
+        elif response.status_code >= 400:
+            _check_problem(response, where)
+
+    run()
