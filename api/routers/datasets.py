@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.errors import Invalid
-from api.schemas.common import problem_responses
+from api.schemas.common import ResourceId, problem_responses
 from api.schemas.datasets import DatasetList, DatasetOut
 from api.services import datasets as service
 from api.uploads import parse_multipart
@@ -57,13 +57,13 @@ def list_datasets(session: SessionDep, settings: SettingsDep, tenant: TenantDep)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(404))
-def get_dataset(dataset_id: str, session: SessionDep, settings: SettingsDep,
+def get_dataset(dataset_id: ResourceId, session: SessionDep, settings: SettingsDep,
                 tenant: TenantDep) -> DatasetOut:
     return service.get_dataset(session, settings, tenant, dataset_id)
 
 
 @router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404, 409))
-def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep,
+def delete_dataset(dataset_id: ResourceId, session: SessionDep, store: StoreDep,
                    tenant: TenantDep) -> Response:
     service.delete_dataset(session, store, tenant, dataset_id)
     return Response(status_code=204)

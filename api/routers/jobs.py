@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
-from api.schemas.common import problem_responses
+from api.schemas.common import ResourceId, problem_responses
 from api.schemas.jobs import (
     JOB_SPEC_EXAMPLE,
     CheckpointOut,
@@ -70,7 +70,7 @@ def list_jobs(tenant: TenantDep, session: SessionDep,
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
-def get_job(job_id: str, tenant: TenantDep, session: SessionDep,
+def get_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
             if_none_match: Annotated[str | None, Header()] = None) -> Response:
     response = _job_response(q.get_job(session, tenant.id, job_id))
     if _etag_matches(if_none_match, response.headers["ETag"]):
@@ -79,7 +79,7 @@ def get_job(job_id: str, tenant: TenantDep, session: SessionDep,
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage)
-def get_metrics(job_id: str, tenant: TenantDep, session: SessionDep,
+def get_metrics(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
                 since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> MetricsPage:
     q.get_job(session, tenant.id, job_id)
@@ -90,7 +90,7 @@ def get_metrics(job_id: str, tenant: TenantDep, session: SessionDep,
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: str, request: Request, tenant: TenantDep, session: SessionDep,
+def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, session: SessionDep,
                last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None) -> StreamingResponse:
     q.get_job(session, tenant.id, job_id)  # 404 now, not inside an already-started stream
     state = request.app.state
@@ -104,12 +104,12 @@ def job_events(job_id: str, request: Request, tenant: TenantDep, session: Sessio
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
              responses=problem_responses(409))
-def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> Response:
+def cancel_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> Response:
     return _job_response(service.cancel_job(session, tenant.id, job_id), 202)
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(job_id: str, tenant: TenantDep, session: SessionDep) -> list[CheckpointOut]:
+def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> list[CheckpointOut]:
     q.get_job(session, tenant.id, job_id)
     return [CheckpointOut.model_validate(c) for c in q.checkpoints(session, job_id)]
 
@@ -118,7 +118,7 @@ def list_checkpoints(job_id: str, tenant: TenantDep, session: SessionDep) -> lis
     200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"},
     304: {"description": "Not modified"}, 307: {"description": "Redirect to a presigned URL"},
     416: {"description": "Range not satisfiable"}, **problem_responses(409)})
-def download_model(job_id: str, tenant: TenantDep, session: SessionDep, store: StoreDep,
+def download_model(job_id: ResourceId, tenant: TenantDep, session: SessionDep, store: StoreDep,
                    settings: SettingsDep, redirect: bool = False,
                    range_: Annotated[str | None, Header(alias="Range")] = None,
                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
@@ -142,7 +142,7 @@ def download_model(job_id: str, tenant: TenantDep, session: SessionDep, store: S
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,
              responses=problem_responses(409))
-def predict(job_id: str, body: PredictRequest, tenant: TenantDep, session: SessionDep,
+def predict(job_id: ResourceId, body: PredictRequest, tenant: TenantDep, session: SessionDep,
             store: StoreDep) -> PredictResponse:
     labels, probs = service.predict(session, store, tenant.id, job_id, body.inputs)
     return PredictResponse(predictions=labels, probabilities=probs)

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response
 
 from api.deps import SessionDep, SettingsDep, TenantDep
+from api.schemas.common import ResourceId
 from api.schemas.sweeps import SWEEP_EXAMPLE, SweepOut, SweepRequest
 from api.services import sweeps as service
 
@@ -24,5 +25,5 @@ def create_sweep(request: Annotated[SweepRequest, Body(openapi_examples={
 
 
 @router.get("/{sweep_id}", response_model=SweepOut)
-def get_sweep(sweep_id: str, tenant: TenantDep, session: SessionDep) -> SweepOut:
+def get_sweep(sweep_id: ResourceId, tenant: TenantDep, session: SessionDep) -> SweepOut:
     return service.sweep_view(session, service.get_sweep(session, tenant.id, sweep_id))

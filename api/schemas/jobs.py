@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.schemas.common import ID_PATTERN
+
 MAX_PARAMETERS = 50_000_000
 
 Strict = ConfigDict(extra="forbid")
@@ -98,8 +100,8 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [JOB_SPEC_EXAMPLE]})
 
-    dataset_id: str = Field(min_length=1, max_length=64)
-    test_dataset_id: str | None = Field(None, min_length=1, max_length=64)
+    dataset_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+    test_dataset_id: str | None = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN)
     validation_fraction: float = Field(0.1, ge=0.0, le=0.5)
     model: ModelSpec = Field(default_factory=ModelSpec)
     pretrain: PretrainSpec | None = Field(default_factory=PretrainSpec)

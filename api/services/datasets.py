@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +22,20 @@ from api.storage import ObjectStore, spool
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
+# C0, DEL and C1 controls: never wanted in a name, and NUL cannot be stored by PostgreSQL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _chunks(fh: BinaryIO) -> Iterator[bytes]:
     while block := fh.read(_CHUNK):
         yield block
+
+
+def _name_from(filename: str) -> str:
+    """A display name from the client's filename, which is never used as a path: its last
+    component without control characters (NUL included), else "dataset"."""
+    base = _CONTROL.sub("", filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return base[:200] if base not in ("", ".", "..") else "dataset"
 
 
 def create_dataset(session: Session, store: ObjectStore, settings: Settings, tenant: Tenant, *,
@@ -35,6 +45,10 @@ def create_dataset(session: Session, store: ObjectStore, settings: Settings, ten
     only then store it: a malformed file never reaches the object store."""
     if name is not None and not 0 < len(name) <= 200:
         raise Invalid("name: 1 to 200 characters")
+    for field, value in (("name", name), ("label_column", label_column),
+                         ("side_info_column", side_info_column)):
+        if value is not None and _CONTROL.search(value):
+            raise Invalid(f"{field}: control characters are not allowed")
     with tempfile.TemporaryDirectory(prefix="drtrain-upload-") as tmp:
         data_path, labels_path = Path(tmp) / "data", Path(tmp) / "labels"
         with open(data_path, "wb") as out:
@@ -55,7 +69,7 @@ def create_dataset(session: Session, store: ObjectStore, settings: Settings, ten
         if labels is not None:
             stored.append(store.put_file(f"{base}/labels.idx", labels_path))
     row = Dataset(
-        id=dataset_id, tenant_id=tenant.id, name=name or Path(filename).name[:200] or "dataset",
+        id=dataset_id, tenant_id=tenant.id, name=name or _name_from(filename),
         format=fmt, object_key=stored[0].key,
         labels_object_key=stored[1].key if len(stored) > 1 else None,
         label_column=label_column if fmt == "csv" else None,

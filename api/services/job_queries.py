@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import Invalid, NotFound
 from api.models import ACTIVE_STATUSES, Checkpoint, Job, MetricPoint
+from api.schemas.common import ID_PATTERN
 
 
 def get_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False) -> Job:
@@ -49,7 +51,10 @@ def decode_cursor(token: str) -> tuple[datetime, str]:
     try:
         padded = token + "=" * (-len(token) % 4)
         created, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), str(job_id)
+        # The id goes into a query: only the shape of an id this API made may get there.
+        if not isinstance(job_id, str) or not re.match(ID_PATTERN, job_id):
+            raise ValueError("not a job id")
+        return datetime.fromisoformat(created), job_id
     except (ValueError, TypeError, binascii.Error) as exc:
         raise Invalid("page_token is not a token this API issued",
                       errors=[{"loc": ["query", "page_token"], "msg": "invalid page token"}]) from exc

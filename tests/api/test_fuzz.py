@@ -16,13 +16,17 @@ operations are driven with ``as_strategy`` and ``@given`` inside ordinary tests.
 """
 from __future__ import annotations
 
+import base64
+import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
@@ -161,5 +165,77 @@ def test_fuzz_without_a_valid_key(fuzz_target, method, path) -> None:  # noqa: A
             _check_problem(response, where)
         elif response.status_code >= 400:
             _check_problem(response, where)
+
+    run()
+
+
+# ---------------------------------------------------------------- inputs the schema cannot describe
+# The OpenAPI document cannot say "a cursor this API issued" or "any float64", so schemathesis
+# never builds these; hypothesis does, directly.
+
+
+def _token(created: str, job_id: object) -> str:
+    raw = json.dumps([created, job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+tokens = st.one_of(
+    st.text(max_size=60),
+    st.builds(_token, st.text(max_size=40), st.text(max_size=40)),
+    st.builds(_token, st.datetimes(timezones=st.none() | st.timezones()).map(
+        lambda d: d.isoformat()), st.one_of(st.text(max_size=70), st.integers(), st.none())),
+)
+
+
+def test_page_tokens_never_break_listing(client, auth_a) -> None:  # noqa: ANN001
+    @FUZZ
+    @given(token=tokens)
+    @example(token=_token("2024-01-01T00:00:00+00:00", "a\x00b"))  # NUL: a 500 once
+    @example(token=_token("0001-01-01T00:00:00-23:59", "f" * 32))
+    @example(token=_token("9999-12-31T23:59:59", ["list"]))
+    def run(token: str) -> None:
+        resp = client.get("/v1/jobs", params={"page_token": token}, headers=auth_a)
+        assert resp.status_code in (200, 422), (token, resp.status_code, resp.text)
+        if resp.status_code == 422:
+            assert resp.headers["content-type"].startswith("application/problem+json")
+
+    run()
+
+
+@pytest.mark.parametrize("raw_id", ["a%00b", "%00", "..%2F..%2Fetc%2Fpasswd", "x" * 65,
+                                    "%E2%80%AE", "builtin:..", "-rf", "%FF%FE"])
+def test_odd_path_ids_are_refused_cleanly(client, auth_a, raw_id) -> None:  # noqa: ANN001
+    """Ids that are no id this API made: 404 or 422 problem+json on every route, never 500."""
+    from tests.api.test_cross_tenant import CASE_KEYS
+
+    for method, path in CASE_KEYS:
+        url = re.sub(r"\{[^}]+\}", raw_id, path)
+        resp = client.request(method, url, headers=auth_a,
+                              json={"inputs": [[0.0]]} if path.endswith("/predict") else None)
+        allowed = {404, 422}
+        if method == "DELETE" and raw_id.startswith("builtin:"):
+            allowed.add(409)  # the builtin namespace is read-only, existing or not
+        assert resp.status_code in allowed, (method, url, resp.status_code, resp.text)
+        assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+def test_predict_on_any_finite_floats(fuzz_target, client, auth_a) -> None:  # noqa: ANN001
+    """Whatever finite float64 values a row holds, predict answers probabilities that are
+    finite and sum to one (no overflow on huge inputs)."""
+    _, world = fuzz_target
+    floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+    @FUZZ
+    @given(rows=st.lists(st.lists(floats, min_size=world.n_features,
+                                  max_size=world.n_features), min_size=1, max_size=5))
+    def run(rows: list[list[float]]) -> None:
+        resp = client.post(f"/v1/jobs/{world.job_id}/predict", json={"inputs": rows},
+                           headers=auth_a)
+        assert resp.status_code == 200, (rows, resp.text)
+        probs = resp.json()["probabilities"]
+        assert len(probs) == len(rows)
+        for p in probs:
+            assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in p)
+            assert math.isclose(sum(p), 1.0, rel_tol=1e-9)
 
     run()
