@@ -11,10 +11,11 @@ import csv
 import gzip
 import math
 import zipfile
+import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 import numpy as np
 
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from api.storage import ObjectStore
 
 MAX_COLUMNS = 100_000
+# Longest physical line read: the header (MAX_COLUMNS names of ~16 characters), and a
+# row: 64 characters per column (a float needs < 25) plus room for a long text label.
+MAX_LINE_CHARS = 16 * MAX_COLUMNS
+ROW_CHARS_PER_COLUMN = 64
+ROW_CHARS_SLACK = 64 * 1024
 FORMATS = ("csv", "npz", "idx")
 _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -122,8 +128,10 @@ def summarize(fmt: str, data: LoadedData) -> DatasetSummary:
 # ---------------------------------------------------------------- CSV
 def read_csv(path: Path, label_column: str, side_info_column: str | None) -> LoadedData:
     """Row by row with the csv module; every row is checked before the next is read."""
+    _count_header_fields(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+        lines = _BoundedLines(fh, MAX_LINE_CHARS)
+        reader = csv.reader(lines)
         try:
             header = next(reader)
         except StopIteration:
@@ -131,6 +139,8 @@ def read_csv(path: Path, label_column: str, side_info_column: str | None) -> Loa
         except (csv.Error, UnicodeDecodeError) as exc:
             raise Invalid(f"header row: not readable CSV ({exc})") from None
         header = [h.strip() for h in header]
+        # A row of numbers needs at most a few dozen characters per column.
+        lines.limit = ROW_CHARS_PER_COLUMN * len(header) + ROW_CHARS_SLACK
         if len(header) > MAX_COLUMNS:
             raise Invalid(f"header row: {len(header)} columns, more than the limit {MAX_COLUMNS}")
         if all(_is_number(h) for h in header):
@@ -172,6 +182,42 @@ def read_csv(path: Path, label_column: str, side_info_column: str | None) -> Loa
     return LoadedData(X=X, y=y, classes=classes, groups=g)
 
 
+def _count_header_fields(path: Path) -> None:
+    """Refuse a header with too many columns by counting its separators in fixed-size
+    blocks, before the csv module turns each field into a string (a million of them would
+    take far more memory than the upload itself). Quoted commas can only over-count."""
+    commas = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 16):
+            end = block.find(b"\n")
+            commas += block.count(b",", 0, end if end >= 0 else len(block))
+            if commas + 1 > MAX_COLUMNS:
+                raise Invalid(f"header row: more than the limit {MAX_COLUMNS} columns")
+            if end >= 0:
+                return
+
+
+class _BoundedLines:
+    """The file's lines for csv.reader, each read with a bound, so one endless row is
+    refused once it passes ``limit`` characters instead of becoming millions of fields.
+    The limit starts wide for the header and is narrowed to what its columns can hold."""
+
+    def __init__(self, fh: TextIO, limit: int) -> None:
+        self.fh, self.limit, self.line_no = fh, limit, 0
+
+    def __iter__(self) -> _BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.fh.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self.line_no += 1
+        if len(line) > self.limit and not line.endswith("\n"):
+            raise Invalid(f"line {self.line_no}: longer than {self.limit} characters")
+        return line
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -199,12 +245,15 @@ def read_npz(path: Path, limits: Limits) -> LoadedData:
     """Arrays ``X`` (N, D...), ``y`` (N,) and optional ``groups`` (N,); never unpickles."""
     try:
         with zipfile.ZipFile(path) as zf:
-            total = sum(info.file_size for info in zf.infolist())
-    except zipfile.BadZipFile:
+            infos = zf.infolist()
+            total = sum(info.file_size for info in infos)
+            if total > limits.max_decompressed_bytes:
+                raise Invalid(f"file: the NPZ arrays take {total} bytes uncompressed, more "
+                              f"than the limit {limits.max_decompressed_bytes}")
+            for info in infos:
+                _check_npy_member(zf, info, limits)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
         raise Invalid("file: not a valid NPZ (zip) archive") from None
-    if total > limits.max_decompressed_bytes:
-        raise Invalid(f"file: the NPZ arrays take {total} bytes uncompressed, more than the "
-                      f"limit {limits.max_decompressed_bytes}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
@@ -216,6 +265,9 @@ def read_npz(path: Path, limits: Limits) -> LoadedData:
             groups = npz["groups"] if "groups" in names else None
     except ValueError as exc:  # object arrays need pickle, which is refused
         raise Invalid(f"file: NPZ arrays must be plain numeric or text arrays ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+        # A member that inflates to other than its directory entry says (sizes, CRC).
+        raise Invalid("file: not a valid NPZ (zip) archive") from None
     if X.dtype.kind not in "biuf":
         raise Invalid(f"array 'X': dtype {X.dtype} is not numeric")
     if X.ndim < 2:
@@ -233,6 +285,32 @@ def read_npz(path: Path, limits: Limits) -> LoadedData:
             raise Invalid(f"array 'groups': shape {groups.shape}, expected ({len(X)},)")
         g = encode_labels(_label_strings(groups, "array 'groups'"))[0]
     return LoadedData(X=X, y=y_idx, classes=classes, groups=g)
+
+
+def _check_npy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> None:
+    """Read one member's .npy header only. numpy allocates the whole declared shape before
+    it reads the data, so a header claiming (10**6, 10**6) over a few bytes must be refused
+    here, before ``np.load`` sees it; so must a member that is not an array at all (numpy
+    would hand back its raw bytes)."""
+    what = f"file: NPZ member {info.filename[:60]!r}"
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _fortran, dtype = read_header(fh)
+        except ValueError:
+            raise Invalid(f"{what} is not a .npy array (not a valid NPZ)") from None
+    if dtype.hasobject:
+        raise Invalid(f"{what}: NPZ arrays must be plain numeric or text arrays "
+                      "(object arrays would need pickle, which is refused)")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > limits.max_decompressed_bytes:
+        raise Invalid(f"{what}: shape {shape} of {dtype} takes {declared} bytes, more than "
+                      f"the limit {limits.max_decompressed_bytes}")
+    if declared > info.file_size:
+        raise Invalid(f"{what}: shape {shape} needs {declared} bytes, the member holds "
+                      f"{info.file_size} (not a valid NPZ)")
 
 
 def _finite_float32(X: np.ndarray, what: str) -> np.ndarray:
