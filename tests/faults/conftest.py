@@ -46,15 +46,17 @@ def stack(service: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
     try:
         yield service
     finally:
-        groups = [p.pid for p in service.workers.values()]
-        service.stop_workers()
-        service.abandon_live_jobs()
-        wait_for("no stray worker process", lambda: not live_group_members(groups), 10)
-        if service.api is None or service.api.poll() is not None:
-            service.start_api()
         failed = getattr(request.node, "rep_call", None)
         if failed is not None and failed.failed:
             print(service.logs())
+        groups = [p.pid for p in service.workers.values()]
+        try:
+            service.stop_workers()
+            service.abandon_live_jobs()
+            wait_for("no stray worker process", lambda: not live_group_members(groups), 10)
+        finally:
+            if service.api is None or service.api.poll() is not None:
+                service.start_api()
 
 
 @pytest.hookimpl(wrapper=True)

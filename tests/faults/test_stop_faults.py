@@ -73,7 +73,7 @@ def test_job_past_max_runtime_fails_with_a_reason_naming_it(stack):
     assert "max_runtime_seconds" in done["status_reason"], done["status_reason"]
     assert done["attempt"] == 1
     ran = (_at(done["finished_at"]) - _at(done["started_at"])).total_seconds()
-    assert 2 <= ran < 2 + HEARTBEAT + 3, ran  # the whole job needs several times longer
+    assert 2 <= ran < 2 + HEARTBEAT + 4, ran  # the whole job needs several times longer
     points = stack.metrics(job["id"])
     assert_metric_series(points, done["spec"], complete=False)
     assert all(_at(p["at"]) <= _at(done["finished_at"]) for p in points)
