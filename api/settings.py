@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     storage_url: str = ""
     s3_endpoint_url: str | None = None
     s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
+    # SecretStr: repr/str of the settings (and any log or traceback showing them) hide it.
+    s3_secret_access_key: SecretStr | None = None
     s3_region: str = "us-east-1"
     presign_seconds: int = Field(300, ge=10, le=86400)
 
@@ -30,6 +31,9 @@ class Settings(BaseSettings):
     requeue_queued_after_seconds: float = Field(60.0, gt=0)
     cancel_grace_seconds: float = Field(30.0, gt=0)
     max_concurrent_jobs_per_tenant: int = Field(8, ge=1)
+    # A sweep is accepted only while the tenant's active jobs plus its children stay within
+    # this (larger) bound; single jobs keep the cap above. See README "Limits".
+    max_sweep_jobs_per_tenant: int = Field(256, ge=1)
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
     # Production refuses to start with an embedded default (see ``check_production``).
     environment: str = "embedded"
@@ -65,6 +69,10 @@ class Settings(BaseSettings):
         missing = [n for n in ("database_url", "broker_url", "storage_url") if not getattr(self, n)]
         if missing:
             raise ValueError("production needs " + ", ".join(f"DRTRAIN_{m.upper()}" for m in missing))
+        # Half a credential pair would silently fall back to whatever boto3 finds around it.
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("production needs both DRTRAIN_S3_ACCESS_KEY_ID and "
+                             "DRTRAIN_S3_SECRET_ACCESS_KEY, or neither (ambient credentials)")
 
 
 @lru_cache

@@ -284,6 +284,7 @@ def make_store(settings: Settings) -> ObjectStore:
             raise ValueError(f"storage URL {url!r} names no bucket")
         return S3Store(parsed.netloc, parsed.path, endpoint_url=settings.s3_endpoint_url,
                        access_key_id=settings.s3_access_key_id,
-                       secret_access_key=settings.s3_secret_access_key,
+                       secret_access_key=(settings.s3_secret_access_key.get_secret_value()
+                                          if settings.s3_secret_access_key else None),
                        region=settings.s3_region)
     raise ValueError(f"unsupported storage URL {url!r} (use file:// or s3://)")

@@ -91,7 +91,8 @@ def get_metrics(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, session: SessionDep,
-               last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None) -> StreamingResponse:
+               last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
+               ) -> StreamingResponse:
     q.get_job(session, tenant.id, job_id)  # 404 now, not inside an already-started stream
     state = request.app.state
     stream = service.job_events(
@@ -109,7 +110,8 @@ def cancel_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> Re
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> list[CheckpointOut]:
+def list_checkpoints(job_id: ResourceId, tenant: TenantDep,
+                     session: SessionDep) -> list[CheckpointOut]:
     q.get_job(session, tenant.id, job_id)
     return [CheckpointOut.model_validate(c) for c in q.checkpoints(session, job_id)]
 

@@ -6,14 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response
 
 from api.deps import SessionDep, SettingsDep, TenantDep
-from api.schemas.common import ResourceId
+from api.schemas.common import ResourceId, problem_responses
 from api.schemas.sweeps import SWEEP_EXAMPLE, SweepOut, SweepRequest
 from api.services import sweeps as service
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 
-@router.post("", status_code=202, response_model=SweepOut)
+@router.post("", status_code=202, response_model=SweepOut, responses=problem_responses(429))
 def create_sweep(request: Annotated[SweepRequest, Body(openapi_examples={
                      "dr-weight-by-seed": {"summary": "DR weight x 3 seeds",
                                            "value": SWEEP_EXAMPLE}})],

@@ -121,7 +121,7 @@ def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec,
     return job
 
 
-def _lock_tenant(session: Session, tenant_id: str) -> None:
+def lock_tenant(session: Session, tenant_id: str) -> None:
     # Serialises concurrent submits of one tenant so the active-job cap cannot be overshot
     # (FOR UPDATE is a no-op on SQLite, whose writers are serial anyway).
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
@@ -136,7 +136,7 @@ def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSp
         if existing is not None:
             return _replay(existing, digest), False
     check_against_dataset(session, settings, tenant_id, spec)
-    _lock_tenant(session, tenant_id)
+    lock_tenant(session, tenant_id)
     if q.count_active(session, tenant_id) >= settings.max_concurrent_jobs_per_tenant:
         raise TooManyJobs(
             f"at most {settings.max_concurrent_jobs_per_tenant} active jobs per tenant",

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.errors import Invalid, NotFound
+from api.errors import Invalid, NotFound, TooManyJobs
 from api.models import Job, JobStatus, Sweep
 from api.schemas.jobs import JobSpec, spec_to_dict
 from api.schemas.sweeps import (
@@ -28,7 +28,7 @@ from api.schemas.sweeps import (
     SweepRequest,
 )
 from api.services import job_queries as q
-from api.services.jobs import check_against_dataset, new_job
+from api.services.jobs import RETRY_AFTER_SECONDS, check_against_dataset, lock_tenant, new_job
 from api.settings import Settings
 
 
@@ -102,6 +102,7 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
             check_against_dataset(session, settings, tenant_id, spec)
         except Invalid as exc:
             raise Invalid(f"grid point {point}: {exc.detail}", errors=exc.errors) from exc
+    _check_capacity(session, settings, tenant_id, len(points))
     sweep = Sweep(tenant_id=tenant_id, base=base, grid=request.grid)
     session.add(sweep)
     session.flush()
@@ -109,6 +110,24 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
                 for point, spec in points]
     session.flush()
     return sweep, children
+
+
+def _check_capacity(session: Session, settings: Settings, tenant_id: str, n_children: int) -> None:
+    """A sweep is accepted whole only while the tenant's active jobs plus its children stay
+    within ``max_sweep_jobs_per_tenant``: larger than the single-job cap (a sweep is many
+    jobs at once) but still a bound, so no tenant can fill the queue for everyone."""
+    cap = settings.max_sweep_jobs_per_tenant
+    if n_children > cap:
+        raise Invalid(f"the grid has {n_children} points; a tenant may have at most {cap} "
+                      "active jobs, so this sweep could never run whole",
+                      errors=[{"loc": ["body", "grid"], "msg": "more points than the cap",
+                               "type": "value_error"}])
+    lock_tenant(session, tenant_id)  # the same lock as single submits: no overshoot by races
+    active = q.count_active(session, tenant_id)
+    if active + n_children > cap:
+        raise TooManyJobs(f"this sweep's {n_children} jobs and the {active} active ones exceed "
+                          f"the limit of {cap} active jobs per tenant for sweeps",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def get_sweep(session: Session, tenant_id: str, sweep_id: str) -> Sweep:

@@ -90,7 +90,8 @@ def _header(response: Any, name: str) -> str:
 
 def _describe(case: schemathesis.Case, response: Any) -> str:
     # The body may be binary (a model download): show bytes, never decode them.
-    return f"{case.method} {case.formatted_path} -> {response.status_code}: {response.content[:300]!r}"
+    return (f"{case.method} {case.formatted_path} -> {response.status_code}: "
+            f"{response.content[:300]!r}")
 
 
 def _check_problem(response: Any, where: str) -> None:

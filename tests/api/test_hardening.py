@@ -39,8 +39,9 @@ def multipart(file: bytes, filename: str = "data.csv", *, labels: bytes | None =
     out = io.BytesIO()
 
     def part(disposition: str, payload: bytes) -> None:
-        out.write(f"--{BOUNDARY}\r\nContent-Disposition: form-data; {disposition}\r\n"
-                  "Content-Type: application/octet-stream\r\n\r\n".encode("utf-8", "surrogateescape"))
+        head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; {disposition}\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n")
+        out.write(head.encode())
         out.write(payload + b"\r\n")
 
     for name, value in fields.items():
@@ -244,7 +245,8 @@ def objects(settings) -> list[Path]:  # noqa: ANN001
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def post_raw(client, auth, body: bytes, headers: dict[str, str] | None = None):  # noqa: ANN001, ANN201
+def post_raw(client, auth, body: bytes,  # noqa: ANN001, ANN201
+             headers: dict[str, str] | None = None):
     return client.post("/v1/datasets", content=body, headers={
         **auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}", **(headers or {})})
 
@@ -300,14 +302,11 @@ def test_one_endless_row_is_refused_without_parsing_it(client, auth_a, small_lim
     assert peak < 4 * len(body), f"peak {peak} bytes for a {len(body)}-byte body"
 
 
-def test_chunked_upload_without_content_length_is_cut_at_the_limit(client, auth_a, db,
-                                                                   small_limits) -> None:  # noqa: ANN001
-    sent = []
-
-    def chunks():  # noqa: ANN202
+def test_chunked_upload_without_content_length_is_cut_at_the_limit(  # noqa: ANN001
+        client, auth_a, db, small_limits) -> None:
+    def chunks():  # noqa: ANN202 - a generator: sent chunked, with no Content-Length at all
         body = multipart(b"a,label\n" + b"1,0\n" * 100_000)
         for i in range(0, len(body), 8192):
-            sent.append(i)
             yield body[i:i + 8192]
 
     resp = client.post("/v1/datasets", content=chunks(), headers={
