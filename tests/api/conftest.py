@@ -8,61 +8,31 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import warnings
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.db import discard_after_commit, make_engine, run_after_commit
 from api.deps import get_session
-from api.migrate import upgrade
 from api.services.keys import create_key
 from api.settings import Settings
 from api.storage import ObjectStore, make_store
+from tests.pg import fresh_database
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 for its TestClient; httpx still works and is what we pin.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
-ADMIN_URL = os.environ.get("DRTRAIN_TEST_POSTGRES_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _admin_engine() -> Engine:
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        engine.dispose()
-        pytest.fail(f"PostgreSQL is required for the API tests and is unreachable at {ADMIN_URL} "
-                    f"(set DRTRAIN_TEST_POSTGRES_URL to point elsewhere): {exc.orig}",
-                    pytrace=False)
-    return engine
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A freshly migrated database for this test run; dropped afterwards."""
-    admin = _admin_engine()
-    name = f"drtrain_test_{os.getpid()}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with fresh_database("test") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -51,23 +51,11 @@ def test_pending_changes_notices_a_model_the_migrations_lack(tmp_path: Path):
 
 
 def test_postgres_downgrade_and_upgrade_again(pg_url):  # noqa: ANN001
-    import os
+    from tests.pg import fresh_database
 
-    from tests.api.conftest import _admin_engine
-
-    admin = _admin_engine()
-    name = f"drtrain_test_{os.getpid()}_updown"
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    with fresh_database("updown", migrate=False) as url:
         upgrade(url)
         downgrade(url)
         assert _tables(url) == set()
         upgrade(url)
         assert pending_changes(url) == []
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()

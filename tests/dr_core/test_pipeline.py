@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from dr_core.checkpoint import load_state, save_state
-from dr_core.config import FeatureDRConfig, FinetuneConfig, PipelineConfig, PosteriorDRConfig, RBMConfig
+from dr_core.config import (
+    FeatureDRConfig,
+    FinetuneConfig,
+    PipelineConfig,
+    PosteriorDRConfig,
+    RBMConfig,
+)
 from dr_core.events import RecordingCallback, TrainingStopped
 from dr_core.pipeline import DataSplit, run_pipeline
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,12 @@ def test_drtrain_up_full_flow(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz", proc)
         key = (data_dir / "api-key").read_text().strip()
-        assert key and key in (tmp_path / "up.log").read_text()
+        # `up` announces the URL and key once it has seen the API healthy itself.
+        deadline = time.monotonic() + 30
+        while f"API key: {key}" not in (tmp_path / "up.log").read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, "key never printed"
+            time.sleep(0.2)
+        assert f"drtrain is up at {base}" in (tmp_path / "up.log").read_text()
         assert (data_dir / "api-key").stat().st_mode & 0o077 == 0
         job = run_flow(base, key, tmp_path)
         assert job["attempt"] == 1

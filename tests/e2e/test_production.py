@@ -5,31 +5,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import boto3
-import psycopg
 import pytest
 import redis
 
 from tests.e2e.flow import free_port, run_flow, stop, wait_http
+from tests.pg import fresh_database
 
 pytestmark = [pytest.mark.e2e]
 
 BIN = Path(sys.executable).parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_DB = 11
 
 
 @pytest.fixture
 def pg_database():
-    name = f"drtrain_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # Not migrated: the test runs `drtrain migrate` as an operator would.
+    with fresh_database("e2e", migrate=False) as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 import redis
 import torch
 
-from tests.faults.stack import (REDIS_DB, Stack, create_database, drop_database,
-                                live_group_members, wait_for)
+from tests.faults.stack import REDIS_DB, Stack, live_group_members, wait_for
+from tests.pg import fresh_database
 
 # The test process only downloads and loads models; the workers get the cores.
 torch.set_num_threads(1)
@@ -25,16 +25,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     broker.ping()
     broker.flushdb()
     broker.close()
-    db_name = create_database("faults")
     root: Path = tmp_path_factory.mktemp("faults")
-    stack = Stack(root, db_name)
-    try:
-        stack.prepare()
-        stack.start_api()
-        yield stack
-    finally:
-        stack.close()
-        drop_database(db_name)
+    # Not migrated here: the stack runs `drtrain migrate` itself, as an operator would.
+    with fresh_database("faults", migrate=False) as url:
+        stack = Stack(root, url)
+        try:
+            stack.prepare()
+            stack.start_api()
+            yield stack
+        finally:
+            stack.close()
 
 
 @pytest.fixture

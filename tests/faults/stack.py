@@ -13,14 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import redis
 from sqlalchemy import Engine, func, select, update
 
@@ -30,7 +28,6 @@ from tests.e2e.flow import free_port
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # 11 and 12 belong to tests/e2e and tests/worker.
 REDIS_DB = 13
 QUEUE = "drtrain"  # the API always publishes to the default queue
@@ -69,18 +66,6 @@ SHORT_SPEC: dict[str, Any] = {
 }
 
 
-def create_database(prefix: str) -> str:
-    name = f"drtrain_{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     """Signal the process and everything it forked (its own session), then reap it."""
     if proc.poll() is None:
@@ -115,10 +100,9 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float, interval: floa
 class Stack:
     """One module's service: its database, broker db, object folder, API and workers."""
 
-    def __init__(self, root: Path, db_name: str) -> None:
+    def __init__(self, root: Path, database_url: str) -> None:
         self.root = root
-        self.db_name = db_name
-        self.database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}"
+        self.database_url = database_url
         self.broker_url = f"redis://127.0.0.1:6379/{REDIS_DB}"
         self.objects = root / "objects"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}

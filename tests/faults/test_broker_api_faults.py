@@ -7,11 +7,16 @@ import pytest
 from sqlalchemy import func, select
 
 from api.models import Job
-
 from drtrain_client import Client
 from drtrain_client.errors import ClientError
-from tests.faults.stack import (LONG_SPEC, QUEUE, SHORT_SPEC, assert_final_model,
-                                assert_metric_series, wait_for)
+from tests.faults.stack import (
+    LONG_SPEC,
+    QUEUE,
+    SHORT_SPEC,
+    assert_final_model,
+    assert_metric_series,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e]
 

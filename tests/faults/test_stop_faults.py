@@ -9,9 +9,16 @@ from datetime import datetime
 
 import pytest
 
-from tests.faults.stack import (LONG_SPEC, SHORT_SPEC, TIMINGS, assert_final_model,
-                                assert_metric_series, assert_no_model, live_group_members,
-                                wait_for)
+from tests.faults.stack import (
+    LONG_SPEC,
+    SHORT_SPEC,
+    TIMINGS,
+    assert_final_model,
+    assert_metric_series,
+    assert_no_model,
+    live_group_members,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e]
 

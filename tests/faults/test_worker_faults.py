@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.stack import (LONG_SPEC, assert_final_model, assert_metric_series,
-                                live_group_members, wait_for)
+from tests.faults.stack import (
+    LONG_SPEC,
+    assert_final_model,
+    assert_metric_series,
+    live_group_members,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e]
 

@@ -7,27 +7,21 @@ the roll-back-per-test trick of tests/api; instead every test makes its own tena
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import make_engine, make_sessionmaker, session_scope
-from api.migrate import upgrade
 from api.models import Dataset, Job, JobStatus, Tenant, new_id
 from api.schemas.jobs import JobSpec, spec_to_dict
 from api.settings import Settings
 from api.storage import ObjectStore, make_store
-
-ADMIN_URL = os.environ.get("DRTRAIN_TEST_POSTGRES_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.pg import fresh_database  # noqa: F401 - re-exported for test modules
 
 torch.set_num_threads(1)
 
@@ -44,33 +38,9 @@ TINY_SPEC = {
 }
 
 
-@contextmanager
-def fresh_database(suffix: str) -> Iterator[str]:
-    """A new, migrated PostgreSQL database, dropped afterwards."""
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required for the worker tests and is unreachable at "
-                    f"{ADMIN_URL}: {exc.orig}", pytrace=False)
-    name = f"drtrain_worker_{suffix}_{os.getpid()}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    with fresh_database("main") as url:
+    with fresh_database("worker") as url:
         yield url
 
 

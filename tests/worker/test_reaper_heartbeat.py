@@ -10,9 +10,9 @@ from sqlalchemy import update
 from api.db import session_scope
 from api.models import Job, JobStatus, utcnow
 from api.services import lifecycle
+from tests.worker.conftest import get_job
 from worker.heartbeat import Heartbeat, StopReason
 from worker.reaper import reap_once
-from tests.worker.conftest import get_job
 
 
 def _age(factory, job_id, **values):

@@ -15,9 +15,9 @@ from api.db import session_scope
 from api.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from api.services import lifecycle
 from dr_core.model_file import load_model
+from tests.worker.conftest import get_job
 from worker import job_callback
 from worker.runner import run_job
-from tests.worker.conftest import get_job
 
 SPEC = {"finetune": {"epochs": 3, "batch_size": 32, "learning_rate": 0.1,
                      "dr": {"weight": 0.05, "distance": "euclidean", "layers": "all"}}}

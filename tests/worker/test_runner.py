@@ -5,16 +5,15 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from sqlalchemy import select, update
 
 from api.db import session_scope
-from api.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from api.models import Checkpoint, Job, JobStatus, MetricPoint
 from dr_core.model_file import load_model
+from tests.worker.conftest import digits_subset, get_job
 from worker.data import split_validation
 from worker.runner import run_job
-from tests.worker.conftest import digits_subset, get_job
 
 
 def _run(job_id, settings, factory, store, worker="w1"):
