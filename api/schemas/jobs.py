@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.schemas.common import ID_PATTERN
 
 MAX_PARAMETERS = 50_000_000
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without numpy here
 
 Strict = ConfigDict(extra="forbid")
 
@@ -199,8 +200,11 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"inputs": [[0.0, 0.5, 1.0]]}]})
 
-    # NaN/inf are refused here (JSON parsers accept them as extensions).
-    inputs: list[list[Annotated[float, Field(allow_inf_nan=False)]]] = Field(
+    # NaN/inf are refused here (JSON parsers accept them as extensions), and so is anything
+    # beyond float32: models are trained on float32 data, and 1e300 would overflow the
+    # normalisation into inf/NaN probabilities (which JSON cannot even carry).
+    inputs: list[list[Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX,
+                                             le=FLOAT32_MAX)]]] = Field(
         min_length=1, max_length=10000)
 
 
