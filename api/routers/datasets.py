@@ -23,8 +23,8 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
         "labels_file": {"type": "string", "format": "binary",
                         "description": "IDX labels (only with IDX images)"},
         "name": {"type": "string", "maxLength": 200},
-        "label_column": {"type": "string", "default": "label"},
-        "side_info_column": {"type": "string",
+        "label_column": {"type": "string", "default": "label", "maxLength": 200},
+        "side_info_column": {"type": "string", "maxLength": 200,
                              "description": "grouping used by DR instead of the labels"},
     }}}}}}
 

@@ -49,6 +49,8 @@ def create_dataset(session: Session, store: ObjectStore, settings: Settings, ten
                          ("side_info_column", side_info_column)):
         if value is not None and _CONTROL.search(value):
             raise Invalid(f"{field}: control characters are not allowed")
+        if value is not None and len(value) > 200:  # the width of its database column
+            raise Invalid(f"{field}: at most 200 characters")
     with tempfile.TemporaryDirectory(prefix="drtrain-upload-") as tmp:
         data_path, labels_path = Path(tmp) / "data", Path(tmp) / "labels"
         with open(data_path, "wb") as out:

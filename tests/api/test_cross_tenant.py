@@ -24,7 +24,6 @@ from api.storage import ObjectStore
 from tests.api.test_jobs import add_dataset, small_spec, tenant_id
 from tests.api.test_predict import make_model_bytes
 
-
 _PARAM = re.compile(r"\{[^}]+\}")
 
 
