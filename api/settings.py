@@ -25,7 +25,7 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     max_decompressed_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1024)
-    max_attempts: int = Field(3, ge=1, le=100)
+    max_attempts: int = Field(3, ge=1, le=10)
     heartbeat_seconds: float = Field(5.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
     requeue_queued_after_seconds: float = Field(60.0, gt=0)

@@ -110,7 +110,8 @@ class JobSpec(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]{1,2})$")
     max_runtime_seconds: int = Field(86400, ge=1, le=604800)
-    max_attempts: int = Field(3, ge=1, le=10)
+    # None: the server's DRTRAIN_MAX_ATTEMPTS, filled in at submit (the stored spec has the number).
+    max_attempts: int | None = Field(None, ge=1, le=10)
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

@@ -107,10 +107,18 @@ def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
                        f"{n_params} parameters for {facts.n_features} features exceeds {MAX_PARAMETERS}")
 
 
+def with_server_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
+    """The spec with the fields whose default is the server's setting filled in."""
+    if spec.max_attempts is None:
+        return spec.model_copy(update={"max_attempts": settings.max_attempts})
+    return spec
+
+
 def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
             idempotency_key: str | None = None, sweep_id: str | None = None,
             grid_point: dict[str, Any] | None = None) -> Job:
     """Add a queued job and schedule its message for after the commit that makes it durable."""
+    spec = with_server_defaults(spec, settings)
     spec_dict = spec_to_dict(spec)
     job = Job(tenant_id=tenant_id, dataset_id=spec.dataset_id, test_dataset_id=spec.test_dataset_id,
               spec=spec_dict, idempotency_key=idempotency_key, request_hash=request_hash(spec_dict),
@@ -130,6 +138,7 @@ def lock_tenant(session: Session, tenant_id: str) -> None:
 def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec,
                idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Returns (job, created). A replay with the same key and body returns the original."""
+    spec = with_server_defaults(spec, settings)
     digest = request_hash(spec_to_dict(spec))
     if idempotency_key:
         existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key)

@@ -19,7 +19,8 @@ from api.app import create_app
 from api.models import Dataset, Job, JobStatus, MetricPoint, Tenant, utcnow
 from api.repositories import tenant_by_name
 from api.schemas.jobs import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
-from api.services.jobs import request_hash
+from api.services.jobs import request_hash, with_server_defaults
+from api.settings import Settings
 from api.services.keys import create_key
 
 # ---------------------------------------------------------------- shared helpers
@@ -84,7 +85,8 @@ def ds_a(db: Session, auth_a: dict) -> Dataset:
 
 
 def test_minimal_spec_is_defaulted_to_the_documented_example() -> None:
-    stored = spec_to_dict(JobSpec(dataset_id="builtin:digits"))
+    stored = spec_to_dict(with_server_defaults(JobSpec(dataset_id="builtin:digits"),
+                                               Settings(max_attempts=3)))
     expected = copy.deepcopy(JOB_SPEC_EXAMPLE)
     # The stored spec also spells out the defaults the example leaves implicit.
     expected["pretrain"]["dr"]["normalize"] = "sum"
@@ -180,6 +182,16 @@ def test_submit_stores_max_attempts_from_spec(client, db, auth_a, ds_a, publishe
     resp = client.post("/v1/jobs", json=small_spec(ds_a.id, max_attempts=5), headers=auth_a)
     assert resp.status_code == 202
     assert db.get(Job, resp.json()["id"]).max_attempts == 5
+
+
+def test_max_attempts_defaults_to_the_server_setting(client, app, db, auth_a, ds_a,
+                                                    published) -> None:
+    app.state.settings.max_attempts = 7
+    resp = client.post("/v1/jobs", json=small_spec(ds_a.id), headers=auth_a)
+    assert resp.status_code == 202
+    # The stored spec carries the number, so a retry or a reader never has to guess.
+    assert resp.json()["spec"]["max_attempts"] == 7
+    assert db.get(Job, resp.json()["id"]).max_attempts == 7
 
 
 def test_publish_sees_the_committed_row_from_another_connection(settings, engine, store,
