@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
+from api.builtins import test_split_id
+from api.dataset_files import LoadedData, load_arrays
 from api.models import Dataset, Job
 from api.settings import Settings
 from api.storage import ObjectStore
@@ -28,9 +30,7 @@ class Prepared:
 
 
 def _load(session: Session, store: ObjectStore, job: Job, dataset_id: str, settings: Settings,
-          workdir: Path):  # noqa: ANN202 - api.dataset_files.LoadedData
-    from api.dataset_files import load_arrays
-
+          workdir: Path) -> LoadedData:
     if dataset_id.startswith(BUILTIN):
         return load_arrays(store, None, dataset_id, settings, workdir)
     row = session.get(Dataset, dataset_id)
@@ -39,16 +39,6 @@ def _load(session: Session, store: ObjectStore, job: Job, dataset_id: str, setti
     if row is None or row.tenant_id != job.tenant_id:
         raise SpecError(f"dataset {dataset_id} no longer exists")
     return load_arrays(store, row, None, settings, workdir)
-
-
-def _builtin_test_id(dataset_id: str) -> str | None:
-    """The built-in's own test split, when it has one (api.builtins decides)."""
-    try:
-        from api import builtins
-    except ImportError:
-        return None
-    finder = getattr(builtins, "test_split_id", None)
-    return finder(dataset_id) if finder is not None else None
 
 
 def _remap(test_y: np.ndarray, test_classes: list[str], classes: list[str]) -> np.ndarray:
@@ -80,7 +70,7 @@ def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Setti
 
     test_id = job.test_dataset_id
     if test_id is None and job.dataset_id.startswith(BUILTIN):
-        test_id = _builtin_test_id(job.dataset_id)
+        test_id = test_split_id(job.dataset_id)
     X_test = y_test = None
     if test_id:
         test = _load(session, store, job, test_id, settings, workdir)
