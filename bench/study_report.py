@@ -113,7 +113,11 @@ def comparisons(outcome: "DatasetOutcome") -> list[tuple[str, str, str, str, Pai
         t_runs, c_runs = by_seed(outcome.runs, treat), by_seed(outcome.runs, ctrl)
         for name, get, higher in metrics:
             res = paired([get(t_runs[s]) for s in seeds], [get(c_runs[s]) for s in seeds], higher)
-            rows.append((treat, ctrl, desc, name, res, verdict(res)))
+            text = verdict(res)
+            if name == "epochs to target" and all(epochs_to(runs[s], target) is None
+                                                  for runs in (t_runs, c_runs) for s in seeds):
+                text = "neither arm reached the target"
+            rows.append((treat, ctrl, desc, name, res, text))
     return rows
 
 
@@ -160,6 +164,26 @@ def _reading(outcome: "DatasetOutcome") -> list[str]:
                          f"{res.better}/{res.n} seeds better, p = {_p(res.p)})")
         if parts:
             lines.append(f"- **{claim}** ({metric}): " + "; ".join(parts) + ".")
+    return lines
+
+
+def _context(outcome: "DatasetOutcome") -> list[str]:
+    """Facts a reader needs before crediting or blaming DR, derived from the same paired tests."""
+    rows = {(t, c, m): (res, text) for t, c, _, m, res, text in comparisons(outcome)}
+    lines = []
+    base = rows.get(("b", "a", "test error"))
+    if base and base[1] == "contradicts the claim":
+        lines.append(f"- Context: DBN pretraining *without* DR is itself worse than random initialisation here "
+                     f"((b) vs (a): Δ {100 * base[0].mean:+.2f} pp test error, p = {_p(base[0].p)}), so (c) vs (b) "
+                     f"measures DR against a weak pretrained baseline; (c) vs (a) is what choosing between the "
+                     f"two recipes would give.")
+    grads = rows.get(("c", "a", "grad norm first layer"))
+    ratio = rows.get(("c", "a", "grad ratio first/last"))
+    if grads and ratio and grads[0].mean < 0 < ratio[0].mean:
+        lines.append("- Context: relative to random initialisation the pretrained networks have a larger "
+                     "first/last gradient ratio but a *smaller* first-layer gradient: the ratio grows because "
+                     "the last layer's gradient shrinks more than the first's (plausibly the small RBM weights), "
+                     "not because lower layers learn faster.")
     return lines
 
 
@@ -237,6 +261,8 @@ def render(study: "Study") -> str:
                   f"{b.pretrain_lr:g}; fine-tuning {b.finetune_epochs} epochs, batch {b.finetune_batch}, lr "
                   f"{b.finetune_lr:g}, momentum {b.finetune_momentum:g}. DR weights: "
                   + ", ".join(f"{k} = {v:g}" for k, v in sorted(outcome.weights.items())) + "."]
+    if cfg.note:
+        lines += ["", cfg.note]
     lines += ["", "Weight sweep (validation set, sweep seed "
               f"{cfg.sweep_seed}, the study's own budget):", ""]
     for outcome in study.outcomes:
@@ -251,14 +277,15 @@ def render(study: "Study") -> str:
                   "Cross-class divergence of each hidden layer as fine-tuning starts (per unit, in [0, 1]) and "
                   "RBM reconstruction error (pretrained arms):", "",
                   *_divergence_table(outcome, len(outcome.budget.hidden)), "",
-                  "Paired comparisons (same seed):", "",
+                  "Paired comparisons (same seed). What each isolates: "
+                  + "; ".join(f"({t}) vs ({c}): {d}" for t, c, d in COMPARISONS) + ".", "",
                   *_comparison_table(comparisons(outcome)), ""]
 
     lines += ["## Reading", "",
               "Each line restates the paired tests above (p < 0.05 and the right direction = \"supports\"); "
               "nothing here goes beyond them.", ""]
     for outcome in study.outcomes:
-        lines += [f"**{outcome.name}**", "", *_reading(outcome), ""]
+        lines += [f"**{outcome.name}**", "", *_reading(outcome), *_context(outcome), ""]
     lines += ["What these numbers do not support, whatever they show:", "", CAVEATS,
               "## Files", "",
               f"- Per-epoch validation error and training loss of every run (study and sweep): "

@@ -6,9 +6,8 @@ fine-tuning adds discriminative DR.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,7 +92,6 @@ class RunResult:
     pretrain_seconds: float
     finetune_seconds: float
     pretrain_reused: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def grad_ratio(self) -> float:
@@ -219,10 +217,3 @@ def selection_score(run: RunResult, last: int = 3) -> float:
     tail = run.val_errors[-last:]
     return float(np.mean(tail))
 
-
-def with_weight(weights: dict[str, float], name: str, value: float) -> dict[str, float]:
-    return {**weights, name: value}
-
-
-def replace_budget(budget: Budget, **changes: Any) -> Budget:
-    return dataclasses.replace(budget, **changes)
