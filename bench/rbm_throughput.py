@@ -11,6 +11,7 @@ then the median of ``--repeats`` timed runs of ``--steps`` mini-batches each.
 from __future__ import annotations
 
 import argparse
+import os
 import datetime
 import gzip
 import platform
@@ -213,6 +214,7 @@ Targets (issue 2):
 
 Caveat: the development machine has 2 cores shared with other processes; numbers vary by
 roughly 10-20% between runs. Rerun on a quiet machine before comparing hardware.
+Load average (1, 5, 15 min) when the run ended: """ + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + """.
 """
     doc.write_text(text)
 

@@ -111,39 +111,53 @@ def fused_dr_chain(mu: torch.Tensor, side: torch.Tensor, divergence: str, normal
         return None
     _, inv, counts = torch.unique(side, return_inverse=True, return_counts=True)
     B, H = mu.shape
-    if counts.numel() < 2:
+    G = counts.numel()
+    if G < 2:
         return mu.new_zeros(()), torch.zeros_like(mu)
-    onehot = F.one_hot(inv, counts.numel()).to(mu.dtype)  # (B, G)
     n_cross = (B - counts[inv]).to(mu.dtype)[:, None]  # (B, 1) cross-group partners of each row
     n_pairs = (B * B - (counts.to(mu.dtype) ** 2).sum()) / 2
     c = mu.clamp(_EPS, 1 - _EPS)
 
     def others(x: torch.Tensor) -> torch.Tensor:
         """(B, H): row p holds the sum of x over the rows of the other groups."""
-        by_group = onehot.t() @ x  # (G, H)
-        return onehot @ (by_group.sum(0) - by_group)
+        # index_add/index_select rather than one-hot matmuls: (B, G) @ (G, H) products with a
+        # tiny inner dimension cost 4x more on CPU.
+        by_group = x.new_zeros(G, H).index_add_(0, inv, x)
+        return by_group.sum(0).sub(by_group).index_select(0, inv)
 
+    # Every (B, H) temporary is reused in place: at B=128, H=2000 the term is memory-bound.
     if divergence == "hellinger":
         t = torch.rsub(c, 1.0).sqrt_()
-        s = c.sqrt()
+        s = c.sqrt_()  # c is not needed again: the clamp mask below is built from mu
         a, b = others(s), others(t)
-        # sum_P (1 - s_p s_q - t_p t_q) = 1/2 sum_p [s_p (n_p s_p - a_p) + t_p (n_p t_p - b_p)]
-        total = 0.5 * (torch.vdot(s.view(-1), torch.addcmul(-a, s, n_cross).view(-1))
-                       + torch.vdot(t.view(-1), torch.addcmul(-b, t, n_cross).view(-1)))
+        # sum_P (1 - s_p s_q - t_p t_q) = 1/2 sum_p [s_p (n_p s_p - a_p) + t_p (n_p t_p - b_p)].
+        # (Not H n_p - s_p.a_p - t_p.b_p, though s^2 + t^2 = 1: that cancels catastrophically in
+        # float32 when posteriors are close, as they are early in training.) One buffer serves both.
+        diff = torch.mul(s, n_cross).sub_(a)
+        total = torch.vdot(s.view(-1), diff.view(-1))
+        torch.mul(t, n_cross, out=diff).sub_(b)
+        total = 0.5 * (total + torch.vdot(t.view(-1), diff.view(-1)))
         # d/dmu_p = (b_p / t_p - a_p / s_p) / 2; times mu(1-mu) = s^2 t^2: s t (b s - a t) / 2
-        chain = b.mul_(s).sub_(a.mul_(t)).mul_(s).mul_(t).mul_(0.5)
+        chain = b.mul_(s).addcmul_(a, t, value=-1.0).mul_(s).mul_(t)
+        half = 0.5
     else:
-        logit = torch.logit(c)
-        mm = c * (1 - c)
         # u_p = sum_{q cross p} (logit_p - logit_q); sum_P (a - b)(la - lb) = sum_p mu_p . u_p
-        u = torch.addcmul(-others(logit), logit, n_cross)
+        logit = torch.logit(c)
+        from_others = others(logit)
+        u = logit.mul_(n_cross).sub_(from_others)
         total = torch.vdot(c.view(-1), u.view(-1))
         # d/dmu_p = u_p + (n_p mu_p - M_p) / (mu_p (1 - mu_p)); times mu(1-mu):
-        chain = u.mul_(mm).addcmul_(c, n_cross).sub_(others(c))
+        chain = u.mul_(torch.addcmul(c, c, c, value=-1.0)).addcmul_(c, n_cross).sub_(others(c))
+        half = 1.0
     scale = 1.0 / n_pairs
     if normalize == "per_unit":
         scale = scale / H
-    chain.mul_(scale).masked_fill_(c != mu, 0.0)
+    chain.mul_(half * scale)
+    # Clamp convention: no gradient where mu was clamped. Boolean masks are slow on CPU, so
+    # one is built only when some value really lies outside [eps, 1 - eps].
+    lo, hi = torch.aminmax(mu)
+    if bool(lo < _EPS) or bool(hi > 1 - _EPS):
+        chain.masked_fill_((mu < _EPS) | (mu > 1 - _EPS), 0.0)
     return total * scale, chain
 
 
@@ -191,7 +205,7 @@ def cd_step(rbm: RBM, v: torch.Tensor, side: torch.Tensor | None, cfg: RBMConfig
             chain = g.mul_(mu * (1.0 - mu))
         # dDR/dW = v^T (g * mu (1 - mu)); folded into the positive statistics so the DR
         # gradient costs no extra (D, B) x (B, H) product. Scaled by n because pos is divided by n.
-        pos = torch.add(mu, chain, alpha=dr.weight * n)
+        pos = chain.mul_(dr.weight * n).add_(mu)  # chain is ours to reuse: no extra (B, H) buffer
         dr_value = dr_value.detach()
 
     lr = cfg.learning_rate / n
