@@ -274,6 +274,26 @@ def _is_missing(exc: Exception) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
+_TRANSIENT_S3_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable",
+                       "SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an object-store failure worth retrying later: the endpoint unreachable or
+    timing out, a 5xx, throttling. A missing object, a refused credential or a full disk is
+    not: retrying would fail the same way."""
+    try:
+        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
+        from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+    except ImportError:  # the local backend alone needs no botocore
+        return False
+    if isinstance(exc, (BotoConnectionError, ConnectionClosedError, ReadTimeoutError)):
+        return True
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) in _TRANSIENT_S3_CODES
+    return False
+
+
 def make_store(settings: Settings) -> ObjectStore:
     url = settings.resolved_storage_url
     parsed = urlparse(url)

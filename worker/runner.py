@@ -17,8 +17,10 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import storage
 from api.db import session_scope
 from api.errors import DomainError
 from api.models import Job, JobStatus
@@ -53,6 +55,11 @@ def _resolve_device(requested: str) -> str:
             raise SpecError(f"device: {requested} does not exist "
                             f"({torch.cuda.device_count()} CUDA devices)")
     return requested
+
+
+def _transient(exc: BaseException) -> bool:
+    """An outage of the object store or the database, rather than a problem of the job."""
+    return storage.is_transient(exc) or isinstance(exc, (OperationalError, InterfaceError))
 
 
 def _finish(factory: sessionmaker[Session], job: Job, worker_id: str, status: JobStatus,
@@ -129,6 +136,13 @@ def _run_claimed(job: Job, hb: Heartbeat, *, settings: Settings,
             _finish(factory, job, worker_id, JobStatus.failed, str(getattr(exc, "detail", exc)))
             return
         except Exception as exc:  # noqa: BLE001 - any crash must end as a failed job, not a lost one
+            if _transient(exc):
+                # Not the job's fault: leave it running with a lease that now expires, so the
+                # reaper requeues it (attempt + 1, resumed from its last checkpoint) after a
+                # lease's wait, up to max_attempts.
+                log.warning("job %s attempt %s: %s: %s; it will be retried once its lease "
+                            "expires", job.id, job.attempt, type(exc).__name__, exc)
+                return
             log.exception("job %s attempt %s crashed", job.id, job.attempt)
             _finish(factory, job, worker_id, JobStatus.failed, f"{type(exc).__name__}: {exc}")
             return

@@ -171,3 +171,53 @@ def test_a_worker_fenced_out_mid_run_stops_and_writes_nothing(settings, factory,
                                                       Checkpoint.created_at > taken_over)
                              ).scalars().all()
     assert late == [] and late_cks == []
+
+
+class _FlakyStore:
+    """The test store, but its endpoint goes away after ``ok_puts`` successful writes."""
+
+    def __init__(self, inner, ok_puts: int) -> None:
+        self._inner, self._left = inner, ok_puts
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def put_file(self, key, path):
+        from botocore.exceptions import EndpointConnectionError
+
+        if self._left <= 0:
+            raise EndpointConnectionError(endpoint_url="http://object-store.invalid")
+        self._left -= 1
+        return self._inner.put_file(key, path)
+
+
+def test_object_store_outage_leaves_the_job_for_a_retry_that_resumes(
+        settings, factory, store, make_job, tmp_path, reference):
+    job_id = make_job(**SPEC)
+    _run(job_id, settings, factory, _FlakyStore(store, ok_puts=3), "cut-off")
+    job = get_job(factory, job_id)
+    # Not failed: an outage is not the job's fault. Its lease runs out and the reaper retries it.
+    assert job.status == JobStatus.running and job.attempt == 1 and job.status_reason is None
+
+    _expire_and_reap(factory, job_id)
+    _run(job_id, settings, factory, store, "after-the-outage")
+    job = get_job(factory, job_id)
+    assert job.status == JobStatus.succeeded and job.attempt == 2, job.status_reason
+    assert job.result["resumed_from"].startswith(f"jobs/{job_id}/checkpoints/1-")
+    _assert_points_complete(factory, job_id)
+    weights = _final_weights(factory, store, job_id, tmp_path)
+    for name in reference:
+        assert torch.equal(weights[name], reference[name]), name
+
+
+def test_a_missing_bucket_is_not_an_outage_and_fails_the_job(settings, factory, store, make_job):
+    from botocore.exceptions import ClientError
+
+    class NoBucket(_FlakyStore):
+        def put_file(self, key, path):
+            raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "gone"}}, "PutObject")
+
+    job_id = make_job(**SPEC)
+    _run(job_id, settings, factory, NoBucket(store, 0), "w")
+    job = get_job(factory, job_id)
+    assert job.status == JobStatus.failed and "NoSuchBucket" in job.status_reason
