@@ -333,15 +333,20 @@ def _sampled(m: Tensor, groups: _Groups, kernel, k: int, generator, grads: bool,
 
 
 # ------------------------------------------------------------------------------------ public API
+def _check_common(x: Tensor, name: str, pairs: Pairs, normalize: str) -> None:
+    """The argument checks every penalty shares: pairs, normalize, a (B, H) input."""
+    if normalize not in ("sum", "per_unit"):
+        raise ValueError(f"normalize must be 'sum' or 'per_unit', got {normalize!r}")
+    _check_pairs(pairs)
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (B, H), got {tuple(x.shape)}")
+
+
 def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs,
                          generator, normalize: str, eps: float, grads: bool):
     if divergence not in _KERNELS:
         raise ValueError(f"divergence must be one of {tuple(_KERNELS)}, got {divergence!r}")
-    if normalize not in ("sum", "per_unit"):
-        raise ValueError(f"normalize must be 'sum' or 'per_unit', got {normalize!r}")
-    _check_pairs(pairs)
-    if mu.dim() != 2:
-        raise ValueError(f"mu must have shape (B, H), got {tuple(mu.shape)}")
+    _check_common(mu, "mu", pairs, normalize)
     mu = mu.detach()
     groups = _Groups(side, mu.shape[0], mu.device, mu.dtype)
     if not groups.has_pairs:
@@ -425,11 +430,7 @@ def feature_distance(h: Tensor, side: Tensor, *, distance: str, pairs: Pairs = "
     """
     if distance not in ("euclidean", "cosine"):
         raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
-    if normalize not in ("sum", "per_unit"):
-        raise ValueError(f"normalize must be 'sum' or 'per_unit', got {normalize!r}")
-    _check_pairs(pairs)
-    if h.dim() != 2:
-        raise ValueError(f"h must have shape (B, H), got {tuple(h.shape)}")
+    _check_common(h, "h", pairs, normalize)
     groups = _Groups(side, h.shape[0], h.device, h.dtype)
     if not groups.has_pairs:
         return h.sum() * 0

@@ -274,18 +274,25 @@ def test_hostile_upload(client, db, store, auth_a, settings, existing, private_t
     assert b"".join(store.iter_range(db.get(Dataset, existing["id"]).object_key)) == GOOD_CSV
 
 
+
+def post_measuring_peak(client, auth, body: bytes):  # noqa: ANN001, ANN201
+    """The response to an upload, and the peak Python memory the request took."""
+    tracemalloc.start()
+    try:
+        resp = post_raw(client, auth, body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return resp, peak
+
+
 def test_a_million_columns_are_refused_without_parsing_them(client, auth_a, small_limits,
                                                             app) -> None:  # noqa: ANN001
     """The wide header is refused while it is counted, not after a million fields were made
     into strings: the request's peak memory stays a small multiple of the body."""
     app.state.settings = small_limits.model_copy(update={"max_upload_bytes": 16 * 1024 * 1024})
     body = multipart(WIDE_HEADER)
-    tracemalloc.start()
-    try:
-        resp = post_raw(client, auth_a, body)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    resp, peak = post_measuring_peak(client, auth_a, body)
     assert resp.status_code == 422 and "limit 100000" in resp.json()["detail"]
     assert peak < 4 * len(body), f"peak {peak} bytes for a {len(body)}-byte body"
 
@@ -294,12 +301,7 @@ def test_one_endless_row_is_refused_without_parsing_it(client, auth_a, small_lim
                                                        app) -> None:  # noqa: ANN001
     app.state.settings = small_limits.model_copy(update={"max_upload_bytes": 16 * 1024 * 1024})
     body = multipart(b"a,label\n1,x\n" + b"0," * 3_000_000 + b"y\n")
-    tracemalloc.start()
-    try:
-        resp = post_raw(client, auth_a, body)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    resp, peak = post_measuring_peak(client, auth_a, body)
     assert resp.status_code == 422, resp.text
     assert "line 3: longer than" in resp.json()["detail"]
     assert peak < 4 * len(body), f"peak {peak} bytes for a {len(body)}-byte body"
