@@ -274,7 +274,6 @@ def test_hostile_upload(client, db, store, auth_a, settings, existing, private_t
     assert b"".join(store.iter_range(db.get(Dataset, existing["id"]).object_key)) == GOOD_CSV
 
 
-
 def post_measuring_peak(client, auth, body: bytes):  # noqa: ANN001, ANN201
     """The response to an upload, and the peak Python memory the request took."""
     tracemalloc.start()
