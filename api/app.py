@@ -9,11 +9,11 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from api import problems, web
-from api.db import make_engine, make_sessionmaker
 from api.routers import datasets, jobs, ops, sweeps
-from api.settings import Settings, get_settings
-from api.storage import ObjectStore, make_store
 from api.telemetry import RequestStats, RequestStatsMiddleware
+from drtrain.kit.db import make_engine, make_sessionmaker
+from drtrain.kit.settings import Settings, get_settings
+from drtrain.kit.storage import ObjectStore, make_store
 
 DESCRIPTION = ("Training as a service for deep belief networks and MLPs with diversifying "
                "regularization (arXiv:1911.02048). Errors are RFC 9457 problem+json.")

@@ -8,12 +8,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import session_scope
-from api.errors import Unauthorized
-from api.models import Tenant
-from api.services.keys import tenant_for_key
-from api.settings import Settings
-from api.storage import ObjectStore
+from drtrain.kit.db import session_scope
+from drtrain.kit.errors import Unauthorized
+from drtrain.kit.models import Tenant
+from drtrain.kit.settings import Settings
+from drtrain.kit.storage import ObjectStore
+from drtrain.tenants.keys import tenant_for_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `drtrain keys create`")
 

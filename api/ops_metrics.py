@@ -2,11 +2,11 @@
 (from SQL, the truth about jobs, so every API replica reports the same job numbers)."""
 from __future__ import annotations
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.models import Job, JobStatus
 from api.telemetry import RequestStats
+from drtrain.jobs import repository as q
+from drtrain.kit.models import JobStatus
 
 DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 # Durations are taken over the newest finished jobs only, so a scrape stays cheap.
@@ -33,19 +33,16 @@ def render_metrics(stats: RequestStats, factory: sessionmaker[Session]) -> str:
         lines.append(f"drtrain_http_request_duration_seconds_count{{{labels}}} "
                      f"{observed[(method, route)]}")
     with factory() as session:
-        by_status = dict(session.execute(
-            select(Job.status, func.count()).group_by(Job.status)).tuples().all())
-        spans = session.execute(
-            select(Job.started_at, Job.finished_at)
-            .where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
-            .order_by(Job.finished_at.desc()).limit(DURATION_WINDOW)).tuples().all()
+        by_status = q.count_by_status(session)
+        spans = q.recent_spans(session, DURATION_WINDOW)
     lines += ["# HELP drtrain_jobs Jobs by status.", "# TYPE drtrain_jobs gauge"]
     for status in JobStatus:
         lines.append(f'drtrain_jobs{{status="{status.value}"}} {by_status.get(status.value, 0)}')
     lines += ["# HELP drtrain_queue_depth Jobs queued and not yet started.",
               "# TYPE drtrain_queue_depth gauge",
               f"drtrain_queue_depth {by_status.get(JobStatus.queued.value, 0)}"]
-    lines += _duration_histogram([(end - start).total_seconds() for start, end in spans])
+    lines += _duration_histogram([(end - start).total_seconds() for start, end in spans
+                                  if start is not None and end is not None])
     return "\n".join(lines) + "\n"
 
 

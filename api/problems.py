@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import DomainError
+from drtrain.kit.errors import DomainError
 
 log = logging.getLogger("drtrain.api")
 MEDIA_TYPE = "application/problem+json"
@@ -34,13 +34,13 @@ def _phrase(status: int) -> str:
 
 
 async def _domain(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
+    exc = cast(DomainError, exc)  # registered for DomainError only
     return problem(exc.status, exc.detail, title=exc.title, type_=exc.type_, errors=exc.errors,
                    headers=exc.headers)
 
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    exc = cast(RequestValidationError, exc)  # registered for this type only
     # Only loc/msg/type: the raw input and ctx may hold objects that are not JSON (or secrets).
     errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
                "type": str(e.get("type", ""))} for e in exc.errors()]
@@ -52,7 +52,7 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    exc = cast(StarletteHTTPException, exc)  # registered for this type only
     return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 

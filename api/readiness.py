@@ -1,7 +1,7 @@
 """Broker reachability without importing the worker (the API must stay light)."""
 from __future__ import annotations
 
-from api.settings import Settings
+from drtrain.kit.settings import Settings
 
 
 def broker_ping(settings: Settings) -> None:

@@ -6,14 +6,14 @@ is refused (413) as soon as it passes it, whatever Content-Length claimed.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from api.errors import Invalid, TooLarge
+from drtrain.kit.errors import Invalid, TooLarge
 
 # Room for the form's text fields and part headers around the files themselves.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -29,7 +29,7 @@ class ParsedForm:
             await upload.close()
 
 
-async def _bounded(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _bounded(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in stream:
         total += len(chunk)

@@ -20,9 +20,8 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -32,65 +31,10 @@ if str(ROOT) not in sys.path:
 
 from bench import study_data  # noqa: E402
 from bench.study_report import render, write_curves  # noqa: E402
-from bench.study_runs import ARM_BY_KEY, ARMS, DISC, Budget, Pretrained, RunResult, run_arm, selection_score  # noqa: E402
+from bench.study_runs import ARM_BY_KEY, DISC, Budget, Pretrained, RunResult, run_arm, selection_score  # noqa: E402
+from bench.study_types import CURVES_NAME, DatasetOutcome, DatasetPlan, Study, StudyConfig, SweepPoint  # noqa: E402
 
-REPORT_NAME, CURVES_NAME = "study.md", "study_curves.csv"
-
-
-@dataclass(frozen=True)
-class DatasetPlan:
-    name: str
-    seeds: int
-    budget: Budget
-    weights: dict[str, float]  # used as they are when there is no sweep; else the sweep's start
-    grids: dict[str, tuple[float, ...]] = field(default_factory=dict)  # weight name -> values to sweep
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    mode: str
-    plans: tuple[DatasetPlan, ...]
-    arms: tuple[str, ...] = tuple(a.key for a in ARMS)
-    sweep_seed: int = 1000
-    train_limit: int | None = None  # cut the training set (tiny test configs only)
-    note: str = ""  # budget compromises, printed in the report's setup
-
-
-@dataclass
-class SweepPoint:
-    weight_name: str
-    value: float
-    arm: str
-    score: float
-    run: RunResult
-    weights: dict[str, float]
-
-
-@dataclass
-class DatasetOutcome:
-    name: str
-    description: str
-    budget: Budget
-    seeds: int
-    arms: tuple[str, ...]
-    weights: dict[str, float]
-    grids: dict[str, tuple[float, ...]]
-    sweep: list[SweepPoint]
-    runs: list[RunResult]
-    seconds: float
-
-
-@dataclass
-class Study:
-    config: StudyConfig
-    command: str
-    started: datetime.datetime
-    seconds: float
-    torch_version: str
-    threads: int
-    machine: str
-    outcomes: list[DatasetOutcome]
-    curves_name: str = CURVES_NAME
+REPORT_NAME = "study.md"
 
 
 # Weights of the quick mode: the values the full study's sweep chose on digits (docs/study.md).
@@ -177,7 +121,7 @@ def run_dataset(plan: DatasetPlan, cfg: StudyConfig, log: Callable[[str], None])
 def run_study(cfg: StudyConfig, command: str = "", log: Callable[[str], None] | None = None) -> Study:
     """Run every dataset plan of ``cfg`` (sweep, then every arm and seed) and return the results."""
     log = log or (lambda msg: None)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     outcomes = []
     for plan in cfg.plans:

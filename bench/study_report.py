@@ -7,11 +7,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.study_runs import ARM_BY_KEY, DISC, RunResult
-from bench.study_stats import (Paired, by_seed, censored_epochs, common_seeds, epochs_to, mean_std, paired,
-                               target_error, verdict)
+from bench.study_stats import (
+    Paired,
+    by_seed,
+    censored_epochs,
+    common_seeds,
+    epochs_to,
+    mean_std,
+    paired,
+    target_error,
+    verdict,
+)
 
 if TYPE_CHECKING:
-    from bench.reproduce import DatasetOutcome, Study
+    from bench.study_types import DatasetOutcome, Study
 
 # (treatment, control, what the comparison isolates)
 COMPARISONS = (
@@ -48,11 +57,11 @@ def _epochs_cell(runs: list[RunResult], target: float) -> str:
     return f"{med_txt} ({len(hits)}/{len(runs)})"
 
 
-def _arm_runs(outcome: "DatasetOutcome", arm: str) -> list[RunResult]:
+def _arm_runs(outcome: DatasetOutcome, arm: str) -> list[RunResult]:
     return sorted((r for r in outcome.runs if r.arm == arm), key=lambda r: r.seed)
 
 
-def _main_table(outcome: "DatasetOutcome", target: float) -> list[str]:
+def _main_table(outcome: DatasetOutcome, target: float) -> list[str]:
     lines = ["| arm | test error % | val error % after epoch 1 | final val error % | epochs to target "
              "(median, reached) | ‖∇W₁‖ epoch 1 | ‖∇W_last‖ epoch 1 | ratio first/last | wall s (pretrain + fine-tune) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -77,7 +86,7 @@ def _main_table(outcome: "DatasetOutcome", target: float) -> list[str]:
     return lines
 
 
-def _divergence_table(outcome: "DatasetOutcome", n_layers: int) -> list[str]:
+def _divergence_table(outcome: DatasetOutcome, n_layers: int) -> list[str]:
     head = " | ".join(f"L{i + 1} val" for i in range(n_layers))
     train = " | ".join(f"L{i + 1} train" for i in range(n_layers))
     recon = " | ".join(f"L{i + 1} recon" for i in range(n_layers))
@@ -95,7 +104,7 @@ def _divergence_table(outcome: "DatasetOutcome", n_layers: int) -> list[str]:
     return lines
 
 
-def comparisons(outcome: "DatasetOutcome") -> list[tuple[str, str, str, str, Paired, str]]:
+def comparisons(outcome: DatasetOutcome) -> list[tuple[str, str, str, str, Paired, str]]:
     """(treatment, control, description, metric, paired result, verdict) for every comparison run."""
     target = target_error(outcome.runs)
     metrics = (
@@ -132,7 +141,7 @@ def _comparison_table(rows) -> list[str]:
     return lines
 
 
-def _effect(outcome: "DatasetOutcome", treat: str, ctrl: str, metric: str, res: Paired) -> str:
+def _effect(outcome: DatasetOutcome, treat: str, ctrl: str, metric: str, res: Paired) -> str:
     """The mean paired difference in the metric's unit, and relative to the control's mean where that reads well."""
     if "error" in metric:
         return f"Δ {100 * res.mean:+.2f} pp"
@@ -144,7 +153,7 @@ def _effect(outcome: "DatasetOutcome", treat: str, ctrl: str, metric: str, res: 
     return f"Δ {res.mean:+.3g}{rel}"
 
 
-def _reading(outcome: "DatasetOutcome") -> list[str]:
+def _reading(outcome: DatasetOutcome) -> list[str]:
     """One line per claim, built only from the paired comparisons above."""
     rows = comparisons(outcome)
     claims = (("better initialisation", "val error after epoch 1"),
@@ -154,7 +163,7 @@ def _reading(outcome: "DatasetOutcome") -> list[str]:
               ("lower test error", "test error"))
     means = sorted((mean_std([r.test_error for r in _arm_runs(outcome, k)])[0], k)
                    for k in outcome.arms if _arm_runs(outcome, k))
-    lines = [f"- Mean test error, best to worst: " + ", ".join(f"({k}) {100 * m:.2f} %" for m, k in means) + "."]
+    lines = ["- Mean test error, best to worst: " + ", ".join(f"({k}) {100 * m:.2f} %" for m, k in means) + "."]
     for claim, metric in claims:
         parts = []
         for treat, ctrl, _, name, res, text in rows:
@@ -167,7 +176,7 @@ def _reading(outcome: "DatasetOutcome") -> list[str]:
     return lines
 
 
-def _context(outcome: "DatasetOutcome") -> list[str]:
+def _context(outcome: DatasetOutcome) -> list[str]:
     """Facts a reader needs before crediting or blaming DR, derived from the same paired tests."""
     rows = {(t, c, m): (res, text) for t, c, _, m, res, text in comparisons(outcome)}
     lines = []
@@ -187,7 +196,7 @@ def _context(outcome: "DatasetOutcome") -> list[str]:
     return lines
 
 
-def _sweep_table(outcome: "DatasetOutcome") -> list[str]:
+def _sweep_table(outcome: DatasetOutcome) -> list[str]:
     if not outcome.sweep:
         return ["No sweep in this mode: fixed weights " + ", ".join(
             f"{k} = {v:g}" for k, v in sorted(outcome.weights.items())) + "."]
@@ -229,7 +238,7 @@ CAVEATS = """\
 """
 
 
-def render(study: "Study") -> str:
+def render(study: Study) -> str:
     cfg = study.config
     lines = [
         "# Does DR do what the paper claims? A reproduction study",
@@ -298,7 +307,7 @@ def render(study: "Study") -> str:
 CSV_COLUMNS = ("dataset", "run", "arm", "seed", "gen_weight", "disc_weight", "epoch", "val_error", "train_loss")
 
 
-def write_curves(study: "Study", path: Path) -> None:
+def write_curves(study: Study, path: Path) -> None:
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)

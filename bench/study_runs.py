@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.study_data import StudyData
 from dr_core.config import FeatureDRConfig, FinetuneConfig, PipelineConfig, PosteriorDRConfig, RBMConfig
 from dr_core.events import Event
 from dr_core.mlp import init_mlp
 from dr_core.pipeline import run_pipeline
 from dr_core.regularizers import posterior_divergence
-
-from bench.study_data import StudyData
 
 
 @dataclass(frozen=True)

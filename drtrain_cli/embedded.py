@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from drtrain_cli.server_cmds import worker_argv
+from drtrain_client.connection import DEFAULT_DATA_DIR, KEY_FILE, URL_FILE
+from worker.argv import worker_argv
 
 STOP_TIMEOUT_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 90.0
@@ -46,10 +47,36 @@ def _write_secret(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def write_url(data_dir: Path, url: str) -> Path:
+    """``<data-dir>/url``, where clients look for the server (after --url and DRTRAIN_URL).
+    Written whole or not at all (temp file, fsync, rename): a client never reads half a URL."""
+    path = data_dir / URL_FILE
+    tmp = path.with_name(f".{URL_FILE}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(url + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def banner(url: str, key: str, data_dir: Path, workers: int) -> list[str]:
+    local = data_dir == (Path.cwd() / DEFAULT_DATA_DIR).resolve()
+    finds = ("client commands run in this folder find URL and key by themselves" if local
+             else f"client commands find URL and key with --data-dir {data_dir}")
+    return [f"drtrain is up at {url}",
+            f"dashboard: {url}/   API docs: {url}/docs",
+            f"API key: {key}   (also in {data_dir / KEY_FILE})",
+            f"data folder: {data_dir}   workers: {workers}   stop with Ctrl-C",
+            f"{finds}; in any other shell:",
+            f"export DRTRAIN_URL={url}",
+            f"export DRTRAIN_API_KEY={key}"]
+
+
 def ensure_local_key(database_url: str, key_file: Path) -> str:
     """Reuse the key in ``key_file`` while it still opens the database; else make a new one."""
-    from api.db import make_engine, make_sessionmaker, session_scope
-    from api.services.keys import create_key, tenant_for_key
+    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+    from drtrain.tenants.keys import create_key, tenant_for_key
 
     engine = make_engine(database_url)
     try:
@@ -68,15 +95,15 @@ def ensure_local_key(database_url: str, key_file: Path) -> str:
 
 def prepare(data_dir: Path) -> tuple[Path, str]:
     """Data folder, migrations and the local key; returns (data_dir, key)."""
-    from api.migrate import upgrade
-    from api.settings import Settings
+    from drtrain.kit.migrate import upgrade
+    from drtrain.kit.settings import Settings
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=data_dir, database_url="", broker_url="", storage_url="",
                         environment="embedded")
     upgrade(settings.resolved_database_url)
-    return data_dir, ensure_local_key(settings.resolved_database_url, data_dir / "api-key")
+    return data_dir, ensure_local_key(settings.resolved_database_url, data_dir / KEY_FILE)
 
 
 class Children:
@@ -156,11 +183,12 @@ def run_embedded(*, host: str, port: int, data_dir: Path, workers: int) -> int:
             if stopping:
                 return 0
             dead = children.dead()
-            _say(f"drtrain up: failed to start ({', '.join(f'{n} exited {c}' for n, c in dead) or 'API not healthy in time'})")
+            why = ", ".join(f"{n} exited {c}" for n, c in dead) or "API not healthy in time"
+            _say(f"drtrain up: failed to start ({why})")
             return 1
-        _say(f"drtrain is up at {url}  (docs: {url}/docs)")
-        _say(f"API key: {key}   (also in {data_dir / 'api-key'})")
-        _say(f"data folder: {data_dir}   workers: {workers}   stop with Ctrl-C")
+        write_url(data_dir, url)
+        for line in banner(url, key, data_dir, workers):
+            _say(line)
         while not stopping:
             dead = children.dead()
             if dead:

@@ -1,9 +1,11 @@
-"""The ``drtrain`` command: client commands here, server commands from ``server_cmds``."""
+"""The ``drtrain`` command: client commands from ``commands``, server commands from
+``server_cmds``. ``--url``, ``--key`` and ``--data-dir`` before a command are read once, by the
+root callback (``commands.context``)."""
 from __future__ import annotations
 
 import typer
 
-from drtrain_cli import client_cmds, server_cmds
+from drtrain_cli import commands, server_cmds
 
 app = typer.Typer(
     name="drtrain",
@@ -11,7 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-client_cmds.register(app)
+commands.register(app)
 
 server_cmds.register(app)
 

@@ -1,7 +1,7 @@
 """Server-side commands: ``up`` (everything embedded), ``api``, ``worker``, ``migrate``, ``keys``.
 
 ``api``, ``worker``, ``migrate`` and ``keys`` are configured only by environment (DRTRAIN_*,
-read by ``api.settings``); ``up`` sets the embedded defaults itself.
+read by ``drtrain.kit.settings``); ``up`` sets the embedded defaults itself.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 
 def _settings():  # noqa: ANN202
-    from api.settings import get_settings
+    from drtrain.kit.settings import get_settings
 
     settings = get_settings()
     try:
@@ -26,16 +26,21 @@ def _settings():  # noqa: ANN202
 
 
 def up(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
-    data_dir: Annotated[Path, typer.Option(help="Where the SQLite file, objects, broker "
-                                                "folder and api-key live.")] = Path(".drtrain"),
+    data_dir: Annotated[Path | None, typer.Option(
+        show_default=False, help="Where the SQLite file, objects, broker folder, api-key and "
+                                 "url live (default: the global --data-dir, else .drtrain).")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Training worker processes.")] = 1,
 ) -> None:
     """Run the whole service on this machine (SQLite, local objects, embedded broker)."""
     from drtrain_cli.embedded import run_embedded
 
-    raise typer.Exit(run_embedded(host=host, port=port, data_dir=data_dir, workers=workers))
+    # `drtrain --data-dir X up` must not quietly use .drtrain while clients look in X.
+    folder = data_dir or getattr(ctx.obj, "data_dir", None) or Path(".drtrain")
+    raise typer.Exit(run_embedded(host=host, port=port, data_dir=folder, workers=workers))
 
 
 def api(
@@ -59,25 +64,16 @@ def worker(
 ) -> None:
     """Run a Celery training worker, configured by DRTRAIN_* environment variables."""
     _settings()
+    from worker.argv import worker_argv
     from worker.celery_app import app as celery_app
 
     celery_app.worker_main(worker_argv(concurrency=concurrency, pool=pool, queue=queue,
                                        loglevel=loglevel))
 
 
-def worker_argv(*, concurrency: int = 1, pool: str = "prefork", queue: str = "drtrain",
-                loglevel: str = "INFO", hostname: str | None = None) -> list[str]:
-    argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--queues={queue}",
-            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]
-    if hostname:
-        argv.append(f"--hostname={hostname}")
-    return argv
-
-
 def migrate() -> None:
     """Bring the database schema up to date (Alembic)."""
-    from api.migrate import upgrade
+    from drtrain.kit.migrate import upgrade
 
     settings = _settings()
     url = settings.resolved_database_url
@@ -92,8 +88,8 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name (created if missing).")],
 ) -> None:
     """Make an API key for TENANT and print it once (only its hash is stored)."""
-    from api.db import make_engine, make_sessionmaker, session_scope
-    from api.services.keys import create_key
+    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+    from drtrain.tenants.keys import create_key
 
     tenant = tenant.strip()
     if not tenant or len(tenant) > 100:
@@ -106,6 +102,46 @@ def keys_create(
     finally:
         engine.dispose()
     typer.echo(f"API key for tenant {tenant} (shown once): {key}")
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+) -> None:
+    """List keys: tenant, prefix (the key's first characters), created, revoked."""
+    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+    from drtrain.tenants.keys import list_keys
+
+    engine = make_engine(_settings().resolved_database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            rows = list_keys(session, tenant)
+    finally:
+        engine.dispose()
+    typer.echo(f"{'TENANT':<24} {'PREFIX':<14} {'CREATED':<26} REVOKED")
+    for row in rows:
+        typer.echo(f"{row.tenant:<24} {row.prefix:<14} {row.created_at.isoformat():<26} "
+                   f"{row.revoked_at.isoformat() if row.revoked_at else '-'}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    prefix: Annotated[str, typer.Argument(help="The key, or its prefix as `keys list` shows it.")],
+) -> None:
+    """Revoke a key: requests with it answer 401 from now on."""
+    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+    from drtrain.tenants.keys import revoke_key
+
+    engine = make_engine(_settings().resolved_database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            revoked = revoke_key(session, prefix.strip())
+    finally:
+        engine.dispose()
+    if revoked == 0:
+        typer.echo(f"error: no active key with prefix {prefix.strip()[:16]!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {revoked} key(s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,5 +1,12 @@
-"""Python client for the drtrain HTTP API: ``Client(base_url, api_key)``; errors in ``errors``."""
+"""Python client for the drtrain HTTP API: ``Client(base_url, api_key)``, or ``Client()`` to
+find the server like the CLI does (see ``connection``); errors in ``errors``."""
 from drtrain_client.client import TERMINAL_STATUSES, Client, Resource, parse_sse
+from drtrain_client.connection import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_URL,
+    Connection,
+    resolve_connection,
+)
 from drtrain_client.errors import (
     ChecksumMismatch,
     ClientError,
@@ -7,15 +14,21 @@ from drtrain_client.errors import (
     UnreachableError,
     WaitTimeout,
 )
+from drtrain_client.transfers import ProgressCallback
 
 __all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_URL",
     "TERMINAL_STATUSES",
     "ChecksumMismatch",
     "Client",
     "ClientError",
+    "Connection",
     "DrtrainError",
+    "ProgressCallback",
     "Resource",
     "UnreachableError",
     "WaitTimeout",
     "parse_sse",
+    "resolve_connection",
 ]

@@ -1,23 +1,23 @@
-"""A small synchronous client for the drtrain HTTP API (see docs/api.md, "HTTP contract").
+"""A small synchronous client for the drtrain HTTP API (OpenAPI at ``/openapi.json``).
 
 It speaks only HTTP (httpx), so scripts and the CLI stay light: no torch, no server imports.
-Every failure surfaces as a ``drtrain_client.errors.ClientError`` subclass.
+Every failure surfaces as a ``drtrain_client.errors.ClientError`` subclass. Every list comes
+in one envelope, ``{"items": [...], "next_page_token": ...}``, followed page by page here.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import quote
 
 import httpx
 
+from drtrain_client.connection import Connection, resolve_connection
 from drtrain_client.errors import (
     ChecksumMismatch,
     ClientError,
@@ -25,14 +25,20 @@ from drtrain_client.errors import (
     UnreachableError,
     WaitTimeout,
 )
+from drtrain_client.transfers import (
+    CountingReader,
+    Meter,
+    ProgressCallback,
+    append_chunks,
+    content_range_start,
+    etag_sha256,
+)
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-_CHUNK = 1024 * 1024
 # Metrics are fetched in pages of this size; a full page means there may be more.
 _METRICS_PAGE = 1000
 # The server sends a keep-alive comment every ~15 s, so a longer read timeout means "dead".
 _SSE_READ_TIMEOUT = 60.0
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Resource(dict):
@@ -42,13 +48,19 @@ class Resource(dict):
 
 
 class Client:
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 30,
+    """``Client()`` finds the server like the CLI does (``drtrain_client.connection``):
+    argument, then ``DRTRAIN_URL`` / ``DRTRAIN_API_KEY``, then ``<data-dir>/url`` and
+    ``<data-dir>/api-key``, then (URL only) ``http://127.0.0.1:8000``."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 data_dir: str | os.PathLike[str] | None = None, timeout: float = 30,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.connection: Connection = resolve_connection(base_url, api_key, data_dir)
+        self.base_url = self.connection.url
         self.timeout = timeout
         headers = {"User-Agent": "drtrain-client/0.1", "Accept": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+        if self.connection.api_key:
+            headers["Authorization"] = f"Bearer {self.connection.api_key}"
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
                                   transport=transport)
 
@@ -65,24 +77,26 @@ class Client:
 
     def upload_dataset(self, path: str | os.PathLike[str], *, name: str | None = None,
                        label_column: str = "label", side_info_column: str | None = None,
-                       labels_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                       labels_file: str | os.PathLike[str] | None = None,
+                       progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Upload a CSV, NPZ or gzipped IDX file. The file object is handed to httpx, which
-        reads it in chunks while sending, so a large file never sits whole in memory."""
-        path = Path(path)
-        form = {"name": name or path.name, "label_column": label_column}
+        reads it in chunks while sending, so a large file never sits whole in memory.
+        ``progress(sent, total)`` is called as the file bytes go out."""
+        sources = {"file": Path(path)}
+        if labels_file is not None:
+            sources["labels_file"] = Path(labels_file)
+        form = {"name": name or sources["file"].name, "label_column": label_column}
         if side_info_column:
             form["side_info_column"] = side_info_column
+        meter = Meter(sum(p.stat().st_size for p in sources.values()), progress)
         with ExitStack() as stack:
-            files = {"file": (path.name, stack.enter_context(path.open("rb")),
-                              "application/octet-stream")}
-            if labels_file is not None:
-                labels = Path(labels_file)
-                files["labels_file"] = (labels.name, stack.enter_context(labels.open("rb")),
-                                        "application/octet-stream")
+            files = {field: (p.name, CountingReader(stack.enter_context(p.open("rb")), meter),
+                             "application/octet-stream") for field, p in sources.items()}
+            meter.start()
             return self._json("POST", "/v1/datasets", data=form, files=files)
 
     def list_datasets(self) -> list[dict[str, Any]]:
-        return _items(self._json("GET", "/v1/datasets"))
+        return list(self._pages("/v1/datasets"))
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/datasets/{_seg(dataset_id)}")
@@ -96,6 +110,11 @@ class Client:
                    idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self._json("POST", "/v1/jobs", json=dict(spec), headers=headers)
+
+    @overload
+    def get_job(self, job_id: str, etag: None = None) -> Resource: ...
+    @overload
+    def get_job(self, job_id: str, etag: str | None) -> Resource | None: ...
 
     def get_job(self, job_id: str, etag: str | None = None) -> Resource | None:
         """The job, with ``.etag`` set. Given the ``etag`` of a copy you hold, answers ``None``
@@ -111,33 +130,28 @@ class Client:
     def list_jobs(self, status: str | None = None,
                   page_size: int = 50) -> Iterator[dict[str, Any]]:
         """Every job, newest first, following ``next_page_token`` lazily page by page."""
-        token: str | None = None
-        while True:
-            params: dict[str, Any] = {"page_size": page_size}
-            if status:
-                params["status"] = status
-            if token:
-                params["page_token"] = token
-            body = self._json("GET", "/v1/jobs", params=params)
-            yield from _items(body, "jobs")
-            token = body.get("next_page_token") if isinstance(body, dict) else None
-            if not token:
-                return
+        params: dict[str, Any] = {"page_size": page_size}
+        if status:
+            params["status"] = status
+        return self._pages("/v1/jobs", params)
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
 
-    def metrics(self, job_id: str, since: int = 0) -> list[dict[str, Any]]:
-        """All metric points with ``seq > since``, in seq order (fetched page by page)."""
+    def metrics(self, job_id: str, since: int = 0,
+                name: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """All metric points with ``seq > since``, in seq order (fetched page by page), only
+        those called ``name`` (one name or several) when given."""
+        names = {name} if isinstance(name, str) else set(name or ())
         points: list[dict[str, Any]] = []
         while True:
             body = self._json("GET", f"/v1/jobs/{_seg(job_id)}/metrics",
                               params={"since": since, "limit": _METRICS_PAGE})
-            page = _items(body, "points")
-            points.extend(page)
+            page = _items(body)
+            points.extend(p for p in page if not names or p.get("name") in names)
             if len(page) < _METRICS_PAGE:
                 return points
-            since = int(page[-1]["seq"])
+            since = int(body.get("next_since") or page[-1]["seq"])
 
     def events(self, job_id: str,
                last_event_id: int | str | None = None) -> Iterator[tuple[str, Any, str | None]]:
@@ -161,7 +175,6 @@ class Client:
         """Poll until the job is succeeded, failed or cancelled; return it. Raises WaitTimeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self.get_job(job_id)
-        assert job is not None  # an unconditional GET never answers 304
         while job.get("status") not in TERMINAL_STATUSES:
             pause = poll
             if deadline is not None:
@@ -176,33 +189,23 @@ class Client:
         return job
 
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
-        return _items(self._json("GET", f"/v1/jobs/{_seg(job_id)}/checkpoints"), "checkpoints")
+        return list(self._pages(f"/v1/jobs/{_seg(job_id)}/checkpoints"))
 
-    def download_model(self, job_id: str, path: str | os.PathLike[str], *,
-                       resume: bool = True) -> dict[str, Any]:
+    def download_model(self, job_id: str, path: str | os.PathLike[str], *, resume: bool = True,
+                       progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Stream the final model to ``path``. Bytes go to ``<path>.part`` first; an existing
         part file is continued with a Range request. The whole file must hash to the sha256 in
-        the ETag before it is renamed into place, so ``path`` is either absent or correct."""
-        dest = Path(path)
-        part = dest.with_name(dest.name + ".part")
-        if not resume:
-            part.unlink(missing_ok=True)
-        offset = part.stat().st_size if part.exists() else 0
-        fetched = self._fetch_model(job_id, part, offset)
-        if fetched is None:
-            # 416: the part file is not a prefix of this model (longer than it); start over.
-            part.unlink(missing_ok=True)
-            offset = 0
-            fetched = self._fetch_model(job_id, part, 0)
-            if fetched is None:
-                raise ClientError("server refused a download from byte 0 (416)")
-        expected, actual, offset = fetched
-        if expected is not None and actual != expected:
-            part.unlink(missing_ok=True)
-            raise ChecksumMismatch(expected, actual)
-        os.replace(part, dest)
-        return {"path": str(dest), "sha256": actual, "size_bytes": dest.stat().st_size,
-                "resumed_from": offset}
+        the ETag before it is renamed into place, so ``path`` is either absent or correct.
+        ``progress(received, total)`` is called as bytes arrive (total None if unknown)."""
+        return self._download(f"/v1/jobs/{_seg(job_id)}/model", Path(path), resume=resume,
+                              progress=progress, what="model")
+
+    def download_checkpoint(self, job_id: str, checkpoint_id: str,
+                            path: str | os.PathLike[str], *, resume: bool = True,
+                            progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Stream one checkpoint (safetensors) to ``path``, verified like ``download_model``."""
+        return self._download(f"/v1/jobs/{_seg(job_id)}/checkpoints/{_seg(checkpoint_id)}",
+                              Path(path), resume=resume, progress=progress, what="checkpoint")
 
     def predict(self, job_id: str, inputs: Sequence[Sequence[float]] | Any) -> dict[str, Any]:
         rows = inputs.tolist() if hasattr(inputs, "tolist") else [list(r) for r in inputs]
@@ -217,14 +220,50 @@ class Client:
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/sweeps/{_seg(sweep_id)}")
 
+    def list_sweeps(self, page_size: int = 50) -> Iterator[dict[str, Any]]:
+        """Every sweep, newest first, page by page."""
+        return self._pages("/v1/sweeps", {"page_size": page_size})
+
     # ---- plumbing -------------------------------------------------------------------------
 
-    def _fetch_model(self, job_id: str, part: Path,
-                     offset: int) -> tuple[str | None, str, int] | None:
-        """Append the model from ``offset`` to ``part``; ``(expected, actual sha256, offset
+    def _pages(self, url: str,
+               params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """The items of a list, following ``next_page_token`` lazily."""
+        query = dict(params or {})
+        while True:
+            body = self._json("GET", url, params=query)
+            yield from _items(body)
+            token = body.get("next_page_token")
+            if not token:
+                return
+            query["page_token"] = token
+
+    def _download(self, url: str, dest: Path, *, resume: bool,
+                  progress: ProgressCallback | None, what: str) -> dict[str, Any]:
+        part = dest.with_name(dest.name + ".part")
+        if not resume:
+            part.unlink(missing_ok=True)
+        offset = part.stat().st_size if part.exists() else 0
+        fetched = self._fetch(url, part, offset, progress)
+        if fetched is None:
+            # 416: the part file is not a prefix of this file (longer than it); start over.
+            part.unlink(missing_ok=True)
+            fetched = self._fetch(url, part, 0, progress)
+            if fetched is None:
+                raise ClientError("server refused a download from byte 0 (416)")
+        expected, actual, offset = fetched
+        if expected is not None and actual != expected:
+            part.unlink(missing_ok=True)
+            raise ChecksumMismatch(expected, actual, what=what)
+        os.replace(part, dest)
+        return {"path": str(dest), "sha256": actual, "size_bytes": dest.stat().st_size,
+                "resumed_from": offset}
+
+    def _fetch(self, url: str, part: Path, offset: int,
+               progress: ProgressCallback | None) -> tuple[str | None, str, int] | None:
+        """Append the body from ``offset`` to ``part``; ``(expected, actual sha256, offset
         actually used)``, or None when the server answers 416 to the Range."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        url = f"/v1/jobs/{_seg(job_id)}/model"
         with self._mapped_errors(), self._http.stream("GET", url, headers=headers) as response:
             if response.status_code == 416 and offset:
                 return None
@@ -232,30 +271,21 @@ class Client:
                 response.read()
                 raise DrtrainError.from_response(response)
             if response.status_code == 206:
-                start = _content_range_start(response.headers.get("content-range"))
+                start = content_range_start(response.headers.get("content-range"))
                 if start != offset:
                     raise ClientError(f"server resumed the download at byte {start}, "
                                       f"not {offset} as asked")
             else:
                 offset = 0  # a 200 is the whole file: the server ignored or refused the Range
-            digest = hashlib.sha256()
-            if offset:
-                with part.open("rb") as existing:
-                    for block in iter(lambda: existing.read(_CHUNK), b""):
-                        digest.update(block)
+            length = response.headers.get("content-length", "")
+            meter = Meter(offset + int(length) if length.isdigit() else None, progress)
+            meter.start(offset)
             try:
-                with part.open("ab" if offset else "wb") as out:
-                    # Chunks as they arrive: a size here would buffer up to it in memory and
-                    # lose that much on an interruption instead of keeping it for the resume.
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-                        digest.update(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                actual = append_chunks(response.iter_bytes(), part, offset, meter)
             except httpx.TransportError as exc:
                 raise ClientError(f"download interrupted after {part.stat().st_size} bytes "
                                   f"({exc}); run it again to resume") from exc
-            return _etag_sha256(response.headers.get("etag")), digest.hexdigest(), offset
+            return etag_sha256(response.headers.get("etag")), actual, offset
 
     def _json(self, method: str, url: str, **kwargs: Any) -> Any:
         response = self._request(method, url, **kwargs)
@@ -316,29 +346,13 @@ def parse_sse(lines: Iterator[str],
             last_id = value
 
 
-def _items(body: Any, *keys: str) -> list[dict[str, Any]]:
-    """Lists may come bare or wrapped in an object; accept both so pagination can be added."""
-    if isinstance(body, list):
-        return body
-    if isinstance(body, dict):
-        for key in (*keys, "items", "data"):
-            if isinstance(body.get(key), list):
-                return body[key]
-    raise ClientError(f"expected a list from the server, got {type(body).__name__}")
+def _items(body: Any) -> list[dict[str, Any]]:
+    if isinstance(body, dict) and isinstance(body.get("items"), list):
+        return body["items"]
+    raise ClientError('expected a list envelope {"items": [...]} from the server, '
+                      f"got {type(body).__name__}")
 
 
 def _seg(value: str) -> str:
     # Ids travel in the path; quoting keeps a stray "/" or "?" from changing the route.
     return quote(str(value), safe=":")
-
-
-def _etag_sha256(etag: str | None) -> str | None:
-    if not etag:
-        return None
-    value = etag.removeprefix("W/").strip('"').lower()
-    return value if _SHA256_HEX.match(value) else None
-
-
-def _content_range_start(header: str | None) -> int | None:
-    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", header or "")
-    return int(match.group(1)) if match else None

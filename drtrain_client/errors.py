@@ -67,12 +67,12 @@ class UnreachableError(ClientError):
 
 
 class ChecksumMismatch(ClientError):
-    """A downloaded model does not hash to the sha256 the server announced in its ETag."""
+    """A downloaded model or checkpoint does not hash to the sha256 announced in its ETag."""
 
-    def __init__(self, expected: str, actual: str) -> None:
+    def __init__(self, expected: str, actual: str, what: str = "model") -> None:
         self.expected = expected
         self.actual = actual
-        super().__init__(f"downloaded model is corrupt: sha256 {actual} but the server "
+        super().__init__(f"downloaded {what} is corrupt: sha256 {actual} but the server "
                          f"announced {expected}; the partial file was deleted, try again")
 
 

@@ -7,13 +7,13 @@ import logging.config
 from alembic import context
 from sqlalchemy import Connection
 
-from api.db import make_engine
-from api.models import Base
+from drtrain.kit.db import make_engine
+from drtrain.kit.models import Base
 
 config = context.config
 target_metadata = Base.metadata
 
-# Only when run from the command line: code calling api.migrate keeps its own logging.
+# Only when run from the command line: code calling drtrain.kit.migrate keeps its own logging.
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
@@ -22,7 +22,7 @@ def _database_url() -> str:
     url = config.attributes.get("database_url")
     if url:
         return url
-    from api.settings import Settings
+    from drtrain.kit.settings import Settings
 
     return Settings().resolved_database_url
 

@@ -34,7 +34,7 @@ def admin_engine() -> Engine:
 def fresh_database(prefix: str, *, migrate: bool = True) -> Iterator[str]:
     """A new database (migrated by Alembic unless ``migrate=False``), dropped afterwards.
     Yields its SQLAlchemy URL."""
-    from api.migrate import upgrade
+    from drtrain.kit.migrate import upgrade
 
     admin = admin_engine()
     name = f"drtrain_{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"

@@ -16,10 +16,10 @@ from celery import signals
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.broker import DEFAULT_QUEUE, make_celery
-from api.db import make_engine, make_sessionmaker
-from api.settings import Settings, get_settings
-from api.storage import ObjectStore, make_store
+from drtrain.kit.broker import DEFAULT_QUEUE, make_celery
+from drtrain.kit.db import make_engine, make_sessionmaker
+from drtrain.kit.settings import Settings, get_settings
+from drtrain.kit.storage import ObjectStore, make_store
 
 log = logging.getLogger(__name__)
 

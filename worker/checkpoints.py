@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from api.models import Checkpoint
-from api.storage import ObjectStore, StoredObject
 from dr_core.checkpoint import CheckpointError, load_state, save_state
+from drtrain.kit.models import Checkpoint
+from drtrain.kit.storage import ObjectStore, StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +45,6 @@ def upload_state(store: ObjectStore, key: str, state: dict[str, Any], workdir: P
         # The store hashes what it received; a mismatch means the copy went wrong.
         raise CheckpointError(f"checkpoint {key}: stored sha256 differs from the written file")
     return Uploaded(key, stored.sha256, stored.size_bytes)
-
-
-def resumable(session: Session, job_id: str) -> list[Checkpoint]:
-    """Layer and epoch checkpoints of the job, newest first."""
-    return list(session.execute(
-        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind.in_(("layer", "epoch")))
-        .order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc())).scalars())
 
 
 def load_latest_valid(store: ObjectStore, candidates: list[Checkpoint],

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
-from api.builtins import test_split_id
-from api.dataset_files import LoadedData, load_arrays
-from api.models import Dataset, Job
-from api.settings import Settings
-from api.storage import ObjectStore
 from dr_core.pipeline import DataSplit
-from worker.spec import SpecError, resolve_visible
+from drtrain.datasets.builtins import test_split_id
+from drtrain.datasets.formats import LoadedData
+from drtrain.datasets.loading import load_arrays
+from drtrain.kit.models import Dataset, Job
+from drtrain.kit.settings import Settings
+from drtrain.kit.storage import ObjectStore
+from worker.spec import SpecError, parse_spec, resolve_visible
 
 BUILTIN = "builtin:"
 
@@ -59,7 +60,7 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Settings,
                  workdir: Path) -> Prepared:
-    spec = job.spec
+    spec = parse_spec(job.spec)
     data = _load(session, store, job, job.dataset_id, settings, workdir)
     X = np.asarray(data.X, dtype=np.float32)
     y = np.asarray(data.y, dtype=np.int64)
@@ -83,10 +84,9 @@ def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Setti
     lo, hi = float(X.min()), float(X.max())
     if X_test is not None and X_test.size:
         lo, hi = min(lo, float(X_test.min())), max(hi, float(X_test.max()))
-    visible = resolve_visible(str(spec.get("model", {}).get("visible_units", "auto")), lo, hi)
+    visible = resolve_visible(spec.model.visible_units, lo, hi)
 
-    tr, va = split_validation(X.shape[0], float(spec.get("validation_fraction", 0.0)),
-                              int(spec.get("seed", 0)))
+    tr, va = split_validation(X.shape[0], spec.validation_fraction, spec.seed)
     split = DataSplit(X_train=X[tr], y_train=y[tr], side_train=side[tr],
                       X_val=X[va] if va.size else None, y_val=y[va] if va.size else None,
                       X_test=X_test, y_test=y_test)

@@ -17,8 +17,8 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import session_scope
-from api.services import lifecycle
+from drtrain.jobs import lifecycle
+from drtrain.kit.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ class Heartbeat:
                 log.exception("heartbeat for job %s failed; retrying", self._job_id)
             stuck = (self._stop_at is not None and self._on_stuck is not None
                      and time.monotonic() - self._stop_at > self._grace)
-            if stuck and not self._done.is_set():
-                assert self._reason is not None
+            if stuck and not self._done.is_set() and self._reason is not None:
                 log.error("job %s did not stop within %.0fs of %s", self._job_id, self._grace,
                           self._reason)
                 self._on_stuck(self._reason)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import session_scope
-from api.services import lifecycle
-from api.services.lifecycle import MetricValue
-from api.storage import ObjectStore
 from dr_core.events import Event
+from drtrain.jobs import lifecycle
+from drtrain.jobs.lifecycle import MetricValue
+from drtrain.kit.db import session_scope
+from drtrain.kit.storage import ObjectStore
 from worker.checkpoints import checkpoint_key, upload_state
 from worker.heartbeat import Heartbeat, StopReason
 

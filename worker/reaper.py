@@ -17,11 +17,11 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.broker import DEFAULT_QUEUE, publish_run_job, queue_depth
-from api.db import make_engine, make_sessionmaker, session_scope
-from api.models import utcnow
-from api.services import lifecycle
-from api.settings import Settings
+from drtrain.jobs import lifecycle
+from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job, queue_depth
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.models import utcnow
+from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,26 +13,27 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import storage
-from api.db import session_scope
-from api.errors import DomainError
-from api.models import Job, JobStatus
-from api.services import lifecycle
-from api.settings import Settings
-from api.storage import ObjectStore
 from dr_core.events import TrainingStopped
-from worker.checkpoints import load_latest_valid, model_key, resumable
+from drtrain.jobs import lifecycle
+from drtrain.jobs.repository import resumable_checkpoints
+from drtrain.kit import storage
+from drtrain.kit.db import session_scope
+from drtrain.kit.errors import DomainError
+from drtrain.kit.models import Job, JobStatus
+from drtrain.kit.settings import Settings
+from drtrain.kit.storage import ObjectStore
+from worker.checkpoints import load_latest_valid, model_key
 from worker.data import prepare_data
 from worker.heartbeat import Heartbeat, StopReason
 from worker.job_callback import JobCallback
-from worker.spec import SpecError, build_pipeline_config
+from worker.spec import SpecError, build_pipeline_config, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,16 @@ def run_job(job_id: str, *, settings: Settings, sessionmaker: sessionmaker[Sessi
         log.info("job %s not claimable; nothing to do", job_id)
         return
     log.info("job %s attempt %s claimed by %s", job.id, job.attempt, worker_id)
-    max_runtime = job.spec.get("max_runtime_seconds")
+    try:
+        max_runtime = parse_spec(job.spec).max_runtime_seconds
+    except SpecError as exc:
+        _finish(sessionmaker, job, worker_id, JobStatus.failed, str(exc))
+        return
     started = job.started_at
     # Runtime is counted from the first start, across attempts. SQLite hands back naive
     # datetimes; they are UTC like everything we write.
     if started is not None and started.tzinfo is None:
-        started = started.replace(tzinfo=timezone.utc)
+        started = started.replace(tzinfo=UTC)
     elapsed = max(0.0, time.time() - started.timestamp()) if started is not None else 0.0
     deadline = time.monotonic() + (max_runtime - elapsed) if max_runtime else None
     hb = Heartbeat(sessionmaker, job_id=job.id, attempt=job.attempt, worker_id=worker_id,
@@ -159,19 +164,19 @@ def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker
     from dr_core.model_file import save_model
     from dr_core.pipeline import run_pipeline
 
-    spec = job.spec
+    spec = parse_spec(job.spec)
     wall = time.perf_counter()
     with session_scope(factory) as s:
         prepared = prepare_data(s, store, job, settings, workdir)
-        candidates = resumable(s, job.id)
+        candidates = resumable_checkpoints(s, job.id)
     cfg = build_pipeline_config(spec, prepared.visible)
-    device = _resolve_device(str(spec.get("device", "auto")))
+    device = _resolve_device(spec.device)
     found = load_latest_valid(store, candidates, workdir) if candidates else None
     resume = found[1] if found else None
     if found:
         log.info("job %s attempt %s resumes from %s", job.id, job.attempt, found[0].object_key)
     generator = torch.Generator(device=device)
-    generator.manual_seed(int(spec.get("seed", 0)))
+    generator.manual_seed(spec.seed)
     callback = JobCallback(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
                            factory=factory, store=store, heartbeat=hb, workdir=workdir)
     result = run_pipeline(cfg, prepared.split, n_classes=len(prepared.classes),
@@ -181,7 +186,7 @@ def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker
         return None
 
     model_path = workdir / "model.safetensors"
-    save_model(model_path, result, classes=prepared.classes, spec=spec,
+    save_model(model_path, result, classes=prepared.classes, spec=job.spec,
                extra_metadata={"job_id": job.id, "attempt": job.attempt})
     key = model_key(job.id, job.attempt)
     stored = store.put_file(key, model_path)

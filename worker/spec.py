@@ -1,11 +1,17 @@
-"""A stored JobSpec (plain dict, see api/schemas/jobs.py) -> dr_core configs.
+"""A stored JobSpec -> the one parsed ``JobSpec`` -> dr_core configs, in one function each.
 
-The API has already checked the spec's shape and bounds; dr_core checks its own ranges
-again, and any ValueError here is reported as a spec error (job failed with the reason).
+``drtrain.jobs.spec.JobSpec`` is the single source of every default and bound: the worker
+parses the stored spec with it (so a default can never differ between the API and the
+worker) and ``build_pipeline_config`` maps every training field it holds onto dr_core's
+configs. Fields that dr_core has but the API cannot send keep dr_core's own defaults.
+dr_core checks its own ranges again; any ValueError here is a spec error (the job fails
+with the reason).
 """
 from __future__ import annotations
 
 from typing import Any
+
+from pydantic import ValidationError
 
 from dr_core.config import (
     FeatureDRConfig,
@@ -14,44 +20,53 @@ from dr_core.config import (
     PosteriorDRConfig,
     RBMConfig,
 )
-
-_RBM_FIELDS = ("epochs", "batch_size", "learning_rate", "cd_k", "persistent", "momentum",
-               "final_momentum", "momentum_switch_epoch", "weight_decay", "init_std")
-_FINETUNE_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "momentum",
-                    "weight_decay", "activation")
+from drtrain.jobs.spec import FinetuneDR, FinetuneSpec, JobSpec, Pairs, PretrainDR, PretrainSpec
 
 
 class SpecError(ValueError):
     """The spec cannot run on this data (reported to the user as the failure reason)."""
 
 
-def _pairs(value: Any) -> str | int:
-    if value is None or value == "all":
-        return "all"
-    if isinstance(value, dict) and "sample" in value:
-        return int(value["sample"])
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise SpecError(f"dr.pairs: must be 'all' or {{'sample': K}}, got {value!r}")
+def parse_spec(stored: dict[str, Any]) -> JobSpec:
+    """The stored spec (a fully defaulted JobSpec dump) as the model the API validated."""
+    try:
+        return JobSpec.model_validate(stored)
+    except ValidationError as exc:
+        raise SpecError(f"stored spec does not validate: {exc.errors()[0]['msg']}") from exc
 
 
-def _posterior_dr(dr: dict | None) -> PosteriorDRConfig | None:
-    if not dr or float(dr.get("weight", 0.0)) == 0.0:
+def _pairs(pairs: Pairs) -> str | int:
+    return "all" if pairs == "all" else pairs.sample  # type: ignore[union-attr]
+
+
+def _posterior_dr(dr: PretrainDR | None) -> PosteriorDRConfig | None:
+    if dr is None or dr.weight == 0.0:
         return None
-    return PosteriorDRConfig(weight=float(dr["weight"]),
-                             divergence=dr.get("divergence", "hellinger"),
-                             pairs=_pairs(dr.get("pairs", "all")),
-                             normalize=dr.get("normalize", "sum"))
+    return PosteriorDRConfig(weight=dr.weight, divergence=dr.divergence, pairs=_pairs(dr.pairs),
+                             normalize=dr.normalize)
 
 
-def _feature_dr(dr: dict | None) -> FeatureDRConfig | None:
-    if not dr or float(dr.get("weight", 0.0)) == 0.0:
+def _feature_dr(dr: FinetuneDR | None) -> FeatureDRConfig | None:
+    if dr is None or dr.weight == 0.0:
         return None
-    layers = dr.get("layers", "all")
-    return FeatureDRConfig(weight=float(dr["weight"]), distance=dr.get("distance", "euclidean"),
-                           layers=layers if layers == "all" else tuple(int(i) for i in layers),
-                           pairs=_pairs(dr.get("pairs", "all")),
-                           normalize=dr.get("normalize", "per_unit"))
+    layers = dr.layers if dr.layers == "all" else tuple(dr.layers)
+    return FeatureDRConfig(weight=dr.weight, distance=dr.distance, layers=layers,
+                           pairs=_pairs(dr.pairs), normalize=dr.normalize)
+
+
+def _rbm(pre: PretrainSpec, n_hidden: int, visible: str) -> RBMConfig:
+    return RBMConfig(n_hidden=n_hidden, visible=visible, epochs=pre.epochs,
+                     batch_size=pre.batch_size, learning_rate=pre.learning_rate, cd_k=pre.cd_k,
+                     persistent=pre.persistent, momentum=pre.momentum,
+                     final_momentum=pre.final_momentum, weight_decay=pre.weight_decay,
+                     dr=_posterior_dr(pre.dr))
+
+
+def _finetune(ft: FinetuneSpec) -> FinetuneConfig:
+    return FinetuneConfig(epochs=ft.epochs, batch_size=ft.batch_size, optimizer=ft.optimizer,
+                          learning_rate=ft.learning_rate, momentum=ft.momentum,
+                          weight_decay=ft.weight_decay, activation=ft.activation,
+                          dr=_feature_dr(ft.dr))
 
 
 def resolve_visible(requested: str, data_min: float, data_max: float) -> str:
@@ -67,28 +82,19 @@ def resolve_visible(requested: str, data_min: float, data_max: float) -> str:
     return requested
 
 
-def build_pipeline_config(spec: dict[str, Any], visible: str) -> PipelineConfig:
-    """dr_core PipelineConfig for ``spec``; ``visible`` is already resolved (never "auto")."""
+def build_pipeline_config(spec: JobSpec, visible: str) -> PipelineConfig:
+    """dr_core PipelineConfig for ``spec``; ``visible`` is already resolved (never "auto").
+
+    Only the first RBM sees the data; the layers above it see Bernoulli hidden units."""
+    hidden = tuple(spec.model.hidden_layers)
     try:
-        hidden = tuple(int(h) for h in spec["model"]["hidden_layers"])
-        pre = spec.get("pretrain")
         pretrain = None
-        if pre is not None:
-            kw = {k: pre[k] for k in _RBM_FIELDS if k in pre}
-            dr = _posterior_dr(pre.get("dr"))
-            pretrain = tuple(
-                RBMConfig(n_hidden=h, visible=visible if i == 0 else "bernoulli", dr=dr, **kw)
-                for i, h in enumerate(hidden))
-        ft = spec.get("finetune")
-        finetune = None
-        if ft is not None:
-            kw = {k: ft[k] for k in _FINETUNE_FIELDS if k in ft}
-            finetune = FinetuneConfig(dr=_feature_dr(ft.get("dr")), **kw)
-        cfg = PipelineConfig(hidden_layers=hidden, pretrain=pretrain, finetune=finetune)
+        if spec.pretrain is not None:
+            pretrain = tuple(_rbm(spec.pretrain, h, visible if i == 0 else "bernoulli")
+                             for i, h in enumerate(hidden))
+        finetune = _finetune(spec.finetune) if spec.finetune is not None else None
         if finetune is not None and finetune.dr is not None:
             finetune.dr.layer_indices(len(hidden))
-        return cfg
-    except SpecError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
+        return PipelineConfig(hidden_layers=hidden, pretrain=pretrain, finetune=finetune)
+    except ValueError as exc:
         raise SpecError(f"invalid spec: {exc}") from exc

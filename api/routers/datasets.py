@@ -1,15 +1,15 @@
-"""``/v1/datasets``: HTTP only; the work is in api.services.datasets."""
+"""``/v1/datasets``: HTTP only; the work is in drtrain.datasets.service."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
-from api.errors import Invalid
 from api.schemas.common import ResourceId, problem_responses
-from api.schemas.datasets import DatasetList, DatasetOut
-from api.services import datasets as service
 from api.uploads import parse_multipart
+from drtrain.datasets import service
+from drtrain.datasets.schemas import DatasetList, DatasetOut
+from drtrain.kit.errors import Invalid
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses=problem_responses(401))

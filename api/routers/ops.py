@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 
 from api.deps import SettingsDep
 from api.ops_metrics import render_metrics
 from api.readiness import broker_ping
+from drtrain.kit.db import ping
 
 router = APIRouter(tags=["operations"])
 
@@ -36,8 +36,7 @@ def _checks(request: Request, settings: SettingsDep) -> dict[str, str]:
 
 
 def _db_ping(request: Request) -> None:
-    with request.app.state.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+    ping(request.app.state.engine)
 
 
 @router.get("/readyz", summary="Database, broker and object store are reachable",

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.schemas.common import ResourceId, problem_responses
-from api.schemas.sweeps import SWEEP_EXAMPLE, SweepOut, SweepRequest
-from api.services import sweeps as service
+from drtrain.sweeps import service
+from drtrain.sweeps.schemas import SWEEP_EXAMPLE, SweepList, SweepOut, SweepRequest
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -22,6 +22,13 @@ def create_sweep(request: Annotated[SweepRequest, Body(openapi_examples={
     sweep, _ = service.create_sweep(session, settings, tenant.id, request)
     response.headers["Location"] = f"/v1/sweeps/{sweep.id}"
     return service.sweep_view(session, sweep)
+
+
+@router.get("", response_model=SweepList)
+def list_sweeps(tenant: TenantDep, session: SessionDep,
+                page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+                page_token: Annotated[str | None, Query(max_length=500)] = None) -> SweepList:
+    return service.list_sweeps(session, tenant.id, page_size, page_token)
 
 
 @router.get("/{sweep_id}", response_model=SweepOut)

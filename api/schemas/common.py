@@ -6,10 +6,8 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, Field
 
-# Every id the API hands out (uuid hex, "builtin:<name>") matches this. Anything else can
-# name nothing, and is refused before it reaches a query (PostgreSQL text cannot even hold
-# the NUL character that arbitrary strings may carry).
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$"
+from drtrain.kit.ids import ID_PATTERN
+
 ResourceId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64,
                                  description="an id this API returned")]
 

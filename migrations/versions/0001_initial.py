@@ -1,7 +1,7 @@
 """Initial schema: tenants, API keys, datasets, sweeps, jobs, metric points, checkpoints.
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
 from __future__ import annotations
 

@@ -16,11 +16,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.db import discard_after_commit, make_engine, run_after_commit
 from api.deps import get_session
-from api.services.keys import create_key
-from api.settings import Settings
-from api.storage import ObjectStore, make_store
+from drtrain.kit.db import discard_after_commit, make_engine, run_after_commit
+from drtrain.kit.settings import Settings
+from drtrain.kit.storage import ObjectStore, make_store
+from drtrain.tenants.keys import create_key
 from tests.pg import fresh_database
 
 with warnings.catch_warnings():

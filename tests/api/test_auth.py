@@ -5,8 +5,8 @@ import hashlib
 
 from sqlalchemy import select
 
-from api.models import ApiKey, Tenant
-from api.services.keys import create_key, tenant_for_key
+from drtrain.kit.models import ApiKey, Tenant
+from drtrain.tenants.keys import create_key, tenant_for_key
 
 
 def test_key_is_stored_only_as_a_hash(db):

@@ -18,9 +18,9 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.models import Checkpoint, Dataset, Job, JobStatus, MetricPoint, Sweep
-from api.schemas.jobs import JobSpec, spec_to_dict
-from api.storage import ObjectStore
+from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.kit.models import Checkpoint, Dataset, Job, JobStatus, MetricPoint, Sweep
+from drtrain.kit.storage import ObjectStore
 from tests.api.test_jobs import add_dataset, small_spec, tenant_id
 from tests.api.test_predict import make_model_bytes
 
@@ -35,6 +35,7 @@ class World:
     job_id: str  # succeeded: metrics, checkpoints and a model that predicts on 3 features
     queued_job_id: str  # active: cancel would change it, delete of its dataset would be 409
     sweep_id: str
+    checkpoint_id: str  # the succeeded job's final model
     n_features: int = 3
 
 
@@ -53,15 +54,17 @@ def seed_tenant(db: Session, store: ObjectStore, owner: str) -> World:
     db.add_all([done, queued])
     db.flush()
     model = store.put_stream(f"jobs/{done.id}/final.safetensors", [make_model_bytes(d=3)])
+    final = Checkpoint(job_id=done.id, kind="final", phase="finetune", attempt=1,
+                       object_key=model.key, sha256=model.sha256, size_bytes=model.size_bytes)
     db.add_all([
-        Checkpoint(job_id=done.id, kind="final", phase="finetune", attempt=1,
-                   object_key=model.key, sha256=model.sha256, size_bytes=model.size_bytes),
+        final,
         *(MetricPoint(job_id=done.id, seq=seq, attempt=1, phase="finetune", layer=None,
                       layer_key=-1, epoch=seq, name="train_loss", value=1.0 / seq)
           for seq in (1, 2, 3)),
     ])
     db.commit()
-    return World(dataset_id=ds.id, job_id=done.id, queued_job_id=queued.id, sweep_id=sweep.id)
+    return World(dataset_id=ds.id, job_id=done.id, queued_job_id=queued.id, sweep_id=sweep.id,
+                 checkpoint_id=final.id)
 
 
 def snapshot(db: Session, store: ObjectStore, owner: str) -> str:
@@ -104,6 +107,8 @@ def _cases(w: World) -> list[tuple[str, str, dict[str, str], dict | None]]:
         ("POST", "/v1/jobs/{job_id}/cancel", {"job_id": w.queued_job_id}, None),
         ("GET", "/v1/jobs/{job_id}/checkpoints", {"job_id": w.job_id}, None),
         ("GET", "/v1/jobs/{job_id}/model", {"job_id": w.job_id}, None),
+        ("GET", "/v1/jobs/{job_id}/checkpoints/{checkpoint_id}",
+         {"job_id": w.job_id, "checkpoint_id": w.checkpoint_id}, None),
         ("POST", "/v1/jobs/{job_id}/predict", {"job_id": w.job_id}, predict_body),
         ("GET", "/v1/sweeps/{sweep_id}", {"sweep_id": w.sweep_id}, None),
     ]
@@ -118,10 +123,12 @@ def all_routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
 
 
 def _routes_with_ids(app) -> set[tuple[str, str]]:  # noqa: ANN001
-    return {(method, path) for method, path in all_routes(app) if _PARAM.search(path)}
+    # Tenancy is a /v1 matter; the web app's static files (/app/...) belong to no tenant.
+    return {(method, path) for method, path in all_routes(app)
+            if path.startswith("/v1/") and _PARAM.search(path)}
 
 
-_DUMMY = World(dataset_id="d", job_id="j", queued_job_id="q", sweep_id="s")
+_DUMMY = World(dataset_id="d", job_id="j", queued_job_id="q", sweep_id="s", checkpoint_id="c")
 CASE_KEYS = [(method, path) for method, path, _, _ in _cases(_DUMMY)]
 
 
@@ -173,10 +180,10 @@ def test_other_tenant_gets_404_and_changes_nothing(client, db, store, auth_a, au
 def test_lists_show_only_own_objects(client, auth_a, auth_b, world_a) -> None:  # noqa: ANN001
     own = client.get("/v1/datasets", headers=auth_b).json()["items"]
     assert world_a.dataset_id not in {d["id"] for d in own}
-    jobs = client.get("/v1/jobs", headers=auth_b).json()["jobs"]
+    jobs = client.get("/v1/jobs", headers=auth_b).json()["items"]
     assert not {world_a.job_id, world_a.queued_job_id} & {j["id"] for j in jobs}
     assert {world_a.job_id, world_a.queued_job_id} <= {
-        j["id"] for j in client.get("/v1/jobs", headers=auth_a).json()["jobs"]}
+        j["id"] for j in client.get("/v1/jobs", headers=auth_a).json()["items"]}
 
 
 def test_other_tenants_dataset_cannot_be_trained_on(client, db, store, auth_a, auth_b,

@@ -5,14 +5,15 @@ import gzip
 import hashlib
 import io
 import struct
+from datetime import UTC
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from api.dataset_files import load_arrays
-from api.models import Dataset, Job, JobStatus
-from api.repositories import tenant_by_name
+from drtrain.datasets.loading import load_arrays
+from drtrain.kit.models import Dataset, Job, JobStatus
+from drtrain.tenants.repository import tenant_by_name
 
 
 def upload(client, headers, content: bytes, filename: str = "data.csv", *,  # noqa: ANN001, ANN201
@@ -287,13 +288,13 @@ def test_missing_or_wrong_key_is_401(client, tenant_a_key, headers, method, path
 
 
 def test_revoked_key_is_401(client, db, tenant_a_key, auth_a):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from api.models import ApiKey
+    from drtrain.kit.models import ApiKey
 
     assert client.get("/v1/datasets", headers=auth_a).status_code == 200
     for key in db.scalars(select(ApiKey)):
-        key.revoked_at = datetime.now(timezone.utc)
+        key.revoked_at = datetime.now(UTC)
     db.flush()
     assert client.get("/v1/datasets", headers=auth_a).status_code == 401
 
@@ -382,7 +383,7 @@ def test_builtin_fashion_mnist_when_its_files_exist(app, client, auth_a, tmp_pat
     assert 0.0 <= data.X.min() and data.X.max() <= 1.0
     assert data.classes == [str(i) for i in range(10)]
 
-    from api import builtins
+    from drtrain.datasets import builtins
 
     assert builtins.test_split_id("builtin:fashion-mnist") == "builtin:fashion-mnist-test"
     assert builtins.test_split_id("builtin:digits") is None

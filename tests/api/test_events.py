@@ -6,8 +6,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from api.models import JobStatus, MetricPoint
-from api.services import jobs as service
+from api import events
+from drtrain.kit.models import JobStatus, MetricPoint
 from tests.api.test_jobs import add_job, add_points, tenant_id
 
 pytestmark = pytest.mark.timeout(30)
@@ -66,7 +66,7 @@ def test_live_job_streams_changes_keepalives_and_ends_when_terminal(client, db, 
     """A fake worker advances the job between polls (in the poller's thread, so the test's
     single database connection is never used from two threads at once)."""
     job = add_job(db, tenant_id(db), JobStatus.running)
-    real_poll = service._poll
+    real_poll = events._poll
     polls = {"n": 0}
 
     def poll_with_worker(factory, tenant, job_id, after_seq):  # noqa: ANN001, ANN202
@@ -82,7 +82,7 @@ def test_live_job_streams_changes_keepalives_and_ends_when_terminal(client, db, 
             s.commit()
         return real_poll(factory, tenant, job_id, after_seq)
 
-    monkeypatch.setattr(service, "_poll", poll_with_worker)
+    monkeypatch.setattr(events, "_poll", poll_with_worker)
     _, _, frames = read(client, f"/v1/jobs/{job.id}/events", auth_a)
     kinds = [f.get("event") or f.get("comment") for f in frames]
     statuses = [f["data"]["status"] for f in frames if f.get("event") == "status"]

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from api.settings import Settings
+from drtrain.kit.settings import Settings
 from tests.api.test_cross_tenant import World, seed_tenant
 from tests.api.test_jobs import tenant_id
 
@@ -107,7 +107,7 @@ def _check_problem(response: Any, where: str) -> None:
 def fuzz_target(app, db, store, auth_a, monkeypatch):  # noqa: ANN001, ANN201
     """The app with tenant A's objects, and publishing replaced by a no-op: the fuzz
     submits jobs and sweeps, and no broker is part of this test."""
-    monkeypatch.setattr("api.broker.publish_run_job", lambda _settings, _job_id: None)
+    monkeypatch.setattr("drtrain.kit.broker.publish_run_job", lambda _settings, _job_id: None)
     world = seed_tenant(db, store, tenant_id(db, "tenant-a"))
     return schemathesis.openapi.from_asgi("/openapi.json", app), world
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from api.models import Dataset
+from drtrain.kit.models import Dataset
 from tests.api.test_datasets import idx_bytes, npz_bytes
 from tests.api.test_jobs import add_dataset, small_spec, tenant_id
 
@@ -331,7 +331,7 @@ def test_filenames_never_reach_a_path(client, db, store, auth_a, settings, tmp_p
                                       shown) -> None:  # noqa: ANN001
     """Whatever the client calls its file, the object key is made of ids only and the
     name shown is a cleaned last component; nothing appears outside the store."""
-    before = {p for p in tmp_path.rglob("*")}
+    before = set(tmp_path.rglob("*"))
     resp = post_raw(client, auth_a, multipart(GOOD_CSV, filename))
     assert resp.status_code == 201, resp.text
     body = resp.json()
@@ -339,7 +339,7 @@ def test_filenames_never_reach_a_path(client, db, store, auth_a, settings, tmp_p
     row = db.get(Dataset, body["id"])
     owner = tenant_id(db)
     assert row.object_key == f"datasets/{owner}/{body['id']}/data.csv"
-    created = {p for p in tmp_path.rglob("*")} - before
+    created = set(tmp_path.rglob("*")) - before
     objects_root = settings.data_dir.parent / "objects"
     assert all(p == objects_root or objects_root in p.parents for p in created), created
     assert b"".join(store.iter_range(row.object_key)) == GOOD_CSV
@@ -390,7 +390,7 @@ def test_spec_out_of_bounds_is_422_naming_the_field(client, db, auth_a, path, va
     problem = resp.json()
     locs = [".".join(str(p) for p in e["loc"][1:]) for e in problem.get("errors") or []]
     assert named in problem["detail"] or any(loc.startswith(named) for loc in locs), problem
-    assert client.get("/v1/jobs", headers=auth_a).json()["jobs"] == []
+    assert client.get("/v1/jobs", headers=auth_a).json()["items"] == []
 
 
 def test_sweep_grid_size_is_bounded(client, db, auth_a) -> None:  # noqa: ANN001
@@ -400,4 +400,4 @@ def test_sweep_grid_size_is_bounded(client, db, auth_a) -> None:  # noqa: ANN001
                        headers=auth_a)
     assert resp.status_code == 422
     assert "grid" in resp.json()["detail"] and "at most 256" in resp.json()["detail"]
-    assert client.get("/v1/jobs", headers=auth_a).json()["jobs"] == []
+    assert client.get("/v1/jobs", headers=auth_a).json()["items"] == []

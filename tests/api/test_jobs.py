@@ -16,12 +16,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from api.models import Dataset, Job, JobStatus, MetricPoint, Tenant, utcnow
-from api.repositories import tenant_by_name
-from api.schemas.jobs import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
-from api.services.jobs import request_hash, with_server_defaults
-from api.settings import Settings
-from api.services.keys import create_key
+from drtrain.jobs.service import request_hash, with_server_defaults
+from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
+from drtrain.kit.models import Dataset, Job, JobStatus, MetricPoint, Tenant, utcnow
+from drtrain.kit.settings import Settings
+from drtrain.tenants.keys import create_key
+from drtrain.tenants.repository import tenant_by_name
 
 # ---------------------------------------------------------------- shared helpers
 
@@ -71,7 +71,7 @@ def published(monkeypatch: pytest.MonkeyPatch, db: Session) -> list[tuple[str, b
     def fake_publish(_settings: object, job_id: str) -> None:
         calls.append((job_id, not db.in_transaction()))
 
-    monkeypatch.setattr("api.broker.publish_run_job", fake_publish)
+    monkeypatch.setattr("drtrain.kit.broker.publish_run_job", fake_publish)
     return calls
 
 
@@ -210,7 +210,7 @@ def test_publish_sees_the_committed_row_from_another_connection(settings, engine
             seen.append(conn.execute(text("SELECT status FROM jobs WHERE id = :id"),
                                      {"id": job_id}).scalar())
 
-    monkeypatch.setattr("api.broker.publish_run_job", publish)
+    monkeypatch.setattr("drtrain.kit.broker.publish_run_job", publish)
     try:
         with TestClient(create_app(settings, engine=engine, store=store)) as c:
             resp = c.post("/v1/jobs", json=small_spec(ds_id),
@@ -229,7 +229,7 @@ def test_broker_failure_after_commit_still_answers_202(client, db, auth_a, ds_a,
     def broken(_settings: object, _job_id: str) -> None:
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr("api.broker.publish_run_job", broken)
+    monkeypatch.setattr("drtrain.kit.broker.publish_run_job", broken)
     resp = client.post("/v1/jobs", json=small_spec(ds_a.id), headers=auth_a)
     assert resp.status_code == 202
     assert db.get(Job, resp.json()["id"]).status == JobStatus.queued
@@ -365,7 +365,7 @@ def test_list_pages_walk_all_jobs_newest_first(client, db, auth_a, auth_b) -> No
     while True:
         params = {"page_size": 3, **({"page_token": token} if token else {})}
         page = client.get("/v1/jobs", params=params, headers=auth_a).json()
-        seen += [j["id"] for j in page["jobs"]]
+        seen += [j["id"] for j in page["items"]]
         pages += 1
         token = page["next_page_token"]
         if token is None:
@@ -380,7 +380,7 @@ def test_list_filters_by_status_and_rejects_bad_tokens(client, db, auth_a) -> No
     running = add_job(db, owner, JobStatus.running)
     add_job(db, owner, JobStatus.queued)
     page = client.get("/v1/jobs", params={"status": "running"}, headers=auth_a).json()
-    assert [j["id"] for j in page["jobs"]] == [running.id] and page["next_page_token"] is None
+    assert [j["id"] for j in page["items"]] == [running.id] and page["next_page_token"] is None
     for token in ("!!!", "bm90LWpzb24"):
         resp = client.get("/v1/jobs", params={"page_token": token}, headers=auth_a)
         assert resp.status_code == 422
@@ -402,21 +402,21 @@ def test_metrics_since_and_limit(client, db, auth_a, auth_b) -> None:
     job = add_job(db, tenant_id(db), JobStatus.running)
     add_points(db, job, 5)
     resp = client.get(f"/v1/jobs/{job.id}/metrics", params={"since": 2}, headers=auth_a).json()
-    assert [p["seq"] for p in resp["points"]] == [3, 4, 5] and resp["next_since"] == 5
-    assert resp["points"][0] == {**resp["points"][0], "phase": "pretrain", "layer": 0, "epoch": 3,
+    assert [p["seq"] for p in resp["items"]] == [3, 4, 5] and resp["next_since"] == 5
+    assert resp["items"][0] == {**resp["items"][0], "phase": "pretrain", "layer": 0, "epoch": 3,
                                  "name": "reconstruction_error"}
-    assert resp["points"][0]["value"] == pytest.approx(1 / 3)
+    assert resp["items"][0]["value"] == pytest.approx(1 / 3)
     limited = client.get(f"/v1/jobs/{job.id}/metrics", params={"limit": 2}, headers=auth_a).json()
-    assert [p["seq"] for p in limited["points"]] == [1, 2] and limited["next_since"] == 2
+    assert [p["seq"] for p in limited["items"]] == [1, 2] and limited["next_since"] == 2
     empty = client.get(f"/v1/jobs/{job.id}/metrics", params={"since": 5}, headers=auth_a).json()
-    assert empty == {"points": [], "next_since": 5}
+    assert empty == {"items": [], "next_since": 5}
     assert client.get(f"/v1/jobs/{job.id}/metrics", params={"limit": 10001},
                       headers=auth_a).status_code == 422
     assert client.get(f"/v1/jobs/{job.id}/metrics", headers=auth_b).status_code == 404
 
 
 def test_checkpoints_list(client, db, auth_a, auth_b) -> None:
-    from api.models import Checkpoint
+    from drtrain.kit.models import Checkpoint
 
     job = add_job(db, tenant_id(db), JobStatus.running)
     db.add(Checkpoint(job_id=job.id, kind="layer", phase="pretrain", layer=0, epoch=4, attempt=1,
@@ -424,7 +424,9 @@ def test_checkpoints_list(client, db, auth_a, auth_b) -> None:
     db.flush()
     resp = client.get(f"/v1/jobs/{job.id}/checkpoints", headers=auth_a)
     assert resp.status_code == 200
-    [ck] = resp.json()
+    body = resp.json()
+    assert body["next_page_token"] is None
+    [ck] = body["items"]
     assert {k: ck[k] for k in ("kind", "layer", "epoch", "sha256", "size_bytes")} == {
         "kind": "layer", "layer": 0, "epoch": 4, "sha256": "a" * 64, "size_bytes": 10}
     assert "id" in ck and "created_at" in ck
@@ -467,10 +469,10 @@ def test_cancel_retries_once_when_the_worker_moves_the_job(client, db, auth_a,
                                                            monkeypatch) -> None:
     """The job is claimed between our read and our UPDATE: the queued->cancelled UPDATE
     matches no row, and the retry cancels it as a running job instead."""
-    from api.services import jobs as service
+    from drtrain.jobs import lifecycle
 
     job = add_job(db, tenant_id(db))
-    real = service._transition
+    real = lifecycle.transition
     raced = {"done": False}
 
     def racing(session, job_id, expected, **values):  # noqa: ANN001, ANN003, ANN202
@@ -479,7 +481,7 @@ def test_cancel_retries_once_when_the_worker_moves_the_job(client, db, auth_a,
             session.execute(text("UPDATE jobs SET status = 'running' WHERE id = :id"), {"id": job_id})
         return real(session, job_id, expected, **values)
 
-    monkeypatch.setattr(service, "_transition", racing)
+    monkeypatch.setattr(lifecycle, "transition", racing)
     resp = client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_a)
     assert resp.status_code == 202 and resp.json()["status"] == "cancelling"
 

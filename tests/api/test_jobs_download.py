@@ -5,9 +5,9 @@ import hashlib
 
 import pytest
 
-from api.errors import RangeNotSatisfiable
-from api.models import Checkpoint, JobStatus
-from api.services.jobs import parse_range
+from api.http import parse_range
+from drtrain.kit.errors import RangeNotSatisfiable
+from drtrain.kit.models import Checkpoint, JobStatus
 from tests.api.test_jobs import add_job, tenant_id
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable mod 256
@@ -105,3 +105,27 @@ def test_unsatisfiable_ranges(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable) as info:
         parse_range(header, 100)
     assert info.value.headers["Content-Range"] == "bytes */100"
+
+
+def test_checkpoint_download(client, db, store, auth_a, auth_b, model_job) -> None:
+    layer = store.put_stream(f"jobs/{model_job.id}/layer0.safetensors", [b"layer-zero" * 10])
+    ck = Checkpoint(job_id=model_job.id, kind="layer", phase="pretrain", layer=0, epoch=3,
+                    attempt=1, object_key=layer.key, sha256=layer.sha256,
+                    size_bytes=layer.size_bytes)
+    db.add(ck)
+    db.commit()
+    listed = client.get(f"/v1/jobs/{model_job.id}/checkpoints", headers=auth_a).json()["items"]
+    assert {c["id"] for c in listed} >= {ck.id}
+    url = f"/v1/jobs/{model_job.id}/checkpoints/{ck.id}"
+    resp = client.get(url, headers=auth_a)
+    assert resp.status_code == 200 and resp.content == b"layer-zero" * 10
+    assert resp.headers["etag"] == f'"{layer.sha256}"'
+    assert "layer" in resp.headers["content-disposition"]
+    part = client.get(url, headers={**auth_a, "Range": "bytes=0-4"})
+    assert part.status_code == 206 and part.content == b"layer"
+    assert client.get(url, headers={**auth_a, "If-None-Match": resp.headers["etag"]}).status_code == 304
+    # Another tenant, another job's checkpoint id, or an unknown id: 404 problem+json.
+    assert client.get(url, headers=auth_b).status_code == 404
+    missing = client.get(f"/v1/jobs/{model_job.id}/checkpoints/nosuchid", headers=auth_a)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, inspect, text
 
-from api.migrate import downgrade, pending_changes, upgrade
-from api.models import Base
+from drtrain.kit.migrate import downgrade, pending_changes, upgrade
+from drtrain.kit.models import Base
 
 
 def _tables(url: str) -> set[str]:

@@ -1,8 +1,8 @@
 """Liveness, readiness, metrics, the dashboard and problem+json for unknown routes."""
 from __future__ import annotations
 
-from api.models import Job, JobStatus
-from api.services.keys import create_key
+from drtrain.kit.models import Job, JobStatus
+from drtrain.tenants.keys import create_key
 
 
 def test_healthz(client):
@@ -29,7 +29,7 @@ def test_metrics_counts_requests_and_jobs(client, db):
     assert tenant_key
     tenant_id = db.query(Job.tenant_id).first()  # no jobs yet in this transaction
     assert tenant_id is None
-    from api.repositories import tenant_by_name
+    from drtrain.tenants.repository import tenant_by_name
 
     tenant = tenant_by_name(db, "metrics-tenant")
     for status in (JobStatus.queued, JobStatus.queued, JobStatus.running):

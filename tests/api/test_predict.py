@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from api.predict import ModelCache, ModelFormatError, load_model, read_metadata
+from drtrain.jobs.predict import ModelCache, ModelFormatError, load_model, read_metadata
 
 
 def make_model_bytes(*, d: int = 3, hidden: tuple[int, ...] = (4, 2), classes=("a", "b", "c"),
@@ -111,7 +111,7 @@ def test_cache_loads_once_per_sha_and_evicts_oldest() -> None:
 def _job_with_model(db, store, data: bytes, status=None):  # noqa: ANN001, ANN202
     import hashlib
 
-    from api.models import Checkpoint, JobStatus
+    from drtrain.kit.models import Checkpoint, JobStatus
     from tests.api.test_jobs import add_job, tenant_id
 
     job = add_job(db, tenant_id(db), status or JobStatus.succeeded)
@@ -152,7 +152,7 @@ def test_predict_rejects_wrong_width_and_non_finite(client, db, store, auth_a) -
 
 
 def test_predict_needs_a_succeeded_job_with_a_head(client, db, store, auth_a) -> None:
-    from api.models import JobStatus
+    from drtrain.kit.models import JobStatus
 
     running = _job_with_model(db, store, make_model_bytes(), JobStatus.running)
     resp = client.post(f"/v1/jobs/{running.id}/predict", json={"inputs": [[0, 0, 0]]},

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from api.errors import TooLarge
-from api.settings import Settings
-from api.storage import InvalidKey, LocalStore, ObjectStore, S3Store, make_store
+from drtrain.kit.errors import TooLarge
+from drtrain.kit.settings import Settings
+from drtrain.kit.storage import InvalidKey, LocalStore, ObjectStore, S3Store, make_store
 
 
 def _free_port() -> int:

@@ -6,9 +6,9 @@ import statistics
 import pytest
 from sqlalchemy import select
 
-from api.models import Job, JobStatus, Sweep
-from api.schemas.jobs import JobSpec, spec_to_dict
-from api.services.sweeps import expand_grid, final_metrics
+from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.kit.models import Job, JobStatus, Sweep
+from drtrain.sweeps.service import expand_grid, final_metrics
 from tests.api.test_jobs import add_dataset, published, small_spec, tenant_id  # noqa: F401
 
 GRID = {"pretrain.dr.weight": [0, 0.5], "seed": [0, 1, 2]}
@@ -115,3 +115,23 @@ def test_get_sweep_summarises_with_seeds_pooled(client, db, auth_a, auth_b, ds_i
         assert "note" not in row["metrics"]
     assert client.get(f"/v1/sweeps/{body['id']}", headers=auth_b).status_code == 404
     assert client.get(f"/v1/sweeps/{body['id']}").status_code == 401
+
+
+def test_list_sweeps_pages_newest_first_and_is_per_tenant(client, db, auth_a, auth_b, ds_id,
+                                                          published) -> None:  # noqa: F811
+    made = []
+    for seeds in ([0], [0, 1], [0, 1, 2]):
+        resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": {"seed": seeds}},
+                           headers=auth_a)
+        assert resp.status_code == 202, resp.text
+        made.append(resp.json()["id"])
+    first = client.get("/v1/sweeps", params={"page_size": 2}, headers=auth_a).json()
+    assert [s["id"] for s in first["items"]] == made[::-1][:2]
+    assert first["items"][0]["n_children"] == 3
+    assert first["items"][0]["children_by_status"] == {"queued": 3}
+    rest = client.get("/v1/sweeps", params={"page_size": 2, "page_token": first["next_page_token"]},
+                      headers=auth_a).json()
+    assert [s["id"] for s in rest["items"]] == [made[0]] and rest["next_page_token"] is None
+    assert client.get("/v1/sweeps", headers=auth_b).json() == {"items": [], "next_page_token": None}
+    bad = client.get("/v1/sweeps", params={"page_token": "nonsense"}, headers=auth_a)
+    assert bad.status_code == 422

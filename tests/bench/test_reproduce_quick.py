@@ -59,7 +59,7 @@ def test_sweep_picks_each_weight_from_its_grid_by_validation(study):
     (outcome,) = study.outcomes
     swept = {(p.weight_name, p.value) for p in outcome.sweep}
     assert swept == {(name, v) for name, grid in GRIDS.items() for v in grid}
-    for name, grid in GRIDS.items():
+    for name in GRIDS:
         points = [p for p in outcome.sweep if p.weight_name == name]
         assert all(p.run.seed == study.config.sweep_seed for p in points)
         assert outcome.weights[name] == min((p.score, p.value) for p in points)[1]
@@ -96,7 +96,8 @@ def test_curves_csv_has_one_row_per_run_and_epoch(study, tmp_path):
         assert row[col["run"]] in ("study", "sweep")
         assert row[col["arm"]] in ARM_BY_KEY
         assert 1 <= int(row[col["epoch"]]) <= TINY_BUDGET.finetune_epochs
-        assert all(math.isfinite(float(row[col[c]])) for c in ("val_error", "train_loss", "gen_weight", "disc_weight"))
+        assert all(math.isfinite(float(row[col[c]]))
+                   for c in ("val_error", "train_loss", "gen_weight", "disc_weight"))
 
 
 def test_reusing_the_pretrained_stack_equals_pretraining_again():

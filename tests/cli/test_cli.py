@@ -1,16 +1,19 @@
 """The client-side ``drtrain`` commands, run with typer's CliRunner against the fake server."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from drtrain_cli import config
+from drtrain_cli.commands import context, output
 from drtrain_cli.main import app
-from drtrain_client import Client
+from drtrain_client import DEFAULT_URL, Client
 from tests.cli.test_client import KEY, FakeApi, closed_port_url
 
 runner = CliRunner()
@@ -18,7 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApi:
-    """A fake server wired in through ``config.make_client``; the calls are recorded."""
+    """A fake server wired in through ``context.make_client``; the calls are recorded."""
     for name in ("DRTRAIN_URL", "DRTRAIN_API_KEY", "DRTRAIN_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # so a developer's own .drtrain/api-key is never picked up
@@ -29,7 +32,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApi:
         api.made.append((url, key))  # type: ignore[attr-defined]
         return Client(url, key, transport=__import__("httpx").MockTransport(api.handle))
 
-    monkeypatch.setattr(config, "make_client", make_client)
+    monkeypatch.setattr(context, "make_client", make_client)
     return api
 
 
@@ -62,7 +65,7 @@ def test_key_from_the_embedded_data_folder(fake: FakeApi, tmp_path: Path) -> Non
     (tmp_path / ".drtrain" / "api-key").write_text(KEY + "\n")
     result = run("datasets", "list", "--json")
     assert result.exit_code == 0, result.output
-    assert fake.made == [(config.DEFAULT_URL, KEY)]  # type: ignore[attr-defined]
+    assert fake.made == [(DEFAULT_URL, KEY)]  # type: ignore[attr-defined]
 
 
 def test_key_from_a_named_data_folder_and_url_from_env(fake: FakeApi, tmp_path: Path) -> None:
@@ -231,7 +234,8 @@ def test_jobs_list_get_cancel(fake: FakeApi) -> None:
     assert json.loads(drtrain("jobs", "get", done, "--json").stdout)["result"] == {
         "test_accuracy": 0.75}
     assert "0.75" in drtrain("jobs", "get", done).stdout
-    assert_clean_failure(drtrain("jobs", "get", "nope"), 1, "404 Not found")
+    assert_clean_failure(drtrain("jobs", "get", "nope"), 1, "no job id starts with 'nope'")
+    assert_clean_failure(drtrain("jobs", "get", "ab" * 16), 1, "404 Not found")  # a full id
 
     result = drtrain("jobs", "cancel", queued)
     assert result.exit_code == 0 and "is cancelled" in result.stdout
@@ -290,3 +294,129 @@ def test_sweeps_submit_and_get(fake: FakeApi, tmp_path: Path) -> None:
     assert json.loads(drtrain("sweeps", "get", sweep_id, "--json").stdout)["id"] == sweep_id
     path.write_text(json.dumps({"grid": {}}))
     assert_clean_failure(drtrain("sweeps", "submit", str(path)), 2, "expected")
+
+
+# ---- global options --------------------------------------------------------------------------
+
+def test_global_options_before_the_command(fake: FakeApi) -> None:
+    result = run("--url", "http://g:1", "--key", KEY, "datasets", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert fake.made == [("http://g:1", KEY)]  # type: ignore[attr-defined]
+
+
+def test_options_after_the_command_win_over_global_ones(fake: FakeApi) -> None:
+    result = run("--url", "http://g:1", "--key", "drt_wrong", "datasets", "list", "--json",
+                 "--url", "http://c:2", "--key", KEY)
+    assert result.exit_code == 0, result.output
+    assert fake.made == [("http://c:2", KEY)]  # type: ignore[attr-defined]
+
+
+def test_url_and_key_from_the_data_folder_that_up_writes(fake: FakeApi, tmp_path: Path) -> None:
+    folder = tmp_path / "up-here"
+    folder.mkdir()
+    (folder / "url").write_text("http://embedded:8123\n")
+    (folder / "api-key").write_text(KEY + "\n")
+    assert run("--data-dir", str(folder), "jobs", "list", "--json").exit_code == 0
+    assert run("jobs", "list", "--json", env={"DRTRAIN_DATA_DIR": str(folder),
+                                              "DRTRAIN_URL": "http://env:1"}).exit_code == 0
+    assert fake.made == [("http://embedded:8123", KEY),  # type: ignore[attr-defined]
+                         ("http://env:1", KEY)]
+
+
+# ---- id prefixes -----------------------------------------------------------------------------
+
+def test_unique_id_prefixes_are_accepted(fake: FakeApi) -> None:
+    first = fake.add_job("succeeded", job_id="3f2a" + "0" * 28)["id"]
+    second = fake.add_job("queued", job_id="3f2b" + "1" * 28)["id"]
+    assert json.loads(drtrain("jobs", "get", "3f2a", "--json").stdout)["id"] == first
+    result = drtrain("jobs", "cancel", "3f2b")
+    assert result.exit_code == 0 and f"job {second} is cancelled" in result.stdout
+    listed = len(fake.calls("GET", "/v1/jobs"))
+    assert drtrain("jobs", "get", first, "--json").exit_code == 0
+    assert len(fake.calls("GET", "/v1/jobs")) == listed  # a full id is used without listing
+    assert json.loads(drtrain("datasets", "get", "builtin:dig", "--json").stdout)["n_classes"] == 10
+
+
+def test_ambiguous_or_unknown_prefixes_are_clear_errors(fake: FakeApi) -> None:
+    fake.add_job("queued", job_id="3f2a" + "0" * 28)
+    fake.add_job("queued", job_id="3f2b" + "1" * 28)
+    assert_clean_failure(drtrain("jobs", "get", "3f2"), 2, "'3f2' is the start of 2 job ids")
+    assert_clean_failure(drtrain("jobs", "watch", "ffff"), 1, "no job id starts with 'ffff'")
+    assert_clean_failure(drtrain("datasets", "delete", "nothing"), 1,
+                         "no dataset id starts with 'nothing'")
+    assert not fake.calls("DELETE", r".*")
+
+
+def test_sweep_prefix(fake: FakeApi, tmp_path: Path) -> None:
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"base": {"dataset_id": "d"}, "grid": {"seed": [0, 1]}}))
+    sweep_id = json.loads(drtrain("sweeps", "submit", str(path), "--json").stdout)["id"]
+    assert json.loads(drtrain("sweeps", "get", sweep_id[:2], "--json").stdout)["id"] == sweep_id
+
+
+# ---- compare, metrics as CSV, checkpoints ----------------------------------------------------
+
+def test_jobs_compare_shows_metrics_and_the_spec_fields_that_differ(fake: FakeApi) -> None:
+    base = {"dataset_id": "d", "pretrain": {"epochs": 5, "dr": {"weight": 0.1}}, "seed": 0}
+    first = fake.add_job("succeeded", spec=base,
+                         result={"test_accuracy": 0.9123, "epochs": 5, "note": "x"})["id"]
+    second = fake.add_job("failed", result=None, spec={
+        **base, "pretrain": {"epochs": 5, "dr": {"weight": 1.0}}, "seed": 1, "device": "cpu"})["id"]
+    answer = json.loads(drtrain("jobs", "compare", first, second, "--json").stdout)
+    assert answer["jobs"] == [first, second] and answer["status"] == ["succeeded", "failed"]
+    assert answer["metrics"] == {"epochs": [5, None], "test_accuracy": [0.9123, None]}
+    assert answer["spec_differences"] == {"device": [None, "cpu"],
+                                          "pretrain.dr.weight": [0.1, 1.0], "seed": [0, 1]}
+    shown = drtrain("jobs", "compare", first, second)
+    assert shown.exit_code == 0, shown.output
+    assert "0.9123" in shown.stdout and "pretrain.dr.weight" in shown.stdout
+    assert "pretrain.epochs" not in shown.stdout and "dataset_id" not in shown.stdout
+    assert_clean_failure(drtrain("jobs", "compare", first), 2, "at least two jobs")
+
+
+def test_jobs_metrics_by_name_as_csv(fake: FakeApi) -> None:
+    job_id = fake.add_job("running")["id"]
+    fake.add_points(job_id, 3, name="train_loss")
+    fake.add_points(job_id, 2, name="test_accuracy")
+    result = drtrain("jobs", "metrics", job_id, "--name", "test_accuracy", "--csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["seq", "phase", "layer", "epoch", "name", "value", "at"]
+    assert [(r[0], r[2], r[4], float(r[5])) for r in rows[1:]] == [
+        ("4", "", "test_accuracy", 0.25), ("5", "", "test_accuracy", 0.2)]
+    assert_clean_failure(drtrain("jobs", "metrics", job_id, "--csv", "--json"), 2, "one of")
+
+
+def test_jobs_checkpoints_and_checkpoint_download(fake: FakeApi, tmp_path: Path) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    listed = drtrain("jobs", "checkpoints", job_id).stdout
+    assert "c1" in listed and "c2" in listed and "layer" in listed
+    out = tmp_path / "layer0.safetensors"
+    result = drtrain("jobs", "checkpoint-download", job_id, "c2", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == fake.checkpoint_files["c2"] and "saved" in result.stdout
+    assert_clean_failure(drtrain("jobs", "checkpoint-download", job_id, "c", "-o", str(out)), 2,
+                         "'c' is the start of 2 checkpoint ids")
+    fake.checkpoint_etags["c1"] = "0" * 64
+    bad = tmp_path / "final.safetensors"
+    assert_clean_failure(drtrain("jobs", "checkpoint-download", job_id, "c1", "-o", str(bad)), 1,
+                         "downloaded checkpoint is corrupt")
+    assert not bad.exists()
+
+
+# ---- progress bars ---------------------------------------------------------------------------
+
+def test_transfers_draw_a_progress_bar_on_a_terminal_only_on_stderr(
+        fake: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "err_console", Console(file=screen, force_terminal=True,
+                                                       width=100))
+    data = tmp_path / "d.csv"
+    data.write_text("x1,x2,label\n1,2,a\n3,4,b\n")
+    result = drtrain("datasets", "upload", str(data), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["n_samples"] == 2
+    job_id = fake.add_job("succeeded")["id"]
+    assert drtrain("jobs", "download", job_id, "-o", str(tmp_path / "m.st")).exit_code == 0
+    drawn = screen.getvalue()
+    assert "upload d.csv" in drawn and "model -> m.st" in drawn
+    assert "upload d.csv" not in result.stdout

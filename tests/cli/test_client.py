@@ -71,13 +71,14 @@ class FakeApi:
         self.model_etag = f'"{hashlib.sha256(self.model).hexdigest()}"'
         self.honour_range = True
         self.model_bytes_served = 0
+        self.checkpoint_files = {"c1": self.model, "c2": b"layer weights" * 100}
+        self.checkpoint_etags: dict[str, str] = {}
         self.sweeps: dict[str, dict[str, Any]] = {}
         self.predicted: list[list[list[float]]] = []
         self._ids = itertools.count(1)
         self.routes: list[tuple[str, str, Callable[..., httpx.Response]]] = [
             ("POST", r"/v1/datasets", self.upload),
-            ("GET", r"/v1/datasets", lambda r: httpx.Response(
-                200, json={"items": list(self.datasets.values())})),
+            ("GET", r"/v1/datasets", lambda r: self.page(r, list(self.datasets.values()))),
             ("GET", r"/v1/datasets/(?P<id>[^/]+)", lambda r, id: httpx.Response(
                 200, json=self.datasets[id])),
             ("DELETE", r"/v1/datasets/(?P<id>[^/]+)", self.delete_dataset),
@@ -87,13 +88,13 @@ class FakeApi:
             ("POST", r"/v1/jobs/(?P<id>[^/]+)/cancel", self.cancel),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/metrics", self.metrics),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/events", self.events),
-            ("GET", r"/v1/jobs/(?P<id>[^/]+)/checkpoints", lambda r, id: httpx.Response(
-                200, json=[{"id": "c1", "kind": "final", "layer": None, "epoch": 2,
-                            "sha256": self.model_etag.strip('"'),
-                            "size_bytes": len(self.model)}])),
+            ("GET", r"/v1/jobs/(?P<id>[^/]+)/checkpoints", self.list_checkpoints),
+            ("GET", r"/v1/jobs/(?P<id>[^/]+)/checkpoints/(?P<ckpt>[^/]+)",
+             self.download_checkpoint),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/model", self.download),
             ("POST", r"/v1/jobs/(?P<id>[^/]+)/predict", self.predict),
             ("POST", r"/v1/sweeps", self.create_sweep),
+            ("GET", r"/v1/sweeps", lambda r: self.page(r, list(reversed(self.sweeps.values())))),
             ("GET", r"/v1/sweeps/(?P<id>[^/]+)", lambda r, id: httpx.Response(
                 200, json=self.sweeps[id])),
         ]
@@ -119,8 +120,9 @@ class FakeApi:
         return [r for r in self.requests
                 if r.method == method and re.fullmatch(path_regex, r.url.path)]
 
-    def add_job(self, status: str = "queued", **fields: Any) -> dict[str, Any]:
-        job_id = f"job{next(self._ids)}"
+    def add_job(self, status: str = "queued", job_id: str | None = None,
+                **fields: Any) -> dict[str, Any]:
+        job_id = job_id or f"job{next(self._ids)}"
         self.jobs[job_id] = {"id": job_id, "status": status, "status_reason": None,
                              "phase": None, "layer": None, "epoch": None, "progress": 0.0,
                              "attempt": 1, "spec": {}, "dataset_id": "builtin:digits",
@@ -174,14 +176,18 @@ class FakeApi:
             self.idempotency[key] = (job["id"], body_hash)
         return httpx.Response(202, json=job, headers={"location": f"/v1/jobs/{job['id']}"})
 
-    def list_jobs(self, request: httpx.Request) -> httpx.Response:
-        status = request.url.params.get("status")
-        jobs = [j for j in reversed(self.jobs.values()) if not status or j["status"] == status]
+    def page(self, request: httpx.Request, items: list[dict[str, Any]]) -> httpx.Response:
+        """The list envelope every list answers, cut by ``page_size`` / ``page_token``."""
         size = int(request.url.params.get("page_size", 50))
         start = int(request.url.params.get("page_token", 0))
         end = start + size
-        return httpx.Response(200, json={"jobs": jobs[start:end],
-                                         "next_page_token": str(end) if end < len(jobs) else None})
+        return httpx.Response(200, json={"items": items[start:end],
+                                         "next_page_token": str(end) if end < len(items) else None})
+
+    def list_jobs(self, request: httpx.Request) -> httpx.Response:
+        status = request.url.params.get("status")
+        return self.page(request, [j for j in reversed(self.jobs.values())
+                                   if not status or j["status"] == status])
 
     def _etag(self, job: dict[str, Any]) -> str:
         digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
@@ -207,7 +213,7 @@ class FakeApi:
         since = int(request.url.params.get("since", 0))
         limit = int(request.url.params.get("limit", 1000))
         points = [p for p in self.points[id] if p["seq"] > since][:limit]
-        return httpx.Response(200, json={"points": points,
+        return httpx.Response(200, json={"items": points,
                                          "next_since": points[-1]["seq"] if points else since})
 
     def events(self, request: httpx.Request, id: str) -> httpx.Response:
@@ -225,6 +231,24 @@ class FakeApi:
         chunks.append(f"event: status\ndata: {json.dumps(job)}\n\n")
         return httpx.Response(200, content="".join(chunks).encode(),
                               headers={"content-type": "text/event-stream"})
+
+    def list_checkpoints(self, request: httpx.Request, id: str) -> httpx.Response:
+        if id not in self.jobs:
+            return problem(404, "Not found", f"no job {id}")
+        return self.page(request, [
+            {"id": ckpt, "kind": "final" if ckpt == "c1" else "layer", "phase": "pretrain",
+             "layer": None if ckpt == "c1" else 0, "epoch": 2, "attempt": 1,
+             "sha256": hashlib.sha256(body).hexdigest(), "size_bytes": len(body),
+             "created_at": "2025-01-01T00:00:00Z"}
+            for ckpt, body in self.checkpoint_files.items()])
+
+    def download_checkpoint(self, request: httpx.Request, id: str, ckpt: str) -> httpx.Response:
+        if id not in self.jobs:
+            return problem(404, "Not found", f"no job {id}")
+        body = self.checkpoint_files[ckpt]
+        etag = self.checkpoint_etags.get(ckpt, hashlib.sha256(body).hexdigest())
+        return httpx.Response(200, content=body, headers={
+            "etag": f'"{etag}"', "content-type": "application/octet-stream"})
 
     def download(self, request: httpx.Request, id: str) -> httpx.Response:
         headers = {"etag": self.model_etag, "accept-ranges": "bytes",
@@ -652,3 +676,83 @@ def test_framework_style_detail_list_is_flattened() -> None:
     response = httpx.Response(422, json={"detail": [{"loc": ["query", "since"], "msg": "bad"}]})
     err = DrtrainError.from_response(response)
     assert (err.status, err.title, err.detail) == (422, "Unprocessable Entity", "query.since: bad")
+
+
+# ---- lists, progress, checkpoints ------------------------------------------------------------
+
+def test_every_list_is_read_from_the_items_envelope_across_pages(fake: FakeApi,
+                                                                 client: Client) -> None:
+    for i in range(60):
+        fake.datasets[f"ds-extra{i}"] = {"id": f"ds-extra{i}", "name": str(i)}
+    assert len(client.list_datasets()) == 61
+    assert [r.url.params.get("page_token") for r in fake.calls("GET", "/v1/datasets")] == [
+        None, "50"]
+    sweeps = [client.create_sweep({"dataset_id": "d"}, {"seed": [0]})["id"] for _ in range(3)]
+    assert [s["id"] for s in client.list_sweeps(page_size=2)] == sweeps[::-1]
+
+
+def test_a_list_answer_without_the_envelope_is_an_error() -> None:
+    def bare(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=[{"id": "x"}])
+
+    with Client(BASE, KEY, transport=httpx.MockTransport(bare)) as c:
+        with pytest.raises(ClientError, match=r'expected a list envelope \{"items"'):
+            c.list_datasets()
+
+
+def test_metrics_filters_by_name_and_follows_next_since(fake: FakeApi, client: Client) -> None:
+    job_id = fake.add_job("running")["id"]
+    fake.add_points(job_id, 1500, name="train_loss")
+    fake.add_points(job_id, 2, name="test_accuracy")
+    assert [p["seq"] for p in client.metrics(job_id, name="test_accuracy")] == [1501, 1502]
+    assert len(client.metrics(job_id, name=["test_accuracy", "train_loss"])) == 1502
+    assert [r.url.params["since"] for r in fake.calls("GET", r".*/metrics")][-2:] == ["0", "1000"]
+
+
+def test_upload_reports_progress_up_to_the_file_sizes(fake: FakeApi, client: Client,
+                                                      tmp_path: Path) -> None:
+    data = tmp_path / "big.csv"
+    data.write_bytes(b"x,label\n" + b"0.5,a\n" * 30_000)
+    labels = tmp_path / "labels.gz"
+    labels.write_bytes(b"\x1f\x8b" + b"l" * 1000)
+    seen: list[tuple[int, int | None]] = []
+    client.upload_dataset(data, labels_file=labels, progress=lambda d, t: seen.append((d, t)))
+    total = data.stat().st_size + labels.stat().st_size
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 3
+    assert fake.uploads[-1]["file"][1] == data.read_bytes()
+
+
+def test_download_reports_progress_from_the_resumed_byte(fake: FakeApi, client: Client,
+                                                         tmp_path: Path) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    (tmp_path / "m.safetensors.part").write_bytes(fake.model[:1000])
+    seen: list[tuple[int, int | None]] = []
+    client.download_model(job_id, tmp_path / "m.safetensors",
+                          progress=lambda d, t: seen.append((d, t)))
+    assert seen[0] == (1000, len(fake.model)) and seen[-1] == (len(fake.model), len(fake.model))
+
+
+def test_checkpoints_are_listed_and_downloaded_verified(fake: FakeApi, client: Client,
+                                                        tmp_path: Path) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    listed = client.checkpoints(job_id)
+    assert [c["id"] for c in listed] == ["c1", "c2"]
+    out = tmp_path / "layer0.safetensors"
+    info = client.download_checkpoint(job_id, "c2", out)
+    assert out.read_bytes() == fake.checkpoint_files["c2"]
+    assert info["sha256"] == listed[1]["sha256"] and info["size_bytes"] == out.stat().st_size
+    assert fake.requests[-1].url.path == f"/v1/jobs/{job_id}/checkpoints/c2"
+
+
+def test_a_corrupt_checkpoint_download_keeps_nothing(fake: FakeApi, client: Client,
+                                                     tmp_path: Path) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    fake.checkpoint_etags["c2"] = "0" * 64
+    out = tmp_path / "c2.safetensors"
+    with pytest.raises(ChecksumMismatch, match="downloaded checkpoint is corrupt"):
+        client.download_checkpoint(job_id, "c2", out)
+    assert not out.exists() and not (tmp_path / "c2.safetensors.part").exists()
+    with pytest.raises(DrtrainError) as info:
+        client.download_checkpoint(job_id, "c9", out)
+    assert info.value.status == 404

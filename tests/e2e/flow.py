@@ -66,7 +66,7 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else proc.kill()
             proc.wait(10)
-            raise AssertionError("did not stop within the timeout after SIGTERM")
+            raise AssertionError("did not stop within the timeout after SIGTERM") from None
     return proc.returncode
 
 
@@ -99,7 +99,7 @@ def run_flow(base: str, key: str, tmp: Path, *, timeout: float = 300) -> dict:
         assert job["progress"] == 1.0
         assert job["result"]["val_accuracy"] > 0.5, job["result"]
 
-        points = c.get(f"/v1/jobs/{job['id']}/metrics").json()["points"]
+        points = c.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
         names = {(p["phase"], p["name"]) for p in points}
         for expected in [("pretrain", "recon_error"), ("pretrain", "dr"), ("finetune", "val_accuracy"),
                          ("finetune", "grad_norm.layer0"), ("finetune", "dr")]:
@@ -111,8 +111,7 @@ def run_flow(base: str, key: str, tmp: Path, *, timeout: float = 300) -> dict:
         assert len(keys) == 2 * 5 + 10, sorted(keys)
         assert len(points) == len({(p["phase"], p["layer"], p["epoch"], p["name"]) for p in points})
 
-        cks = c.get(f"/v1/jobs/{job['id']}/checkpoints").json()
-        cks = cks["checkpoints"] if isinstance(cks, dict) else cks
+        cks = c.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
         final = [ck for ck in cks if ck["kind"] == "final"]
         assert len(final) == 1 and any(ck["kind"] == "layer" for ck in cks)
 

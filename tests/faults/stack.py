@@ -22,8 +22,8 @@ import httpx
 import redis
 from sqlalchemy import Engine, func, select, update
 
-from api.db import make_engine
-from api.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from drtrain.kit.db import make_engine
+from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from tests.e2e.flow import free_port
 
 BIN = Path(sys.executable).parent
@@ -252,9 +252,9 @@ class Stack:
                 r = c.get(f"/v1/jobs/{job_id}/metrics", params={"since": since})
                 assert r.status_code == 200, r.text
                 page = r.json()
-                if not page["points"]:
+                if not page["items"]:
                     return points
-                points += page["points"]
+                points += page["items"]
                 since = page["next_since"]
 
     def wait_first_metric(self, job_id: str, timeout: float = 60) -> list[dict[str, Any]]:
@@ -265,7 +265,7 @@ class Stack:
         with self.client() as c:
             r = c.get(f"/v1/jobs/{job_id}/checkpoints")
         assert r.status_code == 200, r.text
-        return r.json()
+        return r.json()["items"]
 
     # -- SQL (what the API does not show) ----------------------------------------------------
     def job_row(self, job_id: str) -> Any:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from api.models import Job
+from drtrain.kit.models import Job
 from drtrain_client import Client
 from drtrain_client.errors import ClientError
 from tests.faults.stack import (
@@ -72,8 +72,8 @@ def test_api_killed_and_restarted_during_a_job_loses_nothing(stack, tmp_path):
     replay = stack.submit(LONG_SPEC, expect=200, **{"Idempotency-Key": key})
     assert replay["id"] == job["id"]
     # The client resumes its stream where it broke off and sees the rest, once.
-    for event, data, last_id in client.events(job["id"], last_event_id=last_id):
-        frames.append((event, data, last_id))
+    for event, data, seen_id in client.events(job["id"], last_event_id=last_id):
+        frames.append((event, data, seen_id))
     client.close()
     statuses = [d for e, d, _ in frames if e == "status"]
     assert statuses[-1]["status"] == "succeeded", statuses[-1]

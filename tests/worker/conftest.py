@@ -16,11 +16,11 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import make_engine, make_sessionmaker, session_scope
-from api.models import Dataset, Job, JobStatus, Tenant, new_id
-from api.schemas.jobs import JobSpec, spec_to_dict
-from api.settings import Settings
-from api.storage import ObjectStore, make_store
+from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.models import Dataset, Job, JobStatus, Tenant, new_id
+from drtrain.kit.settings import Settings
+from drtrain.kit.storage import ObjectStore, make_store
 from tests.pg import fresh_database  # noqa: F401 - re-exported for test modules
 
 torch.set_num_threads(1)

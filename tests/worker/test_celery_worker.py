@@ -14,10 +14,10 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from api.broker import publish_run_job
-from api.db import make_engine, make_sessionmaker
-from api.models import JobStatus, MetricPoint
-from api.settings import Settings
+from drtrain.kit.broker import publish_run_job
+from drtrain.kit.db import make_engine, make_sessionmaker
+from drtrain.kit.models import JobStatus, MetricPoint
+from drtrain.kit.settings import Settings
 from tests.worker.conftest import fresh_database, get_job
 
 REDIS_DB = 12

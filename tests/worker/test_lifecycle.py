@@ -5,10 +5,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from api.db import session_scope
-from api.models import Job, JobStatus, MetricPoint, utcnow
-from api.services import lifecycle
-from api.services.lifecycle import MetricValue
+from drtrain.jobs import lifecycle
+from drtrain.jobs.lifecycle import MetricValue
+from drtrain.kit.db import session_scope
+from drtrain.kit.models import Job, JobStatus, MetricPoint, utcnow
 from tests.worker.conftest import get_job
 
 

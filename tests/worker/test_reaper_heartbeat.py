@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from api.db import session_scope
-from api.models import Job, JobStatus, utcnow
-from api.services import lifecycle
+from drtrain.jobs import lifecycle
+from drtrain.kit.db import session_scope
+from drtrain.kit.models import Job, JobStatus, utcnow
 from tests.worker.conftest import get_job
 from worker.heartbeat import Heartbeat, StopReason
 from worker.reaper import reap_once

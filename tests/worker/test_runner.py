@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from sqlalchemy import select, update
 
-from api.db import session_scope
-from api.models import Checkpoint, Job, JobStatus, MetricPoint
 from dr_core.model_file import load_model
+from drtrain.kit.db import session_scope
+from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint
 from tests.worker.conftest import digits_subset, get_job
 from worker.data import split_validation
 from worker.runner import run_job

@@ -1,0 +1,1 @@
+"""Datasets: parsing uploads (CSV, NPZ, IDX), built-ins, the repository and the service."""

@@ -1,0 +1,1 @@
+"""Jobs: the JobSpec, the lifecycle (state machine, fenced worker writes), queries, service."""

@@ -1,0 +1,240 @@
+"""Worker-side job transitions: claim, heartbeat, progress, metrics, checkpoints, finish, reap.
+
+Every write is a conditional UPDATE (or an insert guarded by one) fenced by the job id, the
+attempt and the expected status, and, for a worker's writes, its worker id: a stale worker
+whose lease was taken over can never overwrite a newer attempt. Functions take a session and
+never commit (the caller owns commit, see ``drtrain.kit.db.session_scope``).
+
+Finishing while ``cancelling``: a job that runs to completion before the worker noticed the
+cancel request ends ``succeeded`` (the model is complete and valid, so it is kept and
+``status_reason`` says the cancel came too late); it ends ``cancelled`` only when training
+actually stopped early.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+
+LIVE = (JobStatus.running, JobStatus.cancelling)
+FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    ok: bool                 # False: this worker no longer holds the job (fenced out / terminal)
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    phase: str
+    layer: int | None
+    epoch: int
+    name: str
+    value: float
+
+
+def _fence(job_id: str, attempt: int, worker_id: str | None):  # noqa: ANN202
+    conds = [Job.id == job_id, Job.attempt == attempt, Job.status.in_(LIVE)]
+    if worker_id is not None:
+        conds.append(Job.worker_id == worker_id)
+    return conds
+
+
+def _changed(result: Any) -> int:
+    """Rows an UPDATE matched (``Session.execute`` is typed as returning a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def transition(session: Session, job_id: str, expected: str, **values: Any) -> bool:
+    """Move a job from ``expected`` to the values given; False when it was not in that state
+    (someone else moved it first)."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == expected)
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False))
+    return _changed(result) == 1
+
+
+def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float, *,
+          now: datetime | None = None) -> Job | None:
+    """queued -> running for this worker. A running job whose lease has expired (its worker
+    died and the reaper has not run yet) is taken over with attempt + 1 if attempts remain.
+    None when not claimable (running elsewhere with a live lease, cancelling, terminal, gone)."""
+    now = now or utcnow()
+    lease = now + timedelta(seconds=lease_seconds)
+    common = dict(status=JobStatus.running, worker_id=worker_id, lease_expires_at=lease,
+                  heartbeat_at=now, started_at=func.coalesce(Job.started_at, now),
+                  updated_at=now, cancel_requested=False)
+    res = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(**common).execution_options(synchronize_session=False))
+    if _changed(res) != 1:
+        res = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.running,
+                              Job.lease_expires_at < now, Job.attempt < Job.max_attempts)
+            .values(attempt=Job.attempt + 1, **common)
+            .execution_options(synchronize_session=False))
+        if _changed(res) != 1:
+            return None
+    session.flush()
+    job = session.get(Job, job_id, populate_existing=True)
+    return job
+
+
+def heartbeat(session: Session, job_id: str, attempt: int, worker_id: str, lease_seconds: float,
+              *, now: datetime | None = None) -> HeartbeatResult:
+    """Renew the lease; tell the worker whether it still holds the job and whether to stop."""
+    now = now or utcnow()
+    res = session.execute(
+        update(Job).where(*_fence(job_id, attempt, worker_id))
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
+        .execution_options(synchronize_session=False))
+    if _changed(res) != 1:
+        return HeartbeatResult(ok=False)
+    cancel = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar_one()
+    return HeartbeatResult(ok=True, cancel_requested=bool(cancel))
+
+
+def report_progress(session: Session, job_id: str, attempt: int, phase: str, layer: int | None,
+                    epoch: int, progress: float, *, worker_id: str | None = None) -> bool:
+    res = session.execute(
+        update(Job).where(*_fence(job_id, attempt, worker_id))
+        .values(phase=phase, layer=layer, epoch=epoch,
+                progress=max(0.0, min(1.0, float(progress))), updated_at=utcnow())
+        .execution_options(synchronize_session=False))
+    return _changed(res) == 1
+
+
+def _lock_live_job(session: Session, job_id: str, attempt: int, worker_id: str | None) -> bool:
+    # FOR UPDATE serialises seq assignment per job on PostgreSQL (SQLite ignores it but
+    # serialises writers anyway).
+    row = session.execute(
+        select(Job.id).where(*_fence(job_id, attempt, worker_id)).with_for_update()).first()
+    return row is not None
+
+
+def add_metrics(session: Session, job_id: str, attempt: int, points: Iterable[MetricValue], *,
+                worker_id: str | None = None) -> int | None:
+    """Append points with seq = max(seq) + 1, ...; a point whose natural key (phase, layer,
+    epoch, name) already exists is skipped, so a resumed attempt never writes one twice.
+    Returns how many were written, or None when fenced out."""
+    if not _lock_live_job(session, job_id, attempt, worker_id):
+        return None
+    pts = list(points)
+    if not pts:
+        return 0
+    existing: set[tuple[str, int, int, str]] = set(session.execute(
+        select(MetricPoint.phase, MetricPoint.layer_key, MetricPoint.epoch, MetricPoint.name)
+        .where(MetricPoint.job_id == job_id,
+               MetricPoint.epoch.in_(sorted({p.epoch for p in pts})),
+               MetricPoint.phase.in_(sorted({p.phase for p in pts})))).all())
+    seq = session.execute(select(func.coalesce(func.max(MetricPoint.seq), 0))
+                          .where(MetricPoint.job_id == job_id)).scalar_one()
+    now = utcnow()
+    written = 0
+    for p in pts:
+        key = (p.phase, -1 if p.layer is None else p.layer, p.epoch, p.name)
+        if key in existing:
+            continue
+        existing.add(key)
+        seq += 1
+        session.add(MetricPoint(job_id=job_id, seq=seq, attempt=attempt, phase=p.phase,
+                                layer=p.layer, layer_key=key[1], epoch=p.epoch, name=p.name,
+                                value=float(p.value), at=now))
+        written += 1
+    session.flush()
+    return written
+
+
+def add_checkpoint(session: Session, job_id: str, attempt: int, *, kind: str, phase: str | None,
+                   layer: int | None, epoch: int | None, object_key: str, sha256: str,
+                   size_bytes: int, worker_id: str | None = None) -> Checkpoint | None:
+    """Record an uploaded checkpoint (None when fenced out: the object is then orphaned,
+    which is harmless because nothing points to it)."""
+    if not _lock_live_job(session, job_id, attempt, worker_id):
+        return None
+    ckpt = Checkpoint(job_id=job_id, kind=kind, phase=phase, layer=layer, epoch=epoch,
+                      attempt=attempt, object_key=object_key, sha256=sha256,
+                      size_bytes=size_bytes, created_at=utcnow())
+    session.add(ckpt)
+    session.flush()
+    return ckpt
+
+
+def finish(session: Session, job_id: str, attempt: int, status: JobStatus | str,
+           reason: str | None, result: dict[str, Any] | None = None, *,
+           worker_id: str | None = None) -> bool:
+    """running|cancelling -> succeeded|failed|cancelled (see the module docstring for a job
+    that succeeds while cancelling). False when fenced out."""
+    status = JobStatus(status)
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"finish() needs a terminal status, got {status}")
+    now = utcnow()
+    values: dict[str, Any] = dict(status=status, status_reason=reason, finished_at=now,
+                                  updated_at=now, lease_expires_at=None, result=result)
+    if status is JobStatus.succeeded:
+        values["progress"] = 1.0
+    res = session.execute(update(Job).where(*_fence(job_id, attempt, worker_id)).values(**values)
+                          .execution_options(synchronize_session=False))
+    return _changed(res) == 1
+
+
+def requeue_expired(session: Session, now: datetime | None = None) -> list[str]:
+    """Jobs whose worker stopped heart-beating: back to queued with attempt + 1 while attempts
+    remain, else failed; a cancelling one becomes cancelled. Returns the ids to re-publish."""
+    now = now or utcnow()
+    expired = session.execute(
+        select(Job.id, Job.status, Job.attempt, Job.max_attempts)
+        .where(Job.status.in_(LIVE), Job.lease_expires_at < now)).all()
+    requeued: list[str] = []
+    for job_id, status, attempt, max_attempts in expired:
+        fence = (Job.id == job_id, Job.attempt == attempt, Job.status == status,
+                 Job.lease_expires_at < now)
+        base: dict[str, Any] = dict(worker_id=None, lease_expires_at=None, updated_at=now)
+        values: dict[str, Any]
+        if status == JobStatus.cancelling:
+            values = dict(status=JobStatus.cancelled, finished_at=now,
+                          status_reason="cancelled (worker lost while cancelling)", **base)
+        elif attempt < max_attempts:
+            values = dict(status=JobStatus.queued, attempt=attempt + 1, published_at=None,
+                          status_reason=f"worker lost; retrying (attempt {attempt + 1} of "
+                                        f"{max_attempts})", **base)
+        else:
+            values = dict(status=JobStatus.failed, finished_at=now,
+                          status_reason=f"worker lost {attempt} times", **base)
+        res = session.execute(update(Job).where(*fence).values(**values)
+                              .execution_options(synchronize_session=False))
+        if _changed(res) == 1 and values["status"] == JobStatus.queued:
+            requeued.append(job_id)
+    return requeued
+
+
+def stale_queued(session: Session, older_than: datetime) -> list[str]:
+    """Queued jobs last published (or created) before ``older_than``: their message may have
+    vanished with the broker, so they are re-published (claim() makes duplicates harmless)."""
+    return list(session.execute(
+        select(Job.id).where(Job.status == JobStatus.queued,
+                             or_(Job.published_at < older_than,
+                                 (Job.published_at.is_(None)) & (Job.created_at < older_than)))
+        .order_by(Job.created_at)).scalars())
+
+
+def count_queued(session: Session) -> int:
+    return session.execute(select(func.count()).select_from(Job)
+                           .where(Job.status == JobStatus.queued)).scalar_one()
+
+
+def mark_published(session: Session, job_ids: Sequence[str], now: datetime | None = None) -> None:
+    if not job_ids:
+        return
+    session.execute(update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.queued)
+                    .values(published_at=now or utcnow())
+                    .execution_options(synchronize_session=False))

@@ -1,0 +1,229 @@
+"""Job logic: submit (with idempotency and a per-tenant cap), cancel, the final model, predict.
+
+Every status change here is a conditional UPDATE on the status it expects, so a worker
+moving the same job concurrently can never be overwritten (the loser sees rowcount 0).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from drtrain.datasets import repository as datasets_repo
+from drtrain.jobs import lifecycle
+from drtrain.jobs import repository as q
+from drtrain.jobs.predict import ModelFormatError, model_cache
+from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, spec_to_dict
+from drtrain.kit.db import after_commit, discard_after_commit
+from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
+from drtrain.kit.models import Checkpoint, Job, JobStatus
+from drtrain.kit.settings import Settings
+from drtrain.tenants import repository as tenants_repo
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 30
+
+
+def request_hash(spec_dict: dict[str, Any]) -> str:
+    canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _publish(settings: Settings, job_id: str) -> None:
+    # Imported late: the broker module pulls in Celery, which request-free code paths
+    # (and unit tests of this module) do not need.
+    from drtrain.kit.broker import publish_run_job
+
+    try:
+        publish_run_job(settings, job_id)
+    except Exception:  # noqa: BLE001
+        # The row is already committed as queued and the reaper re-publishes queued jobs,
+        # so a broker outage must not turn an accepted submission into a 500.
+        log.warning("publishing job %s failed; the reaper will retry", job_id, exc_info=True)
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    n_features: int
+    n_classes: int
+    feature_range: tuple[float, float]
+
+
+def dataset_facts(session: Session, settings: Settings, tenant_id: str,
+                  dataset_id: str) -> DatasetFacts | None:
+    """What a spec must agree with; None when the tenant cannot use that dataset."""
+    if dataset_id.startswith("builtin:"):
+        from drtrain.datasets.builtins import builtin_facts  # reads files: only when a builtin is named
+
+        summary = builtin_facts(dataset_id, settings)
+        if summary is None:
+            return None
+        lo, hi = summary.feature_range
+        return DatasetFacts(summary.n_features, summary.n_classes, (float(lo), float(hi)))
+    ds = datasets_repo.get_dataset(session, tenant_id, dataset_id)
+    if ds is None:
+        return None
+    lo, hi = ds.feature_range
+    return DatasetFacts(ds.n_features, ds.n_classes, (float(lo), float(hi)))
+
+
+def _invalid(loc: list[str | int], msg: str) -> Invalid:
+    return Invalid(f"{'.'.join(map(str, loc))}: {msg}",
+                   errors=[{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
+
+
+def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
+                          spec: JobSpec, loc: tuple[str | int, ...] = ()) -> None:
+    """The checks a spec's schema cannot make alone (it needs the dataset): 422 each."""
+    facts = dataset_facts(session, settings, tenant_id, spec.dataset_id)
+    if facts is None:
+        raise _invalid([*loc, "dataset_id"], f"dataset {spec.dataset_id!r} does not exist")
+    if spec.test_dataset_id is not None:
+        test = dataset_facts(session, settings, tenant_id, spec.test_dataset_id)
+        if test is None:
+            raise _invalid([*loc, "test_dataset_id"],
+                           f"dataset {spec.test_dataset_id!r} does not exist")
+        if test.n_features != facts.n_features:
+            raise _invalid([*loc, "test_dataset_id"],
+                           f"has {test.n_features} features, the training set {facts.n_features}")
+    lo, hi = facts.feature_range
+    if spec.model.visible_units == "bernoulli" and (lo < 0.0 or hi > 1.0):
+        raise _invalid([*loc, "model", "visible_units"],
+                       f"bernoulli visible units need data in [0, 1]; this dataset spans [{lo}, {hi}]")
+    n_params = spec.parameter_count(facts.n_features, facts.n_classes)
+    if n_params > MAX_PARAMETERS:
+        raise _invalid([*loc, "model", "hidden_layers"],
+                       f"{n_params} parameters for {facts.n_features} features exceeds {MAX_PARAMETERS}")
+
+
+def with_server_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
+    """The spec with the fields whose default is the server's setting filled in."""
+    if spec.max_attempts is None:
+        return spec.model_copy(update={"max_attempts": settings.max_attempts})
+    return spec
+
+
+def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
+            idempotency_key: str | None = None, sweep_id: str | None = None,
+            grid_point: dict[str, Any] | None = None) -> Job:
+    """Add a queued job and schedule its message for after the commit that makes it durable."""
+    spec = with_server_defaults(spec, settings)
+    spec_dict = spec_to_dict(spec)
+    job = Job(tenant_id=tenant_id, dataset_id=spec.dataset_id, test_dataset_id=spec.test_dataset_id,
+              spec=spec_dict, idempotency_key=idempotency_key, request_hash=request_hash(spec_dict),
+              status=JobStatus.queued, max_attempts=spec.max_attempts, attempt=1,
+              sweep_id=sweep_id, grid_point=grid_point)
+    session.add(job)
+    after_commit(session, lambda: _publish(settings, job.id))
+    return job
+
+
+def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Returns (job, created). A replay with the same key and body returns the original."""
+    spec = with_server_defaults(spec, settings)
+    digest = request_hash(spec_to_dict(spec))
+    if idempotency_key:
+        existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    check_against_dataset(session, settings, tenant_id, spec)
+    tenants_repo.lock_tenant(session, tenant_id)
+    if q.count_active(session, tenant_id) >= settings.max_concurrent_jobs_per_tenant:
+        raise TooManyJobs(
+            f"at most {settings.max_concurrent_jobs_per_tenant} active jobs per tenant",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    try:
+        with session.begin_nested():
+            job = new_job(session, settings, tenant_id, spec, idempotency_key=idempotency_key)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the insert; answer as a replay.
+        discard_after_commit(session)  # the losing insert's publish must not run
+        existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    return job, True
+
+
+def _replay(job: Job, digest: str) -> Job:
+    if job.request_hash != digest:
+        raise Invalid("Idempotency-Key was already used with a different request body",
+                      errors=[{"loc": ["header", "Idempotency-Key"],
+                               "msg": "key reused with another body", "type": "value_error"}])
+    return job
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """queued -> cancelled now; running -> cancelling (the worker stops within a batch);
+    cancelling -> no-op; terminal -> 409. One retry if the worker moved the job meanwhile."""
+    for _ in range(2):
+        job = q.get_job(session, tenant_id, job_id, fresh=True)
+        status = JobStatus(job.status)
+        if status is JobStatus.cancelling:
+            return job
+        if status.terminal:
+            raise Conflict(f"job {job_id} is already {status.value}")
+        if status is JobStatus.queued:
+            moved = lifecycle.transition(session, job_id, "queued", status=JobStatus.cancelled.value,
+                                finished_at=lifecycle.utcnow(), status_reason="cancelled by user",
+                                cancel_requested=True)
+        else:
+            moved = lifecycle.transition(session, job_id, "running", status=JobStatus.cancelling.value,
+                                cancel_requested=True)
+        if moved:
+            return q.get_job(session, tenant_id, job_id, fresh=True)
+    raise Conflict(f"job {job_id} changed state concurrently; try again")
+
+
+def final_model(session: Session, tenant_id: str, job_id: str) -> Checkpoint:
+    """The job's final checkpoint row; 409 while the job has not succeeded."""
+    job = q.get_job(session, tenant_id, job_id)
+    if job.status != JobStatus.succeeded:
+        raise Conflict(f"job {job_id} is {job.status}; the model exists once it has succeeded")
+    ck = q.final_checkpoint(session, job_id)
+    if ck is None:
+        raise NotFound(f"job {job_id} has no final model")
+    return ck
+
+
+def checkpoint(session: Session, tenant_id: str, job_id: str, checkpoint_id: str) -> Checkpoint:
+    """One checkpoint row of the tenant's job; 404 for any other."""
+    q.get_job(session, tenant_id, job_id)
+    ck = q.checkpoint(session, job_id, checkpoint_id)
+    if ck is None:
+        raise NotFound(f"job {job_id} has no checkpoint {checkpoint_id}")
+    return ck
+
+
+def read_object(store: Any, key: str, size: int) -> bytes:
+    return b"".join(store.iter_range(key, 0, size - 1)) if size else b""
+
+
+def predict(session: Session, store: Any, tenant_id: str, job_id: str,
+            inputs: list[list[float]]) -> tuple[list[str], list[list[float]]]:
+    ck = final_model(session, tenant_id, job_id)
+    try:
+        model = model_cache.get(ck.sha256, lambda: read_object(store, ck.object_key, ck.size_bytes))
+    except ModelFormatError as exc:
+        raise Conflict(f"cannot predict with this model: {exc}") from exc
+    widths = {len(row) for row in inputs}
+    if widths != {model.n_features}:
+        raise Invalid(f"every input row needs {model.n_features} values, got widths {sorted(widths)}",
+                      errors=[{"loc": ["body", "inputs"], "msg": "wrong row width",
+                               "type": "value_error"}])
+    x = np.asarray(inputs, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise Invalid("inputs must be finite numbers",
+                      errors=[{"loc": ["body", "inputs"], "msg": "non-finite value",
+                               "type": "value_error"}])
+    labels, probs = model.predict(x)
+    return labels, probs.tolist()

@@ -1,0 +1,1 @@
+"""Infrastructure every domain package uses: settings, db, models, storage, broker, errors."""

@@ -1,0 +1,116 @@
+"""The Celery client shared by the API (publisher) and the workers (consumer).
+
+Torch-free. SQL is the truth about jobs, so the broker only carries "run job <id>" nudges:
+no result backend, late acknowledgement, prefetch 1, and a very long visibility timeout,
+because dead workers are detected by SQL leases (``drtrain.jobs.lifecycle``), not by Redis
+redelivering a message that may still be running.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+from drtrain.kit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "drtrain.run_job"
+DEFAULT_QUEUE = "drtrain"
+# Redis would redeliver an unacked message after this; a training job may legitimately run
+# for days, and a second delivery is harmless anyway (claim() refuses it), so make it long.
+VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
+def _filesystem_options(settings: Settings) -> dict:
+    root = settings.broker_folder
+    queue_dir = root / "queue"
+    processed = root / "processed"
+    control = root / "control"
+    for folder in (queue_dir, processed, control):
+        folder.mkdir(parents=True, exist_ok=True)
+    # Producers write to data_folder_out and consumers read data_folder_in: one folder makes
+    # them meet.
+    return {
+        "data_folder_in": str(queue_dir),
+        "data_folder_out": str(queue_dir),
+        "processed_folder": str(processed),
+        "store_processed": False,
+        # Without this kombu writes exchange files to ./control in the current directory.
+        "control_folder": str(control),
+    }
+
+
+def is_filesystem(settings: Settings) -> bool:
+    return settings.resolved_broker_url.startswith("filesystem://")
+
+
+def make_celery(settings: Settings, *, queue: str = DEFAULT_QUEUE) -> Celery:
+    """A Celery app configured for drtrain (the same config for client and worker)."""
+    url = settings.resolved_broker_url
+    app = Celery("drtrain", broker=url, set_as_current=False)
+    transport_options: dict = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
+    if is_filesystem(settings):
+        transport_options.update(_filesystem_options(settings))
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=queue,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        # The filesystem transport has no fanout exchange; remote control needs one.
+        worker_enable_remote_control=not is_filesystem(settings),
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+_clients: dict[tuple, Celery] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(settings: Settings, queue: str) -> Celery:
+    # Keyed by pid too: a Celery connection pool must not be shared across fork().
+    key = (os.getpid(), settings.resolved_broker_url, str(settings.broker_folder), queue)
+    with _clients_lock:
+        app = _clients.get(key)
+        if app is None:
+            app = _clients[key] = make_celery(settings, queue=queue)
+        return app
+
+
+def publish_run_job(settings: Settings, job_id: str, *, queue: str | None = None) -> None:
+    """Send "run job <id>". Raises if the broker is unreachable (the job stays queued in SQL
+    and the reaper re-publishes it later)."""
+    q = queue or DEFAULT_QUEUE
+    _client(settings, q).send_task(RUN_JOB_TASK, args=[job_id], queue=q, retry=True,
+                                   retry_policy={"max_retries": 3, "interval_start": 0.2,
+                                                 "interval_step": 0.5, "interval_max": 2.0})
+
+
+def queue_depth(settings: Settings, *, queue: str = DEFAULT_QUEUE) -> int | None:
+    """Messages waiting in the broker (for /metrics and the reaper); None if unknown."""
+    try:
+        if is_filesystem(settings):
+            folder = Path(_filesystem_options(settings)["data_folder_in"])
+            return sum(1 for p in folder.iterdir() if p.suffix == ".msg")
+        url = settings.resolved_broker_url
+        if url.startswith(("redis://", "rediss://")):
+            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            try:
+                return int(client.llen(queue))
+            finally:
+                client.close()
+    except (OSError, redis.RedisError) as exc:
+        # An unreachable broker means "unknown depth", not an error page.
+        log.warning("queue depth unavailable: %s", type(exc).__name__)
+    return None

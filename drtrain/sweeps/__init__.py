@@ -1,0 +1,1 @@
+"""Sweeps: one child job per point of a grid over a base JobSpec."""

@@ -1,0 +1,63 @@
+"""Sweeps: many jobs from one JobSpec and a grid of values at dotted paths."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec
+
+MAX_GRID_POINTS = 256
+
+SWEEP_EXAMPLE: dict[str, Any] = {"base": JOB_SPEC_EXAMPLE,
+                 "grid": {"pretrain.dr.weight": [0, 0.1, 1], "seed": [0, 1, 2]}}
+
+
+class SweepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
+
+    base: JobSpec
+    # Paths like "pretrain.dr.weight"; each list is the values that path takes.
+    grid: dict[str, list[Any]] = Field(min_length=1, max_length=16)
+
+
+class SweepChild(BaseModel):
+    job_id: str
+    grid_point: dict[str, Any]
+    status: str
+    result: dict[str, Any] | None
+
+
+class MetricSummary(BaseModel):
+    mean: float
+    std: float
+
+
+class SummaryRow(BaseModel):
+    point: dict[str, Any]
+    n: int
+    n_done: int
+    metrics: dict[str, MetricSummary]
+
+
+class SweepOut(BaseModel):
+    id: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    created_at: datetime
+    children: list[SweepChild]
+    summary: list[SummaryRow]
+
+
+class SweepListItem(BaseModel):
+    id: str
+    grid: dict[str, list[Any]]
+    created_at: datetime
+    n_children: int
+    children_by_status: dict[str, int]
+
+
+class SweepList(BaseModel):
+    items: list[SweepListItem]
+    next_page_token: str | None

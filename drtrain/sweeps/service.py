@@ -1,0 +1,213 @@
+"""Sweeps: expand a grid over a base JobSpec into child jobs, and summarise them.
+
+Every grid point is validated (schema and dataset) before any job is added, so a sweep is
+accepted whole or not at all.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from collections import defaultdict
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from drtrain.jobs import repository as q
+from drtrain.jobs.service import RETRY_AFTER_SECONDS, check_against_dataset, new_job
+from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.kit.errors import Invalid, NotFound, TooManyJobs
+from drtrain.kit.models import Job, JobStatus, Sweep
+from drtrain.kit.settings import Settings
+from drtrain.sweeps import repository as sweeps_repo
+from drtrain.sweeps.schemas import (
+    MAX_GRID_POINTS,
+    MetricSummary,
+    SummaryRow,
+    SweepChild,
+    SweepList,
+    SweepListItem,
+    SweepOut,
+    SweepRequest,
+)
+from drtrain.tenants.repository import lock_tenant
+
+
+def _invalid(path: str, msg: str, value: Any = None) -> Invalid:
+    return Invalid(f"grid {path!r}: {msg}",
+                   errors=[{"loc": ["body", "grid", path], "msg": msg, "input": value,
+                            "type": "value_error"}])
+
+
+def set_path(spec: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``a.b.c`` in a spec dict; a null section on the way (``"dr": null``) becomes {}
+    so a grid can switch a section on and the schema fills its defaults."""
+    *parents, leaf = path.split(".")
+    node = spec
+    for part in parents:
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise _invalid(path, f"{part!r} is not an object")
+    node[leaf] = value
+
+
+def _owner(exc: ValidationError, point: dict[str, Any]) -> str | None:
+    """The grid path whose value the first schema error is about, if any."""
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        for path in point:
+            if loc == path or loc.startswith(path + ".") or path.startswith(loc + "."):
+                return path
+    return None
+
+
+def expand_grid(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[tuple[dict, JobSpec]]:
+    for path, values in grid.items():
+        if not path or any(not part for part in path.split(".")):
+            raise _invalid(path, "must be a dotted path such as 'pretrain.dr.weight'")
+        if not values:
+            raise _invalid(path, "needs at least one value")
+    n_points = math.prod(len(v) for v in grid.values())
+    if n_points > MAX_GRID_POINTS:
+        raise Invalid(f"the grid has {n_points} points; at most {MAX_GRID_POINTS} are allowed",
+                      errors=[{"loc": ["body", "grid"], "msg": "too many grid points",
+                               "type": "value_error"}])
+    out = []
+    for combo in itertools.product(*grid.values()):
+        point = dict(zip(grid, combo))
+        spec_dict = copy.deepcopy(base)
+        for path, value in point.items():
+            set_path(spec_dict, path, value)
+        try:
+            spec = JobSpec.model_validate(spec_dict)
+        except ValidationError as exc:
+            owner = _owner(exc, point)
+            first = exc.errors()[0]["msg"]
+            if owner is None:
+                raise Invalid(f"grid point {point}: {first}",
+                              errors=[{"loc": ["body", "grid"], "msg": first,
+                                       "input": point, "type": "value_error"}]) from exc
+            raise _invalid(owner, f"value {point[owner]!r}: {first}", point[owner]) from exc
+        out.append((point, spec))
+    return out
+
+
+def create_sweep(session: Session, settings: Settings, tenant_id: str,
+                 request: SweepRequest) -> tuple[Sweep, list[Job]]:
+    base = spec_to_dict(request.base)
+    points = expand_grid(base, request.grid)
+    for point, spec in points:
+        try:
+            check_against_dataset(session, settings, tenant_id, spec)
+        except Invalid as exc:
+            raise Invalid(f"grid point {point}: {exc.detail}", errors=exc.errors) from exc
+    _check_capacity(session, settings, tenant_id, len(points))
+    sweep = Sweep(tenant_id=tenant_id, base=base, grid=request.grid)
+    session.add(sweep)
+    session.flush()
+    children = [new_job(session, settings, tenant_id, spec, sweep_id=sweep.id, grid_point=point)
+                for point, spec in points]
+    session.flush()
+    return sweep, children
+
+
+def _check_capacity(session: Session, settings: Settings, tenant_id: str, n_children: int) -> None:
+    """A sweep is accepted whole only while the tenant's active jobs plus its children stay
+    within ``max_sweep_jobs_per_tenant``: larger than the single-job cap (a sweep is many
+    jobs at once) but still a bound, so no tenant can fill the queue for everyone."""
+    cap = settings.max_sweep_jobs_per_tenant
+    if n_children > cap:
+        raise Invalid(f"the grid has {n_children} points; a tenant may have at most {cap} "
+                      "active jobs, so this sweep could never run whole",
+                      errors=[{"loc": ["body", "grid"], "msg": "more points than the cap",
+                               "type": "value_error"}])
+    lock_tenant(session, tenant_id)  # the same lock as single submits: no overshoot by races
+    active = q.count_active(session, tenant_id)
+    if active + n_children > cap:
+        raise TooManyJobs(f"this sweep's {n_children} jobs and the {active} active ones exceed "
+                          f"the limit of {cap} active jobs per tenant for sweeps",
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def get_sweep(session: Session, tenant_id: str, sweep_id: str) -> Sweep:
+    sweep = sweeps_repo.get_sweep(session, tenant_id, sweep_id)
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    return sweep
+
+
+def _numbers(result: dict[str, Any] | None, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a result, nested keys joined with dots."""
+    out: dict[str, float] = {}
+    for key, value in (result or {}).items():
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def final_metrics(result: dict[str, Any] | None) -> dict[str, float]:
+    """The metrics worth averaging. The worker's result keeps them under "metrics" (next to
+    bookkeeping such as model sizes); other results contribute all their numeric leaves."""
+    if result and isinstance(result.get("metrics"), dict):
+        out = _numbers(result["metrics"])
+        out.update(_numbers({k: result[k] for k in ("wall_seconds",) if k in result}))
+        return out
+    return _numbers(result)
+
+
+def summarise(children: list[Job]) -> list[SummaryRow]:
+    """Per grid point with seeds pooled: mean and sample std (0 for one run) of every final
+    metric over the succeeded children."""
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for job in children:
+        point = {k: v for k, v in (job.grid_point or {}).items() if k != "seed"}
+        groups[json.dumps(point, sort_keys=True)].append(job)
+    rows = []
+    for key, jobs in groups.items():
+        done = [j for j in jobs if j.status == JobStatus.succeeded]
+        values: dict[str, list[float]] = defaultdict(list)
+        for job in done:
+            for name, value in final_metrics(job.result).items():
+                values[name].append(value)
+        metrics = {name: MetricSummary(mean=_mean(v), std=_std(v)) for name, v in values.items()}
+        rows.append(SummaryRow(point=json.loads(key), n=len(jobs), n_done=len(done),
+                               metrics=metrics))
+    return rows
+
+
+def _mean(v: list[float]) -> float:
+    return sum(v) / len(v)
+
+
+def _std(v: list[float]) -> float:
+    if len(v) < 2:
+        return 0.0
+    m = _mean(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def sweep_view(session: Session, sweep: Sweep) -> SweepOut:
+    children = sweeps_repo.sweep_children(session, sweep.id)
+    return SweepOut(
+        id=sweep.id, base=sweep.base, grid=sweep.grid, created_at=sweep.created_at,
+        children=[SweepChild(job_id=j.id, grid_point=j.grid_point or {}, status=j.status,
+                             result=j.result) for j in children],
+        summary=summarise(children))
+
+
+def list_sweeps(session: Session, tenant_id: str, page_size: int,
+                page_token: str | None) -> SweepList:
+    rows, token = sweeps_repo.list_sweeps(session, tenant_id, page_size=page_size,
+                                          page_token=page_token)
+    counts = sweeps_repo.child_status_counts(session, [s.id for s in rows])
+    return SweepList(items=[SweepListItem(id=s.id, grid=s.grid, created_at=s.created_at,
+                                          n_children=sum(counts[s.id].values()),
+                                          children_by_status=counts[s.id]) for s in rows],
+                     next_page_token=token)

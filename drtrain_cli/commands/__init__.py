@@ -1,0 +1,19 @@
+"""The client-side commands, one module per noun: ``datasets``, ``jobs`` (with ``job_outputs``),
+``sweeps``. They share ``context`` (how the server is found), ``output`` and ``ids``."""
+from __future__ import annotations
+
+import typer
+
+# job_outputs adds its commands to the jobs app when imported.
+from drtrain_cli.commands import datasets, job_outputs, jobs, sweeps
+from drtrain_cli.commands.context import root_callback
+
+__all__ = ["datasets", "job_outputs", "jobs", "register", "sweeps"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands, and the root callback that reads the global options."""
+    app.callback()(root_callback)
+    app.add_typer(datasets.app, name="datasets")
+    app.add_typer(jobs.app, name="jobs")
+    app.add_typer(sweeps.app, name="sweeps")

@@ -1,0 +1,82 @@
+"""``drtrain datasets upload|list|get|delete``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from drtrain_cli.commands import ids
+from drtrain_cli.commands.context import client_command, session
+from drtrain_cli.commands.output import (
+    AsJson,
+    console,
+    kv_table,
+    print_json,
+    say,
+    table,
+    transfer_bar,
+)
+
+app = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
+
+DatasetId = Annotated[str, typer.Argument(metavar="ID", help="A dataset id or its unique start.")]
+
+
+@client_command(app, "upload")
+def upload(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(metavar="FILE", exists=True, dir_okay=False,
+                                         readable=True, help="CSV, NPZ or gzipped IDX images.")],
+    name: Annotated[str | None, typer.Option(help="Name (default: the file name).")] = None,
+    label_column: Annotated[str, typer.Option(help="CSV column holding the class.")] = "label",
+    side_info_column: Annotated[str | None, typer.Option(
+        help="CSV column grouping samples for DR instead of the labels.")] = None,
+    labels_file: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="IDX labels file (with IDX images).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Upload a dataset file (streamed, never read whole; a progress bar on a terminal)."""
+    with session(ctx) as client, transfer_bar(f"upload {file.name}") as progress:
+        ds = client.upload_dataset(file, name=name, label_column=label_column,
+                                   side_info_column=side_info_column, labels_file=labels_file,
+                                   progress=progress)
+    if as_json:
+        return print_json(ds)
+    say(f"uploaded dataset [bold]{escape(str(ds.get('id')))}[/] ({escape(str(ds.get('name')))})"
+        f": {ds.get('n_samples')} samples x {ds.get('n_features')} features, "
+        f"{ds.get('n_classes')} classes, visible units {ds.get('visible_units_hint')}")
+
+
+@client_command(app, "list")
+def list_(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """List your datasets and the built-in ones."""
+    with session(ctx) as client:
+        items = client.list_datasets()
+    if as_json:
+        return print_json(items)
+    columns = ("id", "name", "n_samples", "n_features", "n_classes")
+    console.print(table(["id", "name", "samples", "features", "classes"],
+                        [[ds.get(c) for c in columns] for ds in items]))
+
+
+@client_command(app, "get")
+def get(ctx: typer.Context, dataset_id: DatasetId, as_json: AsJson = False) -> None:
+    """Show one dataset's summary."""
+    with session(ctx) as client:
+        ds = client.get_dataset(ids.dataset(client, dataset_id))
+    if as_json:
+        return print_json(ds)
+    console.print(kv_table({k: v if not isinstance(v, (dict, list)) else json.dumps(v)
+                            for k, v in ds.items()}))
+
+
+@client_command(app, "delete")
+def delete(ctx: typer.Context, dataset_id: DatasetId) -> None:
+    """Delete a dataset (refused while an active job uses it)."""
+    with session(ctx) as client:
+        full_id = ids.dataset(client, dataset_id)
+        client.delete_dataset(full_id)
+    say(f"deleted dataset {escape(full_id)}")

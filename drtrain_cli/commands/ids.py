@@ -1,0 +1,50 @@
+"""Ids as people type them: a full id is used as given; anything shorter is matched against the
+list of ids as a prefix, which must name exactly one (no match: exit 1, several: exit 2)."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from drtrain_cli.commands.output import EXIT_ERROR, EXIT_USAGE, fail
+from drtrain_client import Client
+
+# The server's ids are uuid4 hex; such an argument needs no listing to be recognised.
+_FULL_ID = re.compile(r"[0-9a-f]{32}")
+_SHOWN = 5
+
+
+def job(client: Client, text: str) -> str:
+    return match("job", text, lambda: (j["id"] for j in client.list_jobs(page_size=200)))
+
+
+def dataset(client: Client, text: str) -> str:
+    return match("dataset", text, lambda: (d["id"] for d in client.list_datasets()))
+
+
+def sweep(client: Client, text: str) -> str:
+    return match("sweep", text, lambda: (s["id"] for s in client.list_sweeps(page_size=200)))
+
+
+def checkpoint(client: Client, job_id: str, text: str) -> str:
+    return match("checkpoint", text, lambda: (c["id"] for c in client.checkpoints(job_id)))
+
+
+def match(kind: str, text: str, candidates: Callable[[], Iterable[str]]) -> str:
+    """The one id that is ``text`` or starts with it."""
+    if not text:
+        fail(f"an empty {kind} id", EXIT_USAGE)
+    if _FULL_ID.fullmatch(text):
+        return text
+    found: list[str] = []
+    for candidate in candidates():
+        if candidate == text:
+            return candidate
+        if candidate.startswith(text):
+            found.append(candidate)
+    if not found:
+        fail(f"no {kind} id starts with {text!r}", EXIT_ERROR)
+    if len(found) > 1:
+        shown = ", ".join(found[:_SHOWN]) + (", ..." if len(found) > _SHOWN else "")
+        fail(f"{text!r} is the start of {len(found)} {kind} ids ({shown}); type more of it",
+             EXIT_USAGE)
+    return found[0]

@@ -1,0 +1,127 @@
+"""``drtrain jobs submit|watch|list|get|cancel|predict``: a job's life. What a job leaves behind
+(metrics, comparisons, checkpoints, the model) is in ``job_outputs``."""
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from drtrain_cli.commands import ids
+from drtrain_cli.commands.context import client_command, session
+from drtrain_cli.commands.inputs import read_inputs, read_json_object
+from drtrain_cli.commands.output import (
+    AsJson,
+    console,
+    kv_table,
+    percent,
+    print_json,
+    say,
+    table,
+    when,
+    where,
+)
+from drtrain_cli.commands.watch import finish, watch_job
+
+app = typer.Typer(help="Submit, watch, compare, inspect and download training jobs.",
+                  no_args_is_help=True)
+
+JobId = Annotated[str, typer.Argument(metavar="ID", help="A job id or its unique start.")]
+Poll = Annotated[float, typer.Option(
+    min=0, help="Seconds between polls when events are unavailable.")]
+
+
+@client_command(app, "submit")
+def submit(
+    ctx: typer.Context,
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC.json", help="A JobSpec.")],
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="Retry-safe submit: the same key and spec return the original job.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
+    poll: Poll = 1.0,
+    as_json: AsJson = False,
+) -> None:
+    """Submit a training job."""
+    spec = read_json_object(spec_file, "a JobSpec")
+    with session(ctx) as client:
+        job = client.submit_job(spec, idempotency_key=idempotency_key)
+        if not watch:
+            if as_json:
+                return print_json(job)
+            return say(f"submitted job [bold]{escape(str(job['id']))}[/] ({job.get('status')})")
+        say(f"submitted job [bold]{escape(str(job['id']))}[/] ({job.get('status')})")
+        final = watch_job(client, job["id"], poll)
+    finish(final)
+
+
+@client_command(app, "watch")
+def watch(ctx: typer.Context, job_id: JobId, poll: Poll = 1.0) -> None:
+    """Live progress and metrics until the job ends: exit 0 if it succeeded, else 1."""
+    with session(ctx) as client:
+        final = watch_job(client, ids.job(client, job_id), poll)
+    finish(final)
+
+
+@client_command(app, "list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many (0: all).")] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """List jobs, newest first."""
+    with session(ctx) as client:
+        pages = client.list_jobs(status=status, page_size=min(limit or 200, 200))
+        jobs = list(islice(pages, limit) if limit else pages)
+    if as_json:
+        return print_json(jobs)
+    console.print(table(["id", "status", "progress", "at", "created"], keep=2, rows=[
+        [job.get("id"), job.get("status"), percent(job.get("progress")), where(job),
+         when(job.get("created_at"))] for job in jobs]))
+
+
+@client_command(app, "get")
+def get(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> None:
+    """Show a job: status, position in training, final result."""
+    with session(ctx) as client:
+        job = client.get_job(ids.job(client, job_id))
+    if as_json:
+        return print_json(job)
+    rows = {k: job.get(k) for k in ("id", "status", "status_reason", "dataset_id", "attempt",
+                                    "created_at", "started_at", "finished_at")}
+    rows["progress"] = f"{percent(job.get('progress'), 1)} {where(job)}".strip()
+    console.print(kv_table(rows))
+    if job.get("result"):
+        console.print(kv_table({k: v for k, v in job["result"].items()
+                                if not isinstance(v, (dict, list))}, title="result"))
+
+
+@client_command(app, "cancel")
+def cancel(ctx: typer.Context, job_id: JobId) -> None:
+    """Cancel a queued or running job."""
+    with session(ctx) as client:
+        full_id = ids.job(client, job_id)
+        job = client.cancel_job(full_id)
+    say(f"job {escape(full_id)} is {escape(str(job.get('status', 'cancelling')))}")
+
+
+@client_command(app, "predict")
+def predict(
+    ctx: typer.Context,
+    job_id: JobId,
+    inputs: Annotated[Path, typer.Option("--inputs", exists=True, dir_okay=False,
+                                         help="Rows to classify: FILE.json or FILE.csv.")],
+    as_json: AsJson = False,
+) -> None:
+    """Classify rows with a succeeded job's model."""
+    rows = read_inputs(inputs)
+    with session(ctx) as client:
+        answer = client.predict(ids.job(client, job_id), rows)
+    if as_json:
+        return print_json(answer)
+    probabilities = answer.get("probabilities") or []
+    console.print(table(["row", "prediction", "probability"], [
+        [i, label, max(probabilities[i]) if i < len(probabilities) and probabilities[i] else None]
+        for i, label in enumerate(answer.get("predictions", []))]))

@@ -1,0 +1,110 @@
+"""What every client command shares for output: consoles, the one-line failure, JSON, tables,
+and progress bars for transfers.
+
+A failure is one line on stderr and an exit code, never a traceback: 1 for an error answer
+or a job that did not succeed, 2 for bad arguments or input files, 3 when the server cannot
+be reached.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+console = Console()
+err_console = Console(stderr=True)
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer (for scripts).")]
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def say(text: str) -> None:
+    """A plain line for people (rich markup allowed; values must be escaped by the caller)."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def when(value: Any) -> str:
+    return str(value)[:19].replace("T", " ") if value else "-"
+
+
+def percent(value: Any, digits: int = 0) -> str:
+    return f"{100 * float(value or 0):.{digits}f}%"
+
+
+def where(job: dict[str, Any]) -> str:
+    """Where training is: ``finetune layer 1 epoch 3``."""
+    parts = [str(job["phase"])] if job.get("phase") else []
+    if job.get("layer") is not None:
+        parts.append(f"layer {job['layer']}")
+    if job.get("epoch") is not None:
+        parts.append(f"epoch {job['epoch']}")
+    return " ".join(parts)
+
+
+def table(headers: list[str], rows: list[list[Any]], *, keep: int = 1,
+          title: str | None = None) -> Table:
+    """A table whose first ``keep`` columns (ids, which people copy) are never wrapped or
+    shortened; the other columns give way on a narrow terminal."""
+    result = Table(title=title, box=box.SIMPLE_HEAD)
+    cells = [[escape(num(v)) for v in row] for row in rows]
+    for i, header in enumerate(headers):
+        if i < keep:
+            width = max([len(header), *(len(row[i]) for row in cells)])
+            result.add_column(header, no_wrap=True, min_width=width)
+        else:
+            result.add_column(header)
+    for row in cells:
+        result.add_row(*row)
+    return result
+
+
+def kv_table(rows: dict[str, Any], title: str | None = None) -> Table:
+    result = Table(show_header=False, title=title, box=None)
+    result.add_column(style="bold")
+    result.add_column()
+    for name, value in rows.items():
+        result.add_row(escape(name), escape(num(value)))
+    return result
+
+
+@contextmanager
+def transfer_bar(description: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress callback for ``Client`` uploads and downloads: a bar on stderr when it is a
+    terminal (so ``--json`` on stdout stays clean), nothing otherwise."""
+    if not err_console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
+                  transient=True) as progress:
+        task = progress.add_task(escape(description), total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)

@@ -1,0 +1,65 @@
+"""``drtrain sweeps submit|get``: many jobs from one spec and a grid."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from drtrain_cli.commands import ids
+from drtrain_cli.commands.context import client_command, session
+from drtrain_cli.commands.inputs import read_json_object
+from drtrain_cli.commands.output import (
+    EXIT_USAGE,
+    AsJson,
+    console,
+    fail,
+    num,
+    print_json,
+    say,
+    table,
+)
+
+app = typer.Typer(help="Run a grid of jobs from one spec.", no_args_is_help=True)
+
+
+@client_command(app, "submit")
+def submit(
+    ctx: typer.Context,
+    sweep_file: Annotated[Path, typer.Argument(
+        metavar="SWEEP.json", help='{"base": JobSpec, "grid": {path: [values]}}')],
+    as_json: AsJson = False,
+) -> None:
+    """Submit one job per grid point."""
+    body = read_json_object(sweep_file, "a sweep")
+    if not isinstance(body.get("base"), dict) or not isinstance(body.get("grid"), dict):
+        fail(f'{sweep_file}: expected {{"base": {{...JobSpec}}, "grid": {{...}}}}', EXIT_USAGE)
+    with session(ctx) as client:
+        sweep = client.create_sweep(body["base"], body["grid"])
+    if as_json:
+        return print_json(sweep)
+    say(f"submitted sweep [bold]{escape(str(sweep.get('id')))}[/] with "
+        f"{len(sweep.get('children') or [])} jobs")
+
+
+@client_command(app, "get")
+def get(
+    ctx: typer.Context,
+    sweep_id: Annotated[str, typer.Argument(metavar="ID", help="A sweep id or its unique start.")],
+    as_json: AsJson = False,
+) -> None:
+    """A sweep's jobs and its summary (mean ± std per grid point, seeds pooled)."""
+    with session(ctx) as client:
+        sweep = client.get_sweep(ids.sweep(client, sweep_id))
+    if as_json:
+        return print_json(sweep)
+    console.print(table(["job", "grid point", "status"], [
+        [c.get("job_id"), json.dumps(c.get("grid_point")), c.get("status")]
+        for c in sweep.get("children") or []], title=f"sweep {escape(str(sweep.get('id')))}"))
+    console.print(table(["grid point", "done", "metrics (mean ± std)"], [
+        [json.dumps(row.get("point")), f"{row.get('n_done', '-')}/{row.get('n', '-')}",
+         ", ".join(f"{n}={num(s.get('mean'))}±{num(s.get('std'))}"
+                   for n, s in sorted((row.get("metrics") or {}).items()))]
+        for row in sweep.get("summary") or []], keep=0, title="summary"))

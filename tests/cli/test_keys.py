@@ -1,0 +1,63 @@
+"""``drtrain keys create|list|revoke`` against a real (SQLite) database."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.migrate import upgrade
+from drtrain.kit.settings import get_settings
+from drtrain.tenants.keys import tenant_for_key
+from drtrain_cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    monkeypatch.setenv("DRTRAIN_DATABASE_URL", url)
+    monkeypatch.setenv("DRTRAIN_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    upgrade(url)
+    yield url
+    get_settings.cache_clear()
+
+
+def _tenant_of(url: str, key: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            tenant = tenant_for_key(session, key)
+            return tenant.name if tenant else None
+    finally:
+        engine.dispose()
+
+
+def test_create_list_revoke(database: str) -> None:
+    made = runner.invoke(app, ["keys", "create", "--tenant", "alice"])
+    assert made.exit_code == 0, made.output
+    key = made.output.strip().rsplit(" ", 1)[-1]
+    runner.invoke(app, ["keys", "create", "--tenant", "bob"])
+    assert _tenant_of(database, key) == "alice"
+
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "alice" in listed.output and "bob" in listed.output and key[:12] in listed.output
+    assert key not in listed.output  # only the prefix is ever shown
+    only = runner.invoke(app, ["keys", "list", "--tenant", "bob"])
+    assert "alice" not in only.output and "bob" in only.output
+
+    revoked = runner.invoke(app, ["keys", "revoke", key[:12]])
+    assert revoked.exit_code == 0, revoked.output
+    assert _tenant_of(database, key) is None
+    assert runner.invoke(app, ["keys", "list", "--tenant", "alice"]).output.split()[-1] != "-"
+
+
+def test_revoke_unknown_prefix_fails(database: str) -> None:
+    result = runner.invoke(app, ["keys", "revoke", "drt_nosuchkey"])
+    assert result.exit_code == 1
+    assert "no active key" in result.output

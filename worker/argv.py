@@ -1,0 +1,12 @@
+"""The Celery worker's command line, shared by ``drtrain worker`` and ``drtrain up``."""
+from __future__ import annotations
+
+
+def worker_argv(*, concurrency: int = 1, pool: str = "prefork", queue: str = "drtrain",
+                loglevel: str = "INFO", hostname: str | None = None) -> list[str]:
+    argv = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", f"--queues={queue}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    return argv
