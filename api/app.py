@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from api import problems, web
+from api import docs, operation_docs, problems, web
 from api.routers import datasets, jobs, ops, sweeps
 from api.telemetry import RequestStats, RequestStatsMiddleware
 from drtrain.kit.db import make_engine, make_sessionmaker
@@ -17,6 +17,18 @@ from drtrain.kit.storage import ObjectStore, make_store
 
 DESCRIPTION = ("Training as a service for deep belief networks and MLPs with diversifying "
                "regularization (arXiv:1911.02048). Errors are RFC 9457 problem+json.")
+
+
+OPENAPI_TAGS = [
+    {"name": "datasets", "description": "Upload training data (CSV, NPZ, IDX) or use a built-in "
+                                        "set; every dataset belongs to one tenant."},
+    {"name": "jobs", "description": "Submit a JobSpec (DBN pretraining with generative DR, MLP "
+                                    "fine-tuning with feature DR), watch it, cancel it, download "
+                                    "its model and checkpoints, predict."},
+    {"name": "sweeps", "description": "Many jobs from one spec: a grid over spec fields, "
+                                      "summarised per point with seeds pooled."},
+    {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
+]
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
@@ -32,7 +44,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         if owns_engine:
             engine.dispose()
 
-    app = FastAPI(title="drtrain", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url off: api/docs.py serves both from the package, not from a CDN.
+    app = FastAPI(title="drtrain", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_tags=OPENAPI_TAGS)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
@@ -41,7 +55,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
     problems.install(app)
     # Each router carries its full paths (``/v1/...``); none is mounted under a prefix here.
-    for router in (datasets.router, jobs.router, sweeps.router, ops.router, web.router):
+    for router in (datasets.router, jobs.router, sweeps.router, ops.router, docs.router,
+                   web.router):
+        operation_docs.install(router)
         app.include_router(router)
     return app
 

@@ -22,60 +22,103 @@ class SampledPairs(BaseModel):
     """K random cross-group partners per example instead of every pair."""
 
     model_config = Strict
-    sample: int = Field(ge=1, le=1024)
+    sample: int = Field(ge=1, le=1024, examples=[16],
+                        description="Partners drawn per example from the other groups of its "
+                                    "mini-batch (an unbiased estimate of the all-pairs mean).")
 
 
 Pairs = Literal["all"] | SampledPairs
+_PAIRS = ('"all" (every cross-group pair of the mini-batch, exact and, for hellinger, jeffreys, '
+          'euclidean and cosine, in closed form) or {"sample": K}.')
+_NORMALIZE = ('"sum": the divergence summed over hidden units; "per_unit": averaged over them '
+              '(weights then transfer across layer widths).')
 
 
 class PretrainDR(BaseModel):
+    """Generative DR: a divergence between hidden posteriors of examples of different groups,
+    added to each RBM's likelihood as a prior (docs/dr.md)."""
+
     model_config = Strict
-    weight: float = Field(1.0, ge=0.0, le=1e4)
-    divergence: Literal["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"] = "hellinger"
-    pairs: Pairs = "all"
-    normalize: Literal["sum", "per_unit"] = "sum"
+    weight: float = Field(1.0, ge=0.0, le=1e4, examples=[1.0],
+                          description="lambda; 0 turns generative DR off.")
+    divergence: Literal["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"] = Field(
+        "hellinger", examples=["hellinger"],
+        description="Divergence between the factorised Bernoulli posteriors of two examples.")
+    pairs: Pairs = Field("all", examples=["all"], description=_PAIRS)
+    normalize: Literal["sum", "per_unit"] = Field("sum", examples=["sum"], description=_NORMALIZE)
 
 
 class FinetuneDR(BaseModel):
+    """Discriminative DR: a distance between hidden features of examples of different groups,
+    added to the classification loss (docs/dr.md)."""
+
     model_config = Strict
-    weight: float = Field(0.1, ge=0.0, le=1e4)
-    distance: Literal["euclidean", "cosine"] = "euclidean"
+    weight: float = Field(0.1, ge=0.0, le=1e4, examples=[0.1],
+                          description="lambda; 0 turns feature DR off.")
+    distance: Literal["euclidean", "cosine"] = Field(
+        "euclidean", examples=["euclidean"], description="Distance between feature vectors.")
     layers: Literal["all"] | Annotated[list[Annotated[int, Field(ge=0, le=7)]],
-                                       Field(min_length=1, max_length=8)] = "all"
-    pairs: Pairs = "all"
-    normalize: Literal["sum", "per_unit"] = "per_unit"
+                                       Field(min_length=1, max_length=8)] = Field(
+        "all", examples=["all", [0]],
+        description='Hidden layers (0-based) whose features are diversified, or "all".')
+    pairs: Pairs = Field("all", examples=["all"], description=_PAIRS)
+    normalize: Literal["sum", "per_unit"] = Field("per_unit", examples=["per_unit"],
+                                                  description=_NORMALIZE)
 
 
 class ModelSpec(BaseModel):
     model_config = Strict
     hidden_layers: Annotated[list[Annotated[int, Field(ge=1, le=8192)]],
-                             Field(min_length=1, max_length=8)] = [500, 500]
-    visible_units: Literal["auto", "bernoulli", "gaussian"] = "auto"
+                             Field(min_length=1, max_length=8)] = Field(
+        [500, 500], examples=[[500, 500]],
+        description="Widths of the hidden layers, bottom first: one RBM each in pretraining, "
+                    "the MLP's hidden stack in fine-tuning (a softmax head is added).")
+    visible_units: Literal["auto", "bernoulli", "gaussian"] = Field(
+        "auto", examples=["auto"],
+        description='First RBM\'s visible units: "bernoulli" needs data in [0, 1]; "auto" picks '
+                    "bernoulli when every value lies there, else gaussian.")
 
 
 class PretrainSpec(BaseModel):
+    """Greedy layer-wise DBN pretraining: one RBM per hidden layer, trained with CD-k or PCD."""
+
     model_config = Strict
-    epochs: int = Field(5, ge=0, le=1000)
-    batch_size: int = Field(128, ge=1, le=8192)
-    learning_rate: float = Field(0.05, gt=0.0, le=10.0)
-    cd_k: int = Field(1, ge=1, le=50)
-    persistent: bool = False
-    momentum: float = Field(0.5, ge=0.0, le=0.999)
-    final_momentum: float = Field(0.9, ge=0.0, le=0.999)
-    weight_decay: float = Field(0.0002, ge=0.0, le=1.0)
-    dr: PretrainDR | None = Field(default_factory=PretrainDR)
+    epochs: int = Field(5, ge=0, le=1000, examples=[5], description="Epochs per RBM layer.")
+    batch_size: int = Field(128, ge=1, le=8192, examples=[128], description="Mini-batch size.")
+    learning_rate: float = Field(0.05, gt=0.0, le=10.0, examples=[0.05],
+                                 description="SGD step on the CD gradient.")
+    cd_k: int = Field(1, ge=1, le=50, examples=[1],
+                      description="Gibbs steps of the negative phase (CD-k).")
+    persistent: bool = Field(False, examples=[False],
+                             description="Persistent contrastive divergence (PCD): the negative "
+                                         "chains carry over between mini-batches.")
+    momentum: float = Field(0.5, ge=0.0, le=0.999, examples=[0.5],
+                            description="Momentum for the first epochs (Hinton's schedule).")
+    final_momentum: float = Field(0.9, ge=0.0, le=0.999, examples=[0.9],
+                                  description="Momentum after the switch epoch.")
+    weight_decay: float = Field(0.0002, ge=0.0, le=1.0, examples=[0.0002],
+                                description="L2 penalty on the weights.")
+    dr: PretrainDR | None = Field(default_factory=PretrainDR,
+                                  description="Generative DR; null turns it off.")
 
 
 class FinetuneSpec(BaseModel):
+    """Supervised training of the MLP (the pretrained stack, or a random one, plus softmax)."""
+
     model_config = Strict
-    epochs: int = Field(20, ge=0, le=1000)
-    batch_size: int = Field(128, ge=1, le=8192)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    learning_rate: float = Field(0.1, gt=0.0, le=10.0)
-    momentum: float = Field(0.9, ge=0.0, le=0.999)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    activation: Literal["sigmoid", "tanh", "relu"] = "sigmoid"
-    dr: FinetuneDR | None = Field(default_factory=FinetuneDR)
+    epochs: int = Field(20, ge=0, le=1000, examples=[20], description="Fine-tuning epochs.")
+    batch_size: int = Field(128, ge=1, le=8192, examples=[128], description="Mini-batch size.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", examples=["sgd"], description="Optimiser.")
+    learning_rate: float = Field(0.1, gt=0.0, le=10.0, examples=[0.1], description="Step size.")
+    momentum: float = Field(0.9, ge=0.0, le=0.999, examples=[0.9],
+                            description="SGD momentum (ignored by adam).")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, examples=[0.0],
+                                description="L2 penalty on the weights.")
+    activation: Literal["sigmoid", "tanh", "relu"] = Field(
+        "sigmoid", examples=["sigmoid"],
+        description="Hidden activation; sigmoid matches the RBMs a DBN was pretrained as.")
+    dr: FinetuneDR | None = Field(default_factory=FinetuneDR,
+                                  description="Feature DR; null turns it off.")
 
 
 JOB_SPEC_EXAMPLE: dict[str, Any] = {
@@ -100,17 +143,38 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [JOB_SPEC_EXAMPLE]})
 
-    dataset_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
-    test_dataset_id: str | None = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN)
-    validation_fraction: float = Field(0.1, ge=0.0, le=0.5)
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    pretrain: PretrainSpec | None = Field(default_factory=PretrainSpec)
-    finetune: FinetuneSpec | None = Field(default_factory=FinetuneSpec)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]{1,2})$")
-    max_runtime_seconds: int = Field(86400, ge=1, le=604800)
+    dataset_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN,
+                            examples=["builtin:digits"],
+                            description="The training data: an id from POST /v1/datasets or a "
+                                        "built-in (builtin:digits, builtin:fashion-mnist).")
+    test_dataset_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=ID_PATTERN, examples=[None],
+        description="Held-out test data with the same features; null uses the built-in's test "
+                    "split where it has one, else no test set.")
+    validation_fraction: float = Field(
+        0.1, ge=0.0, le=0.5, examples=[0.1],
+        description="Share of the training rows held out for validation (a seeded split, the "
+                    "same in every attempt).")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The network's shape.")
+    pretrain: PretrainSpec | None = Field(
+        default_factory=PretrainSpec,
+        description="DBN pretraining; null trains the MLP from random initialisation.")
+    finetune: FinetuneSpec | None = Field(
+        default_factory=FinetuneSpec, description="MLP fine-tuning; null stops after pretraining.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0],
+                      description="Seeds every random draw (split, init, sampling): the same "
+                                  "seed, spec and device type give the same weights.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]{1,2})$", examples=["auto"],
+                        description='"auto" (CUDA when the worker has a GPU), "cpu", "cuda" or '
+                                    '"cuda:N".')
+    max_runtime_seconds: int = Field(
+        86400, ge=1, le=604800, examples=[86400],
+        description="Wall-clock limit across attempts; past it the job fails with that reason.")
     # None: the server's DRTRAIN_MAX_ATTEMPTS, filled in at submit (the stored spec has the number).
-    max_attempts: int | None = Field(None, ge=1, le=10)
+    max_attempts: int | None = Field(
+        None, ge=1, le=10, examples=[3],
+        description="How often a job whose worker died is resumed; null takes the server's "
+                    "DRTRAIN_MAX_ATTEMPTS.")
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

@@ -1,0 +1,124 @@
+"""The words of the API reference: a summary and a description for every operation.
+
+Kept in one table (keyed by method and path) so the reference reads as one text; a route's
+own docstring, when it has one, wins. ``install`` fills them in; tests/api/test_docs.py fails
+for an operation that has neither, and scripts/gen_api_docs.py renders docs/api.md from the
+resulting OpenAPI document.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+
+_AUTH = "Needs `Authorization: Bearer <api key>`; another tenant's ids answer 404."
+
+OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("GET", "/v1/datasets"): (
+        "List datasets",
+        "The tenant's uploaded datasets, newest first, then the built-in ones (`builtin:digits`, "
+        "and `builtin:fashion-mnist` where its files are installed). " + _AUTH),
+    ("POST", "/v1/datasets"): (
+        "Upload a dataset",
+        "Multipart upload of a CSV (header row; a `label` column or the one named by "
+        "`label_column`; optional `side_info_column` for the grouping DR uses instead of the "
+        "labels), an NPZ (`X`, `y`, optional `groups`) or gzipped IDX images with "
+        "`labels_file`. The body is streamed to object storage and checked: ragged rows, "
+        "non-numbers, NaN/inf, a single class or mismatched lengths answer 422 naming the row "
+        "or field; too large answers 413. " + _AUTH),
+    ("GET", "/v1/datasets/{dataset_id}"): (
+        "Get a dataset",
+        "Shape, classes and their counts, feature range, the visible-units hint and the "
+        "sha256 of the stored file. " + _AUTH),
+    ("DELETE", "/v1/datasets/{dataset_id}"): (
+        "Delete a dataset",
+        "Removes the dataset and its stored file. 409 while an active job uses it, and for "
+        "built-in datasets. " + _AUTH),
+    ("POST", "/v1/jobs"): (
+        "Submit a training job",
+        "Queues a JobSpec: optional DBN pretraining (stacked RBMs, CD-k or PCD) with generative "
+        "DR, then MLP fine-tuning with feature DR. Shape and bounds are checked, then the spec "
+        "against its dataset (features, visible units, parameter count): 422 for either. The "
+        "job row is committed as `queued` before the task is published; 202 with `Location`. "
+        "An `Idempotency-Key` header makes retries safe: the same key and body answer the "
+        "original job (200). 429 with `Retry-After` past the tenant's active-job cap. " + _AUTH),
+    ("GET", "/v1/jobs"): (
+        "List jobs",
+        "Newest first in cursor pages (`page_size`, `page_token` from the previous page's "
+        "`next_page_token`); `status` filters. " + _AUTH),
+    ("GET", "/v1/jobs/{job_id}"): (
+        "Get a job",
+        "Status (`queued`, `running`, `cancelling`, `succeeded`, `failed`, `cancelled`), phase, "
+        "layer, epoch, progress in [0, 1], attempt, the stored spec and, once finished, the "
+        "result (test and validation accuracy and loss, epochs, wall seconds, model sha256). "
+        "Has an `ETag`; `If-None-Match` answers 304 while nothing changed. " + _AUTH),
+    ("GET", "/v1/jobs/{job_id}/metrics"): (
+        "Read a job's metrics",
+        "Per-epoch points in `seq` order after `since`: reconstruction error, free-energy gap, "
+        "DR value and cross-group divergence per pretraining layer; train/validation loss and "
+        "accuracy and per-layer gradient norms in fine-tuning. Page with `next_since`. " + _AUTH),
+    ("GET", "/v1/jobs/{job_id}/events"): (
+        "Stream a job's events (SSE)",
+        "Server-Sent Events: `metric` events (`id:` is the point's seq) and a `status` event "
+        "whenever the job changes; resumes after `Last-Event-ID`; keep-alive comments while "
+        "idle; the stream ends after a terminal status. " + _AUTH),
+    ("POST", "/v1/jobs/{job_id}/cancel"): (
+        "Cancel a job",
+        "A queued job is cancelled at once; a running one becomes `cancelling` and stops within "
+        "one batch of training. 409 for a job that already finished. " + _AUTH),
+    ("GET", "/v1/jobs/{job_id}/checkpoints"): (
+        "List a job's checkpoints",
+        "Layer (pretraining), epoch and final checkpoints with their sha256 and size. " + _AUTH),
+    ("GET", "/v1/jobs/{job_id}/checkpoints/{checkpoint_id}"): (
+        "Download a checkpoint",
+        "One checkpoint's safetensors file, streamed with `Content-Length`, `ETag` (its sha256) "
+        "and `Accept-Ranges: bytes`; Range requests answer 206, `If-None-Match` 304. " + _AUTH),
+    ("GET", "/v1/jobs/{job_id}/model"): (
+        "Download the trained model",
+        "The final model as a self-describing safetensors file (docs/model-format.md), streamed "
+        "with `Content-Length`, `ETag` (its sha256) and byte ranges. With an S3 store, "
+        "`?redirect=true` answers 307 to a short-lived presigned URL. 409 until the job has "
+        "succeeded. " + _AUTH),
+    ("POST", "/v1/jobs/{job_id}/predict"): (
+        "Predict with the trained model",
+        "Class predictions and probabilities for up to 10,000 rows of finite float32 inputs, "
+        "computed in the API with numpy on the model's weights. 409 until the job has "
+        "succeeded; 422 for rows of the wrong width. " + _AUTH),
+    ("POST", "/v1/sweeps"): (
+        "Start a sweep",
+        "One child job per point of `grid` (dotted JobSpec paths to lists of values) over the "
+        "`base` spec; every point is validated before any job is queued. 202 with `Location`; "
+        "429 when the children would pass the tenant's cap. " + _AUTH),
+    ("GET", "/v1/sweeps"): (
+        "List sweeps",
+        "Newest first in cursor pages, each with its grid and its children counted by "
+        "status. " + _AUTH),
+    ("GET", "/v1/sweeps/{sweep_id}"): (
+        "Get a sweep",
+        "Its children with status and result, and a summary per grid point with seeds pooled "
+        "(mean and standard deviation of every final metric). " + _AUTH),
+    ("GET", "/healthz"): ("Liveness", "200 while the API process is up; touches nothing else."),
+    ("GET", "/readyz"): (
+        "Readiness",
+        "200 when the database, the broker and the object store all answer; 503 naming the one "
+        "that does not."),
+    ("GET", "/metrics"): (
+        "Prometheus metrics",
+        "Request counts and durations by route, jobs by status, queue depth and job durations, "
+        "in the Prometheus text format."),
+}
+
+
+def install(router: APIRouter) -> None:
+    """Give the router's operations their summary, and a description where the route has no
+    docstring; call before the router is included in the app."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for method in route.methods or ():
+            words = OPERATIONS.get((method, route.path))
+            if words is None:
+                continue
+            summary, description = words
+            route.summary = summary
+            if not route.description:
+                route.description = description
