@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -43,7 +44,30 @@ class Base(DeclarativeBase):
     )
 
 
-UTC = DateTime(timezone=True)
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always aware UTC on the way in and out, on every database.
+
+    SQLite keeps no offset and hands back naive values, and PostgreSQL answers in the
+    session's time zone; without this the embedded API wrote ``...T12:00:00`` where
+    production wrote ``...T12:00:00Z``. Naive input is taken to be UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)  # noqa: UP017
+    return value.astimezone(timezone.utc)  # noqa: UP017
+
+
+UTC = UTCDateTime()
 
 
 class JobStatus(enum.StrEnum):
@@ -151,6 +175,20 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTC, default=utcnow, onupdate=utcnow)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Copied from the spec at submit: shown in lists without reading the spec.
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # What looked wrong at submit (tiny validation set, DR with one group, ...).
+    warnings: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+class JobTag(Base):
+    """One row per (job, tag), so ``GET /v1/jobs?tag=`` is an indexed lookup on any database."""
+
+    __tablename__ = "job_tags"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class MetricPoint(Base):

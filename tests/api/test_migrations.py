@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
-from drtrain.kit.migrate import downgrade, pending_changes, upgrade
+from drtrain.kit.migrate import alembic_config, downgrade, pending_changes, upgrade
 from drtrain.kit.models import Base
 
 
@@ -34,7 +35,8 @@ def test_postgres_upgrade_matches_models(engine, pg_url):  # noqa: ANN001
     assert _tables(pg_url) == set(Base.metadata.tables)
     assert pending_changes(pg_url) == []
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    assert current == ScriptDirectory.from_config(alembic_config(pg_url)).get_current_head()
 
 
 def test_pending_changes_notices_a_model_the_migrations_lack(tmp_path: Path):
