@@ -11,9 +11,9 @@ then the median of ``--repeats`` timed runs of ``--steps`` mini-batches each.
 from __future__ import annotations
 
 import argparse
-import os
 import datetime
 import gzip
+import os
 import platform
 import statistics
 import struct
@@ -70,7 +70,7 @@ def _time(step, n_steps: int, warmup: int, repeats: int, sync) -> float:
         step(i)
     sync()
     times = []
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         for i in range(n_steps):
             step(i)
@@ -109,7 +109,7 @@ def bench_shape(X, y, H, B, steps, repeats, sync) -> dict[str, float]:
     steps_of = {name: (max(3, steps // 8) if dr is not None and dr.pairs == "all"
                        and dr.divergence == "bhattacharyya" else steps) for name, dr in VARIANTS}
     fns = {name: make_step(X, y, H, B, dr) for name, dr in VARIANTS}
-    for name, fn in fns.items():
+    for fn in fns.values():
         _time(fn, 1, 3, 1, sync)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
@@ -136,7 +136,7 @@ def run(devices: list[str], threads: int, steps: int, repeats: int) -> tuple[str
     peaks: dict[str, float] = {}
     for dev_name in devices:
         device = torch.device(dev_name)
-        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        sync = (lambda d=device: torch.cuda.synchronize(d)) if device.type == "cuda" else (lambda: None)
         X = torch.from_numpy(X_np).to(device)
         y = torch.from_numpy(y_np).to(device)
         peaks[dev_name] = matmul_peak(device, repeats, sync)

@@ -5,8 +5,9 @@ A config that constructs is a config that can run: every field is checked in
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 DIVERGENCES = ("hellinger", "jeffreys", "bhattacharyya", "jensen_shannon")
 DISTANCES = ("euclidean", "cosine")
@@ -15,7 +16,10 @@ VISIBLE_UNITS = ("bernoulli", "gaussian")
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 OPTIMIZERS = ("sgd", "adam")
 
+# DR pairs: "all" cross-group pairs (exact), or K sampled partners per example.
 Pairs = Literal["all"] | int
+# Bounds the sampled pass (B * K * H work per step); once K >= B, "all" is exact and no dearer.
+MAX_SAMPLED_PAIRS = 4096
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -28,12 +32,14 @@ def _check_range(value: float, name: str, lo: float, hi: float) -> None:
            f"must be in [{lo}, {hi}], got {value!r}")
 
 
-def _check_pairs(pairs: Pairs, name: str) -> None:
+def check_pairs(pairs: Pairs, name: str = "pairs") -> None:
+    """The one check of a ``Pairs`` value (configs and penalties alike): ValueError unless it
+    is "all" or an int K in [1, MAX_SAMPLED_PAIRS] (a bool is not a K)."""
     if isinstance(pairs, str):
-        _check(pairs == "all", name, f"must be 'all' or a positive int K, got {pairs!r}")
+        ok = pairs == "all"
     else:
-        _check(isinstance(pairs, int) and not isinstance(pairs, bool) and 1 <= pairs <= 4096,
-               name, f"K must be an int in [1, 4096], got {pairs!r}")
+        ok = isinstance(pairs, int) and not isinstance(pairs, bool) and 1 <= pairs <= MAX_SAMPLED_PAIRS
+    _check(ok, name, f"must be 'all' or an int K in [1, {MAX_SAMPLED_PAIRS}], got {pairs!r}")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class PosteriorDRConfig:
     def __post_init__(self) -> None:
         _check_range(self.weight, "dr.weight", 0.0, 1e4)
         _check(self.divergence in DIVERGENCES, "dr.divergence", f"must be one of {DIVERGENCES}")
-        _check_pairs(self.pairs, "dr.pairs")
+        check_pairs(self.pairs, "dr.pairs")
         _check(self.normalize in NORMALIZE, "dr.normalize", f"must be one of {NORMALIZE}")
 
     @property
@@ -78,7 +84,7 @@ class FeatureDRConfig:
                    "must be 'all' or a list of hidden-layer indices >= 0")
         else:
             _check(self.layers == "all", "dr.layers", "must be 'all' or a list of indices")
-        _check_pairs(self.pairs, "dr.pairs")
+        check_pairs(self.pairs, "dr.pairs")
         _check(self.normalize in NORMALIZE, "dr.normalize", f"must be one of {NORMALIZE}")
 
     @property

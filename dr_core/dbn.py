@@ -2,21 +2,24 @@
 
 The same side labels (DR groups) guide every layer. Resume works from any epoch of any layer:
 finished layers are stored in the state as ``rbm.{i}.W|b|c``, the layer in progress as
-``current.*`` (see ``dr_core.rbm.train_rbm``).
+``current.*`` (see ``dr_core.rbm_trainer.train_rbm``).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from dr_core.config import RBMConfig
-from dr_core.events import Callback, Event, NullCallback
-from dr_core.rbm import RBM, train_rbm
+from dr_core.context import Examples, RunContext
+from dr_core.events import Event, with_state
+from dr_core.rbm import RBM
+from dr_core.rbm_trainer import train_rbm
 
 
 def rbm_state(rbms: Sequence[RBM]) -> dict[str, Any]:
-    """Finished layers as state entries ``rbm.{i}.W``, ``rbm.{i}.b``, ``rbm.{i}.c`` and ``rbm.{i}.visible``."""
+    """Finished layers as state entries ``rbm.{i}.W``, ``rbm.{i}.b``, ``rbm.{i}.c``, ``rbm.{i}.visible``."""
     state: dict[str, Any] = {}
     for i, rbm in enumerate(rbms):
         state[f"rbm.{i}.W"] = rbm.W.detach().clone()
@@ -50,55 +53,40 @@ def propagate(rbm: RBM, X: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         if X.shape[0] else X.new_zeros((0, rbm.n_hidden))
 
 
-def pretrain_dbn(cfgs: Sequence[RBMConfig], X: torch.Tensor, side: torch.Tensor | None, *,
-                 generator: torch.Generator, callback: Callback | None = None,
-                 resume: dict[str, Any] | None = None, X_holdout: torch.Tensor | None = None,
-                 progress_offset: float = 0.0, progress_scale: float = 1.0,
-                 state_extra: dict[str, Any] | None = None, history: list[Event] | None = None
-                 ) -> list[RBM]:
-    """Pretrain one RBM per config on X (N, D) and return the stack (bottom first).
+def _layer_resume(resume: dict[str, Any] | None, layer: int) -> dict[str, Any] | None:
+    """The part of a DBN state that resumes ``layer`` mid-way, if it is that layer's."""
+    if resume is not None and "current.W" in resume and int(resume.get("layer", -1)) == layer:
+        return resume
+    return None
 
-    ``callback.on_layer_end`` receives, after each layer, a state whose position is the start
-    of the next layer (``layer`` = next index, ``epoch`` = 0). Events are appended to ``history``
-    when given. Progress runs from ``progress_offset`` to ``progress_offset + progress_scale``,
-    each layer weighted by its number of epochs.
+
+def pretrain_dbn(cfgs: Sequence[RBMConfig], train: Examples, run: RunContext, *,
+                 holdout: torch.Tensor | None = None) -> list[RBM]:
+    """Pretrain one RBM per config on ``train`` (X (N, D), side (N,) or None); bottom first.
+
+    Layer l trains on the posterior means of layer l-1 (``holdout`` (M, D) follows along), with
+    the same side labels. Every epoch event of ``train_rbm`` reaches ``run.callback`` with the
+    finished layers added to its state; after each layer ``on_layer_end`` gets an event whose
+    state starts the next layer (``layer`` = next index, ``epoch`` = 0). Progress in events is
+    the layer's own. ``run.resume`` may be any of these states.
     """
-    callback = callback or NullCallback()
-    extra = dict(state_extra or {})
     rbms: list[RBM] = []
-    if resume is not None:
-        rbms = rbms_from_state(resume, X.device, X.dtype)
-        generator.set_state(resume["generator"])
-    total_epochs = sum(c.epochs for c in cfgs) or 1
-    epochs_before = [sum(c.epochs for c in cfgs[:i]) for i in range(len(cfgs))]
-
-    data, holdout = X, X_holdout
+    if run.resume is not None:
+        rbms = rbms_from_state(run.resume, train.X.device, train.X.dtype)
+        run.generator.set_state(run.resume["generator"])
+    data, held = train.X, holdout
     for rbm in rbms:
-        data = propagate(rbm, data)
-        holdout = propagate(rbm, holdout) if holdout is not None else None
-
+        data, held = propagate(rbm, data), (propagate(rbm, held) if held is not None else None)
     for layer in range(len(rbms), len(cfgs)):
-        cfg = cfgs[layer]
-        layer_resume = resume if resume is not None and "current.W" in resume \
-            and int(resume.get("layer", -1)) == layer else None
-        rbm, events = train_rbm(
-            cfg, data, side, generator=generator, callback=callback, layer=layer, X_holdout=holdout,
-            resume=layer_resume,
-            progress_offset=progress_offset + progress_scale * epochs_before[layer] / total_epochs,
-            progress_scale=progress_scale * cfg.epochs / total_epochs,
-            state_extra={**extra, **rbm_state(rbms)})
+        layer_run = run.replace(callback=with_state(run.callback, rbm_state(rbms)),
+                                resume=_layer_resume(run.resume, layer))
+        rbm, events = train_rbm(cfgs[layer], Examples(data, side=train.side), layer_run,
+                                holdout=held, layer=layer)
         rbms.append(rbm)
-        if history is not None:
-            history.extend(events)
-        state = {**extra, **rbm_state(rbms), "phase": "pretrain", "layer": layer + 1, "epoch": 0,
-                 "generator": generator.get_state()}
-        done = progress_offset + progress_scale * (epochs_before[layer] + cfg.epochs) / total_epochs
-        layer_event = Event("pretrain", layer, cfg.epochs, dict(events[-1].metrics) if events else {},
-                            done, state)
-        if history is not None:
-            history.append(layer_event)
-        callback.on_layer_end(layer_event)
+        state = {**rbm_state(rbms), "phase": "pretrain", "layer": layer + 1, "epoch": 0,
+                 "generator": run.generator.get_state()}
+        metrics = dict(events[-1].metrics) if events else {}
+        run.callback.on_layer_end(Event("pretrain", layer, cfgs[layer].epochs, metrics, 1.0, state))
         if layer + 1 < len(cfgs):
-            data = propagate(rbm, data)
-            holdout = propagate(rbm, holdout) if holdout is not None else None
+            data, held = propagate(rbm, data), (propagate(rbm, held) if held is not None else None)
     return rbms

@@ -7,9 +7,14 @@ Trainers never print, log or touch settings; they call a ``Callback``:
 * ``on_layer_end(event)`` once per finished pretraining layer (state included);
 * ``should_stop()`` after every mini-batch: returning True makes the trainer raise
   ``TrainingStopped`` before the next batch (cooperative cancellation).
+
+A caller that knows more than a trainer (the pipeline knows the overall progress and the
+input normalisation) wraps the callback in an ``EventAdapter`` that completes each event.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -23,9 +28,11 @@ class Event:
     ``layer`` is the 0-based hidden layer being pretrained (``None`` in fine-tuning),
     ``epoch`` is 1-based (the epoch just finished; 0 for a layer_end event before
     any epoch ran), ``metrics`` maps metric names to floats (names are the keys
-    documented in each trainer), ``progress`` is the fraction of the whole
-    pipeline done in [0, 1], ``state`` the resumable training state (tensors and
-    plain JSON-able values) at this point.
+    documented in each trainer), ``progress`` the fraction done in [0, 1]: a trainer
+    reports the fraction of its own epochs (of the layer, for pretraining), and
+    ``dr_core.pipeline.run_pipeline`` replaces it by the fraction of the whole run.
+    ``state`` is the resumable training state (tensors and plain JSON-able values) at
+    this point.
     """
 
     phase: Phase
@@ -46,6 +53,33 @@ class Callback(Protocol):
     def on_layer_end(self, event: Event) -> None: ...
 
     def should_stop(self) -> bool: ...
+
+
+class EventAdapter:
+    """A callback that hands every event to ``inner`` after ``adapt`` (Event -> Event), and
+    passes stop requests straight through."""
+
+    def __init__(self, inner: Callback, adapt: Callable[[Event], Event]) -> None:
+        self.inner, self.adapt = inner, adapt
+
+    def on_epoch_end(self, event: Event) -> None:
+        self.inner.on_epoch_end(self.adapt(event))
+
+    def on_layer_end(self, event: Event) -> None:
+        self.inner.on_layer_end(self.adapt(event))
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop()
+
+
+def with_state(inner: Callback, extra: dict[str, Any]) -> EventAdapter:
+    """``inner`` receiving every event's state with the entries of ``extra`` added (the
+    event's own entries win): how a caller puts what it needs to resume into every state."""
+    def adapt(event: Event) -> Event:
+        if event.state is None:
+            return event
+        return dataclasses.replace(event, state={**extra, **event.state})
+    return EventAdapter(inner, adapt)
 
 
 class NullCallback:

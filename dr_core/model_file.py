@@ -77,7 +77,8 @@ def save_model(path: str | os.PathLike, result: Any, *, classes: list, spec: dic
     tensors["input.mean"] = torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float32)).clone()
     tensors["input.std"] = torch.from_numpy(np.ascontiguousarray(std, dtype=np.float32)).clone()
     if "head.weight" in tensors and tensors["head.weight"].shape[0] != len(classes):
-        raise ValueError(f"classes: model has {tensors['head.weight'].shape[0]} outputs, got {len(classes)} labels")
+        raise ValueError(f"classes: model has {tensors['head.weight'].shape[0]} outputs, "
+                         f"got {len(classes)} labels")
     visible = result.rbms[0].visible if result.rbms else None
     meta = {"format": fmt, "format_version": FORMAT_VERSION, "activation": activation,
             "hidden_layers": hidden_layers, "n_features": n_features, "classes": [str(c) for c in classes],

@@ -15,10 +15,12 @@ import numpy as np
 import torch
 
 from dr_core.config import PipelineConfig
+from dr_core.context import Examples, RunContext
 from dr_core.data import normalization_for, to_tensor
 from dr_core.dbn import pretrain_dbn, rbm_state, rbms_from_state
-from dr_core.events import Callback, Event, NullCallback
-from dr_core.mlp import MLP, evaluate, init_mlp, train_mlp
+from dr_core.events import Callback, Event, EventAdapter, NullCallback, with_state
+from dr_core.mlp import MLP, evaluate, init_mlp
+from dr_core.mlp_trainer import train_mlp
 
 
 @dataclass
@@ -43,30 +45,109 @@ class PipelineResult:
     history: list[Event] = field(default_factory=list)
 
 
-class _Recorder:
-    """Forwards events to the caller's callback and keeps state-free copies for the history."""
+class _RunReport(EventAdapter):
+    """The caller's callback as the trainers of one pipeline see it.
 
-    def __init__(self, inner: Callback, history: list[Event]) -> None:
-        self.inner, self.history = inner, history
+    Every event gets the pipeline's state entries (normalisation, visible type) and the
+    overall progress: the epochs done, over all layers and fine-tuning, / all epochs.
+    A state-free copy of each event goes to ``history``.
+    """
 
-    def on_epoch_end(self, event: Event) -> None:
+    def __init__(self, inner: Callback, cfg: PipelineConfig, extra: dict[str, Any]) -> None:
+        super().__init__(inner, self._complete)
+        layer_epochs = [c.epochs for c in cfg.pretrain or ()]
+        self._before = [sum(layer_epochs[:i]) for i in range(len(layer_epochs))]
+        self._pretrain_epochs = sum(layer_epochs)
+        finetune_epochs = cfg.finetune.epochs if cfg.finetune is not None else 0
+        self._total = max(1, self._pretrain_epochs + finetune_epochs)
+        self._extra = extra
+        self.history: list[Event] = []
+
+    def progress(self, phase: str, layer: int | None, epoch: int) -> float:
+        """Fraction of the pipeline's epochs done after ``epoch`` epochs of (phase, layer)."""
+        done = self._before[layer] if phase == "pretrain" else self._pretrain_epochs
+        return (done + epoch) / self._total
+
+    def _complete(self, event: Event) -> Event:
+        state = None if event.state is None else {**self._extra, **event.state}
+        event = dataclasses.replace(event, state=state,
+                                    progress=self.progress(event.phase, event.layer, event.epoch))
         self.history.append(dataclasses.replace(event, state=None))
-        self.inner.on_epoch_end(event)
-
-    def on_layer_end(self, event: Event) -> None:
-        self.history.append(dataclasses.replace(event, state=None))
-        self.inner.on_layer_end(event)
-
-    def should_stop(self) -> bool:
-        return self.inner.should_stop()
+        return event
 
 
-def _final_metrics(model: MLP, tensors: dict[str, tuple[torch.Tensor, torch.Tensor] | None]) -> dict[str, float]:
+@dataclass
+class _Tensors:
+    """A DataSplit normalised and on the device; ``mean``, ``std`` (D,) the normalisation."""
+
+    train: Examples
+    val: Examples | None
+    test: Examples | None
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def _labels(y: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    return torch.as_tensor(np.asarray(y, dtype=np.int64), device=device) if y is not None else None
+
+
+def _to_tensors(data: DataSplit, visible: str, device: torch.device) -> _Tensors:
+    if visible == "bernoulli":
+        for name, arr in (("X_train", data.X_train), ("X_val", data.X_val), ("X_test", data.X_test)):
+            if arr is not None and arr.size and (float(np.min(arr)) < 0.0 or float(np.max(arr)) > 1.0):
+                raise ValueError(f"{name}: bernoulli visible units need features in [0, 1]")
+    mean, std = normalization_for(data.X_train, visible)
+
+    def examples(X, y, side=None) -> Examples | None:
+        if X is None:
+            return None
+        return Examples(to_tensor(X, mean, std, device), _labels(y, device), _labels(side, device))
+
+    return _Tensors(examples(data.X_train, data.y_train, data.side_train),
+                    examples(data.X_val, data.y_val), examples(data.X_test, data.y_test), mean, std)
+
+
+def _pretrain(cfg: PipelineConfig, data: _Tensors, run: RunContext, visible: str) -> list:
+    """The DBN: trained (or resumed) when the run is in pretraining, else read from the state."""
+    phase = str(run.resume["phase"]) if run.resume is not None else "pretrain"
+    if not cfg.pretrain:
+        if phase == "pretrain" and run.resume is not None:
+            run.generator.set_state(run.resume["generator"])
+        return []
+    if phase != "pretrain":
+        return rbms_from_state(run.resume, data.train.X.device, data.train.X.dtype)
+    # The first layer's visible type is the job's, whatever the config says.
+    layer_cfgs = (dataclasses.replace(cfg.pretrain[0], visible=visible), *cfg.pretrain[1:])
+    holdout = data.val.X if data.val is not None else None
+    return pretrain_dbn(layer_cfgs, data.train, run, holdout=holdout)
+
+
+def _finetune(cfg: PipelineConfig, data: _Tensors, run: RunContext, rbms: list,
+              n_classes: int) -> MLP:
+    """The MLP (the unrolled DBN, or a fresh one) trained by ``train_mlp``."""
+    ft = cfg.finetune
+    if rbms:
+        weights = [(r.W.detach(), r.c.detach()) for r in rbms]
+        model = MLP.from_rbms(weights, n_classes=n_classes, activation=ft.activation,
+                              generator=run.generator)
+    else:
+        model = init_mlp(data.train.X.shape[1], list(cfg.hidden_layers), n_classes,
+                         ft.activation, run.generator)
+    model = model.to(data.train.X.device)
+    in_finetune = run.resume is not None and run.resume["phase"] == "finetune"
+    # Fine-tuning states carry the pretrained layers: a resumed job rebuilds them from there.
+    ft_run = run.replace(callback=with_state(run.callback, rbm_state(rbms)),
+                         resume=run.resume if in_finetune else None)
+    train_mlp(model, ft, data.train, ft_run, val=data.val)
+    return model
+
+
+def _final_metrics(model: MLP, data: _Tensors) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for prefix, pair in tensors.items():
-        if pair is None or pair[0].shape[0] == 0:
+    for prefix, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        if split is None or split.y is None or len(split) == 0:
             continue
-        result = evaluate(model, pair[0], pair[1])
+        result = evaluate(model, split.X, split.y)
         metrics[f"{prefix}_loss"] = float(result["loss"])
         metrics[f"{prefix}_accuracy"] = float(result["accuracy"])
     return metrics
@@ -79,70 +160,23 @@ def run_pipeline(cfg: PipelineConfig, data: DataSplit, *, n_classes: int, visibl
 
     ``visible`` ("bernoulli" | "gaussian") decides the input normalisation and overrides the
     first RBM's visible type. X_val, when given, is the held-out sample of the free-energy gap
-    and the validation set of fine-tuning; X_test only enters the final metrics.
+    and the validation set of fine-tuning; X_test only enters the final metrics. ``callback``
+    gets every event with the overall progress and a state that ``resume`` accepts.
     """
     started = time.perf_counter()
     device = torch.device(device)
     if generator.device.type != device.type:
         raise ValueError(f"generator lives on {generator.device}, data on {device}: create it on the device")
-    callback = callback or NullCallback()
-    history: list[Event] = []
-    recorder = _Recorder(callback, history)
-
-    mean, std = normalization_for(data.X_train, visible)
-    X = to_tensor(data.X_train, mean, std, device)
-    y = torch.as_tensor(np.asarray(data.y_train, dtype=np.int64), device=device)
-    side = torch.as_tensor(np.asarray(data.side_train, dtype=np.int64), device=device)
-    X_val = to_tensor(data.X_val, mean, std, device) if data.X_val is not None else None
-    y_val = torch.as_tensor(np.asarray(data.y_val, dtype=np.int64), device=device) \
-        if data.y_val is not None else None
-    if visible == "bernoulli":
-        for name, arr in (("X_train", data.X_train), ("X_val", data.X_val), ("X_test", data.X_test)):
-            if arr is not None and arr.size and (float(np.min(arr)) < 0.0 or float(np.max(arr)) > 1.0):
-                raise ValueError(f"{name}: bernoulli visible units need features in [0, 1]")
-
-    pre_epochs = sum(c.epochs for c in cfg.pretrain) if cfg.pretrain else 0
-    ft_epochs = cfg.finetune.epochs if cfg.finetune else 0
-    total = max(1, pre_epochs + ft_epochs)
-    extra: dict[str, Any] = {"norm.mean": torch.from_numpy(mean), "norm.std": torch.from_numpy(std),
-                             "visible": visible}
-    phase = str(resume["phase"]) if resume is not None else "pretrain"
-
-    rbms: list = []
-    if cfg.pretrain:
-        if phase == "pretrain":
-            layer_cfgs = (dataclasses.replace(cfg.pretrain[0], visible=visible), *cfg.pretrain[1:])
-            rbms = pretrain_dbn(layer_cfgs, X, side, generator=generator, callback=recorder, resume=resume,
-                                X_holdout=X_val, progress_offset=0.0, progress_scale=pre_epochs / total,
-                                state_extra=extra)
-        else:
-            rbms = rbms_from_state(resume, device, X.dtype)
-    elif phase == "pretrain" and resume is not None:
-        generator.set_state(resume["generator"])
-
-    model = None
-    if cfg.finetune is not None:
-        ft = cfg.finetune
-        if rbms:
-            weights = [(r.W.detach(), r.c.detach()) for r in rbms]
-            model = MLP.from_rbms(weights, n_classes=n_classes, activation=ft.activation, generator=generator)
-        else:
-            model = init_mlp(X.shape[1], list(cfg.hidden_layers), n_classes, ft.activation, generator)
-        model = model.to(device)
-        train_mlp(model, ft, X, y, side, generator=generator, callback=recorder, X_val=X_val, y_val=y_val,
-                  resume=resume if phase == "finetune" else None,
-                  progress_offset=pre_epochs / total, progress_scale=ft_epochs / total,
-                  state_extra={**extra, **rbm_state(rbms)})
-
-    metrics: dict[str, float] = {}
-    if model is not None:
-        X_test = to_tensor(data.X_test, mean, std, device) if data.X_test is not None else None
-        y_test = torch.as_tensor(np.asarray(data.y_test, dtype=np.int64), device=device) \
-            if data.y_test is not None else None
-        metrics.update(_final_metrics(model, {
-            "train": (X, y), "val": (X_val, y_val) if X_val is not None and y_val is not None else None,
-            "test": (X_test, y_test) if X_test is not None and y_test is not None else None}))
-    metrics["epochs_pretrain"] = float(pre_epochs)
-    metrics["epochs_finetune"] = float(ft_epochs)
+    tensors = _to_tensors(data, visible, device)
+    extra = {"norm.mean": torch.from_numpy(tensors.mean), "norm.std": torch.from_numpy(tensors.std),
+             "visible": visible}
+    report = _RunReport(callback or NullCallback(), cfg, extra)
+    run = RunContext(generator, report, resume)
+    rbms = _pretrain(cfg, tensors, run, visible)
+    model = _finetune(cfg, tensors, run, rbms, n_classes) if cfg.finetune is not None else None
+    metrics = _final_metrics(model, tensors) if model is not None else {}
+    metrics["epochs_pretrain"] = float(sum(c.epochs for c in cfg.pretrain or ()))
+    metrics["epochs_finetune"] = float(cfg.finetune.epochs if cfg.finetune else 0)
     metrics["wall_seconds"] = time.perf_counter() - started
-    return PipelineResult(model=model, rbms=rbms, normalization=(mean, std), metrics=metrics, history=history)
+    return PipelineResult(model=model, rbms=rbms, normalization=(tensors.mean, tensors.std),
+                          metrics=metrics, history=report.history)

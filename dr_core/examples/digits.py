@@ -30,7 +30,8 @@ def split(seed: int) -> DataSplit:
 
 def config(epochs: int, dr_weight: float) -> PipelineConfig:
     dr = PosteriorDRConfig(weight=dr_weight, divergence="hellinger", pairs="all") if dr_weight > 0 else None
-    layers = tuple(RBMConfig(n_hidden=h, epochs=epochs, batch_size=32, learning_rate=0.05, dr=dr) for h in HIDDEN)
+    layers = tuple(RBMConfig(n_hidden=h, epochs=epochs, batch_size=32, learning_rate=0.05, dr=dr)
+                   for h in HIDDEN)
     return PipelineConfig(hidden_layers=HIDDEN, pretrain=layers,
                           finetune=FinetuneConfig(epochs=max(1, epochs), batch_size=32, learning_rate=0.1))
 
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = split(args.seed)
     rows = {}
-    for name, weight in (("DBN, no DR", 0.0), (f"DBN + DR (hellinger, lambda={args.dr_weight:g})", args.dr_weight)):
+    arms = (("DBN, no DR", 0.0), (f"DBN + DR (hellinger, lambda={args.dr_weight:g})", args.dr_weight))
+    for name, weight in arms:
         result = run_pipeline(config(args.epochs, weight), data, n_classes=10, visible="bernoulli",
                               generator=torch.Generator().manual_seed(args.seed))
         rows[name] = summary(result)

@@ -4,6 +4,7 @@ import torch
 
 from dr_core.checkpoint import load_state, save_state
 from dr_core.config import PosteriorDRConfig, RBMConfig
+from dr_core.context import Examples, RunContext
 from dr_core.dbn import pretrain_dbn, propagate
 from dr_core.events import RecordingCallback, TrainingStopped
 
@@ -29,13 +30,17 @@ def _weights(rbms):
 def test_layers_stack_and_train_on_posterior_means():
     X, side = _data()
     cb = RecordingCallback()
-    rbms = pretrain_dbn(_cfgs(), X, side, generator=torch.Generator().manual_seed(1), callback=cb)
+    rbms = pretrain_dbn(_cfgs(), Examples(X, side=side), RunContext(torch.Generator().manual_seed(1), cb))
     assert [(r.n_visible, r.n_hidden) for r in rbms] == [(10, 8), (8, 5)]
     epoch_events = [e for e in cb.events if e.state.get("current.W") is not None]
     layer_ends = [e for e in cb.events if "current.W" not in e.state]
     assert [(e.layer, e.epoch) for e in epoch_events] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2)]
     assert [(e.layer, e.state["layer"]) for e in layer_ends] == [(0, 1), (1, 2)]
-    assert [e.progress for e in epoch_events] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    # Each layer's own progress (run_pipeline maps it onto the whole run); its states carry the
+    # layers finished before it.
+    assert [e.progress for e in epoch_events] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5, 1.0])
+    assert [sorted(k for k in e.state if k.startswith("rbm.")) for e in epoch_events[2:4]] == [
+        [], ["rbm.0.W", "rbm.0.b", "rbm.0.c", "rbm.0.visible"]]
     # Layer 1's recon error is measured on layer 0's posterior means: recompute it from them.
     H0 = propagate(rbms[0], X)
     recon = ((rbms[1].reconstruct(H0) - H0) ** 2).mean()
@@ -46,24 +51,26 @@ def test_layers_stack_and_train_on_posterior_means():
 def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, resume_at):
     X, side = _data()
     cb = RecordingCallback()
-    full = pretrain_dbn(_cfgs(), X, side, generator=torch.Generator().manual_seed(1), callback=cb)
+    full = pretrain_dbn(_cfgs(), Examples(X, side=side), RunContext(torch.Generator().manual_seed(1), cb))
     path = tmp_path / "state.safetensors"
     sha = save_state(path, cb.events[resume_at].state)
     state = load_state(path, expected_sha256=sha)
     # A differently seeded generator: everything must come from the state.
-    resumed = pretrain_dbn(_cfgs(), X, side, generator=torch.Generator().manual_seed(99), resume=state)
+    run = RunContext(torch.Generator().manual_seed(99), resume=state)
+    resumed = pretrain_dbn(_cfgs(), Examples(X, side=side), run)
     for a, b in zip(_weights(full), _weights(resumed)):
         assert torch.equal(a, b)
 
 
 def test_resume_after_training_stopped(tmp_path):
     X, side = _data()
-    full = pretrain_dbn(_cfgs(), X, side, generator=torch.Generator().manual_seed(1))
+    full = pretrain_dbn(_cfgs(), Examples(X, side=side), RunContext(torch.Generator().manual_seed(1)))
     cb = RecordingCallback(stop_after_batches=14)  # 4 batches per epoch: stops inside layer 1
     with pytest.raises(TrainingStopped):
-        pretrain_dbn(_cfgs(), X, side, generator=torch.Generator().manual_seed(1), callback=cb)
+        pretrain_dbn(_cfgs(), Examples(X, side=side), RunContext(torch.Generator().manual_seed(1), cb))
     last = cb.events[-1].state
     assert last["layer"] == 1
     save_state(tmp_path / "s", last)
-    resumed = pretrain_dbn(_cfgs(), X, side, generator=torch.Generator(), resume=load_state(tmp_path / "s"))
+    run = RunContext(torch.Generator(), resume=load_state(tmp_path / "s"))
+    resumed = pretrain_dbn(_cfgs(), Examples(X, side=side), run)
     assert all(torch.equal(a, b) for a, b in zip(_weights(full), _weights(resumed)))

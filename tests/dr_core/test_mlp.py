@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from dr_core.config import FeatureDRConfig, FinetuneConfig
-from dr_core.events import RecordingCallback, TrainingStopped
-from dr_core.mlp import MLP, evaluate, init_mlp, train_mlp
+from dr_core.context import Examples, RunContext
+from dr_core.events import RecordingCallback, TrainingStopped, with_state
+from dr_core.mlp import MLP, evaluate, init_mlp
+from dr_core.mlp_trainer import train_mlp
 from dr_core.regularizers import feature_distance
 
 
@@ -32,11 +34,12 @@ def _assert_bit_identical(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), k
 
 
-def _run(cfg, seed=1, X=None, y=None, **kw):
+def _run(cfg, seed=1, X=None, y=None, callback=None, val=None):
     X, y = (X, y) if X is not None else _blobs()
     model = init_mlp(X.shape[1], [8, 5], int(y.max()) + 1, cfg.activation,
                      torch.Generator().manual_seed(seed))
-    events = train_mlp(model, cfg, X, y, y, generator=torch.Generator().manual_seed(seed + 100), **kw)
+    run = RunContext(torch.Generator().manual_seed(seed + 100), callback or RecordingCallback())
+    events = train_mlp(model, cfg, Examples(X, y, side=y), run, val=val)
     return model, events
 
 
@@ -77,7 +80,8 @@ def test_resume_is_bit_identical_to_uninterrupted_run(cfg):
     # a model and generator in a different state: resume must overwrite everything that matters
     model = init_mlp(6, [8, 5], 3, cfg.activation, torch.Generator().manual_seed(999))
     X, y = _blobs()
-    rest = train_mlp(model, cfg, X, y, y, generator=torch.Generator().manual_seed(7), resume=state)
+    run = RunContext(torch.Generator().manual_seed(7), resume=state)
+    rest = train_mlp(model, cfg, Examples(X, y, side=y), run)
     assert [e.epoch for e in rest] == [3, 4]
     _assert_bit_identical(_params(full), _params(model))
     assert rest[-1].metrics == events[-1].metrics
@@ -88,11 +92,12 @@ def test_event_state_and_metrics():
     Xv, yv = _blobs(30, seed=5)
     cb = RecordingCallback()
     cfg = FinetuneConfig(epochs=2, batch_size=32, dr=FeatureDRConfig(weight=0.01))
-    _, events = _run(cfg, X=X, y=y, callback=cb, X_val=Xv, y_val=yv, progress_offset=0.5,
-                     progress_scale=0.25, state_extra={"layer_done": 2})
-    assert cb.events == events
-    assert [e.progress for e in events] == [0.625, 0.75]
-    for e in events:
+    # A caller adds its own state entries by wrapping the callback.
+    _, events = _run(cfg, X=X, y=y, callback=with_state(cb, {"layer_done": 2}), val=Examples(Xv, yv))
+    seen = [(e.epoch, e.metrics, e.progress) for e in cb.events]
+    assert seen == [(e.epoch, e.metrics, e.progress) for e in events]
+    assert [e.progress for e in events] == [0.5, 1.0]
+    for e in cb.events:
         assert e.phase == "finetune" and e.layer is None
         m = e.metrics
         assert set(m) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "dr",
@@ -148,8 +153,8 @@ def test_digits_validation_accuracy_above_90_percent_quickly():
     cfg = FinetuneConfig(epochs=15, batch_size=32, learning_rate=0.1, momentum=0.9,
                          dr=FeatureDRConfig(weight=0.01, distance="cosine"))
     t0 = time.perf_counter()
-    events = train_mlp(model, cfg, X[tr], y[tr], y[tr], generator=torch.Generator().manual_seed(0),
-                       X_val=X[va], y_val=y[va])
+    events = train_mlp(model, cfg, Examples(X[tr], y[tr], side=y[tr]),
+                       RunContext(torch.Generator().manual_seed(0)), val=Examples(X[va], y[va]))
     assert time.perf_counter() - t0 < 20
     assert events[-1].metrics["val_accuracy"] > 0.90
     assert evaluate(model, X[va], y[va])["accuracy"] == events[-1].metrics["val_accuracy"]

@@ -51,6 +51,11 @@ def test_events_progress_and_metrics():
         ("pretrain", 0, 1), ("pretrain", 0, 2), ("pretrain", 1, 1), ("pretrain", 1, 2),
         ("finetune", None, 1), ("finetune", None, 2), ("finetune", None, 3)]
     assert [e.progress for e in epochs] == pytest.approx([i / 7 for i in range(1, 8)])
+    layer_ends = [e for e in cb.events if e.phase == "pretrain" and "current.W" not in e.state]
+    assert [e.progress for e in layer_ends] == pytest.approx([2 / 7, 4 / 7])
+    # Every state can restart the whole job: normalisation, and the layers finished so far.
+    assert {"norm.mean", "norm.std", "visible"} <= set(epochs[0].state)
+    assert {"norm.mean", "visible", "rbm.0.W", "rbm.1.W"} <= set(epochs[-1].state)
     assert {"recon_error", "free_energy_gap", "pseudo_log_likelihood", "dr",
             "cross_group_divergence"} <= set(epochs[0].metrics)
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "dr", "grad_norm.layer0",

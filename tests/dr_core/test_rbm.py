@@ -7,8 +7,11 @@ import torch
 from sklearn.datasets import load_digits
 
 from dr_core.config import PosteriorDRConfig, RBMConfig
+from dr_core.context import Examples, RunContext
 from dr_core.events import RecordingCallback, TrainingStopped
-from dr_core.rbm import RBM, cd_step, recon_error, train_rbm
+from dr_core.rbm import RBM, cd_step
+from dr_core.rbm_metrics import recon_error
+from dr_core.rbm_trainer import train_rbm
 from dr_core.regularizers import posterior_divergence
 
 
@@ -107,7 +110,7 @@ def test_cd1_step_matches_a_hand_written_reference():
 def _train(X, y, dr=None, seed=0, epochs=3, **kw):
     cfg = RBMConfig(n_hidden=24, epochs=epochs, batch_size=50, learning_rate=0.1, dr=dr, **kw)
     g = _gen(seed)
-    rbm, events = train_rbm(cfg, X, y, generator=g, X_holdout=X[:50])
+    rbm, events = train_rbm(cfg, Examples(X, side=y), RunContext(g), holdout=X[:50])
     return rbm, events, g
 
 
@@ -187,7 +190,7 @@ def test_gaussian_rbm_learns_standardised_data():
     X = latent @ torch.randn(6, 20, generator=g) + 0.1 * torch.randn(800, 20, generator=g)
     X = (X - X.mean(0)) / X.std(0)
     cfg = RBMConfig(n_hidden=32, visible="gaussian", epochs=15, batch_size=50, learning_rate=0.01)
-    rbm, events = train_rbm(cfg, X, None, generator=g)
+    rbm, events = train_rbm(cfg, Examples(X), RunContext(g))
     # Unit variance per feature: predicting the mean would score 1.0.
     assert events[-1].metrics["recon_error"] < 0.35
     assert "pseudo_log_likelihood" not in events[-1].metrics
@@ -227,18 +230,19 @@ def test_should_stop_raises_training_stopped(digits):
     X, y = digits
     cb = RecordingCallback(stop_after_batches=3)
     with pytest.raises(TrainingStopped):
-        train_rbm(RBMConfig(n_hidden=8, epochs=2, batch_size=50), X, y, generator=_gen(), callback=cb)
+        train_rbm(RBMConfig(n_hidden=8, epochs=2, batch_size=50), Examples(X, side=y), RunContext(_gen(), cb))
     assert cb.batches == 3 and cb.events == []
 
 
 def test_epoch_events_carry_metrics_progress_and_state(digits):
     X, y = digits
     cb = RecordingCallback()
-    train_rbm(RBMConfig(n_hidden=8, epochs=4, batch_size=100), X, y, generator=_gen(), callback=cb,
-              X_holdout=X[-50:], layer=2, progress_offset=0.5, progress_scale=0.25)
+    train_rbm(RBMConfig(n_hidden=8, epochs=4, batch_size=100), Examples(X, side=y), RunContext(_gen(), cb),
+              holdout=X[-50:], layer=2)
     assert [e.epoch for e in cb.events] == [1, 2, 3, 4]
     assert all(e.phase == "pretrain" and e.layer == 2 for e in cb.events)
-    assert [e.progress for e in cb.events] == pytest.approx([0.5625, 0.625, 0.6875, 0.75])
+    # The layer's own progress; run_pipeline maps it onto the whole run.
+    assert [e.progress for e in cb.events] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert set(cb.events[0].metrics) == {"recon_error", "free_energy_gap", "pseudo_log_likelihood", "dr",
                                          "cross_group_divergence"}
     assert all(np.isfinite(v) for v in cb.events[-1].metrics.values())
@@ -247,25 +251,7 @@ def test_epoch_events_carry_metrics_progress_and_state(digits):
 
 def test_bernoulli_rejects_data_outside_unit_interval():
     with pytest.raises(ValueError, match="\\[0, 1\\]"):
-        train_rbm(RBMConfig(n_hidden=2, epochs=1), torch.full((4, 3), 2.0), None, generator=_gen())
-
-
-@pytest.mark.parametrize("divergence", ["hellinger", "jeffreys"])
-@pytest.mark.parametrize("normalize", ["sum", "per_unit"])
-def test_fused_dr_chain_equals_the_regularizer_gradient(divergence, normalize):
-    from dr_core.rbm import fused_dr_chain
-    from dr_core.regularizers import posterior_divergence_and_grad
-    g = _gen(11)
-    mu = torch.sigmoid(5 * torch.randn(23, 9, generator=g, dtype=torch.float64))
-    mu[0, 0], mu[1, 1] = 1.0, 0.0  # saturated units: clamped, so no gradient
-    side = torch.tensor([3, 3, 1, 7, 7, 7, 1, 3, 9] + [1, 3, 7] * 4 + [9, 9])
-    value, grad = posterior_divergence_and_grad(mu, side, divergence=divergence, normalize=normalize)
-    fused_value, chain = fused_dr_chain(mu, side, divergence, normalize)
-    torch.testing.assert_close(fused_value, value, rtol=1e-12, atol=0)
-    torch.testing.assert_close(chain, grad * mu * (1 - mu), rtol=1e-10, atol=1e-15)
-    assert chain[0, 0] == 0 and chain[1, 1] == 0
-    zero_value, zero_chain = fused_dr_chain(mu, torch.zeros(23, dtype=torch.long), divergence, normalize)
-    assert zero_value == 0 and not zero_chain.any()
+        train_rbm(RBMConfig(n_hidden=2, epochs=1), Examples(torch.full((4, 3), 2.0)), RunContext(_gen()))
 
 
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
@@ -310,8 +296,8 @@ def test_cuda_training_is_seeded_and_learns(digits):
     X, y = digits[0].cuda(), digits[1].cuda()
     cfg = RBMConfig(n_hidden=24, epochs=4, batch_size=50, learning_rate=0.1, persistent=True,
                     dr=PosteriorDRConfig(weight=1.0, divergence="bhattacharyya", pairs=4))
-    a, ev = train_rbm(cfg, X, y, generator=torch.Generator("cuda").manual_seed(0))
-    b, _ = train_rbm(cfg, X, y, generator=torch.Generator("cuda").manual_seed(0))
+    a, ev = train_rbm(cfg, Examples(X, side=y), RunContext(torch.Generator("cuda").manual_seed(0)))
+    b, _ = train_rbm(cfg, Examples(X, side=y), RunContext(torch.Generator("cuda").manual_seed(0)))
     assert a.W.is_cuda and torch.equal(a.W, b.W)
     untrained = RBM(X.shape[1], 24, init_std=0.01, generator=torch.Generator("cuda").manual_seed(0), device="cuda")
     assert ev[-1].metrics["recon_error"] < 0.8 * recon_error(untrained, X)

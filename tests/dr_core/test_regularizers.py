@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
+from dr_core import groups as G
+from dr_core import pair_kernels as PK
 from dr_core import regularizers as R
+from dr_core.config import MAX_SAMPLED_PAIRS, PosteriorDRConfig
 from tests.dr_core import brute_force as bf
 
 DIVERGENCES = ["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"]
@@ -67,9 +70,9 @@ def test_divergence_closed_form_matches_exact_pair_pass(divergence, monkeypatch)
     side = torch.tensor(SIDES["uneven"])
     mu = _mu(len(side), 5, seed=3)
     want = bf.posterior_divergence(mu, side, divergence)
-    monkeypatch.setattr(R, "CHUNK_ELEMENTS", 7)  # blocks of 1 column x 1 row
-    groups = R._Groups(side, len(side), mu.device, mu.dtype)
-    total, grad = R._all_pairs_exact(mu, groups, R._KERNELS[divergence], grads=True, eps=1e-6)
+    monkeypatch.setattr(PK, "CHUNK_ELEMENTS", 7)  # blocks of 1 column x 1 row
+    groups = G.Groups(side, len(side), mu.device, mu.dtype)
+    total, grad = PK.all_pairs_exact(mu, groups, PK.KERNELS[divergence], grads=True, eps=R.EPS)
     torch.testing.assert_close(total / groups.n_pairs, want)
     mu_ = mu.clone().requires_grad_(True)
     bf.posterior_divergence(mu_, side, divergence).backward()
@@ -124,7 +127,7 @@ def test_divergence_gradcheck(divergence, pairs):
 
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_exact_pass_gradcheck_in_small_blocks(divergence, monkeypatch):
-    monkeypatch.setattr(R, "CHUNK_ELEMENTS", 8)
+    monkeypatch.setattr(PK, "CHUNK_ELEMENTS", 8)
     side = torch.tensor(SIDES["two_equal"])
     mu = _mu(len(side), 2, seed=12, requires_grad=True)
     f = lambda x: R.posterior_divergence(x, side, divergence=divergence, pairs="all")  # noqa: E731
@@ -169,7 +172,7 @@ def test_sampled_analytic_gradient_equals_autograd_of_same_draws(divergence):
     k = 4
     value, grad = R.posterior_divergence_and_grad(mu, side, divergence=divergence, pairs=k,
                                                   generator=torch.Generator().manual_seed(9))
-    groups = R._Groups(side, len(side), mu.device, mu.dtype)
+    groups = G.Groups(side, len(side), mu.device, mu.dtype)
     partners = groups.sample_partners(k, torch.Generator().manual_seed(9))
     leaf = mu.clone().requires_grad_(True)
     n_pairs = bf.cross_pairs(side).__len__()
@@ -199,7 +202,7 @@ def test_zero_when_no_cross_pairs_still_backpropagates():
 
 def test_sampled_partners_are_uniform_over_other_groups():
     side = torch.tensor([3, 3, 3, 3, 3, 8, 1, 1])
-    groups = R._Groups(side, 8, torch.device("cpu"), torch.float64)
+    groups = G.Groups(side, 8, torch.device("cpu"), torch.float64)
     partners = groups.sample_partners(4000, torch.Generator().manual_seed(0))
     for p in range(8):
         others = [q for q in range(8) if side[q] != side[p]]
@@ -246,7 +249,7 @@ def test_naive_uniform_weighting_would_be_biased():
     mu = _mu(len(side), 3, seed=31)
     mu[6], mu[7:] = 0.97, 0.03
     exact = R.posterior_divergence(mu, side, divergence="hellinger")
-    groups = R._Groups(side, len(side), mu.device, mu.dtype)
+    groups = G.Groups(side, len(side), mu.device, mu.dtype)
     partners = groups.sample_partners(4000, torch.Generator().manual_seed(0))
     naive = torch.stack([bf.pair_divergence(mu[p], mu[q], "hellinger")
                          for p in range(len(side)) for q in partners[p, :200].tolist()]).mean()
@@ -315,19 +318,60 @@ def test_bhattacharyya_products_of_units_neither_underflow_nor_lose_units(h, eps
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0)
 
 
-def test_closed_forms_without_one_hot_matmul(monkeypatch):
+def test_feature_distances_without_one_hot_matmul(monkeypatch):
     """Large B * G falls back to index_add / gather: same values and gradients."""
-    monkeypatch.setattr(R, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(G, "ONE_HOT_MAX_ELEMENTS", 1)
     side = torch.tensor(SIDES["uneven"])
-    mu, h = _mu(len(side), 4, seed=51), _h(len(side), 4, seed=52, requires_grad=True)
-    for div in ("hellinger", "jeffreys"):
-        value, grad = R.posterior_divergence_and_grad(mu, side, divergence=div)
-        leaf = mu.clone().requires_grad_(True)
-        want = bf.posterior_divergence(leaf, side, div)
-        want.backward()
-        torch.testing.assert_close(value, want.detach())
-        torch.testing.assert_close(grad, leaf.grad)
+    h = _h(len(side), 4, seed=52, requires_grad=True)
     for dist in DISTANCES:
         torch.testing.assert_close(R.feature_distance(h, side, distance=dist),
                                    bf.feature_distance(h, side, dist))
-        assert torch.autograd.gradcheck(lambda x: R.feature_distance(x, side, distance=dist), (h,))
+        assert torch.autograd.gradcheck(lambda x, d=dist: R.feature_distance(x, side, distance=d), (h,))
+
+
+@pytest.mark.parametrize("pairs", ["all", 3])
+@pytest.mark.parametrize("normalize", ["sum", "per_unit"])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_logit_gradient_is_the_mu_gradient_times_the_sigmoid_slope(divergence, normalize, pairs):
+    """grad_wrt="logit" (what the RBM uses): d/dmu * mu (1 - mu), 0 where mu was clamped."""
+    g = torch.Generator().manual_seed(11)
+    mu = torch.sigmoid(5 * torch.randn(23, 9, generator=g, dtype=torch.float64))
+    mu[0, 0], mu[1, 1] = 1.0, 0.0  # saturated units: clamped, so no gradient
+    side = torch.tensor([3, 3, 1, 7, 7, 7, 1, 3, 9] + [1, 3, 7] * 4 + [9, 9])
+    kw = dict(divergence=divergence, normalize=normalize, pairs=pairs)
+    value, grad = R.posterior_divergence_and_grad(mu, side, generator=torch.Generator().manual_seed(2), **kw)
+    value_z, grad_z = R.posterior_divergence_and_grad(mu, side, grad_wrt="logit",
+                                                      generator=torch.Generator().manual_seed(2), **kw)
+    torch.testing.assert_close(value_z, value, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad_z, grad * mu * (1 - mu), rtol=1e-10, atol=1e-15)
+    assert grad_z[0, 0] == 0 and grad_z[1, 1] == 0
+    if pairs == "all":  # and both against the brute-force twin
+        leaf = mu.clone().requires_grad_(True)
+        want = bf.posterior_divergence(leaf, side, divergence, normalize=normalize)
+        want.backward()
+        torch.testing.assert_close(value, want.detach())
+        torch.testing.assert_close(grad_z, leaf.grad * mu * (1 - mu))
+    zero_value, zero_grad = R.posterior_divergence_and_grad(mu, torch.zeros(23, dtype=torch.long),
+                                                            grad_wrt="logit", **kw)
+    assert zero_value == 0 and not zero_grad.any()
+
+
+@pytest.mark.parametrize("divergence", ["hellinger", "jeffreys"])
+def test_closed_forms_leave_their_input_alone(divergence):
+    """The closed forms reuse buffers in place: never the caller's mu."""
+    side = torch.tensor(SIDES["uneven"])
+    mu = _mu(len(side), 4, seed=61)
+    kept = mu.clone()
+    for wrt in ("mu", "logit"):
+        R.posterior_divergence_and_grad(mu, side, divergence=divergence, grad_wrt=wrt)
+    R.posterior_divergence(mu, side, divergence=divergence)
+    assert torch.equal(mu, kept)
+
+
+@pytest.mark.parametrize("bad", [0, MAX_SAMPLED_PAIRS + 1, True, 2.0, "some"])
+def test_one_pairs_check_for_configs_and_penalties(bad):
+    with pytest.raises(ValueError, match="dr.pairs"):
+        PosteriorDRConfig(weight=1.0, pairs=bad)
+    with pytest.raises(ValueError, match="pairs"):
+        R.posterior_divergence(_mu(3, 2, seed=0), torch.tensor([0, 1, 1]), divergence="hellinger", pairs=bad)
+    PosteriorDRConfig(weight=1.0, pairs=MAX_SAMPLED_PAIRS)

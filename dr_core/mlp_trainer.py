@@ -1,0 +1,183 @@
+"""Supervised training of an MLP with discriminative DR.
+
+Loss minimised per mini-batch (docs/dr.md, "DR as defined here"):
+    cross_entropy(logits, y) - lambda * sum_{l in L} feature_distance(h_l, side)
+with lambda = ``cfg.dr.weight``, L = ``cfg.dr.layers`` and the distance/pairs/normalize of
+``cfg.dr``. DR rewards hidden features that differ between examples of different groups.
+
+Risk: squared ``euclidean`` distance is unbounded on unbounded features (ReLU, or tanh/sigmoid
+pre-saturation is fine): with a large lambda the optimiser can grow the features without limit
+instead of fitting the labels. Keep ``normalize="per_unit"`` (FeatureDRConfig's default, divides
+by the layer width) and a small weight, or use ``cosine`` (bounded in [0, 2]).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dr_core.config import FinetuneConfig
+from dr_core.context import Examples, RunContext
+from dr_core.events import Event
+from dr_core.mlp import MLP, evaluate
+from dr_core.regularizers import feature_distance
+
+
+def _make_optimizer(model: MLP, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate,
+                                weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def _training_state(model: MLP, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                    epoch: int) -> dict[str, Any]:
+    """Everything needed to continue exactly: weights, optimiser buffers, RNG, epoch."""
+    state: dict[str, Any] = {"phase": "finetune", "epoch": epoch}
+    for name, p in model.named_parameters():
+        state[f"model.{name}"] = p.detach().clone()
+    opt = optimizer.state_dict()
+    for index, buffers in opt["state"].items():
+        for key, value in buffers.items():
+            if isinstance(value, Tensor):
+                state[f"optim.{index}.{key}"] = value.detach().clone()
+    state["optim.param_groups"] = json.dumps(opt["param_groups"])
+    state["generator"] = generator.get_state()
+    return state
+
+
+def _restore(state: dict[str, Any], model: MLP, optimizer: torch.optim.Optimizer,
+             generator: torch.Generator) -> int:
+    """Load a ``_training_state`` into model, optimizer and generator: the epochs done."""
+    if state.get("phase") != "finetune":
+        raise ValueError(f"resume state is for phase {state.get('phase')!r}, not 'finetune'")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(state[f"model.{name}"])
+    buffers: dict[int, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        if key.startswith("optim.") and key != "optim.param_groups":
+            _, index, name = key.split(".", 2)
+            buffers.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": buffers,
+                               "param_groups": json.loads(state["optim.param_groups"])})
+    generator.set_state(state["generator"])
+    return int(state["epoch"])
+
+
+def _dr_term(features: list[Tensor], side: Tensor, cfg: FinetuneConfig,
+             generator: torch.Generator) -> Tensor:
+    dr = cfg.dr
+    return sum(feature_distance(features[i], side, distance=dr.distance, pairs=dr.pairs,
+                                generator=generator, normalize=dr.normalize)
+               for i in dr.layer_indices(len(features)))
+
+
+def _dr_on(cfg: FinetuneConfig) -> bool:
+    return cfg.dr is not None and cfg.dr.active
+
+
+def _checked(model: MLP, cfg: FinetuneConfig, train: Examples) -> Examples:
+    """Refuse what would fail mid-training: no head, no labels, DR without side labels."""
+    if model.head is None:
+        raise ValueError("train_mlp needs an MLP with a classification head (n_classes)")
+    if train.y is None:
+        raise ValueError("train_mlp needs class labels (Examples.y)")
+    if _dr_on(cfg):
+        if train.side is None:
+            raise ValueError("DR is on (cfg.dr.weight > 0) but no side labels were given")
+        cfg.dr.layer_indices(len(model.hidden))  # raises on out-of-range layers
+    return train
+
+
+def _weights(model: MLP) -> list[Tensor]:
+    """The weight matrices whose gradient norms are reported: hidden layers, then the head."""
+    return [layer.weight for layer in model.hidden] + [model.head.weight]
+
+
+def _train_batch(model: MLP, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
+                 batch: Examples, generator: torch.Generator) -> Tensor:
+    """One optimiser step on ``batch``; returns its statistics, float64 (3 + L + 1,):
+    [cross-entropy * batch size, correct predictions, DR term, gradient norms of _weights]."""
+    logits, features = model.forward_features(batch.X)
+    ce = F.cross_entropy(logits, batch.y)
+    loss, dr = ce, torch.zeros((), device=batch.X.device)
+    if _dr_on(cfg):
+        dr = _dr_term(features, batch.side, cfg, generator)
+        loss = ce - cfg.dr.weight * dr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        norms = torch.stack([torch.linalg.vector_norm(w.grad) for w in _weights(model)])
+        correct = (logits.argmax(1) == batch.y).sum()
+        stats = [ce.detach() * len(batch), correct, dr.detach(), *norms]
+        stats = torch.stack([v.double() for v in stats])
+    optimizer.step()
+    return stats
+
+
+def _train_epoch(model: MLP, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
+                 train: Examples, run: RunContext, epoch: int) -> tuple[list[float], int]:
+    """One pass over ``train`` in a fresh random order: (summed batch statistics, batches)."""
+    device, n = train.X.device, len(train)
+    perm = torch.randperm(n, generator=run.generator, device=run.generator.device).to(device)
+    sums = torch.zeros(3 + len(model.hidden) + 1, dtype=torch.float64, device=device)
+    batches = 0
+    for b0 in range(0, n, cfg.batch_size):
+        idx = perm[b0:b0 + cfg.batch_size]
+        batch = Examples(train.X[idx], train.y[idx], train.side[idx] if _dr_on(cfg) else None)
+        sums += _train_batch(model, optimizer, cfg, batch, run.generator)
+        batches += 1
+        run.stop_if_asked(f"fine-tuning epoch {epoch}")
+    return sums.tolist(), batches  # one host sync per epoch
+
+
+def _epoch_metrics(model: MLP, totals: list[float], batches: int, n: int,
+                   val: Examples | None) -> dict[str, float]:
+    metrics = {"train_loss": totals[0] / n, "train_accuracy": totals[1] / n,
+               "dr": totals[2] / batches}
+    for i in range(len(model.hidden)):
+        metrics[f"grad_norm.layer{i}"] = totals[3 + i] / batches
+    metrics["grad_norm.head"] = totals[-1] / batches
+    if val is not None and val.y is not None:
+        result = evaluate(model, val.X, val.y)
+        metrics["val_loss"], metrics["val_accuracy"] = result["loss"], result["accuracy"]
+    return metrics
+
+
+def train_mlp(model: MLP, cfg: FinetuneConfig, train: Examples, run: RunContext, *,
+              val: Examples | None = None) -> list[Event]:
+    """Train model in place on ``train``: X (N, F), y (N,) class indices, side (N,) DR groups.
+
+    Mini-batches come from ``torch.randperm(N, generator=run.generator)`` each epoch (generator
+    on CPU, or on the data's device); sampled DR pairs draw from the same generator. With DR
+    off (``cfg.dr`` None or weight 0) no DR is computed and no extra random number is drawn,
+    so the run is bit-identical to plain backprop.
+
+    After every batch ``run.callback.should_stop()`` may raise ``TrainingStopped``. After
+    every epoch ``run.callback.on_epoch_end`` gets Event("finetune", None, epoch, metrics,
+    epoch / cfg.epochs, state) with metrics:
+      train_loss, train_accuracy: cross-entropy and accuracy over the epoch's batches, as seen
+        by each batch before its update (no extra pass);
+      val_loss, val_accuracy: evaluated after the epoch on ``val`` (X, y), when given;
+      dr: mean over batches of the (unweighted) DR term, summed over DR layers; 0 when off;
+      grad_norm.layer{i} (0-based hidden layer), grad_norm.head: mean over batches of the
+        Frobenius norm of d loss / d weight (the vanishing-gradient evidence).
+    ``run.resume`` = a state from such an event: continues at the next epoch, bit-identically.
+    Returns the events of the epochs run.
+    """
+    train = _checked(model, cfg, train).to(next(model.parameters()).device)
+    optimizer = _make_optimizer(model, cfg)
+    start = _restore(run.resume, model, optimizer, run.generator) if run.resume is not None else 0
+    history: list[Event] = []
+    for epoch in range(start + 1, cfg.epochs + 1):
+        totals, batches = _train_epoch(model, optimizer, cfg, train, run, epoch)
+        event = Event("finetune", None, epoch, _epoch_metrics(model, totals, batches, len(train), val),
+                      epoch / cfg.epochs, _training_state(model, optimizer, run.generator, epoch))
+        run.callback.on_epoch_end(event)
+        history.append(event)
+    return history

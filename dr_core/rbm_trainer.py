@@ -1,0 +1,86 @@
+"""The epoch loop of one RBM layer: CD-k / PCD with generative DR, metrics, resumable state."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dr_core.config import RBMConfig
+from dr_core.context import Examples, RunContext
+from dr_core.events import Event
+from dr_core.rbm import RBM, cd_step
+from dr_core.rbm_metrics import MetricData, epoch_metrics
+
+
+def _layer_state(rbm: RBM, velocity: dict[str, torch.Tensor], chains: torch.Tensor | None,
+                 generator: torch.Generator, layer: int, epoch: int) -> dict[str, Any]:
+    """Everything needed to continue this layer exactly after ``epoch`` epochs."""
+    state: dict[str, Any] = {
+        "phase": "pretrain", "layer": layer, "epoch": epoch,
+        "current.W": rbm.W.detach().clone(), "current.b": rbm.b.detach().clone(),
+        "current.c": rbm.c.detach().clone(),
+        "generator": generator.get_state(),
+    }
+    for key, t in velocity.items():
+        state[f"current.velocity.{key}"] = t.clone()
+    if chains is not None:
+        state["current.chains"] = chains.clone()
+    return state
+
+
+def _restore(rbm: RBM, resume: dict[str, Any], generator: torch.Generator
+             ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, int]:
+    """Load a ``_layer_state`` into rbm and generator: (velocity, chains, epochs done)."""
+    dev, dt = rbm.W.device, rbm.W.dtype
+    with torch.no_grad():
+        for name in ("W", "b", "c"):
+            getattr(rbm, name).copy_(resume[f"current.{name}"].to(dev, dt))
+    velocity = {k: resume[f"current.velocity.{k}"].to(dev, dt) for k in ("W", "b", "c")
+                if f"current.velocity.{k}" in resume}
+    chains = resume.get("current.chains")
+    chains = chains.to(dev, dt).clone() if chains is not None else None
+    generator.set_state(resume["generator"])
+    return velocity, chains, int(resume["epoch"])
+
+
+def _check(cfg: RBMConfig, X: torch.Tensor) -> None:
+    if cfg.visible == "bernoulli" and X.numel() and (float(X.min()) < 0.0 or float(X.max()) > 1.0):
+        raise ValueError("X: bernoulli visible units need data in [0, 1]")
+
+
+def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
+              holdout: torch.Tensor | None = None, layer: int = 0) -> tuple[RBM, list[Event]]:
+    """Train one RBM layer on ``train`` (X (N, D), side (N,) DR groups or None) for ``cfg.epochs``.
+
+    After each epoch ``run.callback.on_epoch_end`` gets Event("pretrain", layer, epoch,
+    metrics, epoch / cfg.epochs, state) with metrics ``recon_error``, ``free_energy_gap``
+    (only with ``holdout`` (M, D)), ``pseudo_log_likelihood`` (Bernoulli visible only), ``dr``
+    (mean over batches) and ``cross_group_divergence``; ``run.callback.should_stop()`` is
+    polled after every batch (raises ``TrainingStopped``). ``run.resume`` is an event state of
+    this layer (keys ``current.*``, ``epoch``, ``generator``). All random draws use
+    ``run.generator``, which must live on X's device. Returns the layer and its events.
+    """
+    X, side, generator = train.X, train.side, run.generator
+    _check(cfg, X)
+    fresh = run.resume is None  # a resumed layer must not consume random numbers for its init
+    rbm = RBM(X.shape[1], cfg.n_hidden, cfg.visible, init_std=cfg.init_std if fresh else 0.0,
+              generator=generator, device=X.device, dtype=X.dtype)
+    velocity, chains, start = ({}, None, 0) if fresh else _restore(rbm, run.resume, generator)
+    metric_data = MetricData.choose(X, side, holdout, layer)
+    n, events = X.shape[0], []
+    for epoch in range(start, cfg.epochs):
+        perm = torch.randperm(n, generator=generator, device=X.device)
+        dr_sum = torch.zeros((), device=X.device, dtype=X.dtype)
+        for b0 in range(0, n, cfg.batch_size):
+            idx = perm[b0:b0 + cfg.batch_size]
+            stats, chains = cd_step(rbm, X[idx], side[idx] if side is not None else None, cfg,
+                                    velocity, generator=generator, chains=chains, epoch=epoch)
+            dr_sum += stats["dr"]
+            run.stop_if_asked(f"pretraining layer {layer}, epoch {epoch + 1}")
+        n_batches = max(1, len(range(0, n, cfg.batch_size)))
+        metrics = epoch_metrics(rbm, metric_data, epoch, float(dr_sum) / n_batches)
+        event = Event("pretrain", layer, epoch + 1, metrics, (epoch + 1) / cfg.epochs,
+                      _layer_state(rbm, velocity, chains, generator, layer, epoch + 1))
+        events.append(event)
+        run.callback.on_epoch_end(event)
+    return rbm, events
