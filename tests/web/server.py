@@ -1,0 +1,137 @@
+"""Start `drtrain up` in a temporary data folder for the browser tests and the screenshot script."""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DRTRAIN = str(Path(sys.executable).with_name("drtrain"))
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+# Small and fast on builtin:digits (64 features, 1797 samples): seconds per job on a CPU.
+TINY: dict[str, Any] = {
+    "dataset_id": "builtin:digits",
+    "validation_fraction": 0.2,
+    "model": {"hidden_layers": [32]},
+    "pretrain": {"epochs": 2, "batch_size": 64, "learning_rate": 0.1,
+                 "dr": {"weight": 0.5, "divergence": "hellinger"}},
+    "finetune": {"epochs": 4, "batch_size": 64, "learning_rate": 0.2,
+                 "dr": {"weight": 0.05, "distance": "euclidean"}},
+    "seed": 0,
+}
+
+
+# A job that runs long enough to be watched and cancelled (about 20 epochs a second here);
+# the runtime cap ends it even if the cancel test never runs.
+LONG = copy.deepcopy(TINY) | {"max_runtime_seconds": 120}
+LONG["pretrain"] = dict(TINY["pretrain"], epochs=1000, batch_size=32)
+LONG["finetune"] = dict(TINY["finetune"], epochs=1000)
+PLAIN = copy.deepcopy(TINY)  # DR off: the arm to compare against
+PLAIN["pretrain"]["dr"] = None
+PLAIN["finetune"]["dr"] = None
+PLAIN["seed"] = 1
+SWEEP_BASE = copy.deepcopy(TINY)
+SWEEP_BASE["pretrain"]["epochs"] = 1
+SWEEP_BASE["finetune"]["epochs"] = 2
+SWEEP_GRID = {"finetune.dr.weight": [0, 0.1], "seed": [0, 1]}
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("DRTRAIN_WEB_ARTIFACTS", REPO / "build" / "web-screenshots"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    key: str
+    data_dir: Path
+    proc: subprocess.Popen
+    log_path: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {self.key}"})
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.post("/v1/jobs", json=spec)
+            assert r.status_code in (200, 202), r.text
+            return r.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.get(f"/v1/jobs/{job_id}")
+            assert r.status_code == 200, r.text
+            return r.json()
+
+    def wait(self, job_id: str, done: set[str] | None = None, timeout: float = 120) -> dict[str, Any]:
+        done = done or TERMINAL
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] in done:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+            assert self.proc.poll() is None, "drtrain up exited:\n" + self.log_tail()
+            time.sleep(0.3)
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def start(data_dir: Path, *, workers: int = 2, timeout: float = 120) -> Server:
+    """`drtrain up` on a free port with its own data folder; returns once the API answers and
+    the key file exists. Each process trains on one thread, so two workers share two cores."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    log_path = data_dir.parent / f"{data_dir.name}-up.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([DRTRAIN, "up", "--port", str(port), "--data-dir", str(data_dir),
+                             "--workers", str(workers)],
+                            cwd=data_dir.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    server = Server(url, "", data_dir, proc, log_path)
+    deadline = time.monotonic() + timeout
+    key_file = data_dir / "api-key"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"drtrain up exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200 and key_file.exists() \
+                    and key_file.read_text().strip():
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"drtrain up not ready after {timeout}s:\n{server.log_tail()}")
+        time.sleep(0.3)
+    server.key = key_file.read_text().strip()
+    return server

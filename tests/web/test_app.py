@@ -1,0 +1,352 @@
+"""The web app at `/` in real headless Chromium against a real `drtrain up`.
+
+Tests run in file order and share one server: the jobs of ``seeded`` train while the first
+tests run. Each test's page fails it on a request to another origin or a console error
+(see conftest.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from playwright.sync_api import Page, expect
+
+from tests.web.server import ARTIFACTS, SWEEP_GRID, TINY, Server
+
+if TYPE_CHECKING:
+    from tests.web.conftest import Recorder, Seeded
+
+TOTAL_POINTS = """(sel) => [...document.querySelectorAll(sel)]
+    .reduce((n, f) => n + Number(f.dataset.points || 0), 0)"""
+
+
+def open_app(page: Page, server: Server, route: str = "#/jobs") -> None:
+    page.goto(f"{server.url}/{route}")
+
+
+def checkpoints(server: Server, job_id: str) -> list[dict[str, Any]]:
+    with server.client() as c:
+        body = c.get(f"/v1/jobs/{job_id}/checkpoints").json()
+    return body["items"] if isinstance(body, dict) else body
+
+
+def points(page: Page, testid: str) -> int:
+    return int(page.get_attribute(f'[data-testid="{testid}"]', "data-points") or 0)
+
+
+# ----------------------------------------------------------------------------- sign in
+
+def test_sign_in_wrong_key_is_explained_then_right_key_works(anon_page: Page, server: Server,
+                                                             recorder: Recorder,
+                                                             seeded: Seeded) -> None:
+    # (``seeded`` only starts the shared jobs early: they train while this test runs)
+    recorder.allow(r"status of 401")  # Chromium logs the refused request itself
+    page = anon_page
+    open_app(page, server, "")
+    page.fill("#api-key", "drt_not-a-real-key")
+    page.click("button:has-text('Sign in')")
+    error = page.locator("#signin-error")
+    expect(error).to_contain_text("did not accept this API key")
+    expect(error).to_contain_text("401")
+    assert page.evaluate("sessionStorage.getItem('drtrain-key')") is None
+
+    page.fill("#api-key", server.key)
+    page.click("button:has-text('Sign in')")
+    expect(page.locator("#jobs-table")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('drtrain-key')") == server.key
+    page.reload()  # the key lives in this tab's session storage: still signed in
+    expect(page.locator("#jobs-table")).to_be_visible()
+    page.click("text=Sign out")
+    expect(page.locator("#api-key")).to_be_visible()
+
+
+# ----------------------------------------------------------------------------- a running job
+
+def test_running_job_is_listed_and_its_charts_gain_points(page: Page, server: Server,
+                                                           seeded: Seeded) -> None:
+    job_id = seeded.long["id"]
+    server.wait(job_id, {"running"}, timeout=60)
+    open_app(page, server)
+    row = page.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row).to_have_attribute("data-status", "running", timeout=10_000)
+    expect(row).to_contain_text("pre hellinger λ0.5")  # DR settings in short
+    row.locator("a.job-link").click()
+    expect(page).to_have_url(re.compile(f"#/jobs/{job_id}$"))
+
+    chart = '[data-testid="chart-pretrain-recon_error"]'
+    page.wait_for_function(f"document.querySelector('{chart}')?.dataset.points > 0")
+    for name in ("dr", "cross_group_divergence", "free_energy_gap"):
+        expect(page.locator(f'[data-testid="chart-pretrain-{name}"]')).to_be_visible()
+    before = page.evaluate(TOTAL_POINTS, "figure.chart")
+    page.wait_for_function(f"({TOTAL_POINTS})('figure.chart') >= {before + 10}", timeout=15_000)
+    # uPlot drew into a canvas
+    assert page.locator(f"{chart} canvas").count() >= 1
+
+
+def test_cancel_from_the_job_page(page: Page, server: Server, seeded: Seeded) -> None:
+    job_id = seeded.long["id"]
+    job = server.wait(job_id, {"running", "cancelled", "failed", "succeeded"}, timeout=60)
+    assert job["status"] == "running", job
+    open_app(page, server, f"#/jobs/{job_id}")
+    page.click("#cancel-job")
+    expect(page.locator("#job-notice")).to_contain_text("ancel")
+    badge = page.locator(".page-head .badge")
+    expect(badge).to_have_text("cancelled", timeout=30_000)  # the event stream brings it
+    assert server.job(job_id)["status"] == "cancelled"
+    expect(page.locator("#cancel-job")).to_have_count(0)
+
+
+# ----------------------------------------------------------------------------- finished jobs
+
+def test_finished_job_page_shows_every_chart_the_spec_and_final_metrics(
+        page: Page, server: Server, seeded: Seeded) -> None:
+    job = server.wait(seeded.dr["id"])
+    assert job["status"] == "succeeded", job
+    open_app(page, server, f"#/jobs/{job['id']}")
+    epochs = job["spec"]["finetune"]["epochs"]
+    for testid, series in [("chart-finetune-loss", 2), ("chart-finetune-accuracy", 2),
+                           ("chart-finetune-grad_norm", 2), ("chart-finetune-dr", 1),
+                           ("chart-pretrain-recon_error", 1)]:
+        fig = page.locator(f'[data-testid="{testid}"]')
+        expect(fig).to_have_attribute("data-series", str(series))
+        page.wait_for_function(
+            f"document.querySelector('[data-testid=\"{testid}\"]').dataset.points > 0")
+    assert points(page, "chart-finetune-loss") == 2 * epochs
+    # gradient norms: layer0 and the head, on a log scale
+    expect(page.locator('[data-testid="chart-finetune-grad_norm"] figcaption')).to_contain_text("log")
+    expect(page.locator("#final-metrics")).to_contain_text("val_accuracy")
+    expect(page.locator("#job-spec")).to_contain_text('"dataset_id": "builtin:digits"')
+    expect(page.locator(".summary")).to_contain_text("1 of")  # attempt 1 of N
+    page.screenshot(path=str(ARTIFACTS / "job-page.png"), full_page=True)
+
+
+def test_download_model_from_the_job_page(page: Page, server: Server, seeded: Seeded,
+                                          tmp_path: Path) -> None:
+    job = server.wait(seeded.dr["id"])
+    open_app(page, server, f"#/jobs/{job['id']}")
+    with page.expect_download() as info:
+        page.click("#download-model")
+    path = tmp_path / "model.safetensors"
+    info.value.save_as(path)
+    final = [ck for ck in checkpoints(server, job["id"]) if ck["kind"] == "final"]
+    assert len(final) == 1
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == final[0]["sha256"]
+    assert info.value.suggested_filename.endswith(".safetensors")
+    expect(page.locator("#job-notice")).to_contain_text("Downloaded the model")
+
+
+def test_download_checkpoint_from_the_job_page(page: Page, server: Server, seeded: Seeded,
+                                               tmp_path: Path) -> None:
+    job = server.wait(seeded.dr["id"])
+    cks = checkpoints(server, job["id"])
+    open_app(page, server, f"#/jobs/{job['id']}")
+    rows = page.locator("#checkpoints tbody tr")
+    expect(rows).to_have_count(len(cks))
+    with page.expect_download() as info:
+        rows.nth(0).locator("button:has-text('Download')").click()
+    path = tmp_path / "checkpoint.safetensors"
+    info.value.save_as(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == cks[0]["sha256"]
+
+
+def test_resubmit_opens_the_form_prefilled(page: Page, server: Server, seeded: Seeded) -> None:
+    job = seeded.dr
+    open_app(page, server, f"#/jobs/{job['id']}")
+    page.click("#resubmit")
+    expect(page).to_have_url(re.compile(rf"#/submit\?from={job['id']}$"))
+    expect(page.locator('input[name="finetune.epochs"]')).to_have_value(
+        str(job["spec"]["finetune"]["epochs"]))
+    expect(page.locator('input[name="pretrain.dr.weight"]')).to_have_value("0.5")
+    expect(page.locator('input[name="model.hidden_layers"]')).to_have_value("32")
+
+
+# ----------------------------------------------------------------------------- list, compare, sweep
+
+def test_jobs_list_filters_and_sorts(page: Page, server: Server, seeded: Seeded) -> None:
+    server.wait(seeded.dr["id"])
+    server.wait(seeded.plain["id"])
+    open_app(page, server, "#/jobs?status=succeeded")
+    rows = page.locator("#jobs-table tbody tr")
+    expect(rows.first).to_be_visible()
+    statuses = set(rows.evaluate_all("rs => rs.map(r => r.dataset.status)"))
+    assert statuses == {"succeeded"}, statuses
+    expect(page.locator(f'tr[data-job-id="{seeded.long["id"]}"]')).to_have_count(0)
+
+    page.select_option('select[aria-label="Status filter"]', "")
+    expect(page.locator(f'tr[data-job-id="{seeded.long["id"]}"]')).to_have_count(1)
+    page.fill('input[aria-label="Search"]', seeded.plain["id"][:12])
+    expect(rows).to_have_count(1)
+    page.fill('input[aria-label="Search"]', "")
+
+    page.click("th:has-text('Accuracy')")
+    accs = [float(t.rstrip("%")) for t in rows.locator("td:nth-child(7)").all_inner_texts() if t]
+    assert accs and accs == sorted(accs, reverse=True), accs
+
+
+def test_compare_two_jobs(page: Page, server: Server, seeded: Seeded) -> None:
+    a, b = server.wait(seeded.dr["id"]), server.wait(seeded.plain["id"])
+    assert a["status"] == b["status"] == "succeeded"
+    open_app(page, server)
+    for job in (a, b):
+        page.locator(f'tr[data-job-id="{job["id"]}"] input[type=checkbox]').check()
+    page.click("#compare-selected")
+    expect(page).to_have_url(re.compile(r"#/compare\?ids="))
+    chart = page.locator('[data-testid="compare-finetune/val_accuracy"]')
+    expect(chart).to_have_attribute("data-series", "2")
+    epochs = a["spec"]["finetune"]["epochs"]
+    expect(chart).to_have_attribute("data-points", str(2 * epochs))
+    expect(page.locator('[data-testid="compare-pretrain/recon_error/L0"]')).to_be_visible()
+    final = page.locator("#compare-final")
+    expect(final.locator("thead th")).to_have_count(3)
+    expect(final).to_contain_text("val_accuracy")
+    diff = page.locator("#compare-diff")
+    for path in ("seed", "pretrain.dr", "finetune.dr"):
+        expect(diff.locator(f'tr[data-path^="{path}"]').first).to_be_visible()
+    expect(diff.locator('tr[data-path="model.hidden_layers"]')).to_have_count(0)
+
+
+def test_sweep_page_shows_mean_std_best_point_and_plot(page: Page, server: Server,
+                                                       seeded: Seeded) -> None:
+    sweep_id = seeded.sweep["id"]
+    for child in seeded.sweep["children"]:
+        assert server.wait(child["job_id"])["status"] == "succeeded"
+    open_app(page, server, "#/sweeps")
+    page.click(f'a[href="#/sweeps/{sweep_id}"]')
+    summary = page.locator("#sweep-summary tbody tr")
+    n_points = len(SWEEP_GRID["finetune.dr.weight"])
+    n_seeds = len(SWEEP_GRID["seed"])
+    expect(summary).to_have_count(n_points)
+    expect(summary.first).to_contain_text(f"{n_seeds} / {n_seeds}")
+    expect(summary.first).to_contain_text("±")
+    best = page.locator('#sweep-summary tr[data-best="true"]')
+    expect(best).to_have_count(1)
+    expect(best).to_contain_text("★")
+    plot = page.locator('[data-testid="sweep-chart-finetune.dr.weight"]')
+    expect(plot).to_have_attribute("data-points", str(3 * n_points))  # mean, mean ± std
+    page.select_option("#sweep-metric", "val_loss")
+    expect(page.locator("#sweep-summary thead")).to_contain_text("val_loss")
+    expect(page.locator('#sweep-summary tr[data-best="true"]')).to_have_count(1)
+    expect(page.locator("#sweep-children tbody tr")).to_have_count(n_points * n_seeds)
+
+
+# ----------------------------------------------------------------------------- submit, datasets
+
+def test_submit_form_shows_the_field_error_then_submits(page: Page, server: Server,
+                                                        recorder: Recorder) -> None:
+    recorder.allow(r"status of 422")  # the refused first try
+    open_app(page, server, "#/submit")
+    page.fill('input[name="model.hidden_layers"]', "16")
+    page.fill('input[name="pretrain.epochs"]', "5000")
+    page.fill('input[name="finetune.epochs"]', "1")
+    page.click("#submit-button")
+    error = page.locator('.field-error[data-field="pretrain.epochs"]')
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("1000")
+    expect(page.locator("#submit-errors")).to_be_visible()
+    expect(page.locator('input[name="pretrain.epochs"]')).to_have_attribute("aria-invalid", "true")
+
+    page.fill('input[name="pretrain.epochs"]', "1")
+    page.click("#submit-button")
+    expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f]+$"))
+    job_id = page.locator(".job-page").get_attribute("data-job-id")
+    assert job_id
+    spec = server.job(job_id)["spec"]
+    assert spec["pretrain"]["epochs"] == 1 and spec["model"]["hidden_layers"] == [16]
+    assert spec["finetune"]["epochs"] == 1 and spec["dataset_id"] == "builtin:digits"
+
+
+def test_name_and_tags_from_the_form_and_the_tag_filter(page: Page, server: Server) -> None:
+    open_app(page, server, "#/submit")
+    page.fill('input[name="name"]', "tagged from the web")
+    page.fill('input[name="tags"]', "web-ui, smoke")
+    page.fill('input[name="model.hidden_layers"]', "8")
+    page.fill('input[name="pretrain.epochs"]', "1")
+    page.fill('input[name="finetune.epochs"]', "1")
+    page.click("#submit-button")
+    expect(page.locator(".page-head h1")).to_have_text("tagged from the web")
+    job_id = page.locator(".job-page").get_attribute("data-job-id")
+    job = server.job(job_id)
+    assert job["name"] == "tagged from the web" and sorted(job["tags"]) == ["smoke", "web-ui"]
+    with server.client() as c:
+        listed = c.get("/v1/jobs", params={"tag": "smoke"}).json()["items"]
+    assert [j["id"] for j in listed] == [job_id]
+    open_app(page, server, "#/jobs?tag=smoke")
+    expect(page.locator("#jobs-table tbody tr")).to_have_count(1)
+    expect(page.locator("#jobs-table tbody tr .tag")).to_have_count(2)
+
+
+def test_job_warnings_are_shown(page: Page, server: Server) -> None:
+    """A batch larger than the training set is one of the warnings a job carries."""
+    spec = {**TINY, "pretrain": {**TINY["pretrain"], "epochs": 1, "batch_size": 4096},
+            "finetune": {**TINY["finetune"], "epochs": 1, "batch_size": 4096}}
+    job = server.wait(server.submit(spec)["id"])
+    assert job.get("warnings"), job
+    open_app(page, server, f"#/jobs/{job['id']}")
+    box = page.locator("#job-warnings")
+    for warning in job["warnings"]:
+        expect(box).to_contain_text(warning)
+    open_app(page, server, "#/jobs")
+    expect(page.locator(f'tr[data-job-id="{job["id"]}"] .warn-icon')).to_be_visible()
+
+
+def _small_csv(n: int = 60) -> bytes:
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    out = io.StringIO()
+    out.write(",".join([f"p{i}" for i in range(X.shape[1])] + ["label"]) + "\n")
+    for row, label in zip(X[:n] / 16.0, y[:n]):
+        out.write(",".join(f"{v:.3f}" for v in row) + f",{label}\n")
+    return out.getvalue().encode()
+
+
+def test_datasets_upload_with_progress_list_and_delete(page: Page, server: Server,
+                                                       tmp_path: Path) -> None:
+    page.add_init_script("""new MutationObserver(() => {
+        if (document.getElementById('upload-progress')) window.__sawProgress = true;
+    }).observe(document, {childList: true, subtree: true});""")
+    csv = tmp_path / "web-digits.csv"
+    csv.write_bytes(_small_csv())
+    open_app(page, server, "#/datasets")
+    expect(page.locator('#datasets-table tr[data-dataset-id="builtin:digits"]')).to_be_visible()
+    page.set_input_files('input[name="file"]', str(csv))
+    page.fill('input[name="name"]', "web-upload")
+    page.click("button:has-text('Upload')")
+    expect(page.locator("#datasets-notice")).to_contain_text("Uploaded web-upload: 60 samples")
+    assert page.evaluate("window.__sawProgress") is True
+    row = page.locator("#datasets-table tr", has_text="web-upload")
+    expect(row).to_have_count(1)
+    row.locator("button:has-text('Delete')").click()
+    row.locator("button:has-text('Really delete?')").click()
+    expect(page.locator("#datasets-notice")).to_contain_text("Deleted web-upload")
+    expect(page.locator("#datasets-table tr", has_text="web-upload")).to_have_count(0)
+
+
+# ----------------------------------------------------------------------------- every view
+
+ROUTES = ["#/jobs", "#/jobs/{dr}", "#/jobs/{long}", "#/compare?ids={dr},{plain}", "#/sweeps",
+          "#/sweeps/{sweep}", "#/datasets", "#/submit", "#/submit?sweep=1", "#/submit?from={dr}"]
+
+
+def test_no_request_leaves_the_origin_and_no_console_error(page: Page, server: Server,
+                                                           seeded: Seeded,
+                                                           recorder: Recorder) -> None:
+    """Every view, one after another in one tab, with its polls and streams running."""
+    ids = {"dr": seeded.dr["id"], "plain": seeded.plain["id"], "long": seeded.long["id"],
+           "sweep": seeded.sweep["id"]}
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    for i, template in enumerate(ROUTES):
+        route = template.format(**ids)
+        open_app(page, server, route)
+        expect(page.locator("main.page h1")).to_be_visible()
+        page.wait_for_timeout(1000)  # let polls, streams and charts run
+        view = route.strip("#/").split("?")[0].split("/")[0]
+        page.screenshot(path=str(ARTIFACTS / f"view-{i:02d}-{view}.png"), full_page=True)
+        assert recorder.foreign == [], (route, recorder.foreign)
+        assert recorder.errors == [], (route, recorder.errors)
+    assert any("/v1/jobs" in u for u in requests) and any("/app/assets/" in u for u in requests)
+    assert all(u.startswith((server.url + "/", "data:", "blob:")) for u in requests)

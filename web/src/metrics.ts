@@ -1,0 +1,96 @@
+// Metric points (as the worker writes them: dr_core/rbm.py epoch_metrics, dr_core/mlp.py
+// train_mlp) turned into chart data.
+import type { ChartData, Series } from "./chart";
+import type { MetricPoint, Spec } from "./types";
+
+export const PRETRAIN_METRICS: [string, string][] = [
+  ["recon_error", "Reconstruction error"],
+  ["free_energy_gap", "Free-energy gap (held-out − train)"],
+  ["dr", "DR value (generative)"],
+  ["cross_group_divergence", "Cross-group divergence of p(h|v)"],
+  ["pseudo_log_likelihood", "Pseudo log-likelihood"],
+];
+
+/** Adds points to a list, ignoring any seq already there (a resumed stream may repeat). */
+export function merge(into: MetricPoint[], seen: Set<number>, points: MetricPoint[]): boolean {
+  let added = false;
+  for (const p of points) {
+    if (seen.has(p.seq)) continue;
+    seen.add(p.seq);
+    into.push(p);
+    added = true;
+  }
+  return added;
+}
+
+interface Line {
+  label: string;
+  match: (p: MetricPoint) => boolean;
+  dash?: boolean;
+  color?: string;
+}
+
+/** One x value per epoch seen in any line; each line's value at that epoch (last one wins). */
+export function byEpoch(points: MetricPoint[], lines: Line[]): ChartData {
+  const xs = new Set<number>();
+  const maps = lines.map(() => new Map<number, number>());
+  for (const p of points) {
+    lines.forEach((line, i) => {
+      if (line.match(p)) {
+        maps[i].set(p.epoch, p.value);
+        xs.add(p.epoch);
+      }
+    });
+  }
+  const x = [...xs].sort((a, b) => a - b);
+  const series: Series[] = lines.map((line, i) => ({
+    label: line.label, dash: line.dash, color: line.color,
+    values: x.map((e) => maps[i].get(e) ?? null),
+  }));
+  return { x, series };
+}
+
+export function pretrainLayers(points: MetricPoint[], spec: Spec): number[] {
+  const n = spec.pretrain ? (spec.model?.hidden_layers?.length ?? 0) : 0;
+  const layers = new Set<number>(Array.from({ length: n }, (_, i) => i));
+  for (const p of points) if (p.phase === "pretrain" && p.layer !== null) layers.add(p.layer);
+  return [...layers].sort((a, b) => a - b);
+}
+
+export function pretrainChart(points: MetricPoint[], layers: number[], name: string): ChartData {
+  return byEpoch(points, layers.map((l) => ({
+    label: `layer ${l}`,
+    match: (p: MetricPoint) => p.phase === "pretrain" && p.layer === l && p.name === name,
+  })));
+}
+
+export function finetuneChart(points: MetricPoint[], names: [string, string, boolean?][]): ChartData {
+  return byEpoch(points, names.map(([name, label, dash]) => ({
+    label, dash,
+    match: (p: MetricPoint) => p.phase === "finetune" && p.name === name,
+  })));
+}
+
+export function gradNames(points: MetricPoint[], spec: Spec): string[] {
+  const names = new Set<string>();
+  const n = spec.finetune ? (spec.model?.hidden_layers?.length ?? 0) : 0;
+  for (let i = 0; i < n; i++) names.add(`grad_norm.layer${i}`);
+  if (spec.finetune) names.add("grad_norm.head");
+  for (const p of points) if (p.phase === "finetune" && p.name.startsWith("grad_norm.")) names.add(p.name);
+  const order = (s: string) => (s === "grad_norm.head" ? 1e9 : Number(s.replace(/\D/g, "")) || 0);
+  return [...names].sort((a, b) => order(a) - order(b));
+}
+
+/** A metric identified across jobs: "finetune/val_accuracy" or "pretrain/recon_error/L0". */
+export function seriesKey(p: MetricPoint): string {
+  return p.phase === "pretrain" && p.layer !== null ? `pretrain/${p.name}/L${p.layer}` : `${p.phase}/${p.name}`;
+}
+
+export function matchKey(key: string): (p: MetricPoint) => boolean {
+  return (p) => seriesKey(p) === key;
+}
+
+export function keyLabel(key: string): string {
+  const [phase, name, layer] = key.split("/");
+  return `${phase === "pretrain" ? "pretraining" : "fine-tuning"}: ${name}${layer ? ` (layer ${layer.slice(1)})` : ""}`;
+}

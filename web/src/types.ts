@@ -1,0 +1,101 @@
+// Shapes of the v1 API as the app reads them (see api/schemas and drtrain/*/schemas).
+// Fields added later by the server (name, tags, warnings) are optional here.
+
+export interface Problem {
+  type?: string;
+  title: string;
+  status: number;
+  detail: string;
+  errors?: { loc: (string | number)[]; msg: string; type?: string }[] | null;
+}
+
+export type Spec = Record<string, any>;
+
+export interface Job {
+  id: string;
+  name?: string | null;
+  tags?: string[] | null;
+  warnings?: string[] | null;
+  status: string;
+  status_reason: string | null;
+  phase: string | null;
+  layer: number | null;
+  epoch: number | null;
+  progress: number;
+  attempt: number;
+  max_attempts: number;
+  cancel_requested?: boolean;
+  spec: Spec;
+  dataset_id: string;
+  sweep_id: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  heartbeat_at: string | null;
+  result: Record<string, any> | null;
+}
+
+export interface MetricPoint {
+  seq: number;
+  phase: string;
+  layer: number | null;
+  epoch: number;
+  name: string;
+  value: number;
+  at: string;
+}
+
+export interface Checkpoint {
+  id: string;
+  kind: string;
+  phase: string | null;
+  layer: number | null;
+  epoch: number | null;
+  attempt: number;
+  sha256: string;
+  size_bytes: number;
+  created_at: string;
+}
+
+export interface Dataset {
+  id: string;
+  name: string;
+  format: string;
+  n_samples: number;
+  n_features: number;
+  n_classes: number;
+  class_counts: Record<string, number>;
+  feature_range: number[];
+  visible_units_hint: string;
+  sha256: string;
+  size_bytes: number;
+  created_at: string;
+  label_column?: string | null;
+  side_info_column?: string | null;
+  builtin?: boolean;
+}
+
+export interface SweepChild {
+  job_id: string;
+  grid_point: Record<string, any>;
+  status: string;
+  result: Record<string, any> | null;
+}
+
+export interface SummaryRow {
+  point: Record<string, any>;
+  n: number;
+  n_done: number;
+  metrics: Record<string, { mean: number; std: number }>;
+}
+
+export interface Sweep {
+  id: string;
+  base: Spec;
+  grid: Record<string, any[]>;
+  created_at: string;
+  children: SweepChild[];
+  summary: SummaryRow[];
+}
+
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);

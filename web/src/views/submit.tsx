@@ -1,0 +1,372 @@
+// Submit a job (or a sweep) from a form, pre-filled from the server's defaults or from an
+// earlier job; the server's problem+json field errors are shown beside the fields.
+import type { JSX } from "preact";
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { ApiError, call, getJob, listDatasets, submitJob, submitSweep } from "../api";
+import { getPath, setPath } from "../format";
+import { navigate } from "../route";
+import type { Dataset, Spec } from "../types";
+
+// Used only when /openapi.json cannot be read: the JobSpec defaults documented in api.md.
+const FALLBACK: Spec = {
+  dataset_id: "builtin:digits", test_dataset_id: null, validation_fraction: 0.1,
+  model: { hidden_layers: [500, 500], visible_units: "auto" },
+  pretrain: { epochs: 5, batch_size: 128, learning_rate: 0.05, cd_k: 1, persistent: false, momentum: 0.5,
+    final_momentum: 0.9, weight_decay: 0.0002, dr: { weight: 1.0, divergence: "hellinger", pairs: "all", normalize: "sum" } },
+  finetune: { epochs: 20, batch_size: 128, optimizer: "sgd", learning_rate: 0.1, momentum: 0.9, weight_decay: 0.0,
+    activation: "sigmoid", dr: { weight: 0.1, distance: "euclidean", layers: "all", pairs: "all", normalize: "per_unit" } },
+  seed: 0, device: "auto", max_runtime_seconds: 86400, max_attempts: null,
+};
+
+type Schema = Record<string, any>;
+
+/** Defaults of a JSON schema object, following $ref into nested models (default_factory sections). */
+function defaultsOf(schema: Schema, all: Record<string, Schema>, depth = 0): Record<string, any> {
+  const out: Record<string, any> = {};
+  for (const [k, prop] of Object.entries<Schema>(schema.properties ?? {})) {
+    if ("default" in prop) {
+      out[k] = prop.default;
+      continue;
+    }
+    const ref = prop.$ref ?? (prop.anyOf ?? []).find((s: Schema) => s.$ref)?.$ref;
+    if (ref && depth < 4) out[k] = defaultsOf(all[ref.split("/").pop()!] ?? {}, all, depth + 1);
+    else if ((prop.anyOf ?? []).some((s: Schema) => s.type === "null")) out[k] = null;
+  }
+  return out;
+}
+
+/** Descriptions of the JobSpec fields by dotted path, for the fields' help text. */
+function describe(schema: Schema, all: Record<string, Schema>, prefix = "", out: Record<string, string> = {}, depth = 0) {
+  for (const [k, prop] of Object.entries<Schema>(schema.properties ?? {})) {
+    const path = prefix ? `${prefix}.${k}` : k;
+    if (prop.description) out[path] = prop.description;
+    const ref = prop.$ref ?? (prop.anyOf ?? []).find((s: Schema) => s.$ref)?.$ref;
+    if (ref && depth < 4) describe(all[ref.split("/").pop()!] ?? {}, all, path, out, depth + 1);
+  }
+  return out;
+}
+
+const clone = <T,>(v: T): T => JSON.parse(JSON.stringify(v));
+
+/** A number field's text becomes a number when it is one; anything else goes as typed, so the
+ * server's validation names the field. Empty is null. */
+function toValue(text: string): unknown {
+  const t = text.trim();
+  if (t === "") return null;
+  const n = Number(t);
+  return Number.isFinite(n) ? n : t;
+}
+
+function toList(text: string): unknown {
+  const parts = text.split(/[\s,]+/).filter(Boolean);
+  if (parts.every((p) => /^-?\d+$/.test(p))) return parts.map(Number);
+  return text;
+}
+
+const textOf = (v: unknown) => (v === null || v === undefined ? "" : Array.isArray(v) ? v.join(", ") : String(v));
+
+interface FieldErrors {
+  byField: Record<string, string[]>;
+  general: string[];
+}
+
+export function SubmitPage({ from }: { from: string | null }) {
+  const query = new URLSearchParams(location.hash.split("?")[1] ?? "");
+  const [spec, setSpec] = useState<Spec | null>(null);
+  const [stash, setStash] = useState<Record<string, any>>({});
+  const [help, setHelp] = useState<Record<string, string>>({});
+  const [datasets, setDatasets] = useState<Dataset[]>([]);
+  const [errors, setErrors] = useState<FieldErrors>({ byField: {}, general: [] });
+  const [busy, setBusy] = useState(false);
+  const [asSweep, setAsSweep] = useState(query.get("sweep") === "1");
+  const [grid, setGrid] = useState('{\n  "pretrain.dr.weight": [0, 0.5, 1],\n  "seed": [0, 1]\n}');
+  const [source, setSource] = useState("");
+  const [defaults, setDefaults] = useState<Spec>(FALLBACK);
+
+  useEffect(() => {
+    (async () => {
+      let base = clone(FALLBACK);
+      try {
+        const doc = await (await fetch("/openapi.json")).json();
+        const all = doc.components?.schemas ?? {};
+        if (all.JobSpec) {
+          base = { ...defaultsOf(all.JobSpec, all), dataset_id: "builtin:digits" };
+          setDefaults(clone(base));
+          setHelp(describe(all.JobSpec, all));
+        }
+      } catch {
+        /* the fallback defaults */
+      }
+      if (from) {
+        try {
+          const job = await getJob(from);
+          base = clone(job.spec);
+          if (job.name) base.name = job.name;
+          if (job.tags?.length) base.tags = job.tags;
+          setSource(job.name || job.id);
+        } catch (err) {
+          setErrors({ byField: {}, general: [`Could not load job ${from}: ${err instanceof Error ? err.message : String(err)}`] });
+        }
+      }
+      const ds = query.get("dataset");
+      if (ds) base.dataset_id = ds;
+      setSpec(base);
+    })();
+    listDatasets().then(setDatasets, () => {});
+  }, [from]);
+
+  const paths = useMemo(() => new Set<string>(), []);
+  const numeric = useMemo(() => new Set<string>(), []);
+  if (!spec) return <p class="muted">Loading the form…</p>;
+
+  const update = (path: string, value: unknown) => {
+    const next = clone(spec);
+    setPath(next, path, value);
+    setSpec(next);
+    if (errors.byField[path]) {
+      const byField = { ...errors.byField };
+      delete byField[path];
+      setErrors({ ...errors, byField });
+    }
+  };
+  const toggleSection = (path: string, on: boolean) => {
+    const next = clone(spec);
+    if (on) setPath(next, path, stash[path] ?? clone(getPath(defaults, path) ?? getPath(FALLBACK, path)));
+    else {
+      setStash({ ...stash, [path]: getPath(spec, path) });
+      setPath(next, path, null);
+    }
+    setSpec(next);
+  };
+
+  const errorFor = (path: string) => {
+    const msgs = errors.byField[path];
+    return msgs ? <span class="field-error" role="alert" data-field={path}>{msgs.join("; ")}</span> : null;
+  };
+  const wrap = (path: string, label: string, input: JSX.Element) => {
+    paths.add(path);
+    return (
+      <label class={`field${errors.byField[path] ? " invalid" : ""}`} title={help[path] ?? ""}>
+        <span class="field-label">{label}</span>
+        {input}
+        {errorFor(path)}
+      </label>
+    );
+  };
+  // Number fields keep the text as typed; body() turns it into a number.
+  const num = (path: string, label: string, step = "any") => {
+    numeric.add(path);
+    return wrap(path, label,
+      <input name={path} type="text" inputMode="decimal" data-step={step} value={textOf(getPath(spec, path))}
+        aria-invalid={errors.byField[path] ? "true" : undefined}
+        onInput={(e) => update(path, (e.target as HTMLInputElement).value)} />);
+  };
+  const text = (path: string, label: string, placeholder = "") => wrap(path, label,
+    <input name={path} value={textOf(getPath(spec, path))} placeholder={placeholder}
+      aria-invalid={errors.byField[path] ? "true" : undefined}
+      onInput={(e) => update(path, (e.target as HTMLInputElement).value)} />);
+  const select = (path: string, label: string, options: string[]) => wrap(path, label,
+    <select name={path} value={textOf(getPath(spec, path))} onChange={(e) => update(path, (e.target as HTMLSelectElement).value)}>
+      {options.map((o) => <option value={o}>{o}</option>)}
+    </select>);
+  const check = (path: string, label: string) => wrap(path, label,
+    <input name={path} type="checkbox" checked={Boolean(getPath(spec, path))} onChange={(e) => update(path, (e.target as HTMLInputElement).checked)} />);
+  const pairs = (path: string) => {
+    const v = getPath(spec, path);
+    const sampled = v && typeof v === "object";
+    return (
+      <>
+        {wrap(path, "Pairs", (
+          <select name={path} value={sampled ? "sample" : "all"}
+            onChange={(e) => update(path, (e.target as HTMLSelectElement).value === "all" ? "all" : { sample: 8 })}>
+            <option value="all">all pairs</option>
+            <option value="sample">K sampled</option>
+          </select>
+        ))}
+        {sampled && num(`${path}.sample`, "K partners", "1")}
+      </>
+    );
+  };
+  const section = (path: string, title: string, body: () => JSX.Element) => {
+    const on = getPath(spec, path) !== null && getPath(spec, path) !== undefined;
+    return (
+      <fieldset class={on ? "" : "off"}>
+        <legend>
+          <label><input type="checkbox" name={`${path}.enabled`} checked={on} onChange={(e) => toggleSection(path, (e.target as HTMLInputElement).checked)} /> {title}</label>
+        </legend>
+        {errorFor(path)}
+        {on ? body() : <p class="muted small">Off ({path}: null).</p>}
+      </fieldset>
+    );
+  };
+
+  function assign(problem: ApiError): void {
+    const byField: Record<string, string[]> = {};
+    const general: string[] = [];
+    for (const e of problem.problem.errors ?? []) {
+      let loc = (e.loc ?? []).map(String);
+      if (loc[0] === "body") loc = loc.slice(1);
+      if (asSweep && loc[0] === "base") loc = loc.slice(1);
+      if (asSweep && loc[0] === "grid") {
+        (byField.grid ??= []).push(`${loc.slice(1).join(".")}: ${e.msg}`.replace(/^: /, ""));
+        continue;
+      }
+      let matched = "";
+      for (let n = loc.length; n > 0 && !matched; n--) {
+        const p = loc.slice(0, n).join(".");
+        if (paths.has(p) || p === "pretrain" || p === "finetune" || p === "pretrain.dr" || p === "finetune.dr") matched = p;
+      }
+      if (matched) (byField[matched] ??= []).push(e.msg);
+      else general.push(`${loc.join(".") || "spec"}: ${e.msg}`);
+    }
+    if (!problem.problem.errors?.length) general.push(problem.problem.detail || problem.problem.title);
+    setErrors({ byField, general });
+  }
+
+  function body(): Spec {
+    const out: Spec = clone(spec as Spec);
+    for (const path of numeric) {
+      const v = getPath(out, path);
+      if (typeof v === "string") setPath(out, path, toValue(v));
+    }
+    // Optional fields travel only when set (a server without names and tags refuses them).
+    if (!out.name) delete out.name;
+    if (typeof out.tags === "string") out.tags = out.tags.split(",").map((t: string) => t.trim()).filter(Boolean);
+    if (!out.tags?.length) delete out.tags;
+    if (typeof out.model?.hidden_layers === "string") out.model.hidden_layers = toList(out.model.hidden_layers);
+    const layers = out.finetune?.dr?.layers;
+    if (typeof layers === "string" && layers.trim() !== "all") out.finetune.dr.layers = toList(layers);
+    return out;
+  }
+
+  async function submit(e: Event) {
+    e.preventDefault();
+    setBusy(true);
+    setErrors({ byField: {}, general: [] });
+    try {
+      if (asSweep) {
+        let g: unknown;
+        try {
+          g = JSON.parse(grid);
+        } catch (err) {
+          setErrors({ byField: { grid: [`not JSON: ${(err as Error).message}`] }, general: [] });
+          return;
+        }
+        const sweep = await submitSweep({ base: body(), grid: g });
+        navigate(`#/sweeps/${sweep.id}`);
+      } else {
+        const job = await submitJob(body());
+        navigate(`#/jobs/${job.id}`);
+      }
+    } catch (err) {
+      if (err instanceof ApiError) assign(err);
+      else setErrors({ byField: {}, general: [String(err)] });
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const nErrors = Object.values(errors.byField).reduce((n, m) => n + m.length, 0) + errors.general.length;
+  const dsOptions = datasets.some((d) => d.id === spec.dataset_id) ? datasets : [...datasets, { id: spec.dataset_id, name: spec.dataset_id } as Dataset];
+
+  return (
+    <form class="submit-form" onSubmit={submit} noValidate id="submit-form">
+      <div class="page-head">
+        <h1>{asSweep ? "New sweep" : "New job"}</h1>
+        {source && <span class="muted">based on {source}</span>}
+      </div>
+      {nErrors > 0 && (
+        <div class="error problems" role="alert" id="submit-errors">
+          <strong>The server refused this {asSweep ? "sweep" : "spec"}</strong>
+          {Object.keys(errors.byField).length > 0 && <> — see the marked fields.</>}
+          {errors.general.map((g) => <p>{g}</p>)}
+        </div>
+      )}
+      <fieldset>
+        <legend>Job</legend>
+        {text("name", "Name", "optional")}
+        {wrap("tags", "Tags", <input name="tags" value={textOf(spec.tags)} placeholder="comma, separated"
+          onInput={(e) => update("tags", (e.target as HTMLInputElement).value)} />)}
+        {wrap("dataset_id", "Dataset", (
+          <select name="dataset_id" class="wide-input" value={spec.dataset_id} onChange={(e) => update("dataset_id", (e.target as HTMLSelectElement).value)}>
+            {dsOptions.map((d) => <option value={d.id}>{d.name === d.id ? d.id : `${d.name} (${d.id})`}</option>)}
+          </select>
+        ))}
+        {num("validation_fraction", "Validation fraction")}
+        {num("seed", "Seed", "1")}
+        {text("device", "Device", "auto")}
+        {num("max_runtime_seconds", "Max runtime (s)", "1")}
+        {num("max_attempts", "Max attempts", "1")}
+      </fieldset>
+      <fieldset>
+        <legend>Model</legend>
+        {wrap("model.hidden_layers", "Hidden layers", <input name="model.hidden_layers" value={textOf(spec.model?.hidden_layers)}
+          placeholder="500, 500" aria-invalid={errors.byField["model.hidden_layers"] ? "true" : undefined}
+          onInput={(e) => update("model.hidden_layers", (e.target as HTMLInputElement).value)} />)}
+        {select("model.visible_units", "Visible units", ["auto", "bernoulli", "gaussian"])}
+      </fieldset>
+      {section("pretrain", "Pretraining (greedy DBN of RBMs)", () => (
+        <>
+          <div class="row">
+            {num("pretrain.epochs", "Epochs per layer", "1")}
+            {num("pretrain.batch_size", "Batch size", "1")}
+            {num("pretrain.learning_rate", "Learning rate")}
+            {num("pretrain.cd_k", "CD-k", "1")}
+            {check("pretrain.persistent", "Persistent CD")}
+            {num("pretrain.momentum", "Momentum")}
+            {num("pretrain.final_momentum", "Final momentum")}
+            {num("pretrain.weight_decay", "Weight decay")}
+          </div>
+          {section("pretrain.dr", "Diversifying regularization (generative)", () => (
+            <div class="row">
+              {num("pretrain.dr.weight", "Weight λ")}
+              {select("pretrain.dr.divergence", "Divergence", ["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"])}
+              {pairs("pretrain.dr.pairs")}
+              {select("pretrain.dr.normalize", "Normalize", ["sum", "per_unit"])}
+            </div>
+          ))}
+        </>
+      ))}
+      {section("finetune", "Fine-tuning (supervised MLP)", () => (
+        <>
+          <div class="row">
+            {num("finetune.epochs", "Epochs", "1")}
+            {num("finetune.batch_size", "Batch size", "1")}
+            {select("finetune.optimizer", "Optimizer", ["sgd", "adam"])}
+            {num("finetune.learning_rate", "Learning rate")}
+            {num("finetune.momentum", "Momentum")}
+            {num("finetune.weight_decay", "Weight decay")}
+            {select("finetune.activation", "Activation", ["sigmoid", "tanh", "relu"])}
+          </div>
+          {section("finetune.dr", "Diversifying regularization (discriminative)", () => (
+            <div class="row">
+              {num("finetune.dr.weight", "Weight λ")}
+              {select("finetune.dr.distance", "Distance", ["euclidean", "cosine"])}
+              {text("finetune.dr.layers", "Layers", "all or 0, 1")}
+              {pairs("finetune.dr.pairs")}
+              {select("finetune.dr.normalize", "Normalize", ["sum", "per_unit"])}
+            </div>
+          ))}
+        </>
+      ))}
+      <fieldset>
+        <legend><label><input type="checkbox" checked={asSweep} onChange={(e) => setAsSweep((e.target as HTMLInputElement).checked)} id="as-sweep" /> Run as a sweep</label></legend>
+        {asSweep ? (
+          <label class={`field wide${errors.byField.grid ? " invalid" : ""}`}>
+            <span class="field-label">Grid: dotted spec paths and the values each takes (one job per combination)</span>
+            <textarea name="grid" rows={5} value={grid} onInput={(e) => setGrid((e.target as HTMLTextAreaElement).value)} />
+            {errorFor("grid")}
+          </label>
+        ) : <p class="muted small">One job per point of a grid, e.g. DR weight × seed.</p>}
+      </fieldset>
+      <details class="card">
+        <summary>Spec as JSON</summary>
+        <pre class="spec">{JSON.stringify(body(), null, 2)}</pre>
+      </details>
+      <div class="form-actions">
+        <button type="submit" class="primary" disabled={busy} id="submit-button">{busy ? "Submitting…" : asSweep ? "Start sweep" : "Submit job"}</button>
+        <a href="#/jobs" class="button">Cancel</a>
+      </div>
+    </form>
+  );
+}

@@ -1,0 +1,234 @@
+// Sweeps: the list (found through the jobs' sweep_id) and one sweep's grid summary.
+import { useMemo, useState } from "preact/hooks";
+import { getSweep, listJobs } from "../api";
+import { Chart, type ChartData } from "../chart";
+import { architecture, drShort, fmtAgo, fmtNum, fmtTime, higherIsBetter, parseTime, shortId, show } from "../format";
+import { navigate, usePoll } from "../route";
+import type { Job, SummaryRow, Sweep } from "../types";
+import { TERMINAL } from "../types";
+import { ErrorBox, Section, StatusBadge } from "../ui";
+
+interface SweepInfo {
+  id: string;
+  jobs: Job[];
+  created: number;
+}
+
+export function SweepsPage() {
+  const [sweeps, setSweeps] = useState<SweepInfo[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [open, setOpen] = useState("");
+
+  usePoll(async () => {
+    const by = new Map<string, SweepInfo>();
+    let token: string | null = null;
+    for (let i = 0; i < 5; i++) {
+      const page = await listJobs({ pageSize: 200, pageToken: token });
+      for (const j of page.items) {
+        if (!j.sweep_id) continue;
+        const s = by.get(j.sweep_id) ?? { id: j.sweep_id, jobs: [], created: Infinity };
+        s.jobs.push(j);
+        s.created = Math.min(s.created, parseTime(j.created_at) ?? Infinity);
+        by.set(j.sweep_id, s);
+      }
+      token = page.next;
+      if (!token) break;
+    }
+    setSweeps([...by.values()].sort((a, b) => b.created - a.created));
+    setError(null);
+  }, 5000, []);
+
+  return (
+    <div>
+      <div class="page-head">
+        <h1>Sweeps</h1>
+        <span class="spacer" />
+        <form class="inline" onSubmit={(e) => { e.preventDefault(); if (open.trim()) navigate(`#/sweeps/${open.trim()}`); }}>
+          <input placeholder="sweep id" value={open} onInput={(e) => setOpen((e.target as HTMLInputElement).value)} aria-label="Sweep id" />
+          <button>Open</button>
+        </form>
+        <a class="button primary" href="#/submit?sweep=1">New sweep</a>
+      </div>
+      <ErrorBox error={error} />
+      {sweeps && !sweeps.length && <p class="muted empty">No sweeps yet. A sweep runs one job per point of a grid: start one from <a href="#/submit?sweep=1">the submit form</a>.</p>}
+      {sweeps && sweeps.length > 0 && (
+        <table id="sweeps-table">
+          <thead><tr><th>Sweep</th><th>Jobs</th><th>Done</th><th>Model · DR</th><th>Created</th></tr></thead>
+          <tbody>
+            {sweeps.map((s) => {
+              const done = s.jobs.filter((j) => TERMINAL.has(j.status)).length;
+              const spec = s.jobs[0].spec;
+              return (
+                <tr key={s.id}>
+                  <td><a href={`#/sweeps/${s.id}`} class="mono">{shortId(s.id)}</a></td>
+                  <td class="num">{s.jobs.length}</td>
+                  <td class="num">{done} / {s.jobs.length}</td>
+                  <td><span class="mono">{architecture(spec)}</span> <span class="muted small">{drShort(spec)}</span></td>
+                  <td class="muted small">{fmtAgo(new Date(s.created).toISOString())}</td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
+const pointKey = (p: Record<string, unknown>) => JSON.stringify(p, Object.keys(p).sort());
+
+export function SweepPage({ id }: { id: string }) {
+  const [sweep, setSweep] = useState<Sweep | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [metric, setMetric] = useState("");
+
+  usePoll(async () => {
+    if (sweep && sweep.children.every((c) => TERMINAL.has(c.status))) return;
+    setSweep(await getSweep(id));
+    setError(null);
+  }, 3000, [id, sweep?.children.every((c) => TERMINAL.has(c.status))]);
+
+  const metrics = useMemo(() => {
+    const names = new Set<string>();
+    for (const row of sweep?.summary ?? []) for (const k of Object.keys(row.metrics)) names.add(k);
+    return [...names].sort();
+  }, [sweep]);
+  const chosen = metric || (metrics.includes("val_accuracy") ? "val_accuracy" : metrics[0] ?? "val_accuracy");
+  const paths = useMemo(() => {
+    const ps = new Set<string>();
+    for (const row of sweep?.summary ?? []) for (const k of Object.keys(row.point)) ps.add(k);
+    if (!ps.size) for (const k of Object.keys(sweep?.grid ?? {})) if (k !== "seed") ps.add(k);
+    return [...ps];
+  }, [sweep]);
+
+  if (error) return <div><p><a href="#/sweeps">← Sweeps</a></p><ErrorBox error={error} /></div>;
+  if (!sweep) return <p class="muted">Loading sweep…</p>;
+
+  const up = higherIsBetter(chosen);
+  let best: SummaryRow | null = null;
+  for (const row of sweep.summary) {
+    const m = row.metrics[chosen];
+    if (!m) continue;
+    const b = best?.metrics[chosen];
+    if (!b || (up ? m.mean > b.mean : m.mean < b.mean)) best = row;
+  }
+  const others = ["val_accuracy", "val_loss", "test_accuracy", "train_accuracy"].filter((m) => m !== chosen && metrics.includes(m));
+  const done = sweep.children.filter((c) => TERMINAL.has(c.status)).length;
+
+  return (
+    <div data-sweep-id={sweep.id}>
+      <p class="crumbs"><a href="#/sweeps">← Sweeps</a></p>
+      <div class="page-head">
+        <h1>Sweep <span class="mono">{shortId(sweep.id)}</span></h1>
+        <span class="muted">{done} of {sweep.children.length} jobs finished · created {fmtTime(sweep.created_at)}</span>
+        <span class="spacer" />
+        <a class="button" href={`#/compare?ids=${sweep.children.map((c) => c.job_id).join(",")}`}>Compare its jobs</a>
+      </div>
+      <div class="summary card">
+        <div><span class="label">Base</span><span class="mono">{architecture(sweep.base)}</span> · {drShort(sweep.base)} · {sweep.base.dataset_id}</div>
+        {Object.entries(sweep.grid).map(([k, v]) => <div><span class="label mono">{k}</span>{v.map((x) => show(x)).join(", ")}</div>)}
+      </div>
+      <Section title="Grid summary (seeds pooled: mean ± std)" actions={
+        <label class="small">Metric <select id="sweep-metric" value={chosen} onChange={(e) => setMetric((e.target as HTMLSelectElement).value)}>
+          {(metrics.length ? metrics : [chosen]).map((m) => <option value={m}>{m}</option>)}
+        </select></label>
+      }>
+        <table id="sweep-summary">
+          <thead>
+            <tr>
+              {paths.map((p) => <th class="mono">{p}</th>)}
+              <th>runs done</th>
+              <th>{chosen}</th>
+              {others.map((m) => <th>{m}</th>)}
+            </tr>
+          </thead>
+          <tbody>
+            {sweep.summary.map((row) => {
+              const isBest = best !== null && pointKey(row.point) === pointKey(best.point);
+              return (
+                <tr class={isBest ? "best" : ""} data-best={isBest ? "true" : undefined}>
+                  {paths.map((p) => <td class="mono">{show(row.point[p])}</td>)}
+                  <td class="num">{row.n_done} / {row.n}</td>
+                  <td class="num strong">{meanStd(row, chosen)}{isBest && <span class="star" title={`best ${chosen}`}> ★ best</span>}</td>
+                  {others.map((m) => <td class="num">{meanStd(row, m)}</td>)}
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </Section>
+      <Section title={`${chosen} against each swept value`}>
+        <div class="charts">
+          {paths.map((p) => {
+            const { data, labels, mark } = sweepChart(sweep.summary, p, chosen, best);
+            return <Chart key={`${p}/${chosen}`} testid={`sweep-chart-${p}`} title={`${chosen} vs ${p}`} xLabel={p} xLabels={labels} data={data} mark={mark} />;
+          })}
+        </div>
+      </Section>
+      <Section title="Jobs">
+        <table id="sweep-children">
+          <thead><tr><th>Job</th><th>Grid point</th><th>Status</th><th>{chosen}</th></tr></thead>
+          <tbody>
+            {sweep.children.map((c) => (
+              <tr>
+                <td><a href={`#/jobs/${c.job_id}`} class="mono">{shortId(c.job_id)}</a></td>
+                <td class="mono small">{Object.entries(c.grid_point).map(([k, v]) => `${k}=${show(v)}`).join("  ")}</td>
+                <td><StatusBadge status={c.status} /></td>
+                <td class="num">{fmtNum(c.result?.[chosen])}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </Section>
+    </div>
+  );
+}
+
+function meanStd(row: SummaryRow, m: string): string {
+  const v = row.metrics[m];
+  return v ? `${fmtNum(v.mean)} ± ${fmtNum(v.std, 2)}` : "—";
+}
+
+/**
+ * The chosen metric against one swept path: one line per combination of the other paths
+ * (the mean), with mean ± std dashed when there is a single line. Non-numeric values are
+ * categories on the x axis.
+ */
+export function sweepChart(rows: SummaryRow[], path: string, metric: string, best: SummaryRow | null): { data: ChartData; labels?: string[]; mark: number | null } {
+  const values: unknown[] = [];
+  for (const r of rows) if (!values.some((v) => JSON.stringify(v) === JSON.stringify(r.point[path]))) values.push(r.point[path]);
+  const numeric = values.every((v) => typeof v === "number");
+  if (numeric) (values as number[]).sort((a, b) => a - b);
+  const x = numeric ? (values as number[]) : values.map((_, i) => i);
+  const labels = numeric ? undefined : values.map((v) => show(v));
+  const idx = (v: unknown) => values.findIndex((w) => JSON.stringify(w) === JSON.stringify(v));
+  const groups = new Map<string, SummaryRow[]>();
+  for (const r of rows) {
+    const rest = Object.fromEntries(Object.entries(r.point).filter(([k]) => k !== path));
+    const k = Object.entries(rest).map(([a, b]) => `${a}=${show(b)}`).join(", ");
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  const series: ChartData["series"] = [];
+  let mark: number | null = null;
+  for (const [label, rs] of groups) {
+    const mean: (number | null)[] = x.map(() => null);
+    const lo: (number | null)[] = x.map(() => null);
+    const hi: (number | null)[] = x.map(() => null);
+    for (const r of rs) {
+      const m = r.metrics[metric];
+      if (!m) continue;
+      const i = idx(r.point[path]);
+      mean[i] = m.mean;
+      lo[i] = m.mean - m.std;
+      hi[i] = m.mean + m.std;
+      if (best && r === best && series.length === 0) mark = i;
+    }
+    series.push({ label: label ? `mean (${label})` : "mean", values: mean });
+    if (groups.size === 1) {
+      series.push({ label: "mean + std", values: hi, dash: true, color: "#999" });
+      series.push({ label: "mean − std", values: lo, dash: true, color: "#999" });
+    }
+  }
+  if (groups.size > 1) mark = null;
+  return { data: { x, series }, labels, mark };
+}
