@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import study_data  # noqa: E402
+from bench.study_plots import write_plots  # noqa: E402
 from bench.study_report import render, write_curves  # noqa: E402
 from bench.study_runs import ARM_BY_KEY, DISC, Budget, Pretrained, RunResult, run_arm, selection_score  # noqa: E402
 from bench.study_types import CURVES_NAME, DatasetOutcome, DatasetPlan, Study, StudyConfig, SweepPoint  # noqa: E402
@@ -137,6 +138,7 @@ def write_outputs(study: Study, out_dir: Path) -> tuple[Path, Path]:
     report, curves = out_dir / REPORT_NAME, out_dir / CURVES_NAME
     report.write_text(render(study))
     write_curves(study, curves)
+    write_plots(study, out_dir)
     return report, curves
 
 

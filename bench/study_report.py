@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.study_plots import curves_name, gradients_name
 from bench.study_runs import ARM_BY_KEY, DISC, RunResult
 from bench.study_stats import (
     Paired,
@@ -283,6 +284,8 @@ def render(study: Study) -> str:
                   f"Target validation error for \"epochs to target\": {100 * target:.2f} % (median final "
                   f"validation error of arm (a)). Wall time of this dataset: {outcome.seconds / 60:.1f} min.", "",
                   *_main_table(outcome, target), "",
+                  f"![{outcome.name}: validation error per epoch]({curves_name(outcome.name)})", "",
+                  f"![{outcome.name}: gradient norms per layer]({gradients_name(outcome.name)})", "",
                   "Cross-class divergence of each hidden layer as fine-tuning starts (per unit, in [0, 1]) and "
                   "RBM reconstruction error (pretrained arms):", "",
                   *_divergence_table(outcome, len(outcome.budget.hidden)), "",

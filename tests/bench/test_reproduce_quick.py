@@ -83,6 +83,15 @@ def test_report_has_the_documented_sections_and_no_nan(study, tmp_path):
     assert re.search(r"\d+\.\d+ ± \d+\.\d+", report)  # mean ± std cells
 
 
+def test_plots_are_written_and_linked_from_the_report(study, tmp_path):
+    report_path, _ = reproduce.write_outputs(study, tmp_path)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report_path.read_text())
+    assert sorted(links) == ["study_digits_curves.png", "study_digits_gradients.png"]
+    for name in links:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+
+
 def test_curves_csv_has_one_row_per_run_and_epoch(study, tmp_path):
     _, curves_path = reproduce.write_outputs(study, tmp_path)
     with curves_path.open() as fh:
