@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from api import docs, operation_docs, problems, web
+from api import docs, operation_docs, problems, upload_checks, web
+from api.events import EventHub
+from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
 from api.telemetry import RequestStats, RequestStatsMiddleware
-from drtrain.kit.db import make_engine, make_sessionmaker
+from drtrain.kit.db import api_engine, make_sessionmaker
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
+from drtrain.tenants.keys import KeyCache
 
 DESCRIPTION = ("Training as a service for deep belief networks and MLPs with diversifying "
                "regularization (arXiv:1911.02048). Errors are RFC 9457 problem+json.")
@@ -36,11 +40,16 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     settings = settings or get_settings()
     settings.check_production()
     owns_engine = engine is None
-    engine = engine or make_engine(settings.resolved_database_url)
+    engine = engine or api_engine(settings.resolved_database_url, settings.api_threads,
+                                  settings.db_pool_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        # Sync handlers, dependencies and Database hops share anyio's default limiter: as many
+        # threads as the pool has connections (drtrain.kit.db.api_engine).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        async with upload_checks.running(_app):
+            yield
         if owns_engine:
             engine.dispose()
 
@@ -52,6 +61,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.store = store or make_store(settings)
     app.state.request_stats = RequestStats()
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.state.events = EventHub(poll_seconds=settings.events_poll_seconds,
+                                keepalive_seconds=settings.events_keepalive_seconds)
+    app.state.stream_slots = TenantSlots(settings.max_streams_per_tenant, "event streams")
+    app.state.upload_slots = TenantSlots(settings.max_uploads_per_tenant, "uploads")
+    app.state.validator = upload_checks.make_validator(settings)
+    app.add_middleware(BodyTimeoutMiddleware, idle_seconds=settings.body_idle_seconds,
+                       total_seconds=settings.body_total_seconds)
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
     problems.install(app)
     # Each router carries its full paths (``/v1/...``); none is mounted under a prefix here.

@@ -1,25 +1,89 @@
-"""Request dependencies. ``get_session`` is the one owner of commit for HTTP requests."""
+"""Request dependencies: the database, the caller's tenant, settings and the object store.
+
+Why the database is reached the way it is (issue 12): a request may hold a pooled connection
+only inside one thread hop that runs to its end. ``Database.run`` opens a session, runs one
+service function, commits and closes, all in one worker thread; the key check uses its own
+such hop (or, mostly, the key cache and no hop at all). No connection is ever held while a
+request waits for a thread, so no number of clients can deadlock the pool against anyio's
+thread limiter, and both are sized from ``DRTRAIN_API_THREADS`` (``api.app``).
+
+``SessionDep`` (a request-long session committed after the handler) remains for the sync
+handlers that still use it; it opens no connection until the handler's first query.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.kit.db import session_scope
+from api import auth_limits
+from api.limits import TenantSlots
+from drtrain.kit.db import reader_of, session_scope
 from drtrain.kit.errors import Unauthorized
 from drtrain.kit.models import Tenant
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
-from drtrain.tenants.keys import tenant_for_key
+from drtrain.tenants.keys import KeyCache, TenantRef, tenant_ref_for_key
+
+P = ParamSpec("P")
+T = TypeVar("T")
+R = TypeVar("R")
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `drtrain keys create`")
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The small dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in a
+# worker thread, a hop per request for nothing.
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def _in_session(factory: sessionmaker[Session], fn: Callable[..., T], *args: Any) -> T:
+    # session_scope commits, then runs the after-commit hooks (a job's publish) once the
+    # session is closed: the connection goes back to the pool before the broker is called.
+    with session_scope(factory) as session:
+        return fn(session, *args)
+
+
+class Database:
+    """One thread hop per call: session, ``fn(session, *args)``, commit (or rollback), close."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    async def run(self, fn: Callable[Concatenate[Session, P], T], *args: P.args,
+                  **kwargs: P.kwargs) -> T:
+        call = partial(fn, **kwargs) if kwargs else fn
+        return await anyio.to_thread.run_sync(_in_session, self.factory, call, *args)
+
+    async def read(self, query: Callable[..., R], *args: Any,
+                   then: Callable[[R], T] | None = None) -> T:
+        """``then(query(session, *args))`` in one thread hop, the session closed (its
+        connection back in the pool) before ``then`` serialises the rows. For reads only:
+        the session is in autocommit (each statement sees the latest committed rows)."""
+        return await anyio.to_thread.run_sync(_read, reader_of(self.factory), query, args, then)
+
+
+def _read(factory: sessionmaker[Session], query: Callable[..., Any], args: tuple[Any, ...],
+          then: Callable[[Any], Any] | None) -> Any:
+    with factory() as session:
+        rows = query(session, *args)
+    return rows if then is None else then(rows)
+
+
+async def get_database(request: Request) -> Database:
+    return Database(request.app.state.sessionmaker)
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 def session_for_request(factory: sessionmaker[Session]) -> Iterator[Session]:
@@ -36,10 +100,9 @@ def get_session(request: Request) -> Iterator[Session]:
 # scope="function": commit before the response is sent, so a client that got 201/202
 # can never read a row that is not there yet.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_store(request: Request) -> ObjectStore:
+async def get_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
@@ -48,15 +111,36 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_tenant(session: SessionDep,
-               credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                      Depends(_bearer)]) -> Tenant:
+async def get_tenant(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                            Depends(_bearer)]) -> Tenant:
+    """The key's tenant: from the per-process cache (``DRTRAIN_AUTH_CACHE_SECONDS``), else by
+    one query in a short session of its own, closed before the handler runs."""
+    auth_limits.check(request)  # failed-auth limiter (api/auth_limits.py): 429 + Retry-After
     if credentials is None:
         raise Unauthorized("missing Authorization: Bearer <api key>", headers=_CHALLENGE)
-    tenant = tenant_for_key(session, credentials.credentials)
-    if tenant is None:
-        raise Unauthorized("unknown or revoked API key", headers=_CHALLENGE)
-    return tenant
+    key = credentials.credentials
+    cache: KeyCache = request.app.state.key_cache
+    ref: TenantRef | None = cache.get(key)
+    if ref is None:
+        # Not a sub-dependency: each one costs FastAPI's resolver time on every request.
+        ref = await Database(request.app.state.sessionmaker).read(tenant_ref_for_key, key)
+        if ref is None:
+            auth_limits.failed(request)  # failed-auth limiter (api/auth_limits.py)
+            raise Unauthorized("unknown or revoked API key", headers=_CHALLENGE)
+        cache.put(key, ref)
+    return ref.as_tenant()
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
+
+
+async def upload_slot(request: Request, tenant: TenantDep) -> AsyncIterator[None]:
+    """One of the tenant's ``DRTRAIN_MAX_UPLOADS_PER_TENANT`` concurrent uploads (429 beyond),
+    held until the handler returns."""
+    slots: TenantSlots = request.app.state.upload_slots
+    with slots.hold(tenant.id):
+        yield
+
+
+UploadSlotDep = Annotated[None, Depends(upload_slot, scope="function")]

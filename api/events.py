@@ -1,58 +1,234 @@
-"""The job event stream (SSE): metric points and status changes, read in short sessions."""
+"""Job event streams (SSE) that cost the database the same whatever the number of watchers.
+
+One ``JobFeed`` per job polls the database (one short session per poll, no connection held
+in between) and keeps the newest metric frames and the job's status in memory; every stream
+of that job is a subscriber that reads from it. A subscriber behind the feed's memory (a new
+stream with a long backlog, or a ``Last-Event-ID`` far back) catches up from the database in
+pages of ``PAGE`` points, each in its own short session. An idle stream holds no connection
+and costs nothing but its socket; a keep-alive comment goes out when nothing else has for
+``keepalive_seconds``. The feed stops when its last subscriber leaves or after the job's
+terminal status (sent last, after every metric point).
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from bisect import bisect_right
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
-from sqlalchemy.orm import Session, sessionmaker
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.types import Receive, Scope, Send
 
+from api import reads
+from api.deps import Database
 from api.http import sse_frame
-from api.schemas.jobs import JobOut, MetricPointOut
 from drtrain.jobs import repository as q
+from drtrain.kit.errors import NotFound
 from drtrain.kit.models import JobStatus
 
-SSE_BATCH = 1000
+log = logging.getLogger(__name__)
+
+PAGE = 500  # metric points per database read, for the feed and for catching up
+WINDOW = 2000  # metric frames a feed keeps for its subscribers (up to twice this, briefly)
+
+Frames = list[tuple[int, str]]
+KEEPALIVE = b": keep-alive\n\n"
 
 
-def _poll(factory: sessionmaker[Session], tenant_id: str, job_id: str,
-          after_seq: int) -> tuple[str, bool, list[str], int, bool]:
-    """One short-lived session per poll, so a long stream never holds a transaction open.
-
-    Returns (job JSON, terminal, metric frames, last seq, more metrics pending)."""
-    with factory() as session:
-        job = q.get_job(session, tenant_id, job_id)
-        points = q.metrics_since(session, job_id, after_seq, SSE_BATCH)
-        frames = [sse_frame("metric", MetricPointOut.model_validate(p).model_dump_json(), p.seq)
-                  for p in points]
-        last = points[-1].seq if points else after_seq
-        body = JobOut.model_validate(job).model_dump_json()
-        return body, JobStatus(job.status).terminal, frames, last, len(points) == SSE_BATCH
+def _frames(rows: list[Any]) -> Frames:
+    items = reads.metric_dicts(rows)
+    return [(row[0], sse_frame("metric", reads.metric_json(item), row[0]))
+            for row, item in zip(rows, items)]
 
 
-async def job_events(factory: sessionmaker[Session], tenant_id: str, job_id: str,
-                     after_seq: int = 0, *, poll_interval: float = 0.5,
-                     keepalive_interval: float = 15.0) -> AsyncIterator[str]:
-    """SSE frames: metric points after ``after_seq`` (id = seq), a status frame whenever the
-    job changes, keep-alive comments when idle; ends once a terminal status was sent."""
-    last_status: str | None = None
-    idle_since = time.monotonic()
-    while True:
-        body, terminal, frames, after_seq, more = await anyio.to_thread.run_sync(
-            _poll, factory, tenant_id, job_id, after_seq)
-        for frame in frames:
-            yield frame
-        sent = bool(frames)
-        # While catching up on a backlog, hold the status back so a terminal one comes last.
-        if body != last_status and not more:
-            last_status, sent = body, True
-            yield sse_frame("status", body)
-        if sent:
-            idle_since = time.monotonic()
-        elif time.monotonic() - idle_since >= keepalive_interval:
-            idle_since = time.monotonic()
-            yield ": keep-alive\n\n"
-        if terminal and not more:
+def _poll(session: Session, tenant_id: str, job_id: str,
+          after: int | None) -> tuple[dict[str, Any], list[Any], int | None]:
+    """The job, then (read after it, so a terminal status implies every earlier point is
+    visible) its points after ``after``; on the first poll only the last seq."""
+    job = q.job_view(session, tenant_id, job_id, reads.JOB_COLUMNS)
+    if after is None:
+        return job, [], q.last_seq(session, job_id)
+    return job, q.metric_rows(session, job_id, after, PAGE), None
+
+
+def _render(polled: tuple[dict[str, Any], list[Any], int | None]) -> tuple[str, bool, Frames, int | None]:
+    job, rows, last = polled
+    return (reads.job_body(job).decode(), JobStatus(job["status"]).terminal, _frames(rows), last)
+
+
+def _page(session: Session, job_id: str, after: int) -> list[Any]:
+    return q.metric_rows(session, job_id, after, PAGE)
+
+
+class JobFeed:
+    """The shared state of one job's streams, refreshed by one poller task."""
+
+    def __init__(self, db: Database, tenant_id: str, job_id: str, poll_seconds: float) -> None:
+        self.db, self.tenant_id, self.job_id = db, tenant_id, job_id
+        self.poll_seconds = poll_seconds
+        self.status: str | None = None  # the job's JSON, once every point before it is held
+        self.status_frame = b""  # the same as an SSE frame, encoded once for every watcher
+        self.high = 0  # the highest seq fetched
+        self.ended = False  # terminal status held and every point before it fetched
+        self.gone = False  # the job no longer exists
+        self.seqs: list[int] = []
+        self.frames: list[str] = []
+        self.subscribers = 0
+        self.ready = asyncio.Event()
+        self.changed = asyncio.Event()  # replaced after every change; waiters hold the old one
+        self.task: asyncio.Task[None] | None = None
+        # Watchers that are caught up share one cursor: their next chunk is joined and
+        # encoded once per change, not once per watcher.
+        self._chunks: dict[int, tuple[bytes, int]] = {}
+
+    def floor(self) -> int:
+        """Subscribers at or past this seq are served from memory, others from the database."""
+        return self.seqs[0] - 1 if self.seqs else self.high
+
+    def chunk_after(self, cursor: int) -> tuple[bytes, int]:
+        """The metric frames after ``cursor`` as one encoded chunk, and the new cursor."""
+        hit = self._chunks.get(cursor)
+        if hit is None:
+            i = bisect_right(self.seqs, cursor)
+            hit = self._chunks[cursor] = ("".join(self.frames[i:]).encode(),
+                                          self.seqs[-1] if i < len(self.seqs) else cursor)
+        return hit
+
+    def _announce(self) -> None:
+        self._chunks = {}
+        self.ready.set()
+        event, self.changed = self.changed, asyncio.Event()
+        event.set()
+
+    def _keep(self, frames: Frames) -> None:
+        for seq, frame in frames:
+            self.seqs.append(seq)
+            self.frames.append(frame)
+        if len(self.seqs) > 2 * WINDOW:
+            del self.seqs[:-WINDOW], self.frames[:-WINDOW]
+        if frames:
+            self.high = frames[-1][0]
+
+    async def run(self) -> None:
+        after: int | None = None
+        while True:
+            try:
+                status, terminal, frames, last = await self.db.read(
+                    _poll, self.tenant_id, self.job_id, after, then=_render)
+            except NotFound:
+                self.gone = self.ended = True
+                self._announce()
+                return
+            except Exception:  # noqa: BLE001 - a database hiccup must not end 500 streams
+                log.warning("event feed of job %s: poll failed; retrying", self.job_id,
+                            exc_info=True)
+                await anyio.sleep(self.poll_seconds)
+                continue
+            if last is not None:
+                self.high = last
+            self._keep(frames)
+            more = len(frames) == PAGE
+            # While a backlog is still being fetched, hold the status back: a terminal one
+            # must come after every point.
+            if not more:
+                if status != self.status:
+                    self.status, self.status_frame = status, sse_frame("status", status).encode()
+                self.ended = terminal
+            after = self.high
+            self._announce()
+            if self.ended:
+                return
+            if not more:
+                await anyio.sleep(self.poll_seconds)
+
+
+class EventHub:
+    """Every job feed of this API process, and the streams subscribed to them."""
+
+    def __init__(self, *, poll_seconds: float, keepalive_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.poll_seconds = poll_seconds
+        self.keepalive_seconds = keepalive_seconds
+        self.feeds: dict[tuple[str, str], JobFeed] = {}
+        self._clock = clock
+
+    def _attach(self, db: Database, tenant_id: str, job_id: str) -> JobFeed:
+        feed = self.feeds.get((tenant_id, job_id))
+        if feed is None or (feed.task is not None and feed.task.done()):
+            feed = self.feeds[(tenant_id, job_id)] = JobFeed(db, tenant_id, job_id,
+                                                             self.poll_seconds)
+            feed.task = asyncio.get_running_loop().create_task(feed.run())
+        feed.subscribers += 1
+        return feed
+
+    def _detach(self, feed: JobFeed) -> None:
+        feed.subscribers -= 1
+        if feed.subscribers > 0:
             return
-        if not more:
-            await anyio.sleep(poll_interval)
+        if feed.task is not None:
+            feed.task.cancel()
+        if self.feeds.get((feed.tenant_id, feed.job_id)) is feed:
+            del self.feeds[(feed.tenant_id, feed.job_id)]
+
+    async def stream(self, db: Database, tenant_id: str, job_id: str,
+                     after_seq: int = 0) -> AsyncIterator[bytes]:
+        """SSE frames: metric points after ``after_seq`` (id = seq), a status frame whenever
+        the job changes, keep-alive comments when idle; ends after the terminal status.
+        Everything due at one wake-up goes out as one chunk (one write, not one per frame)."""
+        feed = self._attach(db, tenant_id, job_id)
+        try:
+            while not feed.ready.is_set():
+                with anyio.move_on_after(self.keepalive_seconds):
+                    await feed.ready.wait()
+                if not feed.ready.is_set():
+                    yield KEEPALIVE
+            cursor, sent_status, idle_since = after_seq, b"", self._clock()
+            while True:
+                changed = feed.changed  # taken first: a change while we send is not missed
+                sent = False
+                while cursor < feed.floor() and not feed.gone:
+                    rows = await db.read(_page, job_id, cursor, then=_frames)
+                    if rows:
+                        cursor, sent = rows[-1][0], True
+                        yield "".join(frame for _, frame in rows).encode()
+                    if len(rows) < PAGE:
+                        break
+                chunk, cursor = feed.chunk_after(cursor)
+                if feed.status_frame and feed.status_frame != sent_status and not feed.gone:
+                    sent_status = feed.status_frame
+                    chunk += sent_status  # after the points it follows
+                if chunk:
+                    sent = True
+                    yield chunk
+                if feed.gone or (feed.ended and cursor >= feed.high):
+                    return
+                now = self._clock()
+                if sent:
+                    idle_since = now
+                with anyio.move_on_after(max(self.keepalive_seconds - (now - idle_since), 0)):
+                    await changed.wait()
+                if self._clock() - idle_since >= self.keepalive_seconds:
+                    idle_since = self._clock()
+                    yield KEEPALIVE
+        finally:
+            self._detach(feed)
+
+
+class EventStreamResponse(StreamingResponse):
+    """A streaming response that gives back its slot (the tenant's stream cap) however the
+    stream ends: finished, client gone, or never started."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

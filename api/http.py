@@ -8,7 +8,8 @@ from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from api.schemas.jobs import JobOut
-from drtrain.kit.errors import RangeNotSatisfiable
+from drtrain.kit import integrity
+from drtrain.kit.errors import NotFound, RangeNotSatisfiable
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -59,19 +60,54 @@ def sse_frame(event: str, data: str, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {data}\n\n"
 
 
+def if_range_allows(if_range: str | None, etag: str) -> bool:
+    """RFC 9110 If-Range: the Range applies only while the client's validator is a strong
+    match for the current ETag; a date (this server sends no Last-Modified), a weak tag or
+    another tag means "send the whole file"."""
+    if if_range is None:
+        return True
+    candidate = if_range.strip()
+    return not candidate.startswith("W/") and candidate == etag
+
+
 def object_download(store: Any, ck: Any, filename: str, range_header: str | None,
-                    if_none_match: str | None) -> Response:
-    """A stored checkpoint as a download: ETag = its sha256, 304, byte ranges (206/416)."""
+                    if_none_match: str | None, *, if_range: str | None = None,
+                    head: bool = False) -> Response:
+    """A stored checkpoint as a download: ETag = its sha256, 304, byte ranges (206/416),
+    If-Range, HEAD. A full download is hashed while it streams and aborted before its last
+    bytes when the sha256 differs; an object that failed once is checked whole before it is
+    served again (a clean 500 problem+json until it verifies)."""
     etag = f'"{ck.sha256}"'
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     size = ck.size_bytes
-    span = parse_range(range_header, size)
+    span = parse_range(range_header, size) if if_range_allows(if_range, etag) else None
     start, end = span if span else (0, size - 1)
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Content-Length": str(end - start + 1),
                "Content-Disposition": f'attachment; filename="{filename}"'}
     if span:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    chunks = store.iter_range(ck.object_key, start, end if size else None)
-    return StreamingResponse(chunks, status_code=206 if span else 200,
-                             media_type="application/octet-stream", headers=headers)
+    status = 206 if span else 200
+    if head:
+        return Response(status_code=status, media_type="application/octet-stream",
+                        headers=headers)
+    key = ck.object_key
+    try:
+        stored_size: int | None = store.size(key)
+    except FileNotFoundError:
+        if getattr(ck, "kind", "final") != "final":
+            # Retention pruned it after its row was read: gone, not corrupt.
+            raise NotFound(f"checkpoint {ck.id} no longer exists") from None
+        stored_size = None
+    if stored_size != size:  # missing or truncated: known before a byte is sent
+        integrity.record_failure("download", key, ck.sha256,
+                                 "<missing>" if stored_size is None else f"<{stored_size} bytes>")
+        raise integrity.failure(key)
+    if integrity.is_suspect(key, ck.sha256):
+        integrity.verify_chunks(store.iter_range(key, 0, None), ck.sha256, key=key,
+                                where="download")
+    chunks = store.iter_range(key, start, end if size else None)
+    if not span:
+        chunks = integrity.verified_stream(chunks, ck.sha256, key=key, where="download")
+    return StreamingResponse(chunks, status_code=status, media_type="application/octet-stream",
+                             headers=headers)

@@ -16,19 +16,29 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/datasets"): (
         "List datasets",
         "The tenant's uploaded datasets, newest first, then the built-in ones (`builtin:digits`, "
-        "and `builtin:fashion-mnist` where its files are installed). " + _AUTH),
+        "and `builtin:fashion-mnist`, `builtin:fashion-mnist-test` and "
+        "`builtin:fashion-mnist-coarse` where its files are installed). " + _AUTH),
     ("POST", "/v1/datasets"): (
         "Upload a dataset",
         "Multipart upload of a CSV (header row; a `label` column or the one named by "
         "`label_column`; optional `side_info_column` for the grouping DR uses instead of the "
         "labels), an NPZ (`X`, `y`, optional `groups`) or gzipped IDX images with "
-        "`labels_file`. The body is streamed to object storage and checked: ragged rows, "
-        "non-numbers, NaN/inf, a single class or mismatched lengths answer 422 naming the row "
-        "or field; too large answers 413. " + _AUTH),
+        "`labels_file`. A label or side value may be missing (an empty CSV cell, -1 or empty "
+        "text in an array): pretraining uses every row, fine-tuning only the labelled ones, "
+        "DR only those with a side value; `n_labelled` and `n_with_side` count them. "
+        "The body is streamed to object storage and answered `202` with "
+        "`Location` and the dataset in status `validating`; what the headers show (columns, "
+        "array shapes and types, declared sizes, mismatched lengths) answers 422 at once. The "
+        "whole file is then checked in a process of its own: the dataset becomes `ready` with "
+        "its summary, or `failed` with a `status_reason` naming the row or field (ragged rows, "
+        "non-numbers, NaN/inf, a single class among the labelled rows, more than "
+        "`DRTRAIN_MAX_CLASSES` classes) and nothing stored. Too large answers 413, a full "
+        "object store 507. " + _AUTH),
     ("GET", "/v1/datasets/{dataset_id}"): (
         "Get a dataset",
-        "Shape, classes and their counts, feature range, the visible-units hint and the "
-        "sha256 of the stored file. " + _AUTH),
+        "Its status (`validating`, `ready`, `failed` with `status_reason`); once ready, shape, "
+        "classes and their counts, feature range, the visible-units hint; the sha256 of the "
+        "stored file. " + _AUTH),
     ("DELETE", "/v1/datasets/{dataset_id}"): (
         "Delete a dataset",
         "Removes the dataset and its stored file. 409 while an active job uses it, and for "
@@ -64,24 +74,36 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/jobs/{job_id}/cancel"): (
         "Cancel a job",
         "A queued job is cancelled at once; a running one becomes `cancelling` and stops within "
-        "one batch of training. 409 for a job that already finished. " + _AUTH),
+        "one batch of training (202). Cancelling an already cancelled job again answers 200 "
+        "with the job, unchanged; 409 for a job that succeeded or failed. " + _AUTH),
+    ("DELETE", "/v1/jobs/{job_id}"): (
+        "Delete a job",
+        "Removes a job that has ended (succeeded, failed, cancelled): its metrics, checkpoints, "
+        "model and every stored object under it; 204. 409 while it is queued, running or "
+        "cancelling (cancel it first). " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints"): (
         "List a job's checkpoints",
         "Layer (pretraining), epoch and final checkpoints with their sha256 and size. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints/{checkpoint_id}"): (
         "Download a checkpoint",
         "One checkpoint's safetensors file, streamed with `Content-Length`, `ETag` (its sha256) "
-        "and `Accept-Ranges: bytes`; Range requests answer 206, `If-None-Match` 304. " + _AUTH),
+        "and `Accept-Ranges: bytes`; Range requests answer 206 (`If-Range` honoured), "
+        "`If-None-Match` 304. A running job keeps only its newest `DRTRAIN_KEEP_CHECKPOINTS` "
+        "layer/epoch checkpoints and an ended one only its final model. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/model"): (
         "Download the trained model",
         "The final model as a self-describing safetensors file (docs/model-format.md), streamed "
-        "with `Content-Length`, `ETag` (its sha256) and byte ranges. With an S3 store, "
+        "with `Content-Length`, `ETag` (its sha256) and byte ranges (`If-Range` honoured; "
+        "`HEAD` answers the headers alone). The bytes are checked against the sha256 as they "
+        "stream: a mismatch cuts the stream before its end, and later requests answer 500 "
+        "(type `.../problems/integrity`) until the file verifies again. With an S3 store, "
         "`?redirect=true` answers 307 to a short-lived presigned URL. 409 until the job has "
         "succeeded. " + _AUTH),
     ("POST", "/v1/jobs/{job_id}/predict"): (
         "Predict with the trained model",
         "Class predictions and probabilities for up to 10,000 rows of finite float32 inputs, "
-        "computed in the API with numpy on the model's weights. 409 until the job has "
+        "computed in the API with numpy on the model's weights (loaded only once its sha256 "
+        "matches: 500 `.../problems/integrity` otherwise). 409 until the job has "
         "succeeded; 422 for rows of the wrong width. " + _AUTH),
     ("POST", "/v1/sweeps"): (
         "Start a sweep",
@@ -103,8 +125,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "that does not."),
     ("GET", "/metrics"): (
         "Prometheus metrics",
-        "Request counts and durations by route, jobs by status, queue depth and job durations, "
-        "in the Prometheus text format."),
+        "Request counts and durations by route, jobs by status, queue depth, job durations and "
+        "integrity failures, in the Prometheus text format. `DRTRAIN_METRICS_ACCESS`: `open`, "
+        "`token` (`Authorization: Bearer <DRTRAIN_METRICS_TOKEN>`; 401 without it) or `off` "
+        "(404); unset, `token` in production (404 until a token is set) and `open` "
+        "elsewhere."),
 }
 
 

@@ -2,15 +2,46 @@
 (from SQL, the truth about jobs, so every API replica reports the same job numbers)."""
 from __future__ import annotations
 
+import hmac
+
+from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import auth_limits
 from api.telemetry import RequestStats
 from drtrain.jobs import repository as q
+from drtrain.kit import integrity
+from drtrain.kit.errors import NotFound, Unauthorized
 from drtrain.kit.models import JobStatus
+from drtrain.kit.settings import Settings
 
 DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 # Durations are taken over the newest finished jobs only, so a scrape stays cheap.
 DURATION_WINDOW = 10_000
+
+
+def metrics_mode(settings: Settings) -> str:
+    """"open", "token" or "off"; unset means token in production, open elsewhere."""
+    return settings.metrics_access or ("token" if settings.environment == "production" else "open")
+
+
+def check_metrics_access(request: Request, settings: Settings, authorization: str | None) -> None:
+    mode = metrics_mode(settings)
+    # An empty token is no token: it must never match an empty credential.
+    expected = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if mode == "off" or (mode == "token" and not expected):
+        raise NotFound("metrics are not served here (DRTRAIN_METRICS_ACCESS / "
+                       "DRTRAIN_METRICS_TOKEN)")
+    if mode == "open":
+        return
+    auth_limits.check(request)
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             expected.encode()):
+        if authorization:
+            auth_limits.failed(request)
+        raise Unauthorized("/metrics needs Authorization: Bearer <metrics token>",
+                           headers={"WWW-Authenticate": "Bearer"})
 
 
 def _esc(value: str) -> str:
@@ -43,6 +74,12 @@ def render_metrics(stats: RequestStats, factory: sessionmaker[Session]) -> str:
               f"drtrain_queue_depth {by_status.get(JobStatus.queued.value, 0)}"]
     lines += _duration_histogram([(end - start).total_seconds() for start, end in spans
                                   if start is not None and end is not None])
+    found = integrity.failures()
+    lines += ["# HELP drtrain_integrity_failures_total Stored objects whose sha256 did not match "
+              "when served (predict: not loaded; download: stream aborted).",
+              "# TYPE drtrain_integrity_failures_total counter"]
+    for where in ("download", "predict"):
+        lines.append(f'drtrain_integrity_failures_total{{where="{where}"}} {found.get(where, 0)}')
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,8 @@ One command, one process, same data for everyone:
     python bench/rbm_throughput.py [--device cpu|cuda|all] [--threads N] [--repeats R]
 
 Measures samples/s of one CD-1 step at (H=500, B=128) and (H=2000, B=128), an fp32 matmul peak
-in the same run, prints a table and writes it to docs/benchmarks.md. Timing: warm-up steps,
+in the same run, prints a table and writes it to docs/benchmarks.md. With CUDA, two columns:
+eager steps ("cuda") and steps replayed from CUDA graphs ("cuda+graphs"). Timing: warm-up steps,
 then the median of ``--repeats`` timed runs of ``--steps`` mini-batches each.
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dr_core.config import PosteriorDRConfig, RBMConfig  # noqa: E402
+from dr_core.cuda_graphs import StepGraphs  # noqa: E402
+from dr_core.groups import group_ids  # noqa: E402
 from dr_core.rbm import RBM, cd_step  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -45,6 +48,12 @@ VARIANTS = [
 OVERHEAD_TARGETS = {("hellinger, all pairs", 2000): 1.15, ("jeffreys, all pairs", 2000): 1.15,
                     ("bhattacharyya, K=16", 2000): 2.0}
 SKLEARN_TARGET = 1.5
+BEGIN, END = "<!-- rbm-throughput:begin -->", "<!-- rbm-throughput:end -->"
+LEGACY_HEADING = "## RBM CD-1 throughput"
+# Issue 10 (CUDA, H=2000, B=128): DR overhead, and plain CD-1 at 3x the 460k samples/s measured.
+CUDA_OVERHEAD_TARGETS = {("hellinger, all pairs", 2000): 1.3, ("jeffreys, all pairs", 2000): 1.3,
+                         ("bhattacharyya, K=16", 2000): 2.0, ("jensen_shannon, K=16", 2000): 2.0}
+CUDA_PLAIN_TARGET = 1.4e6
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -89,26 +98,39 @@ def matmul_peak(device: torch.device, repeats: int, sync) -> float:
     return 2 * n ** 3 / sec / 1e9
 
 
-def make_step(X: torch.Tensor, y: torch.Tensor, H: int, B: int, dr):
+def make_step(X: torch.Tensor, y: torch.Tensor, H: int, B: int, dr, graphs: bool = False):
+    """One CD-1 step per call, as dr_core's trainer runs it: side labels as dense group ids
+    (computed once), batches on the device; with ``graphs`` (CUDA) replayed from a graph."""
     g = torch.Generator(device=X.device).manual_seed(0)
     rbm = RBM(X.shape[1], H, init_std=0.01, generator=g, device=X.device)
     cfg = RBMConfig(n_hidden=H, batch_size=B, learning_rate=0.05, dr=dr)
     velocity: dict = {}
+    ids, n_groups = group_ids(y)
     n_batches = X.shape[0] // B
-    batches = [(X[i * B:(i + 1) * B], y[i * B:(i + 1) * B]) for i in range(n_batches)]
+    batches = [(X[i * B:(i + 1) * B], ids[i * B:(i + 1) * B]) for i in range(n_batches)]
+    if not graphs:
+        def step(i):
+            v, s = batches[i % n_batches]
+            cd_step(rbm, v, s, cfg, velocity, generator=g, epoch=0, n_groups=n_groups)
+        return step
+    steps = StepGraphs(g)
+    v_in, s_in = batches[0][0].clone(), batches[0][1].clone()
 
-    def step(i):
+    def graphed(i):
         v, s = batches[i % n_batches]
-        cd_step(rbm, v, s, cfg, velocity, generator=g, epoch=0)
-    return step
+        v_in.copy_(v)
+        s_in.copy_(s)
+        return cd_step(rbm, v_in, s_in, cfg, velocity, generator=g, epoch=0,
+                       n_groups=n_groups)[0]["dr"]
+    return lambda i: steps(None, lambda: graphed(i))
 
 
-def bench_shape(X, y, H, B, steps, repeats, sync) -> dict[str, float]:
+def bench_shape(X, y, H, B, steps, repeats, sync, graphs: bool = False) -> dict[str, float]:
     """samples/s per variant; repeats are interleaved across variants so that load from other
     processes on a shared machine hits every variant alike (medians stay comparable)."""
     steps_of = {name: (max(3, steps // 8) if dr is not None and dr.pairs == "all"
                        and dr.divergence == "bhattacharyya" else steps) for name, dr in VARIANTS}
-    fns = {name: make_step(X, y, H, B, dr) for name, dr in VARIANTS}
+    fns = {name: make_step(X, y, H, B, dr, graphs) for name, dr in VARIANTS}
     for fn in fns.values():
         _time(fn, 1, 3, 1, sync)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -135,14 +157,16 @@ def run(devices: list[str], threads: int, steps: int, repeats: int) -> tuple[str
     results: dict[tuple[str, str, int], float] = {}
     peaks: dict[str, float] = {}
     for dev_name in devices:
-        device = torch.device(dev_name)
+        # "cuda+graphs": the same steps replayed from CUDA graphs (dr_core.cuda_graphs)
+        device = torch.device(dev_name.split("+")[0])
         sync = (lambda d=device: torch.cuda.synchronize(d)) if device.type == "cuda" else (lambda: None)
         X = torch.from_numpy(X_np).to(device)
         y = torch.from_numpy(y_np).to(device)
         peaks[dev_name] = matmul_peak(device, repeats, sync)
         for H, B in SHAPES:
             # The exact non-decomposable pass is ~16x a CD step: it runs fewer steps.
-            for name, rate in bench_shape(X, y, H, B, steps, repeats, sync).items():
+            shape = bench_shape(X, y, H, B, steps, repeats, sync, graphs=dev_name.endswith("+graphs"))
+            for name, rate in shape.items():
                 results[(dev_name, name, H)] = rate
                 print(f"{dev_name} H={H} B={B} {name}: {rate:.0f} samples/s", flush=True)
     with threadpool_limits(limits=threads):
@@ -184,6 +208,14 @@ def render(results, peaks, devices, data_name, threads, steps, repeats) -> tuple
             ov = results[("cpu", "plain CD-1", H)] / results[("cpu", name, H)]
             verdicts.append(f"{name} overhead at H={H}, B=128: {ov:.2f}x (target <= {limit}x): "
                             f"{'met' if ov <= limit else 'MISSED'}")
+    for d in (d for d in devices if d.startswith("cuda")):
+        plain = results[(d, "plain CD-1", 2000)]
+        verdicts.append(f"{d}: plain CD-1 at H=2000, B=128: {plain:,.0f} samples/s (target >= "
+                        f"{CUDA_PLAIN_TARGET:,.0f}): {'met' if plain >= CUDA_PLAIN_TARGET else 'MISSED'}")
+        for (name, H), limit in CUDA_OVERHEAD_TARGETS.items():
+            ov = plain / results[(d, name, H)]
+            verdicts.append(f"{d}: {name} overhead at H={H}, B=128: {ov:.2f}x (target <= {limit}x): "
+                            f"{'met' if ov <= limit else 'MISSED'}")
     return "\n".join(lines), verdicts
 
 
@@ -192,8 +224,7 @@ def write_doc(table: str, verdicts: list[str], args, data_name_threads: str) -> 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
-    text = f"""# Benchmarks
-
+    text = f"""{BEGIN}
 ## RBM CD-1 throughput (`bench/rbm_throughput.py`)
 
 Command: `python bench/rbm_throughput.py {' '.join(sys.argv[1:])}`.
@@ -208,15 +239,31 @@ compares samples/s with scikit-learn's `BernoulliRBM.partial_fit` on the same fl
 
 {table}
 
-Targets (issue 2):
+Targets (issue 2 on CPU, issue 10 on CUDA):
 
 """ + "\n".join(f"- {v}" for v in verdicts) + """
 
 Caveat: the development machine has 2 cores shared with other processes; numbers vary by
 roughly 10-20% between runs. Rerun on a quiet machine before comparing hardware.
-Load average (1, 5, 15 min) when the run ended: """ + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + """.
+Load average (1, 5, 15 min) when the run ended: """ + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f""".
+{END}
 """
-    doc.write_text(text)
+    write_section(doc, text)
+
+
+def write_section(doc: Path, text: str) -> None:
+    """Replace this benchmark's section of the shared docs/benchmarks.md, leaving the others."""
+    old = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END) + 1:]
+    elif LEGACY_HEADING in old:  # written before the markers: up to the next section
+        start = old.index(LEGACY_HEADING)
+        rest = [i for i in (old.find("\n## ", start + 1), old.find("\n<!--", start + 1)) if i >= 0]
+        end = min(rest) + 1 if rest else len(old)
+        new = old[:start] + text + "\n" + old[end:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    doc.write_text(new)
 
 
 def main() -> None:
@@ -230,7 +277,8 @@ def main() -> None:
     args = parser.parse_args()
     devices = ["cpu"]
     if args.device in ("cuda", "all") and torch.cuda.is_available():
-        devices = ["cpu", "cuda"] if args.device == "all" else ["cuda", "cpu"]
+        cuda = ["cuda", "cuda+graphs"]
+        devices = ["cpu", *cuda] if args.device == "all" else [*cuda, "cpu"]
     elif args.device == "cuda":
         parser.error("--device cuda: CUDA is not available")
     _, _, data_name = load_data()

@@ -239,6 +239,23 @@ CAVEATS = """\
 """
 
 
+def _results(outcome: DatasetOutcome) -> list[str]:
+    """The results section of one dataset: tables, figures and paired comparisons."""
+    target = target_error(outcome.runs)
+    return [f"## Results: {outcome.name}", "",
+            f"Target validation error for \"epochs to target\": {100 * target:.2f} % (median final "
+            f"validation error of arm (a)). Wall time of this dataset: {outcome.seconds / 60:.1f} min.",
+            "", *_main_table(outcome, target), "",
+            f"![{outcome.name}: validation error per epoch]({curves_name(outcome.name)})", "",
+            f"![{outcome.name}: gradient norms per layer]({gradients_name(outcome.name)})", "",
+            "Cross-class divergence of each hidden layer as fine-tuning starts (per unit, in [0, 1]) "
+            "and RBM reconstruction error (pretrained arms):", "",
+            *_divergence_table(outcome, len(outcome.budget.hidden)), "",
+            "Paired comparisons (same seed). What each isolates: "
+            + "; ".join(f"({t}) vs ({c}): {d}" for t, c, d in COMPARISONS) + ".", "",
+            *_comparison_table(comparisons(outcome)), ""]
+
+
 def render(study: Study) -> str:
     cfg = study.config
     lines = [
@@ -279,19 +296,7 @@ def render(study: Study) -> str:
         lines += [f"**{outcome.name}**", "", *_sweep_table(outcome), ""]
 
     for outcome in study.outcomes:
-        target = target_error(outcome.runs)
-        lines += [f"## Results: {outcome.name}", "",
-                  f"Target validation error for \"epochs to target\": {100 * target:.2f} % (median final "
-                  f"validation error of arm (a)). Wall time of this dataset: {outcome.seconds / 60:.1f} min.", "",
-                  *_main_table(outcome, target), "",
-                  f"![{outcome.name}: validation error per epoch]({curves_name(outcome.name)})", "",
-                  f"![{outcome.name}: gradient norms per layer]({gradients_name(outcome.name)})", "",
-                  "Cross-class divergence of each hidden layer as fine-tuning starts (per unit, in [0, 1]) and "
-                  "RBM reconstruction error (pretrained arms):", "",
-                  *_divergence_table(outcome, len(outcome.budget.hidden)), "",
-                  "Paired comparisons (same seed). What each isolates: "
-                  + "; ".join(f"({t}) vs ({c}): {d}" for t, c, d in COMPARISONS) + ".", "",
-                  *_comparison_table(comparisons(outcome)), ""]
+        lines += _results(outcome)
 
     lines += ["## Reading", "",
               "Each line restates the paired tests above (p < 0.05 and the right direction = \"supports\"); "

@@ -15,6 +15,8 @@ NORMALIZE = ("sum", "per_unit")
 VISIBLE_UNITS = ("bernoulli", "gaussian")
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 OPTIMIZERS = ("sgd", "adam")
+INITS = ("glorot", "normal")
+PRECISIONS = ("fp32", "tf32")
 
 # DR pairs: "all" cross-group pairs (exact), or K sampled partners per example.
 Pairs = Literal["all"] | int
@@ -143,7 +145,13 @@ class RBMConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Supervised training of the MLP (softmax head on the hidden stack)."""
+    """Supervised training of the MLP (softmax head on the hidden stack).
+
+    ``init`` draws every randomly initialised weight matrix (the hidden layers without
+    pretraining, and the head): "glorot" uniform with a gain by activation (4 for sigmoid),
+    or "normal" N(0, init_std^2), the classic small initialisation (0.01) under which deep
+    sigmoid nets stop learning (the vanishing-gradient setting DR targets). Biases start at 0.
+    """
 
     epochs: int = 20
     batch_size: int = 128
@@ -152,6 +160,8 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     activation: str = "sigmoid"
+    init: str = "glorot"
+    init_std: float = 0.01
     dr: FeatureDRConfig | None = None
 
     def __post_init__(self) -> None:
@@ -163,6 +173,8 @@ class FinetuneConfig:
         _check_range(self.momentum, "momentum", 0.0, 0.999)
         _check_range(self.weight_decay, "weight_decay", 0.0, 1.0)
         _check(self.activation in ACTIVATIONS, "activation", f"must be one of {ACTIVATIONS}")
+        _check(self.init in INITS, "init", f"must be one of {INITS}")
+        _check_range(self.init_std, "init_std", 1e-8, 10.0)
 
 
 @dataclass(frozen=True)
@@ -171,11 +183,14 @@ class PipelineConfig:
 
     ``pretrain`` holds one RBMConfig per hidden layer (same length as ``hidden_layers``)
     or is None (random initialisation). ``finetune`` None stops after pretraining.
+    ``precision``: "fp32" or "tf32" CUDA matrix products (``dr_core.precision``; no effect on
+    CPU).
     """
 
     hidden_layers: tuple[int, ...]
     pretrain: tuple[RBMConfig, ...] | None = None
     finetune: FinetuneConfig | None = field(default_factory=FinetuneConfig)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_layers", tuple(self.hidden_layers))
@@ -192,6 +207,7 @@ class PipelineConfig:
                    "only the first layer may have gaussian visible units")
         _check(self.pretrain is not None or self.finetune is not None, "pipeline",
                "needs pretrain, finetune or both")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
 
 
 def sizes(n_visible: int, hidden: Sequence[int]) -> list[tuple[int, int]]:

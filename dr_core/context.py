@@ -21,8 +21,8 @@ from dr_core.events import Callback, NullCallback, TrainingStopped
 
 @dataclass(frozen=True)
 class Examples:
-    """Training tensors on one device: X (N, D) features, y (N,) int64 class indices or None,
-    side (N,) int64 DR group labels (any values) or None (no DR possible)."""
+    """Training tensors on one device: X (N, D) features, y (N,) int64 class indices (-1: no
+    label) or None, side (N,) int64 DR group labels (>= 0; -1: no group) or None (no DR)."""
 
     X: Tensor
     y: Tensor | None = None
@@ -51,12 +51,15 @@ class RunContext:
     ``generator`` makes every random draw (seed it; it lives on the data's device, or on CPU
     where a trainer says so). ``callback`` gets an event after every epoch and is asked after
     every mini-batch whether to stop. ``resume`` is the ``state`` of an earlier event of the
-    same trainer (see each trainer), or None to start afresh.
+    same trainer (see each trainer), or None to start afresh. ``cuda_graphs``: replay the
+    full-size training steps from CUDA graphs (``dr_core.cuda_graphs``) when the data and the
+    generator are on a CUDA device; the same numbers as the eager steps, fewer launches.
     """
 
     generator: torch.Generator
     callback: Callback = field(default_factory=NullCallback)
     resume: dict[str, Any] | None = None
+    cuda_graphs: bool = False
 
     def replace(self, **changes: Any) -> RunContext:
         return dataclasses.replace(self, **changes)

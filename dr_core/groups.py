@@ -1,92 +1,191 @@
 """Group bookkeeping of one mini-batch for the DR penalties: who is whose cross-group partner.
 
-With side labels s (B,), the cross-group pairs are P = {(p, q): p < q, s_p != s_q}; example p
-has n_p = B - n_{g(p)} cross-group partners and |P| = sum_p n_p / 2 (docs/dr.md).
+Side labels are integers >= 0, or -1 (``NO_GROUP``) for a row that carries no side value. With
+side labels s (B,), the cross-group pairs are P = {(p, q): p < q, s_p >= 0, s_q >= 0,
+s_p != s_q}: a row without a group has no partner and contributes nothing to DR. Example p has
+n_p = L - n_{g(p)} cross-group partners (L the rows that carry a group; n_p = 0 for the others)
+and |P| = sum_p n_p / 2 (docs/dr.md).
+
+Reproducible by construction: every accumulation over rows is a matrix product, a cumulative
+sum, or ``index_add`` on CPU (which adds in index order). On CUDA ``index_add``/``scatter_add``
+use atomics whose order varies between runs, so there the sums are one-hot matrix products
+(small B x G) or sorted segment sums (float64 cumulative sums of rows sorted by group). No
+function here reads a value back to the host, so a trainer that passes dense group ids
+(``group_ids``, once per job) runs without a host synchronisation.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-# Largest (B, G) one-hot matrix worth building: beyond ~4M entries it costs more memory than
-# it saves time.
+NO_GROUP = -1
+# Largest one-hot matrix (rows x columns) worth a matrix product: beyond ~4M entries it costs
+# more memory than it saves time; sorted segment sums take over.
 ONE_HOT_MAX_ELEMENTS = 2**22
+# Devices whose index_add adds in a fixed order. Elsewhere (CUDA atomics) sums by group or by
+# destination row are one-hot products or sorted segment sums. Tests empty it to run the
+# deterministic paths on CPU.
+INDEX_ADD_DEVICES = frozenset({"cpu"})
+
+
+def group_ids(side: Tensor) -> tuple[Tensor, int]:
+    """(ids (N,) int64, G): side labels renumbered 0..G-1 in sorted order, -1 kept for rows
+    without a group. One ``torch.unique`` (one host read): call it once per job, not per batch.
+    ValueError for a label below -1."""
+    side = torch.as_tensor(side).reshape(-1)
+    values, inv = torch.unique(side, return_inverse=True)
+    if values.numel() == 0:
+        return inv.long(), 0
+    lowest = int(values[0])
+    if lowest < NO_GROUP:
+        raise ValueError(f"side: group labels must be >= 0, or -1 for a row without a group; "
+                         f"got {lowest}")
+    if lowest == NO_GROUP:
+        return inv.long() - 1, int(values.numel()) - 1
+    return inv.long(), int(values.numel())
+
+
+def _deterministic_sums(device: torch.device) -> bool:
+    return device.type not in INDEX_ADD_DEVICES
+
+
+def _one_hot(index: Tensor, n: int, dtype: torch.dtype) -> Tensor:
+    """(len(index), n) float one-hot; an index outside [0, n) gives a zero row. Built by a
+    comparison (F.one_hot reads the maximum back on CPU and checks bounds)."""
+    return (index[:, None] == torch.arange(n, device=index.device)).to(dtype)
+
+
+def scatter_rows(index: Tensor, src: Tensor, n_rows: int) -> Tensor:
+    """(n_rows, H): row d is the sum of the rows of src (N, H) whose index (N,) is d.
+
+    index_add where it is ordered (CPU), else a one-hot product or a sorted segment sum, so the
+    result is the same bits in every run.
+    """
+    if not _deterministic_sums(src.device):
+        return src.new_zeros((n_rows, src.shape[1])).index_add_(0, index, src)
+    if index.numel() * n_rows <= ONE_HOT_MAX_ELEMENTS:
+        return _one_hot(index, n_rows, src.dtype).T @ src
+    order = torch.argsort(index, stable=True)
+    sorted_index = index[order]
+    prefix = _prefix_sums(src[order])
+    dest = torch.arange(n_rows, device=index.device)
+    lo = torch.searchsorted(sorted_index, dest, right=False)
+    hi = torch.searchsorted(sorted_index, dest, right=True)
+    return (prefix[hi] - prefix[lo]).to(src.dtype)
+
+
+def add_rows_(dst: Tensor, index: Tensor, src: Tensor, alpha: float = 1.0) -> Tensor:
+    """dst (B, H) += alpha * scatter_rows(index, src, B), in place (index_add_ on CPU)."""
+    if not _deterministic_sums(src.device):
+        return dst.index_add_(0, index, src, alpha=alpha)
+    return dst.add_(scatter_rows(index, src, dst.shape[0]), alpha=alpha)
+
+
+def _prefix_sums(x: Tensor) -> Tensor:
+    """(N + 1, H) float64: row i is the sum of the first i rows of x (N, H). float64, so that
+    differences of two prefix sums lose nothing that matters in float32."""
+    prefix = torch.zeros((x.shape[0] + 1, x.shape[1]), dtype=torch.float64, device=x.device)
+    torch.cumsum(x, 0, dtype=torch.float64, out=prefix[1:])
+    return prefix
 
 
 class Groups:
-    """Group labels of one mini-batch, on the data's device.
+    """Groups of one mini-batch, on the data's device.
 
-    ``inv`` (B,) group index in 0..G-1, ``counts`` (G,), ``n_cross`` (B,) number of cross-group
-    partners of each example (data dtype; ``n_cross_int`` the same as int64), ``n_pairs``
-    (0-d, data dtype) = |P|.
+    ``Groups(side, B, device, dtype)`` takes any side labels (>= 0, -1 = no group) and renumbers
+    them with ``group_ids`` (one host read); with ``n_groups`` given, ``side`` must already be
+    such ids in [-1, n_groups) (what trainers pass: no host read at all).
+
+    ``slot`` (B,) group index, rows without a group in the extra slot G; ``counts`` (G + 1,)
+    int64 rows per slot; ``n_cross`` (B,) number of cross-group partners of each row (data
+    dtype; ``n_cross_int`` the same as int64); ``n_pairs`` (0-d, data dtype) = |P|.
     """
 
-    def __init__(self, side: Tensor, batch: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, side: Tensor, batch: int, device: torch.device, dtype: torch.dtype,
+                 n_groups: int | None = None):
+        side = torch.as_tensor(side)
         if side.dim() != 1 or side.numel() != batch:
             raise ValueError(f"side must have shape ({batch},), got {tuple(side.shape)}")
-        # torch.unique synchronises with the device once (its output size is data-dependent);
-        # this is the only host sync of the penalties.
-        _, inv, counts = torch.unique(side.to(device), return_inverse=True, return_counts=True)
-        self.inv = inv
-        self.counts = counts
-        self.n_groups = int(counts.numel())
-        self.batch = batch
-        self.n_cross_int = batch - counts[inv]
+        side = side.to(device)
+        if n_groups is None or (n_groups >= batch and not _deterministic_sums(device)):
+            # Renumber per batch: on CPU a (G, H) table for G far above B would cost more than
+            # the batch (torch.unique is no device synchronisation there).
+            side, n_groups = group_ids(side)
+        self.batch, self.n_groups, self.dtype = batch, n_groups, dtype
+        self.slot = side.long().remainder(n_groups + 1)  # -1 -> the extra slot G
+        if _deterministic_sums(device):  # integer adds: any order gives the same counts
+            self.counts = torch.zeros(n_groups + 1, dtype=torch.long, device=device).scatter_add_(
+                0, self.slot, torch.ones_like(self.slot))
+        else:  # bincount reads the maximum back: fine on CPU, a synchronisation on CUDA
+            self.counts = torch.bincount(self.slot, minlength=n_groups + 1)
+        # partners of a row of each slot: the labelled rows outside its group; none for slot G
+        partners = (batch - self.counts[n_groups]) - self.counts
+        partners[n_groups].zero_()
+        self.n_cross_int = partners[self.slot]
         self.n_cross = self.n_cross_int.to(dtype)
         self.n_pairs = self.n_cross.sum() / 2
         self._onehot: Tensor | None = None
 
     @property
-    def has_pairs(self) -> bool:
-        return self.n_groups >= 2
+    def labelled(self) -> Tensor:
+        """(B,) 1.0 where a row carries a group (data dtype)."""
+        return (self.slot < self.n_groups).to(self.dtype)
 
-    def _one_hot(self, x: Tensor) -> Tensor | None:
+    def _one_hot_matrix(self) -> Tensor | None:
+        """(B, G) one-hot of the groups (rows without one are zero) when small enough."""
         if self.batch * self.n_groups > ONE_HOT_MAX_ELEMENTS:
             return None
-        if self._onehot is None or self._onehot.dtype != x.dtype:
-            self._onehot = F.one_hot(self.inv, self.n_groups).to(x.dtype)
+        if self._onehot is None:
+            self._onehot = _one_hot(self.slot, self.n_groups, self.dtype)
         return self._onehot
 
-    def class_sums(self, x: Tensor) -> Tensor:
-        """(G, H) sums of the rows of x (B, H) by group; out of place, so autograd can use it.
-
-        A one-hot matmul while the one-hot matrix is small: deterministic on CUDA, unlike
-        index_add's atomics.
-        """
-        onehot = self._one_hot(x)
-        if onehot is not None:
-            return onehot.T @ x
-        return x.new_zeros((self.n_groups, x.shape[1])).index_add(0, self.inv, x)
-
-    def expand(self, per_group: Tensor) -> Tensor:
-        """(B, H) rows of per_group (G, H) for each example's group."""
-        onehot = self._one_hot(per_group)
-        return onehot @ per_group if onehot is not None else per_group[self.inv]
-
     def other_groups_sum(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        """(B, H): row p holds the sum of x (B, H) over the rows of the groups other than p's.
+        """(B, H): row p holds the sum of x (B, H) over the rows of the groups other than p's
+        (0 for a row without a group). No autograd (``OtherGroupsSum`` differentiates it).
 
-        Written into ``out`` (B, H) when given. No autograd (the closed forms differentiate by
-        hand). index_add/index_select rather than one-hot matmuls: a (B, G) @ (G, H) product
-        with a tiny inner dimension costs 2.5-4x more on CPU (measured at B=128, G=10, H=2000).
+        Written into ``out`` (B, H) when given. On CPU index_add/index_select: a (B, G) @ (G, H)
+        product with a tiny inner dimension costs 2.5-4x more there (measured at B=128, G=10,
+        H=2000).
         """
-        by_group = x.new_zeros(self.n_groups, x.shape[1]).index_add_(0, self.inv, x)
-        return torch.index_select(by_group.sum(0).sub(by_group), 0, self.inv, out=out)
+        g = self.n_groups
+        if not _deterministic_sums(x.device):
+            by_group = x.new_zeros(g + 1, x.shape[1]).index_add_(0, self.slot, x)
+            others = by_group[:g].sum(0).sub(by_group)
+            others[g].zero_()
+            return torch.index_select(others, 0, self.slot, out=out)
+        onehot = self._one_hot_matrix()
+        if onehot is not None:
+            by_group = onehot.T @ x
+            return torch.matmul(onehot, by_group.sum(0) - by_group, out=out)
+        result = self._segment_others(x)
+        return result if out is None else out.copy_(result)
+
+    def _segment_others(self, x: Tensor) -> Tensor:
+        """other_groups_sum by sorted segments: rows sorted by slot (groups first, rows without
+        a group last), float64 prefix sums, each row's own group a difference of two of them."""
+        order = torch.argsort(self.slot, stable=True)
+        prefix = _prefix_sums(x[order])
+        ends = torch.cumsum(self.counts, 0)
+        own_lo, own_hi = (ends - self.counts)[self.slot], ends[self.slot]
+        n_labelled = ends[self.n_groups - 1] if self.n_groups else ends[0] * 0
+        labelled_total = prefix[n_labelled]
+        others = labelled_total[None, :] - (prefix[own_hi] - prefix[own_lo])
+        return others.mul_(self.labelled[:, None]).to(x.dtype)
 
     def sample_partners(self, k: int, generator: torch.Generator | None) -> Tensor:
         """(B, k) indices of partners drawn uniformly from the other groups, with replacement.
 
-        Examples are sorted by group so that "the other groups" of an example of group g are
-        the sorted positions outside [start_g, start_g + n_g): draw r in [0, B - n_g) and skip
-        the block. Integers come from ``randint`` (not floor(rand * m), which can round up to m).
+        Examples are sorted by slot (rows without a group last), so that "the other groups" of
+        an example of group g are the sorted positions of [0, L) outside [start_g, start_g +
+        n_g): draw r in [0, L - n_g) and skip the block. Integers come from ``randint`` (not
+        floor(rand * m), which can round up to m). A row without partners gets an arbitrary
+        valid index: its draws weigh 0.
         """
-        device = self.inv.device
-        order = torch.argsort(self.inv, stable=True)
+        device = self.slot.device
+        order = torch.argsort(self.slot, stable=True)
         starts = torch.cumsum(self.counts, 0) - self.counts
-        n_own = self.counts[self.inv][:, None]
-        start = starts[self.inv][:, None]
-        # With a single group there is nothing to draw from; any index will do since w_p = 0.
+        n_own = self.counts[self.slot][:, None]
+        start = starts[self.slot][:, None]
         span = self.n_cross_int.clamp_min(1)[:, None]
         gen_device = generator.device if generator is not None else device
         r = torch.randint(0, 2**62, (self.batch, k), generator=generator, device=gen_device)
@@ -98,10 +197,46 @@ class Groups:
         """(B,) weight w_p = n_p / (2 K |P|) of each of p's K draws (see dr_core.regularizers)."""
         return self.n_cross / (2 * k * self.n_pairs.clamp_min(1))
 
+    def cross_mask(self, rows: slice, cols: slice, dtype: torch.dtype) -> Tensor:
+        """(r, c) 1.0 where (row, column) is a cross-group pair of rows that both carry a group."""
+        a, b = self.slot[rows, None], self.slot[None, cols]
+        return ((a != b) & (a < self.n_groups) & (b < self.n_groups)).to(dtype)
+
+
+class OtherGroupsSum(torch.autograd.Function):
+    """``groups.other_groups_sum(x)`` with autograd. The map is x -> M x with M symmetric
+    (M_pq = 1 for cross-group pairs), so its backward is the same deterministic sum."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, groups: Groups) -> Tensor:
+        ctx.groups = groups
+        return groups.other_groups_sum(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return ctx.groups.other_groups_sum(grad.contiguous()), None
+
+
+class GatherRows(torch.autograd.Function):
+    """x[index] for x (B, H), index (N,): (N, H), whose backward is ``scatter_rows`` (ordered on
+    every device) instead of index_put's atomics."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.n_rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return scatter_rows(index, grad.contiguous(), ctx.n_rows), None
+
 
 def cross_group_pair_count(side: Tensor) -> int:
-    """|P|: the number of unordered pairs of examples with different side labels."""
-    side = torch.as_tensor(side)
-    _, counts = torch.unique(side.reshape(-1), return_counts=True)
-    n = int(side.numel())
+    """|P|: the number of unordered pairs of examples with different side labels, both >= 0."""
+    ids, _ = group_ids(torch.as_tensor(side))
+    ids = ids[ids >= 0]
+    _, counts = torch.unique(ids, return_counts=True)
+    n = int(ids.numel())
     return (n * n - int((counts.long() ** 2).sum())) // 2

@@ -58,9 +58,11 @@ class MLP(nn.Module):
 
     @classmethod
     def from_rbms(cls, rbm_weights: list[tuple[Tensor, Tensor]], n_classes: int | None,
-                  activation: str, generator: torch.Generator) -> MLP:
+                  activation: str, generator: torch.Generator, init: str = "glorot",
+                  init_std: float = 0.01) -> MLP:
         """Unroll a DBN: rbm_weights[i] = (W (n_in, n_out), hidden bias c (n_out,)), RBM
-        convention mu = sigmoid(v @ W + c). The head is initialised at random from generator."""
+        convention mu = sigmoid(v @ W + c). The head is initialised at random from generator
+        (``init``: "glorot" with gain 1, or "normal" N(0, init_std^2))."""
         dims = [rbm_weights[0][0].shape[0], *(w.shape[1] for w, _ in rbm_weights)]
         for (w, c), n_in in zip(rbm_weights, dims):
             if w.shape[0] != n_in or c.shape != (w.shape[1],):
@@ -73,7 +75,7 @@ class MLP(nn.Module):
                 layer.weight.copy_(w.T)
                 layer.bias.copy_(c)
             if model.head is not None:
-                _glorot_(model.head, generator, gain=1.0)
+                _random_init_(model.head, generator, init, 1.0, init_std)
         return model
 
 
@@ -90,32 +92,56 @@ def _glorot_(layer: nn.Linear, generator: torch.Generator, gain: float) -> None:
     layer.bias.zero_()
 
 
+def _normal_(layer: nn.Linear, generator: torch.Generator, std: float) -> None:
+    """N(0, std^2) weights (the classic small initialisation), zero bias; drawn like _glorot_."""
+    z = torch.randn(layer.weight.shape, generator=generator, device=generator.device,
+                    dtype=torch.float64)
+    layer.weight.copy_(z * std)
+    layer.bias.zero_()
+
+
+def _random_init_(layer: nn.Linear, generator: torch.Generator, init: str, gain: float,
+                  std: float) -> None:
+    if init == "glorot":
+        _glorot_(layer, generator, gain)
+    elif init == "normal":
+        _normal_(layer, generator, std)
+    else:
+        raise ValueError(f"init must be 'glorot' or 'normal', got {init!r}")
+
+
 # Glorot's gain for sigmoid units (their slope at 0 is 1/4); He's sqrt(2) for ReLU.
 _INIT_GAIN = {"sigmoid": 4.0, "tanh": 1.0, "relu": math.sqrt(2.0)}
 
 
 def init_mlp(n_features: int, hidden_layers: Sequence[int], n_classes: int | None,
-             activation: str, generator: torch.Generator) -> MLP:
-    """An MLP with seeded Glorot-uniform hidden weights (gain by activation), zero biases."""
+             activation: str, generator: torch.Generator, init: str = "glorot",
+             init_std: float = 0.01) -> MLP:
+    """An MLP with seeded random weights and zero biases: ``init`` "glorot" (uniform, gain by
+    activation; the head gain 1) or "normal" (N(0, init_std^2) for every layer)."""
     model = MLP(n_features, hidden_layers, n_classes, activation)
     with torch.no_grad():
         for layer in model.hidden:
-            _glorot_(layer, generator, _INIT_GAIN[activation])
+            _random_init_(layer, generator, init, _INIT_GAIN[activation], init_std)
         if model.head is not None:
-            _glorot_(model.head, generator, gain=1.0)
+            _random_init_(model.head, generator, init, 1.0, init_std)
     return model
 
 
 @torch.no_grad()
 def evaluate(model: MLP, X: Tensor, y: Tensor, batch_size: int = 1024) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of model on (X, y), in batches, without gradients."""
+    """Mean cross-entropy and accuracy of model on (X, y), in batches, without gradients.
+
+    Rows labelled -1 (no label) are left out of both; one host read at the end."""
     device = next(model.parameters()).device
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, rows
     for i in range(0, X.shape[0], batch_size):
         xb, yb = X[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         logits = model(xb)
-        loss += F.cross_entropy(logits, yb, reduction="sum").double()
-        correct += (logits.argmax(1) == yb).sum()
-    n = max(1, X.shape[0])
-    return {"loss": loss.item() / n, "accuracy": correct.item() / n}
+        labelled = yb >= 0
+        totals[0] += F.cross_entropy(logits, yb, reduction="sum", ignore_index=-1).double()
+        totals[1] += ((logits.argmax(1) == yb) & labelled).sum()
+        totals[2] += labelled.sum()
+    loss, correct, n = totals.tolist()
+    n = max(1.0, n)
+    return {"loss": loss / n, "accuracy": correct / n}

@@ -21,7 +21,9 @@ from torch import Tensor
 
 from dr_core.config import FinetuneConfig
 from dr_core.context import Examples, RunContext
+from dr_core.cuda_graphs import StepGraphs, use_graphs
 from dr_core.events import Event
+from dr_core.groups import group_ids
 from dr_core.mlp import MLP, evaluate
 from dr_core.regularizers import feature_distance
 
@@ -69,11 +71,11 @@ def _restore(state: dict[str, Any], model: MLP, optimizer: torch.optim.Optimizer
     return int(state["epoch"])
 
 
-def _dr_term(features: list[Tensor], side: Tensor, cfg: FinetuneConfig,
+def _dr_term(features: list[Tensor], side: Tensor, n_groups: int, cfg: FinetuneConfig,
              generator: torch.Generator) -> Tensor:
     dr = cfg.dr
     return sum(feature_distance(features[i], side, distance=dr.distance, pairs=dr.pairs,
-                                generator=generator, normalize=dr.normalize)
+                                generator=generator, normalize=dr.normalize, n_groups=n_groups)
                for i in dr.layer_indices(len(features)))
 
 
@@ -82,7 +84,8 @@ def _dr_on(cfg: FinetuneConfig) -> bool:
 
 
 def _checked(model: MLP, cfg: FinetuneConfig, train: Examples) -> Examples:
-    """Refuse what would fail mid-training: no head, no labels, DR without side labels."""
+    """Refuse what would fail mid-training: no head, no labels, DR without side labels.
+    Returns the labelled rows (label >= 0): rows labelled -1 take no part in fine-tuning."""
     if model.head is None:
         raise ValueError("train_mlp needs an MLP with a classification head (n_classes)")
     if train.y is None:
@@ -91,6 +94,13 @@ def _checked(model: MLP, cfg: FinetuneConfig, train: Examples) -> Examples:
         if train.side is None:
             raise ValueError("DR is on (cfg.dr.weight > 0) but no side labels were given")
         cfg.dr.layer_indices(len(model.hidden))  # raises on out-of-range layers
+    unlabelled = train.y < 0
+    if bool(unlabelled.any()):  # once per job
+        keep = ~unlabelled
+        train = Examples(train.X[keep], train.y[keep],
+                         train.side[keep] if train.side is not None else None)
+    if len(train) == 0:
+        raise ValueError("train_mlp needs at least one labelled row (label >= 0)")
     return train
 
 
@@ -100,14 +110,15 @@ def _weights(model: MLP) -> list[Tensor]:
 
 
 def _train_batch(model: MLP, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
-                 batch: Examples, generator: torch.Generator) -> Tensor:
-    """One optimiser step on ``batch``; returns its statistics, float64 (3 + L + 1,):
-    [cross-entropy * batch size, correct predictions, DR term, gradient norms of _weights]."""
+                 batch: Examples, n_groups: int, generator: torch.Generator) -> Tensor:
+    """One optimiser step on ``batch`` (side: dense group ids, ``n_groups`` of them); returns
+    its statistics, float64 (3 + L + 1,): [cross-entropy * batch size, correct predictions,
+    DR term, gradient norms of _weights]."""
     logits, features = model.forward_features(batch.X)
     ce = F.cross_entropy(logits, batch.y)
     loss, dr = ce, torch.zeros((), device=batch.X.device)
     if _dr_on(cfg):
-        dr = _dr_term(features, batch.side, cfg, generator)
+        dr = _dr_term(features, batch.side, n_groups, cfg, generator)
         loss = ce - cfg.dr.weight * dr
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -120,17 +131,44 @@ def _train_batch(model: MLP, optimizer: torch.optim.Optimizer, cfg: FinetuneConf
     return stats
 
 
-def _train_epoch(model: MLP, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
-                 train: Examples, run: RunContext, epoch: int) -> tuple[list[float], int]:
-    """One pass over ``train`` in a fresh random order: (summed batch statistics, batches)."""
-    device, n = train.X.device, len(train)
+class _Steps:
+    """_train_batch on the batch train[idx] (on the device): eagerly, or from a CUDA graph for
+    full-size batches with SGD (Adam's eager step counter cannot be captured). Side labels
+    become dense group ids once per run, so a step reads nothing back from the device."""
+
+    def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
+                 train: Examples, run: RunContext) -> None:
+        self.model, self.optimizer, self.cfg, self.train = model, optimizer, cfg, train
+        self.generator = run.generator
+        self.ids, self.n_groups = group_ids(train.side) if _dr_on(cfg) else (None, 0)
+        device = train.X.device
+        graphs = use_graphs(run.cuda_graphs, device, run.generator) and cfg.optimizer == "sgd"
+        self.graphs = StepGraphs(run.generator) if graphs else None
+        self.idx = torch.empty(cfg.batch_size, dtype=torch.long, device=device) if graphs else None
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        if self.graphs is None or idx.numel() != self.cfg.batch_size:
+            return self._step(idx)
+        self.idx.copy_(idx)  # type: ignore[union-attr]
+        return self.graphs(None, lambda: self._step(self.idx))
+
+    def _step(self, idx: Tensor) -> Tensor:
+        t = self.train
+        batch = Examples(t.X[idx], t.y[idx], self.ids[idx] if self.ids is not None else None)
+        return _train_batch(self.model, self.optimizer, self.cfg, batch, self.n_groups,
+                            self.generator)
+
+
+def _train_epoch(steps: _Steps, n_stats: int, run: RunContext, epoch: int
+                 ) -> tuple[list[float], int]:
+    """One pass over the training rows in a fresh random order: (summed batch statistics,
+    batches). The statistics stay on the device until the epoch's one host read."""
+    device, n, size = steps.train.X.device, len(steps.train), steps.cfg.batch_size
     perm = torch.randperm(n, generator=run.generator, device=run.generator.device).to(device)
-    sums = torch.zeros(3 + len(model.hidden) + 1, dtype=torch.float64, device=device)
+    sums = torch.zeros(n_stats, dtype=torch.float64, device=device)
     batches = 0
-    for b0 in range(0, n, cfg.batch_size):
-        idx = perm[b0:b0 + cfg.batch_size]
-        batch = Examples(train.X[idx], train.y[idx], train.side[idx] if _dr_on(cfg) else None)
-        sums += _train_batch(model, optimizer, cfg, batch, run.generator)
+    for b0 in range(0, n, size):
+        sums += steps(perm[b0:b0 + size])
         batches += 1
         run.stop_if_asked(f"fine-tuning epoch {epoch}")
     return sums.tolist(), batches  # one host sync per epoch
@@ -153,7 +191,9 @@ def train_mlp(model: MLP, cfg: FinetuneConfig, train: Examples, run: RunContext,
               val: Examples | None = None) -> list[Event]:
     """Train model in place on ``train``: X (N, F), y (N,) class indices, side (N,) DR groups.
 
-    Mini-batches come from ``torch.randperm(N, generator=run.generator)`` each epoch (generator
+    Rows labelled -1 (no label) are left out of training and of every metric; rows with side
+    -1 are trained on but pair with no row in DR. Mini-batches come from
+    ``torch.randperm(N, generator=run.generator)`` over the labelled rows each epoch (generator
     on CPU, or on the data's device); sampled DR pairs draw from the same generator. With DR
     off (``cfg.dr`` None or weight 0) no DR is computed and no extra random number is drawn,
     so the run is bit-identical to plain backprop.
@@ -170,12 +210,13 @@ def train_mlp(model: MLP, cfg: FinetuneConfig, train: Examples, run: RunContext,
     ``run.resume`` = a state from such an event: continues at the next epoch, bit-identically.
     Returns the events of the epochs run.
     """
-    train = _checked(model, cfg, train).to(next(model.parameters()).device)
+    train = _checked(model, cfg, train.to(next(model.parameters()).device))
     optimizer = _make_optimizer(model, cfg)
     start = _restore(run.resume, model, optimizer, run.generator) if run.resume is not None else 0
+    steps = _Steps(model, optimizer, cfg, train, run)
     history: list[Event] = []
     for epoch in range(start + 1, cfg.epochs + 1):
-        totals, batches = _train_epoch(model, optimizer, cfg, train, run, epoch)
+        totals, batches = _train_epoch(steps, 3 + len(model.hidden) + 1, run, epoch)
         event = Event("finetune", None, epoch, _epoch_metrics(model, totals, batches, len(train), val),
                       epoch / cfg.epochs, _training_state(model, optimizer, run.generator, epoch))
         run.callback.on_epoch_end(event)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from dr_core.groups import Groups
+from dr_core.groups import Groups, add_rows_
 
 # Largest number of elements in one block of per-pair tensors (a few such blocks are alive at
 # once): keeps the exact all-pairs pass and the sampled pass at a few tens of MB whatever B is.
@@ -138,7 +138,7 @@ def all_pairs_exact(m: Tensor, groups: Groups, kernel, grads: bool, eps: float
             c1 = min(b, c0 + cols)
             fb = [f[None, c0:c1, :] for f in feats]
             value, ga, _ = kernel.pair(fa, fb, grads, eps)
-            cross = (groups.inv[r0:r1, None] != groups.inv[None, c0:c1]).to(m.dtype)
+            cross = groups.cross_mask(slice(r0, r1), slice(c0, c1), m.dtype)
             total = total + (value * cross).sum() / 2
             if grads:
                 grad[r0:r1] += torch.bmm(cross[:, None, :], ga).squeeze(1)
@@ -167,13 +167,14 @@ def sampled_pairs(m: Tensor, groups: Groups, kernel, k: int, generator, grads: b
         total = total + (value.sum(1) * w).sum()
         if not grads:
             continue
-        # Each draw (p, q) adds w_p * d/da to p's row and w_p * d/db to q's (scatter-add).
+        # Each draw (p, q) adds w_p * d/da to p's row and w_p * d/db to q's (a scatter-add, in
+        # a fixed order on every device: dr_core.groups.add_rows_).
         ga = ga * w3
         grad += ga.sum(1)
         if kernel.antisymmetric:
-            grad.index_add_(0, flat, ga.reshape(-1, h), alpha=-1)
+            add_rows_(grad, flat, ga.reshape(-1, h), alpha=-1)
         else:
-            grad.index_add_(0, flat, (gb * w3).reshape(-1, h))
+            add_rows_(grad, flat, (gb * w3).reshape(-1, h))
     if grads and factor is not None:
         grad = grad * factor
     return total, grad

@@ -21,11 +21,13 @@ from dr_core.dbn import pretrain_dbn, rbm_state, rbms_from_state
 from dr_core.events import Callback, Event, EventAdapter, NullCallback, with_state
 from dr_core.mlp import MLP, evaluate, init_mlp
 from dr_core.mlp_trainer import train_mlp
+from dr_core.precision import matmul_precision
 
 
 @dataclass
 class DataSplit:
-    """Raw arrays: X (N, D) float32, labels (N,) int64 in 0..C-1, side (N,) int64 DR groups."""
+    """Raw arrays: X (N, D) float32, labels (N,) int64 in 0..C-1 or -1 (no label: pretraining
+    only), side (N,) int64 DR groups >= 0 or -1 (no side value: no DR pairs)."""
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -129,10 +131,10 @@ def _finetune(cfg: PipelineConfig, data: _Tensors, run: RunContext, rbms: list,
     if rbms:
         weights = [(r.W.detach(), r.c.detach()) for r in rbms]
         model = MLP.from_rbms(weights, n_classes=n_classes, activation=ft.activation,
-                              generator=run.generator)
+                              generator=run.generator, init=ft.init, init_std=ft.init_std)
     else:
         model = init_mlp(data.train.X.shape[1], list(cfg.hidden_layers), n_classes,
-                         ft.activation, run.generator)
+                         ft.activation, run.generator, init=ft.init, init_std=ft.init_std)
     model = model.to(data.train.X.device)
     in_finetune = run.resume is not None and run.resume["phase"] == "finetune"
     # Fine-tuning states carry the pretrained layers: a resumed job rebuilds them from there.
@@ -145,7 +147,7 @@ def _finetune(cfg: PipelineConfig, data: _Tensors, run: RunContext, rbms: list,
 def _final_metrics(model: MLP, data: _Tensors) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for prefix, split in (("train", data.train), ("val", data.val), ("test", data.test)):
-        if split is None or split.y is None or len(split) == 0:
+        if split is None or split.y is None or not bool((split.y >= 0).any()):
             continue
         result = evaluate(model, split.X, split.y)
         metrics[f"{prefix}_loss"] = float(result["loss"])
@@ -155,13 +157,17 @@ def _final_metrics(model: MLP, data: _Tensors) -> dict[str, float]:
 
 def run_pipeline(cfg: PipelineConfig, data: DataSplit, *, n_classes: int, visible: str,
                  generator: torch.Generator, device: str | torch.device = "cpu",
-                 callback: Callback | None = None, resume: dict[str, Any] | None = None) -> PipelineResult:
+                 callback: Callback | None = None, resume: dict[str, Any] | None = None,
+                 cuda_graphs: bool = False) -> PipelineResult:
     """Run ``cfg`` on ``data``. ``generator`` must live on ``device`` (create it there and seed it).
 
     ``visible`` ("bernoulli" | "gaussian") decides the input normalisation and overrides the
     first RBM's visible type. X_val, when given, is the held-out sample of the free-energy gap
     and the validation set of fine-tuning; X_test only enters the final metrics. ``callback``
     gets every event with the overall progress and a state that ``resume`` accepts.
+    Every split moves to ``device`` once; batches are indexed there. ``cfg.precision`` holds
+    for the run (``dr_core.precision``); ``cuda_graphs`` replays full-size steps from CUDA
+    graphs on a CUDA device (``dr_core.cuda_graphs``; ignored on CPU).
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -171,10 +177,11 @@ def run_pipeline(cfg: PipelineConfig, data: DataSplit, *, n_classes: int, visibl
     extra = {"norm.mean": torch.from_numpy(tensors.mean), "norm.std": torch.from_numpy(tensors.std),
              "visible": visible}
     report = _RunReport(callback or NullCallback(), cfg, extra)
-    run = RunContext(generator, report, resume)
-    rbms = _pretrain(cfg, tensors, run, visible)
-    model = _finetune(cfg, tensors, run, rbms, n_classes) if cfg.finetune is not None else None
-    metrics = _final_metrics(model, tensors) if model is not None else {}
+    run = RunContext(generator, report, resume, cuda_graphs=cuda_graphs)
+    with matmul_precision(cfg.precision):
+        rbms = _pretrain(cfg, tensors, run, visible)
+        model = _finetune(cfg, tensors, run, rbms, n_classes) if cfg.finetune is not None else None
+        metrics = _final_metrics(model, tensors) if model is not None else {}
     metrics["epochs_pretrain"] = float(sum(c.epochs for c in cfg.pretrain or ()))
     metrics["epochs_finetune"] = float(cfg.finetune.epochs if cfg.finetune else 0)
     metrics["wall_seconds"] = time.perf_counter() - started

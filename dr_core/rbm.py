@@ -105,8 +105,12 @@ def negative_phase(rbm: RBM, mu: torch.Tensor, cfg: RBMConfig, generator: torch.
 
 
 def positive_statistics(mu: torch.Tensor, side: torch.Tensor | None, dr: PosteriorDRConfig | None,
-                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                        generator: torch.Generator, n_groups: int | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden statistics of the positive phase (B, H), DR value (0-d)).
+
+    ``side`` (B,) group labels, -1 for rows without one (they get no DR gradient); with
+    ``n_groups``, dense ids from ``dr_core.groups.group_ids`` (no host read).
 
     Without DR (``dr`` None or weight 0, or no side labels) they are ``mu`` and 0, and no
     random number is drawn, so lambda = 0 is plain CD bit for bit. With DR the statistics are
@@ -118,7 +122,7 @@ def positive_statistics(mu: torch.Tensor, side: torch.Tensor | None, dr: Posteri
         return mu, mu.new_zeros(())
     value, grad_z = posterior_divergence_and_grad(
         mu, side, divergence=dr.divergence, pairs=dr.pairs, generator=generator,
-        normalize=dr.normalize, grad_wrt="logit")
+        normalize=dr.normalize, grad_wrt="logit", n_groups=n_groups)
     return grad_z.mul_(dr.weight * mu.shape[0]).add_(mu), value  # grad_z is ours to reuse
 
 
@@ -163,11 +167,12 @@ def _persist(rbm: RBM, v_neg: torch.Tensor, chains: torch.Tensor | None,
 
 def cd_step(rbm: RBM, v: torch.Tensor, side: torch.Tensor | None, cfg: RBMConfig,
             velocity: dict[str, torch.Tensor], *, generator: torch.Generator,
-            chains: torch.Tensor | None = None, epoch: int = 0
+            chains: torch.Tensor | None = None, epoch: int = 0, n_groups: int | None = None
             ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One CD-k (or PCD-k when ``cfg.persistent``) update of ``rbm`` in place on the batch ``v`` (B, D).
 
-    Ascends mean log-likelihood + lambda * DR(mu(v), side) (side (B,) or None) with momentum
+    Ascends mean log-likelihood + lambda * DR(mu(v), side) (side (B,) or None; -1 marks a row
+    without a group, ``n_groups`` as in ``positive_statistics``) with momentum
     ``cfg.momentum_at(epoch)`` and L2 decay on W. ``velocity`` (keys W, b, c) is updated in
     place (created when empty). ``chains`` are the persistent fantasy particles (n_chains, D),
     n_chains >= B; None starts them from the data. Returns ({"dr": 0-d tensor}, chains);
@@ -176,7 +181,7 @@ def cd_step(rbm: RBM, v: torch.Tensor, side: torch.Tensor | None, cfg: RBMConfig
     """
     mu = rbm.hidden_probs(v)
     v_neg, h_neg = negative_phase(rbm, mu, cfg, generator, chains)
-    h_pos, dr_value = positive_statistics(mu, side, cfg.dr, generator)
+    h_pos, dr_value = positive_statistics(mu, side, cfg.dr, generator, n_groups)
     apply_update(rbm, velocity, cfg, epoch, (v, h_pos), (v_neg, h_neg))
     new_chains = _persist(rbm, v_neg, chains, generator) if cfg.persistent else None
     return {"dr": dr_value}, new_chains

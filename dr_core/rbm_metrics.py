@@ -28,39 +28,39 @@ def metric_generator(device: torch.device, layer: int, epoch: int) -> torch.Gene
 
 
 @torch.no_grad()
-def recon_error(rbm: RBM, X: torch.Tensor) -> float:
-    """Mean squared error of the mean-field reconstruction over all of X (N, D)."""
-    total = 0.0
+def recon_error(rbm: RBM, X: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the mean-field reconstruction over all of X (N, D) (0-d, float64)."""
+    total = X.new_zeros((), dtype=torch.float64)
     for start in range(0, X.shape[0], _EVAL_CHUNK):
         x = X[start:start + _EVAL_CHUNK]
-        total += float(((rbm.reconstruct(x) - x) ** 2).sum())
+        total += ((rbm.reconstruct(x) - x) ** 2).sum()
     return total / max(1, X.numel())
 
 
 @torch.no_grad()
-def mean_free_energy(rbm: RBM, X: torch.Tensor) -> float:
-    """Mean free energy of the rows of X (N, D)."""
-    total = 0.0
+def mean_free_energy(rbm: RBM, X: torch.Tensor) -> torch.Tensor:
+    """Mean free energy of the rows of X (N, D) (0-d, float64)."""
+    total = X.new_zeros((), dtype=torch.float64)
     for start in range(0, X.shape[0], _EVAL_CHUNK):
-        total += float(rbm.free_energy(X[start:start + _EVAL_CHUNK]).sum())
+        total += rbm.free_energy(X[start:start + _EVAL_CHUNK]).sum()
     return total / max(1, X.shape[0])
 
 
 @torch.no_grad()
-def pseudo_log_likelihood(rbm: RBM, X: torch.Tensor, generator: torch.Generator) -> float:
+def pseudo_log_likelihood(rbm: RBM, X: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Stochastic pseudo-log-likelihood (one random visible unit flipped per row), mean over rows."""
     idx = torch.randint(0, X.shape[1], (X.shape[0],), generator=generator, device=X.device)
     rows = torch.arange(X.shape[0], device=X.device)
     flipped = X.clone()
     flipped[rows, idx] = 1.0 - flipped[rows, idx]
     gap = rbm.free_energy(flipped) - rbm.free_energy(X)
-    return float((X.shape[1] * F.logsigmoid(gap)).mean())
+    return (X.shape[1] * F.logsigmoid(gap)).mean()
 
 
 @torch.no_grad()
-def cross_group_divergence(rbm: RBM, X: torch.Tensor, side: torch.Tensor) -> float:
+def cross_group_divergence(rbm: RBM, X: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
     """Mean squared-Hellinger divergence of p(h|v) over cross-group pairs of X (0 if one group)."""
-    return float(posterior_divergence(rbm.hidden_probs(X), side, divergence="hellinger", pairs="all"))
+    return posterior_divergence(rbm.hidden_probs(X), side, divergence="hellinger", pairs="all")
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,13 @@ class MetricData:
         return cls(X, X[idx], side[idx], holdout, layer)
 
 
-def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: float) -> dict[str, float]:
-    """The metrics after ``epoch`` (0-based); ``dr_mean`` is the epoch's mean DR value."""
+def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: torch.Tensor | float
+                  ) -> dict[str, float]:
+    """The metrics after ``epoch`` (0-based); ``dr_mean`` is the epoch's mean DR value.
+
+    Computed on the device and read back together: one host synchronisation per epoch."""
     X, holdout = data.X, data.holdout
-    metrics = {"recon_error": recon_error(rbm, X)}
+    metrics: dict[str, torch.Tensor | float] = {"recon_error": recon_error(rbm, X)}
     if holdout is not None and holdout.shape[0] > 0:
         # Same-size train sample: the gap then measures overfitting, not sample size.
         n = min(holdout.shape[0], X.shape[0])
@@ -99,4 +102,5 @@ def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: float) -> dic
         metrics["pseudo_log_likelihood"] = pseudo_log_likelihood(rbm, data.sample, gen)
     metrics["dr"] = dr_mean
     metrics["cross_group_divergence"] = cross_group_divergence(rbm, data.sample, data.sample_side)
-    return metrics
+    values = torch.stack([torch.as_tensor(v, device=X.device).double() for v in metrics.values()])
+    return dict(zip(metrics, values.tolist()))

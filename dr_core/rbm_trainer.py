@@ -7,9 +7,46 @@ import torch
 
 from dr_core.config import RBMConfig
 from dr_core.context import Examples, RunContext
+from dr_core.cuda_graphs import StepGraphs, use_graphs
 from dr_core.events import Event
+from dr_core.groups import group_ids
 from dr_core.rbm import RBM, cd_step
 from dr_core.rbm_metrics import MetricData, epoch_metrics
+
+
+class _CDSteps:
+    """cd_step on the batch X[idx] of the training set (on the device): eagerly, or from CUDA
+    graphs for full-size batches. Holds what the steps update: velocity and chains.
+
+    Side labels become dense group ids once per layer (``group_ids``: one host read), so a
+    step reads nothing back from the device.
+    """
+
+    def __init__(self, rbm: RBM, cfg: RBMConfig, train: Examples, run: RunContext,
+                 velocity: dict[str, torch.Tensor], chains: torch.Tensor | None) -> None:
+        self.rbm, self.cfg, self.X, self.generator = rbm, cfg, train.X, run.generator
+        self.velocity, self.chains = velocity, chains
+        dr_on = cfg.dr is not None and cfg.dr.active and train.side is not None
+        self.ids, self.n_groups = group_ids(train.side) if dr_on else (None, None)
+        graphs = use_graphs(run.cuda_graphs, train.X.device, run.generator)
+        self.graphs = StepGraphs(run.generator) if graphs else None
+        self.idx = torch.empty(cfg.batch_size, dtype=torch.long, device=train.X.device) \
+            if graphs else None
+
+    def __call__(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Train on X[idx]; returns the step's DR value (0-d, use it before the next call)."""
+        if self.graphs is None or idx.numel() != self.cfg.batch_size:
+            return self._step(idx, epoch)
+        self.idx.copy_(idx)  # type: ignore[union-attr]
+        # momentum is the one constant of an epoch baked into a capture
+        return self.graphs(self.cfg.momentum_at(epoch), lambda: self._step(self.idx, epoch))
+
+    def _step(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        side = self.ids[idx] if self.ids is not None else None
+        stats, self.chains = cd_step(self.rbm, self.X[idx], side, self.cfg, self.velocity,
+                                     generator=self.generator, chains=self.chains, epoch=epoch,
+                                     n_groups=self.n_groups)
+        return stats["dr"]
 
 
 def _layer_state(rbm: RBM, velocity: dict[str, torch.Tensor], chains: torch.Tensor | None,
@@ -58,7 +95,9 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     (mean over batches) and ``cross_group_divergence``; ``run.callback.should_stop()`` is
     polled after every batch (raises ``TrainingStopped``). ``run.resume`` is an event state of
     this layer (keys ``current.*``, ``epoch``, ``generator``). All random draws use
-    ``run.generator``, which must live on X's device. Returns the layer and its events.
+    ``run.generator``, which must live on X's device. Side -1 marks a row without a group:
+    it trains the likelihood but pairs with no row in DR. Nothing is read back to the host
+    inside an epoch. Returns the layer and its events.
     """
     X, side, generator = train.X, train.side, run.generator
     _check(cfg, X)
@@ -66,21 +105,19 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     rbm = RBM(X.shape[1], cfg.n_hidden, cfg.visible, init_std=cfg.init_std if fresh else 0.0,
               generator=generator, device=X.device, dtype=X.dtype)
     velocity, chains, start = ({}, None, 0) if fresh else _restore(rbm, run.resume, generator)
+    steps = _CDSteps(rbm, cfg, train, run, velocity, chains)
     metric_data = MetricData.choose(X, side, holdout, layer)
     n, events = X.shape[0], []
     for epoch in range(start, cfg.epochs):
         perm = torch.randperm(n, generator=generator, device=X.device)
         dr_sum = torch.zeros((), device=X.device, dtype=X.dtype)
         for b0 in range(0, n, cfg.batch_size):
-            idx = perm[b0:b0 + cfg.batch_size]
-            stats, chains = cd_step(rbm, X[idx], side[idx] if side is not None else None, cfg,
-                                    velocity, generator=generator, chains=chains, epoch=epoch)
-            dr_sum += stats["dr"]
+            dr_sum += steps(perm[b0:b0 + cfg.batch_size], epoch)
             run.stop_if_asked(f"pretraining layer {layer}, epoch {epoch + 1}")
         n_batches = max(1, len(range(0, n, cfg.batch_size)))
-        metrics = epoch_metrics(rbm, metric_data, epoch, float(dr_sum) / n_batches)
+        metrics = epoch_metrics(rbm, metric_data, epoch, dr_sum / n_batches)
         event = Event("pretrain", layer, epoch + 1, metrics, (epoch + 1) / cfg.epochs,
-                      _layer_state(rbm, velocity, chains, generator, layer, epoch + 1))
+                      _layer_state(rbm, velocity, steps.chains, generator, layer, epoch + 1))
         events.append(event)
         run.callback.on_epoch_end(event)
     return rbm, events

@@ -2,7 +2,9 @@
 
 Every penalty is the **mean over unordered cross-group pairs** P = {(p, q): p < q, s_p != s_q}
 of a per-pair term **summed over units** (divided by H with ``normalize="per_unit"``).
-|P| = 0 gives 0 (still connected to the input's graph, so ``backward`` works).
+Side labels are integers >= 0; -1 marks a row without a side value, which pairs with no row
+(likelihood and classification terms still use it; DR does not). |P| = 0 gives 0 (still
+connected to the input's graph, so ``backward`` works).
 
 * ``posterior_divergence(mu, side, ...)``: generative DR between factorised Bernoulli posteriors
   with means ``mu`` (B, H), clamped to [EPS, 1 - EPS]. ``hellinger`` and ``jeffreys`` with
@@ -32,11 +34,15 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from dr_core.config import Pairs, check_pairs
-from dr_core.groups import Groups, cross_group_pair_count
+from dr_core.groups import GatherRows, Groups, OtherGroupsSum, cross_group_pair_count
 from dr_core.pair_kernels import KERNELS, all_pairs_exact, sampled_pairs
 
 # Posterior means are clamped to [EPS, 1 - EPS]: keeps logits and 1/sqrt(mu (1 - mu)) finite.
 EPS = 1e-6
+# Devices where reading one value back to decide is cheaper than a boolean mask (CPU, where
+# comparisons are slow and there is no device to wait for). Tests empty it to run the CUDA
+# code path, which never reads a value back, on CPU.
+MASK_CHECK_DEVICES = frozenset({"cpu"})
 
 # What a gradient is taken with respect to: the means mu, or their logit z (mu = sigmoid(z)),
 # i.e. d/dmu * mu (1 - mu), which is what an RBM's hidden-unit update needs.
@@ -111,11 +117,15 @@ _CLOSED = {"hellinger": _hellinger_closed, "jeffreys": _jeffreys_closed}
 def _zero_where_clamped(grad: Tensor, mu: Tensor, eps: float) -> None:
     """torch.clamp's convention: no gradient where mu lies outside [eps, 1 - eps].
 
-    Boolean masks are slow on CPU, so one is built only when some value really is outside.
+    Boolean masks are slow on CPU (a comparison costs ~4x a multiplication there), so on CPU
+    one is built only when some value really is outside. Elsewhere the mask is always applied:
+    asking first would read a value back to the host in every step (MASK_CHECK_DEVICES).
     """
-    lo, hi = torch.aminmax(mu)
-    if bool((lo < eps) | (hi > 1 - eps)):
-        grad.masked_fill_((mu < eps) | (mu > 1 - eps), 0.0)
+    if mu.device.type in MASK_CHECK_DEVICES:
+        lo, hi = torch.aminmax(mu)
+        if not bool((lo < eps) | (hi > 1 - eps)):
+            return
+    grad.masked_fill_((mu < eps) | (mu > 1 - eps), 0.0)
 
 
 # ------------------------------------------------------------------------------------ public API
@@ -129,8 +139,8 @@ def _check_common(x: Tensor, name: str, pairs: Pairs, normalize: str) -> None:
 
 
 def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs, generator,
-                         normalize: str, eps: float, wrt: GradWrt | None
-                         ) -> tuple[Tensor, Tensor | None]:
+                         normalize: str, eps: float, wrt: GradWrt | None,
+                         n_groups: int | None = None) -> tuple[Tensor, Tensor | None]:
     """(mean over P, its gradient w.r.t. mu or logit mu, or None when ``wrt`` is None)."""
     if divergence not in KERNELS:
         raise ValueError(f"divergence must be one of {tuple(KERNELS)}, got {divergence!r}")
@@ -138,10 +148,9 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
         raise ValueError(f"grad_wrt must be 'mu' or 'logit', got {wrt!r}")
     _check_common(mu, "mu", pairs, normalize)
     mu = mu.detach()
-    groups = Groups(side, mu.shape[0], mu.device, mu.dtype)
-    if not groups.has_pairs:
-        return mu.new_zeros(()), (None if wrt is None else torch.zeros_like(mu))
-    scale = 1 / groups.n_pairs
+    groups = Groups(side, mu.shape[0], mu.device, mu.dtype, n_groups)
+    # No branch on |P| = 0 (that would read it back to the host): every sum over P is then 0.
+    scale = 1 / groups.n_pairs.clamp_min(1)
     if normalize == "per_unit":
         scale = scale / mu.shape[1]
     c = mu.clamp(eps, 1 - eps)
@@ -179,18 +188,20 @@ class _AnalyticGrad(torch.autograd.Function):
 
 def posterior_divergence(mu: Tensor, side: Tensor, *, divergence: str, pairs: Pairs = "all",
                          generator: torch.Generator | None = None, normalize: str = "sum",
-                         eps: float = EPS) -> Tensor:
+                         eps: float = EPS, n_groups: int | None = None) -> Tensor:
     """Mean over cross-group pairs of a divergence between Bernoulli posteriors (scalar).
 
     mu (B, H): posterior means in (0, 1) (clamped to [eps, 1 - eps]); side (B,): integer group
-    labels (any values). divergence: hellinger | jeffreys | bhattacharyya | jensen_shannon.
+    labels >= 0, -1 for a row without one. With ``n_groups`` given, side must already be dense
+    ids in [-1, n_groups) (``dr_core.groups.group_ids``) and nothing is read back to the host.
+    divergence: hellinger | jeffreys | bhattacharyya | jensen_shannon.
     pairs: "all" (exact) or K (K sampled partners per example, unbiased, draws from
     ``generator``, which may live on another device than mu). Differentiable w.r.t. mu with an
     analytic gradient (first-order only).
     """
     def compute(grads: bool):
         return _divergence_and_grad(mu, side, divergence, pairs, generator, normalize, eps,
-                                    "mu" if grads else None)
+                                    "mu" if grads else None, n_groups)
 
     if mu.requires_grad and torch.is_grad_enabled():
         return _AnalyticGrad.apply(mu, compute)
@@ -200,50 +211,52 @@ def posterior_divergence(mu: Tensor, side: Tensor, *, divergence: str, pairs: Pa
 def posterior_divergence_and_grad(mu: Tensor, side: Tensor, *, divergence: str,
                                   pairs: Pairs = "all", generator: torch.Generator | None = None,
                                   normalize: str = "sum", eps: float = EPS,
-                                  grad_wrt: GradWrt = "mu") -> tuple[Tensor, Tensor]:
+                                  grad_wrt: GradWrt = "mu", n_groups: int | None = None
+                                  ) -> tuple[Tensor, Tensor]:
     """(value, gradient) without autograd: value 0-d, gradient (B, H) like mu, a fresh tensor.
 
     Same arguments and value as ``posterior_divergence``; with pairs=K the gradient is that of
     the same sampled estimate (one set of draws for both). ``grad_wrt="logit"`` gives
     d value / dz for mu = sigmoid(z), i.e. d value / dmu * mu (1 - mu), computed without the
     division and re-multiplication (the RBM's DR update). Either way the gradient is 0 where
-    mu was clamped.
+    mu was clamped, and on rows without a group.
     """
     value, grad = _divergence_and_grad(mu, side, divergence, pairs, generator, normalize, eps,
-                                       grad_wrt)
+                                       grad_wrt, n_groups)
     return value, grad
 
 
 def feature_distance(h: Tensor, side: Tensor, *, distance: str, pairs: Pairs = "all",
-                     generator: torch.Generator | None = None, normalize: str = "sum") -> Tensor:
+                     generator: torch.Generator | None = None, normalize: str = "sum",
+                     n_groups: int | None = None) -> Tensor:
     """Mean over cross-group pairs of a distance between hidden features h (B, H) (scalar).
 
+    side and n_groups as in ``posterior_divergence`` (rows with side -1 pair with nothing).
     distance: ``euclidean`` = ||h_p - h_q||^2 (summed over units; divided by H with
     normalize="per_unit"); ``cosine`` = 1 - cos(h_p, h_q), with a zero feature vector counting
     as orthogonal to everything (F.normalize's convention). Cosine is not a sum over units, so
     ``normalize`` leaves it unchanged (it is already bounded in [0, 2]).
     Squared euclidean is unbounded on unbounded features (ReLU): maximising it can blow the
     features up; prefer per_unit normalisation with a small weight, or cosine.
-    Plain autograd (closed forms are O(B*H + G*H); pairs=K gathers B*K partner rows).
+    Autograd through deterministic sums (closed forms are O(B*H + G*H); pairs=K gathers B*K
+    partner rows, and scatters their gradients back in a fixed order).
     """
     if distance not in ("euclidean", "cosine"):
         raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
     _check_common(h, "h", pairs, normalize)
-    groups = Groups(side, h.shape[0], h.device, h.dtype)
-    if not groups.has_pairs:
-        return h.sum() * 0
+    groups = Groups(side, h.shape[0], h.device, h.dtype, n_groups)
     x = F.normalize(h, dim=1) if distance == "cosine" else h - h.mean(0).detach()
     if pairs == "all":
-        xg = groups.class_sums(x)
-        cross_dot = (xg * (xg.sum(0) - xg)).sum() / 2  # sum over P of x_p . x_q
+        # sum over P of x_p . x_q = 1/2 sum_p x_p . (sum of x over p's cross-group partners)
+        cross_dot = (x * OtherGroupsSum.apply(x, groups)).sum() / 2
         if distance == "cosine":
             total = groups.n_pairs - cross_dot
         else:
             total = (groups.n_cross[:, None] * x * x).sum() - 2 * cross_dot
-        value = total / groups.n_pairs
+        value = total / groups.n_pairs.clamp_min(1)
     else:
         partners = groups.sample_partners(pairs, generator)
-        xb = x[partners]  # (B, K, H)
+        xb = GatherRows.apply(x, partners.reshape(-1)).view(*partners.shape, -1)  # (B, K, H)
         if distance == "cosine":
             per_draw = 1 - (x[:, None, :] * xb).sum(-1)
         else:

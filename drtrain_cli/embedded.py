@@ -1,25 +1,27 @@
 """``drtrain up``: the API and N Celery workers as child processes, all on this machine.
 
 SQLite in the data folder, objects in ``<data-dir>/objects``, Celery's filesystem transport in
-``<data-dir>/broker``. Children run in their own process groups so that a training process
-forked by a worker is stopped with it, and so that Ctrl-C reaches them only through us (in a
-defined order, with a timeout).
+``<data-dir>/broker``. ``up`` binds the port first (a busy port fails before anything starts)
+and hands the listening socket to the API. Children run in their own process groups so that a
+training process forked by a worker is stopped with it, and so that Ctrl-C reaches them only
+through us (in a defined order, with a timeout); they die with ``up`` even when it is killed
+hard, and one that exits is restarted with backoff (``drtrain_cli.supervise``).
 """
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
+import socket
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from drtrain_cli.supervise import Children
 from drtrain_client.connection import DEFAULT_DATA_DIR, KEY_FILE, URL_FILE
 from worker.argv import worker_argv
 
-STOP_TIMEOUT_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 90.0
 LOCAL_TENANT = "local"
 # Set explicitly by ``up``: an operator's production URLs in the shell must not leak in.
@@ -106,45 +108,6 @@ def prepare(data_dir: Path) -> tuple[Path, str]:
     return data_dir, ensure_local_key(settings.resolved_database_url, data_dir / KEY_FILE)
 
 
-class Children:
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True)
-        self.procs.append((name, proc))
-
-    def dead(self) -> list[tuple[str, int]]:
-        return [(n, p.returncode) for n, p in self.procs if p.poll() is not None]
-
-    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        for _, proc in self.procs:
-            # The leader only: a Celery worker then stops warmly (lets a nearly done job end);
-            # the group is killed below if that takes too long.
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for _, proc in self.procs:
-            # The whole group: a prefork pool child must not outlive its worker.
-            _signal_group(proc, signal.SIGKILL)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _wait_healthy(url: str, children: Children, stopping: list[int]) -> bool:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline and not stopping and not children.dead():
@@ -157,8 +120,41 @@ def _wait_healthy(url: str, children: Children, stopping: list[int]) -> bool:
     return False
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound here so that a port already in use (another
+    ``drtrain up``, anything else) fails now, before anything is started or printed."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Lets a restart reuse a port in TIME_WAIT; a socket still listening on it is
+        # refused all the same (no SO_REUSEPORT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_embedded(*, host: str, port: int, data_dir: Path, workers: int) -> int:
-    """Run until Ctrl-C/SIGTERM (exit 0) or until a child dies (exit 1)."""
+    """Run until Ctrl-C/SIGTERM (exit 0), or until the port is busy, the service does not
+    come up, or a child keeps crashing (exit 1). A child that dies is restarted."""
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        _say(f"drtrain up: cannot listen on {host}:{port}: {exc.strerror or exc} "
+             "(is another drtrain up, or another server, using this port?)")
+        return 1
+    try:
+        return _run(sock, host=host, port=port, data_dir=data_dir, workers=workers)
+    finally:
+        sock.close()
+
+
+def _run(sock: socket.socket, *, host: str, port: int, data_dir: Path, workers: int) -> int:
     data_dir, key = prepare(data_dir)
     env = child_env(data_dir)
     stopping: list[int] = []
@@ -171,8 +167,8 @@ def run_embedded(*, host: str, port: int, data_dir: Path, workers: int) -> int:
 
     children = Children()
     py = sys.executable
-    children.start("api", [py, "-m", "uvicorn", "api.app:main_app", "--factory", "--host", host,
-                           "--port", str(port), "--log-level", "warning"], env, Path.cwd())
+    children.start("api", [py, "-m", "drtrain_cli.api_on_socket", str(sock.fileno())], env,
+                   Path.cwd(), pass_fds=(sock.fileno(),))
     for i in range(workers):
         children.start(f"worker-{i}", [py, "-m", "celery", "-A", "worker.celery_app",
                                        *worker_argv(hostname=f"embedded{i}@%h",
@@ -190,10 +186,7 @@ def run_embedded(*, host: str, port: int, data_dir: Path, workers: int) -> int:
         for line in banner(url, key, data_dir, workers):
             _say(line)
         while not stopping:
-            dead = children.dead()
-            if dead:
-                _say("drtrain up: " + ", ".join(f"{n} exited unexpectedly with {c}"
-                                                for n, c in dead) + "; stopping")
+            if not children.supervise(_say):
                 return 1
             time.sleep(0.5)
         _say("drtrain up: stopping")

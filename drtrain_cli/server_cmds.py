@@ -5,6 +5,7 @@ read by ``drtrain.kit.settings``); ``up`` sets the embedded defaults itself.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -61,8 +62,15 @@ def worker(
                                            "job) or solo.")] = "prefork",
     queue: Annotated[str, typer.Option(help="Queue to consume.")] = "drtrain",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    jobs_per_device: Annotated[int | None, typer.Option(
+        min=1, help="Jobs that may share one GPU, each in its own process, admitted while "
+                    "their estimated memory fits the free device memory (sets "
+                    "DRTRAIN_JOBS_PER_DEVICE; give --concurrency at least as many).")] = None,
 ) -> None:
     """Run a Celery training worker, configured by DRTRAIN_* environment variables."""
+    if jobs_per_device is not None:
+        # The pool's children read their settings from the environment they inherit.
+        os.environ["DRTRAIN_JOBS_PER_DEVICE"] = str(jobs_per_device)
     _settings()
     from worker.argv import worker_argv
     from worker.celery_app import app as celery_app

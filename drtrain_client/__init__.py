@@ -10,6 +10,7 @@ from drtrain_client.connection import (
 from drtrain_client.errors import (
     ChecksumMismatch,
     ClientError,
+    DatasetRejected,
     DrtrainError,
     UnreachableError,
     WaitTimeout,
@@ -24,6 +25,7 @@ __all__ = [
     "Client",
     "ClientError",
     "Connection",
+    "DatasetRejected",
     "DrtrainError",
     "ProgressCallback",
     "Resource",

@@ -21,6 +21,7 @@ from drtrain_client.connection import Connection, resolve_connection
 from drtrain_client.errors import (
     ChecksumMismatch,
     ClientError,
+    DatasetRejected,
     DrtrainError,
     UnreachableError,
     WaitTimeout,
@@ -78,10 +79,48 @@ class Client:
     def upload_dataset(self, path: str | os.PathLike[str], *, name: str | None = None,
                        label_column: str = "label", side_info_column: str | None = None,
                        labels_file: str | os.PathLike[str] | None = None,
-                       progress: ProgressCallback | None = None) -> dict[str, Any]:
+                       progress: ProgressCallback | None = None, wait: bool = True,
+                       timeout: float | None = 900, poll: float = 0.5) -> dict[str, Any]:
         """Upload a CSV, NPZ or gzipped IDX file. The file object is handed to httpx, which
         reads it in chunks while sending, so a large file never sits whole in memory.
-        ``progress(sent, total)`` is called as the file bytes go out."""
+        ``progress(sent, total)`` is called as the file bytes go out.
+
+        The server answers 202 and checks the file afterwards (status ``validating``). With
+        ``wait`` (the default) this then polls until the dataset is ``ready`` and returns it;
+        a ``failed`` check raises ``DatasetRejected`` (a 422 with the reason), and a check
+        still running after ``timeout`` seconds ``WaitTimeout``. ``wait=False`` returns the
+        202 body at once."""
+        dataset = self._post_upload(path, name=name, label_column=label_column,
+                                    side_info_column=side_info_column,
+                                    labels_file=labels_file, progress=progress)
+        if not wait or dataset.get("status") != "validating":
+            return dataset
+        return self.wait_dataset(str(dataset["id"]), timeout=timeout, poll=poll)
+
+    def wait_dataset(self, dataset_id: str, timeout: float | None = None,
+                     poll: float = 0.5) -> dict[str, Any]:
+        """Poll until the dataset's check has ended: returns it ``ready``, raises
+        ``DatasetRejected`` when it ``failed``, ``WaitTimeout`` past ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        dataset = self.get_dataset(dataset_id)
+        pause = min(poll, 0.1)  # small files are checked in well under a second
+        while dataset.get("status") == "validating":
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(dataset_id, "validating", timeout or 0, what="dataset")
+                pause = min(pause, remaining)
+            time.sleep(pause)
+            pause = min(poll, pause * 2)
+            dataset = self.get_dataset(dataset_id)
+        if dataset.get("status") == "failed":
+            raise DatasetRejected(dataset)
+        return dataset
+
+    def _post_upload(self, path: str | os.PathLike[str], *, name: str | None,
+                     label_column: str, side_info_column: str | None,
+                     labels_file: str | os.PathLike[str] | None,
+                     progress: ProgressCallback | None) -> dict[str, Any]:
         sources = {"file": Path(path)}
         if labels_file is not None:
             sources["labels_file"] = Path(labels_file)
@@ -127,13 +166,20 @@ class Client:
         job.etag = response.headers.get("etag")
         return job
 
-    def list_jobs(self, status: str | None = None,
-                  page_size: int = 50) -> Iterator[dict[str, Any]]:
-        """Every job, newest first, following ``next_page_token`` lazily page by page."""
+    def list_jobs(self, status: str | None = None, page_size: int = 50,
+                  tag: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every job, newest first, following ``next_page_token`` lazily page by page;
+        ``status`` and ``tag`` filter."""
         params: dict[str, Any] = {"page_size": page_size}
         if status:
             params["status"] = status
+        if tag:
+            params["tag"] = tag
         return self._pages("/v1/jobs", params)
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a finished job with its metrics, checkpoints and model (409 while active)."""
+        self._request("DELETE", f"/v1/jobs/{_seg(job_id)}")
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")

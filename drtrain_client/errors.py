@@ -77,12 +77,25 @@ class ChecksumMismatch(ClientError):
 
 
 class WaitTimeout(ClientError, TimeoutError):
-    """``Client.wait`` gave up before the job reached a terminal status."""
+    """``Client.wait`` gave up before the job reached a terminal status (or
+    ``Client.wait_dataset`` before the dataset's check ended)."""
 
-    def __init__(self, job_id: str, status: str | None, timeout: float) -> None:
+    def __init__(self, job_id: str, status: str | None, timeout: float,
+                 what: str = "job") -> None:
         self.job_id = job_id
         self.status = status
-        super().__init__(f"job {job_id} still {status} after {timeout:g} s")
+        super().__init__(f"{what} {job_id} still {status} after {timeout:g} s")
+
+
+class DatasetRejected(DrtrainError):
+    """An upload the server accepted (202) whose check then failed: a 422 with its reason,
+    as if the server had refused it at once. ``dataset`` is the failed dataset."""
+
+    def __init__(self, dataset: dict[str, Any]) -> None:
+        self.dataset = dataset
+        super().__init__(422, "Unprocessable content",
+                         str(dataset.get("status_reason") or "the dataset failed its check"),
+                         type_="https://drtrain.dev/problems/invalid")
 
 
 def _detail_text(detail: Any) -> str | None:

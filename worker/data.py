@@ -15,6 +15,8 @@ from dr_core.pipeline import DataSplit
 from drtrain.datasets.builtins import test_split_id
 from drtrain.datasets.formats import LoadedData
 from drtrain.datasets.loading import load_arrays
+from drtrain.jobs.spec import JobSpec
+from drtrain.jobs.warnings import training_warnings
 from drtrain.kit.models import Dataset, Job
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
@@ -28,6 +30,17 @@ class Prepared:
     split: DataSplit
     classes: list[str]
     visible: str
+
+    def warnings(self, spec: JobSpec) -> list[str]:
+        """What looks wrong with this spec on these rows (drtrain.jobs.warnings)."""
+        s = self.split
+        n_val = 0 if s.y_val is None else len(s.y_val)
+        labels = s.y_train if s.y_val is None else np.concatenate([s.y_train, s.y_val])
+        # -1: a row without a label, or without a side value; neither counts.
+        counts = np.bincount(labels[labels >= 0], minlength=len(self.classes))
+        return training_warnings(spec, n_rows=len(s.y_train) + n_val, n_val=n_val,
+                                 class_counts=dict(zip(self.classes, counts.tolist())),
+                                 n_groups=int(np.unique(s.side_train[s.side_train >= 0]).size))
 
 
 def _load(session: Session, store: ObjectStore, job: Job, dataset_id: str, settings: Settings,
@@ -48,7 +61,8 @@ def _remap(test_y: np.ndarray, test_classes: list[str], classes: list[str]) -> n
     if missing:
         raise SpecError(f"test_dataset_id: classes {missing[:5]} do not occur in the training data")
     lut = np.asarray([index[c] for c in test_classes], dtype=np.int64)
-    return lut[np.asarray(test_y, dtype=np.int64)]
+    test_y = np.asarray(test_y, dtype=np.int64)
+    return np.where(test_y >= 0, lut[np.maximum(test_y, 0)] if len(lut) else -1, -1)
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +80,7 @@ def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Setti
     y = np.asarray(data.y, dtype=np.int64)
     if X.ndim != 2 or X.shape[0] < 2:
         raise SpecError(f"dataset {job.dataset_id}: needs at least 2 rows, got shape {X.shape}")
+    # Without side information DR groups by label; either way -1 marks a row without one.
     side = np.asarray(data.groups, dtype=np.int64) if data.groups is not None else y
     classes = [str(c) for c in data.classes]
 

@@ -1,7 +1,9 @@
 """The dr_core callback of a running job: checkpoint, metrics and progress, all fenced.
 
 Each event is recorded in one transaction (checkpoint row + metric points + progress), after
-its state is safely in the store, so SQL never points at a checkpoint that is not there.
+its state is safely in the store, so SQL never points at a checkpoint that is not there. The
+same transaction prunes the job's resumable checkpoints to the newest ``keep_checkpoints``
+(their objects are deleted once it has committed).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from dr_core.events import Event
-from drtrain.jobs import lifecycle
+from drtrain.jobs import lifecycle, retention
 from drtrain.jobs.lifecycle import MetricValue
 from drtrain.kit.db import session_scope
 from drtrain.kit.storage import ObjectStore
@@ -25,9 +27,10 @@ log = logging.getLogger(__name__)
 class JobCallback:
     def __init__(self, *, job_id: str, attempt: int, worker_id: str,
                  factory: sessionmaker[Session], store: ObjectStore, heartbeat: Heartbeat,
-                 workdir: Path) -> None:
+                 workdir: Path, keep_checkpoints: int = 2) -> None:
         self.job_id, self.attempt, self.worker_id = job_id, attempt, worker_id
         self.factory, self.store, self.hb, self.workdir = factory, store, heartbeat, workdir
+        self.keep = keep_checkpoints
 
     def on_epoch_end(self, event: Event) -> None:
         self._record(event, "epoch")
@@ -53,6 +56,10 @@ class JobCallback:
                     s, self.job_id, self.attempt, kind=kind, phase=event.phase, layer=event.layer,
                     epoch=event.epoch, object_key=uploaded.key, sha256=uploaded.sha256,
                     size_bytes=uploaded.size_bytes, worker_id=self.worker_id) is None
+                if not fenced:
+                    # Under the same fenced row lock: a stale attempt can never prune.
+                    retention.remove_after_commit(
+                        s, self.store, retention.prune_resumable(s, self.job_id, self.keep))
             if kind == "epoch" and not fenced:
                 # NaN/inf cannot travel as JSON; a diverged run shows up in its final status.
                 points = [MetricValue(event.phase, event.layer, event.epoch, name, float(value))

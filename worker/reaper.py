@@ -1,11 +1,18 @@
-"""The reaper: puts jobs of dead workers back in the queue and re-publishes lost messages.
+"""The reaper: puts jobs of dead workers back in the queue, re-publishes lost messages, and
+sweeps up the checkpoints of jobs that have ended.
 
 Runs as a thread in every worker's main process (all its writes are conditional UPDATEs, so
 several reapers at once are harmless). Jobs whose lease expired go back to ``queued`` with
-attempt + 1 (or fail after max_attempts) and are re-published; ``queued`` jobs whose message
-may have vanished (Redis restarted empty) are re-published after
-``settings.requeue_queued_after_seconds``, but only while the broker holds fewer messages than
-there are queued jobs, so a long queue is not flooded with duplicates.
+attempt + 1 (or fail after max_attempts) and are published once, by the reaper that requeued
+them. A ``queued`` job whose message may have vanished (Redis restarted empty) is re-published
+only when all of these hold:
+
+- it has been queued and unpublished for ``settings.requeue_queued_after_seconds``;
+- no message for it is in the broker, waiting or taken by a worker
+  (``drtrain.kit.broker_messages``), in this round and in the previous one: a worker that
+  has just taken its message has claimed the job one round later;
+- this reaper wins the conditional UPDATE that marks it published (so of several reapers
+  exactly one sends it).
 """
 from __future__ import annotations
 
@@ -13,15 +20,17 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.jobs import lifecycle
-from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job, queue_depth
+from drtrain.jobs import lifecycle, retention
+from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job
+from drtrain.kit.broker_messages import job_ids_in_broker
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 from drtrain.kit.models import utcnow
 from drtrain.kit.settings import Settings
+from drtrain.kit.storage import ObjectStore, make_store
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +50,69 @@ def _publish_all(ids: list[str], publish: Publisher) -> list[str]:
 
 def reap_once(settings: Settings, factory: sessionmaker[Session], *,
               queue: str = DEFAULT_QUEUE, publish: Publisher | None = None,
-              depth: Callable[[], int | None] | None = None) -> dict[str, list[str]]:
-    """One round; returns what it did (tests call it directly)."""
+              in_broker: Callable[[], set[str] | None] | None = None,
+              suspects: set[str] | None = None,
+              store: ObjectStore | None = None) -> dict[str, list[str]]:
+    """One round; returns what it did (tests call it directly).
+
+    ``in_broker`` gives the ids of the jobs with a message in the broker (None: unknown).
+    ``suspects`` carries, from one round to the next, the stale queued jobs that had no
+    message; a job is re-published only when it is in it already (None: at once). With a
+    ``store``, ended jobs' leftover checkpoints are removed too."""
     publish = publish or (lambda job_id: publish_run_job(settings, job_id, queue=queue))
-    depth = depth or (lambda: queue_depth(settings, queue=queue))
+    in_broker = in_broker or (lambda: job_ids_in_broker(settings, queue=queue))
     now = utcnow()
     with session_scope(factory) as s:
         requeued = lifecycle.requeue_expired(s, now)
     sent = _publish_all(requeued, publish)
-    republished: list[str] = []
     with session_scope(factory) as s:
-        stale = lifecycle.stale_queued(
-            s, now - timedelta(seconds=settings.requeue_queued_after_seconds))
-        if stale:
-            waiting = depth()
-            if waiting is None or waiting < lifecycle.count_queued(s):
-                republished = _publish_all(stale, publish)
-        lifecycle.mark_published(s, sent + republished, now)
+        lifecycle.mark_published(s, sent, now)
+    older_than = now - timedelta(seconds=settings.requeue_queued_after_seconds)
+    with session_scope(factory) as s:
+        # A job requeued (and published) above is never sent twice in the same round.
+        stale = [j for j in lifecycle.stale_queued(s, older_than) if j not in requeued]
+    missing: list[str] = []
+    if stale:  # only then is the broker asked (reading a long queue is not free)
+        # The broker is read before SQL is read again: a message taken after this snapshot
+        # belongs to a job that is claimed by then, or is only a suspect (not yet due).
+        present = in_broker()
+        with session_scope(factory) as s:
+            still = set(lifecycle.stale_queued(s, older_than))
+        missing = [j for j in stale if j in still and (present is None or j not in present)]
+    due = missing if suspects is None else [j for j in missing if j in suspects]
+    if suspects is not None:
+        suspects.clear()
+        suspects.update(j for j in missing if j not in due)
+    republished = _republish(factory, due, older_than, publish)
+    if store is not None:
+        _sweep_ended(factory, store)
     if requeued or republished:
         log.info("reaper: requeued %s, re-published %s", requeued, republished)
     return {"requeued": requeued, "republished": republished}
+
+
+def _republish(factory: sessionmaker[Session], due: list[str], older_than: datetime,
+               publish: Publisher) -> list[str]:
+    done = []
+    for job_id in due:
+        marked = utcnow()
+        with session_scope(factory) as s:
+            if not lifecycle.take_for_republish(s, job_id, older_than, marked):
+                continue  # claimed, cancelled or re-sent by another reaper meanwhile
+        if _publish_all([job_id], publish):
+            done.append(job_id)
+        else:
+            with session_scope(factory) as s:
+                lifecycle.untake_for_republish(s, job_id, marked)
+    return done
+
+
+def _sweep_ended(factory: sessionmaker[Session], store: ObjectStore) -> None:
+    """Checkpoints of ended jobs that nothing resumes any more (cancelled while queued,
+    failed or cancelled by a reaper, killed before the worker could purge them)."""
+    with session_scope(factory) as s:
+        for job_id in retention.ended_with_leftovers(s):
+            retention.remove_after_commit(s, store, retention.purge_ended(s, job_id))
 
 
 class _Reaper:
@@ -75,9 +127,12 @@ class _Reaper:
         # Pool children forked later must not touch this engine's sockets.
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
         factory = make_sessionmaker(engine)
+        store = make_store(self.settings)
+        suspects: set[str] = set()
         while not self.stop.wait(self.interval):
             try:
-                reap_once(self.settings, factory, queue=self.queue)
+                reap_once(self.settings, factory, queue=self.queue, suspects=suspects,
+                          store=store)
             except Exception:  # noqa: BLE001 - a DB hiccup must not end the reaper for good
                 log.exception("reaper round failed")
         engine.dispose()

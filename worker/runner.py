@@ -2,8 +2,9 @@
 
 Called by the Celery task, and directly (no broker) by tests. Idempotent: a job that cannot
 be claimed (running elsewhere, terminal) is left alone, so a duplicate message is harmless.
-Checkpoint retention: every layer and epoch checkpoint is kept (simple, and each one is
-listed by the API); they are small next to the datasets this service takes.
+Checkpoint retention (``drtrain.jobs.retention``): while the job runs, its newest
+``DRTRAIN_KEEP_CHECKPOINTS`` layer/epoch checkpoints are kept; once it has ended, only the
+final model.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dr_core.events import TrainingStopped
-from drtrain.jobs import lifecycle
+from drtrain.jobs import lifecycle, retention
 from drtrain.jobs.repository import resumable_checkpoints
 from drtrain.kit import storage
 from drtrain.kit.db import session_scope
@@ -64,9 +65,14 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _finish(factory: sessionmaker[Session], job: Job, worker_id: str, status: JobStatus,
-            reason: str | None, result: dict[str, Any] | None = None) -> bool:
+            reason: str | None, result: dict[str, Any] | None = None, *,
+            store: ObjectStore | None = None) -> bool:
     with session_scope(factory) as s:
         ok = lifecycle.finish(s, job.id, job.attempt, status, reason, result, worker_id=worker_id)
+        if ok and store is not None:
+            # Nothing resumes an ended job: only its final model stays (the reaper sweeps up
+            # the jobs that end without passing here).
+            retention.remove_after_commit(s, store, retention.purge_ended(s, job.id))
     if not ok:
         log.warning("job %s attempt %s: finish(%s) refused (no longer ours)", job.id, job.attempt,
                     status)
@@ -135,10 +141,11 @@ def _run_claimed(job: Job, hb: Heartbeat, *, settings: Settings,
                             job.id, job.attempt)
                 return
             status, text = STOP_OUTCOME[reason]
-            _finish(factory, job, worker_id, status, text)
+            _finish(factory, job, worker_id, status, text, store=store)
             return
         except (SpecError, DomainError) as exc:
-            _finish(factory, job, worker_id, JobStatus.failed, str(getattr(exc, "detail", exc)))
+            _finish(factory, job, worker_id, JobStatus.failed, str(getattr(exc, "detail", exc)),
+                    store=store)
             return
         except Exception as exc:  # noqa: BLE001 - any crash must end as a failed job, not a lost one
             if _transient(exc):
@@ -149,12 +156,13 @@ def _run_claimed(job: Job, hb: Heartbeat, *, settings: Settings,
                             "expires", job.id, job.attempt, type(exc).__name__, exc)
                 return
             log.exception("job %s attempt %s crashed", job.id, job.attempt)
-            _finish(factory, job, worker_id, JobStatus.failed, f"{type(exc).__name__}: {exc}")
+            _finish(factory, job, worker_id, JobStatus.failed, f"{type(exc).__name__}: {exc}",
+                    store=store)
             return
         if outcome is None:
             return
         _finish(factory, job, worker_id, JobStatus.succeeded, outcome.get("reason"),
-                outcome["result"])
+                outcome["result"], store=store)
 
 
 def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker[Session],
@@ -162,14 +170,16 @@ def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker
     import torch
 
     from dr_core.model_file import save_model
-    from dr_core.pipeline import run_pipeline
+    from worker.training import train
 
     spec = parse_spec(job.spec)
     wall = time.perf_counter()
     with session_scope(factory) as s:
         prepared = prepare_data(s, store, job, settings, workdir)
         candidates = resumable_checkpoints(s, job.id)
-    cfg = build_pipeline_config(spec, prepared.visible)
+    with session_scope(factory) as s:
+        lifecycle.add_warnings(s, job.id, job.attempt, worker_id, prepared.warnings(spec))
+    cfg = build_pipeline_config(spec, prepared.visible, len(prepared.split.y_train))
     device = _resolve_device(spec.device)
     found = load_latest_valid(store, candidates, workdir) if candidates else None
     resume = found[1] if found else None
@@ -178,10 +188,12 @@ def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker
     generator = torch.Generator(device=device)
     generator.manual_seed(spec.seed)
     callback = JobCallback(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
-                           factory=factory, store=store, heartbeat=hb, workdir=workdir)
-    result = run_pipeline(cfg, prepared.split, n_classes=len(prepared.classes),
-                          visible=prepared.visible, generator=generator, device=device,
-                          callback=callback, resume=resume)
+                           factory=factory, store=store, heartbeat=hb, workdir=workdir,
+                           keep_checkpoints=settings.keep_checkpoints)
+    # A slot on a shared GPU, then training with checkpoints, metrics and progress recorded
+    # off the training thread (worker/training.py).
+    result = train(cfg, prepared, spec=spec, settings=settings, device=device,
+                   generator=generator, callback=callback, resume=resume)
     if hb.stop_reason is StopReason.fenced:
         return None
 

@@ -20,7 +20,15 @@ from dr_core.config import (
     PosteriorDRConfig,
     RBMConfig,
 )
-from drtrain.jobs.spec import FinetuneDR, FinetuneSpec, JobSpec, Pairs, PretrainDR, PretrainSpec
+from drtrain.jobs.spec import (
+    FinetuneDR,
+    FinetuneSpec,
+    JobSpec,
+    Pairs,
+    PretrainDR,
+    PretrainSpec,
+    resolve_batch_size,
+)
 
 
 class SpecError(ValueError):
@@ -54,19 +62,21 @@ def _feature_dr(dr: FinetuneDR | None) -> FeatureDRConfig | None:
                            pairs=_pairs(dr.pairs), normalize=dr.normalize)
 
 
-def _rbm(pre: PretrainSpec, n_hidden: int, visible: str) -> RBMConfig:
+def _rbm(pre: PretrainSpec, n_hidden: int, visible: str, n_train: int) -> RBMConfig:
     return RBMConfig(n_hidden=n_hidden, visible=visible, epochs=pre.epochs,
-                     batch_size=pre.batch_size, learning_rate=pre.learning_rate, cd_k=pre.cd_k,
+                     batch_size=resolve_batch_size(pre.batch_size, n_train),
+                     learning_rate=pre.learning_rate, cd_k=pre.cd_k,
                      persistent=pre.persistent, momentum=pre.momentum,
                      final_momentum=pre.final_momentum, weight_decay=pre.weight_decay,
                      dr=_posterior_dr(pre.dr))
 
 
-def _finetune(ft: FinetuneSpec) -> FinetuneConfig:
-    return FinetuneConfig(epochs=ft.epochs, batch_size=ft.batch_size, optimizer=ft.optimizer,
+def _finetune(ft: FinetuneSpec, n_train: int) -> FinetuneConfig:
+    return FinetuneConfig(epochs=ft.epochs, batch_size=resolve_batch_size(ft.batch_size, n_train),
+                          optimizer=ft.optimizer,
                           learning_rate=ft.learning_rate, momentum=ft.momentum,
                           weight_decay=ft.weight_decay, activation=ft.activation,
-                          dr=_feature_dr(ft.dr))
+                          init=ft.init, init_std=ft.init_std, dr=_feature_dr(ft.dr))
 
 
 def resolve_visible(requested: str, data_min: float, data_max: float) -> str:
@@ -82,19 +92,21 @@ def resolve_visible(requested: str, data_min: float, data_max: float) -> str:
     return requested
 
 
-def build_pipeline_config(spec: JobSpec, visible: str) -> PipelineConfig:
-    """dr_core PipelineConfig for ``spec``; ``visible`` is already resolved (never "auto").
+def build_pipeline_config(spec: JobSpec, visible: str, n_train: int) -> PipelineConfig:
+    """dr_core PipelineConfig for ``spec`` on ``n_train`` training rows; ``visible`` is
+    already resolved (never "auto"), batch sizes are resolved here.
 
     Only the first RBM sees the data; the layers above it see Bernoulli hidden units."""
     hidden = tuple(spec.model.hidden_layers)
     try:
         pretrain = None
         if spec.pretrain is not None:
-            pretrain = tuple(_rbm(spec.pretrain, h, visible if i == 0 else "bernoulli")
+            pretrain = tuple(_rbm(spec.pretrain, h, visible if i == 0 else "bernoulli", n_train)
                              for i, h in enumerate(hidden))
-        finetune = _finetune(spec.finetune) if spec.finetune is not None else None
+        finetune = _finetune(spec.finetune, n_train) if spec.finetune is not None else None
         if finetune is not None and finetune.dr is not None:
             finetune.dr.layer_indices(len(hidden))
-        return PipelineConfig(hidden_layers=hidden, pretrain=pretrain, finetune=finetune)
+        return PipelineConfig(hidden_layers=hidden, pretrain=pretrain, finetune=finetune,
+                              precision=spec.precision)
     except ValueError as exc:
         raise SpecError(f"invalid spec: {exc}") from exc

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, UploadSlotDep
 from api.schemas.common import ResourceId, problem_responses
 from api.uploads import parse_multipart
-from drtrain.datasets import service
+from drtrain.datasets import intake, service
 from drtrain.datasets.schemas import DatasetList, DatasetOut
 from drtrain.kit.errors import Invalid
 
@@ -29,26 +31,43 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
     }}}}}}
 
 
-@router.post("", status_code=201, response_model=DatasetOut, openapi_extra=_UPLOAD_BODY,
-             responses=problem_responses(413, 422))
+@router.post("", status_code=202, response_model=DatasetOut, openapi_extra=_UPLOAD_BODY,
+             responses=problem_responses(408, 413, 422, 429, 507))
 async def upload_dataset(request: Request, session: SessionDep, store: StoreDep,
-                         settings: SettingsDep, tenant: TenantDep) -> DatasetOut:
+                         settings: SettingsDep, tenant: TenantDep,
+                         _slot: UploadSlotDep) -> Response:
+    # The tenant was checked in a short session of its own (api.deps.get_tenant) and
+    # ``session`` opens no connection before its first query, so no connection is held while
+    # the body arrives; the slot bounds this tenant's concurrent uploads (429) and
+    # BodyTimeoutMiddleware drops a body that stalls (408).
     form = await parse_multipart(request, settings.max_upload_bytes)
     try:
         upload = form.files.get("file")
         if upload is None:
             raise Invalid("file: a file part named 'file' is required")
         labels = form.files.get("labels_file")
-        # Parsing a large CSV is CPU work: keep it off the event loop.
-        row = await run_in_threadpool(
-            service.create_dataset, session, store, settings, tenant,
-            data=upload.file, filename=upload.filename or "", name=form.fields.get("name"),
+        # Copying and the header checks are blocking: off the event loop (422 at once).
+        received = await run_in_threadpool(
+            intake.receive, settings, data=upload.file, filename=upload.filename or "",
+            name=form.fields.get("name"),
             label_column=form.fields.get("label_column") or "label",
             side_info_column=form.fields.get("side_info_column") or None,
             labels=labels.file if labels is not None else None)
     finally:
         await form.close()
-    return DatasetOut.model_validate(row)
+    # The whole file is checked in a process of its own, from now on while it is stored.
+    check = intake.start_check(request.app.state.validator, received)
+    factory = request.app.state.sessionmaker
+    try:
+        staged = await run_in_threadpool(intake.admit, factory, store, settings, tenant.id,
+                                         received)
+    except BaseException:
+        await intake.abandon(check, received)
+        raise
+    return JSONResponse(staged.dataset.model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/datasets/{staged.dataset.id}"},
+                        background=BackgroundTask(intake.finish_upload, factory, store, check,
+                                                  staged))
 
 
 @router.get("", response_model=DatasetList)

@@ -6,28 +6,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api import events
-from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
-from api.http import etag_matches, job_response, object_download
+from api import events, reads
+from api.deps import DatabaseDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from api.http import job_response, object_download
 from api.schemas.common import ResourceId, problem_responses
 from api.schemas.jobs import (
     CheckpointList,
     CheckpointOut,
     JobOut,
     JobPage,
-    MetricPointOut,
     MetricsPage,
     PredictRequest,
     PredictResponse,
 )
 from drtrain.jobs import repository as q
-from drtrain.jobs import service
+from drtrain.jobs import retention, service
 from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-SSE_POLL_SECONDS = 0.5
-SSE_KEEPALIVE_SECONDS = 15.0
 # Metric seq is a 32-bit column: a larger cursor would fail in the database, not match nothing.
 MAX_SEQ = 2**31 - 1
 
@@ -35,63 +32,78 @@ MAX_SEQ = 2**31 - 1
 @router.post("", status_code=202, response_model=JobOut,
              responses={200: {"description": "Replay of an Idempotency-Key", "model": JobOut},
                         **problem_responses(429)})
-def submit_job(spec: Annotated[JobSpec, Body(openapi_examples={
-                   "digits": {"summary": "DBN + MLP on digits", "value": JOB_SPEC_EXAMPLE}})],
-               tenant: TenantDep, session: SessionDep, settings: SettingsDep,
-               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Response:
-    job, created = service.submit_job(session, settings, tenant.id, spec, idempotency_key)
+async def submit_job(spec: Annotated[JobSpec, Body(openapi_examples={
+                         "digits": {"summary": "DBN + MLP on digits", "value": JOB_SPEC_EXAMPLE}})],
+                     tenant: TenantDep, db: DatabaseDep, settings: SettingsDep,
+                     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+                     ) -> Response:
+    job, created = await db.run(service.submit_job, settings, tenant.id, spec, idempotency_key)
     return job_response(job, 202 if created else 200, Location=f"/v1/jobs/{job.id}")
 
 
-@router.get("", response_model=JobPage)
-def list_jobs(tenant: TenantDep, session: SessionDep,
-              status: Annotated[str | None, Query(pattern=r"^(queued|running|succeeded|failed|"
-                                                          r"cancelling|cancelled)$")] = None,
-              page_size: Annotated[int, Query(ge=1, le=200)] = 50,
-              page_token: Annotated[str | None, Query(max_length=500)] = None) -> JobPage:
-    rows, token = q.list_jobs(session, tenant.id, status=status, page_size=page_size,
-                              page_token=page_token)
-    return JobPage(items=[JobOut.model_validate(j) for j in rows], next_page_token=token)
+# The reads below are async handlers around one ``Database.read`` hop each: plain columns,
+# serialised once into the response body, with a weak ETag (304 on If-None-Match).
+
+@router.get("", response_model=JobPage, responses={304: {"description": "Not modified"}})
+async def list_jobs(tenant: TenantDep, db: DatabaseDep,
+                    status: Annotated[str | None, Query(
+                        pattern=r"^(queued|running|succeeded|failed|cancelling|cancelled)$")] = None,
+                    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+                    page_token: Annotated[str | None, Query(max_length=500)] = None,
+                    include: Annotated[str | None, Query(
+                        pattern=r"^spec$", description="`spec`: add each job's spec")] = None,
+                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """Newest first. Rows leave out each job's spec unless `include=spec`."""
+    page = await db.read(reads.jobs_page, tenant.id, status, page_size, page_token,
+                         include == "spec", then=reads.jobs_page_with_etag)
+    return reads.respond(page, if_none_match)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
-def get_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
-            if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    response = job_response(q.get_job(session, tenant.id, job_id))
-    if etag_matches(if_none_match, response.headers["ETag"]):
-        return Response(status_code=304, headers={"ETag": response.headers["ETag"]})
-    return response
+async def get_job(job_id: ResourceId, tenant: TenantDep, db: DatabaseDep,
+                  if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    job = await db.read(reads.job, tenant.id, job_id, then=reads.job_with_etag)
+    return reads.respond(job, if_none_match)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPage)
-def get_metrics(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
-                since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
-                limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> MetricsPage:
-    q.get_job(session, tenant.id, job_id)
-    points = q.metrics_since(session, job_id, since, limit)
-    return MetricsPage(items=[MetricPointOut.model_validate(p) for p in points],
-                       next_since=points[-1].seq if points else since)
+@router.get("/{job_id}/metrics", response_model=MetricsPage,
+            responses={304: {"description": "Not modified"}})
+async def get_metrics(job_id: ResourceId, tenant: TenantDep, db: DatabaseDep,
+                      since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    page = await db.read(reads.metrics_page, tenant.id, job_id, since, limit,
+                         then=reads.metrics_page_with_etag)
+    return reads.respond(page, if_none_match)
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, session: SessionDep,
-               last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
-               ) -> StreamingResponse:
-    q.get_job(session, tenant.id, job_id)  # 404 now, not inside an already-started stream
-    state = request.app.state
-    stream = events.job_events(
-        state.sessionmaker, tenant.id, job_id, last_event_id or 0,
-        poll_interval=getattr(state, "sse_poll_seconds", SSE_POLL_SECONDS),
-        keepalive_interval=getattr(state, "sse_keepalive_seconds", SSE_KEEPALIVE_SECONDS))
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(429)})
+async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, db: DatabaseDep,
+                     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
+                     ) -> Response:
+    """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429)."""
+    await db.read(q.job_exists, tenant.id, job_id)  # 404 now, not inside an open stream
+    slots = request.app.state.stream_slots
+    slots.acquire(tenant.id)
+    stream = request.app.state.events.stream(db, tenant.id, job_id, last_event_id or 0)
+    return events.EventStreamResponse(stream, release=lambda: slots.release(tenant.id))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
-             responses=problem_responses(409))
+             responses={200: {"description": "Already cancelled (idempotent repeat)",
+                              "model": JobOut}, **problem_responses(409)})
 def cancel_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> Response:
-    return job_response(service.cancel_job(session, tenant.id, job_id), 202)
+    job, already = service.cancel_job(session, tenant.id, job_id)
+    return job_response(job, 200 if already else 202)
+
+
+@router.delete("/{job_id}", status_code=204, response_class=Response,
+               responses=problem_responses(409))
+def delete_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
+               store: StoreDep) -> Response:
+    retention.delete_job(session, store, tenant.id, job_id)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
@@ -112,11 +124,25 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 def download_model(job_id: ResourceId, tenant: TenantDep, session: SessionDep, store: StoreDep,
                    settings: SettingsDep, redirect: bool = False,
                    range_: Annotated[str | None, Header(alias="Range")] = None,
-                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+                   if_none_match: Annotated[str | None, Header()] = None,
+                   if_range: Annotated[str | None, Header()] = None) -> Response:
     ck = service.final_model(session, tenant.id, job_id)
     if redirect and (url := store.presign(ck.object_key, settings.presign_seconds)):
         return RedirectResponse(url, status_code=307)
-    return object_download(store, ck, f"{job_id}.safetensors", range_, if_none_match)
+    return object_download(store, ck, f"{job_id}.safetensors", range_, if_none_match,
+                           if_range=if_range)
+
+
+# HEAD answers GET's headers (size, ETag, ranges) without a body; kept out of the OpenAPI
+# document, which describes the GET.
+@router.head("/{job_id}/model", include_in_schema=False)
+def head_model(job_id: ResourceId, tenant: TenantDep, session: SessionDep, store: StoreDep,
+               range_: Annotated[str | None, Header(alias="Range")] = None,
+               if_none_match: Annotated[str | None, Header()] = None,
+               if_range: Annotated[str | None, Header()] = None) -> Response:
+    ck = service.final_model(session, tenant.id, job_id)
+    return object_download(store, ck, f"{job_id}.safetensors", range_, if_none_match,
+                           if_range=if_range, head=True)
 
 
 @router.get("/{job_id}/checkpoints/{checkpoint_id}", response_class=StreamingResponse,
@@ -125,13 +151,14 @@ def download_checkpoint(job_id: ResourceId, checkpoint_id: ResourceId, tenant: T
                         session: SessionDep, store: StoreDep, settings: SettingsDep,
                         redirect: bool = False,
                         range_: Annotated[str | None, Header(alias="Range")] = None,
-                        if_none_match: Annotated[str | None, Header()] = None) -> Response:
+                        if_none_match: Annotated[str | None, Header()] = None,
+                        if_range: Annotated[str | None, Header()] = None) -> Response:
     """One checkpoint's safetensors file (a layer, an epoch or the final model)."""
     ck = service.checkpoint(session, tenant.id, job_id, checkpoint_id)
     if redirect and (url := store.presign(ck.object_key, settings.presign_seconds)):
         return RedirectResponse(url, status_code=307)
     return object_download(store, ck, f"{job_id}-{ck.kind}-{checkpoint_id}.safetensors", range_,
-                           if_none_match)
+                           if_none_match, if_range=if_range)
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,

@@ -1,4 +1,5 @@
-"""Operations: liveness, readiness and Prometheus metrics. No auth: these are scraped."""
+"""Operations: liveness, readiness and Prometheus metrics. No API key: these are scraped
+(``/metrics`` may need its own token, see ``api.ops_metrics.check_metrics_access``)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -7,8 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.deps import SettingsDep
-from api.ops_metrics import render_metrics
+from api.ops_metrics import check_metrics_access, render_metrics
 from api.readiness import broker_ping
+from api.schemas.common import problem_responses
 from drtrain.kit.db import ping
 
 router = APIRouter(tags=["operations"])
@@ -47,7 +49,10 @@ def readyz(checks: Annotated[dict[str, str], Depends(_checks)]) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus text exposition", response_class=PlainTextResponse)
-def metrics(request: Request) -> PlainTextResponse:
+@router.get("/metrics", summary="Prometheus text exposition", response_class=PlainTextResponse,
+            responses=problem_responses(401, 404, 429))
+def metrics(request: Request, settings: SettingsDep) -> PlainTextResponse:
+    # Read here, not declared: a scrape endpoint's credential is no documented parameter.
+    check_metrics_access(request, settings, request.headers.get("authorization"))
     body = render_metrics(request.app.state.request_stats, request.app.state.sessionmaker)
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drtrain.jobs.spec import FLOAT32_MAX
 
 
-class JobOut(BaseModel):
+class JobSummaryOut(BaseModel):
+    """A job as list rows carry it: everything but its spec (``?include=spec`` adds it)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
@@ -23,7 +25,6 @@ class JobOut(BaseModel):
     attempt: int
     max_attempts: int
     cancel_requested: bool
-    spec: dict[str, Any]
     dataset_id: str
     sweep_id: str | None
     created_at: datetime
@@ -31,10 +32,26 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     result: dict[str, Any] | None
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    @field_validator("tags", "warnings", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: list[str] | None) -> list[str]:
+        return value or []
+
+
+class JobOut(JobSummaryOut):
+    spec: dict[str, Any]
+
+
+class JobListItem(JobSummaryOut):
+    spec: dict[str, Any] | None = Field(None, description="only with ?include=spec")
 
 
 class JobPage(BaseModel):
-    items: list[JobOut]
+    items: list[JobListItem]
     next_page_token: str | None
 
 

@@ -6,9 +6,14 @@
   holds the four IDX files; ``builtin:fashion-mnist-test`` is its 10000-image t10k split.
   A job on ``builtin:fashion-mnist`` with ``test_dataset_id: null`` is tested on t10k
   (``test_split_id`` says so to the worker).
+- ``builtin:fashion-mnist-coarse``: the same 60000 images and labels, with a coarse grouping
+  as side information (``groups``), so DR can compare examples by something other than the
+  label: ``FASHION_COARSE`` (tops, bottoms, footwear, bags). Tested on t10k too.
 
 Pixels are scaled to [0, 1] (digits / 16, fashion-mnist / 255) so the hint is bernoulli.
-Summaries are computed once per process (fashion-mnist lazily, on first use).
+Summaries are known without reading a pixel when the files are the published ones (their
+sha256 is in ``_KNOWN``); other files are summarised once per process by streaming them
+(a few MB of memory). The API computes them at start-up, in the background.
 """
 from __future__ import annotations
 
@@ -16,13 +21,20 @@ import gzip
 import hashlib
 import importlib.util
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from drtrain.datasets.formats import DatasetSummary, LoadedData, encode_labels, read_idx_pair, summarize
+from drtrain.datasets.formats import (
+    DatasetSummary,
+    LoadedData,
+    encode_labels,
+    read_idx_pair,
+    summarize,
+    summarize_idx_pair,
+)
 from drtrain.kit.errors import NotFound
 from drtrain.kit.settings import Settings, get_settings
 
@@ -31,6 +43,26 @@ FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+
+# Fashion-MNIST's ten labels (0-9, Zalando's order) -> the coarse group each belongs to.
+FASHION_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Ankle boot")
+FASHION_COARSE_GROUPS = ("tops", "bottoms", "footwear", "bags")
+FASHION_COARSE = {
+    "T-shirt/top": "tops", "Pullover": "tops", "Coat": "tops", "Shirt": "tops", "Dress": "tops",
+    "Trouser": "bottoms",
+    "Sandal": "footwear", "Sneaker": "footwear", "Ankle boot": "footwear",
+    "Bag": "bags",
+}
+
+
+def fashion_coarse_groups(y: np.ndarray) -> np.ndarray:
+    """The coarse group (an index into ``FASHION_COARSE_GROUPS``) of each Fashion-MNIST label;
+    a missing label (-1) has no group (-1)."""
+    lut = np.asarray([FASHION_COARSE_GROUPS.index(FASHION_COARSE[name])
+                      for name in FASHION_LABELS], dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    return np.where(y >= 0, lut[np.maximum(y, 0)], -1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +89,26 @@ def _load_digits() -> LoadedData:
     return LoadedData(X=table[:, :-1] / np.float32(16.0), y=y, classes=classes)
 
 
+def _fashion_summary(n: int) -> DatasetSummary:
+    classes = [str(i) for i in range(10)]
+    return DatasetSummary(format="builtin", n_samples=n, n_features=784, n_classes=10,
+                          class_counts=dict.fromkeys(classes, n // 10),
+                          feature_range=[0.0, 1.0],
+                          visible_units_hint="bernoulli", classes=classes,
+                          n_labelled=n, n_with_side=n)
+
+
+# The published Fashion-MNIST files (Zalando's release, as Debian's dataset-fashion-mnist
+# ships them): sha256 of the images and of the labels file -> their summary, checked against
+# a streamed summary of the real files by tests/api/test_builtins.py.
+_KNOWN: dict[tuple[str, str], DatasetSummary] = {
+    ("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+     "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"): _fashion_summary(60000),
+    ("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+     "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"): _fashion_summary(10000),
+}
+
+
 def _fashion_paths(settings: Settings, split: str) -> tuple[Path, Path]:
     images, labels = FASHION_FILES[split]
     return settings.fashion_mnist_dir / images, settings.fashion_mnist_dir / labels
@@ -79,6 +131,9 @@ def _ids(settings: Settings) -> dict[str, tuple[str, list[Path]]]:
                                            list(_fashion_paths(settings, "train")))
         found[f"{PREFIX}fashion-mnist-test"] = ("Fashion-MNIST (t10k test, 10000)",
                                                 list(_fashion_paths(settings, "test")))
+        found[f"{PREFIX}fashion-mnist-coarse"] = (
+            "Fashion-MNIST (train, 60000; side = tops/bottoms/footwear/bags)",
+            list(_fashion_paths(settings, "train")))
     return found
 
 
@@ -88,11 +143,41 @@ def load_builtin(builtin_id: str, settings: Settings) -> LoadedData:
     if builtin_id == f"{PREFIX}digits":
         return _load_digits()
     split = "test" if builtin_id.endswith("-test") else "train"
-    return _load_fashion(settings, split)
+    data = _load_fashion(settings, split)
+    if builtin_id == f"{PREFIX}fashion-mnist-coarse":
+        data.groups = fashion_coarse_groups(data.y)
+    return data
 
 
 _cache: dict[tuple[str, str], BuiltinDataset] = {}
 _cache_lock = threading.Lock()
+
+
+def _digests(files: list[Path]) -> tuple[str, list[str]]:
+    """sha256 of the files one after the other (the dataset's ``sha256``), and of each."""
+    whole = hashlib.sha256()
+    each = []
+    for path in files:
+        one = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                whole.update(block)
+                one.update(block)
+        each.append(one.hexdigest())
+    return whole.hexdigest(), each
+
+
+def _summary(builtin_id: str, files: list[Path], digests: list[str],
+             settings: Settings) -> DatasetSummary:
+    if builtin_id == f"{PREFIX}digits":
+        return summarize("builtin", _load_digits())
+    known = _KNOWN.get((digests[0], digests[-1])) if len(files) == 2 else None
+    summary = known or summarize_idx_pair(files[0], files[1], settings, "builtin", scale=255.0)
+    if builtin_id == f"{PREFIX}fashion-mnist-coarse":
+        # Every row carries a coarse group (its label's): as many as carry a label.
+        return replace(summary, n_with_side=summary.n_labelled,
+                       n_groups=len(FASHION_COARSE_GROUPS))
+    return summary
 
 
 def get_builtin(builtin_id: str, settings: Settings) -> BuiltinDataset | None:
@@ -101,18 +186,13 @@ def get_builtin(builtin_id: str, settings: Settings) -> BuiltinDataset | None:
     if builtin_id not in ids:
         return None
     cache_key = (builtin_id, str(settings.fashion_mnist_dir))
-    with _cache_lock:  # one thread computes; the others wait instead of parsing it again
+    with _cache_lock:  # one thread computes; the others wait instead of reading it again
         if cache_key not in _cache:
             name, files = ids[builtin_id]
-            digest = hashlib.sha256()
-            for path in files:
-                with open(path, "rb") as fh:
-                    while block := fh.read(1 << 20):
-                        digest.update(block)
+            digest, each = _digests(files)
             _cache[cache_key] = BuiltinDataset(
-                id=builtin_id, name=name,
-                summary=summarize("builtin", load_builtin(builtin_id, settings)),
-                sha256=digest.hexdigest(), size_bytes=sum(p.stat().st_size for p in files),
+                id=builtin_id, name=name, summary=_summary(builtin_id, files, each, settings),
+                sha256=digest, size_bytes=sum(p.stat().st_size for p in files),
                 created_at=datetime.fromtimestamp(max(p.stat().st_mtime for p in files),
                                                   UTC))
         return _cache[cache_key]
@@ -130,4 +210,5 @@ def builtin_facts(builtin_id: str, settings: Settings | None = None) -> DatasetS
 
 def test_split_id(builtin_id: str) -> str | None:
     """The test set used when a job on this built-in names no ``test_dataset_id``."""
-    return f"{PREFIX}fashion-mnist-test" if builtin_id == f"{PREFIX}fashion-mnist" else None
+    trains = (f"{PREFIX}fashion-mnist", f"{PREFIX}fashion-mnist-coarse")
+    return f"{PREFIX}fashion-mnist-test" if builtin_id in trains else None

@@ -20,6 +20,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from drtrain.jobs.warnings import merge as merge_warnings
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 
 LIVE = (JobStatus.running, JobStatus.cancelling)
@@ -221,10 +222,30 @@ def stale_queued(session: Session, older_than: datetime) -> list[str]:
     """Queued jobs last published (or created) before ``older_than``: their message may have
     vanished with the broker, so they are re-published (claim() makes duplicates harmless)."""
     return list(session.execute(
-        select(Job.id).where(Job.status == JobStatus.queued,
-                             or_(Job.published_at < older_than,
-                                 (Job.published_at.is_(None)) & (Job.created_at < older_than)))
+        select(Job.id).where(Job.status == JobStatus.queued, _stale(older_than))
         .order_by(Job.created_at)).scalars())
+
+
+def _stale(older_than: datetime):  # noqa: ANN202
+    return or_(Job.published_at < older_than,
+               (Job.published_at.is_(None)) & (Job.created_at < older_than))
+
+
+def take_for_republish(session: Session, job_id: str, older_than: datetime,
+                       now: datetime | None = None) -> bool:
+    """Mark a stale queued job as published now, only if it still is stale and queued: of
+    several reapers that found it, exactly one wins and sends its message."""
+    res = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued, _stale(older_than))
+        .values(published_at=now or utcnow()).execution_options(synchronize_session=False))
+    return _changed(res) == 1
+
+
+def untake_for_republish(session: Session, job_id: str, marked: datetime) -> None:
+    """The publish after ``take_for_republish`` failed: make the job stale again so the next
+    round retries it."""
+    session.execute(update(Job).where(Job.id == job_id, Job.published_at == marked)
+                    .values(published_at=None).execution_options(synchronize_session=False))
 
 
 def count_queued(session: Session) -> int:
@@ -238,3 +259,17 @@ def mark_published(session: Session, job_ids: Sequence[str], now: datetime | Non
     session.execute(update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.queued)
                     .values(published_at=now or utcnow())
                     .execution_options(synchronize_session=False))
+
+
+def add_warnings(session: Session, job_id: str, attempt: int, worker_id: str,
+                 warnings: Sequence[str]) -> bool:
+    """Add what the worker found wrong with the job's data to its warnings (a fenced write;
+    the union, so a resumed attempt adds nothing twice). False when no longer ours."""
+    if not _lock_live_job(session, job_id, attempt, worker_id):
+        return False
+    current = session.execute(select(Job.warnings).where(Job.id == job_id)).scalar_one()
+    merged = merge_warnings(current, list(warnings))
+    if merged != (current or []):
+        session.execute(update(Job).where(*_fence(job_id, attempt, worker_id))
+                        .values(warnings=merged))
+    return True

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.numpy import load as load_tensors
 
+from drtrain.kit import integrity
+
 
 class ModelFormatError(ValueError):
     """The file is not a drtrain model this reader can run (e.g. a DBN without a head)."""
@@ -111,19 +113,26 @@ def load_model(data: bytes) -> NumpyMLP:
 
 class ModelCache:
     """A small LRU of loaded models keyed by the file's sha256 (content-addressed, so an
-    entry never goes stale)."""
+    entry never goes stale). Bytes enter only once their sha256 is the key: a file altered
+    in the store raises ``IntegrityFailure`` and is never cached, so repairing the file is
+    enough for the next request to load the right model."""
 
     def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
         self._items: OrderedDict[str, NumpyMLP] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, sha256: str, read: Callable[[], bytes]) -> NumpyMLP:
+    def get(self, sha256: str, read: Callable[[], bytes], *, key: str = "model") -> NumpyMLP:
         with self._lock:
             if sha256 in self._items:
                 self._items.move_to_end(sha256)
                 return self._items[sha256]
-        model = load_model(read())
+        try:
+            data = read()
+        except FileNotFoundError:
+            integrity.record_failure("predict", key, sha256, "<missing>")
+            raise integrity.failure(key) from None
+        model = load_model(integrity.verify_bytes(data, sha256, key=key, where="predict"))
         with self._lock:
             self._items[sha256] = model
             self._items.move_to_end(sha256)

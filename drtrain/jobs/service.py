@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,12 @@ from drtrain.jobs import lifecycle
 from drtrain.jobs import repository as q
 from drtrain.jobs.predict import ModelFormatError, model_cache
 from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, spec_to_dict
+from drtrain.jobs.warnings import training_warnings, validation_rows
 from drtrain.kit.db import after_commit, discard_after_commit
 from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
-from drtrain.kit.models import Checkpoint, Job, JobStatus
+from drtrain.kit.models import Checkpoint, DatasetStatus, Job, JobStatus, JobTag
 from drtrain.kit.settings import Settings
+from drtrain.tenants import quota
 from drtrain.tenants import repository as tenants_repo
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,19 @@ class DatasetFacts:
     n_features: int
     n_classes: int
     feature_range: tuple[float, float]
+    n_samples: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    # Groups DR pairs across: the classes unless a side-information column names others.
+    n_groups: int | None = None
+    # Rows with a label (fine-tuning uses these) and with a side value (DR pairs these).
+    n_labelled: int | None = None
+    n_with_side: int | None = None
+
+    def warnings_for(self, spec: JobSpec) -> list[str]:
+        return training_warnings(spec, n_rows=self.n_samples,
+                                 n_val=validation_rows(self.n_samples, spec.validation_fraction),
+                                 class_counts=self.class_counts, n_groups=self.n_groups,
+                                 n_labelled=self.n_labelled, n_with_side=self.n_with_side)
 
 
 def dataset_facts(session: Session, settings: Settings, tenant_id: str,
@@ -66,12 +81,28 @@ def dataset_facts(session: Session, settings: Settings, tenant_id: str,
         if summary is None:
             return None
         lo, hi = summary.feature_range
-        return DatasetFacts(summary.n_features, summary.n_classes, (float(lo), float(hi)))
+        return DatasetFacts(summary.n_features, summary.n_classes, (float(lo), float(hi)),
+                            summary.n_samples, dict(summary.class_counts),
+                            summary.n_groups or summary.n_classes, summary.n_labelled,
+                            summary.n_with_side)
     ds = datasets_repo.get_dataset(session, tenant_id, dataset_id)
     if ds is None:
         return None
+    if ds.status == DatasetStatus.validating:
+        raise Conflict(f"dataset {dataset_id!r} is still being checked (status validating); "
+                       "submit once GET /v1/datasets/{id} says ready",
+                       headers={"Retry-After": "2"})
+    if (ds.status != DatasetStatus.ready or ds.n_features is None or ds.n_classes is None
+            or ds.n_samples is None or ds.feature_range is None):
+        raise Invalid(f"dataset {dataset_id!r} failed its check and cannot be used: "
+                      f"{ds.status_reason}")
     lo, hi = ds.feature_range
-    return DatasetFacts(ds.n_features, ds.n_classes, (float(lo), float(hi)))
+    # Datasets checked before the counts existed carried a label and a side value on every row.
+    return DatasetFacts(ds.n_features, ds.n_classes, (float(lo), float(hi)), ds.n_samples,
+                        dict(ds.class_counts or {}),
+                        None if ds.side_info_column else ds.n_classes,
+                        ds.n_samples if ds.n_labelled is None else ds.n_labelled,
+                        ds.n_samples if ds.n_with_side is None else ds.n_with_side)
 
 
 def _invalid(loc: list[str | int], msg: str) -> Invalid:
@@ -80,8 +111,9 @@ def _invalid(loc: list[str | int], msg: str) -> Invalid:
 
 
 def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
-                          spec: JobSpec, loc: tuple[str | int, ...] = ()) -> None:
-    """The checks a spec's schema cannot make alone (it needs the dataset): 422 each."""
+                          spec: JobSpec, loc: tuple[str | int, ...] = ()) -> DatasetFacts:
+    """The checks a spec's schema cannot make alone (it needs the dataset): 422 each.
+    Returns the training set's facts (for the job's warnings)."""
     facts = dataset_facts(session, settings, tenant_id, spec.dataset_id)
     if facts is None:
         raise _invalid([*loc, "dataset_id"], f"dataset {spec.dataset_id!r} does not exist")
@@ -93,6 +125,7 @@ def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
         if test.n_features != facts.n_features:
             raise _invalid([*loc, "test_dataset_id"],
                            f"has {test.n_features} features, the training set {facts.n_features}")
+    _check_rows_used(spec, facts, loc)
     lo, hi = facts.feature_range
     if spec.model.visible_units == "bernoulli" and (lo < 0.0 or hi > 1.0):
         raise _invalid([*loc, "model", "visible_units"],
@@ -101,6 +134,27 @@ def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
     if n_params > MAX_PARAMETERS:
         raise _invalid([*loc, "model", "hidden_layers"],
                        f"{n_params} parameters for {facts.n_features} features exceeds {MAX_PARAMETERS}")
+    return facts
+
+
+def _check_rows_used(spec: JobSpec, facts: DatasetFacts, loc: tuple[str | int, ...]) -> None:
+    """Fine-tuning needs labelled rows and DR rows with a side value: a dataset with none is
+    a 422 naming the field that asks for them."""
+    if spec.finetune is not None and facts.n_labelled == 0:
+        raise _invalid([*loc, "finetune"],
+                       f"dataset {spec.dataset_id!r} has no labelled rows ({facts.n_samples} "
+                       "rows, every label missing): fine-tuning trains on labelled rows only; "
+                       "set finetune to null to pretrain only")
+    if facts.n_with_side != 0:
+        return
+    for phase, section in (("pretrain", spec.pretrain), ("finetune", spec.finetune)):
+        dr = section.dr if section is not None else None
+        if dr is not None and dr.weight > 0:
+            raise _invalid([*loc, phase, "dr"],
+                           f"DR is on but dataset {spec.dataset_id!r} has no rows with a side "
+                           "value (no label and no side information on any row): DR pairs only "
+                           "rows that carry one; set dr to null or use a dataset with side "
+                           "information")
 
 
 def with_server_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
@@ -112,15 +166,18 @@ def with_server_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
 
 def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
             idempotency_key: str | None = None, sweep_id: str | None = None,
-            grid_point: dict[str, Any] | None = None) -> Job:
-    """Add a queued job and schedule its message for after the commit that makes it durable."""
+            grid_point: dict[str, Any] | None = None, facts: DatasetFacts | None = None) -> Job:
+    """Add a queued job and schedule its message for after the commit that makes it durable.
+    ``facts`` (from check_against_dataset) give the submit-time warnings."""
     spec = with_server_defaults(spec, settings)
     spec_dict = spec_to_dict(spec)
     job = Job(tenant_id=tenant_id, dataset_id=spec.dataset_id, test_dataset_id=spec.test_dataset_id,
               spec=spec_dict, idempotency_key=idempotency_key, request_hash=request_hash(spec_dict),
               status=JobStatus.queued, max_attempts=spec.max_attempts, attempt=1,
-              sweep_id=sweep_id, grid_point=grid_point)
+              sweep_id=sweep_id, grid_point=grid_point, name=spec.name, tags=list(spec.tags),
+              warnings=facts.warnings_for(spec) if facts is not None else [])
     session.add(job)
+    session.add_all(JobTag(job=job, tag=tag) for tag in dict.fromkeys(spec.tags))
     after_commit(session, lambda: _publish(settings, job.id))
     return job
 
@@ -134,24 +191,40 @@ def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSp
         existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
-    check_against_dataset(session, settings, tenant_id, spec)
+    facts = check_against_dataset(session, settings, tenant_id, spec)
+    quota.check_new_work(session, settings, tenant_id)
+    if not idempotency_key:  # nothing unique to collide on: no savepoint round trips
+        job = new_job(session, settings, tenant_id, spec, facts=facts)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():
+                job = new_job(session, settings, tenant_id, spec,
+                              idempotency_key=idempotency_key, facts=facts)
+                session.flush()
+        except IntegrityError:
+            # A concurrent request with the same key won the insert; answer as a replay.
+            discard_after_commit(session)  # the losing insert's publish must not run
+            existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key)
+            if existing is None:
+                raise
+            return _replay(existing, digest), False
+    _check_cap(session, settings, tenant_id)
+    return job, True
+
+
+def _check_cap(session: Session, settings: Settings, tenant_id: str) -> None:
+    """The active-job cap, counted with the new (not yet committed) job included.
+
+    The tenant's lock is taken only now, after the insert, and the caller commits right
+    after: it covers one count and the commit, never the work before them. Commits of one
+    tenant's submits happen in lock order and each counts every job committed before it
+    plus its own, so the cap cannot be overshot; a submit over it rolls back (429)."""
     tenants_repo.lock_tenant(session, tenant_id)
-    if q.count_active(session, tenant_id) >= settings.max_concurrent_jobs_per_tenant:
+    if q.count_active(session, tenant_id) > settings.max_concurrent_jobs_per_tenant:
         raise TooManyJobs(
             f"at most {settings.max_concurrent_jobs_per_tenant} active jobs per tenant",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    try:
-        with session.begin_nested():
-            job = new_job(session, settings, tenant_id, spec, idempotency_key=idempotency_key)
-            session.flush()
-    except IntegrityError:
-        # A concurrent request with the same key won the insert; answer as a replay.
-        discard_after_commit(session)  # the losing insert's publish must not run
-        existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key or "")
-        if existing is None:
-            raise
-        return _replay(existing, digest), False
-    return job, True
 
 
 def _replay(job: Job, digest: str) -> Job:
@@ -162,14 +235,18 @@ def _replay(job: Job, digest: str) -> Job:
     return job
 
 
-def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[Job, bool]:
     """queued -> cancelled now; running -> cancelling (the worker stops within a batch);
-    cancelling -> no-op; terminal -> 409. One retry if the worker moved the job meanwhile."""
+    cancelling -> no-op; cancelled -> no-op (a repeated cancel is idempotent); succeeded or
+    failed -> 409. Returns (job, already_cancelled). One retry if the worker moved the job
+    meanwhile."""
     for _ in range(2):
         job = q.get_job(session, tenant_id, job_id, fresh=True)
         status = JobStatus(job.status)
         if status is JobStatus.cancelling:
-            return job
+            return job, False
+        if status is JobStatus.cancelled:
+            return job, True
         if status.terminal:
             raise Conflict(f"job {job_id} is already {status.value}")
         if status is JobStatus.queued:
@@ -180,7 +257,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
             moved = lifecycle.transition(session, job_id, "running", status=JobStatus.cancelling.value,
                                 cancel_requested=True)
         if moved:
-            return q.get_job(session, tenant_id, job_id, fresh=True)
+            return q.get_job(session, tenant_id, job_id, fresh=True), False
     raise Conflict(f"job {job_id} changed state concurrently; try again")
 
 
@@ -212,7 +289,8 @@ def predict(session: Session, store: Any, tenant_id: str, job_id: str,
             inputs: list[list[float]]) -> tuple[list[str], list[list[float]]]:
     ck = final_model(session, tenant_id, job_id)
     try:
-        model = model_cache.get(ck.sha256, lambda: read_object(store, ck.object_key, ck.size_bytes))
+        model = model_cache.get(ck.sha256, lambda: read_object(store, ck.object_key, ck.size_bytes),
+                                key=ck.object_key)
     except ModelFormatError as exc:
         raise Conflict(f"cannot predict with this model: {exc}") from exc
     widths = {len(row) for row in inputs}

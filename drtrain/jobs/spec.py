@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from drtrain.kit.ids import ID_PATTERN
 
 MAX_PARAMETERS = 50_000_000
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+# Printable text without control characters (PostgreSQL cannot store NUL; none belongs in a name).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without numpy here
 
 Strict = ConfigDict(extra="forbid")
@@ -28,6 +31,19 @@ class SampledPairs(BaseModel):
 
 
 Pairs = Literal["all"] | SampledPairs
+BatchSize = Literal["auto"] | Annotated[int, Field(ge=1, le=8192)]
+_BATCH = ('Mini-batch size, or "auto": about 100 updates per epoch, a power of two between 16 and '
+          "128 (16 for builtin:digits, 128 for Fashion-MNIST), never more than the training rows.")
+
+
+def resolve_batch_size(value: BatchSize, n_train: int) -> int:
+    """"auto" -> n_train / 100 rounded down to a power of two, within [16, 128] and n_train:
+    small sets get enough updates to learn, large ones keep the GPU's batches large."""
+    if value != "auto":
+        return int(value)
+    target = max(n_train // 100, 1)
+    power = 1 << (target.bit_length() - 1)
+    return max(1, min(128, max(16, power), n_train))
 _PAIRS = ('"all" (every cross-group pair of the mini-batch, exact and, for hellinger, jeffreys, '
           'euclidean and cosine, in closed form) or {"sample": K}.')
 _NORMALIZE = ('"sum": the divergence summed over hidden units; "per_unit": averaged over them '
@@ -84,7 +100,7 @@ class PretrainSpec(BaseModel):
 
     model_config = Strict
     epochs: int = Field(5, ge=0, le=1000, examples=[5], description="Epochs per RBM layer.")
-    batch_size: int = Field(128, ge=1, le=8192, examples=[128], description="Mini-batch size.")
+    batch_size: BatchSize = Field("auto", examples=["auto", 128], description=_BATCH)
     learning_rate: float = Field(0.05, gt=0.0, le=10.0, examples=[0.05],
                                  description="SGD step on the CD gradient.")
     cd_k: int = Field(1, ge=1, le=50, examples=[1],
@@ -107,7 +123,7 @@ class FinetuneSpec(BaseModel):
 
     model_config = Strict
     epochs: int = Field(20, ge=0, le=1000, examples=[20], description="Fine-tuning epochs.")
-    batch_size: int = Field(128, ge=1, le=8192, examples=[128], description="Mini-batch size.")
+    batch_size: BatchSize = Field("auto", examples=["auto", 128], description=_BATCH)
     optimizer: Literal["sgd", "adam"] = Field("sgd", examples=["sgd"], description="Optimiser.")
     learning_rate: float = Field(0.1, gt=0.0, le=10.0, examples=[0.1], description="Step size.")
     momentum: float = Field(0.9, ge=0.0, le=0.999, examples=[0.9],
@@ -117,22 +133,35 @@ class FinetuneSpec(BaseModel):
     activation: Literal["sigmoid", "tanh", "relu"] = Field(
         "sigmoid", examples=["sigmoid"],
         description="Hidden activation; sigmoid matches the RBMs a DBN was pretrained as.")
-    dr: FinetuneDR | None = Field(default_factory=FinetuneDR,
-                                  description="Feature DR; null turns it off.")
+    init: Literal["glorot", "normal"] = Field(
+        "glorot", examples=["glorot", "normal"],
+        description='Random initialisation of every weight matrix not taken from pretraining '
+                    '(the hidden layers when pretrain is null, and the softmax head): "glorot" '
+                    'uniform with a gain by activation (4 for sigmoid), or "normal" N(0, '
+                    'init_std^2), the classic small initialisation under which deep sigmoid '
+                    'nets stop learning (the vanishing-gradient setting). Biases start at 0.')
+    init_std: float = Field(0.01, gt=0.0, le=1.0, examples=[0.01],
+                            description='Standard deviation of the "normal" initialisation '
+                                        '(ignored by "glorot").')
+    # Off by default: docs/study.md found feature DR no better, or worse, on test error.
+    dr: FinetuneDR | None = Field(None, examples=[{"weight": 0.1, "distance": "euclidean"}],
+                                  description="Feature DR; null (the default) turns it off.")
 
 
+# The defaults, spelled out (tests/api/test_jobs.py holds them equal).
 JOB_SPEC_EXAMPLE: dict[str, Any] = {
+    "name": None,
+    "tags": [],
     "dataset_id": "builtin:digits",
     "test_dataset_id": None,
     "validation_fraction": 0.1,
     "model": {"hidden_layers": [500, 500], "visible_units": "auto"},
-    "pretrain": {"epochs": 5, "batch_size": 128, "learning_rate": 0.05, "cd_k": 1,
+    "pretrain": {"epochs": 5, "batch_size": "auto", "learning_rate": 0.05, "cd_k": 1,
                  "persistent": False, "momentum": 0.5, "final_momentum": 0.9,
                  "weight_decay": 0.0002,
                  "dr": {"weight": 1.0, "divergence": "hellinger", "pairs": "all"}},
-    "finetune": {"epochs": 20, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.1,
-                 "momentum": 0.9, "weight_decay": 0.0, "activation": "sigmoid",
-                 "dr": {"weight": 0.1, "distance": "euclidean", "layers": "all"}},
+    "finetune": {"epochs": 20, "batch_size": "auto", "optimizer": "sgd", "learning_rate": 0.1,
+                 "momentum": 0.9, "weight_decay": 0.0, "activation": "sigmoid", "dr": None},
     "seed": 0, "device": "auto", "max_runtime_seconds": 86400, "max_attempts": 3,
 }
 
@@ -143,6 +172,13 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [JOB_SPEC_EXAMPLE]})
 
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN,
+                             examples=["digits, hellinger 1.0"],
+                             description="A label for people: shown in lists and comparisons.")
+    tags: list[Annotated[str, Field(pattern=TAG_PATTERN)]] = Field(
+        default_factory=list, max_length=16, examples=[["study", "hellinger"]],
+        description="Up to 16 tags (letters, digits, . _ : -; at most 64 characters each); "
+                    "GET /v1/jobs?tag=X lists the jobs carrying X.")
     dataset_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN,
                             examples=["builtin:digits"],
                             description="The training data: an id from POST /v1/datasets or a "
@@ -167,6 +203,11 @@ class JobSpec(BaseModel):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]{1,2})$", examples=["auto"],
                         description='"auto" (CUDA when the worker has a GPU), "cpu", "cuda" or '
                                     '"cuda:N".')
+    precision: Literal["fp32", "tf32"] = Field(
+        "fp32", examples=["fp32"],
+        description='Matrix products on a CUDA device: "fp32" (IEEE float32) or "tf32" '
+                    '(TensorFloat-32: faster on Ampere and later GPUs, about 1e-3 relative '
+                    'error per product). No effect on CPU.')
     max_runtime_seconds: int = Field(
         86400, ge=1, le=604800, examples=[86400],
         description="Wall-clock limit across attempts; past it the job fails with that reason.")

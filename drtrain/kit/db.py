@@ -1,16 +1,31 @@
 """Engines and sessions, made per process (call ``make_engine`` after fork in workers)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
+# A pooled connection idle for longer than this is pinged before use (a dead one is replaced);
+# one used more recently is not, which saves a round trip on nearly every checkout under load.
+PING_AFTER_IDLE_SECONDS = 1.0
 
-def make_engine(url: str) -> Engine:
+
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
+                pool_timeout: float = 30.0) -> Engine:
+    """An engine for this process. The API passes a pool sized with its thread limiter and a
+    timeout of seconds (``api_engine``); workers and the CLI keep SQLAlchemy's defaults."""
+    pool: dict[str, float] = {"pool_size": pool_size, "max_overflow": max_overflow,
+                              "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            pool = {}  # one in-memory database per connection: SQLAlchemy picks its own pool
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -19,14 +34,62 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives
+            # the process being killed, and only an OS crash or power loss can undo the last
+            # ones (docs/reliability.md). FULL made every submit wait for an fsync.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, **pool)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, but only for connections idle longer than PING_AFTER_IDLE_SECONDS."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            if not getattr(dbapi_conn, "autocommit", False):
+                dbapi_conn.rollback()
+        except Exception as error:  # noqa: BLE001 - any failure means "dead, get another"
+            # The pool discards this connection and checks out (or opens) another.
+            raise exc.DisconnectionError(str(error)) from error
+
+
+def api_engine(url: str, threads: int, pool_timeout: float) -> Engine:
+    """The API process's engine: one pooled connection per thread of its limiter, and as many
+    again for requests between their handler and their commit, so a thread never waits for a
+    connection held by a request that is itself waiting for a thread."""
+    return make_engine(url, pool_size=threads, max_overflow=threads, pool_timeout=pool_timeout)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@lru_cache(maxsize=16)
+def reader_of(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for single-statement reads on the same pool, in autocommit: no BEGIN and no
+    ROLLBACK round trip around each query. A factory bound to one connection (tests run
+    each test in one transaction) is returned as it is."""
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        return factory
+    return sessionmaker(bind.execution_options(isolation_level="AUTOCOMMIT"),
+                        expire_on_commit=False)
 
 
 @contextmanager

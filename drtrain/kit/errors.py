@@ -52,3 +52,39 @@ class RangeNotSatisfiable(DomainError):
 
 class Unavailable(DomainError):
     status, title, type_ = 503, "Service unavailable", "https://drtrain.dev/problems/unavailable"
+
+
+class QuotaExceeded(DomainError):
+    """An upload that would take the tenant past its storage quota (413)."""
+
+    status, title, type_ = 413, "Storage quota exceeded", "https://drtrain.dev/problems/storage-quota"
+
+
+class QuotaExhausted(DomainError):
+    """New work refused while the tenant is at its storage quota (429: free space first)."""
+
+    status, title, type_ = 429, "Storage quota exhausted", "https://drtrain.dev/problems/storage-quota"
+
+
+class TooManyAuthFailures(DomainError):
+    status, title, type_ = (429, "Too many failed authentications",
+                            "https://drtrain.dev/problems/auth-rate-limited")
+
+
+class IntegrityFailure(DomainError):
+    """Stored bytes whose sha256 is not the one recorded: never served as if they were right."""
+
+    status, title, type_ = 500, "Integrity check failed", "https://drtrain.dev/problems/integrity"
+
+
+class TooManyRequests(DomainError):
+    """A per-tenant concurrency limit (streams, uploads) is reached; retry later."""
+
+    status, title, type_ = 429, "Too many requests", "https://drtrain.dev/problems/too-many-requests"
+
+
+class InsufficientStorage(DomainError):
+    """The object store (or the API's temporary space) is full: say what could not be kept."""
+
+    status, title, type_ = (507, "Insufficient storage",
+                            "https://drtrain.dev/problems/insufficient-storage")

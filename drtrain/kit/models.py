@@ -21,7 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -105,6 +105,15 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
 
 
+class DatasetStatus(enum.StrEnum):
+    """An upload is ``validating`` from its 202 until its check ends: ``ready`` (usable by
+    jobs, summary filled in) or ``failed`` (``status_reason`` says why; nothing stored)."""
+
+    validating = "validating"
+    ready = "ready"
+    failed = "failed"
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -115,12 +124,19 @@ class Dataset(Base):
     labels_object_key: Mapped[str | None] = mapped_column(String(300), nullable=True)
     label_column: Mapped[str | None] = mapped_column(String(200), nullable=True)
     side_info_column: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    n_samples: Mapped[int] = mapped_column(Integer)
-    n_features: Mapped[int] = mapped_column(Integer)
-    n_classes: Mapped[int] = mapped_column(Integer)
-    class_counts: Mapped[dict[str, Any]] = mapped_column(JSON)
-    feature_range: Mapped[list[float]] = mapped_column(JSON)
-    visible_units_hint: Mapped[str] = mapped_column(String(16))
+    status: Mapped[DatasetStatus] = mapped_column(String(16), default=DatasetStatus.ready,
+                                                  server_default=DatasetStatus.ready.value)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The summary: known once the check has passed (null while validating, or if it failed).
+    n_samples: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_features: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    class_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    feature_range: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    visible_units_hint: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Rows that carry a label, and a side value (the label when there is no side column).
+    n_labelled: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_with_side: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTC, default=utcnow)
@@ -189,6 +205,7 @@ class JobTag(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
                                         primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    job: Mapped[Job] = relationship()
 
 
 class MetricPoint(Base):

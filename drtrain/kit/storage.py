@@ -6,6 +6,7 @@ Missing objects raise ``FileNotFoundError`` in both backends.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -47,6 +48,7 @@ class ObjectStore(Protocol):
     def size(self, key: str) -> int: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
     def presign(self, key: str, seconds: int) -> str | None: ...
     def ping(self) -> None: ...
 
@@ -116,7 +118,25 @@ class LocalStore:
         return StoredObject(key, sha, size)
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        return self.put_stream(key, file_chunks(path))
+        """The kernel copies the bytes (no pass through Python) and the hash reads the source
+        in large blocks: a few times faster than ``put_stream`` for a large file."""
+        target = self._path(key)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        os.close(fd)
+        try:
+            with open(path, "rb") as src:
+                sha = hashlib.file_digest(src, "sha256").hexdigest()
+            shutil.copyfile(path, tmp_name)
+            with open(tmp_name, "rb+") as fh:
+                os.fsync(fh.fileno())
+                size = os.fstat(fh.fileno()).st_size
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return StoredObject(key, sha, size)
 
     def get_to_file(self, key: str, path: Path) -> None:
         source = self._path(key)
@@ -146,6 +166,10 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Every object under ``prefix/`` (a folder here), and the folder."""
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
 
     def presign(self, key: str, seconds: int) -> str | None:
         check_key(key)
@@ -210,7 +234,13 @@ class S3Store:
         return StoredObject(key, sha, size)
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        return self.put_stream(key, file_chunks(path))
+        """Uploaded from the file itself (no spooled copy), hashed first."""
+        name = self._name(key)
+        with open(path, "rb") as fh:
+            sha = hashlib.file_digest(fh, "sha256").hexdigest()
+        self.client.upload_file(str(path), self.bucket, name,
+                                ExtraArgs={"Metadata": {"sha256": sha}})
+        return StoredObject(key, sha, Path(path).stat().st_size)
 
     def get_to_file(self, key: str, path: Path) -> None:
         name = self._name(key)
@@ -259,6 +289,16 @@ class S3Store:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Every object whose key starts with ``prefix/``, a listing page at a time."""
+        name = self._name(prefix.rstrip("/")) + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                      Prefix=name)
+        for page in pages:
+            batch = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if batch:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+
     def presign(self, key: str, seconds: int) -> str | None:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._name(key)},
@@ -276,6 +316,24 @@ def _is_missing(exc: Exception) -> bool:
 
 _TRANSIENT_S3_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable",
                        "SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"}
+
+
+# ENOSPC: no space left; EDQUOT: a disk quota; EFBIG: past a file size limit.
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# What S3 and MinIO answer when they cannot take more bytes.
+_FULL_S3_CODES = {"XMinioStorageFull", "StorageFull", "InsufficientStorage", "QuotaExceeded",
+                  "XMinioAdminBucketQuotaExceeded", "507"}
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """True for a write refused because the store (or a disk under it) is full."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") \
+        if isinstance(response, dict) else None
+    return code in _FULL_S3_CODES or status == 507
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -32,6 +32,7 @@ from drtrain.sweeps.schemas import (
     SweepOut,
     SweepRequest,
 )
+from drtrain.tenants import quota
 from drtrain.tenants.repository import lock_tenant
 
 
@@ -100,17 +101,18 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
                  request: SweepRequest) -> tuple[Sweep, list[Job]]:
     base = spec_to_dict(request.base)
     points = expand_grid(base, request.grid)
+    facts = []
     for point, spec in points:
         try:
-            check_against_dataset(session, settings, tenant_id, spec)
+            facts.append(check_against_dataset(session, settings, tenant_id, spec))
         except Invalid as exc:
             raise Invalid(f"grid point {point}: {exc.detail}", errors=exc.errors) from exc
     _check_capacity(session, settings, tenant_id, len(points))
     sweep = Sweep(tenant_id=tenant_id, base=base, grid=request.grid)
     session.add(sweep)
     session.flush()
-    children = [new_job(session, settings, tenant_id, spec, sweep_id=sweep.id, grid_point=point)
-                for point, spec in points]
+    children = [new_job(session, settings, tenant_id, spec, sweep_id=sweep.id, grid_point=point,
+                        facts=fact) for (point, spec), fact in zip(points, facts)]
     session.flush()
     return sweep, children
 
@@ -131,6 +133,7 @@ def _check_capacity(session: Session, settings: Settings, tenant_id: str, n_chil
         raise TooManyJobs(f"this sweep's {n_children} jobs and the {active} active ones exceed "
                           f"the limit of {cap} active jobs per tenant for sweeps",
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    quota.check_new_work(session, settings, tenant_id)
 
 
 def get_sweep(session: Session, tenant_id: str, sweep_id: str) -> Sweep:

@@ -4,6 +4,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,16 +34,81 @@ def create_key(session: Session, tenant_name: str) -> str:
     return key
 
 
-def tenant_for_key(session: Session, key: str) -> Tenant | None:
-    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+@dataclass(frozen=True)
+class TenantRef:
+    """What a request needs of its tenant: small, immutable, safe to share between threads."""
+
+    id: str
+    name: str
+    created_at: datetime
+
+    def as_tenant(self) -> Tenant:
+        """A transient (never added to a session) Tenant for code that takes one."""
+        return Tenant(id=self.id, name=self.name, created_at=self.created_at)
+
+
+def _well_formed(key: str) -> bool:
+    return key.startswith(KEY_PREFIX) and len(key) <= 200
+
+
+def tenant_ref_for_key(session: Session, key: str) -> TenantRef | None:
+    """The key check in one query: the active key with this key's hash, and its tenant."""
+    if not _well_formed(key):
         return None
     wanted = hash_key(key)
-    found: Tenant | None = None
-    for row in repo.active_keys_with_prefix(session, key[:LOOKUP_CHARS]):
+    found: TenantRef | None = None
+    for key_hash, tenant_id, name, created_at in repo.active_key_rows(session, key[:LOOKUP_CHARS]):
         # compare_digest so the answer time does not leak how much of a hash matched.
-        if hmac.compare_digest(row.key_hash, wanted):
-            found = session.get(Tenant, row.tenant_id)
+        if hmac.compare_digest(key_hash, wanted):
+            found = TenantRef(tenant_id, name, created_at)
     return found
+
+
+def tenant_for_key(session: Session, key: str) -> Tenant | None:
+    ref = tenant_ref_for_key(session, key)
+    return None if ref is None else ref.as_tenant()
+
+
+class KeyCache:
+    """key hash -> tenant for ``ttl`` seconds, so most requests check their key without a
+    query. A key revoked (in any process) keeps working for at most ``ttl`` seconds in a
+    process that has it cached; only found keys are cached, so a new key works at once.
+    Bounded: the least recently used entries go first."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, TenantRef]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> TenantRef | None:
+        if self.ttl <= 0 or not _well_formed(key):
+            return None
+        digest = hash_key(key)
+        with self._lock:
+            hit = self._entries.get(digest)
+            if hit is None:
+                return None
+            if hit[0] <= self._clock():
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return hit[1]
+
+    def put(self, key: str, ref: TenantRef) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[hash_key(key)] = (self._clock() + self.ttl, ref)
+            self._entries.move_to_end(hash_key(key))
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 @dataclass(frozen=True)

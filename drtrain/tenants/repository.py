@@ -1,9 +1,11 @@
 """The queries for tenants and their API keys."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from drtrain.kit.models import ApiKey, Tenant, utcnow
@@ -20,15 +22,38 @@ def add_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def active_keys_with_prefix(session: Session, prefix: str) -> Sequence[ApiKey]:
-    return session.scalars(
-        select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).all()
+def active_key_rows(session: Session, prefix: str) -> Sequence[tuple[str, str, str, datetime]]:
+    """(key hash, tenant id, tenant name, tenant created_at) of the active keys with this
+    prefix: the key check in one query."""
+    return session.execute(
+        select(ApiKey.key_hash, Tenant.id, Tenant.name, Tenant.created_at)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).tuples().all()
+
+
+def _advisory_key(tenant_id: str) -> int:
+    """A signed 64-bit number naming "the job slots of this tenant" for pg_advisory locks."""
+    return int.from_bytes(hashlib.sha256(f"drtrain.jobs:{tenant_id}".encode()).digest()[:8],
+                          "big", signed=True)
 
 
 def lock_tenant(session: Session, tenant_id: str) -> None:
-    """Serialises concurrent submits of one tenant so the active-job cap cannot be overshot
-    (FOR UPDATE is a no-op on SQLite, whose writers are serial anyway)."""
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    """Serialises the "count active jobs, then insert" step of one tenant's submits so the
+    active-job cap cannot be overshot, until the transaction ends; call it last, right before
+    the count, and commit right after the insert.
+
+    PostgreSQL: a transaction-scoped advisory lock. Unlike ``SELECT ... FOR UPDATE`` on the
+    tenant row it blocks nothing else (inserting a job or a dataset takes a key-share lock on
+    that row, which FOR UPDATE would make wait). SQLite: a no-op write, which takes the
+    database's single write lock now; SQLite runs the earlier reads outside a transaction, so
+    without it two submits could both count before either writes."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(_advisory_key(tenant_id))))
+    elif dialect == "sqlite":
+        session.execute(text("UPDATE tenants SET name = name WHERE id = :id"), {"id": tenant_id})
+    else:
+        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
 
 def keys_with_tenants(session: Session, tenant_name: str | None) -> list[tuple[ApiKey, str]]:

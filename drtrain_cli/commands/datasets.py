@@ -13,6 +13,7 @@ from drtrain_cli.commands.context import client_command, session
 from drtrain_cli.commands.output import (
     AsJson,
     console,
+    err_console,
     kv_table,
     print_json,
     say,
@@ -36,18 +37,37 @@ def upload(
         help="CSV column grouping samples for DR instead of the labels.")] = None,
     labels_file: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False, help="IDX labels file (with IDX images).")] = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="Wait until the server has checked the file (ready, or the "
+                                 "reason it failed); --no-wait returns once it is accepted.")
+    ] = True,
     as_json: AsJson = False,
 ) -> None:
-    """Upload a dataset file (streamed, never read whole; a progress bar on a terminal)."""
-    with session(ctx) as client, transfer_bar(f"upload {file.name}") as progress:
-        ds = client.upload_dataset(file, name=name, label_column=label_column,
-                                   side_info_column=side_info_column, labels_file=labels_file,
-                                   progress=progress)
+    """Upload a dataset file (streamed, never read whole; a progress bar on a terminal).
+    The server accepts it, then checks it; by default this waits for the check."""
+    with session(ctx) as client:
+        with transfer_bar(f"upload {file.name}") as progress:
+            ds = client.upload_dataset(file, name=name, label_column=label_column,
+                                       side_info_column=side_info_column,
+                                       labels_file=labels_file, progress=progress, wait=False)
+        if wait and ds.get("status") == "validating":
+            with err_console.status("checking the file on the server"):
+                ds = client.wait_dataset(str(ds["id"]))
     if as_json:
         return print_json(ds)
-    say(f"uploaded dataset [bold]{escape(str(ds.get('id')))}[/] ({escape(str(ds.get('name')))})"
+    ident = f"[bold]{escape(str(ds.get('id')))}[/] ({escape(str(ds.get('name')))})"
+    if ds.get("status") == "validating":
+        return say(f"uploaded dataset {ident}: the server is checking it; "
+                   f"`drtrain datasets get {escape(str(ds.get('id')))}` shows when it is ready")
+    say(f"uploaded dataset {ident}"
         f": {ds.get('n_samples')} samples x {ds.get('n_features')} features, "
         f"{ds.get('n_classes')} classes, visible units {ds.get('visible_units_hint')}")
+    n = ds.get("n_samples")
+    partial = [f"{ds.get(key)} of {n} rows {what}"
+               for key, what in (("n_labelled", "labelled"), ("n_with_side", "with a side value"))
+               if ds.get(key) is not None and ds.get(key) != n]
+    if partial:
+        say("  " + "; ".join(partial))
 
 
 @client_command(app, "list")
@@ -57,9 +77,10 @@ def list_(ctx: typer.Context, as_json: AsJson = False) -> None:
         items = client.list_datasets()
     if as_json:
         return print_json(items)
-    columns = ("id", "name", "n_samples", "n_features", "n_classes")
-    console.print(table(["id", "name", "samples", "features", "classes"],
-                        [[ds.get(c) for c in columns] for ds in items]))
+    columns = ("id", "name", "status", "n_samples", "n_features", "n_classes")
+    console.print(table(["id", "name", "status", "samples", "features", "classes"],
+                        [[ds.get(c, "ready") if c == "status" else ds.get(c) for c in columns]
+                         for ds in items]))
 
 
 @client_command(app, "get")

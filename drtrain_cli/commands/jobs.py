@@ -20,6 +20,7 @@ from drtrain_cli.commands.output import (
     print_json,
     say,
     table,
+    warn_about,
     when,
     where,
 )
@@ -47,6 +48,7 @@ def submit(
     spec = read_json_object(spec_file, "a JobSpec")
     with session(ctx) as client:
         job = client.submit_job(spec, idempotency_key=idempotency_key)
+        warn_about(job)
         if not watch:
             if as_json:
                 return print_json(job)
@@ -68,18 +70,19 @@ def watch(ctx: typer.Context, job_id: JobId, poll: Poll = 1.0) -> None:
 def list_(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only jobs carrying this tag.")] = None,
     limit: Annotated[int, typer.Option(min=0, help="At most this many (0: all).")] = 50,
     as_json: AsJson = False,
 ) -> None:
     """List jobs, newest first."""
     with session(ctx) as client:
-        pages = client.list_jobs(status=status, page_size=min(limit or 200, 200))
+        pages = client.list_jobs(status=status, page_size=min(limit or 200, 200), tag=tag)
         jobs = list(islice(pages, limit) if limit else pages)
     if as_json:
         return print_json(jobs)
-    console.print(table(["id", "status", "progress", "at", "created"], keep=2, rows=[
-        [job.get("id"), job.get("status"), percent(job.get("progress")), where(job),
-         when(job.get("created_at"))] for job in jobs]))
+    console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3, rows=[
+        [job.get("id"), job.get("name") or "", job.get("status"), percent(job.get("progress")),
+         where(job), when(job.get("created_at"))] for job in jobs]))
 
 
 @client_command(app, "get")
@@ -89,13 +92,24 @@ def get(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> None:
         job = client.get_job(ids.job(client, job_id))
     if as_json:
         return print_json(job)
-    rows = {k: job.get(k) for k in ("id", "status", "status_reason", "dataset_id", "attempt",
-                                    "created_at", "started_at", "finished_at")}
+    rows = {k: job.get(k) for k in ("id", "name", "status", "status_reason", "dataset_id",
+                                    "attempt", "created_at", "started_at", "finished_at")}
+    rows["tags"] = ", ".join(job.get("tags") or [])
     rows["progress"] = f"{percent(job.get('progress'), 1)} {where(job)}".strip()
     console.print(kv_table(rows))
     if job.get("result"):
         console.print(kv_table({k: v for k, v in job["result"].items()
                                 if not isinstance(v, (dict, list))}, title="result"))
+    warn_about(job)
+
+
+@client_command(app, "delete")
+def delete(ctx: typer.Context, job_id: JobId) -> None:
+    """Delete a finished job: its metrics, checkpoints and model (refused while it is active)."""
+    with session(ctx) as client:
+        full_id = ids.job(client, job_id)
+        client.delete_job(full_id)
+    say(f"deleted job {escape(full_id)}")
 
 
 @client_command(app, "cancel")

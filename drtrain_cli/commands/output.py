@@ -44,6 +44,13 @@ def say(text: str) -> None:
     console.print(text, highlight=False, soft_wrap=True)
 
 
+def warn_about(job: dict[str, Any]) -> None:
+    """The job's warnings, one line each, on stderr (so --json output stays clean)."""
+    for text in job.get("warnings") or []:
+        err_console.print(f"[yellow]warning:[/] {escape(str(text))}", highlight=False,
+                          soft_wrap=True)
+
+
 def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from drtrain_cli.commands import output
-from drtrain_cli.commands.output import console, fail, kv_table, num, say, table, where
+from drtrain_cli.commands.output import console, fail, kv_table, num, say, table, warn_about, where
 from drtrain_client import TERMINAL_STATUSES, Client, ClientError, UnreachableError
 
 
@@ -79,6 +79,7 @@ def watch_job(client: Client, job_id: str, poll: float = 1.0) -> dict[str, Any]:
 def finish(job: dict[str, Any]) -> None:
     """Exit 0 with the final metrics if the job succeeded; else exit 1 with the reason."""
     status = job.get("status")
+    warn_about(job)
     if status == "succeeded":
         result = {k: v for k, v in (job.get("result") or {}).items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -102,6 +102,7 @@ def _cases(w: World) -> list[tuple[str, str, dict[str, str], dict | None]]:
         ("GET", "/v1/datasets/{dataset_id}", {"dataset_id": w.dataset_id}, None),
         ("DELETE", "/v1/datasets/{dataset_id}", {"dataset_id": w.dataset_id}, None),
         ("GET", "/v1/jobs/{job_id}", {"job_id": w.job_id}, None),
+        ("DELETE", "/v1/jobs/{job_id}", {"job_id": w.job_id}, None),
         ("GET", "/v1/jobs/{job_id}/metrics", {"job_id": w.job_id}, None),
         ("GET", "/v1/jobs/{job_id}/events", {"job_id": w.job_id}, None),
         ("POST", "/v1/jobs/{job_id}/cancel", {"job_id": w.queued_job_id}, None),

@@ -1,7 +1,9 @@
 """GET /v1/jobs/{id}/events: Server-Sent Events with status and metric frames."""
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -15,8 +17,7 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture(autouse=True)
 def fast_polls(app) -> None:  # noqa: ANN001
-    app.state.sse_poll_seconds = 0.01
-    app.state.sse_keepalive_seconds = 0.03
+    app.state.events = events.EventHub(poll_seconds=0.01, keepalive_seconds=0.03)
 
 
 def parse(stream: str) -> list[dict]:
@@ -46,6 +47,7 @@ def test_finished_job_streams_metrics_then_terminal_status(client, db, auth_a) -
     job = add_job(db, tenant_id(db), JobStatus.succeeded, progress=1.0)
     add_points(db, job, 3)
     status, ctype, frames = read(client, f"/v1/jobs/{job.id}/events", auth_a)
+    frames = [f for f in frames if "comment" not in f]  # keep-alives when the machine is slow
     assert status == 200 and ctype.startswith("text/event-stream")
     assert [f.get("event") for f in frames] == ["metric", "metric", "metric", "status"]
     assert [f["id"] for f in frames[:3]] == ["1", "2", "3"]
@@ -63,24 +65,23 @@ def test_last_event_id_resumes_after_that_seq(client, db, auth_a) -> None:
 
 def test_live_job_streams_changes_keepalives_and_ends_when_terminal(client, db, auth_a,
                                                                     monkeypatch) -> None:
-    """A fake worker advances the job between polls (in the poller's thread, so the test's
-    single database connection is never used from two threads at once)."""
+    """A fake worker advances the job between the feed's polls (inside the poll's own short
+    session, so the test's single database connection is never used from two threads)."""
     job = add_job(db, tenant_id(db), JobStatus.running)
     real_poll = events._poll
     polls = {"n": 0}
 
-    def poll_with_worker(factory, tenant, job_id, after_seq):  # noqa: ANN001, ANN202
+    def poll_with_worker(session, tenant, job_id, after):  # noqa: ANN001, ANN202
         polls["n"] += 1
-        with factory() as s:
-            if polls["n"] == 6:
-                s.add(MetricPoint(job_id=job_id, seq=1, attempt=1, phase="finetune", layer=None,
-                                  layer_key=-1, epoch=0, name="train_loss", value=0.7))
-                s.execute(text("UPDATE jobs SET progress = 0.5 WHERE id = :id"), {"id": job_id})
-            if polls["n"] == 9:
-                s.execute(text("UPDATE jobs SET status = 'succeeded', progress = 1 "
-                               "WHERE id = :id"), {"id": job_id})
-            s.commit()
-        return real_poll(factory, tenant, job_id, after_seq)
+        if polls["n"] == 6:
+            session.add(MetricPoint(job_id=job_id, seq=1, attempt=1, phase="finetune", layer=None,
+                                    layer_key=-1, epoch=0, name="train_loss", value=0.7))
+            session.execute(text("UPDATE jobs SET progress = 0.5 WHERE id = :id"), {"id": job_id})
+        if polls["n"] == 9:
+            session.execute(text("UPDATE jobs SET status = 'succeeded', progress = 1 "
+                                 "WHERE id = :id"), {"id": job_id})
+        session.commit()
+        return real_poll(session, tenant, job_id, after)
 
     monkeypatch.setattr(events, "_poll", poll_with_worker)
     _, _, frames = read(client, f"/v1/jobs/{job.id}/events", auth_a)
@@ -98,3 +99,98 @@ def test_events_of_other_tenant_are_404(client, db, auth_a, auth_b) -> None:
     resp = client.get(f"/v1/jobs/{job.id}/events", headers=auth_b)
     assert resp.status_code == 404
     assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_a_long_backlog_is_sent_in_pages_then_the_status(client, db, auth_a,
+                                                         monkeypatch) -> None:  # noqa: ANN001
+    """Catching up reads PAGE points at a time, each in its own short session."""
+    monkeypatch.setattr(events, "PAGE", 4)
+    pages = []
+    real_page = events._page
+
+    def counting_page(session, job_id, after):  # noqa: ANN001, ANN202
+        pages.append(after)
+        return real_page(session, job_id, after)
+
+    monkeypatch.setattr(events, "_page", counting_page)
+    job = add_job(db, tenant_id(db), JobStatus.succeeded)
+    add_points(db, job, 10)
+    _, _, frames = read(client, f"/v1/jobs/{job.id}/events", {**auth_a, "Last-Event-ID": "1"})
+    assert [int(f["id"]) for f in frames if f.get("event") == "metric"] == list(range(2, 11))
+    assert frames[-1]["event"] == "status" and frames[-1]["data"]["status"] == "succeeded"
+    assert pages == [1, 5, 9]  # three pages of at most 4 points
+
+
+def test_streams_per_tenant_are_capped_and_a_finished_stream_frees_its_slot(
+        app, client, db, auth_a, auth_b) -> None:  # noqa: ANN001
+    from api.limits import TenantSlots
+
+    app.state.stream_slots = slots = TenantSlots(2, "event streams")
+    owner = tenant_id(db)
+    job = add_job(db, owner, JobStatus.succeeded)
+    slots.acquire(owner)
+    slots.acquire(owner)  # two streams of tenant A are open
+    refused = client.get(f"/v1/jobs/{job.id}/events", headers=auth_a)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert refused.headers["content-type"] == "application/problem+json"
+    slots.release(owner)
+    status, _, frames = read(client, f"/v1/jobs/{job.id}/events", auth_a)
+    assert status == 200 and frames[-1]["event"] == "status"
+    assert slots.held(owner) == 1  # the finished stream gave its slot back
+    add_job(db, tenant_id(db, "tenant-b"), JobStatus.succeeded)  # B is not limited by A
+
+
+class FakeDatabase:
+    """Answers the feed's polls from memory and counts them."""
+
+    def __init__(self, job: dict, points: int) -> None:
+        self.job, self.points, self.polls = job, points, 0
+
+    async def read(self, query, *args, then):  # noqa: ANN001, ANN201
+        if query is events._poll:
+            self.polls += 1
+            _tenant, _job, after = args
+            if after is None:
+                return then((self.job, [], self.points))
+            rows = [(s, "pretrain", 0, s, "x", 0.5, datetime(2026, 1, 1, tzinfo=UTC))
+                    for s in range(after + 1, min(self.points, after + events.PAGE) + 1)]
+            return then((self.job, rows, None))
+        _job_id, after = args
+        return then([(s, "pretrain", 0, s, "x", 0.5, datetime(2026, 1, 1, tzinfo=UTC))
+                     for s in range(after + 1, min(self.points, after + events.PAGE) + 1)])
+
+
+def test_one_poller_serves_every_subscriber_of_a_job() -> None:
+    """200 streams of one job: the database is polled by one feed, not by each stream."""
+    job = {**JOB_ROW, "status": "running"}
+    db = FakeDatabase(job, points=3)
+    hub = events.EventHub(poll_seconds=0.01, keepalive_seconds=60)
+
+    async def scenario() -> list[list[str]]:
+        async def watch() -> list[str]:
+            chunks = [chunk async for chunk in hub.stream(db, "t", "j", 0)]  # type: ignore[arg-type]
+            return [f for f in b"".join(chunks).decode().split("\n\n") if f]
+
+        tasks = [asyncio.create_task(watch()) for _ in range(200)]
+        await asyncio.sleep(0.2)  # about 20 poll intervals with every stream open
+        assert len(hub.feeds) == 1 and hub.feeds[("t", "j")].subscribers == 200
+        polls_while_open = db.polls
+        db.points = 5
+        db.job = {**job, "status": "succeeded"}
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert polls_while_open < 60, polls_while_open  # ~20, not 200 x 20
+        return results
+
+    results = asyncio.run(scenario())
+    assert not hub.feeds  # the feed stopped with the job
+    for frames in results:
+        assert [f.split("\n", 1)[0] for f in frames if "event: metric" in f] == [
+            f"id: {s}" for s in range(1, 6)]
+        assert '"status":"succeeded"' in frames[-1]
+
+
+JOB_ROW = {"id": "j", "status": "running", "status_reason": None, "phase": None, "layer": None,
+           "epoch": None, "progress": 0.0, "attempt": 1, "max_attempts": 3,
+           "cancel_requested": False, "dataset_id": "builtin:digits", "sweep_id": None,
+           "created_at": datetime(2026, 1, 1, tzinfo=UTC), "started_at": None,
+           "finished_at": None, "heartbeat_at": None, "result": None, "spec": {}}

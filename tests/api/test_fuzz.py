@@ -37,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
+from api.auth_limits import FailedAuthLimiter
 from drtrain.kit.settings import Settings
 from tests.api.test_cross_tenant import World, seed_tenant
 from tests.api.test_jobs import tenant_id
@@ -108,6 +109,9 @@ def fuzz_target(app, db, store, auth_a, monkeypatch):  # noqa: ANN001, ANN201
     """The app with tenant A's objects, and publishing replaced by a no-op: the fuzz
     submits jobs and sweeps, and no broker is part of this test."""
     monkeypatch.setattr("drtrain.kit.broker.publish_run_job", lambda _settings, _job_id: None)
+    # The fuzz sends hundreds of wrong keys from one address on purpose; the failed-auth
+    # limiter (tests/api/test_access.py) would rightly answer 429 to most of them.
+    app.state.auth_limiter = FailedAuthLimiter(10**9, 60.0)
     world = seed_tenant(db, store, tenant_id(db, "tenant-a"))
     return schemathesis.openapi.from_asgi("/openapi.json", app), world
 

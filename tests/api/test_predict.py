@@ -87,21 +87,25 @@ def test_garbage_is_refused() -> None:
 
 
 def test_cache_loads_once_per_sha_and_evicts_oldest() -> None:
+    import hashlib
+
     cache = ModelCache(capacity=2)
     reads: list[str] = []
+    files = {name: make_model_bytes(d=d) for name, d in (("s1", 3), ("s2", 4), ("s3", 5))}
+    sha = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
 
     def reader(name: str):  # noqa: ANN202
         def read() -> bytes:
             reads.append(name)
-            return make_model_bytes()
+            return files[name]
         return read
 
-    first = cache.get("s1", reader("s1"))
-    assert cache.get("s1", reader("s1")) is first
-    cache.get("s2", reader("s2"))
-    cache.get("s3", reader("s3"))  # evicts s1, the least recently used
+    first = cache.get(sha["s1"], reader("s1"))
+    assert cache.get(sha["s1"], reader("s1")) is first
+    cache.get(sha["s2"], reader("s2"))
+    cache.get(sha["s3"], reader("s3"))  # evicts s1, the least recently used
     assert len(cache) == 2
-    cache.get("s1", reader("s1"))
+    cache.get(sha["s1"], reader("s1"))
     assert reads == ["s1", "s2", "s3", "s1"]
 
 

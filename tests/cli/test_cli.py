@@ -118,6 +118,23 @@ def test_datasets_upload_list_delete(fake: FakeApi, tmp_path: Path) -> None:
     assert result.exit_code == 0 and uploaded["id"] not in fake.datasets
 
 
+def test_datasets_upload_waits_for_the_check_unless_told_not_to(fake: FakeApi,
+                                                                tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("x1,x2,label\n1,2,a\n3,4,b\n")
+    result = drtrain("datasets", "upload", str(data), "--no-wait")
+    assert result.exit_code == 0, result.output
+    assert "the server is checking it" in result.stdout
+    ds_id = next(iter(fake.checking))
+    assert "status" in drtrain("datasets", "list").stdout  # the list shows it
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,x2,label\n1,2,a\n3,4,a\n# one class\n")
+    assert_clean_failure(drtrain("datasets", "upload", str(bad)), 1,
+                         "422 Unprocessable content: the labels hold one class only ('a')")
+    assert ds_id in fake.datasets
+
+
 def test_datasets_errors_show_the_problem_detail(fake: FakeApi, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("x1,label\nnan,a\n")
@@ -420,3 +437,33 @@ def test_transfers_draw_a_progress_bar_on_a_terminal_only_on_stderr(
     drawn = screen.getvalue()
     assert "upload d.csv" in drawn and "model -> m.st" in drawn
     assert "upload d.csv" not in result.stdout
+
+
+# ---- names, tags and warnings ----------------------------------------------------------------
+
+def test_warnings_are_shown_on_stderr_and_names_and_tags_listed(fake: FakeApi,
+                                                                 tmp_path: Path) -> None:
+    job = fake.add_job(status="succeeded", name="first", tags=["study"],
+                       warnings=["finetune.batch_size 4096 is more than the 10 training rows"])
+    fake.add_job(status="succeeded", name="second", tags=[])
+    got = drtrain("jobs", "get", job["id"])
+    assert got.exit_code == 0, got.output
+    assert "warning: finetune.batch_size 4096" in got.stderr
+    assert "first" in got.stdout and "study" in got.stdout
+    as_json = drtrain("jobs", "get", job["id"], "--json")
+    # Scripts read them from the JSON; stderr stays quiet.
+    assert as_json.stderr == "" and json.loads(as_json.stdout)["warnings"] == job["warnings"]
+    listed = drtrain("jobs", "list", "--tag", "study")
+    assert listed.exit_code == 0, listed.output
+    assert "first" in listed.stdout and "second" not in listed.stdout
+    assert fake.requests[-1].url.params["tag"] == "study"
+
+
+def test_delete_a_finished_job_and_refuse_an_active_one(fake: FakeApi) -> None:
+    done = fake.add_job(status="succeeded")
+    active = fake.add_job(status="running")
+    result = drtrain("jobs", "delete", done["id"])
+    assert result.exit_code == 0, result.output
+    assert done["id"] not in fake.jobs
+    assert_clean_failure(drtrain("jobs", "delete", active["id"]), 1, "is running")
+    assert active["id"] in fake.jobs

@@ -23,6 +23,7 @@ from drtrain_client import (
     ChecksumMismatch,
     Client,
     ClientError,
+    DatasetRejected,
     DrtrainError,
     UnreachableError,
     WaitTimeout,
@@ -61,6 +62,7 @@ class FakeApi:
             "builtin:digits": {"id": "builtin:digits", "name": "digits", "format": "csv",
                                "n_samples": 1797, "n_features": 64, "n_classes": 10}}
         self.busy_datasets: set[str] = set()
+        self.checking: dict[str, int] = {}  # dataset id -> GETs that still see it validating
         self.uploads: list[dict[str, tuple[str | None, bytes]]] = []
         self.jobs: dict[str, dict[str, Any]] = {}
         self.script: dict[str, list[dict[str, Any]]] = {}  # job id -> changes, one per GET
@@ -79,13 +81,13 @@ class FakeApi:
         self.routes: list[tuple[str, str, Callable[..., httpx.Response]]] = [
             ("POST", r"/v1/datasets", self.upload),
             ("GET", r"/v1/datasets", lambda r: self.page(r, list(self.datasets.values()))),
-            ("GET", r"/v1/datasets/(?P<id>[^/]+)", lambda r, id: httpx.Response(
-                200, json=self.datasets[id])),
+            ("GET", r"/v1/datasets/(?P<id>[^/]+)", self.get_dataset),
             ("DELETE", r"/v1/datasets/(?P<id>[^/]+)", self.delete_dataset),
             ("POST", r"/v1/jobs", self.submit),
             ("GET", r"/v1/jobs", self.list_jobs),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)", self.get_job),
             ("POST", r"/v1/jobs/(?P<id>[^/]+)/cancel", self.cancel),
+            ("DELETE", r"/v1/jobs/(?P<id>[^/]+)", self.delete_job),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/metrics", self.metrics),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/events", self.events),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/checkpoints", self.list_checkpoints),
@@ -144,12 +146,27 @@ class FakeApi:
         if b"nan" in content:
             return problem(422, "Unprocessable content", "row 2, column x1: NaN is not allowed")
         dataset_id = f"ds{next(self._ids)}"
-        self.datasets[dataset_id] = {
-            "id": dataset_id, "name": fields["name"][1].decode(), "format": "csv",
-            "n_samples": content.count(b"\n") - 1, "n_features": 2, "n_classes": 2,
-            "visible_units_hint": "gaussian", "sha256": hashlib.sha256(content).hexdigest(),
-            "size_bytes": len(content)}
-        return httpx.Response(201, json=self.datasets[dataset_id])
+        accepted = {"id": dataset_id, "name": fields["name"][1].decode(), "format": "csv",
+                    "status": "validating", "status_reason": None, "n_samples": None,
+                    "n_features": None, "n_classes": None, "visible_units_hint": None,
+                    "sha256": hashlib.sha256(content).hexdigest(), "size_bytes": len(content)}
+        if b"one class" in content:  # refused by the check that follows the 202
+            self.datasets[dataset_id] = {**accepted, "status": "failed",
+                                         "status_reason": "the labels hold one class only ('a')"}
+        else:
+            self.datasets[dataset_id] = {
+                **accepted, "status": "ready", "n_samples": content.count(b"\n") - 1,
+                "n_features": 2, "n_classes": 2, "visible_units_hint": "gaussian"}
+        self.checking[dataset_id] = 2
+        return httpx.Response(202, json=accepted,
+                              headers={"Location": f"/v1/datasets/{dataset_id}"})
+
+    def get_dataset(self, request: httpx.Request, id: str) -> httpx.Response:
+        if self.checking.get(id):
+            self.checking[id] -= 1
+            return httpx.Response(200, json={**self.datasets[id], "status": "validating",
+                                             "status_reason": None, "n_samples": None})
+        return httpx.Response(200, json=self.datasets[id])
 
     def delete_dataset(self, request: httpx.Request, id: str) -> httpx.Response:
         if id in self.busy_datasets:
@@ -184,10 +201,18 @@ class FakeApi:
         return httpx.Response(200, json={"items": items[start:end],
                                          "next_page_token": str(end) if end < len(items) else None})
 
+    def delete_job(self, request: httpx.Request, id: str) -> httpx.Response:
+        if self.jobs[id]["status"] in ("queued", "running", "cancelling"):
+            return problem(409, "Conflict", f"job {id} is {self.jobs[id]['status']}")
+        del self.jobs[id]
+        return httpx.Response(204)
+
     def list_jobs(self, request: httpx.Request) -> httpx.Response:
         status = request.url.params.get("status")
+        tag = request.url.params.get("tag")
         return self.page(request, [j for j in reversed(self.jobs.values())
-                                   if not status or j["status"] == status])
+                                   if (not status or j["status"] == status)
+                                   and (not tag or tag in j.get("tags", []))])
 
     def _etag(self, job: dict[str, Any]) -> str:
         digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
@@ -204,7 +229,9 @@ class FakeApi:
 
     def cancel(self, request: httpx.Request, id: str) -> httpx.Response:
         job = self.jobs[id]
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] == "cancelled":
+            return httpx.Response(200, json=job)  # a repeated cancel is idempotent
+        if job["status"] in ("succeeded", "failed"):
             return problem(409, "Conflict", f"job {id} is already {job['status']}")
         job["status"] = "cancelled" if job["status"] == "queued" else "cancelling"
         return httpx.Response(202, json=job)
@@ -330,6 +357,47 @@ def test_upload_sends_the_form_fields_and_file(fake: FakeApi, client: Client,
     assert sent["side_info_column"][1] == b"group"
     assert ds["n_samples"] == 2 and ds["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert client.get_dataset(ds["id"])["name"] == "mine"
+
+
+def test_upload_waits_for_the_check_by_default(fake: FakeApi, client: Client,
+                                               tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"x1,x2,label\n1,2,a\n3,4,b\n")
+    ds = client.upload_dataset(data)
+    assert ds["status"] == "ready" and ds["n_samples"] == 2
+    # Two polls still saw it validating, the third its outcome.
+    assert len(fake.calls("GET", rf"/v1/datasets/{ds['id']}")) == 3
+
+
+def test_upload_without_waiting_returns_the_202_body(fake: FakeApi, client: Client,
+                                                     tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"x1,x2,label\n1,2,a\n3,4,b\n")
+    ds = client.upload_dataset(data, wait=False)
+    assert ds["status"] == "validating" and ds["n_samples"] is None
+    assert fake.calls("GET", r"/v1/datasets/.*") == []
+    assert client.wait_dataset(ds["id"])["status"] == "ready"
+
+
+def test_upload_whose_check_fails_raises_its_reason_as_a_422(client: Client,
+                                                             tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"x1,x2,label\n1,2,a\n3,4,a\n# one class\n")
+    with pytest.raises(DatasetRejected) as info:
+        client.upload_dataset(data)
+    assert isinstance(info.value, DrtrainError) and info.value.status == 422
+    assert str(info.value) == "422 Unprocessable content: the labels hold one class only ('a')"
+    assert info.value.dataset["status"] == "failed"
+
+
+def test_waiting_for_a_check_gives_up_after_its_timeout(fake: FakeApi, client: Client,
+                                                        tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"x1,x2,label\n1,2,a\n3,4,b\n")
+    ds = client.upload_dataset(data, wait=False)
+    fake.checking[ds["id"]] = 10**6
+    with pytest.raises(WaitTimeout, match=f"dataset {ds['id']} still validating"):
+        client.wait_dataset(ds["id"], timeout=0.3, poll=0.05)
 
 
 def test_upload_defaults_name_and_omits_side_info(fake: FakeApi, client: Client,
@@ -468,11 +536,13 @@ def test_list_jobs_filters_by_status(fake: FakeApi, client: Client) -> None:
 def test_cancel_and_cancel_of_a_finished_job(fake: FakeApi, client: Client) -> None:
     queued = fake.add_job("queued")["id"]
     running = fake.add_job("running")["id"]
+    done = fake.add_job("succeeded")["id"]
     assert client.cancel_job(queued)["status"] == "cancelled"
     assert client.cancel_job(running)["status"] == "cancelling"
+    assert client.cancel_job(queued)["status"] == "cancelled"  # again: 200, idempotent
     with pytest.raises(DrtrainError) as info:
-        client.cancel_job(queued)
-    assert info.value.status == 409 and "already cancelled" in str(info.value)
+        client.cancel_job(done)
+    assert info.value.status == 409 and "already succeeded" in str(info.value)
 
 
 def test_metrics_fetches_all_pages_after_since(fake: FakeApi, client: Client) -> None:

@@ -1,6 +1,7 @@
 """What `drtrain up` tells clients: the URL file, the banner, and which data folder it uses."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,15 @@ class FakeChildren:
         self.started: list[str] = []
         self.stopped = False
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path,
+              pass_fds: tuple[int, ...] = ()) -> None:
         self.started.append(name)
 
     def dead(self) -> list[tuple[str, int]]:
-        return [("api", 1)]  # ends the run right after the banner
+        return []
+
+    def supervise(self, say: Any) -> bool:
+        return False  # "a child keeps crashing": ends the run right after the banner
 
     def stop(self) -> None:
         self.stopped = True
@@ -45,6 +50,7 @@ def test_up_writes_the_url_once_healthy_and_prints_how_to_reach_it(
     healthy: list[bool] = []
     monkeypatch.setattr(embedded, "prepare", lambda d: (data_dir, "drt_local"))
     monkeypatch.setattr(embedded, "Children", lambda: children)
+    monkeypatch.setattr(embedded, "listen", lambda host, port: socket.socket())
     monkeypatch.setattr(embedded.signal, "signal", lambda *a: None)
 
     def wait_healthy(url: str, *_: Any) -> bool:

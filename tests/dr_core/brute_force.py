@@ -41,8 +41,11 @@ def pair_distance(x: Tensor, y: Tensor, distance: str) -> Tensor:
 
 
 def cross_pairs(side) -> list[tuple[int, int]]:
+    """Every (p, q), p < q, of rows that both carry a group (side >= 0) and differ in it: a row
+    with side -1 has no side value and pairs with nobody."""
     s = [int(v) for v in side]
-    return [(p, q) for p in range(len(s)) for q in range(p + 1, len(s)) if s[p] != s[q]]
+    return [(p, q) for p in range(len(s)) for q in range(p + 1, len(s))
+            if s[p] != -1 and s[q] != -1 and s[p] != s[q]]
 
 
 def _mean_over_pairs(rows: Tensor, side, term, per_unit: bool) -> Tensor:

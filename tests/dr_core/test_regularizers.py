@@ -15,16 +15,21 @@ from tests.dr_core import brute_force as bf
 DIVERGENCES = ["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"]
 DISTANCES = ["euclidean", "cosine"]
 
-# (side labels) cases: uneven groups, non-contiguous labels, single group, B=1, B=2, many groups
+# (side labels) cases: uneven groups, non-contiguous labels, single group, B=1, B=2, many groups;
+# -1 marks a row without a side value (issue 11: partial side information)
 SIDES = {
-    "uneven": [5, 5, 5, 5, -2, 9, 9, 5, -2],
+    "uneven": [5, 5, 5, 5, 2, 9, 9, 5, 2],
     "two_equal": [0, 1, 0, 1, 1, 0],
     "single_group": [3, 3, 3, 3],
     "b1": [7],
     "b2_cross": [1, 4],
     "b2_same": [4, 4],
     "all_distinct": [10, 20, 30, 40, 50],
+    "partial": [5, -1, 5, 2, -1, 9, 9, -1, 2],
+    "partial_one_group": [-1, 3, -1, 3, 3],
+    "none_labelled": [-1, -1, -1],
 }
+PARTIAL = ["partial", "partial_one_group", "none_labelled"]
 
 
 def _mu(b: int, h: int, seed: int, requires_grad: bool = False) -> torch.Tensor:
@@ -79,7 +84,8 @@ def test_divergence_closed_form_matches_exact_pair_pass(divergence, monkeypatch)
     torch.testing.assert_close(grad / groups.n_pairs, mu_.grad)
 
 
-@pytest.mark.parametrize("case", ["uneven", "single_group", "b1", "b2_cross", "all_distinct"])
+@pytest.mark.parametrize("case", ["uneven", "single_group", "b1", "b2_cross", "all_distinct",
+                                  *PARTIAL])
 @pytest.mark.parametrize("distance", DISTANCES)
 def test_distance_all_pairs_equals_brute_force(distance, case):
     side = torch.tensor(SIDES[case])
@@ -234,7 +240,7 @@ def test_sampled_divergence_is_unbiased(divergence):
 
 @pytest.mark.parametrize("distance", DISTANCES)
 def test_sampled_distance_is_unbiased(distance):
-    side = torch.tensor([4, 4, 4, 4, 4, 4, 9, -1, -1])
+    side = torch.tensor([4, 4, 4, 4, 4, 4, 9, 0, 0])
     h = _h(len(side), 3, seed=32)
     exact = R.feature_distance(h, side, distance=distance)
     mean, se = _sampled_mean_and_se(

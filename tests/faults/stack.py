@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 REDIS_DB = 13
 QUEUE = "drtrain"  # the API always publishes to the default queue
 TERMINAL = ("succeeded", "failed", "cancelled")
+METRICS_TOKEN = "faults-metrics-token"
 
 # Short enough that a lost worker is noticed in seconds, long enough not to flap on 2 busy cores.
 TIMINGS = {
@@ -113,6 +114,8 @@ class Stack:
             DRTRAIN_STORAGE_URL=self.objects.resolve().as_uri(),
             DRTRAIN_DATA_DIR=str(root / "scratch"),
             DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT="50",
+            # Production protects /metrics with a token by default (docs/reliability.md).
+            DRTRAIN_METRICS_TOKEN=METRICS_TOKEN,
             # This tree's code, whatever the venv's editable install points at today.
             PYTHONPATH=str(REPO),
             PYTHONUNBUFFERED="1",

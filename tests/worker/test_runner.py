@@ -68,8 +68,9 @@ def test_tiny_job_succeeds_with_metrics_checkpoints_and_a_loadable_model(
             "grad_norm.head"} <= names
 
     cks = _checkpoints(factory, job_id)
-    kinds = [c.kind for c in cks]
-    assert kinds.count("final") == 1 and kinds.count("layer") == 2 and kinds.count("epoch") == 6
+    # Retention: once the job has ended only its final model is kept (tests/worker/
+    # test_retention.py follows the layer and epoch checkpoints while it runs).
+    assert [c.kind for c in cks] == ["final"]
     for c in cks:
         assert store.exists(c.object_key) and store.size(c.object_key) == c.size_bytes
 

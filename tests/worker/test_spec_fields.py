@@ -17,7 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from dr_core.config import FinetuneConfig, PipelineConfig, RBMConfig
-from drtrain.jobs.spec import JobSpec, SampledPairs, spec_to_dict
+from drtrain.jobs.spec import JobSpec, SampledPairs, resolve_batch_size, spec_to_dict
 from drtrain.kit.models import Job
 from drtrain.kit.settings import Settings
 from worker.data import prepare_data
@@ -60,8 +60,11 @@ def with_value(path: str, value: Any) -> JobSpec:
     return JobSpec.model_validate(spec)
 
 
+N_TRAIN = 1000
+
+
 def pipeline(spec: JobSpec) -> PipelineConfig:
-    return build_pipeline_config(spec, "bernoulli")
+    return build_pipeline_config(spec, "bernoulli", N_TRAIN)
 
 
 def rbm0(attr: str) -> Callable[[JobSpec], Any]:
@@ -102,6 +105,9 @@ TO_DR_CORE: dict[str, tuple[Any, Callable[[JobSpec], Any]]] = {
     "finetune.momentum": (0.5, ft("momentum")),
     "finetune.weight_decay": (0.01, ft("weight_decay")),
     "finetune.activation": ("relu", ft("activation")),
+    "finetune.init": ("normal", ft("init")),
+    "finetune.init_std": (0.1, ft("init_std")),
+    "precision": ("tf32", lambda s: pipeline(s).precision),
     "finetune.dr.weight": (0.3, fdr("weight")),
     "finetune.dr.distance": ("cosine", fdr("distance")),
     "finetune.dr.layers": ([1], fdr("layers")),
@@ -126,6 +132,8 @@ TO_DATA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
 
 # Read by the service around training, each proven by the tests named here.
 SERVICE_FIELDS = {
+    "name": "drtrain.jobs.service.new_job -> jobs.name (tests/api/test_job_labels.py)",
+    "tags": "drtrain.jobs.service.new_job -> jobs.tags, job_tags (tests/api/test_job_labels.py)",
     "dataset_id": "drtrain.jobs.service.new_job -> jobs.dataset_id -> worker.data._load "
                   "(every test that trains)",
     "device": "worker.runner._resolve_device (test_runner: an unavailable CUDA device fails)",
@@ -177,7 +185,7 @@ def test_dr_weight_zero_or_null_turns_dr_off() -> None:
 
 
 def test_upper_layers_see_bernoulli_units() -> None:
-    cfg = build_pipeline_config(JobSpec.model_validate(BASE), "gaussian")
+    cfg = build_pipeline_config(JobSpec.model_validate(BASE), "gaussian", N_TRAIN)
     assert [c.visible for c in cfg.pretrain] == ["gaussian", "bernoulli"]  # type: ignore[union-attr]
 
 
@@ -212,3 +220,18 @@ def test_old_stored_specs_still_load() -> None:
         "seed": 0, "device": "auto", "max_runtime_seconds": 86400, "max_attempts": 3,
     }
     assert np.isclose(parse_spec(stored).pretrain.dr.weight, 1.0)  # type: ignore[union-attr]
+
+
+def test_auto_batch_size_scales_with_the_training_rows() -> None:
+    assert [resolve_batch_size("auto", n) for n in (2, 40, 1617, 3300, 54000)] == \
+        [2, 16, 16, 32, 128]
+    assert resolve_batch_size(64, 10) == 64
+    auto = JobSpec.model_validate(BASE)
+    assert build_pipeline_config(auto, "bernoulli", 1617).finetune.batch_size == 16  # type: ignore[union-attr]
+    assert build_pipeline_config(auto, "bernoulli", 54000).pretrain[0].batch_size == 128  # type: ignore[index]
+
+
+def test_feature_dr_is_off_and_generative_dr_on_by_default() -> None:
+    cfg = pipeline(JobSpec.model_validate({"dataset_id": "builtin:digits"}))
+    assert cfg.finetune.dr is None  # type: ignore[union-attr]
+    assert cfg.pretrain[0].dr is not None and cfg.pretrain[0].dr.divergence == "hellinger"  # type: ignore[index]

@@ -90,7 +90,9 @@ export interface Page<T> {
 }
 
 export async function listJobs(params: { status?: string; tag?: string; pageSize?: number; pageToken?: string | null } = {}): Promise<Page<Job>> {
-  const q = new URLSearchParams({ page_size: String(params.pageSize ?? 100) });
+  // The list shows each job's DR settings in short, which live in its spec (left out of list
+  // rows unless asked for).
+  const q = new URLSearchParams({ page_size: String(params.pageSize ?? 100), include: "spec" });
   if (params.status) q.set("status", params.status);
   if (params.tag) q.set("tag", params.tag);
   if (params.pageToken) q.set("page_token", params.pageToken);
@@ -191,6 +193,20 @@ export async function download(path: string, filename: string): Promise<number> 
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
   return blob.size;
+}
+
+/** A dataset answered 202 "validating": poll it until the server's check ends. A check that
+ * refused the file becomes an ApiError with its reason, like a 422 at upload would. */
+export async function waitDataset(d: Dataset, intervalMs = 500): Promise<Dataset> {
+  let current = d;
+  while (current.status === "validating") {
+    await new Promise((r) => setTimeout(r, intervalMs));
+    current = await call<Dataset>(`/v1/datasets/${encodeURIComponent(d.id)}`);
+  }
+  if (current.status === "failed") {
+    throw new ApiError(422, { title: "Unprocessable content", status: 422, detail: current.status_reason ?? "the file was refused" });
+  }
+  return current;
 }
 
 /** multipart upload through XMLHttpRequest, whose upload events report progress (fetch has none). */

@@ -73,6 +73,9 @@ export interface Dataset {
   label_column?: string | null;
   side_info_column?: string | null;
   builtin?: boolean;
+  /** "validating" until the server's check of an upload ends, then "ready" or "failed". */
+  status?: string;
+  status_reason?: string | null;
 }
 
 export interface SweepChild {

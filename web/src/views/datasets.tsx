@@ -1,6 +1,6 @@
 // Datasets: upload (with a progress bar), list, delete.
 import { useState } from "preact/hooks";
-import { deleteDataset, listDatasets, uploadDataset } from "../api";
+import { deleteDataset, listDatasets, uploadDataset, waitDataset } from "../api";
 import { fmtAgo, fmtBytes, fmtNum } from "../format";
 import { navigate, usePoll } from "../route";
 import type { Dataset } from "../types";
@@ -47,7 +47,7 @@ export function DatasetsPage() {
               <tr key={d.id} data-dataset-id={d.id}>
                 <td>{d.name}</td>
                 <td class="mono small">{d.id}</td>
-                <td>{d.format}</td>
+                <td>{d.format}{d.status && d.status !== "ready" ? <span class={`muted small status-${d.status}`} title={d.status_reason ?? ""}> ({d.status})</span> : null}</td>
                 <td class="num">{fmtNum(d.n_samples)}</td>
                 <td class="num">{fmtNum(d.n_features)}</td>
                 <td class="num" title={Object.entries(d.class_counts ?? {}).map(([k, v]) => `${k}: ${v}`).join("\n")}>{d.n_classes}</td>
@@ -73,6 +73,7 @@ export function DatasetsPage() {
 
 function Upload({ onDone }: { onDone: (d: Dataset) => void }) {
   const [progress, setProgress] = useState<{ loaded: number; total: number } | null>(null);
+  const [checking, setChecking] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [isIdx, setIsIdx] = useState(false);
 
@@ -91,7 +92,10 @@ function Upload({ onDone }: { onDone: (d: Dataset) => void }) {
     setError(null);
     setProgress({ loaded: 0, total: file.size });
     try {
-      const d = await uploadDataset(data, (loaded, total) => setProgress({ loaded, total: total || file.size }));
+      const uploaded = await uploadDataset(data, (loaded, total) => setProgress({ loaded, total: total || file.size }));
+      setProgress(null);
+      setChecking(true);
+      const d = await waitDataset(uploaded);
       form.reset();
       setIsIdx(false);
       onDone(d);
@@ -99,6 +103,7 @@ function Upload({ onDone }: { onDone: (d: Dataset) => void }) {
       setError(err);
     } finally {
       setProgress(null);
+      setChecking(false);
     }
   }
 
@@ -112,7 +117,7 @@ function Upload({ onDone }: { onDone: (d: Dataset) => void }) {
         <label>Name <input name="name" placeholder="(the file name)" /></label>
         <label>Label column <input name="label_column" placeholder="label" size={10} /></label>
         <label>Side-information column <input name="side_info_column" placeholder="(labels)" size={10} /></label>
-        <button class="primary" disabled={!!progress}>Upload</button>
+        <button class="primary" disabled={!!progress || checking}>Upload</button>
       </form>
       <p class="muted small">CSV with a header row, NPZ with arrays X, y (and optional groups), or gzipped IDX images with their labels file.</p>
       {progress && (
@@ -120,6 +125,7 @@ function Upload({ onDone }: { onDone: (d: Dataset) => void }) {
           <progress id="upload-progress" max={100} value={pct} /> {pct}% · {fmtBytes(progress.loaded)} of {fmtBytes(progress.total)}
         </div>
       )}
+      {checking && <p class="muted" id="upload-checking" role="status">Uploaded; the server is checking the file…</p>}
       <ErrorBox error={error} />
     </Section>
   );

@@ -7,13 +7,14 @@ import { getPath, setPath } from "../format";
 import { navigate } from "../route";
 import type { Dataset, Spec } from "../types";
 
-// Used only when /openapi.json cannot be read: the JobSpec defaults documented in api.md.
+// Used only when /openapi.json cannot be read: the JobSpec defaults of docs/api.md; the DR
+// sections hold what a section gets when it is switched on (feature DR is off by default).
 const FALLBACK: Spec = {
   dataset_id: "builtin:digits", test_dataset_id: null, validation_fraction: 0.1,
   model: { hidden_layers: [500, 500], visible_units: "auto" },
-  pretrain: { epochs: 5, batch_size: 128, learning_rate: 0.05, cd_k: 1, persistent: false, momentum: 0.5,
+  pretrain: { epochs: 5, batch_size: "auto", learning_rate: 0.05, cd_k: 1, persistent: false, momentum: 0.5,
     final_momentum: 0.9, weight_decay: 0.0002, dr: { weight: 1.0, divergence: "hellinger", pairs: "all", normalize: "sum" } },
-  finetune: { epochs: 20, batch_size: 128, optimizer: "sgd", learning_rate: 0.1, momentum: 0.9, weight_decay: 0.0,
+  finetune: { epochs: 20, batch_size: "auto", optimizer: "sgd", learning_rate: 0.1, momentum: 0.9, weight_decay: 0.0,
     activation: "sigmoid", dr: { weight: 0.1, distance: "euclidean", layers: "all", pairs: "all", normalize: "per_unit" } },
   seed: 0, device: "auto", max_runtime_seconds: 86400, max_attempts: null,
 };

@@ -1,0 +1,117 @@
+"""The /v1/jobs read paths, serialised once: plain-column rows (``drtrain.jobs.repository``) go
+straight to JSON bytes through pydantic-core, with no ORM object and no per-row model call.
+
+The selected columns come from the documented response models (``api.schemas.jobs``), so a
+field added there is read here too. Job rows go through the model's TypeAdapter (validation
+and serialisation in pydantic-core, the model's own validators included); metric points, a
+thousand to a page and with no validators, are dumped through a TypedDict of the same fields
+(a test keeps the two outputs equal).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import Response
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import to_json
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from typing_extensions import TypedDict
+
+from api.http import etag_matches
+from api.schemas.jobs import JobOut, JobSummaryOut, MetricPointOut
+from drtrain.jobs import repository as q
+from drtrain.kit.models import Job
+
+
+def row_type(model: type[BaseModel]) -> Any:
+    """A TypedDict with the model's fields: dumps a plain dict as the model would (when the
+    model has no validators that change values)."""
+    return TypedDict(f"{model.__name__}Row",  # type: ignore[operator]
+                     {name: field.annotation for name, field in model.model_fields.items()})
+
+
+def columns_of(model: type[BaseModel]) -> list[InstrumentedAttribute[Any]]:
+    return [getattr(Job, name) for name in model.model_fields]
+
+
+MetricRow: Any = row_type(MetricPointOut)
+JOB_SUMMARY_COLUMNS = columns_of(JobSummaryOut)
+JOB_COLUMNS = columns_of(JobOut)
+METRIC_KEYS = tuple(MetricPointOut.model_fields)
+
+JOB: TypeAdapter[JobOut] = TypeAdapter(JobOut)
+_SUMMARIES: TypeAdapter[list[JobSummaryOut]] = TypeAdapter(list[JobSummaryOut])
+_JOBS: TypeAdapter[list[JobOut]] = TypeAdapter(list[JobOut])
+METRIC: TypeAdapter[Any] = TypeAdapter(MetricRow)
+_METRICS_PAGE: TypeAdapter[Any] = TypeAdapter(TypedDict(  # type: ignore[operator]
+    "MetricsPageBody", {"items": list[MetricRow], "next_since": int}))
+
+
+def etag(body: bytes) -> str:
+    return 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+Body = tuple[bytes, str]  # (JSON, its weak ETag)
+
+
+def job_body(row: dict[str, Any]) -> bytes:
+    return JOB.dump_json(JOB.validate_python(row))
+
+
+def metric_json(item: dict[str, Any]) -> str:
+    return METRIC.dump_json(item).decode()
+
+
+def _with_etag(body: bytes) -> Body:
+    return body, etag(body)
+
+
+# Each read below runs in one ``Database.read`` hop: the query inside a short session, the
+# serialisation after it has closed.
+
+def job(session: Session, tenant_id: str, job_id: str) -> dict[str, Any]:
+    return q.job_view(session, tenant_id, job_id, JOB_COLUMNS)
+
+
+def job_with_etag(row: dict[str, Any]) -> Body:
+    return _with_etag(job_body(row))
+
+
+def jobs_page(session: Session, tenant_id: str, status: str | None, page_size: int,
+              page_token: str | None, with_spec: bool) -> tuple[list[dict[str, Any]], str | None, bool]:
+    rows, token = q.job_views(session, tenant_id, JOB_COLUMNS if with_spec else JOB_SUMMARY_COLUMNS,
+                              status=status, page_size=page_size, page_token=page_token)
+    return rows, token, with_spec
+
+
+def jobs_page_with_etag(page: tuple[list[dict[str, Any]], str | None, bool]) -> Body:
+    rows, token, with_spec = page
+    adapter: TypeAdapter[Any] = _JOBS if with_spec else _SUMMARIES
+    items = adapter.dump_json(adapter.validate_python(rows))
+    return _with_etag(b'{"items":' + items + b',"next_page_token":' + to_json(token) + b"}")
+
+
+def metrics_page(session: Session, tenant_id: str, job_id: str, since: int,
+                 limit: int) -> tuple[list[Any], int]:
+    q.job_exists(session, tenant_id, job_id)
+    return q.metric_rows(session, job_id, since, limit), since
+
+
+def metric_dicts(rows: list[Any]) -> list[dict[str, Any]]:
+    return [dict(zip(METRIC_KEYS, row)) for row in rows]
+
+
+def metrics_page_with_etag(page: tuple[list[Any], int]) -> Body:
+    rows, since = page
+    body = _METRICS_PAGE.dump_json({"items": metric_dicts(rows),
+                                    "next_since": rows[-1][0] if rows else since})
+    return _with_etag(body)
+
+
+def respond(body_and_etag: Body, if_none_match: str | None) -> Response:
+    """The serialised body as a 200 with its ETag, or a bodiless 304 when the client has it."""
+    body, etag_ = body_and_etag
+    if etag_matches(if_none_match, etag_):
+        return Response(status_code=304, headers={"ETag": etag_})
+    return Response(body, media_type="application/json", headers={"ETag": etag_})

@@ -1,0 +1,376 @@
+"""The service under load (issue 12): each figure a ratio against a bare FastAPI route served
+by the same uvicorn command in the same run, or an absolute latency, in embedded mode
+(SQLite, filesystem broker) and in production mode (PostgreSQL + Redis).
+
+One command; it rewrites the "Service" section of docs/benchmarks.md:
+
+    .venv/bin/python bench/service.py [--modes embedded production] [--repeats 3] [--no-write]
+
+Measured, per mode (medians of ``--repeats`` runs; load from bench/loadgen.py in a separate
+process, so the clients do not share the API's interpreter):
+
+- status GET, a 50-job list and a 1,000-point metrics page: requests/s at 16 connections,
+  against the bare GET route;
+- 256 concurrent keep-alive clients on the status GET: errors and p99;
+- 16 concurrent submitters against the bare POST route, and sequential submit p50/p99;
+- queue latency: a job's ``started_at - created_at`` for tiny jobs submitted one at a time
+  with a worker waiting;
+- 500 event-stream clients on one running job: status GET p99 meanwhile, API RSS growth,
+  and the job's training time against the same job with nobody watching.
+
+The 200 MB CSV upload targets are measured by bench/uploads.py (its own section).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import loadgen  # noqa: E402
+from bench.service_stack import Stack, cpu_seconds, rss_bytes  # noqa: E402
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- service:begin -->", "<!-- service:end -->"
+
+TINY_JOB = {"dataset_id": "builtin:digits", "validation_fraction": 0.2,
+            "model": {"hidden_layers": [16]}, "pretrain": None,
+            "finetune": {"epochs": 1, "batch_size": 256, "dr": None}, "seed": 0, "device": "cpu"}
+# About 10 s of training on a shared CPU, with metric points every epoch (several a second),
+# so 500 watchers have something to be sent.
+WATCHED_JOB = {"dataset_id": "builtin:digits", "validation_fraction": 0.2,
+               "model": {"hidden_layers": [256, 128]},
+               "pretrain": {"epochs": 12, "batch_size": 16, "learning_rate": 0.05,
+                            "dr": {"weight": 0.5, "divergence": "hellinger",
+                                   "pairs": {"sample": 4}}},
+               "finetune": {"epochs": 20, "batch_size": 32, "learning_rate": 0.1,
+                            "dr": {"weight": 0.05, "distance": "euclidean", "layers": "all"}},
+               "seed": 1, "device": "cpu"}
+
+Row = dict[str, Any]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def get(url: str, headers: dict[str, str]) -> bytes:
+    return loadgen.build_request("GET", url, headers)
+
+
+def post_json(url: str, headers: dict[str, str], body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return loadgen.build_request("POST", url, {**headers, "Content-Type": "application/json"}, data)
+
+
+def rate(url: str, request: bytes, concurrency: int, seconds: float) -> loadgen.Load:
+    load = loadgen.run(url, [request], concurrency=concurrency, seconds=seconds)
+    if load.errors:
+        raise RuntimeError(f"{load.errors} errors: {load.statuses}")
+    return load
+
+
+# ---------------------------------------------------------------- measurements
+def reads(stack: Stack, api: str, bare: str, repeats: int, seconds: float) -> list[Row]:
+    ids = stack.seed_jobs(50, points=1000)
+    job = ids[0]
+    auth = stack.auth
+    targets = {
+        "status GET": (get(f"{api}/v1/jobs/{job}", auth), 0.5),
+        "50-job list": (get(f"{api}/v1/jobs?page_size=50", auth), 0.25),
+        "1,000-point metrics page": (get(f"{api}/v1/jobs/{job}/metrics?limit=1000", auth), 0.15),
+    }
+    bare_request = get(f"{bare}/bare", {})
+    rows = []
+    for name, (request, target) in targets.items():
+        ratios, rates, bares = [], [], []
+        rate(api, request, 4, 1.0)  # warm: key cache, prepared statements
+        for _ in range(repeats):
+            base = rate(bare, bare_request, 16, seconds).rate
+            ours = rate(api, request, 16, seconds).rate
+            bares.append(base)
+            rates.append(ours)
+            ratios.append(ours / base)
+        rows.append({"what": name, "value": f"{median(rates):,.0f} req/s vs bare "
+                     f"{median(bares):,.0f}", "ratio": median(ratios), "target": target})
+    return rows
+
+
+def crowd(stack: Stack, api: str, repeats: int) -> Row:
+    job = stack.seed_jobs(1)[0]
+    request = get(f"{api}/v1/jobs/{job}", stack.auth)
+    p99s, errors, served = [], 0, 0
+    for _ in range(repeats):
+        load = loadgen.run(api, [request], concurrency=256, per_client=8, seconds=120)
+        p99s.append(load.quantile(0.99))
+        errors += load.errors + sum(n for s, n in load.statuses.items() if s != 200)
+        served += load.statuses.get(200, 0)
+    return {"what": "256 concurrent clients on a status GET",
+            "value": f"{served:,} served, {errors} errors, p99 {median(p99s) * 1000:.0f} ms",
+            "ratio": None, "target": "all served, 0 errors, p99 < 1000 ms",
+            "met": errors == 0 and median(p99s) < 1.0}
+
+
+def submits(stack: Stack, api: str, bare: str, repeats: int, seconds: float) -> list[Row]:
+    auth = stack.auth
+    ours_request = post_json(f"{api}/v1/jobs", auth, TINY_JOB)
+    bare_request = post_json(f"{bare}/bare", {}, TINY_JOB)
+    rate(api, ours_request, 2, 1.0)
+    ratios, rates, bares = [], [], []
+    for _ in range(repeats):
+        base = rate(bare, bare_request, 16, seconds).rate
+        ours = loadgen.run(api, [ours_request], concurrency=16, seconds=seconds)
+        if set(ours.statuses) != {202}:
+            raise RuntimeError(f"submits answered {ours.statuses}")
+        bares.append(base)
+        rates.append(ours.rate)
+        ratios.append(ours.rate / base)
+        stack.forget_queued()
+    sequential = loadgen.run(api, [ours_request], concurrency=1, per_client=300, seconds=120)
+    stack.forget_queued()
+    p99 = sequential.quantile(0.99) * 1000
+    return [{"what": "16 concurrent submitters", "value": f"{median(rates):,.0f} req/s vs bare "
+             f"{median(bares):,.0f}", "ratio": median(ratios), "target": 0.3},
+            {"what": "sequential submit", "value": f"p50 {sequential.quantile(0.5) * 1000:.1f} ms, "
+             f"p99 {p99:.1f} ms", "ratio": None, "target": "p99 < 30 ms", "met": p99 < 30}]
+
+
+def _wait_terminal(client: httpx.Client, url: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(url).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def _seconds(job: dict[str, Any], start: str, end: str) -> float:
+    parse = datetime.datetime.fromisoformat
+    return (parse(job[end]) - parse(job[start])).total_seconds()
+
+
+def queue_latency(stack: Stack, api: str, jobs: int = 12) -> Row:
+    latencies = []
+    with httpx.Client(headers=stack.auth, timeout=30) as client:
+        for i in range(jobs + 1):
+            resp = client.post(f"{api}/v1/jobs", json={**TINY_JOB, "seed": i})
+            job = _wait_terminal(client, f"{api}/v1/jobs/{resp.json()['id']}")
+            if job["status"] != "succeeded":
+                raise RuntimeError(f"tiny job {job['status']}: {job['status_reason']}")
+            if i:  # the first job warms the worker's pool process
+                latencies.append(_seconds(job, "created_at", "started_at"))
+            time.sleep(0.137)  # out of step with any polling
+    p50 = median(latencies)
+    return {"what": "queue latency (created -> started)",
+            "value": f"p50 {p50 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms",
+            "ratio": None, "target": "p50 < 150 ms" if stack.mode == "embedded" else "-",
+            "met": p50 < 0.15 if stack.mode == "embedded" else None}
+
+
+def _train(stack: Stack, api: str, client: httpx.Client, seed: int,
+           during: Callable[[str], Any] | None = None) -> tuple[float, Any]:
+    resp = client.post(f"{api}/v1/jobs", json={**WATCHED_JOB, "seed": seed})
+    job_id = resp.json()["id"]
+    extra = during(job_id) if during else None
+    job = _wait_terminal(client, f"{api}/v1/jobs/{job_id}")
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"watched job {job['status']}: {job['status_reason']}")
+    return _seconds(job, "started_at", "finished_at"), extra
+
+
+def streams(stack: Stack, api: str, repeats: int, watchers: int = 500) -> list[Row]:
+    alone, watched, p99s, growths, served, api_cpu = [], [], [], [], [], []
+    api_pid = stack.pid("api")
+    with httpx.Client(headers=stack.auth, timeout=30) as client:
+        _train(stack, api, client, 99)  # warm the worker
+        for r in range(repeats):
+            alone.append(_train(stack, api, client, r)[0])
+            cpu_before = cpu_seconds(api_pid)
+
+            def watch(job_id: str) -> dict[str, Any]:
+                before = rss_bytes(api_pid)
+                crowd = loadgen.Watchers(api, get(f"{api}/v1/jobs/{job_id}/events", stack.auth),
+                                         watchers, seconds=300)
+                peak = [before]
+                stop = threading.Event()
+
+                def sample() -> None:
+                    while not stop.is_set():
+                        peak[0] = max(peak[0], rss_bytes(api_pid))
+                        time.sleep(0.2)
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                time.sleep(2.0)  # the streams connect
+                # A client polling its job 10 times a second (not flat out: the training
+                # time measured meanwhile must not pay for the reads).
+                reads = loadgen.run(api, [get(f"{api}/v1/jobs/{job_id}", stack.auth)],
+                                    concurrency=1, seconds=4.0, pause=0.1)
+                return {"crowd": crowd, "reads": reads, "before": before, "peak": peak,
+                        "stop": stop}
+
+            wall, seen = _train(stack, api, client, r, during=watch)
+            api_cpu.append((cpu_seconds(api_pid) - cpu_before) / wall)
+            result = seen["crowd"].result()
+            seen["stop"].set()
+            watched.append(wall)
+            p99s.append(seen["reads"].quantile(0.99))
+            growths.append(seen["peak"][0] - seen["before"])
+            served.append((result.opened, result.ended, dict(result.refused)))
+    slowdown = median(watched) / median(alone) - 1
+    opened = min(o for o, _, _ in served)
+    ended = min(e for _, e, _ in served)
+    return [
+        {"what": f"{watchers} event streams: streams opened / ended by the server",
+         "value": f"{opened} / {ended} (worst run)", "ratio": None, "target": f"{watchers} / {watchers}",
+         "met": opened == watchers and ended == watchers},
+        {"what": f"{watchers} event streams: status GET p99", "value": f"{median(p99s) * 1000:.0f} ms",
+         "ratio": None, "target": "< 100 ms", "met": median(p99s) < 0.1},
+        {"what": f"{watchers} event streams: API RSS growth",
+         "value": f"{median(growths) / 2**20:.0f} MB", "ratio": None, "target": "< 150 MB",
+         "met": median(growths) < 150 * 2**20},
+        {"what": f"{watchers} event streams: training time",
+         "value": f"{median(watched):.1f} s vs {median(alone):.1f} s alone ({slowdown:+.1%}); "
+                  f"the API used {median(api_cpu):.0%} of a core meanwhile",
+         "ratio": None, "target": "< +5%", "met": slowdown < 0.05},
+    ]
+
+
+def service_overhead(stack: Stack, api: str) -> Row | None:
+    """Issue 10: a job's wall time through the service against dr_core run directly on the
+    same spec (bench/service_overhead.py, which also runs on its own)."""
+    from bench.service_overhead import overhead_row
+
+    return overhead_row(stack, api)
+
+
+# ---------------------------------------------------------------- one mode
+PARTS = ("reads", "crowd", "submits", "latency", "streams", "overhead")
+
+
+def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PARTS) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix=f"drtrain-bench-{mode}-") as tmp:
+        stack = Stack(mode, Path(tmp))
+        try:
+            bare = stack.start_bare()
+            api = stack.start_api()
+            rows: list[Row] = []
+            if "reads" in parts:
+                rows += reads(stack, api, bare, repeats, seconds)
+            if "crowd" in parts:
+                rows.append(crowd(stack, api, repeats))
+            if "submits" in parts:
+                rows += submits(stack, api, bare, repeats, seconds)
+            if {"latency", "streams", "overhead"} & set(parts):
+                stack.start_worker()
+            if "latency" in parts:
+                rows.append(queue_latency(stack, api))
+            if "streams" in parts:
+                rows += streams(stack, api, repeats)
+            overhead = service_overhead(stack, api) if "overhead" in parts else None
+            if overhead is not None:
+                rows.append(overhead)
+            return rows
+        except Exception:
+            for name in ("api", "worker", "bare"):
+                print(f"--- {name} log\n{stack.log(name)}", file=sys.stderr)
+            raise
+        finally:
+            stack.close()
+
+
+def verdict(row: Row) -> str:
+    if row["ratio"] is not None:
+        met = row["ratio"] >= row["target"]
+        return f"{row['ratio']:.2f}x (target >= {row['target']}x): {'met' if met else 'NOT met'}"
+    if row.get("met") is None:
+        return "-"
+    return f"{row['target']}: {'met' if row['met'] else 'NOT met'}"
+
+
+def table(results: dict[str, list[Row]]) -> str:
+    lines = ["| mode | measure | figure | against the target |", "|---|---|---|---|"]
+    for mode, rows in results.items():
+        lines += [f"| {mode} | {r['what']} | {r['value']} | {verdict(r)} |" for r in rows]
+    return "\n".join(lines)
+
+
+def section(results: dict[str, list[Row]], args: argparse.Namespace) -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"""{BEGIN}
+## The service under load (`bench/service.py`)
+
+Command: `.venv/bin/python bench/service.py --modes {' '.join(args.modes)} --repeats {args.repeats}`.
+Date: {datetime.date.today().isoformat()}; Python {platform.python_version()}; {os.cpu_count()} CPUs
+(shared with other processes); uvicorn with its pure-Python HTTP parser (h11), one process,
+`--log-level warning`, for the API and for the baseline alike.
+
+Ratios are requests/s of the route against a bare FastAPI route (`bench/bare_app.py`: an
+`async` GET returning a small JSON object; for submits an `async` POST parsing the same JSON
+body) served the same way and measured in the same run, alternating, median of
+{args.repeats}. Load comes from `bench/loadgen.py` (keep-alive HTTP/1.1 clients in a separate
+process; {args.seconds:g} s per measurement, 16 connections unless said). Embedded: SQLite,
+filesystem broker, local objects; production: PostgreSQL and Redis on the same machine.
+"500 event streams" watch one training job ({WATCHED_JOB['model']['hidden_layers']} on
+`builtin:digits`) from a separate process; its training time (started to finished) is compared
+with the same job run with nobody watching. The 200 MB CSV targets are in the Uploads section
+(`bench/uploads.py`).
+
+{table(results)}
+
+Caveat: 2 shared cores; the API, the load generator, the database and the worker compete for
+them, and other processes ran meanwhile (load average at the end: {load}). Rerun on a quiet
+machine before comparing hardware.
+{END}
+"""
+
+
+def write_section(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) + 1:]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    DOC.write_text(doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", nargs="+", default=["embedded", "production"],
+                        choices=["embedded", "production"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput measurement")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="measure only these parts (implies --no-write)")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave the docs alone")
+    args = parser.parse_args()
+    if set(args.only) != set(PARTS):
+        args.no_write = True
+    results = {}
+    for mode in args.modes:
+        started = time.monotonic()
+        results[mode] = measure(mode, args.repeats, args.seconds, tuple(args.only))
+        print(f"{mode}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+        print(table({mode: results[mode]}), flush=True)
+    text = section(results, args)
+    if not args.no_write:
+        write_section(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

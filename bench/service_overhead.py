@@ -1,0 +1,290 @@
+"""What the service adds to a job (issue 10): a job's training time through the service
+against the same spec trained by dr_core directly, in one command:
+
+    .venv/bin/python bench/service_overhead.py [--device cpu|cuda] [--repeats 3] [--no-write]
+
+Through the service: the embedded stack of bench/service_stack.py (the API as ``drtrain up``
+starts it and a Celery worker; SQLite, filesystem broker, local objects). The job is submitted
+over HTTP; its time is ``finished_at - started_at`` as the API reports it (claim, data, the
+training with its per-epoch checkpoints, metric points and progress, the model file, finish).
+Directly: the same rows (``worker.data.prepare_data``'s seeded split of the same built-in),
+the same dr_core configs (``worker.spec.build_pipeline_config``) and seed, ``run_pipeline``
+in this process with the worker's thread count, timed around that call. The arms alternate;
+figures are medians of ``--repeats``, after one untimed job that warms the worker.
+All arms must end with the same accuracy (dr_core is deterministic): checked. The runner is
+also run in-process, for its CPU time (stable on a shared machine, unlike wall time).
+
+It rewrites the "Service overhead" section of docs/benchmarks.md. bench/service.py reports
+the same row with its other figures (``overhead_row``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.service_stack import Stack  # noqa: E402
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- service-overhead:begin -->", "<!-- service-overhead:end -->"
+TARGET = 1.1
+# Issue 10's CPU job: digits, [256, 128], 10 + 10 pretraining epochs with Hellinger DR, 10
+# fine-tuning epochs.
+SPEC: dict[str, Any] = {
+    "dataset_id": "builtin:digits", "validation_fraction": 0.1,
+    "model": {"hidden_layers": [256, 128]},
+    "pretrain": {"epochs": 10, "dr": {"weight": 0.5, "divergence": "hellinger"}},
+    "finetune": {"epochs": 10, "dr": None}, "seed": 0,
+}
+
+
+# The checkpoint cadences compared: the default, and a cadence for short epochs.
+CADENCES: list[tuple[str, dict[str, float]]] = [
+    ("checkpoint every epoch (default)", {}),
+    ("checkpoint every 10 epochs or 60 s",
+     {"checkpoint_every_epochs": 10, "checkpoint_every_seconds": 60.0}),
+]
+
+
+def _cadence_name(cadence: dict[str, float]) -> str:
+    return (f"checkpoint every {cadence.get('checkpoint_every_epochs', 1)} epochs or "
+            f"{cadence.get('checkpoint_every_seconds', 0):g} s")
+
+
+def _wait(client: httpx.Client, url: str, timeout: float = 1800) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(url).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            if job["status"] != "succeeded":
+                raise RuntimeError(f"job {job['status']}: {job.get('status_reason')}")
+            return job
+        time.sleep(0.5)  # the times come from the job row: polling faster only loads the API
+    raise TimeoutError(url)
+
+
+def through_service(client: httpx.Client, api: str, spec: dict[str, Any]) -> tuple[float, dict]:
+    """(started -> finished seconds, the job) of one job submitted over HTTP."""
+    job = _wait(client, f"{api}/v1/jobs/{client.post(f'{api}/v1/jobs', json=spec).json()['id']}")
+    parse = datetime.datetime.fromisoformat
+    return (parse(job["finished_at"]) - parse(job["started_at"])).total_seconds(), job
+
+
+def in_runner(stack: Stack, spec: dict[str, Any], cadence: dict[str, float]
+              ) -> tuple[float, float, dict[str, Any]]:
+    """(wall seconds, CPU seconds of this process, the job's result) of one job run by
+    ``worker.runner.run_job`` in this process (no broker, no HTTP; its threads included)."""
+    from drtrain.jobs.spec import JobSpec, spec_to_dict
+    from drtrain.kit.db import session_scope
+    from drtrain.kit.models import Job, JobStatus, new_id
+    from drtrain.kit.settings import Settings
+    from drtrain.kit.storage import make_store
+    from worker.runner import run_job
+
+    stored = spec_to_dict(JobSpec.model_validate(spec))
+    settings = Settings(data_dir=stack.data_dir, database_url=stack.database_url, **cadence)
+    job_id = new_id()
+    with session_scope(stack.factory) as s:
+        s.add(Job(id=job_id, tenant_id=stack.tenant_id, dataset_id=stored["dataset_id"],
+                  test_dataset_id=None, spec=stored, status=JobStatus.queued,
+                  max_attempts=stored["max_attempts"] or 3))
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_job(job_id, settings=settings, sessionmaker=stack.factory, store=make_store(settings),
+            worker_id="bench")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with stack.factory() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status != JobStatus.succeeded:
+            raise RuntimeError(f"in-process job ended {job and job.status}")
+        return wall, cpu, dict(job.result)
+
+
+def directly(spec: dict[str, Any], workdir: Path) -> tuple[float, float, dict[str, float]]:
+    """(wall seconds, CPU seconds in run_pipeline, its metrics) for the spec on the worker's
+    rows."""
+    from dr_core.pipeline import run_pipeline
+    from drtrain.jobs.spec import JobSpec, spec_to_dict
+    from drtrain.kit.models import Job
+    from drtrain.kit.settings import Settings
+    from worker.data import prepare_data
+    from worker.spec import build_pipeline_config
+
+    parsed = JobSpec.model_validate(spec)
+    job = Job(tenant_id="bench", dataset_id=parsed.dataset_id, test_dataset_id=None,
+              spec=spec_to_dict(parsed))
+    prepared = prepare_data(None, None, job, Settings(data_dir=str(workdir)), workdir)  # type: ignore[arg-type]
+    cfg = build_pipeline_config(parsed, prepared.visible, len(prepared.split.y_train))
+    device = spec.get("device", "cpu")
+    generator = torch.Generator(device=device).manual_seed(parsed.seed)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = run_pipeline(cfg, prepared.split, n_classes=len(prepared.classes),
+                          visible=prepared.visible, generator=generator, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu, result.metrics
+
+
+def _accuracy(metrics: dict[str, Any]) -> float:
+    """The test accuracy, or the validation accuracy where the data has no test split."""
+    value = metrics.get("test_accuracy", metrics.get("val_accuracy"))
+    return float("nan") if value is None else float(value)
+
+
+def measure(stack: Stack, api: str, device: str, repeats: int,
+            cadence: dict[str, float] | None = None) -> dict[str, Any]:
+    """Alternating runs: through the stack (HTTP + Celery worker), through the runner in this
+    process, and directly; the medians and ratios, and whether all arms agree."""
+    spec, cadence = {**SPEC, "device": device}, cadence or {}
+    torch.set_num_threads(1)  # the stack's worker runs with OMP_NUM_THREADS=1
+    runs: dict[str, list[float]] = {k: [] for k in
+                                    ("stack", "runner", "runner_cpu", "direct", "direct_cpu")}
+    accuracy: list[tuple[float, ...]] = []
+    with httpx.Client(headers=stack.auth, timeout=30) as client, \
+            tempfile.TemporaryDirectory() as tmp:
+        through_service(client, api, {**spec, "seed": 99})  # warms the worker process
+        in_runner(stack, {**spec, "seed": 99}, cadence)  # ... and this one
+        for _ in range(repeats):
+            seconds, job = through_service(client, api, spec)
+            r_wall, r_cpu, r_result = in_runner(stack, spec, cadence)
+            d_wall, d_cpu, metrics = directly(spec, Path(tmp))
+            for key, value in (("stack", seconds), ("runner", r_wall), ("runner_cpu", r_cpu),
+                               ("direct", d_wall), ("direct_cpu", d_cpu)):
+                runs[key].append(value)
+            accuracy.append((_accuracy(job["result"]["metrics"]),
+                             _accuracy(r_result["metrics"]), _accuracy(metrics)))
+            print(f"stack {seconds:.2f} s | runner {r_wall:.2f} s ({r_cpu:.2f} s CPU) | "
+                  f"dr_core {d_wall:.2f} s ({d_cpu:.2f} s CPU)", flush=True)
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
+
+    return {"stack": statistics.median(runs["stack"]), "runner": statistics.median(runs["runner"]),
+            "direct": statistics.median(runs["direct"]),
+            "runner_cpu": statistics.median(runs["runner_cpu"]),
+            "direct_cpu": statistics.median(runs["direct_cpu"]),
+            "ratio": ratio("stack", "direct"), "runner_ratio": ratio("runner", "direct"),
+            "cpu_ratio": ratio("runner_cpu", "direct_cpu"),
+            "same_accuracy": all(len(set(a)) == 1 for a in accuracy),
+            "accuracy": accuracy[-1][0], "runs": runs}
+
+
+def overhead_row(stack: Stack, api: str, device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
+    """The figure as a row of bench/service.py's table."""
+    m = measure(stack, api, device, repeats)
+    return {"what": f"a job through the service vs dr_core directly ({device})",
+            "value": f"{m['stack']:.1f} s vs {m['direct']:.1f} s ({m['ratio']:.2f}x)",
+            "ratio": None, "target": f"<= {TARGET}x", "met": m["ratio"] <= TARGET}
+
+
+def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    def met(r: float) -> str:
+        return "met" if r <= TARGET else "NOT met"
+
+    rows = "\n".join(
+        f"| {dev} | {m['stack']:.2f} s | {m['runner']:.2f} s ({m['runner_cpu']:.2f} s CPU) | "
+        f"{m['direct']:.2f} s ({m['direct_cpu']:.2f} s CPU) | {m['ratio']:.2f}x ({met(m['ratio'])}) | "
+        f"{m['runner_ratio']:.2f}x ({met(m['runner_ratio'])}) | {m['cpu_ratio']:.2f}x | "
+        f"{m['accuracy']:.4f} ({'same' if m['same_accuracy'] else 'DIFFERENT'}) |"
+        for dev, m in results.items())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"""{BEGIN}
+## Service overhead (`bench/service_overhead.py`)
+
+Command: `.venv/bin/python bench/service_overhead.py {' '.join(sys.argv[1:])}`.
+Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; Python
+{platform.python_version()}; {os.cpu_count()} CPUs shared with other processes.
+
+The job: `builtin:digits`, hidden layers {SPEC['model']['hidden_layers']}, {SPEC['pretrain']['epochs']} + {SPEC['pretrain']['epochs']} pretraining epochs with
+Hellinger DR (weight {SPEC['pretrain']['dr']['weight']}), {SPEC['finetune']['epochs']} fine-tuning epochs, batch sizes "auto", seed 0.
+Three arms, alternating, median of {args.repeats} (ratios: medians of the per-run ratios):
+- **stack**: submitted over HTTP to the embedded stack (API + Celery worker, SQLite, local
+  objects; metric points and progress every epoch and checkpoints at the cadence named in
+  the row, all written by the background uploader); `finished_at - started_at` from the job
+  row;
+- **runner**: the same job run by `worker.runner.run_job` in the bench process (claim, data,
+  training with the uploader thread, model file, finish; no broker, no HTTP), wall and CPU
+  time of the process: the CPU ratio is the service's extra work, whatever else the machine
+  is doing;
+- **dr_core**: `run_pipeline` on the same rows and configs in the same process, one thread
+  like the worker.
+The accuracy of every arm must be the same (same seed, deterministic on CPU).
+
+| device, settings | stack | runner | dr_core directly | stack / dr_core | runner / dr_core | CPU: runner / dr_core | test (else validation) accuracy |
+|---|---|---|---|---|---|---|---|
+{rows}
+
+Target <= {TARGET}x. Load average at the end: {load}: other processes shared the 2 cores, so
+the wall-clock ratios move by tens of percent between runs; the CPU ratio moves less. Each
+stored checkpoint costs the worker several ms of CPU (serialise, sha256, fsync, upload, fenced
+rows and retention), taken from training on a busy 2-core machine even off the training
+thread; on jobs whose epochs last a fraction of a second, store them less often
+(`DRTRAIN_CHECKPOINT_EVERY_EPOCHS`, `DRTRAIN_CHECKPOINT_EVERY_SECONDS`: second row). The
+CUDA rows need a GPU worker: `--device cuda` (or `all`).
+{END}
+"""
+
+
+def write_section(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) + 1:]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    DOC.write_text(doc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--checkpoint-every-epochs", type=int, default=None,
+                        help="DRTRAIN_CHECKPOINT_EVERY_EPOCHS for the service arms")
+    parser.add_argument("--checkpoint-every-seconds", type=float, default=None,
+                        help="DRTRAIN_CHECKPOINT_EVERY_SECONDS for the service arms")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave the docs alone")
+    args = parser.parse_args()
+    chosen = {name: value for name, value in
+              (("checkpoint_every_epochs", args.checkpoint_every_epochs),
+               ("checkpoint_every_seconds", args.checkpoint_every_seconds)) if value is not None}
+    cadences = [(_cadence_name(chosen), chosen)] if chosen else CADENCES
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="drtrain-overhead-") as tmp:
+        stack = Stack("embedded", Path(tmp))
+        try:
+            api = stack.start_api()
+            for name, cadence in cadences:
+                stack.stop("worker")
+                stack.env.update({f"DRTRAIN_{k.upper()}": str(v) for k, v in cadence.items()})
+                stack.start_worker()
+                for device in devices:
+                    results[f"{device}, {name}"] = measure(stack, api, device, args.repeats,
+                                                           cadence)
+        except Exception:
+            for name in ("api", "worker"):
+                print(f"--- {name} log\n{stack.log(name)}", file=sys.stderr)
+            raise
+        finally:
+            stack.close()
+    text = section(results, args)
+    if not args.no_write:
+        write_section(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Per-tenant storage quota (``DRTRAIN_TENANT_STORAGE_QUOTA_BYTES``; 0 = none).
+
+A tenant's usage is what SQL records it holds: its datasets plus every checkpoint (final
+models included) of its jobs. The quota is enforced where new data is admitted: an upload
+that would pass it answers 413, and a new job or sweep while the tenant is at or over it
+answers 429 (free space by deleting jobs or datasets). A running job may pass it by its own
+checkpoints, which retention bounds to ``DRTRAIN_KEEP_CHECKPOINTS`` plus the final model.
+"""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from drtrain.kit.errors import QuotaExceeded, QuotaExhausted
+from drtrain.kit.models import Checkpoint, Dataset, DatasetStatus, Job
+from drtrain.kit.settings import Settings
+
+
+def usage_bytes(session: Session, tenant_id: str) -> int:
+    # A failed upload keeps its row (to say why) but no object: it holds no storage.
+    datasets = session.scalar(select(func.coalesce(func.sum(Dataset.size_bytes), 0))
+                              .where(Dataset.tenant_id == tenant_id,
+                                     Dataset.status != DatasetStatus.failed)) or 0
+    checkpoints = session.scalar(
+        select(func.coalesce(func.sum(Checkpoint.size_bytes), 0))
+        .join(Job, Job.id == Checkpoint.job_id).where(Job.tenant_id == tenant_id)) or 0
+    return int(datasets) + int(checkpoints)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def check_upload(session: Session, settings: Settings, tenant_id: str, incoming: int) -> None:
+    """413 when storing ``incoming`` more bytes would take the tenant past its quota."""
+    quota = settings.tenant_storage_quota_bytes
+    if not quota:
+        return
+    used = usage_bytes(session, tenant_id)
+    if used + incoming > quota:
+        raise QuotaExceeded(
+            f"storage quota exceeded: this upload is {_mib(incoming)}, the tenant already "
+            f"uses {_mib(used)} of its {_mib(quota)} quota; delete jobs or datasets first")
+
+
+def check_new_work(session: Session, settings: Settings, tenant_id: str) -> None:
+    """429 when the tenant is at or over its quota (a new job would only add checkpoints)."""
+    quota = settings.tenant_storage_quota_bytes
+    if not quota:
+        return
+    used = usage_bytes(session, tenant_id)
+    if used >= quota:
+        raise QuotaExhausted(
+            f"storage quota exhausted: the tenant uses {_mib(used)} of its {_mib(quota)} "
+            "quota; delete finished jobs (DELETE /v1/jobs/{id}) or datasets first")
