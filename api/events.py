@@ -129,7 +129,10 @@ class JobFeed:
                 await anyio.sleep(self.poll_seconds)
                 continue
             if last is not None:
-                self.high = last
+                # The first poll: start the window up to WINDOW points back, so the watchers
+                # of a job with a backlog are served from memory, not each from the database.
+                after = self.high = max(0, last - WINDOW)
+                continue
             self._keep(frames)
             more = len(frames) == PAGE
             # While a backlog is still being fetched, hold the status back: a terminal one
@@ -139,7 +142,8 @@ class JobFeed:
                     self.status, self.status_frame = status, sse_frame("status", status).encode()
                 self.ended = terminal
             after = self.high
-            self._announce()
+            if not more or self.ready.is_set():  # watchers start once the window is filled
+                self._announce()
             if self.ended:
                 return
             if not more:
@@ -155,6 +159,11 @@ class EventHub:
         self.keepalive_seconds = keepalive_seconds
         self.feeds: dict[tuple[str, str], JobFeed] = {}
         self._clock = clock
+
+    def watching(self, tenant_id: str, job_id: str) -> bool:
+        """Whether this tenant's job is known to exist: a live feed has read it."""
+        feed = self.feeds.get((tenant_id, job_id))
+        return feed is not None and feed.ready.is_set() and not feed.gone
 
     def _attach(self, db: Database, tenant_id: str, job_id: str) -> JobFeed:
         feed = self.feeds.get((tenant_id, job_id))

@@ -79,9 +79,10 @@ def job_with_etag(row: dict[str, Any]) -> Body:
 
 
 def jobs_page(session: Session, tenant_id: str, status: str | None, page_size: int,
-              page_token: str | None, with_spec: bool) -> tuple[list[dict[str, Any]], str | None, bool]:
+              page_token: str | None, with_spec: bool,
+              tag: str | None = None) -> tuple[list[dict[str, Any]], str | None, bool]:
     rows, token = q.job_views(session, tenant_id, JOB_COLUMNS if with_spec else JOB_SUMMARY_COLUMNS,
-                              status=status, page_size=page_size, page_token=page_token)
+                              status=status, page_size=page_size, page_token=page_token, tag=tag)
     return rows, token, with_spec
 
 

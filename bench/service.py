@@ -195,6 +195,9 @@ def _train(stack: Stack, api: str, client: httpx.Client, seed: int,
 def streams(stack: Stack, api: str, repeats: int, watchers: int = 500) -> list[Row]:
     alone, watched, p99s, growths, served, api_cpu = [], [], [], [], [], []
     api_pid = stack.pid("api")
+    # RSS growth is against the API before any stream ever opened: memory a first run took
+    # and kept would otherwise not show in the next runs.
+    baseline = rss_bytes(api_pid)
     with httpx.Client(headers=stack.auth, timeout=30) as client:
         _train(stack, api, client, 99)  # warm the worker
         for r in range(repeats):
@@ -229,7 +232,7 @@ def streams(stack: Stack, api: str, repeats: int, watchers: int = 500) -> list[R
             seen["stop"].set()
             watched.append(wall)
             p99s.append(seen["reads"].quantile(0.99))
-            growths.append(seen["peak"][0] - seen["before"])
+            growths.append(seen["peak"][0] - baseline)
             served.append((result.opened, result.ended, dict(result.refused)))
     slowdown = median(watched) / median(alone) - 1
     opened = min(o for o, _, _ in served)
@@ -241,8 +244,8 @@ def streams(stack: Stack, api: str, repeats: int, watchers: int = 500) -> list[R
         {"what": f"{watchers} event streams: status GET p99", "value": f"{median(p99s) * 1000:.0f} ms",
          "ratio": None, "target": "< 100 ms", "met": median(p99s) < 0.1},
         {"what": f"{watchers} event streams: API RSS growth",
-         "value": f"{median(growths) / 2**20:.0f} MB", "ratio": None, "target": "< 150 MB",
-         "met": median(growths) < 150 * 2**20},
+         "value": f"{max(growths) / 2**20:.0f} MB (largest run)", "ratio": None,
+         "target": "< 150 MB", "met": max(growths) < 150 * 2**20},
         {"what": f"{watchers} event streams: training time",
          "value": f"{median(watched):.1f} s vs {median(alone):.1f} s alone ({slowdown:+.1%}); "
                   f"the API used {median(api_cpu):.0%} of a core meanwhile",

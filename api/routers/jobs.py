@@ -21,7 +21,7 @@ from api.schemas.jobs import (
 )
 from drtrain.jobs import repository as q
 from drtrain.jobs import retention, service
-from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec
+from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, TAG_PATTERN, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -52,10 +52,12 @@ async def list_jobs(tenant: TenantDep, db: DatabaseDep,
                     page_token: Annotated[str | None, Query(max_length=500)] = None,
                     include: Annotated[str | None, Query(
                         pattern=r"^spec$", description="`spec`: add each job's spec")] = None,
+                    tag: Annotated[str | None, Query(
+                        pattern=TAG_PATTERN, description="only jobs carrying this tag")] = None,
                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """Newest first. Rows leave out each job's spec unless `include=spec`."""
     page = await db.read(reads.jobs_page, tenant.id, status, page_size, page_token,
-                         include == "spec", then=reads.jobs_page_with_etag)
+                         include == "spec", tag, then=reads.jobs_page_with_etag)
     return reads.respond(page, if_none_match)
 
 
@@ -83,10 +85,12 @@ async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, db
                      last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
                      ) -> Response:
     """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429)."""
-    await db.read(q.job_exists, tenant.id, job_id)  # 404 now, not inside an open stream
+    hub = request.app.state.events
+    if not hub.watching(tenant.id, job_id):  # 404 now, not inside an open stream
+        await db.read(q.job_exists, tenant.id, job_id)
     slots = request.app.state.stream_slots
     slots.acquire(tenant.id)
-    stream = request.app.state.events.stream(db, tenant.id, job_id, last_event_id or 0)
+    stream = hub.stream(db, tenant.id, job_id, last_event_id or 0)
     return events.EventStreamResponse(stream, release=lambda: slots.release(tenant.id))
 
 

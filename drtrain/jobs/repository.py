@@ -13,12 +13,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Integer, Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import Integer, Row, Select, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from drtrain.kit.errors import Invalid, NotFound
 from drtrain.kit.ids import ID_PATTERN
-from drtrain.kit.models import ACTIVE_STATUSES, Checkpoint, Job, MetricPoint
+from drtrain.kit.models import ACTIVE_STATUSES, Checkpoint, Job, JobTag, MetricPoint
 
 
 def get_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False) -> Job:
@@ -73,12 +73,15 @@ def decode_cursor(token: str) -> tuple[datetime, str]:
                       errors=[{"loc": ["query", "page_token"], "msg": "invalid page token"}]) from exc
 
 
-def _page_of(stmt: Select[Any], *, by_status: bool, after_cursor: bool) -> Select[Any]:
+def _page_of(stmt: Select[Any], *, by_status: bool, after_cursor: bool,
+             by_tag: bool = False) -> Select[Any]:
     """The filters and order of a job list page, with bound parameters (see _page_params);
     one more row than asked, to know whether there is a next page."""
     stmt = stmt.where(Job.tenant_id == bindparam("tenant_id"))
     if by_status:
         stmt = stmt.where(Job.status == bindparam("status"))
+    if by_tag:
+        stmt = stmt.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == bindparam("tag")))
     if after_cursor:
         stmt = stmt.where(or_(Job.created_at < bindparam("after_created"),
                               and_(Job.created_at == bindparam("after_created"),
@@ -88,10 +91,12 @@ def _page_of(stmt: Select[Any], *, by_status: bool, after_cursor: bool) -> Selec
 
 
 def _page_params(tenant_id: str, status: str | None, page_token: str | None,
-                 page_size: int) -> dict[str, Any]:
+                 page_size: int, tag: str | None = None) -> dict[str, Any]:
     params: dict[str, Any] = {"tenant_id": tenant_id, "limit": page_size + 1}
     if status:
         params["status"] = status
+    if tag:
+        params["tag"] = tag
     if page_token:
         params["after_created"], params["after_id"] = decode_cursor(page_token)
     return params
@@ -105,11 +110,12 @@ def _split_page(rows: list[T], page_size: int) -> tuple[list[T], str | None]:
 
 
 def list_jobs(session: Session, tenant_id: str, *, status: str | None, page_size: int,
-              page_token: str | None) -> tuple[list[Job], str | None]:
+              page_token: str | None, tag: str | None = None) -> tuple[list[Job], str | None]:
     """Newest first; the cursor is the (created_at, id) of the last row served, so rows
     inserted meanwhile never shift a page (unlike OFFSET)."""
-    params = _page_params(tenant_id, status, page_token, page_size)
-    stmt = _page_of(select(Job), by_status=bool(status), after_cursor=bool(page_token))
+    params = _page_params(tenant_id, status, page_token, page_size, tag)
+    stmt = _page_of(select(Job), by_status=bool(status), after_cursor=bool(page_token),
+                    by_tag=bool(tag))
     return _split_page(list(session.scalars(stmt, params)), page_size)
 
 
@@ -154,21 +160,24 @@ def job_exists(session: Session, tenant_id: str, job_id: str) -> None:
 
 
 def job_views(session: Session, tenant_id: str, columns: Columns, *, status: str | None,
-              page_size: int, page_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+              page_size: int, page_token: str | None,
+              tag: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """A page of :func:`list_jobs` as dicts of these columns."""
     names = tuple(c.key for c in columns)
-    params = _page_params(tenant_id, status, page_token, page_size)
-    stmt = _view_page_stmt(names, bool(status), bool(page_token))
+    params = _page_params(tenant_id, status, page_token, page_size, tag)
+    stmt = _view_page_stmt(names, bool(status), bool(page_token), bool(tag))
     rows, token = _split_page(list(session.connection().execute(stmt, params).all()), page_size)
     n = len(names)
     return [dict(zip(names, row[:n])) for row in rows], token
 
 
 @lru_cache(maxsize=32)
-def _view_page_stmt(names: tuple[str, ...], by_status: bool, after_cursor: bool) -> Select[Any]:
+def _view_page_stmt(names: tuple[str, ...], by_status: bool, after_cursor: bool,
+                    by_tag: bool = False) -> Select[Any]:
     # created_at and id close every row: the cursor of the page's last row.
     columns = [getattr(Job, n) for n in names] + [Job.created_at, Job.id]
-    return _page_of(select(*columns), by_status=by_status, after_cursor=after_cursor)
+    return _page_of(select(*columns), by_status=by_status, after_cursor=after_cursor,
+                    by_tag=by_tag)
 
 
 def metric_rows(session: Session, job_id: str, since: int, limit: int) -> list[Row[Any]]:

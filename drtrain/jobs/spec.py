@@ -161,8 +161,10 @@ JOB_SPEC_EXAMPLE: dict[str, Any] = {
                  "weight_decay": 0.0002,
                  "dr": {"weight": 1.0, "divergence": "hellinger", "pairs": "all"}},
     "finetune": {"epochs": 20, "batch_size": "auto", "optimizer": "sgd", "learning_rate": 0.1,
-                 "momentum": 0.9, "weight_decay": 0.0, "activation": "sigmoid", "dr": None},
-    "seed": 0, "device": "auto", "max_runtime_seconds": 86400, "max_attempts": 3,
+                 "momentum": 0.9, "weight_decay": 0.0, "activation": "sigmoid",
+                 "init": "glorot", "init_std": 0.01, "dr": None},
+    "seed": 0, "device": "auto", "precision": "fp32", "max_runtime_seconds": 86400,
+    "max_attempts": 3,
 }
 
 

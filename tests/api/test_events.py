@@ -103,8 +103,10 @@ def test_events_of_other_tenant_are_404(client, db, auth_a, auth_b) -> None:
 
 def test_a_long_backlog_is_sent_in_pages_then_the_status(client, db, auth_a,
                                                          monkeypatch) -> None:  # noqa: ANN001
-    """Catching up reads PAGE points at a time, each in its own short session."""
+    """A watcher behind the feed's window catches up PAGE points at a time, each read in its
+    own short session; within the window it is served from memory."""
     monkeypatch.setattr(events, "PAGE", 4)
+    monkeypatch.setattr(events, "WINDOW", 2)  # the feed holds points 9 and 10
     pages = []
     real_page = events._page
 
@@ -118,7 +120,11 @@ def test_a_long_backlog_is_sent_in_pages_then_the_status(client, db, auth_a,
     _, _, frames = read(client, f"/v1/jobs/{job.id}/events", {**auth_a, "Last-Event-ID": "1"})
     assert [int(f["id"]) for f in frames if f.get("event") == "metric"] == list(range(2, 11))
     assert frames[-1]["event"] == "status" and frames[-1]["data"]["status"] == "succeeded"
-    assert pages == [1, 5, 9]  # three pages of at most 4 points
+    assert pages == [1, 5]  # two pages of at most 4 points (2-9), then 10 from memory
+    pages.clear()
+    _, _, frames = read(client, f"/v1/jobs/{job.id}/events", {**auth_a, "Last-Event-ID": "8"})
+    assert [int(f["id"]) for f in frames if f.get("event") == "metric"] == [9, 10]
+    assert pages == []  # the feed's window held the whole backlog
 
 
 def test_streams_per_tenant_are_capped_and_a_finished_stream_frees_its_slot(

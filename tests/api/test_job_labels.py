@@ -41,7 +41,7 @@ def test_a_tiny_dataset_warns_at_submit(client, db, auth_a, published) -> None: 
     db.get(Dataset, ds.id).n_samples = 2
     db.get(Dataset, ds.id).class_counts = {"0": 1, "1": 1}
     db.commit()
-    job = _submit(client, auth_a, small_spec(ds.id))
+    job = _submit(client, auth_a, small_spec(ds.id, pretrain={"epochs": 1, "batch_size": 128}))
     text = " | ".join(job["warnings"])
     assert "empty validation set" in text
     assert "pretrain.batch_size 128 is more than the 2 training rows" in text
@@ -77,3 +77,16 @@ def test_validation_rows_matches_the_workers_split() -> None:
 def test_merge_keeps_order_and_drops_repeats() -> None:
     assert merge(["a", "b"], ["b", "c"]) == ["a", "b", "c"]
     assert merge(None, ["x"]) == ["x"]
+
+
+def test_the_list_filters_by_tag(client, db, auth_a, auth_b, published) -> None:  # noqa: F811
+    ds = add_dataset(db, tenant_id(db))
+    tagged = _submit(client, auth_a, small_spec(ds.id, tags=["study", "x"]))
+    _submit(client, auth_a, small_spec(ds.id, tags=["other"]))
+    _submit(client, auth_a, small_spec(ds.id))
+    for include in ({}, {"include": "spec"}):
+        page = client.get("/v1/jobs", params={"tag": "study", **include}, headers=auth_a).json()
+        assert [j["id"] for j in page["items"]] == [tagged["id"]]
+        assert page["items"][0]["tags"] == ["study", "x"]
+    assert client.get("/v1/jobs", params={"tag": "study"}, headers=auth_b).json()["items"] == []
+    assert client.get("/v1/jobs", params={"tag": "bad tag"}, headers=auth_a).status_code == 422

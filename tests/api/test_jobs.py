@@ -128,6 +128,8 @@ def test_out_of_bounds_values_are_rejected(path: tuple[str, ...], value: object)
     spec = copy.deepcopy(JOB_SPEC_EXAMPLE)
     node = spec
     for part in path[:-1]:
+        if node[part] is None:  # a section that is off by default (finetune.dr)
+            node[part] = {}
         node = node[part]
     node[path[-1]] = value
     with pytest.raises(ValidationError):

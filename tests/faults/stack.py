@@ -37,6 +37,8 @@ METRICS_TOKEN = "faults-metrics-token"
 # Short enough that a lost worker is noticed in seconds, long enough not to flap on 2 busy cores.
 TIMINGS = {
     "DRTRAIN_HEARTBEAT_SECONDS": "0.5",
+    # Faults strike mid-job: every epoch is a checkpoint to resume from.
+    "DRTRAIN_CHECKPOINT_EVERY_EPOCHS": "1",
     "DRTRAIN_LEASE_SECONDS": "3",
     "DRTRAIN_REQUEUE_QUEUED_AFTER_SECONDS": "2",
     "DRTRAIN_CANCEL_GRACE_SECONDS": "1",

@@ -61,7 +61,8 @@ def settings(tmp_path: Path, pg_url: str) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=pg_url,
                     storage_url=(tmp_path / "objects").as_uri(), broker_url="",
                     environment="test", heartbeat_seconds=0.1, lease_seconds=5.0,
-                    cancel_grace_seconds=30.0, requeue_queued_after_seconds=60.0)
+                    cancel_grace_seconds=30.0, requeue_queued_after_seconds=60.0,
+                    checkpoint_every_epochs=1)
 
 
 @pytest.fixture

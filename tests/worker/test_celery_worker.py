@@ -64,7 +64,8 @@ def start_worker(broker_settings: Settings, tmp_path: Path):
         env.update(DRTRAIN_DATABASE_URL=s.database_url, DRTRAIN_BROKER_URL=BROKER,
                    DRTRAIN_STORAGE_URL=s.storage_url, DRTRAIN_DATA_DIR=str(s.data_dir),
                    DRTRAIN_ENVIRONMENT="test", DRTRAIN_HEARTBEAT_SECONDS="0.3",
-                   DRTRAIN_LEASE_SECONDS="2", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+                   DRTRAIN_LEASE_SECONDS="2", DRTRAIN_CHECKPOINT_EVERY_EPOCHS="1",
+                   PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         log = open(tmp_path / f"{name}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=prefork",
