@@ -47,13 +47,19 @@ class RecordingStore(LocalStore):
         self.live = 0
         self.peak = 0
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], *,
-                   max_bytes: int | None = None) -> StoredObject:
-        stored = super().put_stream(key, chunks, max_bytes=max_bytes)
-        self.written[key] = stored.size_bytes
+    def _record(self, stored: StoredObject) -> StoredObject:
+        self.written[stored.key] = stored.size_bytes
         self.live += stored.size_bytes
         self.peak = max(self.peak, self.live)
         return stored
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *,
+                   max_bytes: int | None = None) -> StoredObject:
+        return self._record(super().put_stream(key, chunks, max_bytes=max_bytes))
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        # Checkpoints and models go through put_file (a kernel copy).
+        return self._record(super().put_file(key, path))
 
     def delete(self, key: str) -> None:
         if self.exists(key):
@@ -73,8 +79,10 @@ def _run_job(hidden: list[int], epochs: int, keep: int) -> tuple[RecordingStore,
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="drtrain-retention-") as tmp:
+        # Every epoch stored, so the table counts what a job that stored them all would keep.
         settings = Settings(data_dir=Path(tmp), database_url="", broker_url="", storage_url="",
                             environment="embedded", keep_checkpoints=keep,
+                            checkpoint_every_epochs=1,
                             heartbeat_seconds=5, lease_seconds=600)
         upgrade(settings.resolved_database_url)
         engine = make_engine(settings.resolved_database_url)
