@@ -165,6 +165,26 @@ def _run_claimed(job: Job, hb: Heartbeat, *, settings: Settings,
                 outcome["result"], store=store)
 
 
+def _summary(raw: dict[str, float], *, wall: float, stored: Any, prepared: Any, device: str,
+             resumed_from: str | None) -> dict[str, Any]:
+    """The job's ``result``: final metrics (also flat, for lists), epochs, the model's hash."""
+    # JSON columns cannot hold NaN/inf (PostgreSQL refuses them): a diverged value becomes null.
+    metrics = {k: float(v) if math.isfinite(float(v)) else None for k, v in raw.items()}
+    return {
+        **metrics,
+        "metrics": metrics,
+        "epochs": {"pretrain": int(metrics.get("epochs_pretrain") or 0),
+                   "finetune": int(metrics.get("epochs_finetune") or 0)},
+        "wall_seconds": wall,
+        "model_sha256": stored.sha256,
+        "model_size_bytes": stored.size_bytes,
+        "classes": prepared.classes,
+        "visible": prepared.visible,
+        "device": device,
+        "resumed_from": resumed_from,
+    }
+
+
 def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker[Session],
            store: ObjectStore, worker_id: str, workdir: Path) -> dict[str, Any] | None:
     import torch
@@ -210,21 +230,9 @@ def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker
     if ckpt is None:
         hb.request_stop(StopReason.fenced)
         return None
-    # JSON columns cannot hold NaN/inf (PostgreSQL refuses them): a diverged value becomes null.
-    metrics = {k: float(v) if math.isfinite(float(v)) else None for k, v in result.metrics.items()}
-    summary = {
-        **metrics,
-        "metrics": metrics,
-        "epochs": {"pretrain": int(metrics.get("epochs_pretrain") or 0),
-                   "finetune": int(metrics.get("epochs_finetune") or 0)},
-        "wall_seconds": time.perf_counter() - wall,
-        "model_sha256": stored.sha256,
-        "model_size_bytes": stored.size_bytes,
-        "classes": prepared.classes,
-        "visible": prepared.visible,
-        "device": device,
-        "resumed_from": found[0].object_key if found else None,
-    }
+    summary = _summary(result.metrics, wall=time.perf_counter() - wall, stored=stored,
+                       prepared=prepared, device=device,
+                       resumed_from=found[0].object_key if found else None)
     reason = "finished before the cancel request took effect" \
         if hb.stop_reason is StopReason.cancel else None
     return {"result": summary, "reason": reason}
