@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.benchmarks_doc import write_section  # noqa: E402
 from bench.service_stack import QUEUE, Stack  # noqa: E402
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- gpu-packing:begin -->", "<!-- gpu-packing:end -->"
 TARGET = 2.5
 # A small job: launch-bound on a GPU (batch 128, widths 256), a few seconds alone.
@@ -116,12 +116,7 @@ makespan from the first start to the last finish, median of {args.repeats}.
 """
     print(text)
     if not args.no_write:
-        doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-        if BEGIN in doc and END in doc:
-            doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) + 1:]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + text
-        DOC.write_text(doc)
+        write_section(text, BEGIN, END)
 
 
 if __name__ == "__main__":

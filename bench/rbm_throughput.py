@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import benchmarks_doc  # noqa: E402
 from dr_core.config import PosteriorDRConfig, RBMConfig  # noqa: E402
 from dr_core.cuda_graphs import StepGraphs  # noqa: E402
 from dr_core.groups import group_ids  # noqa: E402
@@ -254,16 +255,13 @@ Load average (1, 5, 15 min) when the run ended: """ + ", ".join(f"{x:.2f}" for x
 def write_section(doc: Path, text: str) -> None:
     """Replace this benchmark's section of the shared docs/benchmarks.md, leaving the others."""
     old = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END) + 1:]
-    elif LEGACY_HEADING in old:  # written before the markers: up to the next section
+    if LEGACY_HEADING in old and BEGIN not in old:  # written before the markers: to the next section
         start = old.index(LEGACY_HEADING)
         rest = [i for i in (old.find("\n## ", start + 1), old.find("\n<!--", start + 1)) if i >= 0]
         end = min(rest) + 1 if rest else len(old)
-        new = old[:start] + text + "\n" + old[end:]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    doc.write_text(new)
+        doc.write_text(old[:start] + text + "\n" + old[end:])
+        return
+    benchmarks_doc.write_section(text, BEGIN, END, doc)
 
 
 def main() -> None:

@@ -41,9 +41,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import loadgen  # noqa: E402
+from bench.benchmarks_doc import write_section  # noqa: E402
 from bench.service_stack import Stack, cpu_seconds, rss_bytes  # noqa: E402
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- service:begin -->", "<!-- service:end -->"
 
 TINY_JOB = {"dataset_id": "builtin:digits", "validation_fraction": 0.2,
@@ -351,15 +351,6 @@ machine before comparing hardware.
 """
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) + 1:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    DOC.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", nargs="+", default=["embedded", "production"],
@@ -380,7 +371,7 @@ def main() -> None:
         print(table({mode: results[mode]}), flush=True)
     text = section(results, args)
     if not args.no_write:
-        write_section(text)
+        write_section(text, BEGIN, END)
     print(text)
 
 

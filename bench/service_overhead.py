@@ -35,9 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.benchmarks_doc import write_section  # noqa: E402
 from bench.service_stack import Stack  # noqa: E402
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- service-overhead:begin -->", "<!-- service-overhead:end -->"
 TARGET = 1.1
 # Issue 10's CPU job: digits, [256, 128], 10 + 10 pretraining epochs with Hellinger DR, 10
@@ -238,15 +238,6 @@ CUDA rows need a GPU worker: `--device cuda` (or `all`).
 """
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END) + 1:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    DOC.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
@@ -284,7 +275,7 @@ def main() -> None:
             stack.close()
     text = section(results, args)
     if not args.no_write:
-        write_section(text)
+        write_section(text, BEGIN, END)
     print(text)
 
 

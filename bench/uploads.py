@@ -40,7 +40,10 @@ import numpy as np
 from fastapi import FastAPI, Request
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(ROOT))
+
+from bench.benchmarks_doc import write_section  # noqa: E402
+
 BEGIN, END = "<!-- uploads:begin -->", "<!-- uploads:end -->"
 MIB = 2**20
 LABELS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
@@ -400,15 +403,6 @@ def report(speed: dict, after: dict[int, UploadResult],
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before-tree", type=Path, help="an older source tree to measure too")
@@ -434,7 +428,7 @@ def main() -> None:
     section = report(speed, after, before, str(args.before_tree) if args.before_tree else None,
                      args.memory_features)
     if not args.no_write:
-        write_section(section)
+        write_section(section, BEGIN, END)
     print(section)
 
 
