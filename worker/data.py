@@ -16,7 +16,7 @@ from drtrain.datasets.builtins import test_split_id
 from drtrain.datasets.formats import LoadedData
 from drtrain.datasets.loading import load_arrays
 from drtrain.jobs.spec import JobSpec
-from drtrain.jobs.warnings import training_warnings
+from drtrain.jobs.warnings import training_warnings, validation_rows
 from drtrain.kit.models import Dataset, Job
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
@@ -65,11 +65,19 @@ def _remap(test_y: np.ndarray, test_classes: list[str], classes: list[str]) -> n
     return np.where(test_y >= 0, lut[np.maximum(test_y, 0)] if len(lut) else -1, -1)
 
 
-def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx); at least one training row is always kept."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = min(int(round(n * fraction)), n - 1) if fraction > 0 else 0
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): ``fraction`` of the *labelled* rows (label >= 0) held out.
+
+    A row without a label cannot be scored, so it always stays in training, where pretraining
+    uses it; with every row labelled this is a plain seeded split. At least one training row
+    is always kept (drtrain.jobs.warnings.validation_rows counts the same)."""
+    n = len(y)
+    labelled = np.flatnonzero(np.asarray(y) >= 0)
+    n_val = validation_rows(len(labelled), n, fraction)
+    val = labelled[np.random.default_rng(seed).permutation(len(labelled))[:n_val]]
+    keep = np.ones(n, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), np.sort(val)
 
 
 def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Settings,
@@ -101,7 +109,7 @@ def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Setti
         lo, hi = min(lo, float(X_test.min())), max(hi, float(X_test.max()))
     visible = resolve_visible(spec.model.visible_units, lo, hi)
 
-    tr, va = split_validation(X.shape[0], spec.validation_fraction, spec.seed)
+    tr, va = split_validation(y, spec.validation_fraction, spec.seed)
     split = DataSplit(X_train=X[tr], y_train=y[tr], side_train=side[tr],
                       X_val=X[va] if va.size else None, y_val=y[va] if va.size else None,
                       X_test=X_test, y_test=y_test)

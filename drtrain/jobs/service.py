@@ -65,8 +65,9 @@ class DatasetFacts:
     n_with_side: int | None = None
 
     def warnings_for(self, spec: JobSpec) -> list[str]:
+        labelled = self.n_samples if self.n_labelled is None else self.n_labelled
         return training_warnings(spec, n_rows=self.n_samples,
-                                 n_val=validation_rows(self.n_samples, spec.validation_fraction),
+                                 n_val=validation_rows(labelled, self.n_samples, spec.validation_fraction),
                                  class_counts=self.class_counts, n_groups=self.n_groups,
                                  n_labelled=self.n_labelled, n_with_side=self.n_with_side)
 

@@ -191,8 +191,9 @@ class JobSpec(BaseModel):
                     "split where it has one, else no test set.")
     validation_fraction: float = Field(
         0.1, ge=0.0, le=0.5, examples=[0.1],
-        description="Share of the training rows held out for validation (a seeded split, the "
-                    "same in every attempt).")
+        description="Share of the labelled training rows held out for validation (a seeded "
+                    "split, the same in every attempt); rows without a label always stay in "
+                    "training, where pretraining uses them.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="The network's shape.")
     pretrain: PretrainSpec | None = Field(
         default_factory=PretrainSpec,

@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from drtrain.jobs.spec import JobSpec
 
 
-def validation_rows(n_rows: int, fraction: float) -> int:
-    """Rows the worker holds out (worker/data.py:split_validation keeps >= 1 training row)."""
-    return min(int(round(n_rows * fraction)), n_rows - 1) if fraction > 0 and n_rows > 0 else 0
+def validation_rows(n_labelled: int, n_rows: int, fraction: float) -> int:
+    """Rows the worker holds out: ``fraction`` of the labelled rows, keeping >= 1 training row
+    (worker/data.py:split_validation)."""
+    if fraction <= 0 or n_rows <= 0:
+        return 0
+    return max(0, min(int(round(n_labelled * fraction)), n_rows - 1))
 
 
 def _dr_on(spec: JobSpec) -> bool:
@@ -56,7 +59,8 @@ def _partial_rows(spec: JobSpec, n_rows: int, n_labelled: int | None,
     if spec.finetune is not None and n_labelled is not None and 0 < n_labelled < n_rows:
         also = "; pretraining uses all of them" if spec.pretrain is not None else ""
         out.append(f"finetune uses only the {n_labelled} labelled rows of the {n_rows} in the "
-                   f"dataset (the rest have no label){also}")
+                   f"dataset (the rest have no label), and validation_fraction holds out a share "
+                   f"of those labelled rows{also}")
     if _dr_on(spec) and n_with_side is not None and 0 < n_with_side < n_rows:
         out.append(f"dr pairs only the {n_with_side} rows of the {n_rows} in the dataset that "
                    "carry a side value; the others still train, but never enter a DR pair")

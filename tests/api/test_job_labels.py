@@ -1,6 +1,7 @@
 """Names, tags and warnings on jobs: stored at submit, shown in the view, filtered by tag."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from drtrain.jobs.spec import JobSpec
@@ -70,8 +71,25 @@ def test_validation_rows_matches_the_workers_split() -> None:
     from worker.data import split_validation
 
     for n, f in [(2, 0.1), (10, 0.1), (1797, 0.1), (5, 0.5), (7, 0.0)]:
-        _, val = split_validation(n, f, 0)
-        assert validation_rows(n, f) == len(val)
+        _, val = split_validation(np.zeros(n, dtype=np.int64), f, 0)
+        assert validation_rows(n, n, f) == len(val)
+
+
+def test_validation_is_drawn_from_labelled_rows_only() -> None:
+    from worker.data import split_validation
+
+    y = np.full(1000, -1, dtype=np.int64)
+    y[::10] = np.arange(100) % 5  # 100 labelled rows of 1000
+    train, val = split_validation(y, 0.2, 3)
+    assert len(val) == 20 == validation_rows(100, 1000, 0.2)
+    assert (y[val] >= 0).all()
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(1000))
+    # every unlabelled row stays in training (pretraining uses it)
+    assert set(np.flatnonzero(y < 0)) <= set(train.tolist())
+    # with every row labelled the split is the plain seeded permutation it always was
+    perm = np.random.default_rng(3).permutation(50)
+    _, val_all = split_validation(np.zeros(50, dtype=np.int64), 0.2, 3)
+    assert val_all.tolist() == sorted(perm[:10].tolist())
 
 
 def test_merge_keeps_order_and_drops_repeats() -> None:

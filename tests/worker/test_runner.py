@@ -81,7 +81,7 @@ def test_tiny_job_succeeds_with_metrics_checkpoints_and_a_loadable_model(
     # The stored model is the trained one: on the job's own validation rows it scores exactly
     # the validation accuracy the job reported.
     X, y = digits_subset()
-    _, val_idx = split_validation(len(y), 0.2, 7)
+    _, val_idx = split_validation(y, 0.2, 7)
     with torch.no_grad():
         pred = model(torch.from_numpy(X[val_idx])).argmax(1).numpy()
     assert abs(float((pred == y[val_idx]).mean()) - res["val_accuracy"]) < 1e-6
