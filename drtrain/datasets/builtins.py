@@ -23,6 +23,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,9 @@ class BuiltinDataset:
     created_at: datetime
 
 
+@lru_cache(maxsize=1)
 def _digits_path() -> Path:
+    # Cached: every submit naming builtin:digits asks, and the package does not move.
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("scikit-learn is not installed; builtin:digits is unavailable")

@@ -189,8 +189,7 @@ def admit(factory: sessionmaker[Session], store: ObjectStore, settings: Settings
                 side_info_column=request.side_info_column if csv else None,
                 status=DatasetStatus.validating, sha256=stored[0].sha256,
                 size_bytes=received.size)
-            session.add(row)
-            session.flush()
+            repo.add_dataset(session, row)
             out = DatasetOut.model_validate(row)
     except BaseException:
         _delete(store, keys)

@@ -5,10 +5,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from drtrain.kit.models import ACTIVE_STATUSES, Dataset, DatasetStatus, Job
+from drtrain.tenants import repository as tenants_repo
 
 
 def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
@@ -29,14 +30,41 @@ def dataset_in_active_use(session: Session, tenant_id: str, dataset_id: str) -> 
     ))))
 
 
+def add_dataset(session: Session, row: Dataset) -> None:
+    """Insert an uploaded dataset's row and count its bytes against the tenant's quota."""
+    session.add(row)
+    session.flush()
+    tenants_repo.add_storage(session, row.tenant_id, row.size_bytes)
+
+
 def finish_validation(session: Session, dataset_id: str, **values: Any) -> bool:
     """Move a dataset out of ``validating`` (conditional: False when it is no longer there,
-    deleted meanwhile or already failed by the stale sweep)."""
-    result = session.execute(
+    deleted meanwhile or already failed by the stale sweep). A failed upload keeps its row
+    but no object: its bytes stop counting against the quota."""
+    moved = session.execute(
         update(Dataset).where(Dataset.id == dataset_id,
                               Dataset.status == DatasetStatus.validating.value)
-        .values(**values).execution_options(synchronize_session=False))
-    return bool(getattr(result, "rowcount", 0))
+        .values(**values).returning(Dataset.tenant_id, Dataset.size_bytes)
+        .execution_options(synchronize_session=False)).first()
+    if moved is None:
+        return False
+    if values.get("status") == DatasetStatus.failed:
+        tenants_repo.add_storage(session, moved.tenant_id, -moved.size_bytes)
+    return True
+
+
+def delete_dataset(session: Session, tenant_id: str, dataset_id: str) -> bool:
+    """Delete the row and stop counting its bytes (those of the row as deleted: a check
+    failing it meanwhile has already stopped counting them). False when it was gone."""
+    gone = session.execute(
+        delete(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
+        .returning(Dataset.status, Dataset.size_bytes)
+        .execution_options(synchronize_session=False)).first()
+    if gone is None:
+        return False
+    if gone.status != DatasetStatus.failed:
+        tenants_repo.add_storage(session, tenant_id, -gone.size_bytes)
+    return True
 
 
 def stale_validations(session: Session, before: datetime) -> Sequence[Dataset]:

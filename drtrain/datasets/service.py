@@ -54,7 +54,9 @@ def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset
     if repo.dataset_in_active_use(session, tenant.id, dataset_id):
         raise Conflict(f"dataset {dataset_id!r} is used by a queued or running job")
     keys = [k for k in (row.object_key, row.labels_object_key) if k]
-    session.delete(row)
+    if not repo.delete_dataset(session, tenant.id, dataset_id):
+        raise NotFound(f"dataset {dataset_id!r} not found")
+    session.expunge(row)
 
     def _remove_objects() -> None:
         # Only once the row is gone for good: a rolled-back delete keeps its data.

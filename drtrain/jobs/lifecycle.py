@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from drtrain.jobs.warnings import merge as merge_warnings
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from drtrain.tenants import repository as tenants_repo
 
 LIVE = (JobStatus.running, JobStatus.cancelling)
 FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
@@ -114,12 +115,15 @@ def report_progress(session: Session, job_id: str, attempt: int, phase: str, lay
     return _changed(res) == 1
 
 
-def _lock_live_job(session: Session, job_id: str, attempt: int, worker_id: str | None) -> bool:
+def _lock_live_job(session: Session, job_id: str, attempt: int,
+                   worker_id: str | None) -> str | None:
+    """The job's tenant id while this attempt still owns the job, else None."""
     # FOR UPDATE serialises seq assignment per job on PostgreSQL (SQLite ignores it but
     # serialises writers anyway).
     row = session.execute(
-        select(Job.id).where(*_fence(job_id, attempt, worker_id)).with_for_update()).first()
-    return row is not None
+        select(Job.tenant_id).where(*_fence(job_id, attempt, worker_id)).with_for_update()
+    ).first()
+    return None if row is None else row[0]
 
 
 def add_metrics(session: Session, job_id: str, attempt: int, points: Iterable[MetricValue], *,
@@ -160,13 +164,15 @@ def add_checkpoint(session: Session, job_id: str, attempt: int, *, kind: str, ph
                    size_bytes: int, worker_id: str | None = None) -> Checkpoint | None:
     """Record an uploaded checkpoint (None when fenced out: the object is then orphaned,
     which is harmless because nothing points to it)."""
-    if not _lock_live_job(session, job_id, attempt, worker_id):
+    tenant_id = _lock_live_job(session, job_id, attempt, worker_id)
+    if tenant_id is None:
         return None
     ckpt = Checkpoint(job_id=job_id, kind=kind, phase=phase, layer=layer, epoch=epoch,
                       attempt=attempt, object_key=object_key, sha256=sha256,
                       size_bytes=size_bytes, created_at=utcnow())
     session.add(ckpt)
     session.flush()
+    tenants_repo.add_storage(session, tenant_id, size_bytes)  # the tenant's quota counter
     return ckpt
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from drtrain.kit.errors import Invalid, NotFound
 from drtrain.kit.ids import ID_PATTERN
-from drtrain.kit.models import ACTIVE_STATUSES, Checkpoint, Job, JobTag, MetricPoint
+from drtrain.kit.models import ACTIVE_STATUSES, Checkpoint, Job, JobTag, MetricPoint, TenantUsage
 
 
 def get_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False) -> Job:
@@ -43,6 +43,22 @@ def count_active(session: Session, tenant_id: str) -> int:
         select(func.count()).select_from(Job)
         .where(Job.tenant_id == tenant_id, Job.status.in_([s.value for s in ACTIVE_STATUSES]))
     ) or 0
+
+
+_ACTIVE_AND_STORED = select(
+    select(func.count()).select_from(Job)
+    .where(Job.tenant_id == bindparam("tenant_id"),
+           Job.status.in_([s.value for s in ACTIVE_STATUSES])).scalar_subquery(),
+    select(TenantUsage.storage_bytes)
+    .where(TenantUsage.tenant_id == bindparam("tenant_id")).scalar_subquery())
+
+
+def active_and_stored(session: Session, tenant_id: str) -> tuple[int, int]:
+    """The tenant's active jobs and its counted storage bytes, in one round trip (what a
+    submit checks under the tenant's lock)."""
+    active, stored = session.connection().execute(
+        _ACTIVE_AND_STORED, {"tenant_id": tenant_id}).one()
+    return int(active or 0), int(stored or 0)
 
 
 T = TypeVar("T")

@@ -24,6 +24,7 @@ from drtrain.kit.db import after_commit
 from drtrain.kit.errors import Conflict
 from drtrain.kit.models import Checkpoint, Job, JobStatus
 from drtrain.kit.storage import ObjectStore
+from drtrain.tenants import repository as tenants_repo
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,14 @@ RESUMABLE = ("layer", "epoch")
 ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
-def _drop(session: Session, rows: list[tuple[str, str]]) -> list[str]:
+def _drop(session: Session, job_id: str, rows: list[tuple[str, str]]) -> list[str]:
     if rows:
-        session.execute(delete(Checkpoint).where(Checkpoint.id.in_([r[0] for r in rows]))
-                        .execution_options(synchronize_session=False))
+        # The sizes of the rows this statement deleted (not of those read before it: a
+        # concurrent delete of the same rows must not count them out twice).
+        freed = session.execute(delete(Checkpoint).where(Checkpoint.id.in_([r[0] for r in rows]))
+                                .returning(Checkpoint.size_bytes)
+                                .execution_options(synchronize_session=False)).scalars().all()
+        tenants_repo.add_job_storage(session, job_id, -sum(freed))
     return [r[1] for r in rows]
 
 
@@ -45,7 +50,7 @@ def prune_resumable(session: Session, job_id: str, keep: int) -> list[str]:
         select(Checkpoint.id, Checkpoint.object_key)
         .where(Checkpoint.job_id == job_id, Checkpoint.kind.in_(RESUMABLE))
         .order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc())).tuples().all()
-    return _drop(session, list(rows[keep:]))
+    return _drop(session, job_id, list(rows[keep:]))
 
 
 def purge_ended(session: Session, job_id: str) -> list[str]:
@@ -55,7 +60,7 @@ def purge_ended(session: Session, job_id: str) -> list[str]:
         select(Checkpoint.id, Checkpoint.object_key).join(Job, Job.id == Checkpoint.job_id)
         .where(Checkpoint.job_id == job_id, Checkpoint.kind.in_(RESUMABLE),
                Job.status.in_(ENDED))).tuples().all()
-    return _drop(session, list(rows))
+    return _drop(session, job_id, list(rows))
 
 
 def ended_with_leftovers(session: Session, limit: int = 100) -> list[str]:
@@ -97,8 +102,13 @@ def delete_job(session: Session, store: ObjectStore, tenant_id: str, job_id: str
     if not status.terminal:
         raise Conflict(f"job {job_id} is {status.value}; cancel it and delete it once it has "
                        "ended")
-    keys = list(session.scalars(select(Checkpoint.object_key)
-                                .where(Checkpoint.job_id == job_id)))
+    # Checkpoints first (not by the job's cascade), so the bytes counted out of the tenant's
+    # quota are those of the rows this statement deleted.
+    freed = session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id)
+                            .returning(Checkpoint.object_key, Checkpoint.size_bytes)
+                            .execution_options(synchronize_session=False)).tuples().all()
+    keys = [key for key, _ in freed]
+    tenants_repo.add_storage(session, tenant_id, -sum(size for _, size in freed))
     session.execute(delete(Job).where(Job.id == job_id, Job.tenant_id == tenant_id,
                                       Job.status.in_(ENDED))
                     .execution_options(synchronize_session=False))

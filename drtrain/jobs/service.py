@@ -193,7 +193,6 @@ def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSp
         if existing is not None:
             return _replay(existing, digest), False
     facts = check_against_dataset(session, settings, tenant_id, spec)
-    quota.check_new_work(session, settings, tenant_id)
     if not idempotency_key:  # nothing unique to collide on: no savepoint round trips
         job = new_job(session, settings, tenant_id, spec, facts=facts)
         session.flush()
@@ -215,14 +214,17 @@ def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSp
 
 
 def _check_cap(session: Session, settings: Settings, tenant_id: str) -> None:
-    """The active-job cap, counted with the new (not yet committed) job included.
+    """The storage quota, then the active-job cap counted with the new (not yet committed)
+    job included; either refused rolls the insert back (429).
 
     The tenant's lock is taken only now, after the insert, and the caller commits right
-    after: it covers one count and the commit, never the work before them. Commits of one
-    tenant's submits happen in lock order and each counts every job committed before it
-    plus its own, so the cap cannot be overshot; a submit over it rolls back (429)."""
+    after: it covers one read (the count and the storage counter together) and the commit,
+    never the work before them. Commits of one tenant's submits happen in lock order and
+    each counts every job committed before it plus its own, so the cap cannot be overshot."""
     tenants_repo.lock_tenant(session, tenant_id)
-    if q.count_active(session, tenant_id) > settings.max_concurrent_jobs_per_tenant:
+    active, stored = q.active_and_stored(session, tenant_id)
+    quota.check_used(settings, stored)
+    if active > settings.max_concurrent_jobs_per_tenant:
         raise TooManyJobs(
             f"at most {settings.max_concurrent_jobs_per_tenant} active jobs per tenant",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

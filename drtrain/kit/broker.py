@@ -86,8 +86,11 @@ _clients_lock = threading.Lock()
 
 
 def _client(settings: Settings, queue: str) -> Celery:
-    # Keyed by pid too: a Celery connection pool must not be shared across fork().
-    key = (os.getpid(), settings.resolved_broker_url, str(settings.broker_folder), queue)
+    # Keyed by pid too: a Celery connection pool must not be shared across fork(). The
+    # folder only matters to the filesystem transport (resolving it costs syscalls).
+    url = settings.resolved_broker_url
+    folder = str(settings.broker_folder) if url.startswith("filesystem://") else ""
+    key = (os.getpid(), url, folder, queue)
     with _clients_lock:
         app = _clients.get(key)
         if app is None:

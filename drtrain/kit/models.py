@@ -62,6 +62,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def as_utc(value: datetime) -> datetime:
+    if value.tzinfo is timezone.utc:  # noqa: UP017
+        return value  # already what we want: no conversion per row
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)  # noqa: UP017
     return value.astimezone(timezone.utc)  # noqa: UP017
@@ -91,6 +93,18 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTC, default=utcnow)
+
+
+class TenantUsage(Base):
+    """The bytes a tenant's storage quota counts (its datasets, failed ones aside, plus every
+    checkpoint of its jobs), kept up to date by the statements that add or remove them
+    (``drtrain.tenants.repository.add_storage``), so the quota check reads one row instead of
+    summing two tables on every submit. No row means nothing stored."""
+
+    __tablename__ = "tenant_usage"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    storage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ApiKey(Base):

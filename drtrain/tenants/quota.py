@@ -5,6 +5,11 @@ models included) of its jobs. The quota is enforced where new data is admitted: 
 that would pass it answers 413, and a new job or sweep while the tenant is at or over it
 answers 429 (free space by deleting jobs or datasets). A running job may pass it by its own
 checkpoints, which retention bounds to ``DRTRAIN_KEEP_CHECKPOINTS`` plus the final model.
+
+The usage is a counter (``tenant_usage``, one row per tenant) that every statement adding or
+removing a dataset or a checkpoint updates in its own transaction, so a check reads one row
+whatever the tenant holds; ``counted_usage_bytes`` sums the tables, what the counter must
+always equal.
 """
 from __future__ import annotations
 
@@ -14,9 +19,15 @@ from sqlalchemy.orm import Session
 from drtrain.kit.errors import QuotaExceeded, QuotaExhausted
 from drtrain.kit.models import Checkpoint, Dataset, DatasetStatus, Job
 from drtrain.kit.settings import Settings
+from drtrain.tenants import repository as repo
 
 
 def usage_bytes(session: Session, tenant_id: str) -> int:
+    return repo.storage_bytes(session, tenant_id)
+
+
+def counted_usage_bytes(session: Session, tenant_id: str) -> int:
+    """The usage summed from the tables (what ``usage_bytes`` keeps count of)."""
     # A failed upload keeps its row (to say why) but no object: it holds no storage.
     datasets = session.scalar(select(func.coalesce(func.sum(Dataset.size_bytes), 0))
                               .where(Dataset.tenant_id == tenant_id,
@@ -45,11 +56,14 @@ def check_upload(session: Session, settings: Settings, tenant_id: str, incoming:
 
 def check_new_work(session: Session, settings: Settings, tenant_id: str) -> None:
     """429 when the tenant is at or over its quota (a new job would only add checkpoints)."""
+    if settings.tenant_storage_quota_bytes:
+        check_used(settings, usage_bytes(session, tenant_id))
+
+
+def check_used(settings: Settings, used: int) -> None:
+    """``check_new_work`` for a usage already read."""
     quota = settings.tenant_storage_quota_bytes
-    if not quota:
-        return
-    used = usage_bytes(session, tenant_id)
-    if used >= quota:
+    if quota and used >= quota:
         raise QuotaExhausted(
             f"storage quota exhausted: the tenant uses {_mib(used)} of its {_mib(quota)} "
             "quota; delete finished jobs (DELETE /v1/jobs/{id}) or datasets first")

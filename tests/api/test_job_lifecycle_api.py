@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint
+from drtrain.tenants import repository as tenants_repo
 from tests.api.test_datasets import upload
 from tests.api.test_jobs import add_job, published, small_spec, tenant_id  # noqa: F401 - a fixture
 
@@ -20,6 +21,8 @@ def _with_objects(db, store, job: Job) -> list[str]:  # noqa: ANN001
         stored = store.put_stream(f"jobs/{job.id}/{name}.safetensors", [b"x" * 100])
         db.add(Checkpoint(job_id=job.id, kind=kind, attempt=1, object_key=stored.key,
                           sha256=stored.sha256, size_bytes=stored.size_bytes))
+        # Counted against the tenant's quota, as lifecycle.add_checkpoint does for a worker.
+        tenants_repo.add_storage(db, job.tenant_id, stored.size_bytes)
         keys.append(stored.key)
     # What a fenced-out worker may leave: an object no row points to.
     keys.append(store.put_stream(f"jobs/{job.id}/checkpoints/9-orphan.safetensors", [b"o"]).key)

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from drtrain.jobs import lifecycle
+from drtrain.kit.db import session_scope
 from drtrain.kit.models import ACTIVE_STATUSES, Job, JobStatus
+from drtrain.kit.settings import Settings
+from drtrain.tenants import quota
 from drtrain.tenants.repository import tenant_by_name
 from tests.load.server import SPEC, Api, pg_api, sqlite_api
 
@@ -108,6 +112,51 @@ def test_concurrent_submits_never_overshoot_the_active_job_cap(api: Api, tmp_pat
     else:
         with sqlite_api(tmp_path, max_concurrent_jobs_per_tenant="5") as embedded:
             check(embedded)
+
+
+QUOTA = 10_000  # bytes, for the SQLite API (the PostgreSQL one keeps the default)
+
+
+def _fill_quota(server: Api, tenant: str, size: int) -> str:
+    """A finished job whose final model fills the tenant's quota, counted as a worker's
+    checkpoint is; returns its id."""
+    job = server.add_job(JobStatus.running, attempt=1)
+    with session_scope(server.factory) as s:  # type: ignore[arg-type]
+        s.execute(update(Job).where(Job.id == job).values(tenant_id=tenant))
+        assert lifecycle.add_checkpoint(s, job, 1, kind="final", phase=None, layer=None,
+                                        epoch=None, object_key=f"jobs/{job}/model",
+                                        sha256="0" * 64, size_bytes=size) is not None
+        assert lifecycle.finish(s, job, 1, JobStatus.succeeded, None)
+    return job
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_concurrent_submits_hold_the_storage_quota_then_the_cap(api: Api, tmp_path: Path,
+                                                                backend: str) -> None:
+    """A tenant at its quota: 16 submits at once are all 429. Once a delete has freed the
+    space (the counter back to what the tables hold), 32 at once meet the cap of 5."""
+    def check(server: Api, quota_bytes: int) -> None:
+        headers = server.new_tenant("hoarder")
+        with server.factory() as s:
+            tenant = tenant_by_name(s, "hoarder")
+            assert tenant is not None
+        job = _fill_quota(server, tenant.id, quota_bytes)
+        statuses = asyncio.run(submit_all(server.url, headers, 16))
+        assert statuses == Counter({429: 16}), (statuses, server.logs())
+        assert _active(server, tenant.id) == 0
+        assert httpx.delete(f"{server.url}/v1/jobs/{job}", headers=headers).status_code == 204
+        with server.factory() as s:
+            assert quota.usage_bytes(s, tenant.id) == quota.counted_usage_bytes(s, tenant.id) == 0
+        statuses = asyncio.run(submit_all(server.url, headers, 32))
+        assert statuses == Counter({202: 5, 429: 27}), (statuses, server.logs())
+        assert _active(server, tenant.id) == 5
+
+    if backend == "postgresql":
+        check(api, Settings.model_fields["tenant_storage_quota_bytes"].default)
+    else:
+        with sqlite_api(tmp_path, max_concurrent_jobs_per_tenant="5",
+                        tenant_storage_quota_bytes=str(QUOTA)) as embedded:
+            check(embedded, QUOTA)
 
 
 def _stall_upload(port: int, key: str) -> socket.socket:
