@@ -8,6 +8,12 @@ pages of ``PAGE`` points, each in its own short session. An idle stream holds no
 and costs nothing but its socket; a keep-alive comment goes out when nothing else has for
 ``keepalive_seconds``. The feed stops when its last subscriber leaves or after the job's
 terminal status (sent last, after every metric point).
+
+What 500 watchers of one job cost (issue 12): every stream sleeps on the feed's one event
+with no timer of its own, and the feed wakes them only when a poll changed something (new
+points, a new status) or, once per ``keepalive_seconds`` of silence, for a keep-alive; a poll
+that found nothing wakes nobody. Each wake-up is one write per stream of bytes joined and
+encoded once for all the streams at the same cursor, status frame included.
 """
 from __future__ import annotations
 
@@ -67,9 +73,15 @@ def _page(session: Session, job_id: str, after: int) -> list[Any]:
 class JobFeed:
     """The shared state of one job's streams, refreshed by one poller task."""
 
-    def __init__(self, db: Database, tenant_id: str, job_id: str, poll_seconds: float) -> None:
+    def __init__(self, db: Database, tenant_id: str, job_id: str, poll_seconds: float,
+                 keepalive_seconds: float = 15.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.db, self.tenant_id, self.job_id = db, tenant_id, job_id
         self.poll_seconds = poll_seconds
+        self.keepalive_seconds = keepalive_seconds
+        self._clock = clock
+        self.announced_at = clock()  # the last wake-up of the subscribers
+        self.ticks = 0  # keep-alive wake-ups so far: a subscriber woken by one sends a comment
         self.status: str | None = None  # the job's JSON, once every point before it is held
         self.status_frame = b""  # the same as an SSE frame, encoded once for every watcher
         self.high = 0  # the highest seq fetched
@@ -81,28 +93,41 @@ class JobFeed:
         self.ready = asyncio.Event()
         self.changed = asyncio.Event()  # replaced after every change; waiters hold the old one
         self.task: asyncio.Task[None] | None = None
-        # Watchers that are caught up share one cursor: their next chunk is joined and
-        # encoded once per change, not once per watcher.
-        self._chunks: dict[int, tuple[bytes, int]] = {}
+        # Watchers that are caught up share one cursor: their next chunk (with the status
+        # frame, when they have not sent the current one) is joined and encoded once per
+        # change, not once per watcher.
+        self._chunks: dict[tuple[int, bool], tuple[bytes, int]] = {}
 
     def floor(self) -> int:
         """Subscribers at or past this seq are served from memory, others from the database."""
         return self.seqs[0] - 1 if self.seqs else self.high
 
-    def chunk_after(self, cursor: int) -> tuple[bytes, int]:
-        """The metric frames after ``cursor`` as one encoded chunk, and the new cursor."""
-        hit = self._chunks.get(cursor)
+    def chunk_after(self, cursor: int, with_status: bool = False) -> tuple[bytes, int]:
+        """The metric frames after ``cursor`` as one encoded chunk (then the status frame,
+        when ``with_status``: it follows the points it comes after), and the new cursor."""
+        key = (cursor, with_status)
+        hit = self._chunks.get(key)
         if hit is None:
             i = bisect_right(self.seqs, cursor)
-            hit = self._chunks[cursor] = ("".join(self.frames[i:]).encode(),
-                                          self.seqs[-1] if i < len(self.seqs) else cursor)
+            body = "".join(self.frames[i:]).encode()
+            hit = self._chunks[key] = (body + self.status_frame if with_status else body,
+                                       self.seqs[-1] if i < len(self.seqs) else cursor)
         return hit
 
     def _announce(self) -> None:
         self._chunks = {}
         self.ready.set()
+        self.announced_at = self._clock()
         event, self.changed = self.changed, asyncio.Event()
         event.set()
+
+    def _keepalive_due(self) -> None:
+        """Wake the subscribers for a keep-alive when the next poll would come after
+        ``keepalive_seconds`` of silence (the poll interval is this check's resolution)."""
+        if (self.ready.is_set() and self._clock() - self.announced_at
+                >= self.keepalive_seconds - self.poll_seconds):
+            self.ticks += 1
+            self._announce()
 
     def _keep(self, frames: Frames) -> None:
         for seq, frame in frames:
@@ -126,6 +151,7 @@ class JobFeed:
             except Exception:  # noqa: BLE001 - a database hiccup must not end 500 streams
                 log.warning("event feed of job %s: poll failed; retrying", self.job_id,
                             exc_info=True)
+                self._keepalive_due()
                 await anyio.sleep(self.poll_seconds)
                 continue
             if last is not None:
@@ -135,18 +161,24 @@ class JobFeed:
                 continue
             self._keep(frames)
             more = len(frames) == PAGE
+            changed = bool(frames)
             # While a backlog is still being fetched, hold the status back: a terminal one
             # must come after every point.
             if not more:
                 if status != self.status:
                     self.status, self.status_frame = status, sse_frame("status", status).encode()
+                    changed = True
                 self.ended = terminal
             after = self.high
-            if not more or self.ready.is_set():  # watchers start once the window is filled
+            # Watchers start once the window is filled; after that, only a poll that found
+            # something new wakes them.
+            if (not more or self.ready.is_set()) and (changed or not self.ready.is_set()
+                                                      or self.ended):
                 self._announce()
             if self.ended:
                 return
             if not more:
+                self._keepalive_due()
                 await anyio.sleep(self.poll_seconds)
 
 
@@ -158,6 +190,7 @@ class EventHub:
         self.poll_seconds = poll_seconds
         self.keepalive_seconds = keepalive_seconds
         self.feeds: dict[tuple[str, str], JobFeed] = {}
+        self._checks: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._clock = clock
 
     def watching(self, tenant_id: str, job_id: str) -> bool:
@@ -165,11 +198,25 @@ class EventHub:
         feed = self.feeds.get((tenant_id, job_id))
         return feed is not None and feed.ready.is_set() and not feed.gone
 
+    async def check_exists(self, db: Database, tenant_id: str, job_id: str) -> None:
+        """NotFound unless this tenant has the job, before a stream opens. A live feed knows;
+        otherwise one read answers every stream of the job opening meanwhile (500 watchers
+        connecting at once to a job nobody watched yet cost one query, not 500)."""
+        if self.watching(tenant_id, job_id):
+            return
+        key = (tenant_id, job_id)
+        check = self._checks.get(key)
+        if check is None:
+            check = self._checks[key] = asyncio.ensure_future(
+                db.read(q.job_exists, tenant_id, job_id))
+            check.add_done_callback(lambda _done: self._checks.pop(key, None))
+        await asyncio.shield(check)
+
     def _attach(self, db: Database, tenant_id: str, job_id: str) -> JobFeed:
         feed = self.feeds.get((tenant_id, job_id))
         if feed is None or (feed.task is not None and feed.task.done()):
-            feed = self.feeds[(tenant_id, job_id)] = JobFeed(db, tenant_id, job_id,
-                                                             self.poll_seconds)
+            feed = self.feeds[(tenant_id, job_id)] = JobFeed(
+                db, tenant_id, job_id, self.poll_seconds, self.keepalive_seconds, self._clock)
             feed.task = asyncio.get_running_loop().create_task(feed.run())
         feed.subscribers += 1
         return feed
@@ -187,7 +234,9 @@ class EventHub:
                      after_seq: int = 0) -> AsyncIterator[bytes]:
         """SSE frames: metric points after ``after_seq`` (id = seq), a status frame whenever
         the job changes, keep-alive comments when idle; ends after the terminal status.
-        Everything due at one wake-up goes out as one chunk (one write, not one per frame)."""
+        Everything due at one wake-up goes out as one chunk (one write, not one per frame).
+        Between wake-ups a stream waits on the feed alone (no timer per stream): the feed
+        wakes it for changes and for keep-alives."""
         feed = self._attach(db, tenant_id, job_id)
         try:
             while not feed.ready.is_set():
@@ -195,7 +244,7 @@ class EventHub:
                     await feed.ready.wait()
                 if not feed.ready.is_set():
                     yield KEEPALIVE
-            cursor, sent_status, idle_since = after_seq, b"", self._clock()
+            cursor, sent_status, ticks = after_seq, b"", feed.ticks
             while True:
                 changed = feed.changed  # taken first: a change while we send is not missed
                 sent = False
@@ -206,23 +255,20 @@ class EventHub:
                         yield "".join(frame for _, frame in rows).encode()
                     if len(rows) < PAGE:
                         break
-                chunk, cursor = feed.chunk_after(cursor)
-                if feed.status_frame and feed.status_frame != sent_status and not feed.gone:
+                with_status = (bool(feed.status_frame) and feed.status_frame is not sent_status
+                               and not feed.gone)
+                chunk, cursor = feed.chunk_after(cursor, with_status)
+                if with_status:
                     sent_status = feed.status_frame
-                    chunk += sent_status  # after the points it follows
                 if chunk:
                     sent = True
                     yield chunk
                 if feed.gone or (feed.ended and cursor >= feed.high):
                     return
-                now = self._clock()
-                if sent:
-                    idle_since = now
-                with anyio.move_on_after(max(self.keepalive_seconds - (now - idle_since), 0)):
-                    await changed.wait()
-                if self._clock() - idle_since >= self.keepalive_seconds:
-                    idle_since = self._clock()
+                if feed.ticks != ticks and not sent:
                     yield KEEPALIVE
+                ticks = feed.ticks
+                await changed.wait()
         finally:
             self._detach(feed)
 

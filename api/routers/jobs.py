@@ -86,8 +86,7 @@ async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, db
                      ) -> Response:
     """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429)."""
     hub = request.app.state.events
-    if not hub.watching(tenant.id, job_id):  # 404 now, not inside an open stream
-        await db.read(q.job_exists, tenant.id, job_id)
+    await hub.check_exists(db, tenant.id, job_id)  # 404 now, not inside an open stream
     slots = request.app.state.stream_slots
     slots.acquire(tenant.id)
     stream = hub.stream(db, tenant.id, job_id, last_event_id or 0)

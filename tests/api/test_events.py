@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -200,3 +201,74 @@ JOB_ROW = {"id": "j", "status": "running", "status_reason": None, "phase": None,
            "cancel_requested": False, "dataset_id": "builtin:digits", "sweep_id": None,
            "created_at": datetime(2026, 1, 1, tzinfo=UTC), "started_at": None,
            "finished_at": None, "heartbeat_at": None, "result": None, "spec": {}}
+
+
+def test_polls_that_find_nothing_new_wake_no_stream(monkeypatch) -> None:  # noqa: ANN001
+    """100 streams on a job that does not change: the feed polls about 20 times but wakes
+    its streams once (the first status), then only for keep-alives. Before, every poll woke
+    every stream (and each stream also ran a keep-alive timer of its own)."""
+    db = FakeDatabase({**JOB_ROW, "status": "running"}, points=2)
+    hub = events.EventHub(poll_seconds=0.01, keepalive_seconds=0.12)
+    wakes = {"n": 0}
+    real_announce = events.JobFeed._announce
+
+    def counting_announce(self) -> None:  # noqa: ANN001
+        wakes["n"] += 1
+        real_announce(self)
+
+    monkeypatch.setattr(events.JobFeed, "_announce", counting_announce)
+
+    async def scenario() -> list[bytes]:
+        async def watch() -> list[bytes]:
+            return [chunk async for chunk in hub.stream(db, "t", "j", 0)]  # type: ignore[arg-type]
+
+        started = time.monotonic()
+        tasks = [asyncio.create_task(watch()) for _ in range(100)]
+        await asyncio.sleep(0.3)  # about 25 polls, two or three keep-alive periods
+        while db.polls < 15:  # a slow machine: wait for the polls, not for the clock
+            await asyncio.sleep(0.01)
+        idle_polls, idle_wakes = db.polls, wakes["n"]
+        elapsed = time.monotonic() - started
+        db.job = {**db.job, "status": "succeeded"}
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        # The first status, then one wake-up per keep-alive period (0.11 s at most), not one
+        # per poll.
+        assert 2 <= idle_wakes <= 2 + elapsed / 0.11 < idle_polls, (idle_wakes, idle_polls)
+        return [b"".join(chunks) for chunks in results]
+
+    for stream in asyncio.run(scenario()):
+        text = stream.decode()
+        assert text.count("event: metric") == 2 and text.count(": keep-alive") >= 1
+        assert text.rstrip().endswith("}") and '"status":"succeeded"' in text.split("\n\n")[-2]
+
+
+def test_streams_opening_at_once_share_one_existence_check() -> None:
+    """500 watchers connecting together to a job nobody watched yet: one query says the job
+    exists (or not) for all of them, not one each."""
+    from drtrain.jobs import repository as q
+    from drtrain.kit.errors import NotFound
+
+    class CountingDatabase:
+        def __init__(self) -> None:
+            self.checks = 0
+
+        async def read(self, query, tenant_id, job_id):  # noqa: ANN001, ANN201
+            assert query is q.job_exists
+            self.checks += 1
+            await asyncio.sleep(0.05)  # the query in its thread
+            if job_id != "j":
+                raise NotFound(f"job {job_id} not found")
+
+    db = CountingDatabase()
+    hub = events.EventHub(poll_seconds=0.01, keepalive_seconds=60)
+
+    async def scenario() -> list[object]:
+        found = await asyncio.gather(*(hub.check_exists(db, "t", "j") for _ in range(100)))
+        missing = await asyncio.gather(*(hub.check_exists(db, "t", "gone") for _ in range(100)),
+                                       return_exceptions=True)
+        return [*found, *missing]
+
+    results = asyncio.run(scenario())
+    assert results[:100] == [None] * 100
+    assert all(isinstance(r, NotFound) for r in results[100:])
+    assert db.checks == 2 and not hub._checks  # one per job, forgotten once answered
