@@ -26,16 +26,17 @@ def gradients_name(dataset: str) -> str:
 
 
 def _by_arm(outcome: DatasetOutcome) -> dict[str, list[RunResult]]:
-    out: dict[str, list[RunResult]] = {}
+    """Runs per arm, in the regime's arm order."""
+    out: dict[str, list[RunResult]] = {key: [] for key in outcome.arms}
     for run in outcome.runs:
-        out.setdefault(run.arm, []).append(run)
-    return out
+        out[run.arm].append(run)
+    return {k: v for k, v in out.items() if v}
 
 
 def plot_curves(outcome: DatasetOutcome, path: Path) -> None:
     """Validation error per fine-tuning epoch: mean over seeds, a band of one std."""
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for arm, runs in sorted(_by_arm(outcome).items()):
+    for arm, runs in _by_arm(outcome).items():
         n = min(len(r.val_errors) for r in runs)
         if n == 0:
             continue
@@ -57,20 +58,20 @@ def plot_curves(outcome: DatasetOutcome, path: Path) -> None:
 
 
 def plot_gradients(outcome: DatasetOutcome, path: Path) -> None:
-    """Mean |dL/dW| in the first fine-tuning epoch: first and last hidden layer and the head."""
-    arms = sorted(_by_arm(outcome).items())
-    parts = (("first hidden", "grad_first"), ("last hidden", "grad_last"), ("head", "grad_head"))
+    """Mean ‖dL/dW‖ of every hidden layer and the head in the first fine-tuning epoch, one line
+    per arm (mean over seeds): a line falling towards the input is a vanishing gradient."""
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    width = 0.8 / len(parts)
-    for i, (label, attr) in enumerate(parts):
-        means = [float(np.mean([getattr(r, attr) for r in runs])) for _, runs in arms]
-        ax.bar(np.arange(len(arms)) + i * width, means, width, label=label)
-    ax.set_xticks(np.arange(len(arms)) + width, [f"({a})" for a, _ in arms])
+    for arm, runs in _by_arm(outcome).items():
+        per_layer = np.array([[*r.grad_layers, r.grad_head] for r in runs]).mean(axis=0)
+        ax.plot(np.arange(1, len(per_layer) + 1), per_layer, marker="o", markersize=3,
+                label=f"({arm}) {ARM_BY_KEY[arm].label}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer (1 = first hidden; the last point of each line is the softmax head)")
     ax.set_yscale("log")
-    ax.set_ylabel("mean |dL/dW|, first epoch (log)")
-    ax.set_title(f"{outcome.name}: gradient norms per layer (the vanishing-gradient view)")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.set_ylabel("mean ‖dL/dW‖, first epoch (log)")
+    ax.set_title(f"{outcome.name}: gradient norm per layer (the vanishing-gradient view)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

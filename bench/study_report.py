@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.study_plots import curves_name, gradients_name
-from bench.study_runs import ARM_BY_KEY, DISC, RunResult
+from bench.study_runs import ARM_BY_KEY, WEIGHT_LABELS, RunResult
 from bench.study_stats import (
     Paired,
     by_seed,
@@ -23,15 +23,22 @@ from bench.study_stats import (
 if TYPE_CHECKING:
     from bench.study_types import DatasetOutcome, Study
 
-# (treatment, control, what the comparison isolates)
+# (treatment, control, what the comparison isolates); only those whose arms a regime ran.
 COMPARISONS = (
-    ("c", "b", "generative DR (hellinger) vs the same DBN without DR"),
-    ("c16", "b", "generative DR (bhattacharyya, K=16) vs the same DBN without DR"),
-    ("d", "c", "adding discriminative DR to fine-tuning of (c)"),
+    ("c", "b", "generative DR (side = label) vs the same DBN without DR"),
+    ("cg", "b", "generative DR (side = coarse group) vs the same DBN without DR"),
+    ("cg", "c", "generative DR grouped by the coarse group vs by the label"),
+    ("d", "c", "adding feature DR to fine-tuning of (c)"),
     ("c", "a", "DBN + generative DR vs random initialisation"),
+    ("cg", "a", "DBN + generative DR (coarse group) vs random initialisation"),
     ("b", "a", "DBN without DR vs random initialisation (is pretraining itself the cause?)"),
-    ("e", "a", "discriminative DR vs plain backprop, both from random initialisation"),
+    ("e", "a", "feature DR vs plain backprop, both from random initialisation"),
+    ("eg", "a", "feature DR (coarse group) vs plain backprop, both from random initialisation"),
+    ("f1", "f0", "feature DR in the classic deep small-init sigmoid net"),
+    ("f0", "a", "the classic deep small-init net vs the 3-layer Glorot net (is the classic setting harder?)"),
 )
+# Each DR arm's own control without DR (the question "does DR help?" needs both it and (a)).
+DR_CONTROLS = {"c": "b", "cg": "b", "d": "b", "e": "a", "eg": "a", "f1": "f0"}
 
 
 def _pct(m: float, s: float) -> str:
@@ -72,7 +79,6 @@ def _main_table(outcome: DatasetOutcome, target: float) -> list[str]:
             continue
         wall = mean_std([r.wall_seconds for r in runs])
         pre = mean_std([r.pretrain_seconds for r in runs])[0]
-        reused = " (pretraining of c reused)" if any(r.pretrain_reused for r in runs) else ""
         lines.append("| " + " | ".join([
             f"({key}) {ARM_BY_KEY[key].label}",
             _pct(*mean_std([r.test_error for r in runs])),
@@ -82,27 +88,32 @@ def _main_table(outcome: DatasetOutcome, target: float) -> list[str]:
             _num(*mean_std([r.grad_first for r in runs])),
             _num(*mean_std([r.grad_last for r in runs])),
             _num(*mean_std([r.grad_ratio for r in runs])),
-            f"{wall[0]:.1f} ± {wall[1]:.1f} ({pre:.1f} + {wall[0] - pre:.1f}){reused}",
+            f"{wall[0]:.1f} ± {wall[1]:.1f} ({pre:.1f} + {wall[0] - pre:.1f})",
         ]) + " |")
     return lines
 
 
-def _divergence_table(outcome: DatasetOutcome, n_layers: int) -> list[str]:
-    head = " | ".join(f"L{i + 1} val" for i in range(n_layers))
-    train = " | ".join(f"L{i + 1} train" for i in range(n_layers))
+def _divergence_table(outcome: DatasetOutcome) -> list[str]:
+    pretrained = [k for k in outcome.arms if ARM_BY_KEY[k].pretrain and _arm_runs(outcome, k)]
+    if not pretrained:
+        return []
+    n_layers = len(outcome.budget.hidden)
+    div = " | ".join(f"L{i + 1} divergence" for i in range(n_layers))
     recon = " | ".join(f"L{i + 1} recon" for i in range(n_layers))
-    lines = [f"| arm | {head} | {train} | {recon} |", "|---" * (1 + 3 * n_layers) + "|"]
-    for key in outcome.arms:
+    lines = ["Cross-group divergence of each RBM at the end of pretraining (mean squared Hellinger "
+             "distance between p(h|v) of pairs from different groups, per unit, in [0, 1], on a training "
+             "subsample; the groups are the arm's side information) and reconstruction error:", "",
+             f"| arm | {div} | {recon} |", "|---" * (1 + 2 * n_layers) + "|"]
+    for key in pretrained:
         runs = _arm_runs(outcome, key)
-        if not runs:
-            continue
-        cells = [_num(*mean_std([r.init_divergence[i] for r in runs])) for i in range(n_layers)]
-        for attr in ("train_divergence", "recon_errors"):
-            for i in range(n_layers):
-                values = [getattr(r, attr)[i] for r in runs if getattr(r, attr) is not None]
-                cells.append(_num(*mean_std(values)) if values else "—")
+        cells = [_num(*mean_std([getattr(r, attr)[i] for r in runs]))
+                 for attr in ("train_divergence", "recon_errors") for i in range(n_layers)]
         lines.append(f"| ({key}) | " + " | ".join(cells) + " |")
-    return lines
+    return lines + [""]
+
+
+def _comparisons_run(outcome: DatasetOutcome) -> list[tuple[str, str, str]]:
+    return [(t, c, d) for t, c, d in COMPARISONS if t in outcome.arms and c in outcome.arms]
 
 
 def comparisons(outcome: DatasetOutcome) -> list[tuple[str, str, str, str, Paired, str]]:
@@ -116,7 +127,7 @@ def comparisons(outcome: DatasetOutcome) -> list[tuple[str, str, str, str, Paire
         ("grad ratio first/last", lambda r: r.grad_ratio, True),
     )
     rows = []
-    for treat, ctrl, desc in COMPARISONS:
+    for treat, ctrl, desc in _comparisons_run(outcome):
         seeds = common_seeds(outcome.runs, treat, ctrl)
         if not seeds:
             continue
@@ -154,6 +165,11 @@ def _effect(outcome: DatasetOutcome, treat: str, ctrl: str, metric: str, res: Pa
     return f"Δ {res.mean:+.3g}{rel}"
 
 
+def _is_dr_question(treat: str, ctrl: str) -> bool:
+    """A DR arm against its own no-DR control or random init, or feature DR added to (c)."""
+    return treat in DR_CONTROLS and ctrl in (DR_CONTROLS[treat], "a") or (treat, ctrl) == ("d", "c")
+
+
 def _reading(outcome: DatasetOutcome) -> list[str]:
     """One line per claim, built only from the paired comparisons above."""
     rows = comparisons(outcome)
@@ -168,7 +184,7 @@ def _reading(outcome: DatasetOutcome) -> list[str]:
     for claim, metric in claims:
         parts = []
         for treat, ctrl, _, name, res, text in rows:
-            if name != metric or (treat, ctrl) not in {("c", "b"), ("c16", "b"), ("d", "c"), ("e", "a"), ("c", "a")}:
+            if name != metric or not _is_dr_question(treat, ctrl):
                 continue
             parts.append(f"({treat}) vs ({ctrl}): {text} ({_effect(outcome, treat, ctrl, name, res)}, "
                          f"{res.better}/{res.n} seeds better, p = {_p(res.p)})")
@@ -200,104 +216,201 @@ def _context(outcome: DatasetOutcome) -> list[str]:
 def _sweep_table(outcome: DatasetOutcome) -> list[str]:
     if not outcome.sweep:
         return ["No sweep in this mode: fixed weights " + ", ".join(
-            f"{k} = {v:g}" for k, v in sorted(outcome.weights.items())) + "."]
+            f"{k} = {v:g}" for k, v in sorted(outcome.weights.items()) if k in _used(outcome)) + "."]
     lines = ["| DR weight | arm swept | value | selection score (mean val error % of the last 3 epochs) | chosen |",
              "|---|---|---|---|---|"]
     for point in outcome.sweep:
         chosen = "**yes**" if outcome.weights[point.weight_name] == point.value else ""
-        lines.append(f"| {point.weight_name} | ({point.arm}) | {point.value:g} | {100 * point.score:.2f} | {chosen} |")
-    edges = [name for name, grid in outcome.grids.items()
-             if len(grid) > 1 and outcome.weights[name] in (min(grid), max(grid))]
+        lines.append(f"| {WEIGHT_LABELS[point.weight_name]} | ({point.arm}) | {point.value:g} | "
+                     f"{100 * point.score:.2f} | {chosen} |")
+    edges = [WEIGHT_LABELS[name] for name, grid in outcome.grids.items()
+             if len(grid) > 1 and name in _used(outcome) and outcome.weights[name] in (min(grid), max(grid))]
     if edges:
-        lines += ["", "Chosen at the edge of its grid (a better value may lie outside it): " + ", ".join(edges) + "."]
+        lines += ["", "Chosen at the edge of its grid (a better value may lie outside it): " + "; ".join(edges) + "."]
     return lines
+
+
+def _used(outcome: DatasetOutcome) -> set[str]:
+    return {w for k in outcome.arms for w in (ARM_BY_KEY[k].gen, ARM_BY_KEY[k].disc) if w}
+
+
+def where_dr_helps(outcome: DatasetOutcome) -> list[tuple[str, str, Paired, Paired | None]]:
+    """DR arms whose test error beats their own no-DR control *and* random init (a), each with
+    p < 0.05 in a paired t-test: (arm, control, vs control, vs (a) or None when the control is (a))."""
+    rows = {(t, c): res for t, c, _, m, res, _ in comparisons(outcome) if m == "test error"}
+    found = []
+    for arm, ctrl in DR_CONTROLS.items():
+        own = rows.get((arm, ctrl)) or (_test_error_paired(outcome, arm, ctrl) if arm in outcome.arms
+                                        and ctrl in outcome.arms else None)
+        if own is None or not _wins(own):
+            continue
+        vs_a = None
+        if ctrl != "a":
+            vs_a = rows.get((arm, "a")) or _test_error_paired(outcome, arm, "a")
+            if vs_a is None or not _wins(vs_a):
+                continue
+        found.append((arm, ctrl, own, vs_a))
+    return found
+
+
+def _wins(res: Paired) -> bool:
+    return not math.isnan(res.p) and res.p < 0.05 and res.mean < 0
+
+
+def _test_error_paired(outcome: DatasetOutcome, treat: str, ctrl: str) -> Paired | None:
+    seeds = common_seeds(outcome.runs, treat, ctrl)
+    if not seeds:
+        return None
+    t, c = by_seed(outcome.runs, treat), by_seed(outcome.runs, ctrl)
+    return paired([t[s].test_error for s in seeds], [c[s].test_error for s in seeds])
+
+
+def _verdict_lines(study: Study) -> list[str]:
+    """The issue's question, answered from the paired tests: does any DR arm beat both its own
+    no-DR control and random initialisation on test error (p < 0.05)?"""
+    lines = []
+    for outcome in study.outcomes:
+        for arm, ctrl, own, vs_a in where_dr_helps(outcome):
+            also = "" if vs_a is None else (f" and random init (a) by {-100 * vs_a.mean:.2f} pp "
+                                            f"(p = {_p(vs_a.p)})")
+            lines.append(f"- **{outcome.name}**: ({arm}) {ARM_BY_KEY[arm].label} beats its control ({ctrl}) "
+                         f"by {-100 * own.mean:.2f} pp test error (p = {_p(own.p)}){also}.")
+    if not lines:
+        tried = ", ".join(o.name for o in study.outcomes)
+        lines.append(f"- In no regime tried ({tried}) does a DR arm beat both its own no-DR control and random "
+                     "initialisation on test error with p < 0.05.")
+    helps, hurts = _significant(study)
+    lines += ["", "Every test-error difference with p < 0.05 that involves a DR arm or pretraining (each DR "
+              "arm against its own control and against random init (a); the DBN (b) against (a)):", ""]
+    lines += [f"- DR or pretraining **helps**: {h}" for h in helps] or ["- helps: none"]
+    lines += [f"- DR or pretraining **hurts**: {h}" for h in hurts] or ["- hurts: none"]
+    return lines
+
+
+def _significant(study: Study) -> tuple[list[str], list[str]]:
+    helps, hurts = [], []
+    for outcome in study.outcomes:
+        for treat, ctrl, _, metric, res, _ in comparisons(outcome):
+            if metric != "test error" or math.isnan(res.p) or res.p >= 0.05:
+                continue
+            if not (_is_dr_question(treat, ctrl) or (treat, ctrl) == ("b", "a")):
+                continue
+            text = (f"{outcome.name}: ({treat}) vs ({ctrl}) {100 * res.mean:+.2f} pp test error "
+                    f"({res.better}/{res.n} seeds better, p = {_p(res.p)})")
+            (helps if res.mean < 0 else hurts).append(text)
+    return helps, hurts
 
 
 CAVEATS = """\
 - **DR as defined here.** The paper's equations, datasets and numbers are not public to us (see
   docs/dr.md); this measures this project's definition of DR, not the paper's exact method.
-- **Small study.** One architecture (sigmoid, [256, 256, 256]), two small datasets, a handful of seeds,
-  one fixed data split. Many comparisons are tested at once, so an isolated p < 0.05 may be chance;
-  with 3 to 5 seeds, "inconclusive" means the study cannot tell, not that there is no effect.
+- **Small study.** One architecture per arm family (sigmoid, [256, 256, 256]; six layers of 256 for
+  (f0)/(f1)), two datasets, a handful of seeds. Many comparisons are tested at once, so an isolated
+  p < 0.05 may be chance; with 3 to 5 seeds, "inconclusive" means the study cannot tell, not that there
+  is no effect.
 - **Same budget** means the same number of fine-tuning epochs, batch size and learning rate for every
-  arm; pretrained arms additionally spend the pretraining epochs (see the wall-time column), so
-  random-initialisation arms received less total compute.
+  arm of a regime; pretrained arms additionally spend the pretraining epochs (see the wall-time column),
+  so random-initialisation arms received less total compute.
 - **DR weights** were chosen on the validation set with one sweep seed that is not among the study
-  seeds; the discriminative weight was swept on arm (e) and reused for arm (d). The test set never
-  entered any choice.
+  seeds; (d) reuses the weights chosen for (c) and (e). The test set never entered any choice.
+- **Validation** is drawn by the service from the labelled rows with the job's seed, so each seed
+  also sees a different validation split (paired tests compare arms on the same split). In the
+  label-scarce regimes it is small (120 images at 1 %), so the sweep's choices are noisy there.
 - **Gradient norms** are the mean Frobenius norms of d loss / d W over the batches of the first
-  fine-tuning epoch; for arms (d) and (e) the loss includes the DR term. The ratio first/last hidden
-  layer is the vanishing-gradient indicator: much below 1 means lower layers learn slowly. Its size
-  also depends on the weight scale of the initialisation (RBM weights are small), so read it together
-  with the error columns.
+  fine-tuning epoch; for DR arms the loss includes the DR term. The ratio first/last hidden layer is the
+  vanishing-gradient indicator: much below 1 means lower layers learn slowly. Its size also depends on
+  the weight scale of the initialisation (RBM weights are small), so read it with the error columns.
 - **The baseline (a)** uses Glorot-uniform initialisation with the gain 4 suited to sigmoid units, a
-  stronger baseline than the small-random initialisation common when DBN pretraining was proposed.
+  stronger baseline than the small-random initialisation common when DBN pretraining was proposed;
+  (f0) is that classic setting.
 - **Epochs to target**: the target is the median final validation error of arm (a); "never" counts as
-  budget + 1 in paired tests. **Divergences** are mean squared-Hellinger distances between p(h|x) of
-  cross-class pairs, divided by the layer width (so in [0, 1]), of the hidden layers as fine-tuning
-  starts: "val" on the validation set, "train" is the pretraining metric on a training subsample.
+  budget + 1 in paired tests.
 """
 
 
 def _results(outcome: DatasetOutcome) -> list[str]:
-    """The results section of one dataset: tables, figures and paired comparisons."""
+    """The results section of one regime: tables, figures and paired comparisons."""
     target = target_error(outcome.runs)
+    compute = sum(r.wall_seconds for r in outcome.runs) + sum(p.run.wall_seconds for p in outcome.sweep)
+    rows = _comparisons_run(outcome)
     return [f"## Results: {outcome.name}", "",
-            f"Target validation error for \"epochs to target\": {100 * target:.2f} % (median final "
-            f"validation error of arm (a)). Wall time of this dataset: {outcome.seconds / 60:.1f} min.",
+            f"{outcome.n_rows:,} training rows, {outcome.n_labelled:,} labelled. Target validation error for "
+            f"\"epochs to target\": {100 * target:.2f} % (median final validation error of arm (a)). Job "
+            f"time of this regime (sweep and study, summed over jobs): {compute / 60:.1f} min.",
             "", *_main_table(outcome, target), "",
             f"![{outcome.name}: validation error per epoch]({curves_name(outcome.name)})", "",
             f"![{outcome.name}: gradient norms per layer]({gradients_name(outcome.name)})", "",
-            "Cross-class divergence of each hidden layer as fine-tuning starts (per unit, in [0, 1]) "
-            "and RBM reconstruction error (pretrained arms):", "",
-            *_divergence_table(outcome, len(outcome.budget.hidden)), "",
+            *_divergence_table(outcome),
             "Paired comparisons (same seed). What each isolates: "
-            + "; ".join(f"({t}) vs ({c}): {d}" for t, c, d in COMPARISONS) + ".", "",
+            + "; ".join(f"({t}) vs ({c}): {d}" for t, c, d in rows) + ".", "",
             *_comparison_table(comparisons(outcome)), ""]
+
+
+def _setup(study: Study) -> list[str]:
+    arms = [k for k in ARM_BY_KEY if any(k in o.arms for o in study.outcomes)]
+    lines = ["## Setup", "",
+             f"Every arm is a job of {study.service}, submitted over HTTP with drtrain_client; each DR "
+             "weight grid is one sweep (`POST /v1/sweeps`). Every number below comes from the jobs' "
+             "results and metric points as the API returns them.", "",
+             "Arms (all sigmoid networks, SGD with momentum, softmax head; a regime runs the arms listed "
+             "with it):", ""]
+    lines += [f"- ({k}) {ARM_BY_KEY[k].label}" for k in arms]
+    lines += ["", "Generative DR: the mean over pairs of examples from different groups of the squared "
+              "Hellinger distance between p(h|v), summed over hidden units, in every RBM layer; rows without "
+              "a side value take part in the likelihood but in no pair. Feature DR: the squared euclidean "
+              "distance between hidden features of pairs from different groups, all hidden layers, all "
+              "pairs, divided by the layer width. Side information is the class label, or for (cg)/(eg) the "
+              "coarse group (tops, bottoms, footwear, bags) that every image carries.", ""]
+    for outcome in study.outcomes:
+        b = outcome.budget
+        pre = (f"pretraining CD-1, {b.pretrain_epochs} epochs per layer, batch {b.pretrain_batch}, lr "
+               f"{b.pretrain_lr:g}; ") if any(ARM_BY_KEY[k].pretrain for k in outcome.arms) else ""
+        deep = f" ({list(b.deep_hidden)} for (f0)/(f1), N(0, {b.init_std:g}) init)" \
+            if any(ARM_BY_KEY[k].deep for k in outcome.arms) else ""
+        lines.append(f"- **{outcome.name}**: {outcome.description}. Seeds {outcome.seeds}; arms "
+                     f"{', '.join(f'({k})' for k in outcome.arms)}. Hidden {list(b.hidden)}{deep}; {pre}"
+                     f"fine-tuning {b.finetune_epochs} epochs, batch {b.finetune_batch}, lr {b.finetune_lr:g}, "
+                     f"momentum {b.finetune_momentum:g}. DR weights: "
+                     + ", ".join(f"{WEIGHT_LABELS[k]} = {v:g}" for k, v in sorted(outcome.weights.items())
+                                 if k in _used(outcome)) + ".")
+    if study.config.note:
+        lines += ["", study.config.note]
+    return lines + [""]
 
 
 def render(study: Study) -> str:
     cfg = study.config
     lines = [
-        "# Does DR do what the paper claims? A reproduction study",
+        "# Where does DR help? A reproduction study, run through the service",
         "",
         f"Generated by `{study.command}` ({cfg.mode} mode) on {study.started:%Y-%m-%d %H:%M} UTC in "
-        f"{study.seconds / 60:.1f} min. torch {study.torch_version}, {study.threads} intra-op thread(s), "
-        f"{study.machine}. Numbers are mean ± sample std over seeds unless stated; errors in %.",
+        f"{study.seconds / 60:.1f} min, on {study.machine}. Numbers are mean ± sample std over seeds unless "
+        "stated; errors in %.",
         "",
         "Claims tested (arXiv:1911.02048, abstract): DR gives a better initialisation, less vanishing "
         "gradient (larger gradient norms in lower layers), faster convergence and lower test error than "
-        "the same network without DR at the same budget.",
+        "the same network without DR at the same budget. Regimes: fully labelled data (digits, a "
+        "Fashion-MNIST subsample), the classic deep small-initialisation sigmoid net where gradients "
+        "vanish, and the label-scarce regime where layer-wise pretraining historically pays (1 % and 10 % "
+        "of Fashion-MNIST labelled, pretraining on all 60,000 images), with side information that is the "
+        "label or a coarse grouping that is not.",
         "",
-        "## Setup",
+        "## Answer",
         "",
-        "Arms (same architecture, fine-tuning budget and seeds; all sigmoid networks, SGD with momentum, "
-        "softmax head):",
+        "Does a DR arm beat both its own no-DR control and random initialisation on test error, with "
+        "p < 0.05 in a paired t-test over seeds?",
+        "",
+        *_verdict_lines(study),
+        "",
+        *_setup(study),
+        "Weight sweeps (validation set, sweep seed "
+        f"{cfg.sweep_seed}, the regime's own budget):",
         "",
     ]
-    for key in cfg.arms:
-        lines.append(f"- ({key}) {ARM_BY_KEY[key].label}")
-    lines += ["", "Discriminative DR: squared euclidean distance between hidden features of cross-class pairs, "
-              "all hidden layers, all pairs, divided by the layer width. Generative DR: mean over "
-              "cross-class pairs of the divergence between p(h|v), summed over units, in every RBM layer. "
-              "Side information = the class label.", ""]
-    for outcome in study.outcomes:
-        b = outcome.budget
-        lines += [f"- **{outcome.name}**: {outcome.description}. Seeds {outcome.seeds}. Hidden {list(b.hidden)}; "
-                  f"pretraining CD-1, {b.pretrain_epochs} epochs per layer, batch {b.pretrain_batch}, lr "
-                  f"{b.pretrain_lr:g}; fine-tuning {b.finetune_epochs} epochs, batch {b.finetune_batch}, lr "
-                  f"{b.finetune_lr:g}, momentum {b.finetune_momentum:g}. DR weights: "
-                  + ", ".join(f"{k} = {v:g}" for k, v in sorted(outcome.weights.items())) + "."]
-    if cfg.note:
-        lines += ["", cfg.note]
-    lines += ["", "Weight sweep (validation set, sweep seed "
-              f"{cfg.sweep_seed}, the study's own budget):", ""]
     for outcome in study.outcomes:
         lines += [f"**{outcome.name}**", "", *_sweep_table(outcome), ""]
-
     for outcome in study.outcomes:
         lines += _results(outcome)
-
     lines += ["## Reading", "",
               "Each line restates the paired tests above (p < 0.05 and the right direction = \"supports\"); "
               "nothing here goes beyond them.", ""]
@@ -307,12 +420,16 @@ def render(study: Study) -> str:
               "## Files", "",
               f"- Per-epoch validation error and training loss of every run (study and sweep): "
               f"`{study.curves_name}` (columns: {', '.join(CSV_COLUMNS)}).",
+              "- Every run's measurements (what this report is built from): `study_results.json`; "
+              "`python bench/reproduce.py --report-from docs/study_results.json` rebuilds this report and "
+              "its plots without training.",
               "- Reproduce: the command above; `--quick` is a 2-seed digits smoke run (fixed weights, few "
               "epochs) whose numbers are not evidence.", ""]
     return "\n".join(lines)
 
 
-CSV_COLUMNS = ("dataset", "run", "arm", "seed", "gen_weight", "disc_weight", "epoch", "val_error", "train_loss")
+CSV_COLUMNS = ("regime", "run", "arm", "seed", "job_id", "gen_weight", "disc_weight", "epoch", "val_error",
+               "train_loss")
 
 
 def write_curves(study: Study, path: Path) -> None:
@@ -321,11 +438,11 @@ def write_curves(study: Study, path: Path) -> None:
         writer.writerow(CSV_COLUMNS)
         for outcome in study.outcomes:
             tagged = [("sweep", p.run, p.weights) for p in outcome.sweep] + \
-                [("study", r, outcome.weights) for r in sorted(outcome.runs, key=lambda r: (r.arm, r.seed))]
+                [("study", r, outcome.weights) for r in outcome.runs]
             for kind, run, weights in tagged:
                 arm = ARM_BY_KEY[run.arm]
-                gen = weights[arm.weight_name] if arm.weight_name else 0.0
-                disc = weights[DISC] if arm.discriminative else 0.0
+                gen = weights[arm.gen] if arm.gen else 0.0
+                disc = weights[arm.disc] if arm.disc else 0.0
                 for epoch, (err, loss) in enumerate(zip(run.val_errors, run.train_losses), start=1):
-                    writer.writerow([outcome.name, kind, run.arm, run.seed, f"{gen:g}", f"{disc:g}", epoch,
-                                     f"{err:.6f}", f"{loss:.6f}"])
+                    writer.writerow([outcome.name, kind, run.arm, run.seed, run.job_id, f"{gen:g}", f"{disc:g}",
+                                     epoch, f"{err:.6f}", f"{loss:.6f}"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
-from bench.study_runs import ARMS, Budget, RunResult
+from bench.study_runs import Budget, RunResult
 
 CURVES_NAME = "study_curves.csv"
 
@@ -14,15 +14,15 @@ class DatasetPlan:
     name: str
     seeds: int
     budget: Budget
-    weights: dict[str, float]  # used as they are when there is no sweep; else the sweep's start
-    grids: dict[str, tuple[float, ...]] = field(default_factory=dict)  # weight name -> values to sweep
+    arms: tuple[str, ...]
+    weights: dict[str, float]  # used as they are when a weight has no grid
+    grids: dict[str, tuple[float, ...]] = field(default_factory=dict)  # weight key -> values to sweep
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     mode: str
     plans: tuple[DatasetPlan, ...]
-    arms: tuple[str, ...] = tuple(a.key for a in ARMS)
     sweep_seed: int = 1000
     train_limit: int | None = None  # cut the training set (tiny test configs only)
     note: str = ""  # budget compromises, printed in the report's setup
@@ -49,7 +49,8 @@ class DatasetOutcome:
     grids: dict[str, tuple[float, ...]]
     sweep: list[SweepPoint]
     runs: list[RunResult]
-    seconds: float
+    n_labelled: int
+    n_rows: int
 
 
 @dataclass
@@ -58,8 +59,7 @@ class Study:
     command: str
     started: datetime.datetime
     seconds: float
-    torch_version: str
-    threads: int
+    service: str  # where the jobs ran: the URL, or the embedded service and its workers
     machine: str
     outcomes: list[DatasetOutcome]
     curves_name: str = CURVES_NAME
