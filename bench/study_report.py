@@ -237,16 +237,14 @@ def _used(outcome: DatasetOutcome) -> set[str]:
 def where_dr_helps(outcome: DatasetOutcome) -> list[tuple[str, str, Paired, Paired | None]]:
     """DR arms whose test error beats their own no-DR control *and* random init (a), each with
     p < 0.05 in a paired t-test: (arm, control, vs control, vs (a) or None when the control is (a))."""
-    rows = {(t, c): res for t, c, _, m, res, _ in comparisons(outcome) if m == "test error"}
     found = []
     for arm, ctrl in DR_CONTROLS.items():
-        own = rows.get((arm, ctrl)) or (_test_error_paired(outcome, arm, ctrl) if arm in outcome.arms
-                                        and ctrl in outcome.arms else None)
+        own = _test_error_paired(outcome, arm, ctrl)  # None when either arm did not run
         if own is None or not _wins(own):
             continue
         vs_a = None
         if ctrl != "a":
-            vs_a = rows.get((arm, "a")) or _test_error_paired(outcome, arm, "a")
+            vs_a = _test_error_paired(outcome, arm, "a")
             if vs_a is None or not _wins(vs_a):
                 continue
         found.append((arm, ctrl, own, vs_a))

@@ -126,7 +126,7 @@ def job_spec(budget: Budget, arm: Arm, weights: dict[str, float], *, dataset_id:
 
 
 def _when(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.datetime.fromisoformat(text)  # Python >= 3.11 reads the API's "...Z"
 
 
 def _series(points: list[dict[str, Any]], phase: str, name: str, layer: int | None = None) -> list[float]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from bench.service_stack import free_port
 from bench.study_data import StudyData, write_npz
 from drtrain_client import Client
 from drtrain_client.connection import KEY_FILE, URL_FILE
@@ -26,14 +27,6 @@ from drtrain_client.errors import DrtrainError
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -44,7 +37,7 @@ def embedded_service(workers: int, data_dir: Path | None = None, start_timeout: 
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drtrain-study-")))
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         log = (data_dir / "service.log").open("w")
         stack.callback(log.close)

@@ -17,7 +17,7 @@ from dr_core.events import Event
 from drtrain.jobs import lifecycle, retention
 from drtrain.jobs.lifecycle import MetricValue
 from drtrain.kit.db import session_scope
-from drtrain.kit.storage import ObjectStore
+from drtrain.kit.storage import ObjectStore, remove_after_commit
 from worker.checkpoints import checkpoint_key, upload_state
 from worker.heartbeat import Heartbeat, StopReason
 
@@ -58,7 +58,7 @@ class JobCallback:
                     size_bytes=uploaded.size_bytes, worker_id=self.worker_id) is None
                 if not fenced:
                     # Under the same fenced row lock: a stale attempt can never prune.
-                    retention.remove_after_commit(
+                    remove_after_commit(
                         s, self.store, retention.prune_resumable(s, self.job_id, self.keep))
             if kind == "epoch" and not fenced:
                 # NaN/inf cannot travel as JSON; a diverged run shows up in its final status.

@@ -30,7 +30,7 @@ from drtrain.kit.broker_messages import job_ids_in_broker
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 from drtrain.kit.models import utcnow
 from drtrain.kit.settings import Settings
-from drtrain.kit.storage import ObjectStore, make_store
+from drtrain.kit.storage import ObjectStore, make_store, remove_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _sweep_ended(factory: sessionmaker[Session], store: ObjectStore) -> None:
     failed or cancelled by a reaper, killed before the worker could purge them)."""
     with session_scope(factory) as s:
         for job_id in retention.ended_with_leftovers(s):
-            retention.remove_after_commit(s, store, retention.purge_ended(s, job_id))
+            remove_after_commit(s, store, retention.purge_ended(s, job_id))
 
 
 class _Reaper:

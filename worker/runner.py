@@ -29,7 +29,7 @@ from drtrain.kit.db import session_scope
 from drtrain.kit.errors import DomainError
 from drtrain.kit.models import Job, JobStatus
 from drtrain.kit.settings import Settings
-from drtrain.kit.storage import ObjectStore
+from drtrain.kit.storage import ObjectStore, remove_after_commit
 from worker.checkpoints import load_latest_valid, model_key
 from worker.data import prepare_data
 from worker.heartbeat import Heartbeat, StopReason
@@ -72,7 +72,7 @@ def _finish(factory: sessionmaker[Session], job: Job, worker_id: str, status: Jo
         if ok and store is not None:
             # Nothing resumes an ended job: only its final model stays (the reaper sweeps up
             # the jobs that end without passing here).
-            retention.remove_after_commit(s, store, retention.purge_ended(s, job.id))
+            remove_after_commit(s, store, retention.purge_ended(s, job.id))
     if not ok:
         log.warning("job %s attempt %s: finish(%s) refused (no longer ours)", job.id, job.attempt,
                     status)

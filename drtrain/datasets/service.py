@@ -2,20 +2,15 @@
 in (stage, check, record) is ``drtrain.datasets.intake``."""
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy.orm import Session
 
 from drtrain.datasets import builtins
 from drtrain.datasets import repository as repo
 from drtrain.datasets.schemas import DatasetOut
-from drtrain.kit.db import after_commit
 from drtrain.kit.errors import Conflict, NotFound
 from drtrain.kit.models import Tenant
 from drtrain.kit.settings import Settings
-from drtrain.kit.storage import ObjectStore
-
-log = logging.getLogger(__name__)
+from drtrain.kit.storage import ObjectStore, remove_after_commit
 
 
 def _builtin_out(found: builtins.BuiltinDataset) -> DatasetOut:
@@ -58,12 +53,5 @@ def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset
         raise NotFound(f"dataset {dataset_id!r} not found")
     session.expunge(row)
 
-    def _remove_objects() -> None:
-        # Only once the row is gone for good: a rolled-back delete keeps its data.
-        for key in keys:
-            try:
-                store.delete(key)
-            except Exception:  # noqa: BLE001 - an orphan object is harmless; say so and go on
-                log.warning("could not delete object %s", key, exc_info=True)
-
-    after_commit(session, _remove_objects)
+    # Only once the row is gone for good: a rolled-back delete keeps its data.
+    remove_after_commit(session, store, keys)

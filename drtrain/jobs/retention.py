@@ -8,25 +8,19 @@
   jobs that ended any other way (cancelled while queued, failed by the reaper, hard-killed).
 - ``DELETE /v1/jobs/{id}`` removes a finished job's rows and every object under its prefix.
 
-Rows go first and objects only after the commit (``after_commit``): SQL never points at a
+Rows go first and objects only after the commit (``kit.storage.remove_after_commit``): SQL never points at a
 missing object, and a failed object delete leaves an orphan, which is harmless.
 """
 from __future__ import annotations
-
-import logging
-from collections.abc import Iterable
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from drtrain.jobs import repository as q
-from drtrain.kit.db import after_commit
 from drtrain.kit.errors import Conflict
 from drtrain.kit.models import Checkpoint, Job, JobStatus
-from drtrain.kit.storage import ObjectStore
+from drtrain.kit.storage import ObjectStore, remove_after_commit
 from drtrain.tenants import repository as tenants_repo
-
-log = logging.getLogger(__name__)
 
 RESUMABLE = ("layer", "epoch")
 ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
@@ -69,28 +63,6 @@ def ended_with_leftovers(session: Session, limit: int = 100) -> list[str]:
         select(Checkpoint.job_id).join(Job, Job.id == Checkpoint.job_id)
         .where(Checkpoint.kind.in_(RESUMABLE), Job.status.in_(ENDED))
         .distinct().limit(limit)))
-
-
-def remove_after_commit(session: Session, store: ObjectStore, keys: Iterable[str],
-                        prefixes: Iterable[str] = ()) -> None:
-    """Delete these objects once the transaction that dropped their rows has committed."""
-    keys, prefixes = list(keys), list(prefixes)
-    if not keys and not prefixes:
-        return
-
-    def _remove() -> None:
-        for key in keys:
-            try:
-                store.delete(key)
-            except Exception:  # noqa: BLE001 - an orphan object is harmless; say so and go on
-                log.warning("could not delete object %s", key, exc_info=True)
-        for prefix in prefixes:
-            try:
-                store.delete_prefix(prefix)
-            except Exception:  # noqa: BLE001 - as above
-                log.warning("could not delete objects under %s", prefix, exc_info=True)
-
-    after_commit(session, _remove)
 
 
 def delete_job(session: Session, store: ObjectStore, tenant_id: str, job_id: str) -> None:

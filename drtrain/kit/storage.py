@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlparse
 
+from drtrain.kit.db import after_commit
 from drtrain.kit.errors import TooLarge
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from drtrain.kit.settings import Settings
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9/_.-]+$")
@@ -100,42 +107,40 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def put_stream(self, key: str, chunks: Iterable[bytes], *,
-                   max_bytes: int | None = None) -> StoredObject:
-        target = self._path(key)
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                sha, size = spool(chunks, fh, max_bytes)
-                fh.flush()
-                os.fsync(fh.fileno())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return StoredObject(key, sha, size)
-
-    def put_file(self, key: str, path: Path) -> StoredObject:
-        """The kernel copies the bytes (no pass through Python) and the hash reads the source
-        in large blocks: a few times faster than ``put_stream`` for a large file."""
+    @contextmanager
+    def _staged(self, key: str) -> Iterator[Path]:
+        """A temporary file under ``.tmp`` that becomes object ``key`` (one ``os.replace``)
+        when the block ends normally, and is removed when it raises."""
         target = self._path(key)
         self._tmp.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
         os.close(fd)
         try:
-            with open(path, "rb") as src:
-                sha = hashlib.file_digest(src, "sha256").hexdigest()
-            shutil.copyfile(path, tmp_name)
-            with open(tmp_name, "rb+") as fh:
-                os.fsync(fh.fileno())
-                size = os.fstat(fh.fileno()).st_size
+            yield Path(tmp_name)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, target)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], *,
+                   max_bytes: int | None = None) -> StoredObject:
+        with self._staged(key) as tmp, open(tmp, "wb") as fh:
+            sha, size = spool(chunks, fh, max_bytes)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return StoredObject(key, sha, size)
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        """The kernel copies the bytes (no pass through Python) and the hash reads the source
+        in large blocks: a few times faster than ``put_stream`` for a large file."""
+        with self._staged(key) as tmp:
+            with open(path, "rb") as src:
+                sha = hashlib.file_digest(src, "sha256").hexdigest()
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+                size = os.fstat(fh.fileno()).st_size
         return StoredObject(key, sha, size)
 
     def get_to_file(self, key: str, path: Path) -> None:
@@ -366,3 +371,25 @@ def make_store(settings: Settings) -> ObjectStore:
                                           if settings.s3_secret_access_key else None),
                        region=settings.s3_region)
     raise ValueError(f"unsupported storage URL {url!r} (use file:// or s3://)")
+
+
+def remove_after_commit(session: Session, store: ObjectStore, keys: Iterable[str],
+                        prefixes: Iterable[str] = ()) -> None:
+    """Delete these objects once the transaction that dropped their rows has committed."""
+    keys, prefixes = list(keys), list(prefixes)
+    if not keys and not prefixes:
+        return
+
+    def _remove() -> None:
+        for key in keys:
+            try:
+                store.delete(key)
+            except Exception:  # noqa: BLE001 - an orphan object is harmless; say so and go on
+                log.warning("could not delete object %s", key, exc_info=True)
+        for prefix in prefixes:
+            try:
+                store.delete_prefix(prefix)
+            except Exception:  # noqa: BLE001 - as above
+                log.warning("could not delete objects under %s", prefix, exc_info=True)
+
+    after_commit(session, _remove)
