@@ -132,7 +132,7 @@ def run_all(client: Client, work: list[Work], log: Callable[[str], None], max_ac
     total, finished = sum(w.size for w in work), 0
     started = time.monotonic()
     while pending or active:
-        while pending and sum(w.size for w in active.values()) + pending[0].size <= max_active:
+        while pending and len(active) + pending[0].size <= max_active:  # active: one entry per job
             item = pending[0]
             if not _submit(client, item):
                 break
