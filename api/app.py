@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from api import docs, operation_docs, problems, upload_checks, web
 from api.events import EventHub
@@ -16,6 +16,7 @@ from api.fast_reads import FastReads
 from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
 from api.telemetry import RequestStats, RequestStatsMiddleware
+from drtrain.jobs.changes import NoChanges, job_changes_for
 from drtrain.kit.db import api_engine, make_sessionmaker
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
@@ -50,8 +51,27 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # Sync handlers, dependencies and Database hops share anyio's default limiter: as many
         # threads as the pool has connections (drtrain.kit.db.api_engine).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        async with upload_checks.running(_app):
-            yield
+        # Job reads are cached until the tenant's jobs change (api/fast_reads.py); only a
+        # running app watches for changes (PostgreSQL: a LISTEN thread), and only a database
+        # reached through an engine (tests bind sessions to one uncommitted connection).
+        factory = _app.state.sessionmaker
+        changes = _app.state.job_changes = (
+            job_changes_for(factory.kw.get("bind")) if settings.job_cache_seconds > 0
+            else NoChanges())
+
+        def bump(_session: object) -> None:
+            # This process's commits move the version at once (after the commit, before the
+            # response): read-your-writes where change notices arrive a moment later.
+            changes.bump_local()
+
+        event.listen(factory, "after_commit", bump)
+        try:
+            async with upload_checks.running(_app):
+                yield
+        finally:
+            event.remove(factory, "after_commit", bump)
+            _app.state.job_changes = NoChanges()
+            changes.close()
         if owns_engine:
             engine.dispose()
 
@@ -61,6 +81,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.job_changes = NoChanges()  # a running app watches (lifespan)
     app.state.store = store or make_store(settings)
     app.state.request_stats = RequestStats()
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)

@@ -8,6 +8,8 @@ is not over its failed-auth budget) for a row that exists. It reads through
 ``drtrain.jobs.raw_reads`` (plain DBAPI rows) and answers with the bytes and ETag the routes
 would (``api.reads``). A SQLite file is read right here, with no thread hop (a WAL read never
 waits for a writer); another database is read in one hop, as ``Database.read`` does.
+A job or a first page whose tenant's jobs have not changed since it was read is answered
+from ``api.job_cache`` with no query at all (``drtrain.jobs.changes`` says when they change).
 
 Anything else (no or unknown key, a parameter FastAPI would refuse or that this lane does not
 take, such as ``page_token``, a missing job, any error) goes on, untouched, to the routes in
@@ -31,6 +33,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import reads
+from api.job_cache import JobBodies
 from api.routers.jobs import MAX_SEQ
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs import raw_reads
@@ -185,6 +188,7 @@ class FastReads:
         self.api = api
         self._routes: dict[str, BaseRoute] | None = None
         self.full_pages = FullPages()
+        self.job_bodies = JobBodies(max_age=api.state.settings.job_cache_seconds)
         self._inline: tuple[Any, bool] = (None, False)  # (sessionmaker, read it right here?)
         self._executor: ThreadPoolExecutor | None = None
 
@@ -224,6 +228,20 @@ class FastReads:
                                                 thread_name_prefix="fast-reads")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
+    async def _read(self, scope: Scope, read: Callable[..., reads.Body | None], tenant_id: str,
+                    args: tuple[Any, ...]) -> reads.Body | None:
+        factory = self.api.state.sessionmaker
+        if self._inline[0] is not factory:
+            self._inline = (factory, local_file_sqlite(factory))
+        try:
+            if self._inline[1]:
+                return read(factory, tenant_id, *args)
+            return await self._in_thread(partial(read, factory, tenant_id, *args))
+        except Exception:  # noqa: BLE001 - the route repeats the read and answers its error
+            logger.warning("fast read of %s failed; the route answers", scope["path"],
+                           exc_info=True)
+            return None
+
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
         params = _query(scope)
         plan = None if params is None else _plan(scope["path"], params)
@@ -237,20 +255,18 @@ class FastReads:
         route = self.routes().get(name)
         if tenant_id is None or route is None:
             return False
-        factory = self.api.state.sessionmaker
-        if self._inline[0] is not factory:
-            self._inline = (factory, local_file_sqlite(factory))
-        try:
-            if self._inline[1]:
-                body = read(factory, tenant_id, *args)
-            else:
-                body = await self._in_thread(partial(read, factory, tenant_id, *args))
-        except Exception:  # noqa: BLE001 - the route repeats the read and answers its error
-            logger.warning("fast read of %s failed; the route answers", scope["path"],
-                           exc_info=True)
-            return False
+        # A job or a first page unchanged since it was last read is answered from memory
+        # (api/job_cache.py); the version is read before the query that fills the cache.
+        version = (None if name == "metrics"
+                   else self.api.state.job_changes.version(tenant_id))
+        cache_key = (name, tenant_id, *args)
+        body = None if version is None else self.job_bodies.get(cache_key, version)
         if body is None:
-            return False  # not found: the route's 404
+            body = await self._read(scope, read, tenant_id, args)
+            if body is None:
+                return False  # not found (the route's 404), or failed (the route's error)
+            if version is not None:
+                self.job_bodies.put(cache_key, version, body)
         scope["route"] = route
         await reads.respond(body, if_none_match)(scope, receive, send)
         return True

@@ -106,6 +106,31 @@ def reads(stack: Stack, api: str, bare: str, repeats: int, seconds: float) -> li
             ratios.append(ours / base)
         rows.append({"what": name, "value": f"{median(rates):,.0f} req/s vs bare "
                      f"{median(bares):,.0f}", "ratio": median(ratios), "target": target})
+    return rows + uncached_reads(stack, bare_request, repeats, seconds)
+
+
+def uncached_reads(stack: Stack, bare_request: bytes, repeats: int, seconds: float) -> list[Row]:
+    """The job and list reads with the job cache off (``DRTRAIN_JOB_CACHE_SECONDS=0``): what
+    each read costs when the tenant's jobs changed since the last one. No target: shown so
+    the cached figures above are not mistaken for the cost of a query."""
+    api = stack.start_api("api-uncached", {"DRTRAIN_JOB_CACHE_SECONDS": "0"})
+    bare = stack.urls["bare"]
+    job = stack.seed_jobs(1)[0]
+    rows = []
+    try:
+        for name, path in (("status GET", f"/v1/jobs/{job}"), ("50-job list", "/v1/jobs")):
+            request = get(f"{api}{path}", stack.auth)
+            rate(api, request, 4, 1.0)
+            ratios, rates = [], []
+            for _ in range(repeats):
+                base = rate(bare, bare_request, 16, seconds).rate
+                ours = rate(api, request, 16, seconds).rate
+                rates.append(ours)
+                ratios.append(ours / base)
+            rows.append({"what": f"{name}, job cache off", "value": f"{median(rates):,.0f} req/s, "
+                         f"{median(ratios):.2f}x the bare route", "ratio": None, "target": None})
+    finally:
+        stack.stop("api-uncached")
     return rows
 
 

@@ -99,9 +99,10 @@ class Stack:
         return {"Authorization": f"Bearer {self.key}"}
 
     # ---------------------------------------------------------------- processes
-    def _start(self, name: str, argv: list[str], health: str | None) -> subprocess.Popen[bytes]:
+    def _start(self, name: str, argv: list[str], health: str | None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
-        proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log,
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs[name] = proc
@@ -118,16 +119,16 @@ class Stack:
             raise RuntimeError(f"{name} not healthy in time:\n{self.log(name)}")
         return proc
 
-    def _uvicorn(self, name: str, app: list[str]) -> str:
+    def _uvicorn(self, name: str, app: list[str], env: dict[str, str] | None = None) -> str:
         port = free_port()
         self.urls[name] = url = f"http://127.0.0.1:{port}"
         self._start(name, [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1",
                            "--port", str(port), "--log-level", "warning"], f"{url}/healthz"
-                    if name == "api" else f"{url}/bare")
+                    if name.startswith("api") else f"{url}/bare", env)
         return url
 
-    def start_api(self) -> str:
-        return self._uvicorn("api", ["api.app:main_app", "--factory"])
+    def start_api(self, name: str = "api", env: dict[str, str] | None = None) -> str:
+        return self._uvicorn(name, ["api.app:main_app", "--factory"], env)
 
     def start_bare(self) -> str:
         return self._uvicorn("bare", ["bench.bare_app:app"])

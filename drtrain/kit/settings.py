@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # A key's tenant is cached this long per API process: a revoked key stops working
     # within it. 0 turns the cache off.
     auth_cache_seconds: float = Field(5.0, ge=0, le=300)
+    # A job or job-list body is served from memory until the tenant's jobs change
+    # (drtrain/jobs/changes.py), and at most this long: the bound on what a change notice
+    # lost in transit could hide. 0 turns the cache off.
+    job_cache_seconds: float = Field(10.0, ge=0, le=300)
     # Event streams: one database poll per job per interval, whatever the number of watchers.
     events_poll_seconds: float = Field(0.5, gt=0, le=60)
     events_keepalive_seconds: float = Field(15.0, gt=0, le=300)
