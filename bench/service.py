@@ -366,11 +366,15 @@ with the same job run with nobody watching. The 200 MB CSV targets are in the Up
 Where the time goes (API CPU per request, measured with `time.process_time` in the server at 16
 keep-alive clients, medians, approximate): the bare route costs about 0.2 ms. The job, job-list
 and metrics-page GETs are answered by `api/fast_reads.py` (a middleware in front of FastAPI, for
-the plain successful case with a cached key; SQLite read in place, PostgreSQL through one thread
-hop): a status GET about 0.3 ms embedded / 0.45 ms production (1.1 ms through FastAPI's routing
-and dependencies), a 1,000-point metrics page 0.3 / 0.55 ms when the full page is cached (3-4.5
-ms when it is not: the driver's fetch and formatting every timestamp), a 50-job list 1.0 / 1.3
-ms (fetching and dumping 50 x 22 values and sending ~34 KB). A submit costs about 3 ms embedded
+the plain successful case with a cached key), so they skip FastAPI's routing, which the bare
+route pays: that is why a cached read can beat it. The status GET and the list above are
+answered from memory (`api/job_cache.py`): no job changed between the reads, as when clients
+poll a job that is not moving. The "job cache off" rows are what each read costs when
+something changed since the last (SQLite read in place, PostgreSQL through one thread hop): a
+status GET about 0.3 ms embedded / 0.45 ms production, a 50-job list 1.0 / 1.3 ms (fetching
+and dumping 50 x 22 values and sending ~34 KB). A 1,000-point metrics page costs 0.3 / 0.55 ms
+when the full page is cached (3-4.5 ms when it is not: the driver's fetch and formatting every
+timestamp). A submit costs about 3 ms embedded
 and 4.3 ms in production: FastAPI's routing and dependencies (~15 %), JobSpec validation, the
 insert and commit, Celery's publish (0.4 ms); the storage quota is a counter row read with the
 active-job count, in one statement under the tenant's lock. With 500 streams the API writes
