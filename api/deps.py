@@ -12,6 +12,7 @@ handlers that still use it; it opens no connection until the handler's first que
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
@@ -124,12 +125,26 @@ async def get_tenant(request: Request,
     ref: TenantRef | None = cache.get(key)
     if ref is None:
         # Not a sub-dependency: each one costs FastAPI's resolver time on every request.
-        ref = await Database(request.app.state.sessionmaker).read(tenant_ref_for_key, key)
+        ref = await _look_up(request, key)
         if ref is None:
             auth_limits.failed(request)  # failed-auth limiter (api/auth_limits.py)
             raise Unauthorized("unknown or revoked API key", headers=_CHALLENGE)
         cache.put(key, ref)
     return ref.as_tenant()
+
+
+async def _look_up(request: Request, key: str) -> TenantRef | None:
+    """One query per key however many requests miss the cache at once (500 event streams
+    connecting as the entry expires): they all await the first one's lookup. The lookup is a
+    task of its own, so a waiter that goes away (a client disconnecting) cancels only itself."""
+    pending: dict[str, asyncio.Task[TenantRef | None]] = request.app.state.key_lookups
+    task = pending.get(key)
+    if task is None:
+        task = asyncio.ensure_future(
+            Database(request.app.state.sessionmaker).read(tenant_ref_for_key, key))
+        pending[key] = task
+        task.add_done_callback(lambda _done: pending.pop(key, None))
+    return await asyncio.shield(task)
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

@@ -105,3 +105,40 @@ def test_without_the_cache_a_revoked_key_fails_at_once(app, client, db) -> None:
     revoke_key(db, key)
     db.commit()
     assert client.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def test_concurrent_cache_misses_share_one_key_lookup(monkeypatch) -> None:  # noqa: ANN001
+    import asyncio
+    from types import SimpleNamespace
+
+    from api import deps
+
+    calls: list[str] = []
+    release = asyncio.Event()
+    ref = TenantRef(id="t" * 32, name="crowd", created_at=datetime.now(UTC))
+
+    class SlowDatabase:
+        def __init__(self, _factory: object) -> None:
+            pass
+
+        async def read(self, _query: object, key: str) -> TenantRef:
+            calls.append(key)
+            await release.wait()
+            return ref
+
+    monkeypatch.setattr(deps, "Database", SlowDatabase)
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(
+        key_lookups={}, sessionmaker=None)))
+
+    async def crowd() -> None:
+        waiters = [asyncio.ensure_future(deps._look_up(request, "drt_k")) for _ in range(50)]
+        await asyncio.sleep(0.01)
+        waiters[0].cancel()  # one client goes away: the others still get their answer
+        release.set()
+        answers = await asyncio.gather(*waiters[1:])
+        assert answers == [ref] * 49 and calls == ["drt_k"]
+        await asyncio.sleep(0)
+        assert request.app.state.key_lookups == {}  # done: the next miss queries again
+        assert await deps._look_up(request, "drt_k") == ref and len(calls) == 2
+
+    asyncio.run(crowd())
