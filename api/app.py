@@ -13,6 +13,7 @@ from sqlalchemy import Engine, event
 from api import docs, operation_docs, problems, upload_checks, web
 from api.events import EventHub
 from api.fast_reads import FastReads
+from api.fast_submit import FastSubmit
 from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
 from api.telemetry import RequestStats, RequestStatsMiddleware
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.validator = upload_checks.make_validator(settings)
     # Innermost: the hottest reads answered before FastAPI's routing (api/fast_reads.py).
     app.add_middleware(FastReads, api=app)
+    app.add_middleware(FastSubmit, api=app)  # plain submits, batched (api/fast_submit.py)
     app.add_middleware(BodyTimeoutMiddleware, idle_seconds=settings.body_idle_seconds,
                        total_seconds=settings.body_total_seconds)
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)

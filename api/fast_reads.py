@@ -34,13 +34,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import reads
 from api.job_cache import JobBodies
+from api.lane_auth import bearer_key, cached_tenant_id
 from api.routers.jobs import MAX_SEQ
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs import raw_reads
 from drtrain.jobs.spec import TAG_PATTERN
 from drtrain.kit.db import local_file_sqlite, raw_reader
 from drtrain.kit.ids import ID_PATTERN
-from drtrain.tenants.keys import KeyCache
 
 logger = logging.getLogger(__name__)
 _ID = re.compile(ID_PATTERN)
@@ -82,11 +82,7 @@ def _headers(scope: Scope) -> tuple[str | None, str | None]:
             authorization = value.decode("latin-1")
         elif name == b"if-none-match" and if_none_match is None:
             if_none_match = value.decode("latin-1")
-    if not authorization:
-        return None, if_none_match
-    scheme, _, credentials = authorization.partition(" ")
-    key = credentials.strip()
-    return (key if scheme.lower() == "bearer" and key else None), if_none_match
+    return bearer_key(authorization), if_none_match
 
 
 def _job(factory: Any, tenant_id: str, job_id: str) -> reads.Body | None:
@@ -207,16 +203,6 @@ class FastReads:
             return
         await self.app(scope, receive, send)
 
-    def _tenant_id(self, scope: Scope, key: str | None) -> str | None:
-        state = self.api.state
-        limiter = getattr(state, "auth_limiter", None)
-        client = scope.get("client")
-        if (limiter is not None
-                and limiter.retry_after(client[0] if client else "unknown") is not None):
-            return None  # over its failed-auth budget: the route answers 429
-        cache: KeyCache = state.key_cache
-        ref = cache.get(key) if key else None
-        return None if ref is None else ref.id
 
     async def _in_thread(self, call: Callable[[], reads.Body | None]) -> reads.Body | None:
         """One hop to a thread of this lane's own (at most ``DRTRAIN_API_THREADS``): a plain
@@ -251,7 +237,7 @@ class FastReads:
         if name == "metrics":
             args = (*args, self.full_pages)
         key, if_none_match = _headers(scope)
-        tenant_id = self._tenant_id(scope, key)
+        tenant_id = cached_tenant_id(self.api.state, scope, key)
         route = self.routes().get(name)
         if tenant_id is None or route is None:
             return False

@@ -23,7 +23,7 @@ from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, spec_to_dict
 from drtrain.jobs.warnings import training_warnings, validation_rows
 from drtrain.kit.db import after_commit, discard_after_commit
 from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
-from drtrain.kit.models import Checkpoint, DatasetStatus, Job, JobStatus, JobTag
+from drtrain.kit.models import Checkpoint, DatasetStatus, Job, JobStatus, JobTag, new_id
 from drtrain.kit.settings import Settings
 from drtrain.tenants import quota
 from drtrain.tenants import repository as tenants_repo
@@ -49,6 +49,30 @@ def _publish(settings: Settings, job_id: str) -> None:
         # The row is already committed as queued and the reaper re-publishes queued jobs,
         # so a broker outage must not turn an accepted submission into a 500.
         log.warning("publishing job %s failed; the reaper will retry", job_id, exc_info=True)
+
+
+def publish_jobs(settings: Settings, job_ids: list[str]) -> None:
+    """``_publish`` for jobs committed together: one producer (on Redis one round trip). If
+    that fails they go one at a time, each with its retries, until one fails for good; the
+    rest are left to the reaper, as ``_publish`` leaves them."""
+    from drtrain.kit.broker import publish_run_job, publish_run_jobs
+
+    if len(job_ids) == 1:  # nothing to batch
+        _publish(settings, job_ids[0])
+        return
+    try:
+        publish_run_jobs(settings, job_ids)
+        return
+    except Exception:  # noqa: BLE001 - as in _publish; a retry below, then the reaper
+        log.warning("publishing %d jobs together failed; one at a time now", len(job_ids),
+                    exc_info=True)
+    for n, job_id in enumerate(job_ids):
+        try:
+            publish_run_job(settings, job_id)
+        except Exception:  # noqa: BLE001
+            log.warning("publishing job %s failed; the reaper will retry it and %d more",
+                        job_id, len(job_ids) - n - 1, exc_info=True)
+            return
 
 
 @dataclass(frozen=True)
@@ -111,15 +135,30 @@ def _invalid(loc: list[str | int], msg: str) -> Invalid:
                    errors=[{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
 
 
+FactsSeen = dict[tuple[str, str], DatasetFacts | None]
+
+
+def _facts(session: Session, settings: Settings, tenant_id: str, dataset_id: str,
+           seen: FactsSeen | None) -> DatasetFacts | None:
+    if seen is None:
+        return dataset_facts(session, settings, tenant_id, dataset_id)
+    key = (tenant_id, dataset_id)
+    if key not in seen:
+        seen[key] = dataset_facts(session, settings, tenant_id, dataset_id)
+    return seen[key]
+
+
 def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
-                          spec: JobSpec, loc: tuple[str | int, ...] = ()) -> DatasetFacts:
+                          spec: JobSpec, loc: tuple[str | int, ...] = (), *,
+                          seen: FactsSeen | None = None) -> DatasetFacts:
     """The checks a spec's schema cannot make alone (it needs the dataset): 422 each.
-    Returns the training set's facts (for the job's warnings)."""
-    facts = dataset_facts(session, settings, tenant_id, spec.dataset_id)
+    Returns the training set's facts (for the job's warnings). ``seen``: the facts already
+    read in this transaction, by (tenant, dataset), added to as they are read."""
+    facts = _facts(session, settings, tenant_id, spec.dataset_id, seen)
     if facts is None:
         raise _invalid([*loc, "dataset_id"], f"dataset {spec.dataset_id!r} does not exist")
     if spec.test_dataset_id is not None:
-        test = dataset_facts(session, settings, tenant_id, spec.test_dataset_id)
+        test = _facts(session, settings, tenant_id, spec.test_dataset_id, seen)
         if test is None:
             raise _invalid([*loc, "test_dataset_id"],
                            f"dataset {spec.test_dataset_id!r} does not exist")
@@ -167,19 +206,25 @@ def with_server_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
 
 def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
             idempotency_key: str | None = None, sweep_id: str | None = None,
-            grid_point: dict[str, Any] | None = None, facts: DatasetFacts | None = None) -> Job:
+            grid_point: dict[str, Any] | None = None, facts: DatasetFacts | None = None,
+            publish: bool = True) -> Job:
     """Add a queued job and schedule its message for after the commit that makes it durable.
-    ``facts`` (from check_against_dataset) give the submit-time warnings."""
+    ``facts`` (from check_against_dataset) give the submit-time warnings. ``publish=False``:
+    the caller publishes it after its commit (``publish_jobs``, a submit batch's)."""
     spec = with_server_defaults(spec, settings)
     spec_dict = spec_to_dict(spec)
-    job = Job(tenant_id=tenant_id, dataset_id=spec.dataset_id, test_dataset_id=spec.test_dataset_id,
+    # The id set here, not by the column default at flush: with every primary key known the
+    # ORM inserts many jobs as one executemany instead of a multi-row INSERT ... RETURNING.
+    job = Job(id=new_id(), tenant_id=tenant_id, dataset_id=spec.dataset_id,
+              test_dataset_id=spec.test_dataset_id,
               spec=spec_dict, idempotency_key=idempotency_key, request_hash=request_hash(spec_dict),
               status=JobStatus.queued, max_attempts=spec.max_attempts, attempt=1,
               sweep_id=sweep_id, grid_point=grid_point, name=spec.name, tags=list(spec.tags),
               warnings=facts.warnings_for(spec) if facts is not None else [])
     session.add(job)
     session.add_all(JobTag(job=job, tag=tag) for tag in dict.fromkeys(spec.tags))
-    after_commit(session, lambda: _publish(settings, job.id))
+    if publish:
+        after_commit(session, lambda: _publish(settings, job.id))
     return job
 
 
@@ -221,13 +266,19 @@ def _check_cap(session: Session, settings: Settings, tenant_id: str) -> None:
     after: it covers one read (the count and the storage counter together) and the commit,
     never the work before them. Commits of one tenant's submits happen in lock order and
     each counts every job committed before it plus its own, so the cap cannot be overshot."""
-    tenants_repo.lock_tenant(session, tenant_id)
-    active, stored = q.active_and_stored(session, tenant_id)
-    quota.check_used(settings, stored)
-    if active > settings.max_concurrent_jobs_per_tenant:
+    if locked_active_jobs(session, settings, tenant_id) > settings.max_concurrent_jobs_per_tenant:
         raise TooManyJobs(
             f"at most {settings.max_concurrent_jobs_per_tenant} active jobs per tenant",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def locked_active_jobs(session: Session, settings: Settings, tenant_id: str) -> int:
+    """Takes the tenant's submit lock (held until the transaction ends), checks the storage
+    quota (429) and returns the tenant's active jobs, those this transaction added included."""
+    tenants_repo.lock_tenant(session, tenant_id)
+    active, stored = q.active_and_stored(session, tenant_id)
+    quota.check_used(settings, stored)
+    return active
 
 
 def _replay(job: Job, digest: str) -> Job:

@@ -174,6 +174,9 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # A submit counts the tenant's active jobs under its lock: an index range, not a
+        # walk over every job the tenant ever ran.
+        Index("ix_jobs_tenant_status", "tenant_id", "status"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
