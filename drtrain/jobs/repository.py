@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Integer, Row, Select, and_, bindparam, exists, func, or_, select
+from sqlalchemy import Integer, Row, Select, and_, bindparam, exists, func, insert, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from drtrain.kit.errors import Invalid, NotFound
@@ -59,6 +59,17 @@ def active_and_stored(session: Session, tenant_id: str) -> tuple[int, int]:
     active, stored = session.connection().execute(
         _ACTIVE_AND_STORED, {"tenant_id": tenant_id}).one()
     return int(active or 0), int(stored or 0)
+
+
+def insert_jobs(session: Session, rows: list[dict[str, Any]]) -> None:
+    """New jobs (``service.job_row``) and their tag rows, each table in one executemany: a
+    submit batch's rows without the ORM's unit of work (a third of the batch's CPU)."""
+    conn = session.connection()
+    conn.execute(insert(Job), rows)
+    tags = [{"job_id": row["id"], "tag": tag} for row in rows
+            for tag in dict.fromkeys(row["tags"] or ())]
+    if tags:
+        conn.execute(insert(JobTag), tags)
 
 
 T = TypeVar("T")

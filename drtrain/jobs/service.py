@@ -23,7 +23,7 @@ from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, spec_to_dict
 from drtrain.jobs.warnings import training_warnings, validation_rows
 from drtrain.kit.db import after_commit, discard_after_commit
 from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
-from drtrain.kit.models import Checkpoint, DatasetStatus, Job, JobStatus, JobTag, new_id
+from drtrain.kit.models import Checkpoint, DatasetStatus, Job, JobStatus, JobTag, new_id, utcnow
 from drtrain.kit.settings import Settings
 from drtrain.tenants import quota
 from drtrain.tenants import repository as tenants_repo
@@ -204,27 +204,36 @@ def with_server_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
     return spec
 
 
-def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
+def job_row(settings: Settings, tenant_id: str, spec: JobSpec, *,
             idempotency_key: str | None = None, sweep_id: str | None = None,
-            grid_point: dict[str, Any] | None = None, facts: DatasetFacts | None = None,
-            publish: bool = True) -> Job:
-    """Add a queued job and schedule its message for after the commit that makes it durable.
-    ``facts`` (from check_against_dataset) give the submit-time warnings. ``publish=False``:
-    the caller publishes it after its commit (``publish_jobs``, a submit batch's)."""
+            grid_point: dict[str, Any] | None = None,
+            facts: DatasetFacts | None = None) -> dict[str, Any]:
+    """Every column of a new queued job: the one definition behind ``new_job`` (the ORM) and
+    a submit batch's insert. ``facts`` (from check_against_dataset) give the submit-time
+    warnings."""
     spec = with_server_defaults(spec, settings)
     spec_dict = spec_to_dict(spec)
-    # The id set here, not by the column default at flush: with every primary key known the
-    # ORM inserts many jobs as one executemany instead of a multi-row INSERT ... RETURNING.
-    job = Job(id=new_id(), tenant_id=tenant_id, dataset_id=spec.dataset_id,
-              test_dataset_id=spec.test_dataset_id,
-              spec=spec_dict, idempotency_key=idempotency_key, request_hash=request_hash(spec_dict),
-              status=JobStatus.queued, max_attempts=spec.max_attempts, attempt=1,
-              sweep_id=sweep_id, grid_point=grid_point, name=spec.name, tags=list(spec.tags),
-              warnings=facts.warnings_for(spec) if facts is not None else [])
+    now = utcnow()
+    return {"id": new_id(), "tenant_id": tenant_id, "dataset_id": spec.dataset_id,
+            "test_dataset_id": spec.test_dataset_id, "sweep_id": sweep_id,
+            "grid_point": grid_point, "spec": spec_dict, "idempotency_key": idempotency_key,
+            "request_hash": request_hash(spec_dict), "status": JobStatus.queued,
+            "progress": 0.0, "attempt": 1, "max_attempts": spec.max_attempts,
+            "cancel_requested": False, "created_at": now, "updated_at": now,
+            "name": spec.name, "tags": list(spec.tags),
+            "warnings": facts.warnings_for(spec) if facts is not None else []}
+
+
+def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
+            idempotency_key: str | None = None, sweep_id: str | None = None,
+            grid_point: dict[str, Any] | None = None,
+            facts: DatasetFacts | None = None) -> Job:
+    """Add a queued job and schedule its message for after the commit that makes it durable."""
+    job = Job(**job_row(settings, tenant_id, spec, idempotency_key=idempotency_key,
+                        sweep_id=sweep_id, grid_point=grid_point, facts=facts))
     session.add(job)
     session.add_all(JobTag(job=job, tag=tag) for tag in dict.fromkeys(spec.tags))
-    if publish:
-        after_commit(session, lambda: _publish(settings, job.id))
+    after_commit(session, lambda: _publish(settings, job.id))
     return job
 
 

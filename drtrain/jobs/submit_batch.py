@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from drtrain.jobs import repository as jobs_repo
 from drtrain.jobs import service
 from drtrain.jobs.spec import JobSpec
 from drtrain.kit.errors import DomainError
@@ -63,7 +64,7 @@ def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> li
         except DomainError:
             continue
         checked.setdefault(sub.tenant_id, []).append((sub, spec, facts))
-    accepted = []
+    accepted, rows = [], []
     for tenant_id in sorted(checked):
         try:
             active = service.locked_active_jobs(session, settings, tenant_id)
@@ -71,10 +72,12 @@ def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> li
             continue
         room = settings.max_concurrent_jobs_per_tenant - active
         for sub, spec, facts in checked[tenant_id][:max(room, 0)]:
-            sub.job = service.new_job(session, settings, tenant_id, spec, facts=facts,
-                                      publish=False)
+            row = service.job_row(settings, tenant_id, spec, facts=facts)
+            rows.append(row)
+            sub.job = Job(**row)  # what the answer shows: never added to the session
             accepted.append(sub)
-    session.flush()
+    if rows:
+        jobs_repo.insert_jobs(session, rows)
     return accepted
 
 
