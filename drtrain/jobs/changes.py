@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Hashable
 from typing import Any, Protocol
 
@@ -101,11 +102,9 @@ class PostgresChanges:
 
     def wait_listening(self, timeout: float) -> bool:
         """For tests: whether the listener is connected within ``timeout`` seconds."""
-        deadline = threading.Event()
-        for _ in range(int(timeout / 0.01)):
-            if self._epoch is not None:
-                return True
-            deadline.wait(0.01)
+        deadline = time.monotonic() + timeout
+        while self._epoch is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         return self._epoch is not None
 
     def close(self) -> None:

@@ -1,0 +1,77 @@
+"""The submit cap's count of a tenant's active jobs (``repository.active_and_stored``) on
+PostgreSQL, with and without the index ``ix_jobs_tenant_status`` (migration 0007), for a
+tenant with many finished jobs and some active ones. Prints ms per count (mean of 200).
+
+    .venv/bin/python bench/active_count.py [--jobs 100000] [--active-every 50]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.service_stack import PG_ADMIN_URL  # noqa: E402
+from drtrain.jobs import repository as q  # noqa: E402
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
+from drtrain.kit.migrate import upgrade  # noqa: E402
+from drtrain.tenants.keys import create_key  # noqa: E402
+
+FILL = """INSERT INTO jobs (id, tenant_id, dataset_id, spec, status, request_hash, attempt,
+    max_attempts, progress, created_at, updated_at, cancel_requested, tags, warnings)
+  SELECT md5(g::text), :tenant, 'builtin:digits', '{}',
+         CASE WHEN g % :every = 0 THEN 'queued' ELSE 'succeeded' END, 'x', 1, 3, 1.0,
+         now(), now(), false, '[]', '[]'
+  FROM generate_series(1, :n) g"""
+
+
+def per_count(engine: Engine, tenant: str, repeats: int = 200) -> tuple[float, int]:
+    with engine.connect() as conn:
+        conn.execute(q._ACTIVE_AND_STORED, {"tenant_id": tenant}).one()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            active = conn.execute(q._ACTIVE_AND_STORED, {"tenant_id": tenant}).one()[0]
+        return (time.perf_counter() - started) / repeats * 1000, active
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--active-every", type=int, default=50)
+    args = parser.parse_args()
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"drtrain_bench_count_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        with session_scope(make_sessionmaker(engine)) as s:
+            create_key(s, "counted")
+        with engine.begin() as conn:
+            tenant = conn.execute(text("SELECT id FROM tenants")).scalar_one()
+            conn.execute(text(FILL), {"tenant": tenant, "every": args.active_every,
+                                      "n": args.jobs})
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE jobs"))
+        with_index, active = per_count(engine, tenant)
+        with engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_jobs_tenant_status"))
+        without, _ = per_count(engine, tenant)
+        engine.dispose()
+        print(f"{args.jobs:,} jobs, {active:,} active: {with_index:.3f} ms per count with "
+              f"ix_jobs_tenant_status, {without:.3f} ms without")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
