@@ -13,7 +13,7 @@ handlers that still use it; it opens no connection until the handler's first que
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from functools import partial
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
@@ -34,6 +34,7 @@ from drtrain.tenants.keys import KeyCache, TenantRef, tenant_ref_for_key
 P = ParamSpec("P")
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K", bound=Hashable)
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `drtrain keys create`")
 
@@ -133,18 +134,23 @@ async def get_tenant(request: Request,
     return ref.as_tenant()
 
 
+async def shared_call(pending: dict[K, asyncio.Future[T]], key: K,
+                      start: Callable[[], Awaitable[T]]) -> T:
+    """``await start()``, or the call already running for ``key``: callers that ask at once
+    share one. The call is a task of its own, so a caller that goes away (a client
+    disconnecting) cancels only its own wait."""
+    call = pending.get(key)
+    if call is None:
+        call = pending[key] = asyncio.ensure_future(start())
+        call.add_done_callback(lambda _done: pending.pop(key, None))
+    return await asyncio.shield(call)
+
+
 async def _look_up(request: Request, key: str) -> TenantRef | None:
     """One query per key however many requests miss the cache at once (500 event streams
-    connecting as the entry expires): they all await the first one's lookup. The lookup is a
-    task of its own, so a waiter that goes away (a client disconnecting) cancels only itself."""
-    pending: dict[str, asyncio.Task[TenantRef | None]] = request.app.state.key_lookups
-    task = pending.get(key)
-    if task is None:
-        task = asyncio.ensure_future(
-            Database(request.app.state.sessionmaker).read(tenant_ref_for_key, key))
-        pending[key] = task
-        task.add_done_callback(lambda _done: pending.pop(key, None))
-    return await asyncio.shield(task)
+    connecting as the entry expires)."""
+    return await shared_call(request.app.state.key_lookups, key, lambda: Database(
+        request.app.state.sessionmaker).read(tenant_ref_for_key, key))
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from starlette.types import Receive, Scope, Send
 
 from api import reads
-from api.deps import Database
+from api.deps import Database, shared_call
 from api.http import sse_frame
 from drtrain.jobs import repository as q
 from drtrain.kit.errors import NotFound
@@ -204,13 +204,8 @@ class EventHub:
         connecting at once to a job nobody watched yet cost one query, not 500)."""
         if self.watching(tenant_id, job_id):
             return
-        key = (tenant_id, job_id)
-        check = self._checks.get(key)
-        if check is None:
-            check = self._checks[key] = asyncio.ensure_future(
-                db.read(q.job_exists, tenant_id, job_id))
-            check.add_done_callback(lambda _done: self._checks.pop(key, None))
-        await asyncio.shield(check)
+        await shared_call(self._checks, (tenant_id, job_id),
+                          lambda: db.read(q.job_exists, tenant_id, job_id))
 
     def _attach(self, db: Database, tenant_id: str, job_id: str) -> JobFeed:
         feed = self.feeds.get((tenant_id, job_id))

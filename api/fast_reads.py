@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -33,7 +31,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import reads
-from api.job_cache import JobBodies
+from api.job_cache import BodiesByBytes, JobBodies
 from api.lane_auth import bearer_key, cached_tenant_id
 from api.routers.jobs import MAX_SEQ
 from api.routers.jobs import router as jobs_router
@@ -100,38 +98,22 @@ def _list(factory: Any, tenant_id: str, status: str | None, page_size: int, with
     return reads.jobs_page_with_etag((rows, token, with_spec))
 
 
-class FullPages:
+class FullPages(BodiesByBytes):
     """Metrics pages that can no longer change, by (job, since, limit): a page that came
     back full. Points are only ever appended, each with a seq above every committed one
     (``drtrain.jobs.lifecycle.add_metrics``), and go only with their job, so the first
     ``limit`` points after ``since`` stay those points. The job's existence (and tenant) is
-    still checked on every request. Bounded by the bytes held, least recently used first."""
+    still checked on every request."""
 
     def __init__(self, max_bytes: int = 32 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self._held = 0
-        self._pages: OrderedDict[tuple[str, int, int], reads.Body] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(max_bytes, largest_share=4)
 
     def get(self, key: tuple[str, int, int]) -> reads.Body | None:
-        with self._lock:
-            page = self._pages.get(key)
-            if page is not None:
-                self._pages.move_to_end(key)
-            return page
+        entry = self._lookup(key)
+        return None if entry is None else entry[1]
 
     def put(self, key: tuple[str, int, int], page: reads.Body) -> None:
-        size = len(page[0])
-        if size > self.max_bytes // 4:
-            return
-        with self._lock:
-            if key in self._pages:
-                return
-            self._pages[key] = page
-            self._held += size
-            while self._held > self.max_bytes:
-                _, dropped = self._pages.popitem(last=False)
-                self._held -= len(dropped[0])
+        self._store(key, None, page)
 
 
 def _metrics(factory: Any, tenant_id: str, job_id: str, since: int, limit: int,

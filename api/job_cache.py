@@ -11,42 +11,61 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Any
 
 Body = tuple[bytes, str]  # (JSON, its weak ETag), as api.reads answers
 
 
-class JobBodies:
-    def __init__(self, max_bytes: int = 32 * 2**20, max_age: float = 30.0) -> None:
+class BodiesByBytes:
+    """Response bodies by key, bounded by the bytes held (least recently used go first); a
+    body over ``1 / largest_share`` of the bound is never kept. Thread-safe."""
+
+    def __init__(self, max_bytes: int, largest_share: int) -> None:
         self.max_bytes = max_bytes
-        self.max_age = max_age
+        self.largest = max_bytes // largest_share
         self._held = 0
-        self._entries: OrderedDict[Hashable, tuple[Hashable, float, Body]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Any, Body]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, version: Hashable) -> Body | None:
+    def _lookup(self, key: Hashable) -> tuple[Any, Body] | None:
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
-                return None
-            stored_version, stored_at, body = entry
-            if stored_version != version or time.monotonic() - stored_at > self.max_age:
-                return None
-            self._entries.move_to_end(key)
-            return body
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
 
-    def put(self, key: Hashable, version: Hashable, body: Body) -> None:
+    def _store(self, key: Hashable, tag: Any, body: Body) -> None:
+        """Keeps ``body`` with ``tag`` (what the subclass checks it against), replacing any."""
         size = len(body[0])
-        if size > self.max_bytes // 8:
+        if size > self.largest:
             return
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._held -= len(old[2][0])
-            self._entries[key] = (version, time.monotonic(), body)
+                self._held -= len(old[1][0])
+            self._entries[key] = (tag, body)
             self._held += size
             while self._held > self.max_bytes:
-                _, (_, _, dropped) = self._entries.popitem(last=False)
+                _, (_, dropped) = self._entries.popitem(last=False)
                 self._held -= len(dropped[0])
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class JobBodies(BodiesByBytes):
+    def __init__(self, max_bytes: int = 32 * 2**20, max_age: float = 30.0) -> None:
+        super().__init__(max_bytes, largest_share=8)
+        self.max_age = max_age
+
+    def get(self, key: Hashable, version: Hashable) -> Body | None:
+        entry = self._lookup(key)
+        if entry is None:
+            return None
+        (stored_version, stored_at), body = entry
+        if stored_version != version or time.monotonic() - stored_at > self.max_age:
+            return None
+        return body
+
+    def put(self, key: Hashable, version: Hashable, body: Body) -> None:
+        self._store(key, (version, time.monotonic()), body)

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from drtrain.kit.db import sqlite_file
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "drtrain_jobs"
@@ -161,13 +163,10 @@ class PostgresChanges:
 
 def job_changes_for(engine: Engine | Any) -> JobChanges:
     """The feed for this engine's database (``NoChanges`` when it cannot tell)."""
-    if not isinstance(engine, Engine):
-        return NoChanges()
-    if engine.dialect.name == "sqlite":
-        path = engine.url.database
-        if not path or path == ":memory:" or path.startswith("file:"):
-            return NoChanges()
+    path = sqlite_file(engine)
+    if path is not None and not path.startswith("file:"):  # a URI would need uri=True
         return SqliteChanges(path)
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+    if (isinstance(engine, Engine) and engine.dialect.name == "postgresql"
+            and engine.dialect.driver == "psycopg"):
         return PostgresChanges(engine)
     return NoChanges()

@@ -38,17 +38,17 @@ def find_by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job |
     ).one_or_none()
 
 
+_ACTIVE_COUNT = (select(func.count()).select_from(Job)
+                 .where(Job.tenant_id == bindparam("tenant_id"),
+                        Job.status.in_([s.value for s in ACTIVE_STATUSES])))
+
+
 def count_active(session: Session, tenant_id: str) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Job)
-        .where(Job.tenant_id == tenant_id, Job.status.in_([s.value for s in ACTIVE_STATUSES]))
-    ) or 0
+    return session.execute(_ACTIVE_COUNT, {"tenant_id": tenant_id}).scalar() or 0
 
 
 _ACTIVE_AND_STORED = select(
-    select(func.count()).select_from(Job)
-    .where(Job.tenant_id == bindparam("tenant_id"),
-           Job.status.in_([s.value for s in ACTIVE_STATUSES])).scalar_subquery(),
+    _ACTIVE_COUNT.scalar_subquery(),
     select(TenantUsage.storage_bytes)
     .where(TenantUsage.tenant_id == bindparam("tenant_id")).scalar_subquery())
 

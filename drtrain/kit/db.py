@@ -103,12 +103,19 @@ def reader_of(factory: sessionmaker[Session]) -> sessionmaker[Session]:
                         expire_on_commit=False)
 
 
+def sqlite_file(bind: Any) -> str | None:
+    """The file of an engine on a SQLite file; None for anything else (another database,
+    an in-memory one, or a single connection, as the tests bind)."""
+    if (isinstance(bind, Engine) and bind.dialect.name == "sqlite"
+            and bind.url.database not in (None, "", ":memory:")):
+        return bind.url.database
+    return None
+
+
 def local_file_sqlite(factory: sessionmaker[Session]) -> bool:
     """Whether the factory's engine is a SQLite file: its reads (WAL, never blocked by a
     writer) take tens of microseconds, cheaper to run where they are asked than in a thread."""
-    bind = factory.kw.get("bind")
-    return (isinstance(bind, Engine) and bind.dialect.name == "sqlite"
-            and bind.url.database not in (None, "", ":memory:"))
+    return sqlite_file(factory.kw.get("bind")) is not None
 
 
 @contextmanager
