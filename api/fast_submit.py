@@ -27,7 +27,6 @@ from api.lane_auth import bearer_key, cached_tenant_id
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs.spec import JobSpec
 from drtrain.jobs.submit_batch import Submission, SubmitBatcher
-from drtrain.kit.models import Job
 
 PATH = "/v1/jobs"
 # Bodies up to this size are held to be validated here; a larger one goes to the route.
@@ -48,7 +47,7 @@ def _deliver(batch: list[Submission]) -> None:
 
 def _resolve(subs: list[Submission]) -> None:
     for sub in subs:
-        future: asyncio.Future[Job | Exception | None] = sub.token[1]
+        future: asyncio.Future[dict[str, Any] | Exception | None] = sub.token[1]
         if not future.done():
             future.set_result(sub.error or sub.job)
 
@@ -160,6 +159,6 @@ class FastSubmit:
         if result is None:
             return replay
         scope["route"] = route
-        response = job_response(result, 202, Location=f"{PATH}/{result.id}")
+        response = job_response(result, 202, Location=f"{PATH}/{result['id']}")
         await response(scope, replay, send)
         return None

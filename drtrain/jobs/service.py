@@ -224,6 +224,16 @@ def job_row(settings: Settings, tenant_id: str, spec: JobSpec, *,
             "warnings": facts.warnings_for(spec) if facts is not None else []}
 
 
+def answer_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A new job's row (``job_row``) as ``Job(**row)`` reads before its first refresh, every
+    column it does not set None: what a submit batch answers from, without building ORM
+    objects nobody adds to a session (a tenth of a batched submit's CPU)."""
+    return {**_UNSET_COLUMNS, **row}
+
+
+_UNSET_COLUMNS: dict[str, Any] = dict.fromkeys(column.key for column in Job.__table__.columns)
+
+
 def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
             idempotency_key: str | None = None, sweep_id: str | None = None,
             grid_point: dict[str, Any] | None = None,

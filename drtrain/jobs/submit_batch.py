@@ -25,7 +25,6 @@ from drtrain.jobs import repository as jobs_repo
 from drtrain.jobs import service
 from drtrain.jobs.spec import JobSpec
 from drtrain.kit.errors import DomainError
-from drtrain.kit.models import Job
 from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,9 @@ class Submission:
     tenant_id: str
     spec: JobSpec
     token: Any = None  # the caller's, handed back with the result
-    job: Job | None = None  # committed and published; None: the ordinary path answers
+    # The new job's columns (service.answer_view) once committed and published; None: the
+    # ordinary path answers.
+    job: dict[str, Any] | None = None
     error: Exception | None = None  # the commit failed (and may have committed): a 500
 
 
@@ -74,7 +75,7 @@ def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> li
         for sub, spec, facts in checked[tenant_id][:max(room, 0)]:
             row = service.job_row(settings, tenant_id, spec, facts=facts)
             rows.append(row)
-            sub.job = Job(**row)  # what the answer shows: never added to the session
+            sub.job = service.answer_view(row)
             accepted.append(sub)
     if rows:
         jobs_repo.insert_jobs(session, rows)
@@ -113,7 +114,7 @@ def commit_batch(subs: list[Submission]) -> None:
     finally:
         session.close()
     if accepted:
-        service.publish_jobs(settings, [sub.job.id for sub in accepted if sub.job is not None])
+        service.publish_jobs(settings, [sub.job["id"] for sub in accepted if sub.job is not None])
 
 
 class SubmitBatcher:

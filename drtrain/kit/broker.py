@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 from celery import Celery
+from kombu.utils.uuid import uuid
 
 from drtrain.kit.settings import Settings
 
@@ -112,16 +113,34 @@ def publish_run_job(settings: Settings, job_id: str, *, queue: str | None = None
 
 def publish_run_jobs(settings: Settings, job_ids: list[str], *,
                      queue: str | None = None) -> None:
-    """``publish_run_job`` for several jobs: the same ``send_task`` messages through one
-    producer, in one kombu publish batch (on Redis one pipelined round trip; a transport
-    without batches publishes each at once). Raises when the batch fails: how many of its
-    messages got through is then unknown (a second message for a job is harmless)."""
+    """``publish_run_job`` for several jobs, through one producer in one kombu publish batch
+    (on Redis one pipelined round trip; a transport without batches publishes each at once).
+    Raises when the batch fails: how many of its messages got through is then unknown (a
+    second message for a job is harmless).
+
+    Each message is the one ``send_task`` makes, built and sent by the two calls
+    ``send_task`` itself ends in (``amqp.create_task_message``, ``amqp.send_task_message``)
+    with the values it would pass them for this task. What ``send_task`` does besides is the
+    same for every job of a batch (routing the task name, a result object nobody reads), and
+    was a third of a batched submit's publish; the queue is declared with the first message
+    (kombu caches it per channel anyway). tests/api/test_fast_submit.py checks the messages
+    against ``send_task``'s."""
     q = queue or DEFAULT_QUEUE
     app = _client(settings, q)
+    amqp = app.amqp
+    sent_event = app.conf.task_send_sent_event
     with app.producer_or_acquire() as producer, producer.batch():
+        declare: list | None = None  # None: as send_task (declares this queue)
         for job_id in job_ids:
-            app.send_task(RUN_JOB_TASK, args=[job_id], queue=q, producer=producer, retry=True,
-                          retry_policy=RETRY_POLICY)
+            task_id = uuid()
+            message = amqp.create_task_message(
+                task_id, RUN_JOB_TASK, [job_id], None, reply_to=app.thread_oid,
+                create_sent_event=sent_event, ignore_result=None,
+                # what Celery's saferepr gives for a list of one id (32 hex digits)
+                argsrepr=repr([job_id]), kwargsrepr="{}")
+            amqp.send_task_message(producer, RUN_JOB_TASK, message, queue=q, retry=True,
+                                   retry_policy=RETRY_POLICY, declare=declare)
+            declare = []
 
 
 def queue_depth(settings: Settings, *, queue: str = DEFAULT_QUEUE) -> int | None:

@@ -5,7 +5,9 @@ never lets concurrent submits pass the cap, and publishes only after the commit.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -281,7 +283,7 @@ def test_a_refused_submission_leaves_the_rest_of_its_batch_alone(app, db, auth_a
     accepted = [s.job is not None for s in subs]
     assert accepted == [True, False, True, False, True, False]
     assert all(s.error is None for s in subs)
-    assert sorted(published) == sorted(s.job.id for s in subs if s.job is not None)
+    assert sorted(published) == sorted(s.job["id"] for s in subs if s.job is not None)
     rows = {j.id: j for j in db.scalars(select(Job)).all()}
     assert set(rows) == set(published)
     assert all(r.status == JobStatus.queued for r in rows.values())
@@ -443,7 +445,7 @@ def test_messages_reach_the_broker_after_the_commit(embedded, monkeypatch) -> No
                        JobSpec.model_validate(small_spec("builtin:digits", seed=i)))
             for i in range(3)]
     commit_batch(subs)
-    ids = [job_id, *(s.job.id for s in subs if s.job is not None)]
+    ids = [job_id, *(s.job["id"] for s in subs if s.job is not None)]
     assert len(ids) == 4
     assert seen == [(i, "queued") for i in ids]
     assert job_ids_in_broker(settings, queue=broker.DEFAULT_QUEUE) == set(ids)
@@ -468,6 +470,15 @@ def test_batched_messages_are_send_tasks_own(embedded) -> None:  # noqa: ANN001
 
     assert shape(messages[0]) == shape(messages[1]) == shape(messages[2])
     assert sorted(job_id_of(m) for m in messages) == ["a" * 32, "b" * 32, "c" * 32]
+    # What differs from message to message is made as send_task makes it (the first one).
+    for m in messages:
+        headers = m["headers"]
+        assert headers["argsrepr"] == f"['{job_id_of(m)}']"
+        assert headers["root_id"] == headers["id"] == m["properties"]["correlation_id"]
+        assert re.fullmatch(r"[0-9a-f-]{36}", headers["id"])
+    assert len({m["headers"]["id"] for m in messages}) == 3
+    assert [json.loads(base64.b64decode(m["body"]))[1:] for m in messages] == [
+        [{}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]] * 3
 
 
 # ---------------------------------------------------------------- concurrency and the cap
@@ -544,8 +555,12 @@ def test_a_batch_goes_to_redis_in_one_pipeline_as_send_tasks_messages(monkeypatc
         messages = [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
         assert [job_id_of(m) for m in messages] == ["a" * 32, "b" * 32, "c" * 32, "d" * 32]
         shapes = [({k: v for k, v in m["headers"].items() if k not in ("id", "root_id", "argsrepr")},
-                   m["properties"]["delivery_info"], m["content-type"]) for m in messages]
+                   {k: v for k, v in m["properties"].items()
+                    if k not in ("correlation_id", "delivery_tag")},
+                   m["content-type"], m["content-encoding"]) for m in messages]
         assert shapes[1:] == [shapes[0]] * 3
+        assert [m["headers"]["argsrepr"] for m in messages] == [
+            f"['{job_id_of(m)}']" for m in messages]
         assert job_ids_in_broker(settings, queue=queue) == {"a" * 32, "b" * 32, "c" * 32, "d" * 32}
     finally:
         client.delete(queue)
