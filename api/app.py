@@ -3,6 +3,7 @@ store), so importing this module is cheap and safe in forked processes."""
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, event
 from api import docs, operation_docs, problems, upload_checks, web
 from api.events import EventHub
 from api.fast_reads import FastReads
-from api.fast_submit import FastSubmit
+from api.fast_submit import FastSubmit, make_batcher
 from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
 from api.telemetry import RequestStats, RequestStatsMiddleware
@@ -22,6 +23,11 @@ from drtrain.kit.db import api_engine, make_sessionmaker
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
 from drtrain.tenants.keys import KeyCache
+
+log = logging.getLogger(__name__)
+
+# How long a shutdown waits for submits in hand (committing, answering, publishing).
+SHUTDOWN_DRAIN_SECONDS = 10.0
 
 DESCRIPTION = ("Training as a service for deep belief networks and MLPs with diversifying "
                "regularization (arXiv:1911.02048). Errors are RFC 9457 problem+json.")
@@ -70,6 +76,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             async with upload_checks.running(_app):
                 yield
         finally:
+            # Submits already answered are published before the process goes.
+            if not await anyio.to_thread.run_sync(_app.state.submit_batcher.drain,
+                                                  SHUTDOWN_DRAIN_SECONDS):
+                log.warning("submits still in hand at shutdown; the reaper publishes their jobs")
             event.remove(factory, "after_commit", bump)
             _app.state.job_changes = NoChanges()
             changes.close()
@@ -92,6 +102,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.stream_slots = TenantSlots(settings.max_streams_per_tenant, "event streams")
     app.state.upload_slots = TenantSlots(settings.max_uploads_per_tenant, "uploads")
     app.state.validator = upload_checks.make_validator(settings)
+    app.state.submit_batcher = make_batcher()
     # Innermost: the hottest reads answered before FastAPI's routing (api/fast_reads.py).
     app.add_middleware(FastReads, api=app)
     app.add_middleware(FastSubmit, api=app)  # plain submits, batched (api/fast_submit.py)

@@ -33,6 +33,11 @@ PATH = "/v1/jobs"
 MAX_BODY_BYTES = 256 * 1024
 
 
+def make_batcher() -> SubmitBatcher:
+    """The app's batcher (``app.state.submit_batcher``; drained at shutdown)."""
+    return SubmitBatcher(_deliver)
+
+
 def _deliver(batch: list[Submission]) -> None:
     """Hands each result to its request's event loop: one wake-up per loop and batch."""
     by_loop: dict[asyncio.AbstractEventLoop, list[Submission]] = {}
@@ -99,7 +104,7 @@ class FastSubmit:
     def __init__(self, app: ASGIApp, api: FastAPI) -> None:
         self.app = app
         self.api = api
-        self.batcher = SubmitBatcher(_deliver)
+        self.batcher: SubmitBatcher = api.state.submit_batcher
         self._route: BaseRoute | None = None
 
     def route(self) -> BaseRoute | None:

@@ -7,14 +7,15 @@ runs on one thread of its own and takes every submit waiting when it is free, so
 those costs are paid once per batch; a lone submit is a batch of one.
 
 Each submission gets what ``service.submit_job`` would do for it (the same checks, the same
-rows, its message published only after the commit), or nothing at all (``job`` stays None):
-then its caller answers it through the ordinary per-request path, which gives every refusal
-(a dataset error, the cap, the quota, a database error) exactly as it always has.
+rows, its message published only after the commit: here once it is answered, on a thread of
+its own), or nothing at all (``job`` stays None): then its caller answers it through the
+ordinary per-request path, which gives every refusal (a dataset error, the cap, the quota, a
+database error) exactly as it always has.
 """
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +25,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from drtrain.jobs import repository as jobs_repo
 from drtrain.jobs import service
 from drtrain.jobs.spec import JobSpec
+from drtrain.kit.batching import BatchThread
 from drtrain.kit.errors import DomainError
 from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+# Committed batches waiting for the broker beyond this hold the next commit back (memory
+# stays bounded when the broker is slower than the submits).
+MAX_BATCHES_UNPUBLISHED = 256
 # The thread ends after this long without work (and starts again with the next submit).
 IDLE_SECONDS = 5.0
 
@@ -82,11 +87,11 @@ def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> li
     return accepted
 
 
-def commit_batch(subs: list[Submission]) -> None:
-    """One transaction for submissions sharing a sessionmaker and settings, then one publish
-    for the jobs it committed. Anything failing before the commit keeps no job (``job`` None
-    for all: each goes the ordinary way); a failing commit may have committed, so it is
-    every accepted submission's ``error``, as it would have been its request's."""
+def commit_jobs(subs: list[Submission]) -> list[str]:
+    """One transaction for submissions sharing a sessionmaker and settings; returns the ids
+    of the jobs it committed, to publish. Anything failing before the commit keeps no job
+    (``job`` None for all: each goes the ordinary way); a failing commit may have committed,
+    so it is every accepted submission's ``error``, as it would have been its request's."""
     settings = subs[0].settings
     session = subs[0].factory()
     try:
@@ -100,7 +105,7 @@ def commit_batch(subs: list[Submission]) -> None:
                 raise
             log.warning("a batch of %d submits failed; each goes the ordinary way", len(subs),
                         exc_info=True)
-            return
+            return []
         try:
             session.commit()
         except BaseException as exc:  # answered as the route's commit error would be
@@ -110,58 +115,71 @@ def commit_batch(subs: list[Submission]) -> None:
             session.rollback()
             if not isinstance(exc, Exception):
                 raise
-            return
+            return []
     finally:
         session.close()
-    if accepted:
-        service.publish_jobs(settings, [sub.job["id"] for sub in accepted if sub.job is not None])
+    return [sub.job["id"] for sub in accepted if sub.job is not None]
+
+
+def commit_batch(subs: list[Submission]) -> None:
+    """``commit_jobs``, then one publish for the jobs it committed."""
+    job_ids = commit_jobs(subs)
+    if job_ids:
+        service.publish_jobs(subs[0].settings, job_ids)
 
 
 class SubmitBatcher:
     """Commits submissions in batches on one thread; ``deliver(batch)`` is called (on that
-    thread) once each submission of the batch has its answer."""
+    thread) once each submission of the batch has its answer. The committed jobs are
+    published after that, on a second thread, so the next batch need not wait for the
+    broker; ``drain`` waits for all of it (an app shutting down)."""
 
     def __init__(self, deliver: Callable[[list[Submission]], None], *,
                  max_batch: int = MAX_BATCH, idle_seconds: float = IDLE_SECONDS) -> None:
         self.deliver = deliver
-        self.max_batch = max_batch
-        self.idle_seconds = idle_seconds
-        self._pending: list[Submission] = []
-        self._ready = threading.Condition()
-        self._running = False
+        self._commits: BatchThread[Submission] = BatchThread(
+            self._commit_and_answer, name="submit-batcher", idle_seconds=idle_seconds,
+            max_batch=max_batch)
+        self._publishes: BatchThread[tuple[Settings, list[str]]] = BatchThread(
+            _publish, name="submit-publisher", idle_seconds=idle_seconds,
+            max_pending=MAX_BATCHES_UNPUBLISHED)
 
     def submit(self, sub: Submission) -> None:
-        with self._ready:
-            self._pending.append(sub)
-            if self._running:
-                self._ready.notify()
-                return
-            self._running = True
-        threading.Thread(target=self._loop, name="submit-batcher", daemon=True).start()
+        self._commits.put(sub)
 
-    def _take(self) -> list[Submission] | None:
-        with self._ready:
-            if not self._pending:
-                self._ready.wait(self.idle_seconds)
-                if not self._pending:
-                    self._running = False
-                    return None
-            batch = self._pending[:self.max_batch]
-            del self._pending[:self.max_batch]
-            return batch
+    def drain(self, timeout: float) -> bool:
+        """Waits until every submission handed in is answered and its job published; False
+        if that took longer than ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        return (self._commits.drain(timeout)
+                and self._publishes.drain(max(0.0, deadline - time.monotonic())))
 
-    def _loop(self) -> None:
-        while (batch := self._take()) is not None:
+    def _commit_and_answer(self, batch: list[Submission]) -> None:
+        committed: list[tuple[Settings, list[str]]] = []
+        try:
+            groups: dict[tuple[int, int], list[Submission]] = {}
+            for sub in batch:
+                groups.setdefault((id(sub.factory), id(sub.settings)), []).append(sub)
+            for group in groups.values():
+                committed.append((group[0].settings, commit_jobs(group)))
+        except Exception:  # noqa: BLE001 - never leave a caller waiting
+            log.exception("submit batch failed")
+        finally:
             try:
-                groups: dict[tuple[int, int], list[Submission]] = {}
-                for sub in batch:
-                    groups.setdefault((id(sub.factory), id(sub.settings)), []).append(sub)
-                for group in groups.values():
-                    commit_batch(group)
-            except Exception:  # noqa: BLE001 - never leave a caller waiting
-                log.exception("submit batch failed")
-            finally:
-                try:
-                    self.deliver(batch)
-                except Exception:  # noqa: BLE001
-                    log.exception("delivering submit results failed")
+                self.deliver(batch)
+            except Exception:  # noqa: BLE001
+                log.exception("delivering submit results failed")
+        # Published once answered: what the answer says is settled by the commit (a publish
+        # that fails leaves the job queued for the reaper, and the answer is the same 202).
+        for settings, job_ids in committed:
+            if job_ids:
+                self._publishes.put((settings, job_ids))
+
+
+def _publish(batches: list[tuple[Settings, list[str]]]) -> None:
+    """The jobs of every batch committed since the last publish, together per settings."""
+    together: dict[int, tuple[Settings, list[str]]] = {}
+    for settings, job_ids in batches:
+        together.setdefault(id(settings), (settings, []))[1].extend(job_ids)
+    for settings, job_ids in together.values():
+        service.publish_jobs(settings, job_ids)

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -330,11 +331,12 @@ def test_the_lane_answers_a_failed_commit_with_the_500_an_error_gets(app, auth_a
     with TestClient(app, raise_server_exceptions=False) as client:
         client.get("/v1/jobs", headers=auth_a)
 
-        def fail(subs: list[Submission]) -> None:
+        def fail(subs: list[Submission]) -> list[str]:
             for sub in subs:
                 sub.error = RuntimeError("commit lost")
+            return []
 
-        monkeypatch.setattr("drtrain.jobs.submit_batch.commit_batch", fail)
+        monkeypatch.setattr("drtrain.jobs.submit_batch.commit_jobs", fail)
         resp = client.post("/v1/jobs", json=small_spec(ds_id), headers=auth_a)
     assert resp.status_code == 500
     assert resp.headers["content-type"] == "application/problem+json"
@@ -372,10 +374,10 @@ def test_a_failed_batch_publish_goes_one_by_one_until_one_fails(monkeypatch, set
 def test_the_batcher_answers_everyone_even_when_a_batch_raises(monkeypatch) -> None:
     delivered: list[Submission] = []
 
-    def explode(_subs: list[Submission]) -> None:
+    def explode(_subs: list[Submission]) -> list[str]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("drtrain.jobs.submit_batch.commit_batch", explode)
+    monkeypatch.setattr("drtrain.jobs.submit_batch.commit_jobs", explode)
     batcher = SubmitBatcher(delivered.extend, idle_seconds=0.05)
     subs = [Submission(None, None, "t", None) for _ in range(3)]  # type: ignore[arg-type]
     for sub in subs:
@@ -386,6 +388,34 @@ def test_the_batcher_answers_everyone_even_when_a_batch_raises(monkeypatch) -> N
         time.sleep(0.01)
     assert sorted(map(id, delivered)) == sorted(map(id, subs))
     assert all(s.job is None for s in subs)
+
+
+def test_the_batcher_answers_before_it_publishes_and_drain_waits_for_both(monkeypatch) -> None:  # noqa: ANN001
+    events: list[str] = []
+    publishing = threading.Event()
+    release = threading.Event()
+
+    def commit(subs: list[Submission]) -> list[str]:
+        for n, sub in enumerate(subs):
+            sub.job = {"id": f"j{n}"}
+        return [f"j{n}" for n in range(len(subs))]
+
+    def publish(_settings: object, job_ids: list[str]) -> None:
+        events.append(f"publish {','.join(job_ids)}")
+        publishing.set()
+        release.wait(5)
+
+    monkeypatch.setattr("drtrain.jobs.submit_batch.commit_jobs", commit)
+    monkeypatch.setattr(service, "publish_jobs", publish)
+    batcher = SubmitBatcher(lambda batch: events.append(f"answer {len(batch)}"),
+                            idle_seconds=5)
+    assert batcher.drain(0)  # nothing in hand
+    batcher.submit(Submission(None, None, "t", None))  # type: ignore[arg-type]
+    assert publishing.wait(5)
+    assert events == ["answer 1", "publish j0"]  # answered first, published after
+    assert not batcher.drain(0.2)  # the publish is still in hand
+    release.set()
+    assert batcher.drain(5)  # and waited for (the thread itself idles on)
 
 
 # ---------------------------------------------------------------- broker, for real
