@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
 from api.telemetry import RequestStats, RequestStatsMiddleware
 from drtrain.jobs.changes import NoChanges, job_changes_for
+from drtrain.jobs.publishing import ChildPublisher
 from drtrain.kit.db import api_engine, make_sessionmaker
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
@@ -46,7 +48,10 @@ OPENAPI_TAGS = [
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               store: ObjectStore | None = None) -> FastAPI:
+               store: ObjectStore | None = None, publish_in_child: bool = False) -> FastAPI:
+    """``publish_in_child``: batched submits' jobs are published by a child process
+    (``drtrain.jobs.publishing``), as the served app does; off, by this process (tests
+    that watch or replace the publish in-process)."""
     settings = settings or get_settings()
     settings.check_production()
     owns_engine = engine is None
@@ -72,6 +77,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             changes.bump_local()
 
         event.listen(factory, "after_commit", bump)
+        if publisher is not None:  # started now, so the first submits do not wait for it
+            threading.Thread(target=publisher.warm, name="publisher-warm", daemon=True).start()
         try:
             async with upload_checks.running(_app):
                 yield
@@ -80,6 +87,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if not await anyio.to_thread.run_sync(_app.state.submit_batcher.drain,
                                                   SHUTDOWN_DRAIN_SECONDS):
                 log.warning("submits still in hand at shutdown; the reaper publishes their jobs")
+            if publisher is not None:
+                await anyio.to_thread.run_sync(publisher.close)
             event.remove(factory, "after_commit", bump)
             _app.state.job_changes = NoChanges()
             changes.close()
@@ -102,7 +111,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.stream_slots = TenantSlots(settings.max_streams_per_tenant, "event streams")
     app.state.upload_slots = TenantSlots(settings.max_uploads_per_tenant, "uploads")
     app.state.validator = upload_checks.make_validator(settings)
-    app.state.submit_batcher = make_batcher()
+    publisher = ChildPublisher() if publish_in_child else None
+    app.state.submit_batcher = make_batcher(publisher.publish if publisher else None)
     # Innermost: the hottest reads answered before FastAPI's routing (api/fast_reads.py).
     app.add_middleware(FastReads, api=app)
     app.add_middleware(FastSubmit, api=app)  # plain submits, batched (api/fast_submit.py)
@@ -120,7 +130,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
 def main_app() -> FastAPI:
     """For ``uvicorn --factory api.app:main_app``: settings from the environment."""
-    app = create_app()
+    app = create_app(publish_in_child=True)
     # What exists now (modules, the app, its routes and schemas) lives as long as the process:
     # kept out of the collector's full passes, which under concurrent requests walked it all
     # again and again (a third of a 1,000-point metrics page's CPU, issue 12).

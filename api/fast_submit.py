@@ -26,16 +26,17 @@ from api.http import job_response
 from api.lane_auth import bearer_key, cached_tenant_id
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs.spec import JobSpec
-from drtrain.jobs.submit_batch import Submission, SubmitBatcher
+from drtrain.jobs.submit_batch import Publish, Submission, SubmitBatcher
 
 PATH = "/v1/jobs"
 # Bodies up to this size are held to be validated here; a larger one goes to the route.
 MAX_BODY_BYTES = 256 * 1024
 
 
-def make_batcher() -> SubmitBatcher:
-    """The app's batcher (``app.state.submit_batcher``; drained at shutdown)."""
-    return SubmitBatcher(_deliver)
+def make_batcher(publish: Publish | None = None) -> SubmitBatcher:
+    """The app's batcher (``app.state.submit_batcher``; drained at shutdown); ``publish``
+    (None: in this process) sends the committed jobs' messages."""
+    return SubmitBatcher(_deliver, publish=publish)
 
 
 def _deliver(batch: list[Submission]) -> None:

@@ -31,6 +31,9 @@ from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Publishes committed jobs (drtrain.jobs.publishing.ChildPublisher, or service.publish_jobs).
+Publish = Callable[[Settings, list[str]], None]
+
 MAX_BATCH = 64
 # Committed batches waiting for the broker beyond this hold the next commit back (memory
 # stays bounded when the broker is slower than the submits).
@@ -135,13 +138,15 @@ class SubmitBatcher:
     broker; ``drain`` waits for all of it (an app shutting down)."""
 
     def __init__(self, deliver: Callable[[list[Submission]], None], *,
-                 max_batch: int = MAX_BATCH, idle_seconds: float = IDLE_SECONDS) -> None:
+                 publish: Publish | None = None, max_batch: int = MAX_BATCH,
+                 idle_seconds: float = IDLE_SECONDS) -> None:
         self.deliver = deliver
+        self.publish = publish  # None: service.publish_jobs, here
         self._commits: BatchThread[Submission] = BatchThread(
             self._commit_and_answer, name="submit-batcher", idle_seconds=idle_seconds,
             max_batch=max_batch)
         self._publishes: BatchThread[tuple[Settings, list[str]]] = BatchThread(
-            _publish, name="submit-publisher", idle_seconds=idle_seconds,
+            self._publish, name="submit-publisher", idle_seconds=idle_seconds,
             max_pending=MAX_BATCHES_UNPUBLISHED)
 
     def submit(self, sub: Submission) -> None:
@@ -176,10 +181,11 @@ class SubmitBatcher:
                 self._publishes.put((settings, job_ids))
 
 
-def _publish(batches: list[tuple[Settings, list[str]]]) -> None:
-    """The jobs of every batch committed since the last publish, together per settings."""
-    together: dict[int, tuple[Settings, list[str]]] = {}
-    for settings, job_ids in batches:
-        together.setdefault(id(settings), (settings, []))[1].extend(job_ids)
-    for settings, job_ids in together.values():
-        service.publish_jobs(settings, job_ids)
+    def _publish(self, batches: list[tuple[Settings, list[str]]]) -> None:
+        """The jobs of every batch committed since the last publish, together per settings."""
+        together: dict[int, tuple[Settings, list[str]]] = {}
+        for settings, job_ids in batches:
+            together.setdefault(id(settings), (settings, []))[1].extend(job_ids)
+        publish = self.publish or service.publish_jobs
+        for settings, job_ids in together.values():
+            publish(settings, job_ids)

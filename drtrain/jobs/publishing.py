@@ -1,0 +1,101 @@
+"""Publishing committed jobs from a process of its own (issue 12).
+
+Celery builds and sends each "run job" message in Python: about a third of a millisecond of
+CPU a message. Spent in the API process, that time comes out of the one interpreter lock
+every request shares, and under a stream of submits it was a fifth of the API's CPU. A
+child process spends it on another core instead.
+
+Only what is already committed goes to the child, and the answer never waits for it: a
+child that dies is replaced at the next publish, and the publish it had in hand is done
+here instead (a second message for a job is harmless: ``claim()`` refuses it). If the child
+cannot be started at all, jobs are published here, as before.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from drtrain.jobs import service
+from drtrain.kit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _child_setup() -> None:
+    # Ctrl-C is for the API, which shuts the child down once its last publish is done.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _import_broker() -> None:
+    import drtrain.kit.broker  # noqa: F401 - Celery and kombu, loaded before the first job
+
+
+def _publish_in_child(settings: Settings, job_ids: list[str]) -> None:
+    service.publish_jobs(settings, job_ids)
+
+
+class ChildPublisher:
+    """``publish(settings, job_ids)``: ``service.publish_jobs`` in a child process (one,
+    started by ``warm`` or the first publish; a fresh interpreter, so nothing of the API's
+    threads or connections is inherited)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+
+    def warm(self) -> None:
+        """Start the child now (an interpreter importing Celery: a second or so), so the
+        first submit's jobs do not wait for it. Blocking: call it from a thread."""
+        pool = self._current()
+        if pool is None:
+            return
+        try:
+            pool.submit(_import_broker).result()
+        except Exception:  # noqa: BLE001 - publish() falls back, and says so
+            log.warning("starting the publishing process failed", exc_info=True)
+
+    def publish(self, settings: Settings, job_ids: list[str]) -> None:
+        pool = self._current()
+        if pool is not None:
+            try:
+                pool.submit(_publish_in_child, settings, job_ids).result()
+                return
+            except BrokenProcessPool:
+                log.warning("the publishing process died; publishing %d job(s) here, and "
+                            "starting another", len(job_ids))
+                self._discard(pool)
+            except Exception:  # noqa: BLE001 - e.g. the call could not be sent to the child
+                log.warning("publishing %d job(s) in the child failed; publishing them here",
+                            len(job_ids), exc_info=True)
+        service.publish_jobs(settings, job_ids)
+
+    def close(self) -> None:
+        """Waits for the publish in hand, then ends the child. Later publishes run here."""
+        with self._lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _current(self) -> ProcessPoolExecutor | None:
+        with self._lock:
+            if self._pool is None and not self._closed:
+                try:
+                    self._pool = ProcessPoolExecutor(
+                        max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_child_setup)
+                except Exception:  # noqa: BLE001 - e.g. no process may be started here
+                    log.warning("no publishing process; publishing in the API process",
+                                exc_info=True)
+                    self._closed = True
+            return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)

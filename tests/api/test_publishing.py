@@ -1,0 +1,113 @@
+"""drtrain.jobs.publishing.ChildPublisher: batched submits' jobs published by a child process,
+for real (SQLite and the filesystem broker), and what happens when that child dies."""
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from drtrain.jobs import service
+from drtrain.jobs.publishing import ChildPublisher
+from drtrain.kit import broker
+from drtrain.kit.broker_messages import job_ids_in_broker
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.migrate import upgrade
+from drtrain.kit.settings import Settings
+from drtrain.tenants.keys import create_key
+from tests.api.test_jobs import small_spec
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, database_url="", broker_url="", storage_url="",
+                    environment="embedded", fashion_mnist_dir=tmp_path / "none")
+
+
+@pytest.fixture
+def publisher() -> Iterator[ChildPublisher]:
+    p = ChildPublisher()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def _not_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publishing in this process fails from now on: what still gets published, a child did."""
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise AssertionError("published in the API process")
+
+    monkeypatch.setattr(broker, "publish_run_job", refuse)
+    monkeypatch.setattr(broker, "publish_run_jobs", refuse)
+
+
+def _child_pid(publisher: ChildPublisher) -> int:
+    pool = publisher._pool
+    assert pool is not None
+    (pid,) = pool._processes  # type: ignore[attr-defined]
+    return pid
+
+
+def test_jobs_are_published_by_a_child_process(settings, publisher, monkeypatch) -> None:  # noqa: ANN001
+    publisher.warm()
+    assert _child_pid(publisher) != os.getpid()
+    _not_here(monkeypatch)
+    publisher.publish(settings, ["a" * 32, "b" * 32])
+    publisher.publish(settings, ["c" * 32])
+    assert job_ids_in_broker(settings, queue=broker.DEFAULT_QUEUE) == {"a" * 32, "b" * 32,
+                                                                      "c" * 32}
+
+
+def test_a_dead_child_is_replaced_and_its_publish_done_here(settings, publisher,
+                                                           monkeypatch) -> None:  # noqa: ANN001
+    publisher.warm()
+    first = _child_pid(publisher)
+    os.kill(first, signal.SIGKILL)
+    here: list[str] = []
+    real = service.publish_jobs
+
+    def counted(s: Settings, job_ids: list[str]) -> None:
+        here.extend(job_ids)
+        real(s, job_ids)
+
+    monkeypatch.setattr(service, "publish_jobs", counted)
+    publisher.publish(settings, ["a" * 32])  # the child is gone: published here
+    assert here == ["a" * 32]
+    monkeypatch.setattr(service, "publish_jobs", real)
+    _not_here(monkeypatch)
+    publisher.publish(settings, ["b" * 32])  # by a new child
+    assert _child_pid(publisher) not in (first, os.getpid())
+    assert job_ids_in_broker(settings, queue=broker.DEFAULT_QUEUE) == {"a" * 32, "b" * 32}
+
+
+def test_after_close_jobs_are_published_here(settings, publisher, monkeypatch) -> None:  # noqa: ANN001
+    publisher.close()
+    here: list[str] = []
+    monkeypatch.setattr(service, "publish_jobs", lambda _s, ids: here.extend(ids))
+    publisher.publish(settings, ["a" * 32])
+    assert here == ["a" * 32] and publisher._pool is None
+
+
+def test_the_served_apps_lane_publishes_from_the_child_before_shutdown_ends(
+        settings, monkeypatch) -> None:  # noqa: ANN001
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    with session_scope(make_sessionmaker(engine)) as s:
+        key = create_key(s, "local")
+    auth = {"Authorization": f"Bearer {key}"}
+    app = create_app(settings, engine=engine, publish_in_child=True)
+    try:
+        with TestClient(app) as client:
+            client.get("/v1/jobs", headers=auth)  # the key cached: the next submit is the lane's
+            _not_here(monkeypatch)
+            resp = client.post("/v1/jobs", json=small_spec("builtin:digits"), headers=auth)
+            assert resp.status_code == 202
+        # The shutdown waited for the child's publish.
+        assert job_ids_in_broker(settings, queue=broker.DEFAULT_QUEUE) == {resp.json()["id"]}
+    finally:
+        engine.dispose()
