@@ -146,11 +146,15 @@ async def shared_call(pending: dict[K, asyncio.Future[T]], key: K,
     return await asyncio.shield(call)
 
 
+async def look_up_key(state: Any, key: str) -> TenantRef | None:
+    """The key's tenant by one query per key however many requests miss the cache at once
+    (500 event streams connecting as the entry expires); ``state`` is the app's."""
+    return await shared_call(state.key_lookups, key, lambda: Database(
+        state.sessionmaker).read(tenant_ref_for_key, key))
+
+
 async def _look_up(request: Request, key: str) -> TenantRef | None:
-    """One query per key however many requests miss the cache at once (500 event streams
-    connecting as the entry expires)."""
-    return await shared_call(request.app.state.key_lookups, key, lambda: Database(
-        request.app.state.sessionmaker).read(tenant_ref_for_key, key))
+    return await look_up_key(request.app.state, key)
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

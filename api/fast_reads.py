@@ -3,8 +3,9 @@
 
 Profiles put most of a status GET's CPU in FastAPI's routing and dependency resolution, the
 ORM session and the worker-thread hop. This middleware answers the plain successful case of
-those routes itself: a well-formed request whose key is in the key cache (and whose address
-is not over its failed-auth budget) for a row that exists. It reads through
+those routes itself: a well-formed request with a known key (cached, or looked up as the
+route looks it up: ``api.lane_auth``; its address not over its failed-auth budget) for a row
+that exists. It reads through
 ``drtrain.jobs.raw_reads`` (plain DBAPI rows) and answers with the bytes and ETag the routes
 would (``api.reads``). A SQLite file is read right here, with no thread hop (a WAL read never
 waits for a writer); another database is read in one hop, as ``Database.read`` does.
@@ -32,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import reads
 from api.job_cache import BodiesByBytes, JobBodies
-from api.lane_auth import bearer_key, cached_tenant_id
+from api.lane_auth import bearer_key, lane_tenant_id
 from api.routers.jobs import MAX_SEQ
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs import raw_reads
@@ -219,9 +220,11 @@ class FastReads:
         if name == "metrics":
             args = (*args, self.full_pages)
         key, if_none_match = _headers(scope)
-        tenant_id = cached_tenant_id(self.api.state, scope, key)
         route = self.routes().get(name)
-        if tenant_id is None or route is None:
+        if route is None:
+            return False
+        tenant_id = await lane_tenant_id(self.api.state, scope, key)
+        if tenant_id is None:
             return False
         # A job or a first page unchanged since it was last read is answered from memory
         # (api/job_cache.py); the version is read before the query that fills the cache.

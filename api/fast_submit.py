@@ -1,6 +1,6 @@
 """The fast lane of ``POST /v1/jobs`` (issue 12), modelled on ``api/fast_reads.py``.
 
-A plain submit (a key in the key cache, its address not over the failed-auth budget, no
+A plain submit (a known key (``api.lane_auth``), its address not over its failed-auth budget, no
 Idempotency-Key, a JSON body that is a valid JobSpec) is answered here, before FastAPI's
 routing and dependencies, and committed with the other submits waiting at the same time in
 one transaction (``drtrain.jobs.submit_batch``). The answer is the route's, made by the same
@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http import job_response
-from api.lane_auth import bearer_key, cached_tenant_id
+from api.lane_auth import bearer_key, lane_tenant_id
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs.spec import JobSpec
 from drtrain.jobs.submit_batch import Publish, Submission, SubmitBatcher
@@ -118,7 +118,7 @@ class FastSubmit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH
                 and not scope.get("root_path")):
-            tenant_id = self._tenant_id(scope)
+            tenant_id = await self._tenant_id(scope)
             if tenant_id is not None:
                 replay = await self._answer(scope, receive, send, tenant_id)
                 if replay is None:
@@ -126,8 +126,8 @@ class FastSubmit:
                 receive = replay
         await self.app(scope, receive, send)
 
-    def _tenant_id(self, scope: Scope) -> str | None:
-        """The tenant of a plain submit with a cached key, else None (the route's case)."""
+    async def _tenant_id(self, scope: Scope) -> str | None:
+        """The tenant of a plain submit with a known key, else None (the route's case)."""
         authorization = content_type = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -140,7 +140,7 @@ class FastSubmit:
                 return None
         if not _is_json(content_type):
             return None
-        return cached_tenant_id(self.api.state, scope, bearer_key(authorization))
+        return await lane_tenant_id(self.api.state, scope, bearer_key(authorization))
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send,
                       tenant_id: str) -> Receive | None:

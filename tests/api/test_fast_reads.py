@@ -131,16 +131,17 @@ def test_a_revoked_key_is_refused_once_its_cache_entry_expires(client, app, db, 
     now = [0.0]
     app.state.key_cache = KeyCache(ttl=5, clock=lambda: now[0])
     job = add_job(db, tenant_id(db), JobStatus.running)
-    assert client.get(f"/v1/jobs/{job.id}", headers=auth_a).status_code == 200  # cached now
-    assert counting.count == 0
+    # Not cached yet: the lane looks the key up as the route would, and caches it.
+    assert client.get(f"/v1/jobs/{job.id}", headers=auth_a).status_code == 200
+    assert counting.count == 1 and app.state.key_cache.get(auth_a["Authorization"][7:])
     assert revoke_key(db, tenant_a_key) == 1
     db.commit()
     now[0] = 4.0
     assert client.get(f"/v1/jobs/{job.id}", headers=auth_a).status_code == 200
-    assert counting.count == 1  # within the TTL the cache answers, as it did before the lane
+    assert counting.count == 2  # within the TTL the cache answers, as it did before the lane
     now[0] = 5.0
     refused = client.get(f"/v1/jobs/{job.id}", headers=auth_a)
-    assert refused.status_code == 401 and counting.count == 1
+    assert refused.status_code == 401 and counting.count == 2  # the lookup: the route's 401
 
 
 def test_only_full_metrics_pages_are_kept(client, app, db, auth_a, counting) -> None:  # noqa: ANN001
@@ -264,3 +265,46 @@ def test_the_lane_reads_a_sqlite_file_in_place(embedded, monkeypatch) -> None:  
                                    next_since=3).model_dump_json().encode()
     assert b'"at":"2024-05-06T07:08:09Z"' in page and b'"at":"2024-05-06T07:08:09.000001Z"' in page
     assert counting.count == 3
+
+
+def test_a_crowd_with_a_key_not_yet_cached_is_answered_by_the_lane_after_one_lookup(
+        embedded, monkeypatch) -> None:  # noqa: ANN001
+    """After a quiet spell the key's entry has expired: the crowd arriving at once shares one
+    lookup and stays in the lane (it used to take the route's slower path, all of it)."""
+    import asyncio
+
+    import httpx
+
+    from api import deps
+    from drtrain.tenants import keys as tenant_keys
+
+    client, auth, factory = embedded
+    with session_scope(factory) as s:
+        job = _add(s, status=JobStatus.running)
+    client.get("/v1/datasets", headers=auth)  # builds the middleware stack
+    app = client.app
+    app.state.key_cache = KeyCache(ttl=5)  # empty: the key is not cached
+    counting = Counting(app, monkeypatch)
+    lookups: list[str] = []
+    real = tenant_keys.tenant_ref_for_key
+
+    def counted(session: object, key: str) -> object:
+        lookups.append(key)
+        return real(session, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(deps, "tenant_ref_for_key", counted)
+
+    async def crowd() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+            return await asyncio.gather(*(c.get(f"/v1/jobs/{job.id}", headers=auth)
+                                          for _ in range(30)))
+
+    answers = asyncio.run(crowd())
+    assert {r.status_code for r in answers} == {200}
+    assert len({r.content for r in answers}) == 1
+    assert counting.count == 30 and len(lookups) == 1
+    # An unknown key is still the route's: its 401, its failed-auth count.
+    assert client.get(f"/v1/jobs/{job.id}", headers={"Authorization": "Bearer drt_nope"}
+                      ).status_code == 401
+    assert counting.count == 30

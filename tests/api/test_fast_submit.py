@@ -81,7 +81,10 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def route_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """From now on every submit goes to the route."""
-    monkeypatch.setattr(FastSubmit, "_tenant_id", lambda _self, _scope: None)
+    async def none(_self: FastSubmit, _scope: object) -> None:
+        return None
+
+    monkeypatch.setattr(FastSubmit, "_tenant_id", none)
 
 
 def post(client: TestClient, auth: dict, body: bytes, **headers: str) -> httpx.Response:

@@ -121,7 +121,7 @@ def test_sqlite_reads_are_cached_until_any_commit(embedded_app, monkeypatch) -> 
     client, auth, engine, app = embedded_app
     assert isinstance(app.state.job_changes, SqliteChanges)
     job_id = _add_job(make_sessionmaker(engine), "local")
-    client.get("/v1/jobs", headers=auth)  # the route caches the key; the lane takes over
+    client.get("/v1/datasets", headers=auth)  # the key cached, no job read cached
     reads = Reads(monkeypatch)
     first = client.get(f"/v1/jobs/{job_id}", headers=auth)
     again = client.get(f"/v1/jobs/{job_id}", headers=auth)
