@@ -375,14 +375,17 @@ status GET about 0.3 ms embedded / 0.45 ms production, a 50-job list 1.0 / 1.3 m
 and dumping 50 x 22 values and sending ~34 KB). A 1,000-point metrics page costs 0.3 / 0.55 ms
 when the full page is cached (3-4.5 ms when it is not: the driver's fetch and formatting every
 timestamp). A plain submit is answered by `api/fast_submit.py` and committed with the submits
-waiting alongside it (`drtrain/jobs/submit_batch.py`): about 0.9-1.2 ms of API CPU in
-production, where the 16 submitters make batches of about 12; of that, the request and
-response in the event loop about 0.45 ms (h11, the middlewares, JobSpec validation, the
-response body), the batch's checks and Core insert about 0.2 ms, Celery's `send_task` about
-0.15 ms per message even in one kombu batch, and the lock, count and commit once per batch.
-Embedded, the filesystem broker adds one file per job: `openat` took 0.04 to 0.7 ms on this
-machine's disk depending on the moment (`strace -c` of the API during the submits), which
-is most of the spread between runs. With 500 streams the API writes
+waiting alongside it (`drtrain/jobs/submit_batch.py`, batches of about 16 here), answered
+right after the commit, and its message published afterwards by a child process of the API
+(`drtrain/jobs/publishing.py`). Per submit, at 16 submitters (per-thread CPU from
+`/proc/<pid>/task`): the event loop about 0.7 ms (h11 and the middlewares, which the bare route
+pays too, the JobSpec validation and the response body) and the batch's thread about 0.5 ms
+production / 0.4 ms embedded (the checks, the tenant's lock and count, the Core insert, the
+commit). Celery's message building, about 0.3 ms a message even in one kombu batch, is the
+child's, on the other core; in the API process it was a fifth of its CPU. Embedded, the
+filesystem broker writes one file per job; creating a file on this machine's disk took from
+0.04 to 1 ms depending on the moment, and the child's writes no longer hold up the next
+batch. With 500 streams the API writes
 once per stream per poll that found something new (bytes encoded once for all the streams) and
 nothing on idle polls; on two shared cores that CPU comes out of the training's.
 
