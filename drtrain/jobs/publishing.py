@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -25,9 +27,24 @@ from drtrain.kit.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _child_setup() -> None:
+# How often the child checks that the API that started it is still there.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _child_setup(api_pid: int) -> None:
     # Ctrl-C is for the API, which shuts the child down once its last publish is done.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # An API killed outright must take the child with it: the pool's pipes would keep it
+    # waiting for ever. (Not prctl(PR_SET_PDEATHSIG): that fires when the *thread* that
+    # started the child ends, and the threads that start it come and go.)
+    threading.Thread(target=_exit_with, args=(api_pid,), name="parent-watch",
+                     daemon=True).start()
+
+
+def _exit_with(api_pid: int) -> None:
+    while os.getppid() == api_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _import_broker() -> None:
@@ -87,7 +104,7 @@ class ChildPublisher:
                 try:
                     self._pool = ProcessPoolExecutor(
                         max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_child_setup)
+                        initializer=_child_setup, initargs=(os.getpid(),))
                 except Exception:  # noqa: BLE001 - e.g. no process may be started here
                     log.warning("no publishing process; publishing in the API process",
                                 exc_info=True)

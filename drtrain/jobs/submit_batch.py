@@ -180,7 +180,6 @@ class SubmitBatcher:
             if job_ids:
                 self._publishes.put((settings, job_ids))
 
-
     def _publish(self, batches: list[tuple[Settings, list[str]]]) -> None:
         """The jobs of every batch committed since the last publish, together per settings."""
         together: dict[int, tuple[Settings, list[str]]] = {}

@@ -111,3 +111,50 @@ def test_the_served_apps_lane_publishes_from_the_child_before_shutdown_ends(
         assert job_ids_in_broker(settings, queue=broker.DEFAULT_QUEUE) == {resp.json()["id"]}
     finally:
         engine.dispose()
+
+
+def test_the_child_goes_when_its_api_is_killed(tmp_path: Path) -> None:
+    """``kill -9`` on the API leaves no publishing process behind (its pool's pipes alone
+    would keep it waiting for ever)."""
+    import subprocess
+    import sys
+    import time
+
+    script = ("from drtrain.jobs.publishing import ChildPublisher\n"
+              "import threading, time\n"
+              "p = ChildPublisher()\n"
+              "threading.Thread(target=p.warm).start()  # started from a thread that ends\n"
+              "while p._pool is None or not p._pool._processes: time.sleep(0.05)\n"
+              "time.sleep(1)\n"
+              "print(*p._pool._processes, flush=True)\n"
+              "time.sleep(60)\n")
+    api = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert api.stdout is not None
+        child = int(api.stdout.readline())
+        os.kill(child, 0)  # alive while the API is (and after its starting thread ended)
+        api.kill()
+        api.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            if _reaped(child):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"publishing process {child} outlived its API")
+    finally:
+        api.kill()
+
+
+def _reaped(pid: int) -> bool:
+    """A zombie counts as gone (its new parent reaps it when it gets to it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
