@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.store = store or make_store(settings)
     app.state.request_stats = RequestStats()
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
-    app.state.key_lookups = {}  # key -> its lookup in flight (api.deps._look_up)
+    app.state.key_lookups = {}  # key -> its lookup in flight (api.deps.look_up_key)
     app.state.events = EventHub(poll_seconds=settings.events_poll_seconds,
                                 keepalive_seconds=settings.events_keepalive_seconds)
     app.state.stream_slots = TenantSlots(settings.max_streams_per_tenant, "event streams")

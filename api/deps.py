@@ -126,7 +126,7 @@ async def get_tenant(request: Request,
     ref: TenantRef | None = cache.get(key)
     if ref is None:
         # Not a sub-dependency: each one costs FastAPI's resolver time on every request.
-        ref = await _look_up(request, key)
+        ref = await look_up_key(request.app.state, key)
         if ref is None:
             auth_limits.failed(request)  # failed-auth limiter (api/auth_limits.py)
             raise Unauthorized("unknown or revoked API key", headers=_CHALLENGE)
@@ -151,10 +151,6 @@ async def look_up_key(state: Any, key: str) -> TenantRef | None:
     (500 event streams connecting as the entry expires); ``state`` is the app's."""
     return await shared_call(state.key_lookups, key, lambda: Database(
         state.sessionmaker).read(tenant_ref_for_key, key))
-
-
-async def _look_up(request: Request, key: str) -> TenantRef | None:
-    return await look_up_key(request.app.state, key)
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]

@@ -186,7 +186,6 @@ class FastReads:
             return
         await self.app(scope, receive, send)
 
-
     async def _in_thread(self, call: Callable[[], reads.Body | None]) -> reads.Body | None:
         """One hop to a thread of this lane's own (at most ``DRTRAIN_API_THREADS``): a plain
         executor future costs the event loop a fraction of anyio's worker-thread machinery,

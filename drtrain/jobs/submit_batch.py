@@ -49,8 +49,8 @@ class Submission:
     tenant_id: str
     spec: JobSpec
     token: Any = None  # the caller's, handed back with the result
-    # The new job's columns (service.answer_view) once committed and published; None: the
-    # ordinary path answers.
+    # The new job's columns (service.answer_view) once committed; None: the ordinary path
+    # answers.
     job: dict[str, Any] | None = None
     error: Exception | None = None  # the commit failed (and may have committed): a 500
 
@@ -122,13 +122,6 @@ def commit_jobs(subs: list[Submission]) -> list[str]:
     finally:
         session.close()
     return [sub.job["id"] for sub in accepted if sub.job is not None]
-
-
-def commit_batch(subs: list[Submission]) -> None:
-    """``commit_jobs``, then one publish for the jobs it committed."""
-    job_ids = commit_jobs(subs)
-    if job_ids:
-        service.publish_jobs(subs[0].settings, job_ids)
 
 
 class SubmitBatcher:

@@ -30,7 +30,7 @@ from api.fast_submit import MAX_BODY_BYTES, FastSubmit, _read_body
 from api.http import job_response
 from drtrain.jobs import service
 from drtrain.jobs.spec import JobSpec
-from drtrain.jobs.submit_batch import Submission, SubmitBatcher, commit_batch
+from drtrain.jobs.submit_batch import Submission, SubmitBatcher, commit_jobs
 from drtrain.kit import broker
 from drtrain.kit.broker_messages import job_id_of, job_ids_in_broker
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
@@ -77,6 +77,13 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(broker, "publish_run_job", lambda _s, job_id, **_: calls.append(job_id))
     monkeypatch.setattr(broker, "publish_run_jobs", lambda _s, ids, **_: calls.extend(ids))
     return calls
+
+
+def commit_batch(subs: list[Submission]) -> None:
+    """What the batcher's two threads do for one batch, in order: commit, then publish."""
+    job_ids = commit_jobs(subs)
+    if job_ids:
+        service.publish_jobs(subs[0].settings, job_ids)
 
 
 def route_only(monkeypatch: pytest.MonkeyPatch) -> None:

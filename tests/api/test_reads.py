@@ -127,18 +127,17 @@ def test_concurrent_cache_misses_share_one_key_lookup(monkeypatch) -> None:  # n
             return ref
 
     monkeypatch.setattr(deps, "Database", SlowDatabase)
-    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(
-        key_lookups={}, sessionmaker=None)))
+    state = SimpleNamespace(key_lookups={}, sessionmaker=None)
 
     async def crowd() -> None:
-        waiters = [asyncio.ensure_future(deps._look_up(request, "drt_k")) for _ in range(50)]
+        waiters = [asyncio.ensure_future(deps.look_up_key(state, "drt_k")) for _ in range(50)]
         await asyncio.sleep(0.01)
         waiters[0].cancel()  # one client goes away: the others still get their answer
         release.set()
         answers = await asyncio.gather(*waiters[1:])
         assert answers == [ref] * 49 and calls == ["drt_k"]
         await asyncio.sleep(0)
-        assert request.app.state.key_lookups == {}  # done: the next miss queries again
-        assert await deps._look_up(request, "drt_k") == ref and len(calls) == 2
+        assert state.key_lookups == {}  # done: the next miss queries again
+        assert await deps.look_up_key(state, "drt_k") == ref and len(calls) == 2
 
     asyncio.run(crowd())
