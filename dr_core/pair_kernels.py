@@ -118,19 +118,28 @@ KERNELS = {"hellinger": _Hellinger, "jeffreys": _Jeffreys, "bhattacharyya": _Bha
            "jensen_shannon": _JensenShannon}
 
 
-def all_pairs_exact(m: Tensor, groups: Groups, kernel, grads: bool, eps: float
-                    ) -> tuple[Tensor, Tensor | None]:
-    """Sum over P of the kernel's term, by blocks of (rows x columns x H) <= CHUNK_ELEMENTS.
+def _half(m: Tensor) -> Tensor:
+    """The row weight whose objective is the plain sum over P (each pair counted once)."""
+    return m.new_tensor(0.5)
 
-    Works on ordered pairs (each unordered pair twice, hence the halving); the term is
-    symmetric, so p's gradient is 2 * sum_{q cross p} d/da term(p, q) and d/db is never needed.
+
+def all_pairs_exact(m: Tensor, groups: Groups, kernel, grads: bool, eps: float,
+                    row_w: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Sum over P of the kernel's term, by blocks of (rows x columns x H) <= CHUNK_ELEMENTS,
+    and the gradient of the row-weighted objective sum_p row_w_p sum_{q cross p} term(p, q).
+
+    ``row_w`` is 0-d (the same weight for every row) or (B,); None is 1/2, whose objective is
+    the sum over P itself. The term is symmetric, so p's gradient is
+    sum_{q cross p} (w_p + w_q) d/da term(p, q), and d/db is never needed.
     """
     b, h = m.shape
+    row_w = _half(m) if row_w is None else row_w
     feats, factor = kernel.prep(m)
     cols = min(b, max(1, CHUNK_ELEMENTS // h))
     rows = max(1, CHUNK_ELEMENTS // (cols * h))
     total = m.new_zeros(())
     grad = torch.zeros_like(m) if grads else None
+    w = row_w.expand(b)
     for r0 in range(0, b, rows):
         r1 = min(b, r0 + rows)
         fa = [f[r0:r1, None, :] for f in feats]
@@ -141,19 +150,23 @@ def all_pairs_exact(m: Tensor, groups: Groups, kernel, grads: bool, eps: float
             cross = groups.cross_mask(slice(r0, r1), slice(c0, c1), m.dtype)
             total = total + (value * cross).sum() / 2
             if grads:
-                grad[r0:r1] += torch.bmm(cross[:, None, :], ga).squeeze(1)
+                pair_w = cross * (w[r0:r1, None] + w[None, c0:c1])
+                grad[r0:r1] += torch.bmm(pair_w[:, None, :], ga).squeeze(1)
     if grads and factor is not None:
         grad = grad * factor
     return total, grad
 
 
-def sampled_pairs(m: Tensor, groups: Groups, kernel, k: int, generator, grads: bool, eps: float
-                  ) -> tuple[Tensor, Tensor | None]:
-    """Unbiased estimate of the sum over P (weights n_p / 2K per draw), and its exact gradient."""
+def sampled_pairs(m: Tensor, groups: Groups, kernel, k: int, generator, grads: bool, eps: float,
+                  row_w: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Unbiased estimate of the sum over P (weights n_p / 2K per draw), and the exact gradient
+    of the same draws' estimate of sum_p row_w_p sum_{q cross p} term(p, q) (weights
+    row_w_p n_p / K per draw; ``row_w`` as in ``all_pairs_exact``)."""
     b, h = m.shape
+    row_w = _half(m) if row_w is None else row_w
     partners = groups.sample_partners(k, generator)
     w = groups.n_cross / (2 * k)
-    w3 = w[:, None, None]
+    w3 = (row_w * groups.n_cross / k)[:, None, None].expand(b, 1, 1)
     feats, factor = kernel.prep(m)
     fa = [f[:, None, :] for f in feats]
     step = max(1, SAMPLE_CHUNK_ELEMENTS // (b * h))
@@ -167,8 +180,8 @@ def sampled_pairs(m: Tensor, groups: Groups, kernel, k: int, generator, grads: b
         total = total + (value.sum(1) * w).sum()
         if not grads:
             continue
-        # Each draw (p, q) adds w_p * d/da to p's row and w_p * d/db to q's (a scatter-add, in
-        # a fixed order on every device: dr_core.groups.add_rows_).
+        # Each draw (p, q) adds its weight * d/da to p's row and * d/db to q's (a scatter-add,
+        # in a fixed order on every device: dr_core.groups.add_rows_).
         ga = ga * w3
         grad += ga.sum(1)
         if kernel.antisymmetric:

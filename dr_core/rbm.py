@@ -114,15 +114,18 @@ def positive_statistics(mu: torch.Tensor, side: torch.Tensor | None, dr: Posteri
 
     Without DR (``dr`` None or weight 0, or no side labels) they are ``mu`` and 0, and no
     random number is drawn, so lambda = 0 is plain CD bit for bit. With DR the statistics are
-    mu + lambda B dDR/dz (z the hidden pre-activations): then the update's v^T h_pos / B
-    carries dDR/dW = v^T dDR/dz, and its sum over the batch dDR/dc, without an extra
-    (D, B) x (B, H) product.
+    mu + lambda B dR/dz (z the hidden pre-activations, R the row mean of the divergence,
+    ``posterior_divergence_and_grad``): then the update's v^T h_pos / B carries
+    lambda dR/dW = lambda v^T dR/dz, and its sum over the batch lambda dR/dc, without an extra
+    (D, B) x (B, H) product. A row's DR push is lambda times the mean gradient against its
+    partners, as large as its likelihood push whatever the number of pairs in the batch. The
+    DR value returned is the divergence's own: the mean over the batch's cross-group pairs.
     """
     if dr is None or not dr.active or side is None:
         return mu, mu.new_zeros(())
     value, grad_z = posterior_divergence_and_grad(
         mu, side, divergence=dr.divergence, pairs=dr.pairs, generator=generator,
-        normalize=dr.normalize, grad_wrt="logit", n_groups=n_groups)
+        normalize=dr.normalize, grad_wrt="logit", n_groups=n_groups, grad_of="row_mean")
     return grad_z.mul_(dr.weight * mu.shape[0]).add_(mu), value  # grad_z is ours to reuse
 
 

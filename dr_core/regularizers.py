@@ -47,6 +47,10 @@ MASK_CHECK_DEVICES = frozenset({"cpu"})
 # What a gradient is taken with respect to: the means mu, or their logit z (mu = sigmoid(z)),
 # i.e. d/dmu * mu (1 - mu), which is what an RBM's hidden-unit update needs.
 GradWrt = Literal["mu", "logit"]
+# Which objective a gradient is of: the divergence's value (the mean over P), or the row mean
+# that the RBM update ascends (see _row_weights and docs/dr.md).
+GradOf = Literal["pair_mean", "row_mean"]
+GRAD_OF = ("pair_mean", "row_mean")
 
 __all__ = [
     "EPS",
@@ -59,59 +63,84 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- closed forms (pairs="all")
-# Both work on the clamped means c (B, H), which they overwrite: at B=128, H=2000 a DR step is
-# memory-bound, so every (B, H) temporary is reused in place (about ten passes over (B, H),
-# against ~50 for a textbook autograd version). ``scale`` (0-d) turns sums over P into means.
-def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, wrt: GradWrt | None
-                      ) -> tuple[Tensor, Tensor | None]:
-    """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c); and its gradient.
+# Both work on the clamped means c (B, H). The value is always the mean over P (``scale`` (0-d)
+# turns sums over P into means); the gradient is that of the row-weighted objective
+# sum_p w_p sum_{q cross p} d(p, q) with ``row_w`` (0-d, or (B,)): see _row_weights.
+def _cross_differences(x: Tensor, groups: Groups) -> Tensor:
+    """(B, H): U_p = sum_{q cross p} (x_p - x_q) = n_p x_p - (sum of x over p's partners).
 
-    With a_p = sum_{q cross p} (s_q - s_p) and b_p likewise for t, the sum over P is
-      -1/2 sum_p (s_p.a_p + t_p.b_p)
-    (not H n_p - s_p.sum_q s_q - t_p.sum_q t_q, though s^2 + t^2 = 1: that cancels
-    catastrophically in float32 when posteriors are close, as they are early in training).
-    d/dmu_p = (b_p s_p - a_p t_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2 for the logit.
+    Written as a difference of sums rather than expanded into squares: for close posteriors
+    an expanded sum of squares cancels catastrophically in float32.
     """
-    n = groups.n_cross[:, None]
+    return torch.addcmul(groups.other_groups_sum(x).neg_(), x, groups.n_cross[:, None])
+
+
+def _weighted_differences(x: Tensor, u: Tensor, groups: Groups, row_w: Tensor) -> Tensor:
+    """(B, H): sum_{q cross p} (w_p + w_q) (x_p - x_q), given u = _cross_differences(x).
+    Overwrites u. With one weight for every row it is 2 w u."""
+    if row_w.dim() == 0:
+        return u.mul_(2 * row_w)
+    w = row_w[:, None]
+    partner_w = groups.other_groups_sum(w)
+    return u.mul_(w).addcmul_(x, partner_w).sub_(groups.other_groups_sum(x * w))
+
+
+def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor | None,
+                      wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
+    """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c); and the gradient.
+
+    With U(x) = _cross_differences(x), the sum over P is 1/2 sum_p (s_p.U(s)_p + t_p.U(t)_p)
+    (since s^2 + t^2 = 1). With D(x) = _weighted_differences(x), the weighted objective's
+    d/dmu_p = (D(s)_p t_p - D(t)_p s_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2 for the logit.
+    """
     t = torch.rsub(c, 1.0).sqrt_()
-    s = c.sqrt_()
-    a = groups.other_groups_sum(s).addcmul_(s, n, value=-1.0)
-    b = groups.other_groups_sum(t).addcmul_(t, n, value=-1.0)
-    value = -0.5 * scale * (torch.vdot(s.view(-1), a.view(-1)) + torch.vdot(t.view(-1), b.view(-1)))
-    if wrt is None:
+    s = c.sqrt()
+    us, ut = _cross_differences(s, groups), _cross_differences(t, groups)
+    value = 0.5 * scale * (torch.vdot(s.view(-1), us.view(-1)) + torch.vdot(t.view(-1), ut.view(-1)))
+    if wrt is None or row_w is None:
         return value, None
-    grad = b.mul_(s).addcmul_(a, t, value=-1.0)
-    grad = grad.mul_(s).mul_(t) if wrt == "logit" else grad.div_(s).div_(t)
-    return value, grad.mul_(0.5 * scale)
+    ds, dt = _weighted_differences(s, us, groups, row_w), _weighted_differences(t, ut, groups, row_w)
+    grad = ds.mul_(t).addcmul_(dt, s, value=-1.0)
+    grad = grad.mul_(s).mul_(t).mul_(0.5) if wrt == "logit" else grad.div_(s).div_(t).mul_(0.5)
+    return value, grad
 
 
-def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, wrt: GradWrt | None
-                     ) -> tuple[Tensor, Tensor | None]:
-    """Mean over P of (c_p - c_q).(logit c_p - logit c_q), and its gradient.
+def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor | None,
+                     wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
+    """Mean over P of (c_p - c_q).(logit c_p - logit c_q), and the gradient.
 
-    With u_p = sum_{q cross p} (logit c_p - logit c_q) the sum over P is sum_p c_p.u_p, and
-    d/dmu_p = u_p + (n_p c_p - M_p) / (c_p (1 - c_p)), M_p the sum of c over p's partners;
-    times c (1 - c) for the logit.
+    With l = logit c, the sum over P is sum_p c_p.U(l)_p; the weighted objective's
+    d/dmu_p = D(l)_p + D(c)_p / (c_p (1 - c_p)); times c (1 - c) for the logit.
     """
-    n = groups.n_cross[:, None]
     logit = torch.logit(c)
-    from_others = groups.other_groups_sum(logit)
-    u = logit.mul_(n).sub_(from_others)
-    value = scale * torch.vdot(c.view(-1), u.view(-1))
-    if wrt is None:
+    ul = _cross_differences(logit, groups)
+    value = scale * torch.vdot(c.view(-1), ul.view(-1))
+    if wrt is None or row_w is None:
         return value, None
-    # Fresh (B, H) buffers cost page faults on CPU: from_others is free again, so reuse it.
-    var = torch.addcmul(c, c, c, value=-1.0, out=from_others)  # c (1 - c)
-    if wrt == "logit":
-        grad = u.mul_(var)
-        partners = groups.other_groups_sum(c, out=var)  # var is consumed: reuse it too
-        grad.addcmul_(c, n).sub_(partners)
-    else:
-        grad = u.add_(torch.mul(c, n).sub_(groups.other_groups_sum(c)).div_(var))
-    return value, grad.mul_(scale)
+    dl = _weighted_differences(logit, ul, groups, row_w)
+    dc = _weighted_differences(c, _cross_differences(c, groups), groups, row_w)
+    var = c - c * c
+    grad = dl.mul_(var).add_(dc) if wrt == "logit" else dl.add_(dc.div_(var))
+    return value, grad
 
 
 _CLOSED = {"hellinger": _hellinger_closed, "jeffreys": _jeffreys_closed}
+
+
+def _row_weights(groups: Groups, scale: Tensor, grad_of: GradOf, n_units: int,
+                 normalize: str) -> Tensor:
+    """w of the objective sum_p w_p sum_{q cross p} d(p, q) whose gradient is returned.
+
+    "pair_mean": w = scale / 2 for every row: the objective is the mean over P itself.
+    "row_mean": w_p = 1 / (B n_p) (0 for a row without partners): the objective is
+    (1/B) sum_p (mean of d over p's partners), whose push on a row does not grow when its
+    batch holds few pairs (the pair mean's does: a lone pair carries the whole mean).
+    """
+    if grad_of == "pair_mean":
+        return 0.5 * scale
+    n = groups.n_cross
+    w = torch.where(n > 0, 1.0 / (groups.batch * n.clamp_min(1)), torch.zeros_like(n))
+    return w / n_units if normalize == "per_unit" else w
 
 
 def _zero_where_clamped(grad: Tensor, mu: Tensor, eps: float) -> None:
@@ -140,12 +169,16 @@ def _check_common(x: Tensor, name: str, pairs: Pairs, normalize: str) -> None:
 
 def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs, generator,
                          normalize: str, eps: float, wrt: GradWrt | None,
-                         n_groups: int | None = None) -> tuple[Tensor, Tensor | None]:
-    """(mean over P, its gradient w.r.t. mu or logit mu, or None when ``wrt`` is None)."""
+                         n_groups: int | None = None, grad_of: GradOf = "pair_mean"
+                         ) -> tuple[Tensor, Tensor | None]:
+    """(mean over P, the gradient of ``grad_of``'s objective w.r.t. mu or logit mu, or None
+    when ``wrt`` is None)."""
     if divergence not in KERNELS:
         raise ValueError(f"divergence must be one of {tuple(KERNELS)}, got {divergence!r}")
     if wrt not in (None, "mu", "logit"):
         raise ValueError(f"grad_wrt must be 'mu' or 'logit', got {wrt!r}")
+    if grad_of not in GRAD_OF:
+        raise ValueError(f"grad_of must be one of {GRAD_OF}, got {grad_of!r}")
     _check_common(mu, "mu", pairs, normalize)
     mu = mu.detach()
     groups = Groups(side, mu.shape[0], mu.device, mu.dtype, n_groups)
@@ -153,18 +186,19 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
     scale = 1 / groups.n_pairs.clamp_min(1)
     if normalize == "per_unit":
         scale = scale / mu.shape[1]
+    row_w = _row_weights(groups, scale, grad_of, mu.shape[1], normalize) if wrt else None
     c = mu.clamp(eps, 1 - eps)
     if pairs == "all" and divergence in _CLOSED:
-        value, grad = _CLOSED[divergence](c, groups, scale, wrt)
+        value, grad = _CLOSED[divergence](c, groups, scale, row_w, wrt)
     else:
         kernel, grads = KERNELS[divergence], wrt is not None
         if pairs == "all":
-            total, grad = all_pairs_exact(c, groups, kernel, grads, eps)
+            total, grad = all_pairs_exact(c, groups, kernel, grads, eps, row_w)
         else:
-            total, grad = sampled_pairs(c, groups, kernel, pairs, generator, grads, eps)
+            total, grad = sampled_pairs(c, groups, kernel, pairs, generator, grads, eps, row_w)
         value = total * scale
-        if grad is not None:  # both passes hand back a fresh buffer: scaled in place
-            grad = grad.mul_(scale) if wrt == "mu" else grad.mul_(scale).mul_(c - c * c)
+        if grad is not None and wrt == "logit":  # both passes hand back a fresh buffer
+            grad = grad.mul_(c - c * c)
     if grad is not None:
         _zero_where_clamped(grad, mu, eps)
     return value, grad
@@ -211,18 +245,22 @@ def posterior_divergence(mu: Tensor, side: Tensor, *, divergence: str, pairs: Pa
 def posterior_divergence_and_grad(mu: Tensor, side: Tensor, *, divergence: str,
                                   pairs: Pairs = "all", generator: torch.Generator | None = None,
                                   normalize: str = "sum", eps: float = EPS,
-                                  grad_wrt: GradWrt = "mu", n_groups: int | None = None
-                                  ) -> tuple[Tensor, Tensor]:
+                                  grad_wrt: GradWrt = "mu", n_groups: int | None = None,
+                                  grad_of: GradOf = "pair_mean") -> tuple[Tensor, Tensor]:
     """(value, gradient) without autograd: value 0-d, gradient (B, H) like mu, a fresh tensor.
 
-    Same arguments and value as ``posterior_divergence``; with pairs=K the gradient is that of
-    the same sampled estimate (one set of draws for both). ``grad_wrt="logit"`` gives
-    d value / dz for mu = sigmoid(z), i.e. d value / dmu * mu (1 - mu), computed without the
-    division and re-multiplication (the RBM's DR update). Either way the gradient is 0 where
-    mu was clamped, and on rows without a group.
+    Same arguments and value as ``posterior_divergence`` (the mean over P). The gradient is
+    that of the value (``grad_of="pair_mean"``), or of the row mean
+    R = (1/B) sum_p (mean of d(p, q) over p's cross-group partners q) (``"row_mean"``, what
+    the RBM update ascends: a row's push is the same whatever the number of pairs in its
+    batch; R equals the mean over P on batches whose rows all have as many partners). With
+    pairs=K the gradient is that of the same draws' estimate. ``grad_wrt="logit"`` gives
+    d/dz for mu = sigmoid(z), i.e. d/dmu * mu (1 - mu), computed without the division and
+    re-multiplication (the RBM's DR update). Either way the gradient is 0 where mu was
+    clamped, and on rows without a group.
     """
     value, grad = _divergence_and_grad(mu, side, divergence, pairs, generator, normalize, eps,
-                                       grad_wrt, n_groups)
+                                       grad_wrt, n_groups, grad_of)
     return value, grad
 
 

@@ -66,3 +66,17 @@ def posterior_divergence(mu, side, divergence, normalize="sum", eps=1e-6):
 def feature_distance(h, side, distance, normalize="sum"):
     return _mean_over_pairs(h, side, lambda a, b: pair_distance(a, b, distance),
                             normalize == "per_unit" and distance == "euclidean")
+
+
+def row_mean_divergence(mu, side, divergence, normalize="sum", eps=1e-6):
+    """R = (1/B) sum_p (mean of d(p, q) over p's cross-group partners q); rows without a
+    partner add 0 but count in B. The objective whose gradient the RBM update follows."""
+    m = mu.clamp(eps, 1 - eps)
+    s = [int(v) for v in side]
+    total = m.sum() * 0
+    for p in range(len(s)):
+        partners = [q for q in range(len(s)) if q != p and s[p] != -1 and s[q] != -1 and s[q] != s[p]]
+        if partners:
+            total = total + sum(pair_divergence(m[p], m[q], divergence) for q in partners) / len(partners)
+    value = total / len(s)
+    return value / m.shape[1] if normalize == "per_unit" else value

@@ -13,6 +13,7 @@ from dr_core.rbm import RBM, cd_step
 from dr_core.rbm_metrics import recon_error
 from dr_core.rbm_trainer import train_rbm
 from dr_core.regularizers import posterior_divergence
+from tests.dr_core import brute_force as bf
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,8 @@ def test_dr_raises_cross_group_divergence(digits, divergence, pairs):
 
 
 def test_dr_gradient_reaches_weights_and_hidden_bias_only():
-    """One step's difference DR - plain is exactly lr * lambda * (v^T g mu(1-mu), sum g mu(1-mu)) / 1."""
+    """One step's difference DR - plain is exactly lr * lambda * (v^T g mu(1-mu), sum g mu(1-mu)),
+    g the gradient of the row mean R (docs/dr.md), brute-forced."""
     g0 = _gen(4)
     v = torch.rand(10, 6, generator=g0, dtype=torch.float64)
     side = torch.tensor([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
@@ -176,7 +178,7 @@ def test_dr_gradient_reaches_weights_and_hidden_bias_only():
         cd_step(rbm, v, side, cfg, {}, generator=_gen(9), epoch=0)
         out[weight] = _params(rbm)
     mu = base.hidden_probs(v).requires_grad_(True)
-    value = posterior_divergence(mu, side, divergence="hellinger")
+    value = bf.row_mean_divergence(mu, side, "hellinger")
     (g,) = torch.autograd.grad(value, mu)
     gm = g * mu.detach() * (1 - mu.detach())
     torch.testing.assert_close(out[0.7][0] - out[0.0][0], 0.2 * 0.7 * v.T @ gm, rtol=1e-9, atol=1e-12)
