@@ -106,7 +106,8 @@ class RBMConfig:
     """One RBM layer trained with CD-k or PCD.
 
     Momentum is ``momentum`` for the first ``momentum_switch_epoch`` epochs, then
-    ``final_momentum`` (Hinton's practical guide schedule).
+    ``final_momentum`` (Hinton's practical guide schedule). ``side_rows_per_batch`` > 0 puts
+    that many rows with a side value in every mini-batch (``dr_core.batches``); 0 shuffles.
     """
 
     n_hidden: int
@@ -121,6 +122,7 @@ class RBMConfig:
     momentum_switch_epoch: int = 5
     weight_decay: float = 2e-4
     init_std: float = 0.01
+    side_rows_per_batch: int = 0
     dr: PosteriorDRConfig | None = None
 
     def __post_init__(self) -> None:
@@ -138,6 +140,10 @@ class RBMConfig:
                "momentum_switch_epoch", "must be >= 0")
         _check_range(self.weight_decay, "weight_decay", 0.0, 1.0)
         _check_range(self.init_std, "init_std", 0.0, 10.0)
+        _check(isinstance(self.side_rows_per_batch, int) and not isinstance(self.side_rows_per_batch, bool)
+               and 0 <= self.side_rows_per_batch < self.batch_size, "side_rows_per_batch",
+               f"must be an int in [0, {self.batch_size - 1}] (below batch_size), "
+               f"got {self.side_rows_per_batch!r}")
 
     def momentum_at(self, epoch: int) -> float:
         return self.momentum if epoch < self.momentum_switch_epoch else self.final_momentum

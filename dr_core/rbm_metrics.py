@@ -86,9 +86,10 @@ class MetricData:
         return cls(X, X[idx], side[idx], holdout, layer)
 
 
-def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: torch.Tensor | float
-                  ) -> dict[str, float]:
-    """The metrics after ``epoch`` (0-based); ``dr_mean`` is the epoch's mean DR value.
+def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: torch.Tensor | float,
+                  pairs_per_batch: torch.Tensor | float = 0.0) -> dict[str, float]:
+    """The metrics after ``epoch`` (0-based); ``dr_mean`` is the epoch's mean DR value,
+    ``pairs_per_batch`` its mean number of cross-group pairs in a batch.
 
     Computed on the device and read back together: one host synchronisation per epoch."""
     X, holdout = data.X, data.holdout
@@ -101,6 +102,7 @@ def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: torch.Tensor 
         gen = metric_generator(X.device, data.layer, epoch)
         metrics["pseudo_log_likelihood"] = pseudo_log_likelihood(rbm, data.sample, gen)
     metrics["dr"] = dr_mean
+    metrics["dr_pairs_per_batch"] = pairs_per_batch
     metrics["cross_group_divergence"] = cross_group_divergence(rbm, data.sample, data.sample_side)
     values = torch.stack([torch.as_tensor(v, device=X.device).double() for v in metrics.values()])
     return dict(zip(metrics, values.tolist()))

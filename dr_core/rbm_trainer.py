@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from dr_core.batches import cross_pairs_per_batch, plan_generator, shuffled_batches, side_row_batches
 from dr_core.config import RBMConfig
 from dr_core.context import Examples, RunContext
 from dr_core.cuda_graphs import StepGraphs, use_graphs
@@ -18,16 +19,17 @@ class _CDSteps:
     """cd_step on the batch X[idx] of the training set (on the device): eagerly, or from CUDA
     graphs for full-size batches. Holds what the steps update: velocity and chains.
 
-    Side labels become dense group ids once per layer (``group_ids``: one host read), so a
-    step reads nothing back from the device.
+    ``ids``/``n_groups`` are the dense group ids of the side labels (``group_ids``, read once
+    per layer), so a step reads nothing back from the device.
     """
 
     def __init__(self, rbm: RBM, cfg: RBMConfig, train: Examples, run: RunContext,
-                 velocity: dict[str, torch.Tensor], chains: torch.Tensor | None) -> None:
+                 velocity: dict[str, torch.Tensor], chains: torch.Tensor | None,
+                 groups: tuple[torch.Tensor, int] | None) -> None:
         self.rbm, self.cfg, self.X, self.generator = rbm, cfg, train.X, run.generator
         self.velocity, self.chains = velocity, chains
-        dr_on = cfg.dr is not None and cfg.dr.active and train.side is not None
-        self.ids, self.n_groups = group_ids(train.side) if dr_on else (None, None)
+        dr_on = cfg.dr is not None and cfg.dr.active and groups is not None
+        self.ids, self.n_groups = groups if dr_on else (None, None)
         graphs = use_graphs(run.cuda_graphs, train.X.device, run.generator)
         self.graphs = StepGraphs(run.generator) if graphs else None
         self.idx = torch.empty(cfg.batch_size, dtype=torch.long, device=train.X.device) \
@@ -85,6 +87,16 @@ def _check(cfg: RBMConfig, X: torch.Tensor) -> None:
         raise ValueError("X: bernoulli visible units need data in [0, 1]")
 
 
+def _epoch_batches(cfg: RBMConfig, n: int, groups: tuple[torch.Tensor, int] | None,
+                   run: RunContext, layer: int, epoch: int, device: torch.device) -> list[torch.Tensor]:
+    """The epoch's batches: side rows in each (``dr_core.batches``) when asked for and the data
+    carry side labels, else one shuffle drawn from the training generator."""
+    if cfg.side_rows_per_batch and groups is not None:
+        plan = plan_generator(run.generator.initial_seed(), layer, epoch, device)
+        return side_row_batches(*groups, cfg.batch_size, cfg.side_rows_per_batch, plan)
+    return shuffled_batches(n, cfg.batch_size, run.generator, device)
+
+
 def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
               holdout: torch.Tensor | None = None, layer: int = 0) -> tuple[RBM, list[Event]]:
     """Train one RBM layer on ``train`` (X (N, D), side (N,) DR groups or None) for ``cfg.epochs``.
@@ -92,7 +104,10 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     After each epoch ``run.callback.on_epoch_end`` gets Event("pretrain", layer, epoch,
     metrics, epoch / cfg.epochs, state) with metrics ``recon_error``, ``free_energy_gap``
     (only with ``holdout`` (M, D)), ``pseudo_log_likelihood`` (Bernoulli visible only), ``dr``
-    (mean over batches) and ``cross_group_divergence``; ``run.callback.should_stop()`` is
+    (mean over batches), ``dr_pairs_per_batch`` (mean cross-group pairs in a batch: what DR
+    had to work with; 0 without side labels) and ``cross_group_divergence``; with
+    ``cfg.side_rows_per_batch`` every batch holds that many rows with a side value
+    (``dr_core.batches``); ``run.callback.should_stop()`` is
     polled after every batch (raises ``TrainingStopped``). ``run.resume`` is an event state of
     this layer (keys ``current.*``, ``epoch``, ``generator``). All random draws use
     ``run.generator``, which must live on X's device. Side -1 marks a row without a group:
@@ -105,17 +120,18 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     rbm = RBM(X.shape[1], cfg.n_hidden, cfg.visible, init_std=cfg.init_std if fresh else 0.0,
               generator=generator, device=X.device, dtype=X.dtype)
     velocity, chains, start = ({}, None, 0) if fresh else _restore(rbm, run.resume, generator)
-    steps = _CDSteps(rbm, cfg, train, run, velocity, chains)
+    groups = group_ids(side) if side is not None else None
+    steps = _CDSteps(rbm, cfg, train, run, velocity, chains, groups)
     metric_data = MetricData.choose(X, side, holdout, layer)
     n, events = X.shape[0], []
     for epoch in range(start, cfg.epochs):
-        perm = torch.randperm(n, generator=generator, device=X.device)
+        batches = _epoch_batches(cfg, n, groups, run, layer, epoch, X.device)
         dr_sum = torch.zeros((), device=X.device, dtype=X.dtype)
-        for b0 in range(0, n, cfg.batch_size):
-            dr_sum += steps(perm[b0:b0 + cfg.batch_size], epoch)
+        for idx in batches:
+            dr_sum += steps(idx, epoch)
             run.stop_if_asked(f"pretraining layer {layer}, epoch {epoch + 1}")
-        n_batches = max(1, len(range(0, n, cfg.batch_size)))
-        metrics = epoch_metrics(rbm, metric_data, epoch, dr_sum / n_batches)
+        pairs = cross_pairs_per_batch(batches, *groups) if groups is not None else 0.0
+        metrics = epoch_metrics(rbm, metric_data, epoch, dr_sum / max(1, len(batches)), pairs)
         event = Event("pretrain", layer, epoch + 1, metrics, (epoch + 1) / cfg.epochs,
                       _layer_state(rbm, velocity, steps.chains, generator, layer, epoch + 1))
         events.append(event)

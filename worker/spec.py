@@ -68,7 +68,7 @@ def _rbm(pre: PretrainSpec, n_hidden: int, visible: str, n_train: int) -> RBMCon
                      learning_rate=pre.learning_rate, cd_k=pre.cd_k,
                      persistent=pre.persistent, momentum=pre.momentum,
                      final_momentum=pre.final_momentum, weight_decay=pre.weight_decay,
-                     dr=_posterior_dr(pre.dr))
+                     side_rows_per_batch=pre.side_rows_per_batch or 0, dr=_posterior_dr(pre.dr))
 
 
 def _finetune(ft: FinetuneSpec, n_train: int) -> FinetuneConfig:

@@ -114,8 +114,23 @@ class PretrainSpec(BaseModel):
                                   description="Momentum after the switch epoch.")
     weight_decay: float = Field(0.0002, ge=0.0, le=1.0, examples=[0.0002],
                                 description="L2 penalty on the weights.")
+    side_rows_per_batch: int | None = Field(
+        None, ge=0, le=4096, strict=True, examples=[None, 32],
+        description="Rows that carry a side value in every pretraining mini-batch, drawn in "
+                    "turn from each group; the rest of the batch is drawn from all rows and an "
+                    "epoch still visits every row. With few rows labelled, random batches hold "
+                    "few cross-group pairs and DR has little to work on. 0 or null: plain "
+                    "shuffled batches. Must be below the batch size.")
     dr: PretrainDR | None = Field(default_factory=PretrainDR,
                                   description="Generative DR; null turns it off.")
+
+    @model_validator(mode="after")
+    def _side_rows_fit(self) -> PretrainSpec:
+        rows = self.side_rows_per_batch or 0
+        if rows and self.batch_size != "auto" and rows >= self.batch_size:
+            raise ValueError(f"side_rows_per_batch ({rows}) must be below batch_size "
+                             f"({self.batch_size})")
+        return self
 
 
 class FinetuneSpec(BaseModel):
@@ -158,7 +173,7 @@ JOB_SPEC_EXAMPLE: dict[str, Any] = {
     "model": {"hidden_layers": [500, 500], "visible_units": "auto"},
     "pretrain": {"epochs": 5, "batch_size": "auto", "learning_rate": 0.05, "cd_k": 1,
                  "persistent": False, "momentum": 0.5, "final_momentum": 0.9,
-                 "weight_decay": 0.0002,
+                 "weight_decay": 0.0002, "side_rows_per_batch": None,
                  "dr": {"weight": 1.0, "divergence": "hellinger", "pairs": "all"}},
     "finetune": {"epochs": 20, "batch_size": "auto", "optimizer": "sgd", "learning_rate": 0.1,
                  "momentum": 0.9, "weight_decay": 0.0, "activation": "sigmoid",

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from drtrain.jobs.spec import JobSpec
+from drtrain.jobs.spec import JobSpec, resolve_batch_size
+
+# Below this share of rows with a side value, random pretraining batches are mostly without a
+# cross-group pair (at 1 %, about three batches of 128 in four), and DR is starved.
+SCARCE_SIDE_SHARE = 0.2
 
 
 def validation_rows(n_labelled: int, n_rows: int, fraction: float) -> int:
@@ -64,7 +68,23 @@ def _partial_rows(spec: JobSpec, n_rows: int, n_labelled: int | None,
     if _dr_on(spec) and n_with_side is not None and 0 < n_with_side < n_rows:
         out.append(f"dr pairs only the {n_with_side} rows of the {n_rows} in the dataset that "
                    "carry a side value; the others still train, but never enter a DR pair")
+        out.extend(_starved_batches(spec, n_rows, n_with_side))
     return out
+
+
+def _starved_batches(spec: JobSpec, n_rows: int, n_with_side: int) -> list[str]:
+    """Pretraining DR on scarce side values without side rows per batch."""
+    pre = spec.pretrain
+    if pre is None or pre.dr is None or pre.dr.weight == 0 or pre.side_rows_per_batch:
+        return []
+    share = n_with_side / n_rows
+    if share >= SCARCE_SIDE_SHARE:
+        return []
+    batch = resolve_batch_size(pre.batch_size, n_rows)
+    return [f"only {100 * share:.3g}% of rows carry a side value: a random pretraining batch of "
+            f"{batch} holds about {batch * share:.2g} of them, often no cross-group pair, so "
+            f"generative DR is starved; set pretrain.side_rows_per_batch (for example "
+            f"{max(2, batch // 4)}) to put that many rows with a side value in every batch"]
 
 
 def merge(existing: list[str] | None, new: list[str]) -> list[str]:

@@ -245,7 +245,7 @@ def test_epoch_events_carry_metrics_progress_and_state(digits):
     assert all(e.phase == "pretrain" and e.layer == 2 for e in cb.events)
     # The layer's own progress; run_pipeline maps it onto the whole run.
     assert [e.progress for e in cb.events] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert set(cb.events[0].metrics) == {"recon_error", "free_energy_gap", "pseudo_log_likelihood", "dr",
+    assert set(cb.events[0].metrics) == {"recon_error", "free_energy_gap", "pseudo_log_likelihood", "dr", "dr_pairs_per_batch",
                                          "cross_group_divergence"}
     assert all(np.isfinite(v) for v in cb.events[-1].metrics.values())
     assert cb.events[-1].state["epoch"] == 4

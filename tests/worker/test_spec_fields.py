@@ -94,6 +94,7 @@ TO_DR_CORE: dict[str, tuple[Any, Callable[[JobSpec], Any]]] = {
     "pretrain.momentum": (0.7, rbm0("momentum")),
     "pretrain.final_momentum": (0.8, rbm0("final_momentum")),
     "pretrain.weight_decay": (0.001, rbm0("weight_decay")),
+    "pretrain.side_rows_per_batch": (5, rbm0("side_rows_per_batch")),
     "pretrain.dr.weight": (2.0, pdr("weight")),
     "pretrain.dr.divergence": ("jeffreys", pdr("divergence")),
     "pretrain.dr.pairs": ({"sample": 4}, pdr("pairs")),
