@@ -109,23 +109,45 @@ def _weights(model: MLP) -> list[Tensor]:
     return [layer.weight for layer in model.hidden] + [model.head.weight]
 
 
+def _split_backward(model: MLP, ce: Tensor, penalty: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Set every parameter's grad to that of ce - penalty, from two backward passes, and
+    return the gradient norms of _weights for each term alone: (ce's, the penalty's hidden
+    layers'). Reporting the sum would mix DR's own push into the vanishing-gradient view."""
+    params = list(model.parameters())
+    g_ce = torch.autograd.grad(ce, params, retain_graph=True, allow_unused=True)
+    g_pen = torch.autograd.grad(penalty, params, allow_unused=True)
+    by_param = {}
+    for p, a, b in zip(params, g_ce, g_pen):
+        a = torch.zeros_like(p) if a is None else a
+        b = torch.zeros_like(p) if b is None else b
+        p.grad = a - b
+        by_param[p] = (a, b)
+    weights = _weights(model)
+    ce_norms = [torch.linalg.vector_norm(by_param[w][0]) for w in weights]
+    pen_norms = [torch.linalg.vector_norm(by_param[w][1]) for w in weights[:-1]]
+    return ce_norms, pen_norms
+
+
 def _train_batch(model: MLP, optimizer: torch.optim.Optimizer, cfg: FinetuneConfig,
                  batch: Examples, n_groups: int, generator: torch.Generator) -> Tensor:
     """One optimiser step on ``batch`` (side: dense group ids, ``n_groups`` of them); returns
-    its statistics, float64 (3 + L + 1,): [cross-entropy * batch size, correct predictions,
-    DR term, gradient norms of _weights]."""
+    its statistics, float64 (3 + L + 1 [+ L with DR],): [cross-entropy * batch size, correct
+    predictions, DR term, gradient norms of the cross-entropy alone at _weights, and with DR
+    those of the weighted DR term at the hidden layers]."""
     logits, features = model.forward_features(batch.X)
     ce = F.cross_entropy(logits, batch.y)
-    loss, dr = ce, torch.zeros((), device=batch.X.device)
+    optimizer.zero_grad(set_to_none=True)
     if _dr_on(cfg):
         dr = _dr_term(features, batch.side, n_groups, cfg, generator)
-        loss = ce - cfg.dr.weight * dr
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+        norms, dr_norms = _split_backward(model, ce, cfg.dr.weight * dr)
+    else:
+        dr = torch.zeros((), device=batch.X.device)
+        ce.backward()
+        norms = [torch.linalg.vector_norm(w.grad) for w in _weights(model)]
+        dr_norms = []
     with torch.no_grad():
-        norms = torch.stack([torch.linalg.vector_norm(w.grad) for w in _weights(model)])
         correct = (logits.argmax(1) == batch.y).sum()
-        stats = [ce.detach() * len(batch), correct, dr.detach(), *norms]
+        stats = [ce.detach() * len(batch), correct, dr.detach(), *norms, *dr_norms]
         stats = torch.stack([v.double() for v in stats])
     optimizer.step()
     return stats
@@ -174,13 +196,21 @@ def _train_epoch(steps: _Steps, n_stats: int, run: RunContext, epoch: int
     return sums.tolist(), batches  # one host sync per epoch
 
 
+def _n_stats(model: MLP, cfg: FinetuneConfig) -> int:
+    layers = len(model.hidden)
+    return 3 + layers + 1 + (layers if _dr_on(cfg) else 0)
+
+
 def _epoch_metrics(model: MLP, totals: list[float], batches: int, n: int,
                    val: Examples | None) -> dict[str, float]:
     metrics = {"train_loss": totals[0] / n, "train_accuracy": totals[1] / n,
                "dr": totals[2] / batches}
-    for i in range(len(model.hidden)):
+    layers = len(model.hidden)
+    for i in range(layers):
         metrics[f"grad_norm.layer{i}"] = totals[3 + i] / batches
-    metrics["grad_norm.head"] = totals[-1] / batches
+    metrics["grad_norm.head"] = totals[3 + layers] / batches
+    for i, total in enumerate(totals[4 + layers:]):
+        metrics[f"grad_norm_dr.layer{i}"] = total / batches
     if val is not None and val.y is not None:
         result = evaluate(model, val.X, val.y)
         metrics["val_loss"], metrics["val_accuracy"] = result["loss"], result["accuracy"]
@@ -206,7 +236,9 @@ def train_mlp(model: MLP, cfg: FinetuneConfig, train: Examples, run: RunContext,
       val_loss, val_accuracy: evaluated after the epoch on ``val`` (X, y), when given;
       dr: mean over batches of the (unweighted) DR term, summed over DR layers; 0 when off;
       grad_norm.layer{i} (0-based hidden layer), grad_norm.head: mean over batches of the
-        Frobenius norm of d loss / d weight (the vanishing-gradient evidence).
+        Frobenius norm of d cross-entropy / d weight: the classification signal alone (the
+        vanishing-gradient evidence), whether DR is on or not;
+      grad_norm_dr.layer{i}: with DR on, the same norm of d (lambda * DR term) / d weight.
     ``run.resume`` = a state from such an event: continues at the next epoch, bit-identically.
     Returns the events of the epochs run.
     """
@@ -216,7 +248,7 @@ def train_mlp(model: MLP, cfg: FinetuneConfig, train: Examples, run: RunContext,
     steps = _Steps(model, optimizer, cfg, train, run)
     history: list[Event] = []
     for epoch in range(start + 1, cfg.epochs + 1):
-        totals, batches = _train_epoch(steps, 3 + len(model.hidden) + 1, run, epoch)
+        totals, batches = _train_epoch(steps, _n_stats(model, cfg), run, epoch)
         event = Event("finetune", None, epoch, _epoch_metrics(model, totals, batches, len(train), val),
                       epoch / cfg.epochs, _training_state(model, optimizer, run.generator, epoch))
         run.callback.on_epoch_end(event)

@@ -101,7 +101,8 @@ def test_event_state_and_metrics():
         assert e.phase == "finetune" and e.layer is None
         m = e.metrics
         assert set(m) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "dr",
-                          "grad_norm.layer0", "grad_norm.layer1", "grad_norm.head"}
+                          "grad_norm.layer0", "grad_norm.layer1", "grad_norm.head",
+                          "grad_norm_dr.layer0", "grad_norm_dr.layer1"}
         assert all(m[k] > 0 for k in ("train_loss", "dr", "grad_norm.layer0", "grad_norm.layer1",
                                       "grad_norm.head"))
         assert 0 <= m["train_accuracy"] <= 1 and 0 <= m["val_accuracy"] <= 1
@@ -186,3 +187,32 @@ def test_init_is_seeded_and_leaves_global_rng_alone():
     assert not torch.equal(a.hidden[0].weight, c.hidden[0].weight)
     headless = MLP(10, [7], None)
     assert headless.head is None and headless(torch.zeros(2, 10)).shape == (2, 7)
+
+
+def test_grad_norms_are_the_classification_losss_own_with_dr_on():
+    """One batch holding every row: grad_norm.layer{i} is ||d CE / d W_i|| at the initial
+    weights, grad_norm_dr.layer{i} is ||d (lambda DR) / d W_i||, and the step follows both."""
+    X, y = _blobs()
+    dr = FeatureDRConfig(weight=0.5)
+    cfg = FinetuneConfig(epochs=1, batch_size=len(X), learning_rate=0.1, momentum=0.0, dr=dr)
+    model, events = _run(cfg, X=X, y=y)
+    start = init_mlp(X.shape[1], [8, 5], int(y.max()) + 1, cfg.activation, torch.Generator().manual_seed(1))
+    logits, features = start.forward_features(X)
+    ce = F.cross_entropy(logits, y)
+    penalty = dr.weight * sum(feature_distance(f, y, distance="euclidean", normalize="per_unit")
+                              for f in features)
+    weights = [layer.weight for layer in start.hidden]
+    g_ce = torch.autograd.grad(ce, weights, retain_graph=True)
+    g_dr = torch.autograd.grad(penalty, weights)
+    metrics = events[0].metrics
+    for i in range(2):
+        assert metrics[f"grad_norm.layer{i}"] == pytest.approx(float(g_ce[i].norm()), rel=1e-4)
+        assert metrics[f"grad_norm_dr.layer{i}"] == pytest.approx(float(g_dr[i].norm()), rel=1e-4)
+        assert float(g_dr[i].norm()) > 1e-3 * float(g_ce[i].norm())  # DR really pushes here
+        want = start.hidden[i].weight.detach() - 0.1 * (g_ce[i] - g_dr[i])
+        torch.testing.assert_close(model.hidden[i].weight.detach(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_no_dr_gradient_norms_without_dr():
+    _, events = _run(FinetuneConfig(epochs=1, batch_size=32))
+    assert not any(k.startswith("grad_norm_dr.") for k in events[0].metrics)
