@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.web.server import ARTIFACTS, LONG, PLAIN, SWEEP_BASE, SWEEP_GRID, TINY, Server, start
+from tests.web.server import ARTIFACTS, DIAGNOSED, LONG, PLAIN, SWEEP_BASE, SWEEP_GRID, TINY, Server, start
 
 CHROMIUM = Path(os.environ.get("DRTRAIN_CHROMIUM", "/usr/bin/chromium"))
 
@@ -46,12 +46,14 @@ class Seeded:
     dr: dict[str, Any]
     plain: dict[str, Any]
     sweep: dict[str, Any]
+    diagnosed: dict[str, Any]
 
 
 @pytest.fixture(scope="session")
 def seeded(server: Server) -> Seeded:
     """Jobs submitted once, up front, so they train while the first tests run: the long one
-    first (it takes a worker), then two short arms and a 4-job sweep for the other worker."""
+    first (it takes a worker), then two short arms, a 4-job sweep and a two-layer job for the
+    other worker."""
     long = server.submit(LONG)
     dr = server.submit(TINY)
     plain = server.submit(PLAIN)
@@ -59,7 +61,8 @@ def seeded(server: Server) -> Seeded:
         r = c.post("/v1/sweeps", json={"base": SWEEP_BASE, "grid": SWEEP_GRID})
         assert r.status_code == 202, r.text
         sweep = r.json()
-    return Seeded(long, dr, plain, sweep)
+    diagnosed = server.submit(DIAGNOSED)
+    return Seeded(long, dr, plain, sweep, diagnosed)
 
 
 @pytest.fixture(scope="session")

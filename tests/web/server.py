@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from drtrain.jobs.lifecycle import MetricValue
+
 DRTRAIN = str(Path(sys.executable).with_name("drtrain"))
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -43,6 +45,11 @@ SWEEP_BASE = copy.deepcopy(TINY)
 SWEEP_BASE["pretrain"]["epochs"] = 1
 SWEEP_BASE["finetune"]["epochs"] = 2
 SWEEP_GRID = {"finetune.dr.weight": [0, 0.1], "seed": [0, 1]}
+# Two hidden layers with DR in both phases: DR diagnostics per layer to draw.
+DIAGNOSED = copy.deepcopy(TINY)
+DIAGNOSED["model"] = {"hidden_layers": [16, 8]}
+DIAGNOSED["finetune"]["epochs"] = 3
+DIAGNOSED["seed"] = 2
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("DRTRAIN_WEB_ARTIFACTS", REPO / "build" / "web-screenshots"))
@@ -88,6 +95,38 @@ class Server:
             assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
             assert self.proc.poll() is None, "drtrain up exited:\n" + self.log_tail()
             time.sleep(0.3)
+
+    def put_metrics(self, job_id: str, points: list[MetricValue]) -> None:
+        """Write metric points into the server's database as a worker would, for metrics the
+        installed worker may not record (yet): a point whose (phase, layer, epoch, name) is
+        already there gets the given value. Only for a finished job, whose seqs no worker
+        assigns any more."""
+        from sqlalchemy import func, select
+
+        from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+        from drtrain.kit.models import Job, MetricPoint
+
+        engine = make_engine(f"sqlite:///{self.data_dir / 'drtrain.sqlite3'}")
+        try:
+            with session_scope(make_sessionmaker(engine)) as s:
+                attempt = s.execute(select(Job.attempt).where(Job.id == job_id)).scalar_one()
+                seq = s.execute(select(func.coalesce(func.max(MetricPoint.seq), 0))
+                                .where(MetricPoint.job_id == job_id)).scalar_one()
+                for p in points:
+                    layer_key = -1 if p.layer is None else p.layer
+                    row = s.execute(select(MetricPoint).where(
+                        MetricPoint.job_id == job_id, MetricPoint.phase == p.phase,
+                        MetricPoint.layer_key == layer_key, MetricPoint.epoch == p.epoch,
+                        MetricPoint.name == p.name)).scalar_one_or_none()
+                    if row is not None:
+                        row.value = p.value
+                        continue
+                    seq += 1
+                    s.add(MetricPoint(job_id=job_id, seq=seq, attempt=attempt, phase=p.phase,
+                                      layer=p.layer, layer_key=layer_key, epoch=p.epoch,
+                                      name=p.name, value=p.value))
+        finally:
+            engine.dispose()
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]

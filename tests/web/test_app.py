@@ -12,8 +12,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from playwright.sync_api import Page, expect
 
+from drtrain.jobs.lifecycle import MetricValue
 from tests.web.server import ARTIFACTS, SWEEP_GRID, TINY, Server
 
 if TYPE_CHECKING:
@@ -35,6 +37,40 @@ def checkpoints(server: Server, job_id: str) -> list[dict[str, Any]]:
 
 def points(page: Page, testid: str) -> int:
     return int(page.get_attribute(f'[data-testid="{testid}"]', "data-points") or 0)
+
+
+def metric_points(server: Server, job_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    since = 0
+    with server.client() as c:
+        while True:
+            page = c.get(f"/v1/jobs/{job_id}/metrics", params={"since": since}).json()
+            if not page["items"]:
+                return items
+            items += page["items"]
+            since = page["next_since"]
+
+
+def legend_at_last_epoch(page: Page, testid: str) -> dict[str, str]:
+    """A chart's legend, series label -> value shown, with the cursor over its last epoch."""
+    over = page.locator(f'[data-testid="{testid}"] .u-over')
+    over.scroll_into_view_if_needed()  # the mouse only reaches what is in the viewport
+    box = over.bounding_box()
+    assert box
+    page.mouse.move(box["x"] + box["width"] - 1, box["y"] + box["height"] / 2)
+    rows = page.locator(f'[data-testid="{testid}"] .u-legend .u-series')
+    expect(rows.first.locator(".u-value")).to_have_text(re.compile(r"\S"))  # the epoch under the cursor
+    return dict(zip(rows.locator(".u-label").all_inner_texts(), rows.locator(".u-value").all_inner_texts(),
+                    strict=True))
+
+
+def legend_marker(page: Page, testid: str, label: str) -> dict[str, str]:
+    """How the legend marks one series: its border style (solid, dashed) and colour."""
+    marker = (page.locator(f'[data-testid="{testid}"] .u-legend .u-series')
+              .filter(has=page.locator(".u-label", has_text=re.compile(f"^{re.escape(label)}$")))
+              .locator(".u-marker"))
+    return marker.evaluate("m => ({style: getComputedStyle(m).borderTopStyle,"
+                           " colour: getComputedStyle(m).borderTopColor})")
 
 
 # ----------------------------------------------------------------------------- sign in
@@ -107,8 +143,10 @@ def test_finished_job_page_shows_every_chart_the_spec_and_final_metrics(
     assert job["status"] == "succeeded", job
     open_app(page, server, f"#/jobs/{job['id']}")
     epochs = job["spec"]["finetune"]["epochs"]
+    # layer0 and the head, plus the DR term's layer0 where the worker records it apart
+    dr_grads = {p["name"] for p in metric_points(server, job["id"]) if p["name"].startswith("grad_norm_dr.")}
     for testid, series in [("chart-finetune-loss", 2), ("chart-finetune-accuracy", 2),
-                           ("chart-finetune-grad_norm", 2), ("chart-finetune-dr", 1),
+                           ("chart-finetune-grad_norm", 2 + len(dr_grads)), ("chart-finetune-dr", 1),
                            ("chart-pretrain-recon_error", 1)]:
         fig = page.locator(f'[data-testid="{testid}"]')
         expect(fig).to_have_attribute("data-series", str(series))
@@ -121,6 +159,61 @@ def test_finished_job_page_shows_every_chart_the_spec_and_final_metrics(
     expect(page.locator("#job-spec")).to_contain_text('"dataset_id": "builtin:digits"')
     expect(page.locator(".summary")).to_contain_text("1 of")  # attempt 1 of N
     page.screenshot(path=str(ARTIFACTS / "job-page.png"), full_page=True)
+
+
+# What the worker records about DR, seeded so the test does not depend on the installed
+# worker recording it: cross-group pairs per pretraining batch per layer (layer 1 nearly
+# starved at the end) and the DR term's own gradient norm per hidden layer while fine-tuning.
+PAIRS_PER_BATCH = {0: [41.5, 40.25], 1: [12.5, 0.75]}
+DR_GRAD_NORMS = {0: [0.031, 0.027, 0.0225], 1: [0.0125, 0.011, 0.0095]}
+
+
+def epochs_of(points: list[dict[str, Any]], phase: str, name: str) -> list[int]:
+    return sorted({p["epoch"] for p in points if p["phase"] == phase and p["name"] == name})
+
+
+def dr_diagnostics(points: list[dict[str, Any]]) -> list[MetricValue]:
+    """The seeded values on the epochs the job trained (however the worker numbers them)."""
+    pretrain = epochs_of(points, "pretrain", "recon_error")
+    finetune = epochs_of(points, "finetune", "train_loss")
+    assert len(pretrain) == 2 and len(finetune) == 3, (pretrain, finetune)
+    pairs = [MetricValue("pretrain", layer, epoch, "dr_pairs_per_batch", value)
+             for layer, values in PAIRS_PER_BATCH.items() for epoch, value in zip(pretrain, values)]
+    grads = [MetricValue("finetune", None, epoch, f"grad_norm_dr.layer{layer}", value)
+             for layer, values in DR_GRAD_NORMS.items() for epoch, value in zip(finetune, values)]
+    return pairs + grads
+
+
+@pytest.fixture(scope="module")
+def diagnosed(server: Server, seeded: Seeded) -> dict[str, Any]:
+    """The two-layer DR job, finished, with the DR diagnostics in its metrics."""
+    job = server.wait(seeded.diagnosed["id"])
+    assert job["status"] == "succeeded", job
+    server.put_metrics(job["id"], dr_diagnostics(metric_points(server, job["id"])))
+    return job
+
+
+def test_job_page_draws_the_dr_gradient_norms_and_pairs_per_batch(page: Page, server: Server,
+                                                                  diagnosed: dict[str, Any]) -> None:
+    open_app(page, server, f"#/jobs/{diagnosed['id']}")
+    grads = "chart-finetune-grad_norm"
+    # classification loss per hidden layer and the head, then the DR term per hidden layer
+    expect(page.locator(f'[data-testid="{grads}"]')).to_have_attribute("data-series", "5")
+    expect(page.locator(f'[data-testid="{grads}"]')).to_have_attribute("data-points", str(5 * 3))
+    caption = page.locator(f'[data-testid="{grads}"] figcaption')
+    expect(caption).to_contain_text("classification loss solid, DR term dashed")
+    legend = legend_at_last_epoch(page, grads)
+    assert list(legend)[1:] == ["layer0", "layer1", "head", "DR layer0", "DR layer1"], legend
+    assert legend["DR layer0"] == "0.0225" and legend["DR layer1"] == "0.0095", legend
+    classification, dr = legend_marker(page, grads, "layer0"), legend_marker(page, grads, "DR layer0")
+    assert classification["style"] == "solid" and dr["style"] == "dashed"
+    assert classification["colour"] == dr["colour"]  # one colour per layer, whichever loss
+
+    pairs = "chart-pretrain-dr_pairs_per_batch"
+    expect(page.locator(f'[data-testid="{pairs}"] figcaption')).to_contain_text("pairs per mini-batch")
+    expect(page.locator(f'[data-testid="{pairs}"]')).to_have_attribute("data-points", str(2 * 2))
+    legend = legend_at_last_epoch(page, pairs)
+    assert legend["layer 0"] == "40.25" and legend["layer 1"] == "0.75", legend
 
 
 def test_download_model_from_the_job_page(page: Page, server: Server, seeded: Seeded,
@@ -206,6 +299,18 @@ def test_compare_two_jobs(page: Page, server: Server, seeded: Seeded) -> None:
     for path in ("seed", "pretrain.dr", "finetune.dr"):
         expect(diff.locator(f'tr[data-path^="{path}"]').first).to_be_visible()
     expect(diff.locator('tr[data-path="model.hidden_layers"]')).to_have_count(0)
+
+
+def test_compare_offers_the_dr_diagnostics(page: Page, server: Server,
+                                          diagnosed: dict[str, Any]) -> None:
+    open_app(page, server, f"#/compare?ids={diagnosed['id']}")
+    # a gradient norm goes on a log scale like the others; a count of pairs does not
+    for key, n_points, log in [("finetune/grad_norm_dr.layer1", 3, True),
+                               ("pretrain/dr_pairs_per_batch/L1", 2, False)]:
+        page.select_option("#compare-metric", key)
+        chart = page.locator(f'[data-testid="compare-{key}"]')
+        expect(chart).to_have_attribute("data-points", str(n_points))
+        expect(chart.locator("figcaption .muted")).to_have_count(1 if log else 0)
 
 
 def test_sweep_page_shows_mean_std_best_point_and_plot(page: Page, server: Server,

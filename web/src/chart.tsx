@@ -88,7 +88,9 @@ export function Chart({ title, data, log = false, xLabel = "epoch", xLabels, mar
           value: (_u: uPlot, v: number | null) => (v === null ? "" : fmtNum(v)),
         })),
       ],
-      legend: { show: true },
+      // a dashed line gets a dashed legend marker: otherwise validation or DR-term lines
+      // read as their solid twins in the legend
+      legend: { show: true, markers: { dash: (u: uPlot, i: number) => (u.series[i].dash ? "dashed" : "solid") } },
       hooks: mark === null ? {} : {
         draw: [(u: uPlot) => {
           const xv = data.x[mark];

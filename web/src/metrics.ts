@@ -1,12 +1,14 @@
 // Metric points (as the worker writes them: dr_core/rbm.py epoch_metrics, dr_core/mlp.py
 // train_mlp) turned into chart data.
-import type { ChartData, Series } from "./chart";
+import { color, type ChartData, type Series } from "./chart";
 import type { MetricPoint, Spec } from "./types";
 
 export const PRETRAIN_METRICS: [string, string][] = [
   ["recon_error", "Reconstruction error"],
   ["free_energy_gap", "Free-energy gap (held-out − train)"],
   ["dr", "DR value (generative)"],
+  // near 0: the mini-batches held almost no cross-group pairs, so DR had nothing to act on
+  ["dr_pairs_per_batch", "Cross-group pairs per mini-batch (DR's input)"],
   ["cross_group_divergence", "Cross-group divergence of p(h|v)"],
   ["pseudo_log_likelihood", "Pseudo log-likelihood"],
 ];
@@ -71,14 +73,63 @@ export function finetuneChart(points: MetricPoint[], names: [string, string, boo
   })));
 }
 
+const CLASSIFICATION_GRAD = "grad_norm.";
+const DR_GRAD = "grad_norm_dr.";
+
+/** Hidden layers first (by index), the output head last. */
+function byLayer(names: string[]): string[] {
+  const order = (s: string) => (s.endsWith(".head") ? 1e9 : Number(s.replace(/\D/g, "")) || 0);
+  return [...names].sort((a, b) => order(a) - order(b));
+}
+
+/** Gradient norms of the classification loss: every layer the spec trains, even before its
+ * first point, so the chart's legend is complete from the start. */
 export function gradNames(points: MetricPoint[], spec: Spec): string[] {
   const names = new Set<string>();
   const n = spec.finetune ? (spec.model?.hidden_layers?.length ?? 0) : 0;
-  for (let i = 0; i < n; i++) names.add(`grad_norm.layer${i}`);
-  if (spec.finetune) names.add("grad_norm.head");
-  for (const p of points) if (p.phase === "finetune" && p.name.startsWith("grad_norm.")) names.add(p.name);
-  const order = (s: string) => (s === "grad_norm.head" ? 1e9 : Number(s.replace(/\D/g, "")) || 0);
-  return [...names].sort((a, b) => order(a) - order(b));
+  for (let i = 0; i < n; i++) names.add(`${CLASSIFICATION_GRAD}layer${i}`);
+  if (spec.finetune) names.add(`${CLASSIFICATION_GRAD}head`);
+  for (const p of points) if (p.phase === "finetune" && p.name.startsWith(CLASSIFICATION_GRAD)) names.add(p.name);
+  return byLayer([...names]);
+}
+
+/** Gradient norms of the DR term alone: only where the worker wrote them (feature DR on). */
+export function drGradNames(points: MetricPoint[]): string[] {
+  const names = new Set<string>();
+  for (const p of points) if (p.phase === "finetune" && p.name.startsWith(DR_GRAD)) names.add(p.name);
+  return byLayer([...names]);
+}
+
+const layerOf = (name: string) => name.slice(name.indexOf(".") + 1);
+
+function featureDrOn(spec: Spec): boolean {
+  return (spec.finetune?.dr?.weight ?? 0) > 0;
+}
+
+/** The vanishing-gradient chart: one solid line per layer for the classification loss and,
+ * when recorded, one dashed line per layer for the DR term in the same colour as its layer. */
+export function gradientChart(points: MetricPoint[], spec: Spec): ChartData {
+  const classification = gradNames(points, spec);
+  const layerColour = new Map(classification.map((name, i) => [layerOf(name), color(i)]));
+  const finetuneNamed = (name: string) => (p: MetricPoint) => p.phase === "finetune" && p.name === name;
+  return byEpoch(points, [
+    ...classification.map((name, i) => ({ label: layerOf(name), color: color(i), match: finetuneNamed(name) })),
+    ...drGradNames(points).map((name, i) => ({
+      label: `DR ${layerOf(name)}`, dash: true, match: finetuneNamed(name),
+      color: layerColour.get(layerOf(name)) ?? color(classification.length + i),
+    })),
+  ]);
+}
+
+/** Says which loss each line's gradient comes from. Jobs trained before the DR term's norms
+ * were recorded apart logged one norm of the whole loss, classification plus DR. */
+export function gradientTitle(points: MetricPoint[], spec: Spec): string {
+  const base = "Gradient norm per layer (vanishing-gradient view)";
+  const split = `${base}: classification loss solid, DR term dashed`;
+  if (drGradNames(points).length > 0) return split;
+  if (!featureDrOn(spec)) return `${base}: classification loss`;
+  const wholeLoss = points.some((p) => p.phase === "finetune" && p.name.startsWith(CLASSIFICATION_GRAD));
+  return wholeLoss ? `${base}: classification + DR loss together` : split;
 }
 
 /** A metric identified across jobs: "finetune/val_accuracy" or "pretrain/recon_error/L0". */

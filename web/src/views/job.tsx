@@ -3,7 +3,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, cancelJob, download, getJob, listCheckpoints, streamEvents } from "../api";
 import { Chart } from "../chart";
 import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle } from "../format";
-import { finetuneChart, gradNames, merge, PRETRAIN_METRICS, pretrainChart, pretrainLayers } from "../metrics";
+import { finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_METRICS, pretrainChart, pretrainLayers } from "../metrics";
 import { navigate } from "../route";
 import type { Checkpoint, Job, MetricPoint } from "../types";
 import { TERMINAL } from "../types";
@@ -100,18 +100,18 @@ export function JobPage({ id }: { id: string }) {
     const present = new Set(points.filter((p) => p.phase === "pretrain").map((p) => p.name));
     const expected = new Set(["recon_error", "dr", "cross_group_divergence"]);
     if ((spec.validation_fraction ?? 0.1) > 0) expected.add("free_energy_gap");
+    // dr_pairs_per_batch is drawn only once present: jobs trained before it was recorded
+    // would otherwise show an empty chart for ever
     const pre = spec.pretrain
       ? PRETRAIN_METRICS.filter(([name]) => present.has(name) || expected.has(name))
         .map(([name, title]) => ({ name, title, data: pretrainChart(points, layers, name) }))
       : [];
-    const grads = gradNames(points, spec);
     const ft = spec.finetune ? [
       { name: "loss", title: "Loss", log: false, data: finetuneChart(points, [["train_loss", "train"], ["val_loss", "validation", true]]) },
       { name: "accuracy", title: "Accuracy", log: false, data: finetuneChart(points, [["train_accuracy", "train"], ["val_accuracy", "validation", true]]) },
       ...(spec.finetune.dr || points.some((p) => p.phase === "finetune" && p.name === "dr")
         ? [{ name: "dr", title: "DR value (discriminative)", log: false, data: finetuneChart(points, [["dr", "DR"]]) }] : []),
-      { name: "grad_norm", title: "Gradient norm per layer (vanishing-gradient view)", log: true,
-        data: finetuneChart(points, grads.map((g) => [g, g.replace("grad_norm.", "")] as [string, string])) },
+      { name: "grad_norm", title: gradientTitle(points, spec), log: true, data: gradientChart(points, spec) },
     ] : [];
     return { pre, ft };
   }, [version, job?.spec]);
