@@ -1,9 +1,10 @@
 """The reproduction study's data: what each regime uploads to the service, and how it is split.
 
-Each regime is a training upload (features, labels with -1 for "no label", and optionally a
-coarse grouping as side information) plus a test upload. The service holds out
-``validation_fraction`` of the *labelled* training rows, seeded by the job's seed; which rows
-carry a label, and which examples are train or test, never depend on the seed.
+Every regime is label-scarce: a training upload (features, and labels with -1 for "no label")
+plus a test upload. Side information is the label, so unlabelled rows have no side value and
+serve pretraining only. The service holds out ``validation_fraction`` of the *labelled*
+training rows, seeded by the job's seed; which rows carry a label, and which examples are
+train or test, never depend on the seed.
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-# The service's own coarse grouping (builtin:fashion-mnist-coarse): tops, bottoms, footwear, bags.
-from drtrain.datasets.builtins import FASHION_COARSE_GROUPS, fashion_coarse_groups
-
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_SEED = 0
+# The service holds out this share of the labelled rows (never of the unlabelled ones).
+VALIDATION_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,33 @@ class StudyData:
     n_classes: int
     validation_fraction: float
     description: str
-    coarse: np.ndarray | None = None  # int64 coarse group of every training row (side information)
 
     @property
     def n_labelled(self) -> int:
         return int((self.y >= 0).sum())
 
 
-def digits() -> StudyData:
-    """70/15/15 stratified (seed 0): the 85 % train + validation rows are uploaded together."""
+def partial_labels(y: np.ndarray, fraction: float) -> np.ndarray:
+    """A fixed stratified ``fraction`` of the rows keep their label (seed 0); the rest get -1."""
+    keep, _ = train_test_split(np.arange(len(y)), train_size=fraction, stratify=y, random_state=SPLIT_SEED)
+    partial = np.full_like(y, -1)
+    partial[keep] = y[keep]
+    return partial
+
+
+def digits_label_scarce(fraction: float = 0.10) -> StudyData:
+    """15 % stratified test split (seed 0); of the rest, ``fraction`` labelled (stratified, seed 0)."""
     d = load_digits()
     X = (d.data / 16.0).astype(np.float32)
     y = d.target.astype(np.int64)
-    idx = np.arange(len(y))
-    trainval, test = train_test_split(idx, test_size=0.15, stratify=y, random_state=SPLIT_SEED)
-    return StudyData("digits", X[trainval], y[trainval], X[test], y[test], 10, 0.15 / 0.85,
-                     "scikit-learn digits (8x8, 1,797 images, pixels / 16 in [0, 1]); 15 % stratified test "
-                     "split (seed 0); the service holds out 15/85 of the rest for validation, by job seed")
+    trainval, test = train_test_split(np.arange(len(y)), test_size=0.15, stratify=y, random_state=SPLIT_SEED)
+    partial = partial_labels(y[trainval], fraction)
+    pct = f"{100 * fraction:g}"
+    return StudyData(f"digits-{pct}pct", X[trainval], partial, X[test], y[test], 10, VALIDATION_FRACTION,
+                     f"scikit-learn digits (8x8, 1,797 images, pixels / 16 in [0, 1]); 15 % stratified test split "
+                     f"(seed 0); of the other {len(trainval):,} rows {int((partial >= 0).sum())} ({pct} %, "
+                     f"stratified, seed 0) labelled, the rest used by pretraining only; "
+                     f"{100 * VALIDATION_FRACTION:g} % of the labelled rows held out for validation by job seed")
 
 
 def _read_idx(path: Path, header: int) -> np.ndarray:
@@ -64,36 +74,20 @@ def _fashion(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return X, y, X_t, y_t
 
 
-def fashion_mnist(n_train: int = 12_000, root: Path = FASHION_ROOT) -> StudyData:
-    """Fully labelled: a fixed stratified subsample of the official train set (seed 0), of which
-    the service holds out 1/6 for validation; the test set is the official t10k."""
+def fashion_label_scarce(fraction: float, root: Path = FASHION_ROOT) -> StudyData:
+    """All 60,000 training images; a fixed stratified ``fraction`` of them keep their label."""
     X, y, X_t, y_t = _fashion(root)
-    rows, _ = train_test_split(np.arange(len(y)), train_size=n_train, stratify=y, random_state=SPLIT_SEED)
-    rows = np.sort(rows)
-    return StudyData("fashion-mnist", X[rows], y[rows], X_t, y_t, 10, 1 / 6,
-                     f"Fashion-MNIST (28x28, pixels / 255 in [0, 1]), every row labelled: a fixed stratified "
-                     f"subsample of {n_train:,} images of the official train set (seed 0), 1/6 held out for "
+    partial = partial_labels(y, fraction)
+    pct = f"{100 * fraction:g}"
+    return StudyData(f"fashion-{pct}pct", X, partial, X_t, y_t, 10, VALIDATION_FRACTION,
+                     f"Fashion-MNIST (28x28, pixels / 255 in [0, 1]), all 60,000 training images, "
+                     f"{int((partial >= 0).sum()):,} ({pct} %, stratified, seed 0) labelled, the rest used by "
+                     f"pretraining only; {100 * VALIDATION_FRACTION:g} % of the labelled rows held out for "
                      f"validation by job seed; test: the official 10,000 t10k images")
 
 
-def fashion_label_scarce(fraction: float, root: Path = FASHION_ROOT) -> StudyData:
-    """All 60,000 training images; a fixed stratified ``fraction`` of them keep their label
-    (the rest are -1); every image carries its coarse group. Validation: 20 % of the labelled."""
-    X, y, X_t, y_t = _fashion(root)
-    keep, _ = train_test_split(np.arange(len(y)), train_size=fraction, stratify=y, random_state=SPLIT_SEED)
-    partial = np.full_like(y, -1)
-    partial[keep] = y[keep]
-    pct = f"{100 * fraction:g}"
-    return StudyData(f"fashion-{pct}pct", X, partial, X_t, y_t, 10, 0.2,
-                     f"Fashion-MNIST, all 60,000 training images, {len(keep):,} ({pct} %, stratified, seed 0) "
-                     f"labelled; every image carries its coarse group ({', '.join(FASHION_COARSE_GROUPS)}) as side "
-                     f"information; 20 % of the labelled rows held out for validation by job seed; test: "
-                     f"the official 10,000 t10k images", coarse=fashion_coarse_groups(y))
-
-
 LOADERS = {
-    "digits": digits,
-    "fashion-mnist": fashion_mnist,
+    "digits-10pct": lambda: digits_label_scarce(0.10),
     "fashion-1pct": lambda: fashion_label_scarce(0.01),
     "fashion-10pct": lambda: fashion_label_scarce(0.10),
 }
@@ -106,15 +100,12 @@ def load(name: str) -> StudyData:
 
 
 def shrink(data: StudyData, n_train: int, n_test: int = 200) -> StudyData:
-    """The first rows only (tiny test configs); keeps at least a few labelled rows."""
-    coarse = None if data.coarse is None else data.coarse[:n_train]
+    """The first rows only (tiny test configs)."""
     return StudyData(data.name, data.X[:n_train], data.y[:n_train], data.X_test[:n_test], data.y_test[:n_test],
-                     data.n_classes, data.validation_fraction, data.description + f" (cut to {n_train} rows)",
-                     coarse)
+                     data.n_classes, data.validation_fraction, data.description + f" (cut to {n_train} rows)")
 
 
-def write_npz(path: Path, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Path:
-    """The service's NPZ upload format: arrays X, y and optional groups (-1 = none)."""
-    arrays = {"X": X, "y": y} if groups is None else {"X": X, "y": y, "groups": groups}
-    np.savez(path, **arrays)
+def write_npz(path: Path, X: np.ndarray, y: np.ndarray) -> Path:
+    """The service's NPZ upload format: arrays X and y (-1 = no label; DR then groups by label)."""
+    np.savez(path, X=X, y=y)
     return path

@@ -27,7 +27,7 @@ def gradients_name(dataset: str) -> str:
 
 def _by_arm(outcome: DatasetOutcome) -> dict[str, list[RunResult]]:
     """Runs per arm, in the regime's arm order."""
-    out: dict[str, list[RunResult]] = {key: [] for key in outcome.arms}
+    out: dict[str, list[RunResult]] = {key: [] for key in outcome.plan.arms}
     for run in outcome.runs:
         out[run.arm].append(run)
     return {k: v for k, v in out.items() if v}
@@ -43,13 +43,13 @@ def plot_curves(outcome: DatasetOutcome, path: Path) -> None:
         errs = 100 * np.array([r.val_errors[:n] for r in runs])
         mean, std = errs.mean(axis=0), errs.std(axis=0)
         epochs = np.arange(1, n + 1)
-        ax.plot(epochs, mean, marker="o", markersize=3, label=f"({arm}) {ARM_BY_KEY[arm].label}")
+        ax.plot(epochs, mean, marker="o", markersize=3, label=f"{arm}: {ARM_BY_KEY[arm].label}")
         ax.fill_between(epochs, mean - std, mean + std, alpha=0.15)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("validation error (%)")
     ax.set_yscale("log")
-    ax.set_title(f"{outcome.name}: validation error, mean ± std over {outcome.seeds} seeds")
+    ax.set_title(f"{outcome.name}: validation error, mean ± std over {outcome.plan.seeds} seeds")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -64,11 +64,11 @@ def plot_gradients(outcome: DatasetOutcome, path: Path) -> None:
     for arm, runs in _by_arm(outcome).items():
         per_layer = np.array([[*r.grad_layers, r.grad_head] for r in runs]).mean(axis=0)
         ax.plot(np.arange(1, len(per_layer) + 1), per_layer, marker="o", markersize=3,
-                label=f"({arm}) {ARM_BY_KEY[arm].label}")
+                label=f"{arm}: {ARM_BY_KEY[arm].label}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer (1 = first hidden; the last point of each line is the softmax head)")
     ax.set_yscale("log")
-    ax.set_ylabel("mean ‖dL/dW‖, first epoch (log)")
+    ax.set_ylabel("mean ‖dL_class/dW‖, first epoch (log)")
     ax.set_title(f"{outcome.name}: gradient norm per layer (the vanishing-gradient view)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)

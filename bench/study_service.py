@@ -6,6 +6,7 @@ Nothing here trains: every number of the study comes from a job's result and met
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -75,92 +76,99 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @dataclass
 class Uploaded:
-    """A regime's dataset ids: the training data grouped by label, by coarse group, and the test set."""
+    """A regime's dataset ids: the training data (labels, -1 for none) and the test set."""
 
-    label: str
+    train: str
     test: str
-    coarse: str | None = None
-
-    def train_id(self, side: str) -> str:
-        if side == "coarse":
-            if self.coarse is None:
-                raise ValueError("this regime has no coarse grouping")
-            return self.coarse
-        return self.label
 
 
 def upload_regime(client: Client, data: StudyData, log: Callable[[str], None]) -> Uploaded:
     """Upload the regime's NPZ files (the service's own format) and wait until they are checked."""
     with tempfile.TemporaryDirectory(prefix="drtrain-study-upload-") as tmp:
-        def put(name: str, *arrays: Any) -> str:
-            path = write_npz(Path(tmp) / f"{name}.npz", *arrays)
+        def put(name: str, X: Any, y: Any) -> str:
+            path = write_npz(Path(tmp) / f"{name}.npz", X, y)
             created = client.upload_dataset(path, name=name)
             ready = client.wait_dataset(created["id"], timeout=600)
-            log(f"  uploaded {name}: {ready.get('n_samples')} rows, {ready.get('n_labelled')} labelled, "
-                f"{ready.get('n_with_side')} with a side value -> {ready['id']}")
+            log(f"  uploaded {name}: {ready.get('n_samples')} rows, {ready.get('n_labelled')} labelled "
+                f"-> {ready['id']}")
             return str(ready["id"])
 
-        label = put(f"study-{data.name}-train", data.X, data.y)
-        test = put(f"study-{data.name}-test", data.X_test, data.y_test)
-        coarse = put(f"study-{data.name}-train-coarse", data.X, data.y, data.coarse) \
-            if data.coarse is not None else None
-    return Uploaded(label, test, coarse)
+        return Uploaded(put(f"study-{data.name}-train", data.X, data.y),
+                        put(f"study-{data.name}-test", data.X_test, data.y_test))
 
 
 @dataclass
 class Work:
-    """A job, or a sweep over one JobSpec path; ``done`` gets each finished child job with its
-    metric points (one call for a job, one per grid value for a sweep)."""
+    """A job, or a sweep over a grid of JobSpec paths; ``done`` gets each finished child job with
+    its metric points (one call for a job, with point None; one per grid point for a sweep)."""
 
     key: Any
     spec: dict[str, Any]
-    done: Callable[[Any, dict[str, Any], list[dict[str, Any]]], None]
-    sweep_path: str | None = None
-    sweep_values: tuple[Any, ...] = ()
-    job_ids: dict[str, Any] = field(default_factory=dict)  # job id -> grid value (None for a job)
+    done: Callable[[dict[str, Any] | None, dict[str, Any], list[dict[str, Any]]], None]
+    grid: dict[str, list[Any]] | None = None
+    job_ids: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # job id -> grid point
+    sweep_id: str | None = None
+    running: set[str] = field(default_factory=set)  # submitted, not yet handed to ``done``
 
     @property
     def size(self) -> int:
-        return len(self.sweep_values) if self.sweep_path else 1
+        return math.prod(len(v) for v in self.grid.values()) if self.grid else 1
 
 
 def run_all(client: Client, work: list[Work], log: Callable[[str], None], max_active: int = 8,
-            poll: float = 1.0) -> None:
-    """Submit ``work`` in order, never more than ``max_active`` jobs at once (the tenant's cap),
-    and hand each finished job to its ``done``. A 429 (cap reached) waits; anything else raises."""
-    pending, active = list(work), {}
+            max_sweep_active: int = 256, poll: float = 1.0) -> None:
+    """Submit ``work`` in order, never more than the tenant's caps at once (``max_active`` for
+    single jobs; a sweep is accepted while active jobs plus its children stay within
+    ``max_sweep_active``), and hand each finished job to its ``done``. A 429 (cap reached)
+    waits; anything else raises."""
+    pending, active = list(work), []
     total, finished = sum(w.size for w in work), 0
     started = time.monotonic()
     while pending or active:
-        while pending and len(active) + pending[0].size <= max_active:  # active: one entry per job
-            item = pending[0]
-            if not _submit(client, item):
+        while pending and _room(active, pending[0], max_active, max_sweep_active):
+            if not _submit(client, pending[0]):
                 break
-            pending.pop(0)
-            for job_id in item.job_ids:
-                active[job_id] = item
+            active.append(pending.pop(0))
         time.sleep(poll)
-        for job_id in list(active):
-            job = client.get_job(job_id)
-            if job["status"] not in TERMINAL:
-                continue
-            item = active.pop(job_id)
-            item.done(item.job_ids[job_id], dict(job), client.metrics(job_id))
-            finished += 1
-            if finished % 5 == 0 or finished == total:
-                log(f"  {finished}/{total} jobs done ({(time.monotonic() - started) / 60:.1f} min)")
+        for item in list(active):
+            for job_id in _newly_ended(client, item):
+                item.done(item.job_ids[job_id], dict(client.get_job(job_id)), client.metrics(job_id))
+                finished += 1
+                if finished % 10 == 0 or finished == total:
+                    log(f"  {finished}/{total} jobs done ({(time.monotonic() - started) / 60:.1f} min)")
+            if not item.running:
+                active.remove(item)
+
+
+def _room(active: list[Work], item: Work, max_active: int, max_sweep_active: int) -> bool:
+    in_flight = sum(len(w.running) for w in active)
+    return in_flight + item.size <= (max_sweep_active if item.grid else max_active)
+
+
+def _newly_ended(client: Client, item: Work) -> list[str]:
+    """Jobs of ``item`` that reached a terminal status since the last look: one sweep read
+    covers all its children, so polling costs one request per sweep, not per job."""
+    if item.sweep_id is None:
+        statuses = {job_id: client.get_job(job_id)["status"] for job_id in item.running}
+    else:
+        statuses = {c["job_id"]: c["status"] for c in client.get_sweep(item.sweep_id)["children"]}
+    ended = [job_id for job_id in item.running if statuses.get(job_id) in TERMINAL]
+    item.running.difference_update(ended)
+    return ended
 
 
 def _submit(client: Client, item: Work) -> bool:
     try:
-        if item.sweep_path is None:
+        if item.grid is None:
             item.job_ids[client.submit_job(item.spec)["id"]] = None
         else:
-            sweep = client.create_sweep(item.spec, {item.sweep_path: list(item.sweep_values)})
+            sweep = client.create_sweep(item.spec, item.grid)
+            item.sweep_id = sweep["id"]
             for child in sweep["children"]:
-                item.job_ids[child["job_id"]] = child["grid_point"][item.sweep_path]
+                item.job_ids[child["job_id"]] = dict(child["grid_point"])
     except DrtrainError as exc:
         if getattr(exc, "status", None) == 429:
             return False
         raise
+    item.running = set(item.job_ids)
     return True

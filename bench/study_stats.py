@@ -1,4 +1,5 @@
-"""Summaries of the reproduction study's runs: per-arm mean ± std, epochs to a target, paired tests."""
+"""Statistics of the reproduction study: means with t confidence intervals, paired comparisons
+(mean difference, CI, Cohen's dz, paired t-test) and Holm's correction over a family of tests."""
 from __future__ import annotations
 
 import math
@@ -9,33 +10,21 @@ from scipy import stats
 
 from bench.study_runs import RunResult
 
+LEVEL = 0.95
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (ddof=1; 0 for a single value)."""
+
+def t_half_width(std: float, n: int, level: float = LEVEL) -> float:
+    """Half-width of the two-sided t interval of a mean of ``n`` values (0 for n < 2)."""
+    if n < 2:
+        return 0.0
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % t confidence interval."""
     a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
-def target_error(runs: list[RunResult], baseline_arm: str = "a") -> float:
-    """The dataset's target validation error: the median final validation error of the baseline arm."""
-    finals = [r.val_errors[-1] for r in runs if r.arm == baseline_arm]
-    if not finals:
-        raise ValueError(f"no runs of baseline arm {baseline_arm!r}")
-    return float(np.median(finals))
-
-
-def epochs_to(run: RunResult, target: float) -> int | None:
-    """First 1-based fine-tuning epoch whose validation error is <= target; None if never."""
-    for epoch, err in enumerate(run.val_errors, start=1):
-        if err <= target + 1e-12:
-            return epoch
-    return None
-
-
-def censored_epochs(run: RunResult, target: float) -> float:
-    """Epochs to target, with "never" counted as budget + 1 (so paired differences stay defined)."""
-    e = epochs_to(run, target)
-    return float(e if e is not None else len(run.val_errors) + 1)
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    return float(a.mean()), t_half_width(std, int(a.size))
 
 
 @dataclass(frozen=True)
@@ -45,38 +34,39 @@ class Paired:
     n: int
     mean: float
     std: float
+    ci_low: float
+    ci_high: float
+    dz: float  # Cohen's dz: mean difference / std of the differences; nan without variance
     better: int  # seeds where the treatment is better (lower, or higher when higher_is_better)
     worse: int
     p: float  # two-sided paired t-test; nan when undefined (n < 2 or no variance)
 
 
 def paired(treatment: list[float], control: list[float], higher_is_better: bool = False) -> Paired:
-    t = np.asarray(treatment, dtype=np.float64)
-    c = np.asarray(control, dtype=np.float64)
-    d = t - c
+    d = np.asarray(treatment, dtype=np.float64) - np.asarray(control, dtype=np.float64)
     n = int(d.size)
-    m, s = mean_std(list(d)) if n else (math.nan, math.nan)
+    if n == 0:
+        raise ValueError("no paired values")
+    m = float(d.mean())
+    s = float(d.std(ddof=1)) if n > 1 else 0.0
+    half = t_half_width(s, n)
     sign = 1.0 if higher_is_better else -1.0
-    better = int(np.sum(sign * d > 1e-12))
-    worse = int(np.sum(sign * d < -1e-12))
-    p = math.nan
-    if n >= 2 and s > 0:
-        tstat = m / (s / math.sqrt(n))
-        p = float(2.0 * stats.t.sf(abs(tstat), n - 1))
-    return Paired(n, m, s, better, worse, p)
+    dz = m / s if s > 0 else math.nan
+    p = float(2.0 * stats.t.sf(abs(m / (s / math.sqrt(n))), n - 1)) if n >= 2 and s > 0 else math.nan
+    return Paired(n, m, s, m - half, m + half, dz, int(np.sum(sign * d > 1e-12)), int(np.sum(sign * d < -1e-12)), p)
 
 
-def verdict(result: Paired, alpha: float = 0.05) -> str:
-    """A deliberately plain reading of one paired comparison."""
-    if result.n < 2 or math.isnan(result.p):
-        if result.better == result.n and result.n > 0:
-            return "better in every seed, no variance to test"
-        if result.worse == result.n and result.n > 0:
-            return "worse in every seed, no variance to test"
-        return "no detectable difference"
-    if result.p < alpha:
-        return "supports the claim" if result.better > result.worse else "contradicts the claim"
-    return "inconclusive"
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order. An undefined p (nan: no variance)
+    counts as 1, so it still enlarges the family and can never be declared significant."""
+    p = [1.0 if math.isnan(v) else v for v in pvalues]
+    m = len(p)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p[j])):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def by_seed(runs: list[RunResult], arm: str) -> dict[int, RunResult]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.study_runs import Budget, RunResult
-from bench.study_types import DatasetOutcome, DatasetPlan, Study, StudyConfig, SweepPoint
+from bench.study_types import Choice, DatasetOutcome, DatasetPlan, Study, StudyConfig, TuningCell
 
 RESULTS_NAME = "study_results.json"
 
@@ -25,25 +25,24 @@ def _budget(d: dict[str, Any]) -> Budget:
     return Budget(**{**d, "hidden": tuple(d["hidden"]), "deep_hidden": tuple(d["deep_hidden"])})
 
 
-def _run(d: dict[str, Any]) -> RunResult:
-    return RunResult(**d)
+def _plan(d: dict[str, Any]) -> DatasetPlan:
+    tuples = {k: tuple(d[k]) for k in ("arms", "lr_grid", "weight_grid", "sweep_seeds")}
+    return DatasetPlan(**{**d, **tuples, "budget": _budget(d["budget"])})
 
 
-def _tuples(grids: dict[str, list[float]]) -> dict[str, tuple[float, ...]]:
-    return {k: tuple(v) for k, v in grids.items()}
+def _outcome(d: dict[str, Any]) -> DatasetOutcome:
+    return DatasetOutcome(**{
+        **d, "plan": _plan(d["plan"]),
+        "tuning_runs": [RunResult(**r) for r in d["tuning_runs"]],
+        "cells": [TuningCell(**c) for c in d["cells"]],
+        "choices": {k: Choice(**c) for k, c in d["choices"].items()},
+        "runs": [RunResult(**r) for r in d["runs"]],
+    })
 
 
 def load(path: Path) -> Study:
     d = json.loads(path.read_text())
     cfg = d["config"]
-    plans = tuple(DatasetPlan(p["name"], p["seeds"], _budget(p["budget"]), tuple(p["arms"]), p["weights"],
-                              _tuples(p["grids"])) for p in cfg["plans"])
-    config = StudyConfig(cfg["mode"], plans, cfg["sweep_seed"], cfg["train_limit"], cfg["note"])
-    outcomes = [DatasetOutcome(o["name"], o["description"], _budget(o["budget"]), o["seeds"], tuple(o["arms"]),
-                               o["weights"], _tuples(o["grids"]),
-                               [SweepPoint(p["weight_name"], p["value"], p["arm"], p["score"], _run(p["run"]),
-                                           p["weights"]) for p in o["sweep"]],
-                               [_run(r) for r in o["runs"]], o["n_labelled"], o["n_rows"])
-                for o in d["outcomes"]]
+    config = StudyConfig(cfg["mode"], tuple(_plan(p) for p in cfg["plans"]), cfg["train_limit"])
     return Study(config, d["command"], datetime.datetime.fromisoformat(d["started"]), d["seconds"], d["service"],
-                 d["machine"], outcomes, d["curves_name"])
+                 d["machine"], [_outcome(o) for o in d["outcomes"]], d["curves_name"])
