@@ -175,7 +175,7 @@ def admit(factory: sessionmaker[Session], store: ObjectStore, settings: Settings
     with session_scope(factory) as session:
         quota.check_upload(session, settings, tenant_id, received.total)  # before storing
     dataset_id = new_id()
-    stored = _store(store, f"datasets/{tenant_id}/{dataset_id}", request.fmt, request.path,
+    stored = _store(store, repo.object_prefix(tenant_id, dataset_id), request.fmt, request.path,
                     request.labels_path)
     keys = [obj.key for obj in stored]
     csv = request.fmt == "csv"

@@ -12,6 +12,11 @@ from drtrain.kit.models import ACTIVE_STATUSES, Dataset, DatasetStatus, Job
 from drtrain.tenants import repository as tenants_repo
 
 
+def object_prefix(tenant_id: str, dataset_id: str) -> str:
+    """The folder (local store) or prefix (S3) that holds every object of one dataset."""
+    return f"datasets/{tenant_id}/{dataset_id}"
+
+
 def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
     return session.scalars(select(Dataset).where(
         Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)).one_or_none()

@@ -53,5 +53,6 @@ def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset
         raise NotFound(f"dataset {dataset_id!r} not found")
     session.expunge(row)
 
-    # Only once the row is gone for good: a rolled-back delete keeps its data.
-    remove_after_commit(session, store, keys)
+    # Only once the row is gone for good: a rolled-back delete keeps its data. The prefix
+    # takes the dataset's folder too (the local store's objects live in one).
+    remove_after_commit(session, store, keys, prefixes=[repo.object_prefix(tenant.id, dataset_id) + "/"])

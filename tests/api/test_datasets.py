@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from drtrain.datasets.loading import load_arrays
+from drtrain.datasets.repository import object_prefix
 from drtrain.kit.models import Dataset, DatasetStatus, Job, JobStatus
 from drtrain.tenants.repository import tenant_by_name
 
@@ -364,8 +365,11 @@ def test_delete_removes_the_objects(client, auth_a, db, settings, store):
     row = db.get(Dataset, ds["id"])
     keys = [row.object_key, row.labels_object_key]
     assert all(store.exists(k) for k in keys)
+    folder = store.root / object_prefix(row.tenant_id, ds["id"])
+    assert folder.is_dir()
     assert client.delete(f"/v1/datasets/{ds['id']}", headers=auth_a).status_code == 204
     assert not any(store.exists(k) for k in keys)
+    assert not folder.exists()  # no empty folder left behind either
 
 
 def test_unknown_dataset_is_404(client, auth_a):

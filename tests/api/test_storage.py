@@ -126,6 +126,22 @@ def test_delete(object_store: ObjectStore):
     assert not object_store.exists("d/x.bin")
 
 
+def test_delete_prefix_leaves_nothing_of_it(object_store: ObjectStore):
+    """What a dataset delete relies on: its keys and folder (or prefix) gone, a neighbour kept."""
+    for key in ("datasets/t/ds1/data.npz", "datasets/t/ds1/labels.gz", "datasets/t/ds2/data.npz"):
+        object_store.put_stream(key, [b"x"])
+    object_store.delete("datasets/t/ds1/data.npz")
+    object_store.delete_prefix("datasets/t/ds1/")
+    assert not object_store.exists("datasets/t/ds1/labels.gz")
+    assert object_store.exists("datasets/t/ds2/data.npz")
+    if isinstance(object_store, S3Store):
+        listed = object_store.client.list_objects_v2(Bucket=object_store.bucket,
+                                                      Prefix=object_store._name("datasets/t/ds1"))
+        assert listed.get("KeyCount", 0) == 0
+    else:
+        assert not (object_store.root / "datasets/t/ds1").exists()
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "a/../../b", "/abs", "a//b", "a/./b", "",
                                  "spa ce", "a\\b", "a/..", "ok/\x00"])
 def test_unsafe_keys_are_refused(object_store: ObjectStore, key: str, tmp_path: Path):
