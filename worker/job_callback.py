@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dr_core.events import Event
 from drtrain.jobs import lifecycle, retention
 from drtrain.jobs.lifecycle import MetricValue
+from drtrain.kit.cancel_signal import CancelWatch, NoWatch
 from drtrain.kit.db import session_scope
 from drtrain.kit.storage import ObjectStore, remove_after_commit
 from worker.checkpoints import checkpoint_key, upload_state
@@ -27,10 +28,12 @@ log = logging.getLogger(__name__)
 class JobCallback:
     def __init__(self, *, job_id: str, attempt: int, worker_id: str,
                  factory: sessionmaker[Session], store: ObjectStore, heartbeat: Heartbeat,
-                 workdir: Path, keep_checkpoints: int = 2) -> None:
+                 workdir: Path, keep_checkpoints: int = 2,
+                 cancel: CancelWatch | None = None) -> None:
         self.job_id, self.attempt, self.worker_id = job_id, attempt, worker_id
         self.factory, self.store, self.hb, self.workdir = factory, store, heartbeat, workdir
         self.keep = keep_checkpoints
+        self.cancel = cancel or NoWatch()
 
     def on_epoch_end(self, event: Event) -> None:
         self._record(event, "epoch")
@@ -39,6 +42,10 @@ class JobCallback:
         self._record(event, "layer")
 
     def should_stop(self) -> bool:
+        """Asked after every batch: the direct cancel signal (``drtrain.kit.cancel_signal``),
+        then whatever the heartbeat learnt from SQL."""
+        if self.cancel.requested():
+            self.hb.request_stop(StopReason.cancel)
         return self.hb.should_stop()
 
     def _record(self, event: Event, kind: str) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dr_core.events import TrainingStopped
 from drtrain.jobs import lifecycle, retention
 from drtrain.jobs.repository import resumable_checkpoints
-from drtrain.kit import storage
+from drtrain.kit import cancel_signal, storage
 from drtrain.kit.db import session_scope
 from drtrain.kit.errors import DomainError
 from drtrain.kit.models import Job, JobStatus
@@ -118,21 +118,25 @@ def run_job(job_id: str, *, settings: Settings, sessionmaker: sessionmaker[Sessi
                    deadline=deadline, grace=settings.cancel_grace_seconds,
                    on_stuck=make_hard_kill(sessionmaker, job, worker_id) if hard_kill else None)
     hb.start()
+    cancel = cancel_signal.watch(settings, job.id)
     try:
-        _run_claimed(job, hb, settings=settings, factory=sessionmaker, store=store,
+        hb.beat()  # a cancel sent before the watch listened is in SQL already
+        _run_claimed(job, hb, cancel, settings=settings, factory=sessionmaker, store=store,
                      worker_id=worker_id)
     finally:
+        cancel.close()
         hb.stop()
 
 
-def _run_claimed(job: Job, hb: Heartbeat, *, settings: Settings,
-                 factory: sessionmaker[Session], store: ObjectStore, worker_id: str) -> None:
+def _run_claimed(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *,
+                 settings: Settings, factory: sessionmaker[Session], store: ObjectStore,
+                 worker_id: str) -> None:
     work_root = Path(settings.data_dir) / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=work_root) as tmp:
         workdir = Path(tmp)
         try:
-            outcome = _train(job, hb, settings=settings, factory=factory, store=store,
+            outcome = _train(job, hb, cancel, settings=settings, factory=factory, store=store,
                              worker_id=worker_id, workdir=workdir)
         except TrainingStopped:
             reason = hb.stop_reason
@@ -161,8 +165,9 @@ def _run_claimed(job: Job, hb: Heartbeat, *, settings: Settings,
             return
         if outcome is None:
             return
-        _finish(factory, job, worker_id, JobStatus.succeeded, outcome.get("reason"),
-                outcome["result"], store=store)
+        # No reason: lifecycle.finish gives one when a cancel came too late to stop training.
+        _finish(factory, job, worker_id, JobStatus.succeeded, None, outcome["result"],
+                store=store)
 
 
 def _summary(raw: dict[str, float], *, wall: float, stored: Any, prepared: Any, device: str,
@@ -185,8 +190,9 @@ def _summary(raw: dict[str, float], *, wall: float, stored: Any, prepared: Any, 
     }
 
 
-def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker[Session],
-           store: ObjectStore, worker_id: str, workdir: Path) -> dict[str, Any] | None:
+def _train(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *, settings: Settings,
+           factory: sessionmaker[Session], store: ObjectStore, worker_id: str,
+           workdir: Path) -> dict[str, Any] | None:
     import torch
 
     from dr_core.model_file import save_model
@@ -208,8 +214,8 @@ def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker
     generator = torch.Generator(device=device)
     generator.manual_seed(spec.seed)
     callback = JobCallback(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
-                           factory=factory, store=store, heartbeat=hb, workdir=workdir,
-                           keep_checkpoints=settings.keep_checkpoints)
+                           factory=factory, store=store, heartbeat=hb, cancel=cancel,
+                           workdir=workdir, keep_checkpoints=settings.keep_checkpoints)
     # A slot on a shared GPU, then training with checkpoints, metrics and progress recorded
     # off the training thread (worker/training.py).
     result = train(cfg, prepared, spec=spec, settings=settings, device=device,
@@ -233,6 +239,4 @@ def _train(job: Job, hb: Heartbeat, *, settings: Settings, factory: sessionmaker
     summary = _summary(result.metrics, wall=time.perf_counter() - wall, stored=stored,
                        prepared=prepared, device=device,
                        resumed_from=found[0].object_key if found else None)
-    reason = "finished before the cancel request took effect" \
-        if hb.stop_reason is StopReason.cancel else None
-    return {"result": summary, "reason": reason}
+    return {"result": summary}

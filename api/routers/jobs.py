@@ -22,6 +22,9 @@ from api.schemas.jobs import (
 from drtrain.jobs import repository as q
 from drtrain.jobs import retention, service
 from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, TAG_PATTERN, JobSpec
+from drtrain.kit import cancel_signal
+from drtrain.kit.db import after_commit
+from drtrain.kit.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -96,8 +99,12 @@ async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, db
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
              responses={200: {"description": "Already cancelled (idempotent repeat)",
                               "model": JobOut}, **problem_responses(409)})
-def cancel_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> Response:
+def cancel_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
+               settings: SettingsDep) -> Response:
     job, already = service.cancel_job(session, tenant.id, job_id)
+    if job.status == JobStatus.cancelling:
+        # Straight to the training loop once the row says so; the heartbeat is the fallback.
+        after_commit(session, lambda: cancel_signal.send(settings, job_id))
     return job_response(job, 200 if already else 202)
 
 

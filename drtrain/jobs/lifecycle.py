@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from drtrain.jobs.warnings import merge as merge_warnings
@@ -25,6 +25,8 @@ from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from drtrain.tenants import repository as tenants_repo
 
 LIVE = (JobStatus.running, JobStatus.cancelling)
+# The status_reason of a job that completed while its cancel was on the way (module docstring).
+CANCEL_TOO_LATE = "finished before the cancel request took effect"
 FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
@@ -189,6 +191,11 @@ def finish(session: Session, job_id: str, attempt: int, status: JobStatus | str,
                                   updated_at=now, lease_expires_at=None, result=result)
     if status is JobStatus.succeeded:
         values["progress"] = 1.0
+        if reason is None:
+            # Decided by the row itself, in the same UPDATE: a cancel that landed after the
+            # worker last looked is still explained.
+            values["status_reason"] = case((Job.status == JobStatus.cancelling, CANCEL_TOO_LATE),
+                                           else_=None)
     res = session.execute(update(Job).where(*_fence(job_id, attempt, worker_id)).values(**values)
                           .execution_options(synchronize_session=False))
     return _changed(res) == 1

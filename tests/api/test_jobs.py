@@ -457,6 +457,17 @@ def test_cancel_running_job_asks_the_worker(client, db, auth_a) -> None:
     assert db.get(Job, job.id).status == JobStatus.cancelling
 
 
+def test_cancel_signals_the_running_jobs_worker_directly(client, db, auth_a, settings) -> None:
+    """Embedded mode's direct path: a flag the worker looks for between batches
+    (drtrain.kit.cancel_signal); a queued job is cancelled on the spot and needs none."""
+    running = add_job(db, tenant_id(db), JobStatus.running)
+    queued = add_job(db, tenant_id(db))
+    assert client.post(f"/v1/jobs/{running.id}/cancel", headers=auth_a).status_code == 202
+    assert client.post(f"/v1/jobs/{queued.id}/cancel", headers=auth_a).status_code == 202
+    flags = settings.broker_folder / "cancel"
+    assert (flags / running.id).exists() and not (flags / queued.id).exists()
+
+
 @pytest.mark.parametrize("status", [JobStatus.succeeded, JobStatus.failed])
 def test_cancel_terminal_job_is_409(client, db, auth_a, status) -> None:
     # (A cancelled job answers 200: tests/api/test_job_lifecycle_api.py.)

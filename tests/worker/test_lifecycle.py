@@ -139,3 +139,17 @@ def test_requeue_expired(factory, make_job):
     with session_scope(factory) as s:  # nothing expired any more: a second reaper does nothing
         assert retry not in lifecycle.requeue_expired(s)
     assert get_job(factory, retry).attempt == 2
+
+
+def test_a_job_that_completes_while_cancelling_says_the_cancel_came_too_late(factory, make_job):
+    """Whatever the worker saw: the row decides, in the finishing UPDATE itself."""
+    late, plain = make_job(), make_job()
+    for job_id in (late, plain):
+        _claim(factory, job_id)
+    _set(factory, late, status=JobStatus.cancelling, cancel_requested=True)
+    for job_id in (late, plain):
+        with session_scope(factory) as s:
+            assert lifecycle.finish(s, job_id, 1, JobStatus.succeeded, None, {}, worker_id="w1")
+    assert get_job(factory, late).status == JobStatus.succeeded
+    assert get_job(factory, late).status_reason == lifecycle.CANCEL_TOO_LATE
+    assert get_job(factory, plain).status_reason is None

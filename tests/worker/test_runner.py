@@ -5,10 +5,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from sqlalchemy import select, update
 
 from dr_core.model_file import load_model
+from drtrain.kit import cancel_signal
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint
 from tests.worker.conftest import digits_subset, get_job
@@ -162,3 +164,24 @@ def test_unexpected_errors_fail_with_class_and_message(settings, factory, store,
     _run(job_id, settings, factory, store)
     job = get_job(factory, job_id)
     assert job.status == JobStatus.failed and job.status_reason == "RuntimeError: disk on fire"
+
+
+@pytest.mark.parametrize("broker_url", ["", "redis://127.0.0.1:6379/15"])
+def test_cancel_reaches_training_without_waiting_for_the_heartbeat(settings, factory, store,
+                                                                    make_job, broker_url):
+    """A heartbeat that would not look again for an hour: only the direct signal (a flag file
+    embedded, a Redis channel in production) can stop the job before it runs to the end."""
+    settings = settings.model_copy(update={"heartbeat_seconds": 3600.0, "broker_url": broker_url})
+    job_id = make_job(**LONG)
+    t = _run_in_thread(job_id, settings, factory, store)
+    _wait_for(lambda: get_job(factory, job_id).epoch is not None)
+    with session_scope(factory) as s:  # what POST /cancel commits, then signals
+        s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
+                  .values(status=JobStatus.cancelling, cancel_requested=True))
+    cancel_signal.send(settings, job_id)
+    t.join(60)
+    assert not t.is_alive()
+    job = get_job(factory, job_id)
+    assert job.status == JobStatus.cancelled and job.status_reason == "cancelled by user"
+    assert job.progress < 0.5
+    assert not (settings.broker_folder / "cancel" / job_id).exists()  # the flag is cleared
