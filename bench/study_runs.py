@@ -47,8 +47,9 @@ ARMS = (
     Arm("dbn", "DBN, no DR", pretrain=True),
     Arm("dbn_sr", "DBN + side rows", pretrain=True, side_rows=True),
     Arm("dr", "DBN + generative DR (hellinger)", pretrain=True, gen="hellinger", control="dbn", glorot="glorot"),
+    # also against "dr": what side rows add to the same DR (the candidate default when labels are scarce)
     Arm("dr_sr", "DBN + generative DR (hellinger) + side rows", pretrain=True, side_rows=True, gen="hellinger",
-        control="dbn_sr", glorot="glorot"),
+        control="dbn_sr", glorot="glorot", also=("dr",)),
     Arm("bh_sr", "DBN + generative DR (bhattacharyya, 16 sampled pairs) + side rows", pretrain=True,
         side_rows=True, gen="bhattacharyya", gen_pairs={"sample": 16}, control="dbn_sr", glorot="glorot"),
     Arm("feat", "Glorot init + feature DR (euclidean, per unit, all layers)", feat=True, control="glorot",
@@ -126,11 +127,10 @@ def _pretrain(budget: Budget, arm: Arm, weight: float | None) -> dict[str, Any] 
         return None
     gen = ({"weight": weight, "divergence": arm.gen, "pairs": arm.gen_pairs, "normalize": "sum"}
            if arm.gen and weight else None)
-    spec = {"epochs": budget.pretrain_epochs, "batch_size": budget.pretrain_batch,
-            "learning_rate": budget.pretrain_lr, "cd_k": 1, "dr": gen}
-    if arm.side_rows:  # left out when off, so the arms without it submit the same spec as before
-        spec["side_rows_per_batch"] = budget.side_rows
-    return spec
+    # Side rows stated either way: the service's "auto" would switch them on by itself.
+    return {"epochs": budget.pretrain_epochs, "batch_size": budget.pretrain_batch,
+            "learning_rate": budget.pretrain_lr, "cd_k": 1, "dr": gen,
+            "side_rows_per_batch": budget.side_rows if arm.side_rows else 0}
 
 
 def job_spec(budget: Budget, arm: Arm, learning_rate: float, weight: float | None, *, dataset_id: str,
