@@ -83,7 +83,7 @@ def report(results: dict[str, list[float]], command: str) -> str:
     return f"""{BEGIN}
 ## Cancel latency
 
-`{command}` on {platform.machine()} Linux, {platform.python_version()}: the 202 of
+`{command}` on {platform.machine()} Linux, Python {platform.python_version()}: the 202 of
 `POST /v1/jobs/{{id}}/cancel` to the job read back `cancelled`, for a job in its first
 pretraining epochs, through the API and one Celery worker (prefork, one process) as deployed.
 The job is polled every {1000 * POLL_SECONDS:g} ms. The direct signal (`drtrain/kit/cancel_signal.py`: a
