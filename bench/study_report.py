@@ -125,6 +125,12 @@ CAVEATS = """\
   The test set entered no choice.
 - **Validation** is drawn by the service from the labelled rows with the job's seed; it is small in
   these label-scarce regimes, so choices are noisy, most where one sweep seed is used.
+- **The deep net's no-DR control has side rows** (`deep_dbn_sr`): a deep DBN without them was not
+  run. Side rows without DR can hurt a DBN (compare `dbn_sr` with `dbn` in the shallow net), so that
+  control may be handicapped by them; the deep DR arm's comparisons with Glorot and N(0, 0.01)
+  initialisation do not depend on it.
+- **Grid edges.** Where a chosen value sits on the edge of its grid (flagged in the tuning tables),
+  a better value may lie outside it, for the DR arm and its control alike.
 - **Gradient norms** are the mean Frobenius norms of d loss / d W of the classification loss alone over
   the first fine-tuning epoch (the DR term's own norm is its own column); the ratio first/last hidden
   layer is the vanishing-gradient indicator and also depends on the initial weight scale.

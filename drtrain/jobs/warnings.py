@@ -83,8 +83,9 @@ def _starved_batches(spec: JobSpec, n_rows: int, n_with_side: int) -> list[str]:
     batch = resolve_batch_size(pre.batch_size, n_rows)
     return [f"only {100 * share:.3g}% of rows carry a side value: a random pretraining batch of "
             f"{batch} holds about {batch * share:.2g} of them, often no cross-group pair, so "
-            f"generative DR is starved; set pretrain.side_rows_per_batch (for example "
-            f"{max(2, batch // 4)}) to put that many rows with a side value in every batch"]
+            f"generative DR acts on few rows; set pretrain.side_rows_per_batch (for example "
+            f"{max(2, batch // 4)}) to put that many rows with a side value in every batch, or "
+            f"sweep a larger pretrain.dr.weight (docs/dr.md)"]
 
 
 def merge(existing: list[str] | None, new: list[str]) -> list[str]:
