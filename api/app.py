@@ -133,7 +133,7 @@ def main_app() -> FastAPI:
     app = create_app(publish_in_child=True)
     # What exists now (modules, the app, its routes and schemas) lives as long as the process:
     # kept out of the collector's full passes, which under concurrent requests walked it all
-    # again and again (a third of a 1,000-point metrics page's CPU, issue 12).
+    # again and again (a large share of a long metrics page's CPU).
     gc.collect()
     gc.freeze()
     return app

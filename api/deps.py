@@ -1,6 +1,6 @@
 """Request dependencies: the database, the caller's tenant, settings and the object store.
 
-Why the database is reached the way it is (issue 12): a request may hold a pooled connection
+Why the database is reached the way it is: a request may hold a pooled connection
 only inside one thread hop that runs to its end. ``Database.run`` opens a session, runs one
 service function, commits and closes, all in one worker thread; the key check uses its own
 such hop (or, mostly, the key cache and no hop at all). No connection is ever held while a

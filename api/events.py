@@ -9,7 +9,7 @@ and costs nothing but its socket; a keep-alive comment goes out when nothing els
 ``keepalive_seconds``. The feed stops when its last subscriber leaves or after the job's
 terminal status (sent last, after every metric point).
 
-What 500 watchers of one job cost (issue 12): every stream sleeps on the feed's one event
+What 500 watchers of one job cost: every stream sleeps on the feed's one event
 with no timer of its own, and the feed wakes them only when a poll changed something (new
 points, a new status) or, once per ``keepalive_seconds`` of silence, for a keep-alive; a poll
 that found nothing wakes nobody. Each wake-up is one write per stream of bytes joined and

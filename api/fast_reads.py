@@ -1,4 +1,4 @@
-"""The fast lane of the three hottest reads (issue 12): ``GET /v1/jobs/{job_id}``,
+"""The fast lane of the three hottest reads: ``GET /v1/jobs/{job_id}``,
 ``GET /v1/jobs`` (first pages) and ``GET /v1/jobs/{job_id}/metrics``.
 
 Profiles put most of a status GET's CPU in FastAPI's routing and dependency resolution, the

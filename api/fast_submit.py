@@ -1,4 +1,4 @@
-"""The fast lane of ``POST /v1/jobs`` (issue 12), modelled on ``api/fast_reads.py``.
+"""The fast lane of ``POST /v1/jobs``, modelled on ``api/fast_reads.py``.
 
 A plain submit (a known key (``api.lane_auth``), its address not over its failed-auth budget, no
 Idempotency-Key, a JSON body that is a valid JobSpec) is answered here, before FastAPI's

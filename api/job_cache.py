@@ -1,4 +1,4 @@
-"""Job and job-list bodies kept until the tenant's jobs change (issue 12).
+"""Job and job-list bodies kept until the tenant's jobs change.
 
 A body is stored with the version of ``drtrain.jobs.changes`` read before its query, and served
 only while the version is still that one, so a committed change is never hidden (the module's

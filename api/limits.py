@@ -1,5 +1,5 @@
 """Per-tenant concurrency limits and request-body timeouts: what keeps one tenant's idle or
-slow connections from holding the API's resources (issue 8, item 1; issue 12)."""
+slow connections from holding the API's resources."""
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,5 @@
 """Whether a tenant's job rows may have changed since a moment: a version that moves on
-every committed change to ``jobs`` (issue 12). The API caches job and job-list bodies under
+every committed change to ``jobs``. The API caches job and job-list bodies under
 the version read *before* their query and serves them only while the version is unchanged:
 a change committed before the query is in the rows; one committed after it moves the version
 before anyone can be served the old body (after the commit, never before).

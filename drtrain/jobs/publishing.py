@@ -1,4 +1,4 @@
-"""Publishing committed jobs from a process of its own (issue 12).
+"""Publishing committed jobs from a process of its own.
 
 Celery builds and sends each "run job" message in Python: about a third of a millisecond of
 CPU a message. Spent in the API process, that time comes out of the one interpreter lock

@@ -1,4 +1,4 @@
-"""The hottest job reads on the DBAPI connection itself (issue 12): the statements of
+"""The hottest job reads on the DBAPI connection itself: the statements of
 ``drtrain.jobs.repository`` compiled once per dialect, executed on a raw cursor, their rows
 converted column by column, with no Session, no Core result and no per-value type decorator.
 

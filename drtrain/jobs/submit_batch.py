@@ -1,4 +1,4 @@
-"""Group commit of plain submits (issue 12): many ``POST /v1/jobs`` without an
+"""Group commit of plain submits: many ``POST /v1/jobs`` without an
 Idempotency-Key in one transaction, one commit and one publish batch.
 
 A submit alone spends most of its time on what every transaction costs (a thread hop, a

@@ -1,4 +1,4 @@
-"""The fast lane of the hottest reads (api/fast_reads.py, issue 12): it answers exactly what the
+"""The fast lane of the hottest reads (api/fast_reads.py): it answers exactly what the
 routes answer (bytes, ETag, 304), and leaves everything else to them (errors, unknown or
 revoked keys, page tokens, odd parameters)."""
 from __future__ import annotations

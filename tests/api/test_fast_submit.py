@@ -1,5 +1,5 @@
 """The fast lane of POST /v1/jobs (api/fast_submit.py) and its group commit
-(drtrain/jobs/submit_batch.py), issue 12: it answers exactly what the route answers, leaves
+(drtrain/jobs/submit_batch.py): it answers exactly what the route answers, leaves
 every refusal to the route (bad bodies, unknown keys, Idempotency-Key, the cap, the quota),
 never lets concurrent submits pass the cap, and publishes only after the commit."""
 from __future__ import annotations

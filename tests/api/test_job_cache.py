@@ -1,5 +1,5 @@
 """Job and job-list bodies answered from memory until the tenant's jobs change (api/job_cache.py,
-drtrain/jobs/changes.py; issue 12): never a change hidden, on SQLite (data_version) and on
+drtrain/jobs/changes.py): never a change hidden, on SQLite (data_version) and on
 PostgreSQL (the trigger's NOTIFY, plus this process's own commits at once)."""
 from __future__ import annotations
 

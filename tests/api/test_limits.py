@@ -1,5 +1,5 @@
-"""What keeps one tenant's slow or many connections from holding the API's resources (issue 8
-item 1, issue 12 items 1 and 4): body timeouts, per-tenant upload slots, the pool and thread
+"""What keeps one tenant's slow or many connections from holding the API's resources:
+body timeouts, per-tenant upload slots, the pool and thread
 limiter sized together, and a submit lock that blocks nothing but other submits."""
 from __future__ import annotations
 

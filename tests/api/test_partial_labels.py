@@ -1,4 +1,4 @@
-"""Missing labels and side values (issue 11): an empty CSV cell, or -1 in an NPZ array, is a
+"""Missing labels and side values: an empty CSV cell, or -1 in an NPZ array, is a
 -1 code in the arrays a worker trains on; a dataset says how many rows carry each; a job that
 needs what a dataset does not have is a 422 naming the field, and its warnings say which rows
 fine-tuning and DR will use."""

@@ -1,4 +1,4 @@
-"""Cheap reads (issue 12 item 3): plain-column rows serialised once, list rows without the
+"""Cheap reads: plain-column rows serialised once, list rows without the
 spec, ETag/304 on lists and metrics pages, and the key -> tenant cache with its TTL."""
 from __future__ import annotations
 

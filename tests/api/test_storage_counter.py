@@ -1,6 +1,6 @@
 """The storage quota's counter (``tenant_usage``): every statement that adds or removes a
 dataset or a checkpoint keeps it equal to the sums it replaced, so the quota check on every
-submit reads one row (issue 12)."""
+submit reads one row."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,7 +4,7 @@ allowance. Measured from /proc (VmHWM, sampled every 10 ms) by bench/uploads.py'
 on the API run as ``drtrain api`` runs it (uvicorn, embedded SQLite and object folder).
 
 Before the upload was checked in a process of its own with a streaming reader, the API
-process itself peaked at about 35 times the file (issue 8: 5.2 GB for 150 MB).
+process itself peaked at about 35 times the file (5.2 GB for 150 MB).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10: reproducible training, no host reads inside an epoch, CUDA graphs == eager steps.
+"""Reproducible training, no host reads inside an epoch, CUDA graphs == eager steps.
 
 The CPU tests run everywhere; the CUDA ones (marked ``cuda``) run when a device is present."""
 from __future__ import annotations

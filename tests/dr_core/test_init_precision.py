@@ -1,4 +1,4 @@
-"""Random initialisation as a choice (issue 11) and the run's matmul precision (issue 10)."""
+"""Random initialisation as a choice and the run's matmul precision."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,5 @@
-"""Partial side information (issue 11): rows with side -1 carry no group and pair with nobody,
-and the deterministic sums that replace CUDA's atomics (issue 10) give the same values."""
+"""Partial side information: rows with side -1 carry no group and pair with nobody,
+and the deterministic sums that replace CUDA's atomics give the same values."""
 from __future__ import annotations
 
 import math

@@ -16,7 +16,7 @@ DIVERGENCES = ["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"]
 DISTANCES = ["euclidean", "cosine"]
 
 # (side labels) cases: uneven groups, non-contiguous labels, single group, B=1, B=2, many groups;
-# -1 marks a row without a side value (issue 11: partial side information)
+# -1 marks a row without a side value (partial side information)
 SIDES = {
     "uneven": [5, 5, 5, 5, 2, 9, 9, 5, 2],
     "two_equal": [0, 1, 0, 1, 1, 0],

@@ -1,4 +1,4 @@
-"""Many concurrent clients against a real API process (issue 12 items 1 and 4; issue 8 item 1).
+"""Many concurrent clients against a real API process.
 
 Before: each request held a pooled connection from its key check until its session closed,
 also while it waited for a second thread for its handler; with more than about 55 requests in

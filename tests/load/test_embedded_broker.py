@@ -1,4 +1,4 @@
-"""Embedded mode's broker latency (issue 12 item 5): the filesystem transport has no push, so
+"""Embedded mode's broker latency: the filesystem transport has no push, so
 a worker sees a message only when it next looks. It used to look once a second (0.4 s median
 wait measured through the service); now every FILESYSTEM_POLLING_SECONDS."""
 from __future__ import annotations

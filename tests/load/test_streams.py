@@ -1,4 +1,4 @@
-"""500 event streams on one running job against a real API process (issue 12 item 2).
+"""500 event streams on one running job against a real API process.
 
 Before: every stream polled the database every 0.5 s through the shared pool and replayed
 the whole backlog on connect; 200 streams froze the API (status GETs timed out or answered

@@ -36,7 +36,7 @@ def test_estimate_grows_with_data_width_batch_and_pairs():
                               "dr": {"weight": 1.0, "divergence": "bhattacharyya",
                                      "pairs": {"sample": 64}}})
     assert estimate_bytes(sampled, 1000, 64, 10) > base
-    # the Fashion-MNIST job of issue 10 needs well under a GiB besides its CUDA context
+    # a Fashion-MNIST job needs well under a GiB besides its CUDA context
     fashion = _spec(model={"hidden_layers": [500, 500]})
     assert estimate_bytes(fashion, 60000, 784, 10, 10000) - PROCESS_OVERHEAD < GiB
 
