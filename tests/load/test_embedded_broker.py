@@ -117,3 +117,20 @@ def test_many_publishers_lose_no_message(tmp_path: Path) -> None:
             for t in threads:
                 t.join()
     assert len(received) == 80 and len(set(received)) == 80
+
+
+@pytest.mark.parametrize("clock", [(999_999, 1_000_000), (9_999_999_999_999, 10_000_000_000_000)])
+def test_queue_files_sort_in_publish_order_across_a_clock_digit(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              clock: tuple[int, int]) -> None:
+    """Consumers take the queue's files in name order; an unpadded clock put a message
+    published after the clock gained a digit before the older ones."""
+    from drtrain.kit import fs_transport
+
+    settings = Settings(data_dir=tmp_path, environment="test")
+    ticks = iter(clock)
+    monkeypatch.setattr(fs_transport, "clock_us", lambda: next(ticks))
+    publish_run_job(settings, "job-older")
+    publish_run_job(settings, "job-newer")
+    files = sorted((settings.broker_folder / "queue").iterdir(), key=lambda p: p.name)
+    assert [b"job-older" in f.read_bytes() for f in files] == [True, False]
