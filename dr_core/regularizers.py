@@ -26,7 +26,7 @@ exact mean (uniform per-draw weights would over-weight examples of large groups)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ GradWrt = Literal["mu", "logit"]
 # Which objective a gradient is of: the divergence's value (the mean over P), or the row mean
 # that the RBM update ascends (see _row_weights and docs/dr.md).
 GradOf = Literal["pair_mean", "row_mean"]
-GRAD_OF = ("pair_mean", "row_mean")
+GRAD_OF = get_args(GradOf)
 
 __all__ = [
     "EPS",
@@ -85,7 +85,7 @@ def _weighted_differences(x: Tensor, u: Tensor, groups: Groups, row_w: Tensor) -
     return u.mul_(w).addcmul_(x, partner_w).sub_(groups.other_groups_sum(x * w))
 
 
-def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor | None,
+def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor,
                       wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
     """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c); and the gradient.
 
@@ -97,7 +97,7 @@ def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor | 
     s = c.sqrt()
     us, ut = _cross_differences(s, groups), _cross_differences(t, groups)
     value = 0.5 * scale * (torch.vdot(s.view(-1), us.view(-1)) + torch.vdot(t.view(-1), ut.view(-1)))
-    if wrt is None or row_w is None:
+    if wrt is None:
         return value, None
     ds, dt = _weighted_differences(s, us, groups, row_w), _weighted_differences(t, ut, groups, row_w)
     grad = ds.mul_(t).addcmul_(dt, s, value=-1.0)
@@ -105,7 +105,7 @@ def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor | 
     return value, grad
 
 
-def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor | None,
+def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor,
                      wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
     """Mean over P of (c_p - c_q).(logit c_p - logit c_q), and the gradient.
 
@@ -115,7 +115,7 @@ def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor | N
     logit = torch.logit(c)
     ul = _cross_differences(logit, groups)
     value = scale * torch.vdot(c.view(-1), ul.view(-1))
-    if wrt is None or row_w is None:
+    if wrt is None:
         return value, None
     dl = _weighted_differences(logit, ul, groups, row_w)
     dc = _weighted_differences(c, _cross_differences(c, groups), groups, row_w)
@@ -186,7 +186,7 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
     scale = 1 / groups.n_pairs.clamp_min(1)
     if normalize == "per_unit":
         scale = scale / mu.shape[1]
-    row_w = _row_weights(groups, scale, grad_of, mu.shape[1], normalize) if wrt else None
+    row_w = _row_weights(groups, scale, grad_of, mu.shape[1], normalize)
     c = mu.clamp(eps, 1 - eps)
     if pairs == "all" and divergence in _CLOSED:
         value, grad = _CLOSED[divergence](c, groups, scale, row_w, wrt)

@@ -81,12 +81,16 @@ class Heartbeat:
             self.request_stop(StopReason.cancel)
         self.should_stop()
 
+    def beat_or_log(self) -> None:
+        """``beat``, with a failure logged rather than raised: the next beat retries."""
+        try:
+            self.beat()
+        except Exception:  # noqa: BLE001 - a lost DB connection must not kill the lease keeper
+            log.exception("heartbeat for job %s failed; retrying", self._job_id)
+
     def _loop(self) -> None:
         while not self._done.wait(self._interval):
-            try:
-                self.beat()
-            except Exception:  # noqa: BLE001 - a lost DB connection must not kill the lease keeper
-                log.exception("heartbeat for job %s failed; retrying", self._job_id)
+            self.beat_or_log()
             stuck = (self._stop_at is not None and self._on_stuck is not None
                      and time.monotonic() - self._stop_at > self._grace)
             if stuck and not self._done.is_set() and self._reason is not None:

@@ -120,7 +120,7 @@ def run_job(job_id: str, *, settings: Settings, sessionmaker: sessionmaker[Sessi
     hb.start()
     cancel = cancel_signal.watch(settings, job.id)
     try:
-        hb.beat()  # a cancel sent before the watch listened is in SQL already
+        hb.beat_or_log()  # a cancel sent before the watch listened is in SQL already
         _run_claimed(job, hb, cancel, settings=settings, factory=sessionmaker, store=store,
                      worker_id=worker_id)
     finally:
