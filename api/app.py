@@ -15,13 +15,15 @@ from sqlalchemy import Engine, event
 from api import docs, operation_docs, problems, upload_checks, web
 from api.events import EventHub
 from api.fast_reads import FastReads
-from api.fast_submit import FastSubmit, make_batcher
+from api.fast_submit import FastSubmit
+from api.job_reads import JobReads
 from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
+from api.submits import Submits
 from api.telemetry import RequestStats, RequestStatsMiddleware
-from drtrain.jobs.changes import NoChanges, job_changes_for
-from drtrain.jobs.publishing import ChildPublisher
 from drtrain.kit.db import api_engine, make_sessionmaker
+from drtrain.kit.job_changes import NoChanges, job_changes_for
+from drtrain.kit.publishing import ChildPublisher, publish_jobs
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
 from drtrain.tenants.keys import KeyCache
@@ -48,10 +50,12 @@ OPENAPI_TAGS = [
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               store: ObjectStore | None = None, publish_in_child: bool = False) -> FastAPI:
-    """``publish_in_child``: batched submits' jobs are published by a child process
-    (``drtrain.jobs.publishing``), as the served app does; off, by this process (tests
-    that watch or replace the publish in-process)."""
+               store: ObjectStore | None = None, publish_in_child: bool = False,
+               shortcuts: bool = True) -> FastAPI:
+    """``publish_in_child``: submitted jobs are published by a child process
+    (``drtrain.kit.publishing.ChildPublisher``), as the served app does; off, by this
+    process (tests that watch or replace the publish in-process). ``shortcuts`` off: every
+    request goes through FastAPI's routing (tests comparing the two)."""
     settings = settings or get_settings()
     settings.check_production()
     owns_engine = engine is None
@@ -63,7 +67,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # Sync handlers, dependencies and Database hops share anyio's default limiter: as many
         # threads as the pool has connections (drtrain.kit.db.api_engine).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        # Job reads are cached until the tenant's jobs change (api/fast_reads.py); only a
+        # Job reads are cached until the tenant's jobs change (api/job_reads.py); only a
         # running app watches for changes (PostgreSQL: a LISTEN thread), and only a database
         # reached through an engine (tests bind sessions to one uncommitted connection).
         factory = _app.state.sessionmaker
@@ -84,7 +88,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 yield
         finally:
             # Submits already answered are published before the process goes.
-            if not await anyio.to_thread.run_sync(_app.state.submit_batcher.drain,
+            if not await anyio.to_thread.run_sync(_app.state.submits.drain,
                                                   SHUTDOWN_DRAIN_SECONDS):
                 log.warning("submits still in hand at shutdown; the reaper publishes their jobs")
             if publisher is not None:
@@ -112,10 +116,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.upload_slots = TenantSlots(settings.max_uploads_per_tenant, "uploads")
     app.state.validator = upload_checks.make_validator(settings)
     publisher = ChildPublisher() if publish_in_child else None
-    app.state.submit_batcher = make_batcher(publisher.publish if publisher else None)
-    # Innermost: the hottest reads answered before FastAPI's routing (api/fast_reads.py).
-    app.add_middleware(FastReads, api=app)
-    app.add_middleware(FastSubmit, api=app)  # plain submits, batched (api/fast_submit.py)
+    app.state.submits = Submits(publisher.publish if publisher else publish_jobs)
+    app.state.job_reads = JobReads(app.state)
+    if shortcuts:
+        # Innermost: the hottest reads and plain submits answered before FastAPI's routing,
+        # through the routes' own objects (api/fast_reads.py, api/fast_submit.py).
+        app.add_middleware(FastReads, api=app)
+        app.add_middleware(FastSubmit, api=app)
     app.add_middleware(BodyTimeoutMiddleware, idle_seconds=settings.body_idle_seconds,
                        total_seconds=settings.body_total_seconds)
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
@@ -133,7 +140,7 @@ def main_app() -> FastAPI:
     app = create_app(publish_in_child=True)
     # What exists now (modules, the app, its routes and schemas) lives as long as the process:
     # kept out of the collector's full passes, which under concurrent requests walked it all
-    # again and again (a large share of a long metrics page's CPU).
+    # again and again under concurrent requests.
     gc.collect()
     gc.freeze()
     return app

@@ -21,18 +21,21 @@ import asyncio
 import logging
 import time
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from api import reads
-from api.deps import Database, shared_call
+from api.deps import shared_call
 from api.http import sse_frame
-from drtrain.jobs import repository as q
+from api.job_reads import JobReads
+from api.reads import JOB_NAMES, job_body, point_jsons
+from drtrain.jobs import views
+from drtrain.kit.db import raw_reader
 from drtrain.kit.errors import NotFound
 from drtrain.kit.models import JobStatus
 
@@ -45,38 +48,50 @@ Frames = list[tuple[int, str]]
 KEEPALIVE = b": keep-alive\n\n"
 
 
-def _frames(rows: list[Any]) -> Frames:
-    items = reads.metric_dicts(rows)
-    return [(row[0], sse_frame("metric", reads.metric_json(item), row[0]))
-            for row, item in zip(rows, items)]
+def _frames(columns: list[Sequence[Any]]) -> Frames:
+    """Metric points (``drtrain.jobs.views.metric_columns``) as SSE frames, id = seq."""
+    return [(seq, sse_frame("metric", point.decode(), seq))
+            for seq, point in zip(columns[0], point_jsons(columns), strict=True)]
 
 
-def _poll(session: Session, tenant_id: str, job_id: str,
-          after: int | None) -> tuple[dict[str, Any], list[Any], int | None]:
-    """The job, then (read after it, so a terminal status implies every earlier point is
-    visible) its points after ``after``; on the first poll only the last seq."""
-    job = q.job_view(session, tenant_id, job_id, reads.JOB_COLUMNS)
-    if after is None:
-        return job, [], q.last_seq(session, job_id)
-    return job, q.metric_rows(session, job_id, after, PAGE), None
+Polled = tuple[str, bool, Frames, int | None]
 
 
-def _render(polled: tuple[dict[str, Any], list[Any], int | None]) -> tuple[str, bool, Frames, int | None]:
-    job, rows, last = polled
-    return (reads.job_body(job).decode(), JobStatus(job["status"]).terminal, _frames(rows), last)
+def _poll(factory: sessionmaker[Session], tenant_id: str, job_id: str,
+          after: int | None) -> Polled:
+    """The job (its JSON, and whether its status is terminal), then (read after it, so a
+    terminal status implies every earlier point is visible) its points after ``after``; on
+    the first poll only the last seq."""
+    with raw_reader(factory) as raw:
+        job = views.job(raw, tenant_id, job_id, JOB_NAMES)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if after is None:
+            last, columns = views.last_seq(raw, job_id), None
+        else:
+            last, columns = None, views.metric_columns(raw, job_id, after, PAGE)
+    terminal = JobStatus(job["status"]).terminal
+    return job_body(job).decode(), terminal, [] if columns is None else _frames(columns), last
 
 
-def _page(session: Session, job_id: str, after: int) -> list[Any]:
-    return q.metric_rows(session, job_id, after, PAGE)
+def _page(factory: sessionmaker[Session], job_id: str, after: int) -> Frames:
+    with raw_reader(factory) as raw:
+        return _frames(views.metric_columns(raw, job_id, after, PAGE))
+
+
+def _exists(factory: sessionmaker[Session], tenant_id: str, job_id: str) -> None:
+    with raw_reader(factory) as raw:
+        if not views.job_exists(raw, tenant_id, job_id):
+            raise NotFound(f"job {job_id} not found")
 
 
 class JobFeed:
     """The shared state of one job's streams, refreshed by one poller task."""
 
-    def __init__(self, db: Database, tenant_id: str, job_id: str, poll_seconds: float,
+    def __init__(self, reads: JobReads, tenant_id: str, job_id: str, poll_seconds: float,
                  keepalive_seconds: float = 15.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.db, self.tenant_id, self.job_id = db, tenant_id, job_id
+        self.reads, self.tenant_id, self.job_id = reads, tenant_id, job_id
         self.poll_seconds = poll_seconds
         self.keepalive_seconds = keepalive_seconds
         self._clock = clock
@@ -142,8 +157,8 @@ class JobFeed:
         after: int | None = None
         while True:
             try:
-                status, terminal, frames, last = await self.db.read(
-                    _poll, self.tenant_id, self.job_id, after, then=_render)
+                status, terminal, frames, last = await self.reads.run(
+                    partial(_poll, tenant_id=self.tenant_id, job_id=self.job_id, after=after))
             except NotFound:
                 self.gone = self.ended = True
                 self._announce()
@@ -198,20 +213,21 @@ class EventHub:
         feed = self.feeds.get((tenant_id, job_id))
         return feed is not None and feed.ready.is_set() and not feed.gone
 
-    async def check_exists(self, db: Database, tenant_id: str, job_id: str) -> None:
+    async def check_exists(self, reads: JobReads, tenant_id: str, job_id: str) -> None:
         """NotFound unless this tenant has the job, before a stream opens. A live feed knows;
         otherwise one read answers every stream of the job opening meanwhile (500 watchers
         connecting at once to a job nobody watched yet cost one query, not 500)."""
         if self.watching(tenant_id, job_id):
             return
         await shared_call(self._checks, (tenant_id, job_id),
-                          lambda: db.read(q.job_exists, tenant_id, job_id))
+                          lambda: reads.run(partial(_exists, tenant_id=tenant_id,
+                                                    job_id=job_id)))
 
-    def _attach(self, db: Database, tenant_id: str, job_id: str) -> JobFeed:
+    def _attach(self, reads: JobReads, tenant_id: str, job_id: str) -> JobFeed:
         feed = self.feeds.get((tenant_id, job_id))
         if feed is None or (feed.task is not None and feed.task.done()):
             feed = self.feeds[(tenant_id, job_id)] = JobFeed(
-                db, tenant_id, job_id, self.poll_seconds, self.keepalive_seconds, self._clock)
+                reads, tenant_id, job_id, self.poll_seconds, self.keepalive_seconds, self._clock)
             feed.task = asyncio.get_running_loop().create_task(feed.run())
         feed.subscribers += 1
         return feed
@@ -225,14 +241,14 @@ class EventHub:
         if self.feeds.get((feed.tenant_id, feed.job_id)) is feed:
             del self.feeds[(feed.tenant_id, feed.job_id)]
 
-    async def stream(self, db: Database, tenant_id: str, job_id: str,
+    async def stream(self, reads: JobReads, tenant_id: str, job_id: str,
                      after_seq: int = 0) -> AsyncIterator[bytes]:
         """SSE frames: metric points after ``after_seq`` (id = seq), a status frame whenever
         the job changes, keep-alive comments when idle; ends after the terminal status.
         Everything due at one wake-up goes out as one chunk (one write, not one per frame).
         Between wake-ups a stream waits on the feed alone (no timer per stream): the feed
         wakes it for changes and for keep-alives."""
-        feed = self._attach(db, tenant_id, job_id)
+        feed = self._attach(reads, tenant_id, job_id)
         try:
             while not feed.ready.is_set():
                 with anyio.move_on_after(self.keepalive_seconds):
@@ -244,7 +260,7 @@ class EventHub:
                 changed = feed.changed  # taken first: a change while we send is not missed
                 sent = False
                 while cursor < feed.floor() and not feed.gone:
-                    rows = await db.read(_page, job_id, cursor, then=_frames)
+                    rows = await reads.run(partial(_page, job_id=job_id, after=cursor))
                     if rows:
                         cursor, sent = rows[-1][0], True
                         yield "".join(frame for _, frame in rows).encode()

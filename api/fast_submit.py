@@ -1,61 +1,31 @@
-"""The fast lane of ``POST /v1/jobs``, modelled on ``api/fast_reads.py``.
+"""The shortcut of ``POST /v1/jobs``, answered before FastAPI's routing and dependency
+resolution, through the route's own path: the same ``Submits.submit`` (``api/submits.py``),
+answered by the same ``job_response``, or refused by the same problem as the route's
+exception handler.
 
-A plain submit (a known key (``api.lane_auth``), its address not over its failed-auth budget, no
-Idempotency-Key, a JSON body that is a valid JobSpec) is answered here, before FastAPI's
-routing and dependencies, and committed with the other submits waiting at the same time in
-one transaction (``drtrain.jobs.submit_batch``). The answer is the route's, made by the same
-``job_response``.
-
-Everything else, and every submit the batch would not accept as it is (a dataset error, the
-cap or the quota, a database error before the commit), goes on to the route in
-``api/routers/jobs.py`` with its body replayed as it arrived: every refusal stays the
-route's. The body is validated as the route does (``json.loads``, then the JobSpec in
-Python mode), so whatever this lane takes the route would take too.
+It takes a plain submit only: a known key (``api.lane_auth``), its address not over its
+failed-auth budget, no Idempotency-Key, a JSON body that is a valid JobSpec, validated as the
+route validates it (``json.loads``, then the JobSpec in Python mode). Anything else goes on to
+the route in ``api/routers/jobs.py`` with its body replayed as it arrived.
 """
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.http import job_response
 from api.lane_auth import bearer_key, lane_tenant_id
+from api.problems import domain_problem
+from api.reads import job_response
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs.spec import JobSpec
-from drtrain.jobs.submit_batch import Publish, Submission, SubmitBatcher
+from drtrain.kit.errors import DomainError
 
 PATH = "/v1/jobs"
 # Bodies up to this size are held to be validated here; a larger one goes to the route.
 MAX_BODY_BYTES = 256 * 1024
-
-
-def make_batcher(publish: Publish | None = None) -> SubmitBatcher:
-    """The app's batcher (``app.state.submit_batcher``; drained at shutdown); ``publish``
-    (None: in this process) sends the committed jobs' messages."""
-    return SubmitBatcher(_deliver, publish=publish)
-
-
-def _deliver(batch: list[Submission]) -> None:
-    """Hands each result to its request's event loop: one wake-up per loop and batch."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Submission]] = {}
-    for sub in batch:
-        by_loop.setdefault(sub.token[0], []).append(sub)
-    for loop, subs in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_resolve, subs)
-        except RuntimeError:  # the loop has closed: nobody is waiting any more
-            pass
-
-
-def _resolve(subs: list[Submission]) -> None:
-    for sub in subs:
-        future: asyncio.Future[dict[str, Any] | Exception | None] = sub.token[1]
-        if not future.done():
-            future.set_result(sub.error or sub.job)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -105,7 +75,6 @@ class FastSubmit:
     def __init__(self, app: ASGIApp, api: FastAPI) -> None:
         self.app = app
         self.api = api
-        self.batcher: SubmitBatcher = api.state.submit_batcher
         self._route: BaseRoute | None = None
 
     def route(self) -> BaseRoute | None:
@@ -154,17 +123,12 @@ class FastSubmit:
             spec = JobSpec.model_validate(json.loads(body))
         except Exception:  # noqa: BLE001 - any refusal is the route's to answer
             return replay
-        state = self.api.state
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self.batcher.submit(Submission(state.sessionmaker, state.settings, tenant_id, spec,
-                                       token=(loop, future)))
-        result = await future
-        if isinstance(result, Exception):
-            raise result  # the commit failed: the 500 the route's would have given
-        if result is None:
-            return replay
+        try:
+            sub = await self.api.state.submits.submit(self.api.state, tenant_id, spec)
+        except DomainError as exc:  # a refusal: the problem the route's handler would answer
+            response: Response = domain_problem(exc)
+        else:
+            response = job_response(sub.job, 202, Location=f"{PATH}/{sub.job['id']}")
         scope["route"] = route
-        response = job_response(result, 202, Location=f"{PATH}/{result['id']}")
         await response(scope, replay, send)
         return None

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
-from api.schemas.jobs import JobOut
 from drtrain.kit import integrity
 from drtrain.kit.errors import NotFound, RangeNotSatisfiable
 
@@ -21,11 +20,10 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
 
 
-def job_response(job: object, status_code: int = 200, **headers: str) -> Response:
-    body = JobOut.model_validate(job).model_dump_json()
-    etag = 'W/"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
-    return Response(body, status_code=status_code, media_type="application/json",
-                    headers={"ETag": etag, **headers})
+def weak_etag(body: bytes) -> str:
+    """The ETag of a JSON body: equal bodies, equal tags (weak: the same JSON, not the same
+    bytes on the wire, since a proxy may compress it)."""
+    return 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -1,6 +1,6 @@
 """Job and job-list bodies kept until the tenant's jobs change.
 
-A body is stored with the version of ``drtrain.jobs.changes`` read before its query, and served
+A body is stored with the version of ``drtrain.kit.job_changes`` read before its query, and served
 only while the version is still that one, so a committed change is never hidden (the module's
 docstring says why). Entries also expire after ``max_age`` seconds, a bound on what a lost
 notification could ever cost. Bounded by the bytes held, least recently used first.
@@ -69,3 +69,21 @@ class JobBodies(BodiesByBytes):
 
     def put(self, key: Hashable, version: Hashable, body: Body) -> None:
         self._store(key, (version, time.monotonic()), body)
+
+
+class FullPages(BodiesByBytes):
+    """Metrics pages that can no longer change, by (job, since, limit): a page that came
+    back full. Points are only ever appended, each with a seq above every committed one
+    (``drtrain.jobs.lifecycle.add_metrics``), and go only with their job, so the first
+    ``limit`` points after ``since`` stay those points. The job's existence (and tenant) is
+    still checked on every request."""
+
+    def __init__(self, max_bytes: int = 32 * 2**20) -> None:
+        super().__init__(max_bytes, largest_share=4)
+
+    def get(self, key: Hashable) -> Body | None:
+        entry = self._lookup(key)
+        return None if entry is None else entry[1]
+
+    def put(self, key: Hashable, page: Body) -> None:
+        self._store(key, None, page)

@@ -1,4 +1,4 @@
-"""How the fast lanes (``api/fast_reads.py``, ``api/fast_submit.py``) know a caller without
+"""How the shortcuts (``api/fast_reads.py``, ``api/fast_submit.py``) know a caller without
 FastAPI's dependencies: a bearer key read as ``HTTPBearer`` reads it, from the key cache or,
 when it is not there, by the lookup the route makes (one query for everyone asking at once),
 and only while its address is not over its failed-auth budget. A key that is unknown or
@@ -36,7 +36,7 @@ async def lane_tenant_id(state: Any, scope: Scope, key: str | None) -> str | Non
     ref = cache.get(key)
     if ref is None:
         # Not left to the route: after a quiet spell (the entry expired) a crowd arriving at
-        # once would all take the route's slower path, and the slowest of 256 waited a second.
+        # once would all take the route's slower path and queue behind each other there.
         try:
             ref = await look_up_key(state, key)
         except Exception:  # noqa: BLE001 - the route meets the error and answers it

@@ -33,10 +33,13 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-async def _domain(_request: Request, exc: Exception) -> JSONResponse:
-    exc = cast(DomainError, exc)  # registered for DomainError only
+def domain_problem(exc: DomainError) -> JSONResponse:
     return problem(exc.status, exc.detail, title=exc.title, type_=exc.type_, errors=exc.errors,
                    headers=exc.headers)
+
+
+async def _domain(_request: Request, exc: Exception) -> JSONResponse:
+    return domain_problem(cast(DomainError, exc))  # registered for DomainError only
 
 
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,29 +1,28 @@
-"""The /v1/jobs read paths, serialised once: plain-column rows (``drtrain.jobs.repository``) go
-straight to JSON bytes through pydantic-core, with no ORM object and no per-row model call.
+"""The /v1/jobs bodies, serialised once: one serialiser per resource, one ETag.
 
-The selected columns come from the documented response models (``api.schemas.jobs``), so a
-field added there is read here too. A single job goes through the model's TypeAdapter
-(validation and serialisation in pydantic-core, the model's own validators included); list
-rows are dumped through a TypedDict of the model's fields, the one value its validator changes
-(null tags and warnings) set here; metric points, a thousand to a page, are dumped a column at
-a time (``metrics_page_body``). Tests keep each output equal to the models'.
+Rows come as plain columns (``drtrain.jobs.views``) and go straight to JSON bytes through
+pydantic-core, with no ORM object and no per-row model call. The columns read are those of
+the documented response models (``api.schemas.jobs``), so a field added there is read too.
+A single job goes through the model's TypeAdapter (its validators included); list rows are
+dumped through a TypedDict of the model's fields, with the one value its validator changes
+(null tags and warnings) set here; metric points are dumped a column at a time. Tests keep
+each output equal to the models'.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import Response
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_json
-from sqlalchemy.orm import InstrumentedAttribute, Session
 from typing_extensions import TypedDict
 
-from api.http import etag_matches
+from api.http import etag_matches, weak_etag
 from api.schemas.jobs import JobOut, JobSummaryOut, MetricPointOut
-from drtrain.jobs import repository as q
-from drtrain.kit.models import Job
+from drtrain.jobs.views import METRIC_NAMES
+
+Body = tuple[bytes, str]  # (JSON, its weak ETag)
 
 
 def row_type(model: type[BaseModel]) -> Any:
@@ -33,108 +32,59 @@ def row_type(model: type[BaseModel]) -> Any:
                      {name: field.annotation for name, field in model.model_fields.items()})
 
 
-def columns_of(model: type[BaseModel]) -> list[InstrumentedAttribute[Any]]:
-    return [getattr(Job, name) for name in model.model_fields]
-
-
-MetricRow: Any = row_type(MetricPointOut)
-JOB_SUMMARY_COLUMNS = columns_of(JobSummaryOut)
-JOB_COLUMNS = columns_of(JobOut)
-METRIC_KEYS = tuple(MetricPointOut.model_fields)
+JOB_NAMES = tuple(JobOut.model_fields)
+JOB_SUMMARY_NAMES = tuple(JobSummaryOut.model_fields)
+if tuple(MetricPointOut.model_fields) != METRIC_NAMES:
+    raise RuntimeError("MetricPointOut's fields and drtrain.jobs.views.METRIC_NAMES differ")
 
 JOB: TypeAdapter[JobOut] = TypeAdapter(JobOut)
-METRIC: TypeAdapter[Any] = TypeAdapter(MetricRow)
-_METRICS_PAGE: TypeAdapter[Any] = TypeAdapter(TypedDict(  # type: ignore[operator]
-    "MetricsPageBody", {"items": list[MetricRow], "next_since": int}))
 
 
-def etag(body: bytes) -> str:
-    return 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+def with_etag(body: bytes) -> Body:
+    return body, weak_etag(body)
 
 
-Body = tuple[bytes, str]  # (JSON, its weak ETag)
+def job_body(job: Any) -> bytes:
+    """A job (a row of ``JOB_NAMES`` or an ORM Job) as ``JobOut`` JSON."""
+    return JOB.dump_json(JOB.validate_python(job, from_attributes=True))
 
 
-def job_body(row: dict[str, Any]) -> bytes:
-    return JOB.dump_json(JOB.validate_python(row))
+def job_response(job: Any, status_code: int = 200, **headers: str) -> Response:
+    """A job answered by a write (submit, cancel): the body and ETag a read of it gives."""
+    body, etag = with_etag(job_body(job))
+    return Response(body, status_code=status_code, media_type="application/json",
+                    headers={"ETag": etag, **headers})
 
 
-def metric_json(item: dict[str, Any]) -> str:
-    return METRIC.dump_json(item).decode()
-
-
-def _with_etag(body: bytes) -> Body:
-    return body, etag(body)
-
-
-# Each read below runs in one ``Database.read`` hop: the query inside a short session, the
-# serialisation after it has closed.
-
-def job(session: Session, tenant_id: str, job_id: str) -> dict[str, Any]:
-    return q.job_view(session, tenant_id, job_id, JOB_COLUMNS)
-
-
-def job_with_etag(row: dict[str, Any]) -> Body:
-    return _with_etag(job_body(row))
-
-
-def jobs_page(session: Session, tenant_id: str, status: str | None, page_size: int,
-              page_token: str | None, with_spec: bool,
-              tag: str | None = None) -> tuple[list[dict[str, Any]], str | None, bool]:
-    rows, token = q.job_views(session, tenant_id, JOB_COLUMNS if with_spec else JOB_SUMMARY_COLUMNS,
-                              status=status, page_size=page_size, page_token=page_token, tag=tag)
-    return rows, token, with_spec
-
-
-# A page of rows is dumped as TypedDicts of the models' fields (no model per row: a third of
-# a 50-row page's CPU), with the one thing the models' validators change done here: null
+# List rows are dumped as TypedDicts of the models' fields (no model object per row, the
+# largest cost of a page), with the one thing the models' validators change done here: null
 # tags and warnings are [] (JobSummaryOut._null_is_empty). A test keeps the bytes equal.
 _SUMMARY_ROW: Any = row_type(JobSummaryOut)
 _JOB_ROW: Any = row_type(JobOut)
-_SUMMARY_ROWS: TypeAdapter[Any] = TypeAdapter(list[_SUMMARY_ROW])
-_JOB_ROWS: TypeAdapter[Any] = TypeAdapter(list[_JOB_ROW])
+_PAGE_ROWS: dict[bool, TypeAdapter[Any]] = {False: TypeAdapter(list[_SUMMARY_ROW]),
+                                            True: TypeAdapter(list[_JOB_ROW])}
 _NULL_IS_EMPTY = ("tags", "warnings")
 
 
-def jobs_page_with_etag(page: tuple[list[dict[str, Any]], str | None, bool]) -> Body:
-    rows, token, with_spec = page
+def page_body(rows: list[dict[str, Any]], token: str | None, with_spec: bool) -> bytes:
     for row in rows:
         for key in _NULL_IS_EMPTY:
             if row[key] is None:
                 row[key] = []
-    items = (_JOB_ROWS if with_spec else _SUMMARY_ROWS).dump_json(rows)
-    return _with_etag(b'{"items":' + items + b',"next_page_token":' + to_json(token) + b"}")
+    items = _PAGE_ROWS[with_spec].dump_json(rows)
+    return b'{"items":' + items + b',"next_page_token":' + to_json(token) + b"}"
 
 
-def metrics_page(session: Session, tenant_id: str, job_id: str, since: int,
-                 limit: int) -> tuple[list[Any], int]:
-    q.job_exists(session, tenant_id, job_id)
-    return q.metric_rows(session, job_id, since, limit), since
-
-
-def metric_dicts(rows: list[Any]) -> list[dict[str, Any]]:
-    return [dict(zip(METRIC_KEYS, row)) for row in rows]
-
-
-def metrics_page_with_etag(page: tuple[list[Any], int]) -> Body:
-    rows, since = page
-    body = _METRICS_PAGE.dump_json({"items": metric_dicts(rows),
-                                    "next_since": rows[-1][0] if rows else since})
-    return _with_etag(body)
-
-
-# A metrics page straight from columns (``drtrain.jobs.raw_reads.metric_columns``): each
-# column dumped in one pydantic-core call, the points put together by one bytes template, so
-# a thousand points cost no dict and no datetime each. Same bytes as _METRICS_PAGE (a test
-# compares them, odd floats and names included).
-_POINT = ("{" + ",".join(f'"{k}":' + ('"%b"' if k == "at" else "%b") for k in METRIC_KEYS)
+# Metric points straight from columns (``drtrain.jobs.views.metric_columns``): each column
+# dumped in one pydantic-core call, the points put together by one bytes template, so a page
+# of points costs no dict and no datetime each. Same bytes as MetricPointOut (a test compares
+# them, odd floats and names included).
+_POINT = ("{" + ",".join(f'"{k}":' + ('"%b"' if k == "at" else "%b") for k in METRIC_NAMES)
           + "}").encode()
-_INTS: TypeAdapter[list[int]] = TypeAdapter(list[int])
-_OPTIONAL_INTS: TypeAdapter[list[int | None]] = TypeAdapter(list[int | None])
-_FLOATS: TypeAdapter[list[float]] = TypeAdapter(list[float])
-_STR: TypeAdapter[str] = TypeAdapter(str)
 _COLUMN_ADAPTERS: dict[str, TypeAdapter[Any]] = {
-    "seq": _INTS, "layer": _OPTIONAL_INTS, "epoch": _INTS, "value": _FLOATS}
+    "seq": TypeAdapter(list[int]), "layer": TypeAdapter(list[int | None]),
+    "epoch": TypeAdapter(list[int]), "value": TypeAdapter(list[float])}
+_STR: TypeAdapter[str] = TypeAdapter(str)
 
 
 class _JsonStrings(dict[str, bytes]):
@@ -155,22 +105,25 @@ def _column_json(key: str, column: Sequence[Any], strings: _JsonStrings) -> Iter
     return adapter.dump_json(list(column))[1:-1].split(b",")
 
 
-def metrics_page_body(columns: Sequence[Sequence[Any]], since: int) -> Body:
-    """The page of ``columns`` (METRIC_KEYS order, ``at`` as text) with its ETag."""
+def point_jsons(columns: Sequence[Sequence[Any]]) -> list[bytes]:
+    """Each point of ``columns`` (``METRIC_NAMES`` order, ``at`` as text) as its JSON."""
     if not columns[0]:
-        items = b"[]"
-    else:
-        strings = _JsonStrings()
-        parts = zip(*(_column_json(k, c, strings) for k, c in zip(METRIC_KEYS, columns,
-                                                                     strict=True)), strict=True)
-        items = b"[" + b",".join(map(_POINT.__mod__, parts)) + b"]"
+        return []
+    strings = _JsonStrings()
+    parts = zip(*(_column_json(k, c, strings) for k, c in zip(METRIC_NAMES, columns,
+                                                                 strict=True)), strict=True)
+    return list(map(_POINT.__mod__, parts))
+
+
+def metrics_page_body(columns: Sequence[Sequence[Any]], since: int) -> bytes:
     next_since = columns[0][-1] if columns[0] else since
-    return _with_etag(b'{"items":' + items + b',"next_since":' + str(next_since).encode() + b"}")
+    return (b'{"items":[' + b",".join(point_jsons(columns)) + b'],"next_since":'
+            + str(next_since).encode() + b"}")
 
 
 def respond(body_and_etag: Body, if_none_match: str | None) -> Response:
     """The serialised body as a 200 with its ETag, or a bodiless 304 when the client has it."""
-    body, etag_ = body_and_etag
-    if etag_matches(if_none_match, etag_):
-        return Response(status_code=304, headers={"ETag": etag_})
-    return Response(body, media_type="application/json", headers={"ETag": etag_})
+    body, etag = body_and_etag
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,19 @@ def test_import_linter_contracts_are_kept() -> None:
     assert lint, "import-linter is a test dependency (pyproject.toml [test])"
     out = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:]
+
+
+# What makes code infrastructure: starting threads or processes, or driving a DBAPI cursor.
+_INFRASTRUCTURE = re.compile(
+    r"threading\.Thread\(|ThreadPoolExecutor|ProcessPoolExecutor|\.cursor\(|LISTEN\b")
+
+
+def test_domain_packages_hold_no_infrastructure() -> None:
+    """drtrain/jobs, sweeps and tenants hold what a job, a sweep or a tenant *is*; threads,
+    processes and raw cursors live in drtrain/kit (docs/architecture.md)."""
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for package in ("jobs", "sweeps", "tenants")
+             for path in sorted((ROOT / "drtrain" / package).rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if _INFRASTRUCTURE.search(line)]
+    assert not found, "infrastructure in the domain:\n" + "\n".join(found)

@@ -1,35 +1,35 @@
 """/v1/jobs: HTTP only. Each handler parses, calls one service, and shapes the response."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api import events, reads
-from api.deps import DatabaseDep, SessionDep, SettingsDep, StoreDep, TenantDep
-from api.http import job_response, object_download
+from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.http import object_download
+from api.job_reads import JobReads
+from api.reads import job_response
 from api.schemas.common import ResourceId, problem_responses
 from api.schemas.jobs import (
+    MAX_SEQ,
     CheckpointList,
     CheckpointOut,
+    JobListQuery,
     JobOut,
     JobPage,
     MetricsPage,
+    MetricsQuery,
     PredictRequest,
     PredictResponse,
 )
-from drtrain.jobs import repository as q
+from api.submits import Submits
 from drtrain.jobs import retention, service
-from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, TAG_PATTERN, JobSpec
-from drtrain.kit import cancel_signal
-from drtrain.kit.db import after_commit
-from drtrain.kit.models import JobStatus
+from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-# Metric seq is a 32-bit column: a larger cursor would fail in the database, not match nothing.
-MAX_SEQ = 2**31 - 1
 
 
 @router.post("", status_code=202, response_model=JobOut,
@@ -37,62 +37,56 @@ MAX_SEQ = 2**31 - 1
                         **problem_responses(429)})
 async def submit_job(spec: Annotated[JobSpec, Body(openapi_examples={
                          "digits": {"summary": "DBN + MLP on digits", "value": JOB_SPEC_EXAMPLE}})],
-                     tenant: TenantDep, db: DatabaseDep, settings: SettingsDep,
+                     request: Request, tenant: TenantDep,
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
                      ) -> Response:
-    job, created = await db.run(service.submit_job, settings, tenant.id, spec, idempotency_key)
-    return job_response(job, 202 if created else 200, Location=f"/v1/jobs/{job.id}")
+    submits: Submits = request.app.state.submits
+    sub = await submits.submit(request.app.state, tenant.id, spec, idempotency_key)
+    job = cast(dict[str, Any], sub.job)
+    return job_response(job, 202 if sub.created else 200, Location=f"/v1/jobs/{job['id']}")
 
 
-# The reads below are async handlers around one ``Database.read`` hop each: plain columns,
-# serialised once into the response body, with a weak ETag (304 on If-None-Match).
+# The reads below answer from the app's JobReads (api/job_reads.py), as their shortcut does
+# (api/fast_reads.py): plain columns serialised once, a weak ETag (304 on If-None-Match).
 
 @router.get("", response_model=JobPage, responses={304: {"description": "Not modified"}})
-async def list_jobs(tenant: TenantDep, db: DatabaseDep,
-                    status: Annotated[str | None, Query(
-                        pattern=r"^(queued|running|succeeded|failed|cancelling|cancelled)$")] = None,
-                    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
-                    page_token: Annotated[str | None, Query(max_length=500)] = None,
-                    include: Annotated[str | None, Query(
-                        pattern=r"^spec$", description="`spec`: add each job's spec")] = None,
-                    tag: Annotated[str | None, Query(
-                        pattern=TAG_PATTERN, description="only jobs carrying this tag")] = None,
+async def list_jobs(request: Request, tenant: TenantDep, query: Annotated[JobListQuery, Query()],
                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """Newest first. Rows leave out each job's spec unless `include=spec`."""
-    page = await db.read(reads.jobs_page, tenant.id, status, page_size, page_token,
-                         include == "spec", tag, then=reads.jobs_page_with_etag)
-    return reads.respond(page, if_none_match)
+    return reads.respond(await job_reads(request).page(tenant.id, query), if_none_match)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
-async def get_job(job_id: ResourceId, tenant: TenantDep, db: DatabaseDep,
+async def get_job(job_id: ResourceId, request: Request, tenant: TenantDep,
                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    job = await db.read(reads.job, tenant.id, job_id, then=reads.job_with_etag)
-    return reads.respond(job, if_none_match)
+    return reads.respond(await job_reads(request).job(tenant.id, job_id), if_none_match)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage,
             responses={304: {"description": "Not modified"}})
-async def get_metrics(job_id: ResourceId, tenant: TenantDep, db: DatabaseDep,
-                      since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
-                      limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+async def get_metrics(job_id: ResourceId, request: Request, tenant: TenantDep,
+                      query: Annotated[MetricsQuery, Query()],
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    page = await db.read(reads.metrics_page, tenant.id, job_id, since, limit,
-                         then=reads.metrics_page_with_etag)
+    page = await job_reads(request).metrics(tenant.id, job_id, query)
     return reads.respond(page, if_none_match)
+
+
+def job_reads(request: Request) -> JobReads:
+    job_reads_: JobReads = request.app.state.job_reads
+    return job_reads_
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(429)})
-async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, db: DatabaseDep,
+async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep,
                      last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
                      ) -> Response:
     """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429)."""
     hub = request.app.state.events
-    await hub.check_exists(db, tenant.id, job_id)  # 404 now, not inside an open stream
+    await hub.check_exists(job_reads(request), tenant.id, job_id)  # 404 now, not inside an open stream
     slots = request.app.state.stream_slots
     slots.acquire(tenant.id)
-    stream = hub.stream(db, tenant.id, job_id, last_event_id or 0)
+    stream = hub.stream(job_reads(request), tenant.id, job_id, last_event_id or 0)
     return events.EventStreamResponse(stream, release=lambda: slots.release(tenant.id))
 
 
@@ -101,10 +95,7 @@ async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep, db
                               "model": JobOut}, **problem_responses(409)})
 def cancel_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
                settings: SettingsDep) -> Response:
-    job, already = service.cancel_job(session, tenant.id, job_id)
-    if job.status == JobStatus.cancelling:
-        # Straight to the training loop once the row says so; the heartbeat is the fallback.
-        after_commit(session, lambda: cancel_signal.send(settings, job_id))
+    job, already = service.cancel_job(session, settings, tenant.id, job_id)
     return job_response(job, 200 if already else 202)
 
 
@@ -118,9 +109,8 @@ def delete_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
 def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> CheckpointList:
-    q.get_job(session, tenant.id, job_id)
-    return CheckpointList(items=[CheckpointOut.model_validate(c)
-                                 for c in q.checkpoints(session, job_id)])
+    return CheckpointList(items=[CheckpointOut.model_validate(c) for c in
+                                 service.checkpoints(session, tenant.id, job_id)])
 
 
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {

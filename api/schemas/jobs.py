@@ -3,11 +3,15 @@ drtrain.jobs.spec)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from drtrain.jobs.spec import FLOAT32_MAX
+from drtrain.jobs.spec import FLOAT32_MAX, TAG_PATTERN
+from drtrain.kit.models import JobStatus
+
+# Metric seq is a 32-bit column: a larger cursor would fail in the database, not match nothing.
+MAX_SEQ = 2**31 - 1
 
 
 class JobSummaryOut(BaseModel):
@@ -65,6 +69,25 @@ class MetricPointOut(BaseModel):
     name: str
     value: float
     at: datetime
+
+
+class JobListQuery(BaseModel):
+    """The query of ``GET /v1/jobs``: the route's parameters, and what its shortcut
+    (``api/fast_reads.py``) validates a query with, so both take exactly the same ones."""
+
+    status: JobStatus | None = None
+    page_size: int = Field(50, ge=1, le=200)
+    page_token: str | None = Field(None, max_length=500)
+    include: Literal["spec"] | None = Field(None, description="`spec`: add each job's spec")
+    tag: str | None = Field(None, pattern=TAG_PATTERN,
+                            description="only jobs carrying this tag")
+
+
+class MetricsQuery(BaseModel):
+    """The query of ``GET /v1/jobs/{job_id}/metrics`` (route and shortcut alike)."""
+
+    since: int = Field(0, ge=0, le=MAX_SEQ, description="points after this seq")
+    limit: int = Field(1000, ge=1, le=10000)
 
 
 class MetricsPage(BaseModel):

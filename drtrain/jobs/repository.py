@@ -1,4 +1,5 @@
-"""Read queries for jobs, metrics and checkpoints: the one place their SQL lives.
+"""Queries for jobs and checkpoints (the reads the API serves as views are in
+``drtrain.jobs.views``).
 
 Every query is scoped by tenant, so another tenant's job is simply "not found".
 """
@@ -8,17 +9,15 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Sequence
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Integer, Row, Select, and_, bindparam, exists, func, insert, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.orm import Session
 
 from drtrain.kit.errors import Invalid, NotFound
 from drtrain.kit.ids import ID_PATTERN
-from drtrain.kit.models import ACTIVE_STATUSES, Checkpoint, Job, JobTag, MetricPoint, TenantUsage
+from drtrain.kit.models import ACTIVE_STATUSES, Checkpoint, Job, JobTag, TenantUsage
 
 
 def get_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False) -> Job:
@@ -63,16 +62,13 @@ def active_and_stored(session: Session, tenant_id: str) -> tuple[int, int]:
 
 def insert_jobs(session: Session, rows: list[dict[str, Any]]) -> None:
     """New jobs (``service.job_row``) and their tag rows, each table in one executemany: a
-    submit batch's rows without the ORM's unit of work (a third of the batch's CPU)."""
+    submit batch's rows without the ORM's unit of work, the largest cost of a batch."""
     conn = session.connection()
     conn.execute(insert(Job), rows)
     tags = [{"job_id": row["id"], "tag": tag} for row in rows
             for tag in dict.fromkeys(row["tags"] or ())]
     if tags:
         conn.execute(insert(JobTag), tags)
-
-
-T = TypeVar("T")
 
 
 class _Cursorable(Protocol):
@@ -98,131 +94,6 @@ def decode_cursor(token: str) -> tuple[datetime, str]:
     except (ValueError, TypeError, binascii.Error) as exc:
         raise Invalid("page_token is not a token this API issued",
                       errors=[{"loc": ["query", "page_token"], "msg": "invalid page token"}]) from exc
-
-
-def _page_of(stmt: Select[Any], *, by_status: bool, after_cursor: bool,
-             by_tag: bool = False) -> Select[Any]:
-    """The filters and order of a job list page, with bound parameters (see _page_params);
-    one more row than asked, to know whether there is a next page."""
-    stmt = stmt.where(Job.tenant_id == bindparam("tenant_id"))
-    if by_status:
-        stmt = stmt.where(Job.status == bindparam("status"))
-    if by_tag:
-        stmt = stmt.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == bindparam("tag")))
-    if after_cursor:
-        stmt = stmt.where(or_(Job.created_at < bindparam("after_created"),
-                              and_(Job.created_at == bindparam("after_created"),
-                                   Job.id < bindparam("after_id"))))
-    return stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(
-        bindparam("limit", type_=Integer))
-
-
-def _page_params(tenant_id: str, status: str | None, page_token: str | None,
-                 page_size: int, tag: str | None = None) -> dict[str, Any]:
-    params: dict[str, Any] = {"tenant_id": tenant_id, "limit": page_size + 1}
-    if status:
-        params["status"] = status
-    if tag:
-        params["tag"] = tag
-    if page_token:
-        params["after_created"], params["after_id"] = decode_cursor(page_token)
-    return params
-
-
-def _split_page(rows: list[T], page_size: int) -> tuple[list[T], str | None]:
-    if len(rows) > page_size:
-        rows = rows[:page_size]
-        return rows, encode_cursor(rows[-1])  # type: ignore[arg-type]
-    return rows, None
-
-
-def list_jobs(session: Session, tenant_id: str, *, status: str | None, page_size: int,
-              page_token: str | None, tag: str | None = None) -> tuple[list[Job], str | None]:
-    """Newest first; the cursor is the (created_at, id) of the last row served, so rows
-    inserted meanwhile never shift a page (unlike OFFSET)."""
-    params = _page_params(tenant_id, status, page_token, page_size, tag)
-    stmt = _page_of(select(Job), by_status=bool(status), after_cursor=bool(page_token),
-                    by_tag=bool(tag))
-    return _split_page(list(session.scalars(stmt, params)), page_size)
-
-
-# Plain-column reads: the API names the columns of its view and serialises the rows once,
-# with no ORM object in between. The hot statements are built once (bound parameters) and
-# run on the session's connection, past the ORM's result machinery.
-Columns = Sequence[InstrumentedAttribute[Any]]
-METRIC_COLUMNS = (MetricPoint.seq, MetricPoint.phase, MetricPoint.layer, MetricPoint.epoch,
-                  MetricPoint.name, MetricPoint.value, MetricPoint.at)
-
-
-@lru_cache(maxsize=16)
-def _job_view_stmt(names: tuple[str, ...]) -> Select[Any]:
-    return select(*(getattr(Job, n) for n in names)).where(
-        Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
-
-
-_JOB_EXISTS = select(Job.id).where(Job.id == bindparam("job_id"),
-                                   Job.tenant_id == bindparam("tenant_id"))
-_METRIC_ROWS = (select(*METRIC_COLUMNS)
-                .where(MetricPoint.job_id == bindparam("job_id"), MetricPoint.seq > bindparam("since"))
-                .order_by(MetricPoint.seq).limit(bindparam("limit", type_=Integer)))
-_LAST_SEQ = select(func.max(MetricPoint.seq)).where(MetricPoint.job_id == bindparam("job_id"))
-
-
-def job_view(session: Session, tenant_id: str, job_id: str, columns: Columns) -> dict[str, Any]:
-    """The tenant's job as a dict of these columns; NotFound otherwise."""
-    stmt = _job_view_stmt(tuple(c.key for c in columns))
-    row = session.connection().execute(stmt, {"job_id": job_id, "tenant_id": tenant_id}
-                                       ).one_or_none()
-    if row is None:
-        raise NotFound(f"job {job_id} not found")
-    return row._asdict()
-
-
-def job_exists(session: Session, tenant_id: str, job_id: str) -> None:
-    """NotFound unless the tenant has this job (one indexed lookup, no row loaded)."""
-    found = session.connection().execute(
-        _JOB_EXISTS, {"job_id": job_id, "tenant_id": tenant_id}).scalar()
-    if found is None:
-        raise NotFound(f"job {job_id} not found")
-
-
-def job_views(session: Session, tenant_id: str, columns: Columns, *, status: str | None,
-              page_size: int, page_token: str | None,
-              tag: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of :func:`list_jobs` as dicts of these columns."""
-    names = tuple(c.key for c in columns)
-    params = _page_params(tenant_id, status, page_token, page_size, tag)
-    stmt = _view_page_stmt(names, bool(status), bool(page_token), bool(tag))
-    rows, token = _split_page(list(session.connection().execute(stmt, params).all()), page_size)
-    n = len(names)
-    return [dict(zip(names, row[:n])) for row in rows], token
-
-
-@lru_cache(maxsize=32)
-def _view_page_stmt(names: tuple[str, ...], by_status: bool, after_cursor: bool,
-                    by_tag: bool = False) -> Select[Any]:
-    # created_at and id close every row: the cursor of the page's last row.
-    columns = [getattr(Job, n) for n in names] + [Job.created_at, Job.id]
-    return _page_of(select(*columns), by_status=by_status, after_cursor=after_cursor,
-                    by_tag=by_tag)
-
-
-def metric_rows(session: Session, job_id: str, since: int, limit: int) -> list[Row[Any]]:
-    """Points after ``since`` in seq order, as rows of :data:`METRIC_COLUMNS`."""
-    # .all() fetches in one driver call; iterating the result would fetch row by row.
-    rows = session.connection().execute(
-        _METRIC_ROWS, {"job_id": job_id, "since": since, "limit": limit}).all()
-    return cast(list[Row[Any]], list(rows))
-
-
-def last_seq(session: Session, job_id: str) -> int:
-    return session.connection().execute(_LAST_SEQ, {"job_id": job_id}).scalar() or 0
-
-
-def metrics_since(session: Session, job_id: str, since: int, limit: int) -> list[MetricPoint]:
-    return list(session.scalars(
-        select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.seq > since)
-        .order_by(MetricPoint.seq).limit(limit)))
 
 
 def checkpoints(session: Session, job_id: str) -> list[Checkpoint]:

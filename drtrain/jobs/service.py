@@ -1,4 +1,5 @@
-"""Job logic: submit (with idempotency and a per-tenant cap), cancel, the final model, predict.
+"""Job logic: what a submit checks and adds (``submit_batch`` decides the outcome), cancel,
+the final model, predict.
 
 Every status change here is a conditional UPDATE on the status it expects, so a worker
 moving the same job concurrently can never be overwritten (the loser sees rowcount 0).
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from drtrain.datasets import repository as datasets_repo
@@ -21,9 +21,11 @@ from drtrain.jobs import repository as q
 from drtrain.jobs.predict import ModelFormatError, model_cache
 from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, spec_to_dict
 from drtrain.jobs.warnings import training_warnings, validation_rows
-from drtrain.kit.db import after_commit, discard_after_commit
-from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
+from drtrain.kit import cancel_signal
+from drtrain.kit.db import after_commit
+from drtrain.kit.errors import Conflict, Invalid, NotFound
 from drtrain.kit.models import Checkpoint, DatasetStatus, Job, JobStatus, JobTag, new_id, utcnow
+from drtrain.kit.publishing import publish_jobs
 from drtrain.kit.settings import Settings
 from drtrain.tenants import quota
 from drtrain.tenants import repository as tenants_repo
@@ -36,43 +38,6 @@ RETRY_AFTER_SECONDS = 30
 def request_hash(spec_dict: dict[str, Any]) -> str:
     canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _publish(settings: Settings, job_id: str) -> None:
-    # Imported late: the broker module pulls in Celery, which request-free code paths
-    # (and unit tests of this module) do not need.
-    from drtrain.kit.broker import publish_run_job
-
-    try:
-        publish_run_job(settings, job_id)
-    except Exception:  # noqa: BLE001
-        # The row is already committed as queued and the reaper re-publishes queued jobs,
-        # so a broker outage must not turn an accepted submission into a 500.
-        log.warning("publishing job %s failed; the reaper will retry", job_id, exc_info=True)
-
-
-def publish_jobs(settings: Settings, job_ids: list[str]) -> None:
-    """``_publish`` for jobs committed together: one producer (on Redis one round trip). If
-    that fails they go one at a time, each with its retries, until one fails for good; the
-    rest are left to the reaper, as ``_publish`` leaves them."""
-    from drtrain.kit.broker import publish_run_job, publish_run_jobs
-
-    if len(job_ids) == 1:  # nothing to batch
-        _publish(settings, job_ids[0])
-        return
-    try:
-        publish_run_jobs(settings, job_ids)
-        return
-    except Exception:  # noqa: BLE001 - as in _publish; a retry below, then the reaper
-        log.warning("publishing %d jobs together failed; one at a time now", len(job_ids),
-                    exc_info=True)
-    for n, job_id in enumerate(job_ids):
-        try:
-            publish_run_job(settings, job_id)
-        except Exception:  # noqa: BLE001
-            log.warning("publishing job %s failed; the reaper will retry it and %d more",
-                        job_id, len(job_ids) - n - 1, exc_info=True)
-            return
 
 
 @dataclass(frozen=True)
@@ -226,8 +191,8 @@ def job_row(settings: Settings, tenant_id: str, spec: JobSpec, *,
 
 def answer_view(row: dict[str, Any]) -> dict[str, Any]:
     """A new job's row (``job_row``) as ``Job(**row)`` reads before its first refresh, every
-    column it does not set None: what a submit batch answers from, without building ORM
-    objects nobody adds to a session (a tenth of a batched submit's CPU)."""
+    column it does not set None: what a submit answers from, without building ORM objects
+    nobody adds to a session."""
     return {**_UNSET_COLUMNS, **row}
 
 
@@ -243,76 +208,35 @@ def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec,
                         sweep_id=sweep_id, grid_point=grid_point, facts=facts))
     session.add(job)
     session.add_all(JobTag(job=job, tag=tag) for tag in dict.fromkeys(spec.tags))
-    after_commit(session, lambda: _publish(settings, job.id))
+    after_commit(session, lambda: publish_jobs(settings, [job.id]))
     return job
-
-
-def submit_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
-    """Returns (job, created). A replay with the same key and body returns the original."""
-    spec = with_server_defaults(spec, settings)
-    digest = request_hash(spec_to_dict(spec))
-    if idempotency_key:
-        existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest), False
-    facts = check_against_dataset(session, settings, tenant_id, spec)
-    if not idempotency_key:  # nothing unique to collide on: no savepoint round trips
-        job = new_job(session, settings, tenant_id, spec, facts=facts)
-        session.flush()
-    else:
-        try:
-            with session.begin_nested():
-                job = new_job(session, settings, tenant_id, spec,
-                              idempotency_key=idempotency_key, facts=facts)
-                session.flush()
-        except IntegrityError:
-            # A concurrent request with the same key won the insert; answer as a replay.
-            discard_after_commit(session)  # the losing insert's publish must not run
-            existing = q.find_by_idempotency_key(session, tenant_id, idempotency_key)
-            if existing is None:
-                raise
-            return _replay(existing, digest), False
-    _check_cap(session, settings, tenant_id)
-    return job, True
-
-
-def _check_cap(session: Session, settings: Settings, tenant_id: str) -> None:
-    """The storage quota, then the active-job cap counted with the new (not yet committed)
-    job included; either refused rolls the insert back (429).
-
-    The tenant's lock is taken only now, after the insert, and the caller commits right
-    after: it covers one read (the count and the storage counter together) and the commit,
-    never the work before them. Commits of one tenant's submits happen in lock order and
-    each counts every job committed before it plus its own, so the cap cannot be overshot."""
-    if locked_active_jobs(session, settings, tenant_id) > settings.max_concurrent_jobs_per_tenant:
-        raise TooManyJobs(
-            f"at most {settings.max_concurrent_jobs_per_tenant} active jobs per tenant",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def locked_active_jobs(session: Session, settings: Settings, tenant_id: str) -> int:
     """Takes the tenant's submit lock (held until the transaction ends), checks the storage
-    quota (429) and returns the tenant's active jobs, those this transaction added included."""
+    quota (429) and returns the tenant's active jobs, those this transaction added included.
+    The submit's caller commits right after: the lock covers one read and the commit, never
+    the work before them."""
     tenants_repo.lock_tenant(session, tenant_id)
     active, stored = q.active_and_stored(session, tenant_id)
     quota.check_used(settings, stored)
     return active
 
 
-def _replay(job: Job, digest: str) -> Job:
-    if job.request_hash != digest:
-        raise Invalid("Idempotency-Key was already used with a different request body",
-                      errors=[{"loc": ["header", "Idempotency-Key"],
-                               "msg": "key reused with another body", "type": "value_error"}])
-    return job
-
-
-def cancel_job(session: Session, tenant_id: str, job_id: str) -> tuple[Job, bool]:
+def cancel_job(session: Session, settings: Settings, tenant_id: str,
+               job_id: str) -> tuple[Job, bool]:
     """queued -> cancelled now; running -> cancelling (the worker stops within a batch);
     cancelling -> no-op; cancelled -> no-op (a repeated cancel is idempotent); succeeded or
     failed -> 409. Returns (job, already_cancelled). One retry if the worker moved the job
-    meanwhile."""
+    meanwhile. A job now cancelling is signalled to its training loop once the row is
+    committed (the heartbeat is the fallback)."""
+    job, already = _cancel(session, tenant_id, job_id)
+    if job.status == JobStatus.cancelling:
+        after_commit(session, lambda: cancel_signal.send(settings, job_id))
+    return job, already
+
+
+def _cancel(session: Session, tenant_id: str, job_id: str) -> tuple[Job, bool]:
     for _ in range(2):
         job = q.get_job(session, tenant_id, job_id, fresh=True)
         status = JobStatus(job.status)
@@ -343,6 +267,12 @@ def final_model(session: Session, tenant_id: str, job_id: str) -> Checkpoint:
     if ck is None:
         raise NotFound(f"job {job_id} has no final model")
     return ck
+
+
+def checkpoints(session: Session, tenant_id: str, job_id: str) -> list[Checkpoint]:
+    """The checkpoints of the tenant's job, oldest first; 404 for any other job."""
+    q.get_job(session, tenant_id, job_id)
+    return q.checkpoints(session, job_id)
 
 
 def checkpoint(session: Session, tenant_id: str, job_id: str, checkpoint_id: str) -> Checkpoint:

@@ -1,45 +1,30 @@
-"""Group commit of plain submits: many ``POST /v1/jobs`` without an
-Idempotency-Key in one transaction, one commit and one publish batch.
+"""Submitting jobs: the one path every ``POST /v1/jobs`` takes, committed in batches
+(``drtrain.kit.group_commit``): the route's submit is a batch of one, or of as many as wait
+alongside it.
 
-A submit alone spends most of its time on what every transaction costs (a thread hop, a
-session, the flush, the tenant's lock, the commit, a broker round trip). ``SubmitBatcher``
-runs on one thread of its own and takes every submit waiting when it is free, so under load
-those costs are paid once per batch; a lone submit is a batch of one.
-
-Each submission gets what ``service.submit_job`` would do for it (the same checks, the same
-rows, its message published only after the commit: here once it is answered, on a thread of
-its own), or nothing at all (``job`` stays None): then its caller answers it through the
-ordinary per-request path, which gives every refusal (a dataset error, the cap, the quota, a
-database error) exactly as it always has.
+``add_jobs`` decides each submission's outcome in one place: a replay of its
+Idempotency-Key, a refusal (the dataset checks, the storage quota, the active-job cap, a key
+reused with another body), or a new queued job. ``commit_submissions`` commits a batch and
+returns the jobs to publish; their messages go out only after the commit, on the publishing
+thread.
 """
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.jobs import repository as jobs_repo
+from drtrain.jobs import repository as q
 from drtrain.jobs import service
-from drtrain.jobs.spec import JobSpec
-from drtrain.kit.batching import BatchThread
-from drtrain.kit.errors import DomainError
+from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.kit.errors import Conflict, DomainError, Invalid, TooManyJobs
+from drtrain.kit.models import Job
 from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Publishes committed jobs (drtrain.jobs.publishing.ChildPublisher, or service.publish_jobs).
-Publish = Callable[[Settings, list[str]], None]
-
-MAX_BATCH = 64
-# Committed batches waiting for the broker beyond this hold the next commit back (memory
-# stays bounded when the broker is slower than the submits).
-MAX_BATCHES_UNPUBLISHED = 256
-# The thread ends after this long without work (and starts again with the next submit).
-IDLE_SECONDS = 5.0
 
 
 @dataclass(eq=False, slots=True)
@@ -48,136 +33,170 @@ class Submission:
     settings: Settings
     tenant_id: str
     spec: JobSpec
-    token: Any = None  # the caller's, handed back with the result
-    # The new job's columns (service.answer_view) once committed; None: the ordinary path
-    # answers.
+    idempotency_key: str | None = None
+    token: Any = None  # the caller's, handed back with the outcome
+    # The outcome: the job's columns (new, or the replayed one's), else the error to answer.
     job: dict[str, Any] | None = None
-    error: Exception | None = None  # the commit failed (and may have committed): a 500
+    created: bool = False
+    error: Exception | None = None
+    # Its key is new to the database but another submission of this batch carries it too:
+    # a replay of that one's job, read once the batch has committed.
+    replays_batch: bool = False
+
+    def refuse(self, error: Exception) -> None:
+        self.job, self.created, self.error = None, False, error
+
+    def reset(self) -> None:
+        self.job, self.created, self.error, self.replays_batch = None, False, None, False
+
+
+def _columns(job: Job) -> dict[str, Any]:
+    return {column.key: getattr(job, column.key) for column in Job.__table__.columns}
+
+
+def _replay(sub: Submission, job: Job, spec: JobSpec) -> None:
+    if job.request_hash != service.request_hash(spec_to_dict(spec)):
+        sub.refuse(Invalid("Idempotency-Key was already used with a different request body",
+                           errors=[{"loc": ["header", "Idempotency-Key"],
+                                    "msg": "key reused with another body",
+                                    "type": "value_error"}]))
+    else:
+        sub.job, sub.created = _columns(job), False
+
+
+Checked = tuple[Submission, JobSpec, service.DatasetFacts]
+
+
+def _check(session: Session, settings: Settings, subs: list[Submission],
+           ) -> dict[str, list[Checked]]:
+    """Replays answered and refusals made; the rest, by tenant, ready to insert."""
+    checked: dict[str, list[Checked]] = {}
+    seen: service.FactsSeen = {}  # most of a batch names the same few datasets
+    keys_in_batch: set[tuple[str, str]] = set()
+    for sub in subs:
+        spec = service.with_server_defaults(sub.spec, settings)
+        key = sub.idempotency_key
+        if key:
+            existing = q.find_by_idempotency_key(session, sub.tenant_id, key)
+            if existing is not None:
+                _replay(sub, existing, spec)
+                continue
+            if (sub.tenant_id, key) in keys_in_batch:
+                sub.replays_batch = True
+                continue
+            keys_in_batch.add((sub.tenant_id, key))
+        try:
+            facts = service.check_against_dataset(session, settings, sub.tenant_id, spec,
+                                                  seen=seen)
+        except DomainError as exc:
+            sub.refuse(exc)
+            continue
+        checked.setdefault(sub.tenant_id, []).append((sub, spec, facts))
+    return checked
 
 
 def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> list[Submission]:
-    """Adds the jobs of the submissions that ``service.submit_job`` would accept, without
-    publishing them, and returns those (their ``job`` set). The others are left out whole:
-    any refusal is for the ordinary path to give.
+    """Settles each submission's outcome and adds the new jobs (not yet committed, nor
+    published); returns the submissions that added one.
 
     Each tenant's lock is taken, sorted by tenant, before its jobs are added (as a sweep
     takes it), and held until the commit: the count it reads is every active job committed
     before, so accepting only as many as the cap leaves room for cannot overshoot it."""
-    checked: dict[str, list[tuple[Submission, JobSpec, service.DatasetFacts]]] = {}
-    seen: service.FactsSeen = {}  # most of a batch names the same few datasets
+    added: list[Submission] = []
+    plain_rows: list[dict[str, Any]] = []
+    cap = settings.max_concurrent_jobs_per_tenant
+    for tenant_id, checked in sorted(_check(session, settings, subs).items()):
+        try:
+            room = cap - service.locked_active_jobs(session, settings, tenant_id)
+        except DomainError as exc:  # the storage quota
+            for sub, _, _ in checked:
+                sub.refuse(exc)
+            continue
+        for n, (sub, spec, facts) in enumerate(checked):
+            if n >= room:
+                sub.refuse(TooManyJobs(f"at most {cap} active jobs per tenant",
+                                       headers={"Retry-After": str(service.RETRY_AFTER_SECONDS)}))
+                continue
+            row = service.job_row(settings, tenant_id, spec, facts=facts,
+                                  idempotency_key=sub.idempotency_key)
+            if sub.idempotency_key and not _insert_keyed(session, row):
+                existing = q.find_by_idempotency_key(session, tenant_id, sub.idempotency_key)
+                if existing is None:
+                    raise RuntimeError("an Idempotency-Key collided with no stored job")
+                _replay(sub, existing, spec)  # a concurrent submit with this key won
+                continue
+            if not sub.idempotency_key:
+                plain_rows.append(row)
+            sub.job, sub.created = service.answer_view(row), True
+            added.append(sub)
+    if plain_rows:
+        q.insert_jobs(session, plain_rows)
+    return added
+
+
+def _insert_keyed(session: Session, row: dict[str, Any]) -> bool:
+    """Inserts a job carrying an Idempotency-Key in a savepoint of its own; False when another
+    transaction committed the same key first (the unique index refuses it)."""
+    try:
+        with session.begin_nested():
+            q.insert_jobs(session, [row])
+    except IntegrityError:
+        return False
+    return True
+
+
+def commit_submissions(batch: list[Submission]) -> list[tuple[Settings, list[str]]]:
+    """Commits a batch (one transaction per sessionmaker and settings) and settles every
+    submission's outcome; returns the committed jobs to publish."""
+    groups: dict[tuple[int, int], list[Submission]] = {}
+    for sub in batch:
+        groups.setdefault((id(sub.factory), id(sub.settings)), []).append(sub)
+    done = []
+    for group in groups.values():
+        job_ids = _commit_apart_on_error(group)
+        if job_ids:
+            done.append((group[0].settings, job_ids))
+    return done
+
+
+def _commit_apart_on_error(subs: list[Submission]) -> list[str]:
+    """``_commit``; a batch that fails before its commit is tried again one submission at a
+    time, so one submission's error is never another's."""
+    try:
+        return _commit(subs)
+    except Exception as exc:  # noqa: BLE001 - the submission's own error, if it is alone
+        if len(subs) == 1:
+            subs[0].refuse(exc)
+            return []
+        log.warning("a batch of %d submits failed; each is tried alone", len(subs),
+                    exc_info=True)
+    return [job_id for sub in subs for job_id in _commit_apart_on_error([sub])]
+
+
+def _commit(subs: list[Submission]) -> list[str]:
     for sub in subs:
-        spec = service.with_server_defaults(sub.spec, settings)
-        try:
-            facts = service.check_against_dataset(session, settings, sub.tenant_id, spec,
-                                                  seen=seen)
-        except DomainError:
-            continue
-        checked.setdefault(sub.tenant_id, []).append((sub, spec, facts))
-    accepted, rows = [], []
-    for tenant_id in sorted(checked):
-        try:
-            active = service.locked_active_jobs(session, settings, tenant_id)
-        except DomainError:  # the quota
-            continue
-        room = settings.max_concurrent_jobs_per_tenant - active
-        for sub, spec, facts in checked[tenant_id][:max(room, 0)]:
-            row = service.job_row(settings, tenant_id, spec, facts=facts)
-            rows.append(row)
-            sub.job = service.answer_view(row)
-            accepted.append(sub)
-    if rows:
-        jobs_repo.insert_jobs(session, rows)
-    return accepted
-
-
-def commit_jobs(subs: list[Submission]) -> list[str]:
-    """One transaction for submissions sharing a sessionmaker and settings; returns the ids
-    of the jobs it committed, to publish. Anything failing before the commit keeps no job
-    (``job`` None for all: each goes the ordinary way); a failing commit may have committed,
-    so it is every accepted submission's ``error``, as it would have been its request's."""
-    settings = subs[0].settings
+        sub.reset()
     session = subs[0].factory()
     try:
-        try:
-            accepted = add_jobs(session, settings, subs)
-        except BaseException as exc:  # each goes its own way and meets the error there
-            for sub in subs:
-                sub.job = None
-            session.rollback()
-            if not isinstance(exc, Exception):
-                raise
-            log.warning("a batch of %d submits failed; each goes the ordinary way", len(subs),
-                        exc_info=True)
-            return []
+        added = add_jobs(session, subs[0].settings, subs)
         try:
             session.commit()
-        except BaseException as exc:  # answered as the route's commit error would be
-            for sub in accepted:
-                sub.job = None
-                sub.error = exc if isinstance(exc, Exception) else RuntimeError("interrupted")
-            session.rollback()
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:  # noqa: BLE001 - it may have committed: a 500, never a retry
+            for sub in added:
+                sub.refuse(exc)
             return []
+        _settle_batch_replays(session, subs)
     finally:
         session.close()
-    return [sub.job["id"] for sub in accepted if sub.job is not None]
+    return [sub.job["id"] for sub in added if sub.job is not None]
 
 
-class SubmitBatcher:
-    """Commits submissions in batches on one thread; ``deliver(batch)`` is called (on that
-    thread) once each submission of the batch has its answer. The committed jobs are
-    published after that, on a second thread, so the next batch need not wait for the
-    broker; ``drain`` waits for all of it (an app shutting down)."""
-
-    def __init__(self, deliver: Callable[[list[Submission]], None], *,
-                 publish: Publish | None = None, max_batch: int = MAX_BATCH,
-                 idle_seconds: float = IDLE_SECONDS) -> None:
-        self.deliver = deliver
-        self.publish = publish  # None: service.publish_jobs, here
-        self._commits: BatchThread[Submission] = BatchThread(
-            self._commit_and_answer, name="submit-batcher", idle_seconds=idle_seconds,
-            max_batch=max_batch)
-        self._publishes: BatchThread[tuple[Settings, list[str]]] = BatchThread(
-            self._publish, name="submit-publisher", idle_seconds=idle_seconds,
-            max_pending=MAX_BATCHES_UNPUBLISHED)
-
-    def submit(self, sub: Submission) -> None:
-        self._commits.put(sub)
-
-    def drain(self, timeout: float) -> bool:
-        """Waits until every submission handed in is answered and its job published; False
-        if that took longer than ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        return (self._commits.drain(timeout)
-                and self._publishes.drain(max(0.0, deadline - time.monotonic())))
-
-    def _commit_and_answer(self, batch: list[Submission]) -> None:
-        committed: list[tuple[Settings, list[str]]] = []
-        try:
-            groups: dict[tuple[int, int], list[Submission]] = {}
-            for sub in batch:
-                groups.setdefault((id(sub.factory), id(sub.settings)), []).append(sub)
-            for group in groups.values():
-                committed.append((group[0].settings, commit_jobs(group)))
-        except Exception:  # noqa: BLE001 - never leave a caller waiting
-            log.exception("submit batch failed")
-        finally:
-            try:
-                self.deliver(batch)
-            except Exception:  # noqa: BLE001
-                log.exception("delivering submit results failed")
-        # Published once answered: what the answer says is settled by the commit (a publish
-        # that fails leaves the job queued for the reaper, and the answer is the same 202).
-        for settings, job_ids in committed:
-            if job_ids:
-                self._publishes.put((settings, job_ids))
-
-    def _publish(self, batches: list[tuple[Settings, list[str]]]) -> None:
-        """The jobs of every batch committed since the last publish, together per settings."""
-        together: dict[int, tuple[Settings, list[str]]] = {}
-        for settings, job_ids in batches:
-            together.setdefault(id(settings), (settings, []))[1].extend(job_ids)
-        publish = self.publish or service.publish_jobs
-        for settings, job_ids in together.values():
-            publish(settings, job_ids)
+def _settle_batch_replays(session: Session, subs: list[Submission]) -> None:
+    for sub in subs:
+        if sub.replays_batch and sub.idempotency_key:
+            existing = q.find_by_idempotency_key(session, sub.tenant_id, sub.idempotency_key)
+            if existing is None:  # the submission that carried the key was refused
+                sub.refuse(Conflict("a request with this Idempotency-Key was refused at the "
+                                    "same moment; send it again"))
+            else:
+                _replay(sub, existing, service.with_server_defaults(sub.spec, sub.settings))

@@ -122,7 +122,7 @@ def publish_run_jobs(settings: Settings, job_ids: list[str], *,
     ``send_task`` itself ends in (``amqp.create_task_message``, ``amqp.send_task_message``)
     with the values it would pass them for this task. What ``send_task`` does besides is the
     same for every job of a batch (routing the task name, a result object nobody reads), and
-    was a third of a batched submit's publish; the queue is declared with the first message
+    a large part of a batch's cost when repeated per message; the queue is declared with the first message
     (kombu caches it per channel anyway). tests/api/test_fast_submit.py checks the messages
     against ``send_task``'s."""
     q = queue or DEFAULT_QUEUE

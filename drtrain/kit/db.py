@@ -114,7 +114,7 @@ def sqlite_file(bind: Any) -> str | None:
 
 def local_file_sqlite(factory: sessionmaker[Session]) -> bool:
     """Whether the factory's engine is a SQLite file: its reads (WAL, never blocked by a
-    writer) take tens of microseconds, cheaper to run where they are asked than in a thread."""
+    writer) cost less where they are asked than a hop to a thread does."""
     return sqlite_file(factory.kw.get("bind")) is not None
 
 

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # within it. 0 turns the cache off.
     auth_cache_seconds: float = Field(5.0, ge=0, le=300)
     # A job or job-list body is served from memory until the tenant's jobs change
-    # (drtrain/jobs/changes.py), and at most this long: the bound on what a change notice
+    # (drtrain/kit/job_changes.py), and at most this long: the bound on what a change notice
     # lost in transit could hide. 0 turns the cache off.
     job_cache_seconds: float = Field(10.0, ge=0, le=300)
     # Event streams: one database poll per job per interval, whatever the number of watchers.

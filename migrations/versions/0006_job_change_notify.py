@@ -1,5 +1,5 @@
 """PostgreSQL: NOTIFY drtrain_jobs with the tenant's id on every committed change to a job row,
-so API processes can cache job reads until they change (drtrain/jobs/changes.py). SQLite
+so API processes can cache job reads until they change (drtrain/kit/job_changes.py). SQLite
 needs nothing: the API reads its data_version.
 
 Revision ID: 0006

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from api import events
+from api import events, reads
 from drtrain.kit.models import JobStatus, MetricPoint
 from tests.api.test_jobs import add_job, add_points, tenant_id
 
@@ -72,17 +72,20 @@ def test_live_job_streams_changes_keepalives_and_ends_when_terminal(client, db, 
     real_poll = events._poll
     polls = {"n": 0}
 
-    def poll_with_worker(session, tenant, job_id, after):  # noqa: ANN001, ANN202
+    def poll_with_worker(factory, *, tenant_id, job_id, after):  # noqa: ANN001, ANN202
         polls["n"] += 1
-        if polls["n"] == 6:
-            session.add(MetricPoint(job_id=job_id, seq=1, attempt=1, phase="finetune", layer=None,
-                                    layer_key=-1, epoch=0, name="train_loss", value=0.7))
-            session.execute(text("UPDATE jobs SET progress = 0.5 WHERE id = :id"), {"id": job_id})
-        if polls["n"] == 9:
-            session.execute(text("UPDATE jobs SET status = 'succeeded', progress = 1 "
-                                 "WHERE id = :id"), {"id": job_id})
-        session.commit()
-        return real_poll(session, tenant, job_id, after)
+        with factory() as session:
+            if polls["n"] == 6:
+                session.add(MetricPoint(job_id=job_id, seq=1, attempt=1, phase="finetune",
+                                        layer=None, layer_key=-1, epoch=0, name="train_loss",
+                                        value=0.7))
+                session.execute(text("UPDATE jobs SET progress = 0.5 WHERE id = :id"),
+                                {"id": job_id})
+            if polls["n"] == 9:
+                session.execute(text("UPDATE jobs SET status = 'succeeded', progress = 1 "
+                                     "WHERE id = :id"), {"id": job_id})
+            session.commit()
+        return real_poll(factory, tenant_id=tenant_id, job_id=job_id, after=after)
 
     monkeypatch.setattr(events, "_poll", poll_with_worker)
     _, _, frames = read(client, f"/v1/jobs/{job.id}/events", auth_a)
@@ -111,9 +114,9 @@ def test_a_long_backlog_is_sent_in_pages_then_the_status(client, db, auth_a,
     pages = []
     real_page = events._page
 
-    def counting_page(session, job_id, after):  # noqa: ANN001, ANN202
+    def counting_page(factory, *, job_id, after):  # noqa: ANN001, ANN202
         pages.append(after)
-        return real_page(session, job_id, after)
+        return real_page(factory, job_id=job_id, after=after)
 
     monkeypatch.setattr(events, "_page", counting_page)
     job = add_job(db, tenant_id(db), JobStatus.succeeded)
@@ -147,30 +150,36 @@ def test_streams_per_tenant_are_capped_and_a_finished_stream_frees_its_slot(
     add_job(db, tenant_id(db, "tenant-b"), JobStatus.succeeded)  # B is not limited by A
 
 
-class FakeDatabase:
-    """Answers the feed's polls from memory and counts them."""
+class FakeReads:
+    """Answers the feed's polls (``JobReads.run`` of ``events._poll`` or ``events._page``)
+    from memory and counts them."""
 
     def __init__(self, job: dict, points: int) -> None:
         self.job, self.points, self.polls = job, points, 0
 
-    async def read(self, query, *args, then):  # noqa: ANN001, ANN201
-        if query is events._poll:
+    def _frames(self, after: int) -> list:
+        seqs = list(range(after + 1, min(self.points, after + events.PAGE) + 1))
+        n = len(seqs)
+        return events._frames([seqs, ["pretrain"] * n, [0] * n, seqs, ["x"] * n, [0.5] * n,
+                               ["2026-01-01T00:00:00Z"] * n])
+
+    async def run(self, read):  # noqa: ANN001, ANN201
+        after = read.keywords["after"]
+        if read.func is events._poll:
             self.polls += 1
-            _tenant, _job, after = args
+            status = reads.job_body(self.job).decode()
+            terminal = JobStatus(self.job["status"]).terminal
             if after is None:
-                return then((self.job, [], self.points))
-            rows = [(s, "pretrain", 0, s, "x", 0.5, datetime(2026, 1, 1, tzinfo=UTC))
-                    for s in range(after + 1, min(self.points, after + events.PAGE) + 1)]
-            return then((self.job, rows, None))
-        _job_id, after = args
-        return then([(s, "pretrain", 0, s, "x", 0.5, datetime(2026, 1, 1, tzinfo=UTC))
-                     for s in range(after + 1, min(self.points, after + events.PAGE) + 1)])
+                return status, terminal, [], self.points
+            return status, terminal, self._frames(after), None
+        assert read.func is events._page
+        return self._frames(after)
 
 
 def test_one_poller_serves_every_subscriber_of_a_job() -> None:
     """200 streams of one job: the database is polled by one feed, not by each stream."""
     job = {**JOB_ROW, "status": "running"}
-    db = FakeDatabase(job, points=3)
+    db = FakeReads(job, points=3)
     hub = events.EventHub(poll_seconds=0.01, keepalive_seconds=60)
 
     async def scenario() -> list[list[str]]:
@@ -207,7 +216,7 @@ def test_polls_that_find_nothing_new_wake_no_stream(monkeypatch) -> None:  # noq
     """100 streams on a job that does not change: the feed polls about 20 times but wakes
     its streams once (the first status), then only for keep-alives. Before, every poll woke
     every stream (and each stream also ran a keep-alive timer of its own)."""
-    db = FakeDatabase({**JOB_ROW, "status": "running"}, points=2)
+    db = FakeReads({**JOB_ROW, "status": "running"}, points=2)
     hub = events.EventHub(poll_seconds=0.01, keepalive_seconds=0.12)
     wakes = {"n": 0}
     real_announce = events.JobFeed._announce
@@ -245,21 +254,20 @@ def test_polls_that_find_nothing_new_wake_no_stream(monkeypatch) -> None:  # noq
 def test_streams_opening_at_once_share_one_existence_check() -> None:
     """500 watchers connecting together to a job nobody watched yet: one query says the job
     exists (or not) for all of them, not one each."""
-    from drtrain.jobs import repository as q
     from drtrain.kit.errors import NotFound
 
-    class CountingDatabase:
+    class CountingReads:
         def __init__(self) -> None:
             self.checks = 0
 
-        async def read(self, query, tenant_id, job_id):  # noqa: ANN001, ANN201
-            assert query is q.job_exists
+        async def run(self, read):  # noqa: ANN001, ANN201
+            assert read.func is events._exists
             self.checks += 1
             await asyncio.sleep(0.05)  # the query in its thread
-            if job_id != "j":
-                raise NotFound(f"job {job_id} not found")
+            if read.keywords["job_id"] != "j":
+                raise NotFound("job not found")
 
-    db = CountingDatabase()
+    db = CountingReads()
     hub = events.EventHub(poll_seconds=0.01, keepalive_seconds=60)
 
     async def scenario() -> list[object]:

@@ -1,5 +1,5 @@
 """Job and job-list bodies answered from memory until the tenant's jobs change (api/job_cache.py,
-drtrain/jobs/changes.py): never a change hidden, on SQLite (data_version) and on
+drtrain/kit/job_changes.py): never a change hidden, on SQLite (data_version) and on
 PostgreSQL (the trigger's NOTIFY, plus this process's own commits at once)."""
 from __future__ import annotations
 
@@ -16,10 +16,16 @@ from sqlalchemy.orm import Session
 from api.app import create_app
 from api.fast_reads import FastReads
 from api.job_cache import JobBodies
-from drtrain.jobs import raw_reads
-from drtrain.jobs.changes import APPLICATION_NAME, NoChanges, PostgresChanges, SqliteChanges, job_changes_for
+from drtrain.jobs import views
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.job_changes import (
+    APPLICATION_NAME,
+    NoChanges,
+    PostgresChanges,
+    SqliteChanges,
+    job_changes_for,
+)
 from drtrain.kit.migrate import upgrade
 from drtrain.kit.models import Base, Job, JobStatus
 from drtrain.kit.settings import Settings
@@ -60,13 +66,13 @@ def test_bodies_expire_and_are_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch)
 # ------------------------------------------------------------------ helpers
 
 class Reads:
-    """Counts the lane's database reads of jobs (what a cached answer skips)."""
+    """Counts the database reads of jobs (what a cached answer skips)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        for name in ("job_view", "job_views"):
-            real = getattr(raw_reads, name)
-            monkeypatch.setattr(raw_reads, name, self._counted(real))
+        for name in ("job", "job_page"):
+            real = getattr(views, name)
+            monkeypatch.setattr(views, name, self._counted(real))
 
     def _counted(self, real: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kw: Any) -> Any:

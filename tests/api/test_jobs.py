@@ -64,15 +64,39 @@ def add_job(db: Session, owner: str, status: JobStatus = JobStatus.queued, **kw:
 
 
 @pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch, db: Session) -> list[tuple[str, bool]]:
-    """Records (job id, whether the request's transaction had ended) for every publish."""
-    calls: list[tuple[str, bool]] = []
+def published(monkeypatch: pytest.MonkeyPatch, db: Session, app) -> list[tuple[str, bool]]:  # noqa: ANN001
+    """Records (job id, whether the request's transaction had ended) for every publish.
+    Submits are published on a thread of their own once answered: reading the record waits
+    until every submit handed in so far is published."""
+    calls = Published(app)
 
     def fake_publish(_settings: object, job_id: str) -> None:
         calls.append((job_id, not db.in_transaction()))
 
     monkeypatch.setattr("drtrain.kit.broker.publish_run_job", fake_publish)
     return calls
+
+
+class Published(list):
+    def __init__(self, app) -> None:  # noqa: ANN001
+        super().__init__()
+        self.app = app
+
+    def _settled(self) -> list:
+        if not self.app.state.submits.drain(10):
+            raise AssertionError("submits still unpublished after 10 s")
+        return list.copy(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self._settled() == other
+
+    def __len__(self) -> int:
+        return len(self._settled())
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204
+        return self._settled()[index]
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""drtrain.jobs.publishing.ChildPublisher: batched submits' jobs published by a child process,
+"""drtrain.kit.publishing.ChildPublisher: submitted jobs published by a child process,
 for real (SQLite and the filesystem broker), and what happens when that child dies."""
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from drtrain.jobs import service
-from drtrain.jobs.publishing import ChildPublisher
-from drtrain.kit import broker
+from drtrain.kit import broker, publishing
+from drtrain.kit.publishing import ChildPublisher
 from drtrain.kit.broker_messages import job_ids_in_broker
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 from drtrain.kit.migrate import upgrade
@@ -69,16 +68,16 @@ def test_a_dead_child_is_replaced_and_its_publish_done_here(settings, publisher,
     first = _child_pid(publisher)
     os.kill(first, signal.SIGKILL)
     here: list[str] = []
-    real = service.publish_jobs
+    real = publishing.publish_jobs
 
     def counted(s: Settings, job_ids: list[str]) -> None:
         here.extend(job_ids)
         real(s, job_ids)
 
-    monkeypatch.setattr(service, "publish_jobs", counted)
+    monkeypatch.setattr(publishing, "publish_jobs", counted)
     publisher.publish(settings, ["a" * 32])  # the child is gone: published here
     assert here == ["a" * 32]
-    monkeypatch.setattr(service, "publish_jobs", real)
+    monkeypatch.setattr(publishing, "publish_jobs", real)
     _not_here(monkeypatch)
     publisher.publish(settings, ["b" * 32])  # by a new child
     assert _child_pid(publisher) not in (first, os.getpid())
@@ -88,13 +87,14 @@ def test_a_dead_child_is_replaced_and_its_publish_done_here(settings, publisher,
 def test_after_close_jobs_are_published_here(settings, publisher, monkeypatch) -> None:  # noqa: ANN001
     publisher.close()
     here: list[str] = []
-    monkeypatch.setattr(service, "publish_jobs", lambda _s, ids: here.extend(ids))
+    monkeypatch.setattr(publishing, "publish_jobs", lambda _s, ids: here.extend(ids))
     publisher.publish(settings, ["a" * 32])
     assert here == ["a" * 32] and publisher._pool is None
 
 
-def test_the_served_apps_lane_publishes_from_the_child_before_shutdown_ends(
-        settings, monkeypatch) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("idempotency_key", [None, "k1"])  # the shortcut, and the route
+def test_the_served_apps_submits_are_published_from_the_child_before_shutdown_ends(
+        settings, monkeypatch, idempotency_key) -> None:  # noqa: ANN001
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     with session_scope(make_sessionmaker(engine)) as s:
@@ -103,9 +103,10 @@ def test_the_served_apps_lane_publishes_from_the_child_before_shutdown_ends(
     app = create_app(settings, engine=engine, publish_in_child=True)
     try:
         with TestClient(app) as client:
-            client.get("/v1/jobs", headers=auth)  # the key cached: the next submit is the lane's
+            client.get("/v1/jobs", headers=auth)  # the key cached
             _not_here(monkeypatch)
-            resp = client.post("/v1/jobs", json=small_spec("builtin:digits"), headers=auth)
+            headers = {**auth, **({"Idempotency-Key": idempotency_key} if idempotency_key else {})}
+            resp = client.post("/v1/jobs", json=small_spec("builtin:digits"), headers=headers)
             assert resp.status_code == 202
         # The shutdown waited for the child's publish.
         assert job_ids_in_broker(settings, queue=broker.DEFAULT_QUEUE) == {resp.json()["id"]}
@@ -120,7 +121,7 @@ def test_the_child_goes_when_its_api_is_killed(tmp_path: Path) -> None:
     import sys
     import time
 
-    script = ("from drtrain.jobs.publishing import ChildPublisher\n"
+    script = ("from drtrain.kit.publishing import ChildPublisher\n"
               "import threading, time\n"
               "p = ChildPublisher()\n"
               "threading.Thread(target=p.warm).start()  # started from a thread that ends\n"

@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from sqlalchemy.orm import sessionmaker
+
 from api import reads
 from api.schemas.jobs import JobOut, JobSummaryOut, MetricPointOut
+from drtrain.jobs import views
+from drtrain.kit.db import raw_reader
 from drtrain.kit.models import JobStatus
+from drtrain.kit.raw_sql import utc_texts
 from drtrain.tenants.keys import KeyCache, TenantRef, create_key, revoke_key
 from tests.api.test_jobs import add_job, add_points, tenant_id
 
@@ -16,14 +21,18 @@ def test_row_types_dump_exactly_as_the_documented_models(db, auth_a) -> None:  #
     """A field added to a response model is selected and serialised by the read path too."""
     job = add_job(db, tenant_id(db), JobStatus.running, progress=0.25,
                   result={"metrics": {"test_accuracy": 0.9}})
-    row = reads.job(db, job.tenant_id, job.id)
-    assert list(row) == list(JobOut.model_fields)
+    with raw_reader(sessionmaker(bind=db.connection())) as raw:
+        row = views.job(raw, job.tenant_id, job.id, reads.JOB_NAMES)
+    assert row is not None and list(row) == list(JobOut.model_fields)
     assert reads.job_body(row) == JobOut.model_validate(job).model_dump_json().encode()
-    assert [c.key for c in reads.JOB_SUMMARY_COLUMNS] == list(JobSummaryOut.model_fields)
-    assert reads.METRIC_KEYS == tuple(MetricPointOut.model_fields)
+    assert reads.job_body(job) == reads.job_body(row)  # an ORM job (a write's answer) alike
+    assert reads.JOB_SUMMARY_NAMES == tuple(JobSummaryOut.model_fields)
+    assert views.METRIC_NAMES == tuple(MetricPointOut.model_fields)
     point = {"seq": 1, "phase": "pretrain", "layer": None, "epoch": 0, "name": "x", "value": 0.5,
              "at": datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)}
-    assert reads.metric_json(point) == MetricPointOut(**point).model_dump_json()
+    columns = [[point[k]] for k in views.METRIC_NAMES]
+    columns[-1] = utc_texts(columns[-1])
+    assert reads.point_jsons(columns) == [MetricPointOut(**point).model_dump_json().encode()]
 
 
 def test_list_rows_leave_out_the_spec_unless_asked(client, db, auth_a) -> None:  # noqa: ANN001

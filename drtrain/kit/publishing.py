@@ -1,9 +1,10 @@
-"""Publishing committed jobs from a process of its own.
+"""Publishing committed jobs ("run job <id>"): one port, ``Publish = (settings, job_ids)``,
+with two adapters: ``publish_jobs`` (in this process) and ``ChildPublisher.publish`` (in a
+child process, as the served API does).
 
-Celery builds and sends each "run job" message in Python: about a third of a millisecond of
-CPU a message. Spent in the API process, that time comes out of the one interpreter lock
-every request shares, and under a stream of submits it was a fifth of the API's CPU. A
-child process spends it on another core instead.
+Celery builds and sends each message in Python. Spent in the API process, that time comes
+out of the one interpreter lock every request shares, a large share of the API's CPU under
+a stream of submits; a child process spends it on another core instead.
 
 Only what is already committed goes to the child, and the answer never waits for it: a
 child that dies is replaced at the next publish, and the publish it had in hand is done
@@ -18,13 +19,54 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from drtrain.jobs import service
 from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The port: publish these committed jobs' messages (never raises: the reaper re-publishes
+# queued jobs whose message was lost).
+Publish = Callable[[Settings, list[str]], None]
+
+
+def _publish_one(settings: Settings, job_id: str) -> None:
+    # Imported late: the broker module pulls in Celery, which request-free code paths
+    # (and unit tests of their callers) do not need.
+    from drtrain.kit.broker import publish_run_job
+
+    try:
+        publish_run_job(settings, job_id)
+    except Exception:  # noqa: BLE001
+        # The row is already committed as queued and the reaper re-publishes queued jobs,
+        # so a broker outage must not turn an accepted submission into a 500.
+        log.warning("publishing job %s failed; the reaper will retry", job_id, exc_info=True)
+
+
+def publish_jobs(settings: Settings, job_ids: list[str]) -> None:
+    """The in-process adapter. Jobs committed together go through one producer (on Redis one
+    round trip). If that fails they go one at a time, each with its retries, until one fails
+    for good; the rest are left to the reaper, as ``_publish_one`` leaves them."""
+    from drtrain.kit.broker import publish_run_job, publish_run_jobs
+
+    if len(job_ids) == 1:  # nothing to batch
+        _publish_one(settings, job_ids[0])
+        return
+    try:
+        publish_run_jobs(settings, job_ids)
+        return
+    except Exception:  # noqa: BLE001 - as in _publish_one; a retry below, then the reaper
+        log.warning("publishing %d jobs together failed; one at a time now", len(job_ids),
+                    exc_info=True)
+    for n, job_id in enumerate(job_ids):
+        try:
+            publish_run_job(settings, job_id)
+        except Exception:  # noqa: BLE001
+            log.warning("publishing job %s failed; the reaper will retry it and %d more",
+                        job_id, len(job_ids) - n - 1, exc_info=True)
+            return
 
 
 # How often the child checks that the API that started it is still there.
@@ -52,11 +94,11 @@ def _import_broker() -> None:
 
 
 def _publish_in_child(settings: Settings, job_ids: list[str]) -> None:
-    service.publish_jobs(settings, job_ids)
+    publish_jobs(settings, job_ids)
 
 
 class ChildPublisher:
-    """``publish(settings, job_ids)``: ``service.publish_jobs`` in a child process (one,
+    """The child adapter: ``publish_jobs`` in a child process (one,
     started by ``warm`` or the first publish; a fresh interpreter, so nothing of the API's
     threads or connections is inherited)."""
 
@@ -89,7 +131,7 @@ class ChildPublisher:
             except Exception:  # noqa: BLE001 - e.g. the call could not be sent to the child
                 log.warning("publishing %d job(s) in the child failed; publishing them here",
                             len(job_ids), exc_info=True)
-        service.publish_jobs(settings, job_ids)
+        publish_jobs(settings, job_ids)
 
     def close(self) -> None:
         """Waits for the publish in hand, then ends the child. Later publishes run here."""

@@ -1,35 +1,34 @@
-"""The hottest job reads on the DBAPI connection itself: the statements of
-``drtrain.jobs.repository`` compiled once per dialect, executed on a raw cursor, their rows
-converted column by column, with no Session, no Core result and no per-value type decorator.
+"""SQLAlchemy statements run on the DBAPI connection itself: each compiled once per dialect
+(``Compiled``), executed on a raw cursor (``execute``), its rows converted a column at a time
+(``convert``), with no Session, no Core result and no type decorator called per value.
 
-Each function takes ``(dbapi_connection, dialect, ...)`` (``drtrain.kit.db.raw_reader``) and
-answers what its twin in the repository answers, or ``None`` where the repository would raise
-NotFound (the caller then takes the ordinary path, which raises it). Timestamps come back as
-aware UTC datetimes (``utc_datetime``), or for metric points as the ISO-8601 text the API
-serialises (``utc_texts``), without a datetime per point.
+The repositories own the statements and call these on ``drtrain.kit.db.raw_reader``'s
+connection. A column is converted as SQLAlchemy's result processing would convert it, except
+timestamps: aware UTC datetimes (``utc_datetime``), or the API's ISO-8601 text
+(``utc_texts``) without a datetime made per value.
 """
 from __future__ import annotations
 
 import operator
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from functools import lru_cache
 from itertools import repeat
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic_core import from_json
 from sqlalchemy import JSON, DateTime, Select
 from sqlalchemy.engine import Dialect
 
-from drtrain.jobs import repository as q
 from drtrain.kit.db import json_loads
 from drtrain.kit.models import as_utc
 
 UTC = timezone.utc  # noqa: UP017 - the name UTC is the column type in drtrain.kit.models
 _UTC_ZONES = frozenset((UTC, ZoneInfo("UTC"), ZoneInfo("Etc/UTC")))
 Converter = Callable[[Any], Any]
+RawConnection = tuple[Any, Dialect]  # (DBAPI connection, its dialect)
 
 
 def utc_datetime(value: Any) -> datetime | None:
@@ -89,7 +88,7 @@ def utc_texts(values: Sequence[Any]) -> list[str]:
 
 
 def json_value(text: str | None) -> Any:
-    """A JSON column's text as SQLAlchemy's JSON type reads it (in a faster parser)."""
+    """A JSON column's text as SQLAlchemy's JSON type reads it (in pydantic-core's parser)."""
     return None if text is None else json_loads(text)
 
 
@@ -175,70 +174,37 @@ def convert(rows: list[Any], c: Compiled) -> list[list[Any]]:
             for fn, col in zip(c.columns, zip(*rows, strict=True), strict=True)]
 
 
-@lru_cache(maxsize=64)
-def _job_view(names: tuple[str, ...], dialect: Dialect) -> Compiled:
-    return compile_for(q._job_view_stmt(names), dialect)
+class Prepared:
+    """A statement compiled once per dialect (on its first use with it), run on a raw
+    connection: ``(DBAPI connection, dialect)`` as ``drtrain.kit.db.raw_reader`` lends it."""
 
+    def __init__(self, stmt: Select[Any] | Any, *, text_times: bool = False) -> None:
+        self.stmt = stmt
+        self.text_times = text_times
+        self._by_dialect: weakref.WeakKeyDictionary[Dialect, Compiled] = (
+            weakref.WeakKeyDictionary())
 
-def job_view(conn: Any, dialect: Dialect, tenant_id: str, job_id: str,
-             names: tuple[str, ...]) -> dict[str, Any] | None:
-    c = _job_view(names, dialect)
-    rows = execute(conn, c, {"job_id": job_id, "tenant_id": tenant_id})
-    if not rows:
-        return None
-    return {name: (value if fn is None else fn(value))
-            for name, fn, value in zip(names, c.columns or (), rows[0], strict=True)}
+    def compiled(self, dialect: Dialect) -> Compiled:
+        c = self._by_dialect.get(dialect)
+        if c is None:
+            c = self._by_dialect[dialect] = Compiled(self.stmt, dialect, self.text_times)
+        return c
 
+    def rows(self, raw: RawConnection, params: dict[str, Any]) -> tuple[list[Any], Compiled]:
+        """The rows as the driver answers them, and the statement (its converters)."""
+        conn, dialect = raw
+        c = self.compiled(dialect)
+        return execute(conn, c, params), c
 
-@lru_cache(maxsize=64)
-def _page(names: tuple[str, ...], by_status: bool, by_tag: bool, dialect: Dialect) -> Compiled:
-    return compile_for(q._view_page_stmt(names, by_status, False, by_tag), dialect)
+    def columns(self, raw: RawConnection, params: dict[str, Any]) -> list[list[Any]]:
+        """The result as converted columns."""
+        rows, c = self.rows(raw, params)
+        return convert(rows, c)
 
-
-def job_views(conn: Any, dialect: Dialect, tenant_id: str, names: tuple[str, ...], *,
-              status: str | None, page_size: int, tag: str | None = None,
-              ) -> tuple[list[dict[str, Any]], str | None]:
-    """The first page of ``repository.job_views`` (a page token takes the ordinary path)."""
-    c = _page(names, bool(status), bool(tag), dialect)
-    rows = execute(conn, c, q._page_params(tenant_id, status, None, page_size, tag))
-    columns = convert(rows, c)
-    n = len(names)
-    token = None
-    if len(rows) > page_size:
-        token = q.encode_cursor(_Cursor(columns[n][page_size - 1], columns[n + 1][page_size - 1]))
-    page = [dict(zip(names, values, strict=True))
-            for values in zip(*columns[:n], strict=True)][:page_size]
-    return page, token
-
-
-class _Cursor(NamedTuple):
-    created_at: datetime
-    id: str
-
-
-@lru_cache(maxsize=8)
-def _job_exists(dialect: Dialect) -> Compiled:
-    return compile_for(q._JOB_EXISTS, dialect)
-
-
-_AT = [column.key for column in q.METRIC_COLUMNS].index("at")
-
-
-@lru_cache(maxsize=8)
-def _metric_rows(dialect: Dialect) -> Compiled:
-    return compile_for(q._METRIC_ROWS, dialect, text_times=True)
-
-
-def job_exists(conn: Any, dialect: Dialect, tenant_id: str, job_id: str) -> bool:
-    return bool(execute(conn, _job_exists(dialect), {"job_id": job_id, "tenant_id": tenant_id}))
-
-
-def metric_columns(conn: Any, dialect: Dialect, job_id: str, since: int,
-                   limit: int) -> list[Sequence[Any]]:
-    """The job's points after ``since`` (``repository.metric_rows``) as columns of
-    ``repository.METRIC_COLUMNS``, ``at`` as the API's text."""
-    c = _metric_rows(dialect)
-    columns: list[Sequence[Any]] = list(convert(
-        execute(conn, c, {"job_id": job_id, "since": since, "limit": limit}), c))
-    columns[_AT] = utc_texts(columns[_AT])
-    return columns
+    def first(self, raw: RawConnection, params: dict[str, Any]) -> list[Any] | None:
+        """The first row, converted, or None."""
+        rows, c = self.rows(raw, params)
+        if not rows:
+            return None
+        return [value if fn is None else fn(value)
+                for fn, value in zip(c.columns or (), rows[0], strict=True)]

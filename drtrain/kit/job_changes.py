@@ -9,7 +9,7 @@ before anyone can be served the old body (after the commit, never before).
   synchronous: a write the API itself committed is seen by the next read.
 - PostgreSQL: migration 0006's trigger sends ``NOTIFY drtrain_jobs, '<tenant id>'`` with each
   committed change to a job row; a thread LISTENs and counts them per tenant. Delivery takes
-  a fraction of a millisecond after the commit, so this process also counts its own commits
+  a moment after the commit, so this process also counts its own commits
   (``bump_local``: after the commit, before the response) for read-your-writes. While the
   listener is not connected (or the trigger is missing), ``version`` is None: nothing is
   cached or served from the cache; a reconnect starts a new epoch (what was missed while
