@@ -112,8 +112,9 @@ def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> li
             for sub, _, _ in checked:
                 sub.refuse(exc)
             continue
-        for n, (sub, spec, facts) in enumerate(checked):
-            if n >= room:
+        admitted = 0  # a submission that turns out a replay takes no room
+        for sub, spec, facts in checked:
+            if admitted >= room:
                 sub.refuse(TooManyJobs(f"at most {cap} active jobs per tenant",
                                        headers={"Retry-After": str(service.RETRY_AFTER_SECONDS)}))
                 continue
@@ -125,6 +126,7 @@ def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> li
                     raise RuntimeError("an Idempotency-Key collided with no stored job")
                 _replay(sub, existing, spec)  # a concurrent submit with this key won
                 continue
+            admitted += 1
             if not sub.idempotency_key:
                 plain_rows.append(row)
             sub.job, sub.created = service.answer_view(row), True
@@ -161,7 +163,8 @@ def commit_submissions(batch: list[Submission]) -> list[tuple[Settings, list[str
 
 def _commit_apart_on_error(subs: list[Submission]) -> list[str]:
     """``_commit``; a batch that fails before its commit is tried again one submission at a
-    time, so one submission's error is never another's."""
+    time, so one submission's error is never another's. (``_commit`` raises only before its
+    commit: nothing is committed twice.)"""
     try:
         return _commit(subs)
     except Exception as exc:  # noqa: BLE001 - the submission's own error, if it is alone
@@ -174,6 +177,8 @@ def _commit_apart_on_error(subs: list[Submission]) -> list[str]:
 
 
 def _commit(subs: list[Submission]) -> list[str]:
+    """One transaction for ``subs``; raises only before its commit. A failing commit may
+    have committed: it is every accepted submission's error (a 500), never a retry."""
     for sub in subs:
         sub.reset()
     session = subs[0].factory()
@@ -181,22 +186,31 @@ def _commit(subs: list[Submission]) -> list[str]:
         added = add_jobs(session, subs[0].settings, subs)
         try:
             session.commit()
-        except Exception as exc:  # noqa: BLE001 - it may have committed: a 500, never a retry
-            for sub in added:
+        except Exception as exc:  # noqa: BLE001 - answered, never retried
+            for sub in [*added, *(s for s in subs if s.replays_batch)]:
                 sub.refuse(exc)
             return []
-        _settle_batch_replays(session, subs)
     finally:
         session.close()
+    _settle_batch_replays(subs)
     return [sub.job["id"] for sub in added if sub.job is not None]
 
 
-def _settle_batch_replays(session: Session, subs: list[Submission]) -> None:
+def _settle_batch_replays(subs: list[Submission]) -> None:
+    """The submissions repeating a key another of the batch carried: that one's job, read
+    after the commit (each its own error if the read fails: the batch stays committed)."""
     for sub in subs:
-        if sub.replays_batch and sub.idempotency_key:
-            existing = q.find_by_idempotency_key(session, sub.tenant_id, sub.idempotency_key)
-            if existing is None:  # the submission that carried the key was refused
-                sub.refuse(Conflict("a request with this Idempotency-Key was refused at the "
-                                    "same moment; send it again"))
-            else:
-                _replay(sub, existing, service.with_server_defaults(sub.spec, sub.settings))
+        if not (sub.replays_batch and sub.idempotency_key):
+            continue
+        try:
+            with sub.factory() as session:
+                existing = q.find_by_idempotency_key(session, sub.tenant_id,
+                                                     sub.idempotency_key)
+                if existing is None:  # the submission that carried the key was refused
+                    sub.refuse(Conflict("a request with this Idempotency-Key was refused at "
+                                        "the same moment; send it again"))
+                else:
+                    _replay(sub, existing, service.with_server_defaults(sub.spec,
+                                                                        sub.settings))
+        except Exception as exc:  # noqa: BLE001 - this submission's 500, nobody else's
+            sub.refuse(exc)
