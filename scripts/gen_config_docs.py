@@ -38,6 +38,8 @@ INTRO = [
     "broker and storage URLs, or with half an S3 credential pair. A value of the wrong type or "
     "out of bounds stops the process that reads the settings, with an error naming the field.",
     "",
+    "How to run the service in production: [guide.md](guide.md#production).",
+    "",
 ]
 
 
