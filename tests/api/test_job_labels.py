@@ -68,7 +68,7 @@ def test_dr_with_a_single_group_warns_only_when_dr_is_on() -> None:
 
 
 def test_validation_rows_matches_the_workers_split() -> None:
-    from worker.data import split_validation
+    from drtrain.jobs.validation_split import split_validation
 
     for n, f in [(2, 0.1), (10, 0.1), (1797, 0.1), (5, 0.5), (7, 0.0)]:
         _, val = split_validation(np.zeros(n, dtype=np.int64), f, 0)
@@ -76,7 +76,7 @@ def test_validation_rows_matches_the_workers_split() -> None:
 
 
 def test_validation_is_drawn_from_labelled_rows_only() -> None:
-    from worker.data import split_validation
+    from drtrain.jobs.validation_split import split_validation
 
     y = np.full(1000, -1, dtype=np.int64)
     y[::10] = np.arange(100) % 5  # 100 labelled rows of 1000

@@ -9,16 +9,17 @@ import math
 import numpy as np
 import pytest
 
-from bench import reproduce, study_data
-from bench.study_compare import TEST_ERROR, family, winners
-from bench.study_regime import Regime
-from bench.study_runs import ARM_BY_KEY, RunResult
-from bench.study_service import Uploaded
-from bench.study_stats import holm, mean_ci, paired
-from bench.study_tuning import choose, claim_fresh, edge_flags
-from bench.study_types import Choice, DatasetOutcome, Study, StudyConfig, TuningCell
+from drtrain_study.compare import TEST_ERROR, family, winners
+from drtrain_study.data import load, shrink
+from drtrain_study.plans import PLANS
+from drtrain_study.records import Choice, DatasetOutcome, Study, StudyConfig, TuningCell
+from drtrain_study.regime import Regime
+from drtrain_study.runs import ARM_BY_KEY, RunResult
+from drtrain_study.service import Uploaded
+from drtrain_study.stats import holm, mean_ci, paired
+from drtrain_study.tuning import choose, claim_fresh, edge_flags
 
-PLAN = reproduce.PLANS["digits-10pct"]
+PLAN = PLANS["digits-10pct"]
 
 
 def test_holm_matches_a_hand_computation():
@@ -40,7 +41,7 @@ def test_confidence_interval_and_paired_effects_match_hand_computations():
 
 
 def test_lambda_zero_is_the_controls_spec_and_is_submitted_once():
-    data = study_data.shrink(study_data.load("digits-10pct"), 300)
+    data = shrink(load("digits-10pct"), 300)
     regime = Regime(PLAN, data, Uploaded("ds-train", "ds-test"))
     for arm in ("dr", "dr_sr", "bh_sr", "feat", "deep_dr_sr"):
         control = ARM_BY_KEY[arm].control

@@ -2,7 +2,7 @@
 locally with scikit-learn (not through the service).
 
 For each test seed it fits on exactly the rows a service job of that seed trains on: the
-service's own validation split (worker.data.split_validation, the job's seed) is applied here,
+service's own validation split (drtrain.jobs.validation_split, the job's seed) is applied here,
 and the unlabelled rows are left out."""
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from bench.study_data import StudyData
-from worker.data import split_validation
+from drtrain.jobs.validation_split import split_validation
+from drtrain_study.data import StudyData
 
 DESCRIPTION = ("scikit-learn LogisticRegression (multinomial, lbfgs, default C = 1, max_iter 1000), computed "
                "locally, not through the service, on the labelled training rows of each test seed (the "
-               "service's validation split for that seed, reproduced with worker.data.split_validation)")
+               "service's validation split for that seed, reproduced with drtrain.jobs.validation_split)")
 
 
 def labelled_training_rows(data: StudyData, seed: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The study's raw results as JSON next to the report (``study_results.json``), so the report and
-plots can be rebuilt (``bench/reproduce.py --report-from FILE``) without training again."""
+plots can be rebuilt (``drtrain-study --report-from FILE``) without training again."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.study_runs import Budget, RunResult
-from bench.study_types import Choice, DatasetOutcome, DatasetPlan, Study, StudyConfig, TuningCell
+from drtrain_study.records import Choice, DatasetOutcome, DatasetPlan, Study, StudyConfig, TuningCell
+from drtrain_study.runs import Budget, RunResult
 
 RESULTS_NAME = "study_results.json"
 
@@ -44,5 +44,5 @@ def load(path: Path) -> Study:
     d = json.loads(path.read_text())
     cfg = d["config"]
     config = StudyConfig(cfg["mode"], tuple(_plan(p) for p in cfg["plans"]), cfg["train_limit"])
-    return Study(config, d["command"], datetime.datetime.fromisoformat(d["started"]), d["seconds"], d["service"],
-                 d["machine"], [_outcome(o) for o in d["outcomes"]], d["curves_name"])
+    return Study(config, d["command"], datetime.datetime.fromisoformat(d["started"]), d["seconds"],
+                 d["service"], d["machine"], [_outcome(o) for o in d["outcomes"]], d["curves_name"])

@@ -46,10 +46,11 @@ ARMS = (
     Arm("glorot", "random Glorot init + backprop"),
     Arm("dbn", "DBN, no DR", pretrain=True),
     Arm("dbn_sr", "DBN + side rows", pretrain=True, side_rows=True),
-    Arm("dr", "DBN + generative DR (hellinger)", pretrain=True, gen="hellinger", control="dbn", glorot="glorot"),
+    Arm("dr", "DBN + generative DR (hellinger)", pretrain=True, gen="hellinger", control="dbn",
+        glorot="glorot"),
     # also against "dr": what side rows add to the same DR (the candidate default when labels are scarce)
-    Arm("dr_sr", "DBN + generative DR (hellinger) + side rows", pretrain=True, side_rows=True, gen="hellinger",
-        control="dbn_sr", glorot="glorot", also=("dr",)),
+    Arm("dr_sr", "DBN + generative DR (hellinger) + side rows", pretrain=True, side_rows=True,
+        gen="hellinger", control="dbn_sr", glorot="glorot", also=("dr",)),
     Arm("bh_sr", "DBN + generative DR (bhattacharyya, 16 sampled pairs) + side rows", pretrain=True,
         side_rows=True, gen="bhattacharyya", gen_pairs={"sample": 16}, control="dbn_sr", glorot="glorot"),
     Arm("feat", "Glorot init + feature DR (euclidean, per unit, all layers)", feat=True, control="glorot",
@@ -134,10 +135,12 @@ def _pretrain(budget: Budget, arm: Arm, weight: float | None) -> dict[str, Any] 
 
 
 def job_spec(budget: Budget, arm: Arm, learning_rate: float, weight: float | None, *, dataset_id: str,
-             test_id: str, validation_fraction: float, seed: int, name: str, tags: list[str]) -> dict[str, Any]:
+             test_id: str, validation_fraction: float, seed: int, name: str, tags: list[str]
+             ) -> dict[str, Any]:
     """The POST /v1/jobs body of one arm at one setting and seed. A DR weight of 0 (or None)
     writes the DR section as null: the spec is then exactly its no-DR control's."""
-    disc = ({"weight": weight, "distance": "euclidean", "layers": "all", "pairs": "all", "normalize": "per_unit"}
+    disc = ({"weight": weight, "distance": "euclidean", "layers": "all", "pairs": "all",
+             "normalize": "per_unit"}
             if arm.feat and weight else None)
     finetune = {"epochs": budget.finetune_epochs, "batch_size": budget.finetune_batch, "optimizer": "sgd",
                 "learning_rate": learning_rate, "momentum": budget.finetune_momentum,

@@ -55,10 +55,12 @@ def digits_label_scarce(fraction: float = 0.10) -> StudyData:
     partial = partial_labels(y[trainval], fraction)
     pct = f"{100 * fraction:g}"
     return StudyData(f"digits-{pct}pct", X[trainval], partial, X[test], y[test], 10, VALIDATION_FRACTION,
-                     f"scikit-learn digits (8x8, 1,797 images, pixels / 16 in [0, 1]); 15 % stratified test split "
+                     "scikit-learn digits (8x8, 1,797 images, pixels / 16 in [0, 1]); "
+                     "15 % stratified test split "
                      f"(seed 0); of the other {len(trainval):,} rows {int((partial >= 0).sum())} ({pct} %, "
                      f"stratified, seed 0) labelled, the rest used by pretraining only; "
-                     f"{100 * VALIDATION_FRACTION:g} % of the labelled rows held out for validation by job seed")
+                     f"{100 * VALIDATION_FRACTION:g} % of the labelled rows held out for validation "
+                     "by job seed")
 
 
 def _read_idx(path: Path, header: int) -> np.ndarray:
@@ -81,7 +83,8 @@ def fashion_label_scarce(fraction: float, root: Path = FASHION_ROOT) -> StudyDat
     pct = f"{100 * fraction:g}"
     return StudyData(f"fashion-{pct}pct", X, partial, X_t, y_t, 10, VALIDATION_FRACTION,
                      f"Fashion-MNIST (28x28, pixels / 255 in [0, 1]), all 60,000 training images, "
-                     f"{int((partial >= 0).sum()):,} ({pct} %, stratified, seed 0) labelled, the rest used by "
+                     f"{int((partial >= 0).sum()):,} ({pct} %, stratified, seed 0) labelled, "
+                     "the rest used by "
                      f"pretraining only; {100 * VALIDATION_FRACTION:g} % of the labelled rows held out for "
                      f"validation by job seed; test: the official 10,000 t10k images")
 
@@ -101,7 +104,8 @@ def load(name: str) -> StudyData:
 
 def shrink(data: StudyData, n_train: int, n_test: int = 200) -> StudyData:
     """The first rows only (tiny test configs)."""
-    return StudyData(data.name, data.X[:n_train], data.y[:n_train], data.X_test[:n_test], data.y_test[:n_test],
+    return StudyData(data.name, data.X[:n_train], data.y[:n_train],
+                     data.X_test[:n_test], data.y_test[:n_test],
                      data.n_classes, data.validation_fraction, data.description + f" (cut to {n_train} rows)")
 
 

@@ -1,20 +1,19 @@
 """PNG figures next to the study's tables: learning curves and gradient norms per arm.
 
-matplotlib with the Agg backend (no display); a test extra, like the study itself.
+matplotlib's object API without pyplot: a Figure saves its PNG with the Agg canvas, so no
+display and no global backend are involved. matplotlib is an optional dependency (the "study"
+and "test" extras).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from bench.study_runs import ARM_BY_KEY, RunResult  # noqa: E402
-from bench.study_types import DatasetOutcome, Study  # noqa: E402
+from drtrain_study.records import DatasetOutcome, Study
+from drtrain_study.runs import ARM_BY_KEY, RunResult
 
 
 def curves_name(dataset: str) -> str:
@@ -35,7 +34,8 @@ def _by_arm(outcome: DatasetOutcome) -> dict[str, list[RunResult]]:
 
 def plot_curves(outcome: DatasetOutcome, path: Path) -> None:
     """Validation error per fine-tuning epoch: mean over seeds, a band of one std."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.subplots()
     for arm, runs in _by_arm(outcome).items():
         n = min(len(r.val_errors) for r in runs)
         if n == 0:
@@ -54,13 +54,13 @@ def plot_curves(outcome: DatasetOutcome, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_gradients(outcome: DatasetOutcome, path: Path) -> None:
     """Mean ‖dL/dW‖ of every hidden layer and the head in the first fine-tuning epoch, one line
     per arm (mean over seeds): a line falling towards the input is a vanishing gradient."""
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.subplots()
     for arm, runs in _by_arm(outcome).items():
         per_layer = np.array([[*r.grad_layers, r.grad_head] for r in runs]).mean(axis=0)
         ax.plot(np.arange(1, len(per_layer) + 1), per_layer, marker="o", markersize=3,
@@ -74,7 +74,6 @@ def plot_gradients(outcome: DatasetOutcome, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_plots(study: Study, out_dir: Path) -> list[Path]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.study_runs import ARM_BY_KEY, RunResult, selection_score
-from bench.study_types import Choice, DatasetPlan, TuningCell
+from drtrain_study.records import Choice, DatasetPlan, TuningCell
+from drtrain_study.runs import ARM_BY_KEY, RunResult, selection_score
 
 Weight = float | None  # None: an arm without DR
 
@@ -20,16 +20,18 @@ def claim_fresh(arm_key: str, keys: dict[Weight, list[str]], owners: dict[str, s
     """Which of an arm's weights it submits itself, and which reuse another arm's identical jobs
     (a lambda-0 point is its control's spec). ``keys``: weight -> canonical keys of its points
     (every learning rate and seed). Claims the fresh keys in ``owners`` (key -> arm)."""
-    fresh, shared = [], {}
+    fresh: list[Weight] = []
+    shared: dict[Weight, str] = {}
     for weight, wkeys in keys.items():
         known = {owners.get(k) for k in wkeys}
-        if known == {None}:
+        others = {owner for owner in known if owner is not None}
+        if not others:
             fresh.append(weight)
             owners.update(dict.fromkeys(wkeys, arm_key))
-        elif None in known or len(known) > 1:
-            raise ValueError(f"arm {arm_key}: weight {weight} is partly shared with {known - {None}}")
+        elif None in known or len(others) > 1:
+            raise ValueError(f"arm {arm_key}: weight {weight} is partly shared with {others}")
         else:
-            shared[weight] = known.pop()
+            shared[weight] = others.pop()
     return fresh, shared
 
 

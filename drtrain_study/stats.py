@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from bench.study_runs import RunResult
+from drtrain_study.runs import RunResult
 
 LEVEL = 0.95
 
@@ -53,7 +53,8 @@ def paired(treatment: list[float], control: list[float], higher_is_better: bool 
     sign = 1.0 if higher_is_better else -1.0
     dz = m / s if s > 0 else math.nan
     p = float(2.0 * stats.t.sf(abs(m / (s / math.sqrt(n))), n - 1)) if n >= 2 and s > 0 else math.nan
-    return Paired(n, m, s, m - half, m + half, dz, int(np.sum(sign * d > 1e-12)), int(np.sum(sign * d < -1e-12)), p)
+    better, worse = int(np.sum(sign * d > 1e-12)), int(np.sum(sign * d < -1e-12))
+    return Paired(n, m, s, m - half, m + half, dz, better, worse, p)
 
 
 def holm(pvalues: list[float]) -> list[float]:

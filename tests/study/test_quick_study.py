@@ -1,4 +1,4 @@
-"""The reproduction study (bench/reproduce.py) in its --quick config, through a real embedded
+"""The reproduction study (drtrain_study, the `drtrain-study` command) in its --quick config, through a real embedded
 service (`drtrain up`): the same path as the committed study, so it is also an end-to-end test of
 uploads with partial labels, sweeps over several paths, side rows and metric reads.
 Structure and finiteness only, never the outcome (which arm wins is what the study measures)."""
@@ -7,15 +7,16 @@ from __future__ import annotations
 import csv
 import math
 import re
-from pathlib import Path
 
 import pytest
 
-from bench import reproduce
-from bench.study_report import CSV_COLUMNS, QUESTION, TITLE
-from bench.study_runs import ARM_BY_KEY
-from bench.study_service import embedded_service
-from bench.study_store import RESULTS_NAME
+from drtrain_study.cli import main
+from drtrain_study.plans import quick_config
+from drtrain_study.report import CSV_COLUMNS, QUESTION, TITLE
+from drtrain_study.run import run_study, write_outputs
+from drtrain_study.runs import ARM_BY_KEY
+from drtrain_study.service import embedded_service
+from drtrain_study.store import RESULTS_NAME
 
 REGIME = "digits-10pct"
 SEEDS = 2
@@ -23,9 +24,9 @@ SEEDS = 2
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    cfg = reproduce.quick_config([REGIME], {REGIME: SEEDS})
+    cfg = quick_config([REGIME], {REGIME: SEEDS})
     with embedded_service(workers=2, data_dir=tmp_path_factory.mktemp("svc")) as client:
-        study = reproduce.run_study(cfg, client, "the test's embedded service", command="pytest quick config")
+        study = run_study(cfg, client, "the test's embedded service", command="pytest quick config")
         yield study, client
 
 
@@ -93,7 +94,7 @@ def test_tuning_ran_as_service_sweeps_with_lambda_zero_shared(served):
 
 def test_report_answers_first_and_plots_and_curves(served, tmp_path):
     study, _ = served
-    report_path, curves_path = reproduce.write_outputs(study, tmp_path)
+    report_path, curves_path = write_outputs(study, tmp_path)
     lines = report_path.read_text().splitlines()
     assert lines[0] == TITLE and lines[2] == f"**{QUESTION}**"
     assert re.match(rf"- \*\*{REGIME}\*\*: (no\.|yes: )", lines[4])
@@ -119,22 +120,8 @@ def test_report_answers_first_and_plots_and_curves(served, tmp_path):
 
 def test_the_report_rebuilds_identically_from_the_stored_results(served, tmp_path):
     study, _ = served
-    report, _ = reproduce.write_outputs(study, tmp_path / "first")
-    assert reproduce.main(["--report-from", str(tmp_path / "first" / RESULTS_NAME), "--out",
+    report, _ = write_outputs(study, tmp_path / "first")
+    assert main(["--report-from", str(tmp_path / "first" / RESULTS_NAME), "--out",
                            str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "study.md").read_text() == report.read_text()
     assert (tmp_path / "again" / RESULTS_NAME).read_text() == (tmp_path / "first" / RESULTS_NAME).read_text()
-
-
-def test_seed_counts_parse_globally_or_per_regime():
-    regimes = ["digits-10pct", "fashion-1pct"]
-    assert reproduce._parse_seeds("4", regimes, quick=False) == {"digits-10pct": 4, "fashion-1pct": 4}
-    assert reproduce._parse_seeds("fashion-1pct=2", regimes, quick=False) == {"digits-10pct": 10, "fashion-1pct": 2}
-    assert reproduce._parse_seeds(None, regimes, quick=False) == {"digits-10pct": 10, "fashion-1pct": 5}
-    assert reproduce._parse_seeds(None, [REGIME], quick=True) == {REGIME: 2}
-
-
-def test_the_committed_study_was_made_through_the_service():
-    report = (Path(__file__).resolve().parents[2] / "docs" / "study.md").read_text()
-    assert report.startswith("# Where does DR help?")
-    assert "submitted over HTTP with drtrain_client" in report

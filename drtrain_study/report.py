@@ -1,4 +1,4 @@
-"""Markdown report and per-epoch CSV of the reproduction study (written by bench/reproduce.py).
+"""Markdown report and per-epoch CSV of the reproduction study (written by drtrain_study.run).
 The answer comes first, computed from the Holm-corrected paired tests; nothing is hard-coded."""
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.study_compare import GRAD_RATIO, TEST_ERROR, Comparison, family, find, fmt_p, winners
-from bench.study_plots import curves_name, gradients_name
-from bench.study_runs import ARM_BY_KEY, RunResult
-from bench.study_setup import lambda_text, setup, tuning
-from bench.study_stats import mean_ci
+from drtrain_study.compare import GRAD_RATIO, TEST_ERROR, Comparison, family, find, fmt_p, winners
+from drtrain_study.plots import curves_name, gradients_name
+from drtrain_study.report_setup import lambda_text, setup, tuning
+from drtrain_study.runs import ARM_BY_KEY, RunResult
+from drtrain_study.stats import mean_ci
 
 if TYPE_CHECKING:
-    from bench.study_types import DatasetOutcome, Study
+    from drtrain_study.records import DatasetOutcome, Study
 
 TITLE = "# Where does DR help? Study v2: equal tuning, paired seeds, Holm-corrected, run through the service"
 QUESTION = "Does any DR arm beat both its own no-DR control and Glorot, at Holm p < 0.05?"
@@ -49,7 +49,8 @@ def _answer(study: Study, tests: list[Comparison]) -> list[str]:
 
 def _gain(tests: list[Comparison], regime: str, arm: str, role: str) -> str:
     c = find(tests, regime, arm, role)
-    assert c is not None
+    if c is None:  # winners() only names arms that have both comparisons
+        raise ValueError(f"{regime} {arm}: no {role} comparison")
     return f"{100 * c.result.mean:+.2f} pp, Holm p {fmt_p(c.holm_p)}"
 
 
@@ -63,7 +64,8 @@ def _answer_table(study: Study, tests: list[Comparison]) -> list[str]:
             cells = []
             for role in ("control", "glorot"):
                 c = find(tests, outcome.name, arm, role)
-                cells.append("—" if c is None else f"{fmt_p(c.holm_p)} ({100 * c.result.mean:+.2f} pp vs `{c.reference}`)")
+                cells.append("—" if c is None else
+                             f"{fmt_p(c.holm_p)} ({100 * c.result.mean:+.2f} pp vs `{c.reference}`)")
             errors = [r.test_error for r in _arm_runs(outcome, arm)]
             lines.append(f"| {outcome.name} | `{arm}` | {_err(errors)} | {cells[0]} | {cells[1]} |")
     return lines
@@ -89,14 +91,15 @@ def _arms_table(outcome: DatasetOutcome) -> list[str]:
 
 
 def _comparison_table(tests: list[Comparison], regime: str, unit_pp: bool) -> list[str]:
-    lines = ["| comparison | reference's role | mean Δ (DR − reference) [95% CI] | Cohen's dz | DR better / worse "
-             "(seeds) | paired t p | Holm p |", "|---|---|---|---|---|---|---|"]
+    lines = ["| comparison | reference's role | mean Δ (DR − reference) [95% CI] | Cohen's dz | "
+             "DR better / worse (seeds) | paired t p | Holm p |", "|---|---|---|---|---|---|---|"]
     scale, unit = (100.0, " pp") if unit_pp else (1.0, "")
     for c in (c for c in tests if c.regime == regime):
         r = c.result
         dz = "n/a" if math.isnan(r.dz) else f"{r.dz:+.2f}"
-        lines.append(f"| `{c.treatment}` vs `{c.reference}` | {', '.join(c.roles)} | {scale * r.mean:+.3g}{unit} "
-                     f"[{scale * r.ci_low:+.3g}, {scale * r.ci_high:+.3g}] | {dz} | {r.better} / {r.worse} | "
+        lines.append(f"| `{c.treatment}` vs `{c.reference}` | {', '.join(c.roles)} | "
+                     f"{scale * r.mean:+.3g}{unit} [{scale * r.ci_low:+.3g}, {scale * r.ci_high:+.3g}] | "
+                     f"{dz} | {r.better} / {r.worse} | "
                      f"{fmt_p(r.p)} | {fmt_p(c.holm_p)} |")
     return lines
 
@@ -105,15 +108,18 @@ def _results(outcome: DatasetOutcome, tests: list[Comparison], grads: list[Compa
     compute = sum(r.wall_seconds for r in outcome.tuning_runs) + \
         sum(r.wall_seconds for r in {r.job_id: r for r in outcome.runs}.values())
     return [f"## Results: {outcome.name}", "",
-            f"{outcome.n_rows:,} training rows, {outcome.n_labelled:,} labelled; test seeds 0..{outcome.plan.seeds - 1}. "
-            f"Job time of this regime (tuning and test, summed over distinct jobs): {compute / 60:.1f} min.", "",
+            f"{outcome.n_rows:,} training rows, {outcome.n_labelled:,} labelled; "
+            f"test seeds 0..{outcome.plan.seeds - 1}. "
+            "Job time of this regime (tuning and test, summed over distinct jobs): "
+            f"{compute / 60:.1f} min.", "",
             *_arms_table(outcome), "",
             f"![{outcome.name}: validation error per epoch]({curves_name(outcome.name)})", "",
             f"![{outcome.name}: gradient norms per layer]({gradients_name(outcome.name)})", "",
             "Test error, paired by seed (Holm over every test-error comparison of the study):", "",
             *_comparison_table(tests, outcome.name, True), "",
-            "Gradient ratio first/last hidden layer, classification loss only, first fine-tuning epoch (higher = "
-            "less vanishing; Holm over every gradient-ratio comparison of the study, a family of its own):", "",
+            "Gradient ratio first/last hidden layer, classification loss only, first fine-tuning epoch "
+            "(higher = less vanishing; Holm over every gradient-ratio comparison of the study, "
+            "a family of its own):", "",
             *_comparison_table(grads, outcome.name, False), ""]
 
 
@@ -142,21 +148,22 @@ CAVEATS = """\
 def render(study: Study) -> str:
     tests, grads = family(study, TEST_ERROR), family(study, GRAD_RATIO)
     lines = [TITLE, "", *_answer(study, tests),
-             f"Generated by `{study.command}` ({study.config.mode} mode) on {study.started:%Y-%m-%d %H:%M} UTC in "
-             f"{study.seconds / 60:.1f} min, on {study.machine}. Errors in %; ± is the half-width of the 95 % t "
-             "interval over test seeds.", "", *setup(study), "## Tuning", ""]
+             f"Generated by `{study.command}` ({study.config.mode} mode) on "
+             f"{study.started:%Y-%m-%d %H:%M} UTC in {study.seconds / 60:.1f} min, on {study.machine}. "
+             "Errors in %; ± is the half-width of the 95 % t interval over test seeds.", "",
+             *setup(study), "## Tuning", ""]
     for outcome in study.outcomes:
         lines += tuning(outcome)
     for outcome in study.outcomes:
         lines += _results(outcome, tests, grads)
     lines += ["## Caveats", "", CAVEATS, "## Files", "",
-              f"- Per-epoch validation error and training loss of every run (tuning and test): `{study.curves_name}` "
-              f"(columns: {', '.join(CSV_COLUMNS)}).",
+              "- Per-epoch validation error and training loss of every run (tuning and test): "
+              f"`{study.curves_name}` (columns: {', '.join(CSV_COLUMNS)}).",
               "- Every run's measurements (what this report is built from): `study_results.json`; "
-              "`python bench/reproduce.py --report-from docs/study_results.json` rebuilds this report and its "
+              "`drtrain-study --report-from docs/study_results.json` rebuilds this report and its "
               "plots without training.",
-              "- Reproduce: the command above; `--quick` is a 2-seed digits-10pct smoke run (tiny network and "
-              "grid) whose numbers are not evidence.", ""]
+              "- Reproduce: the command above; `--quick` is a 2-seed digits-10pct smoke run "
+              "(tiny network and grid) whose numbers are not evidence.", ""]
     return "\n".join(lines)
 
 
@@ -173,5 +180,5 @@ def write_curves(study: Study, path: Path) -> None:
             for phase, run in tagged:
                 weight = "" if run.weight is None else f"{run.weight:g}"
                 for epoch, (err, loss) in enumerate(zip(run.val_errors, run.train_losses), start=1):
-                    writer.writerow([outcome.name, phase, run.arm, run.seed, run.job_id, f"{run.learning_rate:g}",
-                                     weight, epoch, f"{err:.6f}", f"{loss:.6f}"])
+                    writer.writerow([outcome.name, phase, run.arm, run.seed, run.job_id,
+                                     f"{run.learning_rate:g}", weight, epoch, f"{err:.6f}", f"{loss:.6f}"])

@@ -1,4 +1,4 @@
-"""The study's plan and outcome records, shared by the runner (reproduce) and the report."""
+"""The study's plan and outcome records, shared by the runner (drtrain_study.run) and the report."""
 from __future__ import annotations
 
 import datetime
@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.study_runs import Budget, RunResult
+from drtrain_study.runs import Budget, RunResult
 
 CURVES_NAME = "study_curves.csv"
 

@@ -7,11 +7,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench.study_runs import ARM_BY_KEY, RunResult
-from bench.study_stats import Paired, by_seed, common_seeds, holm, paired
+from drtrain_study.runs import ARM_BY_KEY, RunResult
+from drtrain_study.stats import Paired, by_seed, common_seeds, holm, paired
 
 if TYPE_CHECKING:
-    from bench.study_types import DatasetOutcome, Study
+    from drtrain_study.records import DatasetOutcome, Study
 
 ALPHA = 0.05
 TEST_ERROR, GRAD_RATIO = "test error", "grad ratio first/last"
@@ -73,11 +73,13 @@ def family(study: Study, metric: str) -> list[Comparison]:
     """Every comparison of ``metric`` in the study, with Holm's p over all of them."""
     raw = [(o.name, *row) for o in study.outcomes for row in _raw(o, metric)]
     adjusted = holm([row[4].p for row in raw])
-    return [Comparison(name, t, r, roles, metric, res, p) for (name, t, r, roles, res), p in zip(raw, adjusted)]
+    return [Comparison(name, t, r, roles, metric, res, p)
+            for (name, t, r, roles, res), p in zip(raw, adjusted)]
 
 
 def find(comparisons: list[Comparison], regime: str, arm: str, role: str) -> Comparison | None:
-    return next((c for c in comparisons if c.regime == regime and c.treatment == arm and role in c.roles), None)
+    return next((c for c in comparisons
+                 if c.regime == regime and c.treatment == arm and role in c.roles), None)
 
 
 def winners(comparisons: list[Comparison], outcome: DatasetOutcome) -> list[str]:
@@ -85,7 +87,8 @@ def winners(comparisons: list[Comparison], outcome: DatasetOutcome) -> list[str]
     Holm p < 0.05 (an arm that lacks either comparison cannot qualify)."""
     out = []
     for arm in outcome.plan.arms:
-        own, glorot = find(comparisons, outcome.name, arm, "control"), find(comparisons, outcome.name, arm, "glorot")
+        own = find(comparisons, outcome.name, arm, "control")
+        glorot = find(comparisons, outcome.name, arm, "glorot")
         if own and glorot and own.wins and glorot.wins:
             out.append(arm)
     return out
