@@ -35,6 +35,8 @@ from drtrain_client.transfers import (
     etag_sha256,
 )
 
+# The server's (drtrain/kit/models.py); the client imports nothing of it, so this is a copy that
+# tests/test_lists.py holds equal.
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 # Metrics are fetched in pages of this size; a full page means there may be more.
 _METRICS_PAGE = 1000

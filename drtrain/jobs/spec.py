@@ -1,7 +1,10 @@
 """JobSpec: the body of ``POST /v1/jobs``, the one source of every default and bound.
 
 Field names follow dr_core/config.py (RBMConfig, FinetuneConfig, PosteriorDRConfig,
-FeatureDRConfig) so the worker can map a stored spec onto configs one to one.
+FeatureDRConfig) so the worker can map a stored spec onto configs one to one. The choices
+(divergence, distance, normalize, units, optimizer, activation, init, precision) are
+dr_core/config.py's names: copied, since the domain may not import dr_core, and held equal to
+them by tests/test_lists.py. The web form reads them from the OpenAPI schema.
 Bounds here are the service's limits, tighter than dr_core's own checks.
 """
 from __future__ import annotations
