@@ -146,7 +146,7 @@ def _row_weights(groups: Groups, scale: Tensor, grad_of: GradOf, n_units: int,
 def _zero_where_clamped(grad: Tensor, mu: Tensor, eps: float) -> None:
     """torch.clamp's convention: no gradient where mu lies outside [eps, 1 - eps].
 
-    Boolean masks are slow on CPU (a comparison costs ~4x a multiplication there), so on CPU
+    Boolean masks are slow on CPU (a comparison costs more than a multiplication there), so on CPU
     one is built only when some value really is outside. Elsewhere the mask is always applied:
     asking first would read a value back to the host in every step (MASK_CHECK_DEVICES).
     """

@@ -113,9 +113,9 @@ class Settings(BaseSettings):
     # A running job stores an epoch's state every N epochs or M seconds, whichever comes first
     # (0 s: epochs only; layer ends always), off the training thread through a queue of at
     # most this many events (worker/uploader.py). Metrics and progress are written every epoch.
-    # 10 epochs / 60 s: a crash re-trains at most that much, and storing costs a few ms of CPU
-    # per checkpoint, which every-epoch storage made 19% of a small CPU job
-    # (bench/service_overhead.py: 1.19x dr_core directly at 1 epoch, 1.06x at 10 / 60 s).
+    # 10 epochs / 60 s: a crash re-trains at most that much, while storing a checkpoint
+    # (serialise, hash, fsync, upload) takes CPU that every-epoch storage made a visible part
+    # of a small CPU job (docs/benchmarks.md, "Service overhead").
     checkpoint_every_epochs: int = Field(10, ge=1, le=10000, description=(
         "Epochs between a running job's stored states, or `DRTRAIN_CHECKPOINT_EVERY_SECONDS` "
         "if that comes first (layer ends always); metrics are written every epoch. A crash "

@@ -25,7 +25,7 @@ from tests.pg import fresh_database  # noqa: F401 - re-exported for test modules
 
 torch.set_num_threads(1)
 
-# Small enough for seconds on a shared CPU, big enough that every phase really runs.
+# Small enough to train quickly on a shared CPU, big enough that every phase really runs.
 TINY_SPEC = {
     "validation_fraction": 0.2,
     "model": {"hidden_layers": [16, 8], "visible_units": "auto"},
