@@ -19,7 +19,7 @@ from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 from drtrain.kit.migrate import upgrade
 from drtrain.kit.settings import Settings
 from drtrain.tenants.keys import create_key
-from tests.api.test_jobs import small_spec
+from tests.factories import small_spec
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from api import reads
 from api.schemas.jobs import JobOut, JobSummaryOut, MetricPointOut
 from drtrain.kit.models import JobStatus
 from drtrain.tenants.keys import KeyCache, TenantRef, create_key, revoke_key
-from tests.api.test_jobs import add_job, add_points, tenant_id
+from tests.factories import add_job, add_points, tenant_id
 
 
 def test_row_types_dump_exactly_as_the_documented_models(db, auth_a) -> None:  # noqa: ANN001

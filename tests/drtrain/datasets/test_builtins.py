@@ -55,7 +55,7 @@ def test_the_published_files_are_described_without_reading_a_pixel(
 
 
 def test_the_coarse_grouping_is_what_the_readme_says():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     said = " ".join(readme.split())
     assert set(builtins.FASHION_COARSE) == set(builtins.FASHION_LABELS)
     for group in builtins.FASHION_COARSE_GROUPS:
