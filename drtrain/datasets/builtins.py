@@ -103,7 +103,7 @@ def _fashion_summary(n: int) -> DatasetSummary:
 
 # The published Fashion-MNIST files (Zalando's release, as Debian's dataset-fashion-mnist
 # ships them): sha256 of the images and of the labels file -> their summary, checked against
-# a streamed summary of the real files by tests/api/test_builtins.py.
+# a streamed summary of the real files by tests/drtrain/datasets/test_builtins.py.
 _KNOWN: dict[tuple[str, str], DatasetSummary] = {
     ("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
      "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"): _fashion_summary(60000),

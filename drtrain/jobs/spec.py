@@ -166,7 +166,7 @@ class FinetuneSpec(BaseModel):
                                   description="Feature DR; null (the default) turns it off.")
 
 
-# The defaults, spelled out (tests/api/test_jobs.py holds them equal).
+# The defaults, spelled out (tests/drtrain/jobs/test_spec.py holds them equal).
 JOB_SPEC_EXAMPLE: dict[str, Any] = {
     "name": None,
     "tags": [],

@@ -1,4 +1,4 @@
-"""drtrain.kit.batching.BatchThread: the thread behind batched submits and their publishing."""
+"""drtrain.kit.batching.BatchThread: the threads behind the group commit of submits and their publishing."""
 from __future__ import annotations
 
 import threading
