@@ -10,6 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
+from drtrain.kit.models import JOB_STATUSES
+
 _AUTH = "Needs `Authorization: Bearer <api key>`; another tenant's ids answer 404."
 
 OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
@@ -57,7 +59,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "`next_page_token`); `status` filters. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}"): (
         "Get a job",
-        "Status (`queued`, `running`, `cancelling`, `succeeded`, `failed`, `cancelled`), phase, "
+        "Status (" + ", ".join(f"`{s}`" for s in JOB_STATUSES) + "), phase, "
         "layer, epoch, progress in [0, 1], attempt, the stored spec and, once finished, the "
         "result (test and validation accuracy and loss, epochs, wall seconds, model sha256). "
         "Has an `ETag`; `If-None-Match` answers 304 while nothing changed. " + _AUTH),

@@ -44,7 +44,7 @@ def check_metrics_access(request: Request, settings: Settings, authorization: st
                            headers={"WWW-Authenticate": "Bearer"})
 
 
-def _esc(value: str) -> str:
+def _escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -54,12 +54,12 @@ def render_metrics(stats: RequestStats, factory: sessionmaker[Session]) -> str:
     lines += ["# HELP drtrain_http_requests_total HTTP requests by route and status.",
               "# TYPE drtrain_http_requests_total counter"]
     for (method, route, status), n in sorted(counts.items()):
-        lines.append(f'drtrain_http_requests_total{{method="{method}",route="{_esc(route)}",'
+        lines.append(f'drtrain_http_requests_total{{method="{method}",route="{_escape_label_value(route)}",'
                      f'status="{status}"}} {n}')
     lines += ["# HELP drtrain_http_request_duration_seconds Time spent answering requests.",
               "# TYPE drtrain_http_request_duration_seconds summary"]
     for (method, route), total in sorted(seconds.items()):
-        labels = f'method="{method}",route="{_esc(route)}"'
+        labels = f'method="{method}",route="{_escape_label_value(route)}"'
         lines.append(f"drtrain_http_request_duration_seconds_sum{{{labels}}} {total:.6f}")
         lines.append(f"drtrain_http_request_duration_seconds_count{{{labels}}} "
                      f"{observed[(method, route)]}")

@@ -38,11 +38,11 @@ def domain_problem(exc: DomainError) -> JSONResponse:
                    headers=exc.headers)
 
 
-async def _domain(_request: Request, exc: Exception) -> JSONResponse:
+async def _on_domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return domain_problem(cast(DomainError, exc))  # registered for DomainError only
 
 
-async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)  # registered for this type only
     # Only loc/msg/type: the raw input and ctx may hold objects that are not JSON (or secrets).
     errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
@@ -54,12 +54,12 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
                    type_="https://drtrain.dev/problems/invalid", errors=errors)
 
 
-async def _http(_request: Request, exc: Exception) -> JSONResponse:
+async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)  # registered for this type only
     return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # The traceback goes to the log only; the client learns nothing about internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal server error")
@@ -113,7 +113,7 @@ def _document(app: FastAPI) -> None:
 
 def install(app: FastAPI) -> None:
     _document(app)
-    app.add_exception_handler(DomainError, _domain)
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(DomainError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected_error)

@@ -2,25 +2,21 @@
 PostgreSQL, with and without the index ``ix_jobs_tenant_status`` (migration 0007), for a
 tenant with many finished jobs and some active ones. Prints ms per count (mean of 200).
 
-    .venv/bin/python bench/active_count.py [--jobs 100000] [--active-every 50]
+    .venv/bin/python -m bench.active_count [--jobs 100000] [--active-every 50]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import uuid
-from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.service_stack import PG_ADMIN_URL  # noqa: E402
-from drtrain.jobs import repository as q  # noqa: E402
-from drtrain.kit.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
-from drtrain.kit.migrate import upgrade  # noqa: E402
-from drtrain.tenants.keys import create_key  # noqa: E402
+from bench.service_stack import PG_ADMIN_URL
+from drtrain.jobs import repository as q
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.migrate import upgrade
+from drtrain.tenants.keys import create_key
 
 FILL = """INSERT INTO jobs (id, tenant_id, dataset_id, spec, status, request_hash, attempt,
     max_attempts, progress, created_at, updated_at, cancel_requested, tags, warnings)

@@ -2,7 +2,7 @@
 for a job in the middle of training, through the API and a Celery worker as deployed, in the
 embedded mode (SQLite, filesystem broker) and in production (PostgreSQL, Redis).
 
-    python bench/cancel_latency.py [--modes embedded production] [--jobs 10] [--no-write]
+    python -m bench.cancel_latency [--modes embedded production] [--jobs 10] [--no-write]
 
 Each job pretrains a small DBN for far longer than the measurement; it is cancelled once its
 first epoch is recorded. The job is polled every 5 ms, so a figure carries up to 5 ms of
@@ -20,13 +20,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.benchmarks_doc import write_section  # noqa: E402
-from bench.service_stack import Stack  # noqa: E402
-from drtrain.kit.settings import Settings  # noqa: E402
+from bench.benchmarks_doc import write_section
+from bench.service_stack import Stack
+from drtrain.kit.settings import Settings
 
 BEGIN, END = "<!-- cancel_latency:begin -->", "<!-- cancel_latency:end -->"
 POLL_SECONDS = 0.005
@@ -105,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print, do not write the doc")
     args = parser.parse_args(argv)
     results = {mode: measure(mode, args.jobs) for mode in args.modes}
-    command = " ".join(["python bench/cancel_latency.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m bench.cancel_latency", *(argv if argv is not None else sys.argv[1:])])
     text = report(results, command)
     print(text)
     if not args.no_write:

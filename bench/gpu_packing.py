@@ -1,7 +1,7 @@
-"""Several jobs per GPU (issue 10): aggregate throughput of K small jobs sharing one device
+"""Several jobs per GPU: aggregate throughput of K small jobs sharing one device
 against the same jobs run one at a time, through the service, in one command:
 
-    .venv/bin/python bench/gpu_packing.py [--jobs 4] [--device cuda] [--repeats 2] [--no-write]
+    .venv/bin/python -m bench.gpu_packing [--jobs 4] [--device cuda] [--repeats 2] [--no-write]
 
 Both arms use the embedded stack of bench/service_stack.py (API + Celery worker, SQLite,
 local objects). One at a time: a worker with ``--concurrency 1``. Packed: ``--concurrency K``
@@ -27,10 +27,8 @@ from typing import Any
 import httpx
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.benchmarks_doc import write_section  # noqa: E402
-from bench.service_stack import QUEUE, Stack  # noqa: E402
+from bench.benchmarks_doc import write_section
+from bench.service_stack import QUEUE, Stack
 
 BEGIN, END = "<!-- gpu-packing:begin -->", "<!-- gpu-packing:end -->"
 TARGET = 2.5
@@ -103,7 +101,7 @@ def main() -> None:
     text = f"""{BEGIN}
 ## Jobs per GPU (`bench/gpu_packing.py`)
 
-Command: `.venv/bin/python bench/gpu_packing.py --jobs {args.jobs} --device {args.device} --repeats {args.repeats}`.
+Command: `.venv/bin/python -m bench.gpu_packing --jobs {args.jobs} --device {args.device} --repeats {args.repeats}`.
 Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; {name}.
 {args.jobs} small jobs ({SMALL_JOB['model']['hidden_layers']} on `builtin:digits`, 10 + 10
 pretraining epochs with Hellinger DR, 10 fine-tuning epochs, batch 32) submitted at once;

@@ -1,6 +1,6 @@
 """Object-store bytes of one job with and without checkpoint retention.
 
-    python bench/retention_storage.py [--hidden 512,512] [--epochs 120] [--measure-epochs 2]
+    python -m bench.retention_storage [--hidden 512,512] [--epochs 120] [--measure-epochs 2]
 
 Runs the worker's job runner (no broker, SQLite and a local object folder in a temp dir) on
 ``builtin:digits`` with ``--measure-epochs`` pretraining epochs per layer and fine-tuning
@@ -17,25 +17,20 @@ has the same size, so the totals for ``--epochs`` follow from those sizes times 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from drtrain.jobs.spec import JobSpec, spec_to_dict  # noqa: E402
-from drtrain.kit.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
-from drtrain.kit.migrate import upgrade  # noqa: E402
-from drtrain.kit.models import Job, JobStatus  # noqa: E402
-from drtrain.kit.settings import Settings  # noqa: E402
-from drtrain.kit.storage import LocalStore, StoredObject  # noqa: E402
-from drtrain.tenants.keys import create_key  # noqa: E402
-from drtrain.tenants.repository import tenant_by_name  # noqa: E402
+from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.migrate import upgrade
+from drtrain.kit.models import Job, JobStatus
+from drtrain.kit.settings import Settings
+from drtrain.kit.storage import LocalStore, StoredObject
+from drtrain.tenants.keys import create_key
+from drtrain.tenants.repository import tenant_by_name
 
 
 class RecordingStore(LocalStore):

@@ -1,10 +1,11 @@
-"""The service under load (issue 12): each figure a ratio against a bare FastAPI route served
-by the same uvicorn command in the same run, or an absolute latency, in embedded mode
-(SQLite, filesystem broker) and in production mode (PostgreSQL + Redis).
+"""The service under load, against its throughput and latency targets: each figure a ratio
+against a bare FastAPI route served by the same uvicorn command in the same run, or an
+absolute latency, in embedded mode (SQLite, filesystem broker) and in production mode
+(PostgreSQL + Redis).
 
 One command; it rewrites the "Service" section of docs/benchmarks.md:
 
-    .venv/bin/python bench/service.py [--modes embedded production] [--repeats 3] [--no-write]
+    .venv/bin/python -m bench.service [--modes embedded production] [--repeats 3] [--no-write]
 
 Measured, per mode (medians of ``--repeats`` runs; load from bench/loadgen.py in a separate
 process, so the clients do not share the API's interpreter):
@@ -38,11 +39,9 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench import loadgen  # noqa: E402
-from bench.benchmarks_doc import write_section  # noqa: E402
-from bench.service_stack import Stack, cpu_seconds, rss_bytes  # noqa: E402
+from bench import loadgen
+from bench.benchmarks_doc import write_section
+from bench.service_stack import Stack, cpu_seconds, rss_bytes
 
 BEGIN, END = "<!-- service:begin -->", "<!-- service:end -->"
 
@@ -282,8 +281,8 @@ def streams(stack: Stack, api: str, repeats: int, watchers: int = 500) -> list[R
 
 
 def service_overhead(stack: Stack, api: str) -> Row | None:
-    """Issue 10: a job's wall time through the service against dr_core run directly on the
-    same spec (bench/service_overhead.py, which also runs on its own)."""
+    """The service-overhead target: a job's wall time through the service against dr_core run
+    directly on the same spec (bench/service_overhead.py, which also runs on its own)."""
     from bench.service_overhead import overhead_row
 
     return overhead_row(stack, api)
@@ -345,7 +344,7 @@ def section(results: dict[str, list[Row]], args: argparse.Namespace) -> str:
     return f"""{BEGIN}
 ## The service under load (`bench/service.py`)
 
-Command: `.venv/bin/python bench/service.py --modes {' '.join(args.modes)} --repeats {args.repeats}`.
+Command: `.venv/bin/python -m bench.service --modes {' '.join(args.modes)} --repeats {args.repeats}`.
 Date: {datetime.date.today().isoformat()}; Python {platform.python_version()}; {os.cpu_count()} CPUs
 (shared with other processes); uvicorn with its pure-Python HTTP parser (h11), one process,
 `--log-level warning`, for the API and for the baseline alike.

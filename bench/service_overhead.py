@@ -1,7 +1,7 @@
-"""What the service adds to a job (issue 10): a job's training time through the service
-against the same spec trained by dr_core directly, in one command:
+"""What the service adds to a job (target: at most 1.1x): a job's training time through the
+service against the same spec trained by dr_core directly, in one command:
 
-    .venv/bin/python bench/service_overhead.py [--device cpu|cuda] [--repeats 3] [--no-write]
+    .venv/bin/python -m bench.service_overhead [--device cpu|cuda] [--repeats 3] [--no-write]
 
 Through the service: the embedded stack of bench/service_stack.py (the API as ``drtrain up``
 starts it and a Celery worker; SQLite, filesystem broker, local objects). The job is submitted
@@ -33,15 +33,13 @@ from typing import Any
 import httpx
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.benchmarks_doc import write_section  # noqa: E402
-from bench.service_stack import Stack  # noqa: E402
+from bench.benchmarks_doc import write_section
+from bench.service_stack import Stack
 
 BEGIN, END = "<!-- service-overhead:begin -->", "<!-- service-overhead:end -->"
 TARGET = 1.1
-# Issue 10's CPU job: digits, [256, 128], 10 + 10 pretraining epochs with Hellinger DR, 10
-# fine-tuning epochs.
+# The CPU job the overhead target is stated for: digits, [256, 128], 10 + 10 pretraining
+# epochs with Hellinger DR, 10 fine-tuning epochs.
 SPEC: dict[str, Any] = {
     "dataset_id": "builtin:digits", "validation_fraction": 0.1,
     "model": {"hidden_layers": [256, 128]},
@@ -204,7 +202,7 @@ def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str
     return f"""{BEGIN}
 ## Service overhead (`bench/service_overhead.py`)
 
-Command: `.venv/bin/python bench/service_overhead.py {' '.join(sys.argv[1:])}`.
+Command: `.venv/bin/python -m bench.service_overhead {' '.join(sys.argv[1:])}`.
 Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; Python
 {platform.python_version()}; {os.cpu_count()} CPUs shared with other processes.
 

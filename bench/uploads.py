@@ -9,12 +9,12 @@
 
 One command, which rewrites the "Uploads" section of docs/benchmarks.md:
 
-    .venv/bin/python bench/uploads.py
+    .venv/bin/python -m bench.uploads
 
 and, for the "before" column, the same measurements of an older tree:
 
     mkdir -p /tmp/drtrain-before && git archive 0ca7a56 | tar -x -C /tmp/drtrain-before
-    .venv/bin/python bench/uploads.py --before-tree /tmp/drtrain-before
+    .venv/bin/python -m bench.uploads --before-tree /tmp/drtrain-before
 """
 from __future__ import annotations
 
@@ -39,11 +39,10 @@ import httpx
 import numpy as np
 from fastapi import FastAPI, Request
 
+from bench.benchmarks_doc import write_section
+
+# The tree whose API is measured (the "after" column); --before-tree names an older one.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.benchmarks_doc import write_section  # noqa: E402
-
 BEGIN, END = "<!-- uploads:begin -->", "<!-- uploads:end -->"
 MIB = 2**20
 LABELS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
@@ -359,7 +358,7 @@ def report(speed: dict, after: dict[int, UploadResult],
              f"Run {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
              f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end), "
              "embedded mode (SQLite, local object folder), CSVs of float columns (4 decimals) "
-             "and a text label (10 classes). Command: `.venv/bin/python bench/uploads.py"
+             "and a text label (10 classes). Command: `.venv/bin/python -m bench.uploads"
              + (" --before-tree DIR`" if before else "`") + ".", "",
              f"### {speed['size'] / 1e6:.0f} MB CSV: accepted vs a bare streaming upload, "
              "/healthz meanwhile", "",

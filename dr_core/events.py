@@ -16,9 +16,24 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 Phase = Literal["pretrain", "finetune"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
+
+# The metric names events carry, by phase (each trainer's docstring says what they measure).
+# The web app's charts name them too; tests/test_lists.py holds its copies to these.
+PRETRAIN_METRICS = ("recon_error", "free_energy_gap", "pseudo_log_likelihood", "dr",
+                    "dr_pairs_per_batch", "cross_group_divergence")
+FINETUNE_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "dr")
+# Fine-tuning's per-layer gradient norms: a prefix, then "layer{i}" (0-based hidden layer) or
+# "head"; GRAD_NORM of the classification loss alone, GRAD_NORM_DR of the weighted DR term.
+GRAD_NORM = "grad_norm."
+GRAD_NORM_DR = "grad_norm_dr."
+# A whole run's metrics (dr_core.pipeline.PipelineResult.metrics): each split's final loss and
+# accuracy where it has labels, the epochs of each phase and the wall time.
+FINAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
+                 "test_accuracy", *(f"epochs_{phase}" for phase in PHASES), "wall_seconds")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from torch import Tensor
 from dr_core.config import FinetuneConfig
 from dr_core.context import Examples, RunContext
 from dr_core.cuda_graphs import StepGraphs, use_graphs
-from dr_core.events import Event
+from dr_core.events import GRAD_NORM, GRAD_NORM_DR, Event
 from dr_core.groups import group_ids
 from dr_core.mlp import MLP, evaluate
 from dr_core.regularizers import feature_distance
@@ -207,10 +207,10 @@ def _epoch_metrics(model: MLP, totals: list[float], batches: int, n: int,
                "dr": totals[2] / batches}
     layers = len(model.hidden)
     for i in range(layers):
-        metrics[f"grad_norm.layer{i}"] = totals[3 + i] / batches
-    metrics["grad_norm.head"] = totals[3 + layers] / batches
+        metrics[f"{GRAD_NORM}layer{i}"] = totals[3 + i] / batches
+    metrics[f"{GRAD_NORM}head"] = totals[3 + layers] / batches
     for i, total in enumerate(totals[4 + layers:]):
-        metrics[f"grad_norm_dr.layer{i}"] = total / batches
+        metrics[f"{GRAD_NORM_DR}layer{i}"] = total / batches
     if val is not None and val.y is not None:
         result = evaluate(model, val.X, val.y)
         metrics["val_loss"], metrics["val_accuracy"] = result["loss"], result["accuracy"]

@@ -30,8 +30,8 @@ SAMPLE_CHUNK_ELEMENTS = 2**19
 # d = t_a - t_b. The per-unit terms are 1 - cos d and -ln cos d; their derivative w.r.t. t_a is
 # g(d) = sin d or tan d, and -g(d) w.r.t. t_b ("antisymmetric"), so one scatter-add serves both
 # sides, and dt/dmu = 1 / (2 sqrt(mu (1 - mu))) is applied once per example at the end.
-# cos d and sin d come from products of s = sqrt(mu) and c = sqrt(1 - mu): on CPU these are far
-# cheaper than trigonometric functions (measured: tan costs about 8 multiplications).
+# cos d and sin d come from products of s = sqrt(mu) and c = sqrt(1 - mu): on CPU products are
+# far cheaper than trigonometric functions.
 class _AngleKernel:
     antisymmetric = True
 
@@ -53,7 +53,7 @@ class _Hellinger(_AngleKernel):
 
 def _sum_log(x: Tensor, eps: float) -> Tensor:
     """sum(log x, -1) for x in [2 sqrt(eps), 1] with fewer logs: log of products of up to 8
-    units (a product is ~4x cheaper than a log), as many as cannot underflow the dtype."""
+    units (a product is much cheaper than a log), as many as cannot underflow the dtype."""
     h = x.shape[-1]
     floor = 2 * math.sqrt(eps * (1 - eps))  # smallest cos d once mu is clamped to [eps, 1-eps]
     most = int(math.log(torch.finfo(x.dtype).tiny) / math.log(floor)) if floor < 1 else 8
@@ -118,7 +118,7 @@ KERNELS = {"hellinger": _Hellinger, "jeffreys": _Jeffreys, "bhattacharyya": _Bha
            "jensen_shannon": _JensenShannon}
 
 
-def _half(m: Tensor) -> Tensor:
+def _pair_once_weight(m: Tensor) -> Tensor:
     """The row weight whose objective is the plain sum over P (each pair counted once)."""
     return m.new_tensor(0.5)
 
@@ -133,7 +133,7 @@ def all_pairs_exact(m: Tensor, groups: Groups, kernel, grads: bool, eps: float,
     sum_{q cross p} (w_p + w_q) d/da term(p, q), and d/db is never needed.
     """
     b, h = m.shape
-    row_w = _half(m) if row_w is None else row_w
+    row_w = _pair_once_weight(m) if row_w is None else row_w
     feats, factor = kernel.prep(m)
     cols = min(b, max(1, CHUNK_ELEMENTS // h))
     rows = max(1, CHUNK_ELEMENTS // (cols * h))
@@ -163,7 +163,7 @@ def sampled_pairs(m: Tensor, groups: Groups, kernel, k: int, generator, grads: b
     of the same draws' estimate of sum_p row_w_p sum_{q cross p} term(p, q) (weights
     row_w_p n_p / K per draw; ``row_w`` as in ``all_pairs_exact``)."""
     b, h = m.shape
-    row_w = _half(m) if row_w is None else row_w
+    row_w = _pair_once_weight(m) if row_w is None else row_w
     partners = groups.sample_partners(k, generator)
     w = groups.n_cross / (2 * k)
     w3 = (row_w * groups.n_cross / k)[:, None, None].expand(b, 1, 1)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from dr_core.config import Pairs, check_pairs
+from dr_core.config import DISTANCES, DIVERGENCES, NORMALIZE, Pairs, check_pairs
 from dr_core.groups import GatherRows, Groups, OtherGroupsSum, cross_group_pair_count
 from dr_core.pair_kernels import KERNELS, all_pairs_exact, sampled_pairs
 
@@ -146,7 +146,7 @@ def _row_weights(groups: Groups, scale: Tensor, grad_of: GradOf, n_units: int,
 def _zero_where_clamped(grad: Tensor, mu: Tensor, eps: float) -> None:
     """torch.clamp's convention: no gradient where mu lies outside [eps, 1 - eps].
 
-    Boolean masks are slow on CPU (a comparison costs ~4x a multiplication there), so on CPU
+    Boolean masks are slow on CPU (a comparison costs more than a multiplication there), so on CPU
     one is built only when some value really is outside. Elsewhere the mask is always applied:
     asking first would read a value back to the host in every step (MASK_CHECK_DEVICES).
     """
@@ -160,8 +160,8 @@ def _zero_where_clamped(grad: Tensor, mu: Tensor, eps: float) -> None:
 # ------------------------------------------------------------------------------------ public API
 def _check_common(x: Tensor, name: str, pairs: Pairs, normalize: str) -> None:
     """The argument checks every penalty shares: pairs, normalize, a (B, H) input."""
-    if normalize not in ("sum", "per_unit"):
-        raise ValueError(f"normalize must be 'sum' or 'per_unit', got {normalize!r}")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
     check_pairs(pairs)
     if x.dim() != 2:
         raise ValueError(f"{name} must have shape (B, H), got {tuple(x.shape)}")
@@ -173,8 +173,8 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
                          ) -> tuple[Tensor, Tensor | None]:
     """(mean over P, the gradient of ``grad_of``'s objective w.r.t. mu or logit mu, or None
     when ``wrt`` is None)."""
-    if divergence not in KERNELS:
-        raise ValueError(f"divergence must be one of {tuple(KERNELS)}, got {divergence!r}")
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     if wrt not in (None, "mu", "logit"):
         raise ValueError(f"grad_wrt must be 'mu' or 'logit', got {wrt!r}")
     if grad_of not in GRAD_OF:
@@ -279,8 +279,8 @@ def feature_distance(h: Tensor, side: Tensor, *, distance: str, pairs: Pairs = "
     Autograd through deterministic sums (closed forms are O(B*H + G*H); pairs=K gathers B*K
     partner rows, and scatters their gradients back in a fixed order).
     """
-    if distance not in ("euclidean", "cosine"):
-        raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     _check_common(h, "h", pairs, normalize)
     groups = Groups(side, h.shape[0], h.device, h.dtype, n_groups)
     x = F.normalize(h, dim=1) if distance == "cosine" else h - h.mean(0).detach()

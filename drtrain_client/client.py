@@ -35,6 +35,8 @@ from drtrain_client.transfers import (
     etag_sha256,
 )
 
+# The server's (drtrain/kit/models.py); the client imports nothing of it, so this is a copy that
+# tests/test_lists.py holds equal.
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 # Metrics are fetched in pages of this size; a full page means there may be more.
 _METRICS_PAGE = 1000
@@ -138,10 +140,10 @@ class Client:
         return list(self._pages("/v1/datasets"))
 
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/datasets/{_seg(dataset_id)}")
+        return self._json("GET", f"/v1/datasets/{_path_segment(dataset_id)}")
 
     def delete_dataset(self, dataset_id: str) -> None:
-        self._request("DELETE", f"/v1/datasets/{_seg(dataset_id)}")
+        self._request("DELETE", f"/v1/datasets/{_path_segment(dataset_id)}")
 
     # ---- jobs -----------------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class Client:
         """The job, with ``.etag`` set. Given the ``etag`` of a copy you hold, answers ``None``
         when the job has not changed since (HTTP 304), which saves the body on polls."""
         headers = {"If-None-Match": etag} if etag else None
-        response = self._request("GET", f"/v1/jobs/{_seg(job_id)}", headers=headers)
+        response = self._request("GET", f"/v1/jobs/{_path_segment(job_id)}", headers=headers)
         if response.status_code == 304:
             return None
         job = Resource(response.json())
@@ -179,10 +181,10 @@ class Client:
 
     def delete_job(self, job_id: str) -> None:
         """Remove a finished job with its metrics, checkpoints and model (409 while active)."""
-        self._request("DELETE", f"/v1/jobs/{_seg(job_id)}")
+        self._request("DELETE", f"/v1/jobs/{_path_segment(job_id)}")
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel")
+        return self._json("POST", f"/v1/jobs/{_path_segment(job_id)}/cancel")
 
     def metrics(self, job_id: str, since: int = 0,
                 name: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -191,7 +193,7 @@ class Client:
         names = {name} if isinstance(name, str) else set(name or ())
         points: list[dict[str, Any]] = []
         while True:
-            body = self._json("GET", f"/v1/jobs/{_seg(job_id)}/metrics",
+            body = self._json("GET", f"/v1/jobs/{_path_segment(job_id)}/metrics",
                               params={"since": since, "limit": _METRICS_PAGE})
             page = _items(body)
             points.extend(p for p in page if not names or p.get("name") in names)
@@ -209,7 +211,7 @@ class Client:
             headers["Last-Event-ID"] = str(last_event_id)
         timeout = httpx.Timeout(self.timeout, read=max(self.timeout, _SSE_READ_TIMEOUT))
         with self._mapped_errors(), self._http.stream(
-                "GET", f"/v1/jobs/{_seg(job_id)}/events", headers=headers,
+                "GET", f"/v1/jobs/{_path_segment(job_id)}/events", headers=headers,
                 timeout=timeout) as response:
             if response.status_code >= 400:
                 response.read()
@@ -235,7 +237,7 @@ class Client:
         return job
 
     def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
-        return list(self._pages(f"/v1/jobs/{_seg(job_id)}/checkpoints"))
+        return list(self._pages(f"/v1/jobs/{_path_segment(job_id)}/checkpoints"))
 
     def download_model(self, job_id: str, path: str | os.PathLike[str], *, resume: bool = True,
                        progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -243,19 +245,19 @@ class Client:
         part file is continued with a Range request. The whole file must hash to the sha256 in
         the ETag before it is renamed into place, so ``path`` is either absent or correct.
         ``progress(received, total)`` is called as bytes arrive (total None if unknown)."""
-        return self._download(f"/v1/jobs/{_seg(job_id)}/model", Path(path), resume=resume,
+        return self._download(f"/v1/jobs/{_path_segment(job_id)}/model", Path(path), resume=resume,
                               progress=progress, what="model")
 
     def download_checkpoint(self, job_id: str, checkpoint_id: str,
                             path: str | os.PathLike[str], *, resume: bool = True,
                             progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Stream one checkpoint (safetensors) to ``path``, verified like ``download_model``."""
-        return self._download(f"/v1/jobs/{_seg(job_id)}/checkpoints/{_seg(checkpoint_id)}",
+        return self._download(f"/v1/jobs/{_path_segment(job_id)}/checkpoints/{_path_segment(checkpoint_id)}",
                               Path(path), resume=resume, progress=progress, what="checkpoint")
 
     def predict(self, job_id: str, inputs: Sequence[Sequence[float]] | Any) -> dict[str, Any]:
         rows = inputs.tolist() if hasattr(inputs, "tolist") else [list(r) for r in inputs]
-        return self._json("POST", f"/v1/jobs/{_seg(job_id)}/predict", json={"inputs": rows})
+        return self._json("POST", f"/v1/jobs/{_path_segment(job_id)}/predict", json={"inputs": rows})
 
     # ---- sweeps ---------------------------------------------------------------------------
 
@@ -264,7 +266,7 @@ class Client:
         return self._json("POST", "/v1/sweeps", json={"base": dict(base), "grid": dict(grid)})
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/sweeps/{_seg(sweep_id)}")
+        return self._json("GET", f"/v1/sweeps/{_path_segment(sweep_id)}")
 
     def list_sweeps(self, page_size: int = 50) -> Iterator[dict[str, Any]]:
         """Every sweep, newest first, page by page."""
@@ -399,6 +401,6 @@ def _items(body: Any) -> list[dict[str, Any]]:
                       f"got {type(body).__name__}")
 
 
-def _seg(value: str) -> str:
+def _path_segment(value: str) -> str:
     # Ids travel in the path; quoting keeps a stray "/" or "?" from changing the route.
     return quote(str(value), safe=":")

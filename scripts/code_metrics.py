@@ -11,8 +11,8 @@ import ast
 import sys
 from pathlib import Path
 
-PACKAGES = ("api", "worker", "dr_core", "drtrain", "drtrain_cli", "drtrain_client", "bench",
-            "migrations")
+PACKAGES = ("api", "worker", "dr_core", "drtrain", "drtrain_cli", "drtrain_client", "drtrain_study",
+            "bench", "migrations")
 
 
 def modules(root: Path) -> list[Path]:

@@ -39,7 +39,7 @@ def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _type(schema: dict[str, Any], node: dict[str, Any]) -> str:
+def _type_text(schema: dict[str, Any], node: dict[str, Any]) -> str:
     if "$ref" in node:
         return node["$ref"].rsplit("/", 1)[-1]
     if "enum" in node:
@@ -48,9 +48,9 @@ def _type(schema: dict[str, Any], node: dict[str, Any]) -> str:
         return json.dumps(node["const"])
     for key in ("anyOf", "oneOf"):
         if key in node:
-            return " \\| ".join(_type(schema, n) for n in node[key])
+            return " \\| ".join(_type_text(schema, n) for n in node[key])
     if node.get("type") == "array":
-        return f"list[{_type(schema, node.get('items', {}))}]"
+        return f"list[{_type_text(schema, node.get('items', {}))}]"
     return str(node.get("type", "any"))
 
 
@@ -77,12 +77,12 @@ def _operation(schema: dict[str, Any], method: str, path: str, op: dict[str, Any
         lines += ["| parameter | in | type | required | description |", "|---|---|---|---|---|"]
         for p in params:
             desc = (p.get("description") or p.get("schema", {}).get("description") or "")
-            lines.append(f"| `{p['name']}` | {p['in']} | {_type(schema, p.get('schema', {}))} | "
+            lines.append(f"| `{p['name']}` | {p['in']} | {_type_text(schema, p.get('schema', {}))} | "
                          f"{'yes' if p.get('required') else 'no'} | {desc} |")
         lines.append("")
     body = op.get("requestBody", {}).get("content", {})
     if body:
-        kinds = ", ".join(f"`{k}`" + (f" ({_type(schema, v['schema'])})" if "schema" in v else "")
+        kinds = ", ".join(f"`{k}`" + (f" ({_type_text(schema, v['schema'])})" if "schema" in v else "")
                           for k, v in body.items())
         lines += [f"Body: {kinds}.", ""]
     responses = op.get("responses", {})
@@ -100,7 +100,7 @@ def _fields(schema: dict[str, Any], node: dict[str, Any], prefix: str) -> list[s
         nested = [n for n in ([prop] + prop.get("anyOf", [])) if "$ref" in n]
         default = json.dumps(prop["default"]) if "default" in prop else ""
         example = json.dumps(prop["examples"][0]) if prop.get("examples") else ""
-        rows.append(f"| `{path}` | {_type(schema, prop)} | {default} | {_bounds(prop)} | "
+        rows.append(f"| `{path}` | {_type_text(schema, prop)} | {default} | {_bounds(prop)} | "
                     f"{example} | {prop.get('description', '')} |")
         for ref in nested:
             target = ref["$ref"].rsplit("/", 1)[-1]

@@ -2,9 +2,9 @@
 
     .venv/bin/python scripts/web_screenshot.py [--out docs/img/job-page.png]
 
-Starts ``drtrain up`` in a temporary folder, trains one small DBN with DR on builtin:digits
-(about a minute on two CPU cores), opens its job page in Debian's headless Chromium (the
-browser the tests use; nothing is downloaded) and saves the screenshot.
+Starts ``drtrain up`` in a temporary folder, trains one small DBN with DR on builtin:digits,
+opens its job page in Debian's headless Chromium (the browser the tests use; nothing is
+downloaded) and saves the screenshot.
 """
 from __future__ import annotations
 

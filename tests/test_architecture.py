@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("api", "worker", "dr_core", "drtrain", "drtrain_cli", "drtrain_client", "bench",
-            "migrations")
+PACKAGES = ("api", "worker", "dr_core", "drtrain", "drtrain_cli", "drtrain_client", "drtrain_study",
+            "bench", "migrations")
 
 
 def _module_name(path: Path) -> str:
@@ -130,6 +130,20 @@ def test_worker_takes_nothing_from_api() -> None:
     graph = import_graph()
     assert not {t for m, ts in graph.items() if m.startswith("worker") for t in ts
                 if t.startswith("api")}
+
+
+def _edits_sys_path(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                isinstance(node.value, ast.Name) and node.value.id == "sys":
+            return True
+    return False
+
+
+def test_no_module_edits_sys_path() -> None:
+    """Packages are imported by name (installed, or run with ``python -m`` from the repository
+    root), never found by a path a module adds to ``sys.path``."""
+    assert sorted(name for name, path in _modules().items() if _edits_sys_path(path)) == []
 
 
 def test_importing_the_domain_loads_no_torch() -> None:

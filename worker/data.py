@@ -16,7 +16,8 @@ from drtrain.datasets.builtins import test_split_id
 from drtrain.datasets.formats import LoadedData
 from drtrain.datasets.loading import load_arrays
 from drtrain.jobs.spec import JobSpec
-from drtrain.jobs.warnings import training_warnings, validation_rows
+from drtrain.jobs.validation_split import split_validation
+from drtrain.jobs.warnings import training_warnings
 from drtrain.kit.models import Dataset, Job
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
@@ -63,21 +64,6 @@ def _remap(test_y: np.ndarray, test_classes: list[str], classes: list[str]) -> n
     lut = np.asarray([index[c] for c in test_classes], dtype=np.int64)
     test_y = np.asarray(test_y, dtype=np.int64)
     return np.where(test_y >= 0, lut[np.maximum(test_y, 0)] if len(lut) else -1, -1)
-
-
-def split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx): ``fraction`` of the *labelled* rows (label >= 0) held out.
-
-    A row without a label cannot be scored, so it always stays in training, where pretraining
-    uses it; with every row labelled this is a plain seeded split. At least one training row
-    is always kept (drtrain.jobs.warnings.validation_rows counts the same)."""
-    n = len(y)
-    labelled = np.flatnonzero(np.asarray(y) >= 0)
-    n_val = validation_rows(len(labelled), n, fraction)
-    val = labelled[np.random.default_rng(seed).permutation(len(labelled))[:n_val]]
-    keep = np.ones(n, dtype=bool)
-    keep[val] = False
-    return np.flatnonzero(keep), np.sort(val)
 
 
 def prepare_data(session: Session, store: ObjectStore, job: Job, settings: Settings,

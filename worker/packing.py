@@ -32,8 +32,8 @@ from pathlib import Path
 from drtrain.jobs.spec import JobSpec
 
 MiB = 2**20
-# Per process: the CUDA context and the caching allocator's slack (measured about 500 MiB on
-# recent drivers before any tensor).
+# Per process: the CUDA context and the caching allocator's slack, which a process holds
+# before its first tensor.
 PROCESS_OVERHEAD = 512 * MiB
 HEADROOM = 256 * MiB
 SETTLE_SECONDS = 30.0

@@ -62,7 +62,7 @@ def _feature_dr(dr: FinetuneDR | None) -> FeatureDRConfig | None:
                            pairs=_pairs(dr.pairs), normalize=dr.normalize)
 
 
-def _rbm(pre: PretrainSpec, n_hidden: int, visible: str, n_train: int) -> RBMConfig:
+def _rbm_config(pre: PretrainSpec, n_hidden: int, visible: str, n_train: int) -> RBMConfig:
     return RBMConfig(n_hidden=n_hidden, visible=visible, epochs=pre.epochs,
                      batch_size=resolve_batch_size(pre.batch_size, n_train),
                      learning_rate=pre.learning_rate, cd_k=pre.cd_k,
@@ -101,7 +101,7 @@ def build_pipeline_config(spec: JobSpec, visible: str, n_train: int) -> Pipeline
     try:
         pretrain = None
         if spec.pretrain is not None:
-            pretrain = tuple(_rbm(spec.pretrain, h, visible if i == 0 else "bernoulli", n_train)
+            pretrain = tuple(_rbm_config(spec.pretrain, h, visible if i == 0 else "bernoulli", n_train)
                              for i, h in enumerate(hidden))
         finetune = _finetune(spec.finetune, n_train) if spec.finetune is not None else None
         if finetune is not None and finetune.dr is not None:

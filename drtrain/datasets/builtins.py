@@ -103,7 +103,7 @@ def _fashion_summary(n: int) -> DatasetSummary:
 
 # The published Fashion-MNIST files (Zalando's release, as Debian's dataset-fashion-mnist
 # ships them): sha256 of the images and of the labels file -> their summary, checked against
-# a streamed summary of the real files by tests/api/test_builtins.py.
+# a streamed summary of the real files by tests/drtrain/datasets/test_builtins.py.
 _KNOWN: dict[tuple[str, str], DatasetSummary] = {
     ("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
      "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"): _fashion_summary(60000),
@@ -126,7 +126,7 @@ def _load_fashion(settings: Settings, split: str) -> LoadedData:
     return read_idx_pair(images, labels, settings, scale=255.0)
 
 
-def _ids(settings: Settings) -> dict[str, tuple[str, list[Path]]]:
+def _available_builtins(settings: Settings) -> dict[str, tuple[str, list[Path]]]:
     """id -> (display name, source files) for the built-ins available with these settings."""
     found = {f"{PREFIX}digits": ("digits (scikit-learn, 8x8)", [_digits_path()])}
     if _fashion_present(settings):
@@ -141,7 +141,7 @@ def _ids(settings: Settings) -> dict[str, tuple[str, list[Path]]]:
 
 
 def load_builtin(builtin_id: str, settings: Settings) -> LoadedData:
-    if builtin_id not in _ids(settings):
+    if builtin_id not in _available_builtins(settings):
         raise NotFound(f"dataset {builtin_id!r} not found")
     if builtin_id == f"{PREFIX}digits":
         return _load_digits()
@@ -185,7 +185,7 @@ def _summary(builtin_id: str, files: list[Path], digests: list[str],
 
 def get_builtin(builtin_id: str, settings: Settings) -> BuiltinDataset | None:
     """The built-in's description, computed on first use and then kept in this process."""
-    ids = _ids(settings)
+    ids = _available_builtins(settings)
     if builtin_id not in ids:
         return None
     cache_key = (builtin_id, str(settings.fashion_mnist_dir))
@@ -202,7 +202,7 @@ def get_builtin(builtin_id: str, settings: Settings) -> BuiltinDataset | None:
 
 
 def list_builtins(settings: Settings) -> list[BuiltinDataset]:
-    return [b for i in _ids(settings) if (b := get_builtin(i, settings)) is not None]
+    return [b for i in _available_builtins(settings) if (b := get_builtin(i, settings)) is not None]
 
 
 def builtin_facts(builtin_id: str, settings: Settings | None = None) -> DatasetSummary | None:

@@ -53,7 +53,7 @@ def detect_format(filename: str, head: bytes) -> str:
 def check_headers(path: Path, fmt: str, *, labels_path: Path | None, label_column: str,
                   side_info_column: str | None, limits: Limits) -> None:
     """The checks a file's header allows (columns, array shapes and types, declared sizes):
-    milliseconds and a bounded read whatever the file's size."""
+    a bounded read whatever the file's size, so they run in the request."""
     if fmt == "csv":
         csvfile.read_layout(path, label_column, side_info_column)
     elif fmt == "npz":

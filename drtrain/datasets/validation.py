@@ -7,7 +7,7 @@ past ``upload_validation_seconds``, its address space capped at
 ``upload_validation_memory_bytes``, run at a lower CPU priority than the API). The file is
 already on this machine's disk, where a Celery worker would fetch it back from the object store
 and queue it behind hours of training. Children are forked from a multiprocessing forkserver
-that has numpy and pyarrow imported, so each one starts in milliseconds.
+that has numpy and pyarrow imported, so no child pays for importing them.
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class Validator:
                 outcome: Outcome = reader.recv()
             except (EOFError, OSError):
                 await loop.run_in_executor(None, process.join, 5)
-                return Outcome(error=_death(process.exitcode),
+                return Outcome(error=_death_message(process.exitcode),
                                seconds=time.perf_counter() - started)
             return outcome
         finally:
@@ -190,11 +190,14 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
         loop.remove_reader(fd)
 
 
-def _death(exitcode: int | None) -> str:
+# What the limits put on a check make a killing signal mean (the kernel's OOM killer sends
+# SIGKILL; RLIMIT_CPU sends SIGXCPU).
+_SIGNAL_HINTS = {"SIGKILL": " (out of memory?)", "SIGXCPU": " (out of CPU time)"}
+
+
+def _death_message(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
-        hint = " (out of memory?)" if name == "SIGKILL" else (
-            " (out of CPU time)" if name == "SIGXCPU" else "")
-        return f"the check was stopped by {name}{hint}"
+        return f"the check was stopped by {name}{_SIGNAL_HINTS.get(name, '')}"
     # glibc aborts when it cannot allocate a thread's memory: the address-space cap, mostly.
     return f"the check ended without a result (exit code {exitcode}; out of memory?)"

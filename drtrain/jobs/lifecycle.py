@@ -21,13 +21,12 @@ from sqlalchemy import CursorResult, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from drtrain.jobs.warnings import merge as merge_warnings
-from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
+from drtrain.kit.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from drtrain.tenants import repository as tenants_repo
 
 LIVE = (JobStatus.running, JobStatus.cancelling)
 # The status_reason of a job that completed while its cancel was on the way (module docstring).
 CANCEL_TOO_LATE = "finished before the cancel request took effect"
-FINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ def finish(session: Session, job_id: str, attempt: int, status: JobStatus | str,
     """running|cancelling -> succeeded|failed|cancelled (see the module docstring for a job
     that succeeds while cancelling). False when fenced out."""
     status = JobStatus(status)
-    if status not in FINAL_STATUSES:
+    if status not in TERMINAL_STATUSES:
         raise ValueError(f"finish() needs a terminal status, got {status}")
     now = utcnow()
     values: dict[str, Any] = dict(status=status, status_reason=reason, finished_at=now,

@@ -18,12 +18,11 @@ from sqlalchemy.orm import Session
 
 from drtrain.jobs import repository as q
 from drtrain.kit.errors import Conflict
-from drtrain.kit.models import Checkpoint, Job, JobStatus
+from drtrain.kit.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus
 from drtrain.kit.storage import ObjectStore, remove_after_commit
 from drtrain.tenants import repository as tenants_repo
 
 RESUMABLE = ("layer", "epoch")
-ENDED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 def _drop(session: Session, job_id: str, rows: list[tuple[str, str]]) -> list[str]:
@@ -53,7 +52,7 @@ def purge_ended(session: Session, job_id: str) -> list[str]:
     rows = session.execute(
         select(Checkpoint.id, Checkpoint.object_key).join(Job, Job.id == Checkpoint.job_id)
         .where(Checkpoint.job_id == job_id, Checkpoint.kind.in_(RESUMABLE),
-               Job.status.in_(ENDED))).tuples().all()
+               Job.status.in_(TERMINAL_STATUSES))).tuples().all()
     return _drop(session, job_id, list(rows))
 
 
@@ -61,7 +60,7 @@ def ended_with_leftovers(session: Session, limit: int = 100) -> list[str]:
     """Ids of ended jobs that still hold layer/epoch checkpoints (for the reaper's sweep)."""
     return list(session.scalars(
         select(Checkpoint.job_id).join(Job, Job.id == Checkpoint.job_id)
-        .where(Checkpoint.kind.in_(RESUMABLE), Job.status.in_(ENDED))
+        .where(Checkpoint.kind.in_(RESUMABLE), Job.status.in_(TERMINAL_STATUSES))
         .distinct().limit(limit)))
 
 
@@ -82,7 +81,7 @@ def delete_job(session: Session, store: ObjectStore, tenant_id: str, job_id: str
     keys = [key for key, _ in freed]
     tenants_repo.add_storage(session, tenant_id, -sum(size for _, size in freed))
     session.execute(delete(Job).where(Job.id == job_id, Job.tenant_id == tenant_id,
-                                      Job.status.in_(ENDED))
+                                      Job.status.in_(TERMINAL_STATUSES))
                     .execution_options(synchronize_session=False))
     session.expunge(job)
     remove_after_commit(session, store, keys, prefixes=[f"jobs/{job_id}/"])

@@ -1,7 +1,10 @@
 """JobSpec: the body of ``POST /v1/jobs``, the one source of every default and bound.
 
 Field names follow dr_core/config.py (RBMConfig, FinetuneConfig, PosteriorDRConfig,
-FeatureDRConfig) so the worker can map a stored spec onto configs one to one.
+FeatureDRConfig) so the worker can map a stored spec onto configs one to one. The choices
+(divergence, distance, normalize, units, optimizer, activation, init, precision) are
+dr_core/config.py's names: copied, since the domain may not import dr_core, and held equal to
+them by tests/test_lists.py. The web form reads them from the OpenAPI schema.
 Bounds here are the service's limits, tighter than dr_core's own checks.
 """
 from __future__ import annotations
@@ -163,7 +166,7 @@ class FinetuneSpec(BaseModel):
                                   description="Feature DR; null (the default) turns it off.")
 
 
-# The defaults, spelled out (tests/api/test_jobs.py holds them equal).
+# The defaults, spelled out (tests/drtrain/jobs/test_spec.py holds them equal).
 JOB_SPEC_EXAMPLE: dict[str, Any] = {
     "name": None,
     "tags": [],

@@ -17,7 +17,7 @@ SCARCE_SIDE_SHARE = 0.2
 
 def validation_rows(n_labelled: int, n_rows: int, fraction: float) -> int:
     """Rows the worker holds out: ``fraction`` of the labelled rows, keeping >= 1 training row
-    (worker/data.py:split_validation)."""
+    (drtrain.jobs.validation_split)."""
     if fraction <= 0 or n_rows <= 0:
         return 0
     return max(0, min(int(round(n_labelled * fraction)), n_rows - 1))

@@ -1,7 +1,7 @@
 """A cancel's fast path from the API to the training loop, beside SQL's ``cancel_requested``.
 
-The worker's heartbeat reads ``cancel_requested`` every few seconds, while a batch takes
-milliseconds. So once the API has committed running -> cancelling it also tells the job's
+The worker's heartbeat reads ``cancel_requested`` every few seconds, far less often than a
+batch ends. So once the API has committed running -> cancelling it also tells the job's
 worker directly, and training stops at the next batch:
 - production (Redis broker): a message on the channel ``drtrain:cancel:<job id>``, to which
   the worker subscribes on a thread of its own while the job runs;
@@ -27,8 +27,8 @@ from drtrain.kit.settings import Settings
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "drtrain:cancel:"
-# A stat() per batch would cost next to nothing on CPU; on a GPU's sub-millisecond batches it
-# would not, and a few hundredths of a second is still far inside "the next batch or so".
+# A stat() per batch would be cheap beside a CPU batch but not beside a GPU's short ones; a
+# check this often still stops the job within "the next batch or so".
 FLAG_CHECK_SECONDS = 0.02
 
 

@@ -73,19 +73,27 @@ UTC = UTCDateTime()
 
 
 class JobStatus(enum.StrEnum):
+    """A job's status; listed in lifecycle order (how the web app's filter lists them)."""
+
     queued = "queued"
     running = "running"
+    cancelling = "cancelling"
     succeeded = "succeeded"
     failed = "failed"
-    cancelling = "cancelling"
     cancelled = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+        return self in TERMINAL_STATUSES
 
 
-ACTIVE_STATUSES = (JobStatus.queued, JobStatus.running, JobStatus.cancelling)
+# Every list of statuses derives from JobStatus: the job ends in one of TERMINAL_STATUSES and
+# nothing moves it on; the others are ACTIVE_STATUSES. JOB_STATUS_PATTERN matches exactly one
+# status's name (a query parameter's check).
+TERMINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+ACTIVE_STATUSES = tuple(s for s in JobStatus if s not in TERMINAL_STATUSES)
+JOB_STATUSES = tuple(s.value for s in JobStatus)
+JOB_STATUS_PATTERN = "^(" + "|".join(JOB_STATUSES) + ")$"
 
 
 class Tenant(Base):

@@ -133,7 +133,7 @@ class LocalStore:
 
     def put_file(self, key: str, path: Path) -> StoredObject:
         """The kernel copies the bytes (no pass through Python) and the hash reads the source
-        in large blocks: a few times faster than ``put_stream`` for a large file."""
+        in large blocks: much faster than ``put_stream`` for a large file."""
         with self._staged(key) as tmp:
             with open(path, "rb") as src:
                 sha = hashlib.file_digest(src, "sha256").hexdigest()

@@ -38,7 +38,7 @@ def counted_usage_bytes(session: Session, tenant_id: str) -> int:
     return int(datasets) + int(checkpoints)
 
 
-def _mib(n: int) -> str:
+def _in_mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
@@ -50,8 +50,8 @@ def check_upload(session: Session, settings: Settings, tenant_id: str, incoming:
     used = usage_bytes(session, tenant_id)
     if used + incoming > quota:
         raise QuotaExceeded(
-            f"storage quota exceeded: this upload is {_mib(incoming)}, the tenant already "
-            f"uses {_mib(used)} of its {_mib(quota)} quota; delete jobs or datasets first")
+            f"storage quota exceeded: this upload is {_in_mib(incoming)}, the tenant already "
+            f"uses {_in_mib(used)} of its {_in_mib(quota)} quota; delete jobs or datasets first")
 
 
 def check_new_work(session: Session, settings: Settings, tenant_id: str) -> None:
@@ -65,5 +65,5 @@ def check_used(settings: Settings, used: int) -> None:
     quota = settings.tenant_storage_quota_bytes
     if quota and used >= quota:
         raise QuotaExhausted(
-            f"storage quota exhausted: the tenant uses {_mib(used)} of its {_mib(quota)} "
+            f"storage quota exhausted: the tenant uses {_in_mib(used)} of its {_in_mib(quota)} "
             "quota; delete finished jobs (DELETE /v1/jobs/{id}) or datasets first")

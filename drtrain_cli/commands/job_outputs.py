@@ -76,7 +76,7 @@ def compare(
     specs = [flatten(job.get("spec") or {}) for job in jobs]
     metric_names = sorted({name for result in results for name in result})
     differing = sorted(path for path in {p for spec in specs for p in spec}
-                       if len({_same(spec.get(path, _ABSENT)) for spec in specs}) > 1)
+                       if len({_comparison_key(spec.get(path, _ABSENT)) for spec in specs}) > 1)
     if as_json:
         return print_json({
             "jobs": [job["id"] for job in jobs],
@@ -156,7 +156,7 @@ def short_ids(full: list[str], least: int = 8) -> list[str]:
 _ABSENT = object()
 
 
-def _same(value: Any) -> str:
+def _comparison_key(value: Any) -> str:
     # Compared exactly (a table rounds floats); absent differs from every value, null included.
     return "\0absent" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
 

@@ -1,9 +1,5 @@
-"""Fixtures for API tests against a real PostgreSQL.
-
-One database per test run (``drtrain_test_<pid>``), migrated by Alembic; each test runs in
-one connection whose outer transaction is rolled back at the end, so tests never see each
-other's rows. PostgreSQL missing is a failure, never a skip: CI must not pass without it.
-"""
+"""Fixtures for HTTP tests of the API: the app on the test's rolled-back session (see
+tests/conftest.py), a client, tenants' keys and a recorder in place of the broker."""
 from __future__ import annotations
 
 import csv
@@ -17,61 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.deps import get_session
-from drtrain.kit.db import discard_after_commit, make_engine, run_after_commit
+from drtrain.kit.db import discard_after_commit, run_after_commit
 from drtrain.kit.settings import Settings
-from drtrain.kit.storage import ObjectStore, make_store
+from drtrain.kit.storage import ObjectStore
 from drtrain.tenants.keys import create_key
-from tests.pg import fresh_database
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 for its TestClient; httpx still works and is what we pin.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A freshly migrated database for this test run; dropped afterwards."""
-    with fresh_database("test") as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def engine(pg_url: str) -> Iterator[Engine]:
-    engine = make_engine(pg_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def connection(engine: Engine) -> Iterator:
-    conn = engine.connect()
-    outer = conn.begin()
-    yield conn
-    outer.rollback()
-    conn.close()
-
-
-@pytest.fixture
-def db(connection) -> Iterator[Session]:  # noqa: ANN001
-    """The test's session; requests share it, and its commits only release savepoints."""
-    session = Session(bind=connection, join_transaction_mode="create_savepoint",
-                      expire_on_commit=False)
-    yield session
-    session.close()
-
-
-@pytest.fixture
-def settings(tmp_path, pg_url: str) -> Settings:  # noqa: ANN001
-    return Settings(data_dir=tmp_path / "data", database_url=pg_url,
-                    storage_url=(tmp_path / "objects").as_uri(), environment="test",
-                    broker_url="filesystem://",
-                    fashion_mnist_dir=tmp_path / "no-fashion-mnist")
-
-
-@pytest.fixture
-def store(settings: Settings) -> ObjectStore:
-    return make_store(settings)
-
 
 @pytest.fixture
 def app(settings: Settings, engine: Engine, store: ObjectStore, db: Session, connection):  # noqa: ANN001, ANN201
@@ -96,6 +46,43 @@ def app(settings: Settings, engine: Engine, store: ObjectStore, db: Session, con
 
     app.dependency_overrides[get_session] = _request_session
     return app
+
+
+class Published(list):
+    """What was published; reading it waits until every submit handed to the app so far is
+    published (submits are published on a thread of their own once answered)."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        super().__init__()
+        self.app = app
+
+    def _settled(self) -> list:
+        if not self.app.state.submits.drain(10):
+            raise AssertionError("submits still unpublished after 10 s")
+        return list.copy(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self._settled() == other
+
+    def __len__(self) -> int:
+        return len(self._settled())
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204
+        return self._settled()[index]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch, db: Session, app) -> list[tuple[str, bool]]:  # noqa: ANN001
+    """Records (job id, whether the request's transaction had ended) for every publish."""
+    calls = Published(app)
+
+    def fake_publish(_settings: object, job_id: str) -> None:
+        calls.append((job_id, not db.in_transaction()))
+
+    monkeypatch.setattr("drtrain.kit.broker.publish_run_job", fake_publish)
+    return calls
 
 
 @pytest.fixture

@@ -11,60 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 import pytest
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from drtrain.jobs.spec import JobSpec, spec_to_dict
-from drtrain.kit.models import Checkpoint, Dataset, Job, JobStatus, MetricPoint, Sweep
+from drtrain.kit.models import Checkpoint, Dataset, Job, MetricPoint, Sweep
 from drtrain.kit.storage import ObjectStore
-from tests.api.test_jobs import add_dataset, small_spec, tenant_id
-from tests.api.test_predict import make_model_bytes
+from tests.factories import World, seed_tenant, small_spec, tenant_id
 
 _PARAM = re.compile(r"\{[^}]+\}")
-
-
-@dataclass(frozen=True)
-class World:
-    """Ids of one tenant's objects, one of each kind a route can name."""
-
-    dataset_id: str
-    job_id: str  # succeeded: metrics, checkpoints and a model that predicts on 3 features
-    queued_job_id: str  # active: cancel would change it, delete of its dataset would be 409
-    sweep_id: str
-    checkpoint_id: str  # the succeeded job's final model
-    n_features: int = 3
-
-
-def seed_tenant(db: Session, store: ObjectStore, owner: str) -> World:
-    """One object of each kind for ``owner``, committed (a savepoint release) so a failed
-    request in the test cannot roll them back."""
-    ds = add_dataset(db, owner, n_features=3, n_classes=3)
-    spec = spec_to_dict(JobSpec.model_validate(small_spec(ds.id)))
-    sweep = Sweep(tenant_id=owner, base=spec, grid={"seed": [0]})
-    db.add(sweep)
-    db.flush()
-    done = Job(tenant_id=owner, dataset_id=ds.id, spec=spec, status=JobStatus.succeeded,
-               result={"metrics": {"test_accuracy": 0.5}}, sweep_id=sweep.id,
-               grid_point={"seed": 0})
-    queued = Job(tenant_id=owner, dataset_id=ds.id, spec=spec, status=JobStatus.queued)
-    db.add_all([done, queued])
-    db.flush()
-    model = store.put_stream(f"jobs/{done.id}/final.safetensors", [make_model_bytes(d=3)])
-    final = Checkpoint(job_id=done.id, kind="final", phase="finetune", attempt=1,
-                       object_key=model.key, sha256=model.sha256, size_bytes=model.size_bytes)
-    db.add_all([
-        final,
-        *(MetricPoint(job_id=done.id, seq=seq, attempt=1, phase="finetune", layer=None,
-                      layer_key=-1, epoch=seq, name="train_loss", value=1.0 / seq)
-          for seq in (1, 2, 3)),
-    ])
-    db.commit()
-    return World(dataset_id=ds.id, job_id=done.id, queued_job_id=queued.id, sweep_id=sweep.id,
-                 checkpoint_id=final.id)
 
 
 def snapshot(db: Session, store: ObjectStore, owner: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import struct
 from datetime import UTC
 
 import numpy as np
@@ -20,30 +19,7 @@ from drtrain.datasets.loading import load_arrays
 from drtrain.datasets.repository import object_prefix
 from drtrain.kit.models import Dataset, DatasetStatus, Job, JobStatus
 from drtrain.tenants.repository import tenant_by_name
-
-
-def upload(client, headers, content: bytes, filename: str = "data.csv", *,  # noqa: ANN001, ANN201
-           labels: bytes | None = None, **fields: str):
-    files = {"file": (filename, content, "application/octet-stream")}
-    if labels is not None:
-        files["labels_file"] = ("labels.gz", labels, "application/octet-stream")
-    return client.post("/v1/datasets", headers=headers, files=files, data=fields)
-
-
-def checked(client, headers, resp) -> dict:  # noqa: ANN001
-    """An accepted upload as its check left it."""
-    assert resp.status_code == 202, resp.text
-    body = resp.json()
-    assert body["status"] == "validating" and body["n_samples"] is None, body
-    assert resp.headers["location"] == f"/v1/datasets/{body['id']}"
-    return client.get(resp.headers["location"], headers=headers).json()
-
-
-def upload_ready(client, headers, content: bytes, filename: str = "data.csv",  # noqa: ANN001
-                 **kw) -> dict:
-    body = checked(client, headers, upload(client, headers, content, filename, **kw))
-    assert body["status"] == "ready" and body["status_reason"] is None, body
-    return body
+from tests.factories import checked, idx_bytes, npz_bytes, upload, upload_ready
 
 
 def refusal(client, headers, resp) -> str:  # noqa: ANN001
@@ -55,20 +31,6 @@ def refusal(client, headers, resp) -> str:  # noqa: ANN001
     body = checked(client, headers, resp)
     assert body["status"] == "failed" and body["n_samples"] is None, body
     return body["status_reason"]
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def idx_bytes(array: np.ndarray, code: int = 0x08, *, gz: bool = True,
-              dims: tuple[int, ...] | None = None) -> bytes:
-    dims = array.shape if dims is None else dims
-    raw = bytes([0, 0, code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims)
-    raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
-    return gzip.compress(raw) if gz else raw
 
 
 def dataset_count(db) -> int:  # noqa: ANN001

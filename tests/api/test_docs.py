@@ -65,7 +65,7 @@ def test_docs_pages_load_only_local_assets(client, page: str, asset: str) -> Non
 
 
 def _markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md")),
             *sorted((ROOT / "web").glob("*.md"))]
 
 

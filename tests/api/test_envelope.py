@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 
-from tests.api.test_cross_tenant import World, seed_tenant
-from tests.api.test_jobs import tenant_id
+from tests.factories import World, seed_tenant, tenant_id
 
 
 def _list_routes(app) -> dict[str, type[BaseModel]]:  # noqa: ANN001

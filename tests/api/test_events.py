@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from api import events, reads
 from drtrain.kit.models import JobStatus, MetricPoint
-from tests.api.test_jobs import add_job, add_points, tenant_id
+from tests.factories import add_job, add_points, tenant_id
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -20,9 +20,9 @@ from drtrain.kit import raw_sql as raw_reads
 from drtrain.kit.db import json_loads, session_scope
 from drtrain.kit.models import Job, JobStatus, MetricPoint
 from drtrain.tenants.keys import KeyCache, revoke_key
-from tests.api.test_jobs import add_job, add_points, tenant_id
 from tests.api.test_timestamps_embedded import _add
 from tests.api.test_timestamps_embedded import embedded as embedded  # noqa: F401 - a fixture
+from tests.factories import add_job, add_points, tenant_id
 
 
 def lane(app) -> FastReads:  # noqa: ANN001

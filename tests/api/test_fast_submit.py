@@ -53,7 +53,7 @@ from drtrain.kit.settings import Settings
 from drtrain.tenants import repository as tenants_repo
 from drtrain.tenants.keys import create_key
 from drtrain.tenants.repository import tenant_by_name
-from tests.api.test_jobs import add_dataset, add_job, small_spec, tenant_id
+from tests.factories import add_dataset, add_job, small_spec, tenant_id
 
 
 class Counting:

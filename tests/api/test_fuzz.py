@@ -39,10 +39,8 @@ from schemathesis.specs.openapi.checks import (
 from api.app import create_app
 from api.auth_limits import FailedAuthLimiter
 from drtrain.kit.settings import Settings
-from tests.api.test_cross_tenant import World, seed_tenant
-from tests.api.test_jobs import tenant_id
+from tests.factories import World, seed_tenant, tenant_id
 
-# CI runs 25 cases per operation and mode; set DRTRAIN_FUZZ_EXAMPLES to dig deeper locally.
 MAX_EXAMPLES = int(os.environ.get("DRTRAIN_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.generate],

@@ -24,8 +24,7 @@ import pytest
 from sqlalchemy import func, select
 
 from drtrain.kit.models import Dataset, DatasetStatus
-from tests.api.test_datasets import checked, idx_bytes, npz_bytes
-from tests.api.test_jobs import add_dataset, small_spec, tenant_id
+from tests.factories import add_dataset, checked, idx_bytes, npz_bytes, small_spec, tenant_id
 
 MAX_UPLOAD = 256 * 1024
 MAX_DECOMPRESSED = 1024 * 1024

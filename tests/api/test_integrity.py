@@ -14,8 +14,7 @@ import pytest
 from drtrain.jobs.predict import load_model, model_cache
 from drtrain.kit import integrity
 from drtrain.kit.models import Checkpoint, JobStatus
-from tests.api.test_jobs import add_job, tenant_id
-from tests.api.test_predict import make_model_bytes
+from tests.factories import add_job, make_model_bytes, tenant_id
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

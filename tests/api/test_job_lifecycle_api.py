@@ -9,8 +9,7 @@ from sqlalchemy import func, select
 
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint
 from drtrain.tenants import repository as tenants_repo
-from tests.api.test_datasets import upload
-from tests.api.test_jobs import add_job, published, small_spec, tenant_id  # noqa: F401 - a fixture
+from tests.factories import add_job, small_spec, tenant_id, upload
 
 
 def _with_objects(db, store, job: Job) -> list[str]:  # noqa: ANN001

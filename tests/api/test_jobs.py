@@ -1,190 +1,29 @@
-"""Jobs API: JobSpec bounds (no database), then every /v1/jobs route against PostgreSQL.
+"""Jobs API: every /v1/jobs route against PostgreSQL.
 
 Worker behaviour is simulated by writing Job/MetricPoint/Checkpoint rows directly.
-The helpers at the top are shared with the other jobs test modules.
 """
 from __future__ import annotations
 
-import copy
 import uuid
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from drtrain.jobs.service import request_hash, with_server_defaults
-from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
-from drtrain.kit.models import Dataset, Job, JobStatus, MetricPoint, Tenant, utcnow
-from drtrain.kit.settings import Settings
+from drtrain.jobs.service import request_hash
+from drtrain.kit.models import Dataset, Job, JobStatus, Tenant, utcnow
 from drtrain.tenants.keys import create_key
 from drtrain.tenants.repository import tenant_by_name
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def tenant_id(db: Session, name: str = "tenant-a") -> str:
-    tenant = tenant_by_name(db, name)
-    assert tenant is not None
-    db.commit()  # keep the key fixtures' rows if a failing request rolls the session back
-    return tenant.id
-
-
-def add_dataset(db: Session, owner: str, *, n_features: int = 4, n_classes: int = 3,
-                feature_range: tuple[float, float] = (0.0, 1.0)) -> Dataset:
-    ds = Dataset(tenant_id=owner, name="toy", format="csv", object_key=f"datasets/{uuid.uuid4().hex}",
-                 n_samples=30, n_features=n_features, n_classes=n_classes,
-                 class_counts={str(i): 10 for i in range(n_classes)},
-                 feature_range=list(feature_range),
-                 visible_units_hint="bernoulli" if feature_range[0] >= 0 and feature_range[1] <= 1
-                 else "gaussian", sha256="0" * 64, size_bytes=100)
-    db.add(ds)
-    # Commit (a savepoint release here): a request that fails rolls the shared session
-    # back, and the test's setup must survive that.
-    db.commit()
-    return ds
-
-
-def small_spec(dataset_id: str, **top: object) -> dict:
-    spec = {"dataset_id": dataset_id, "model": {"hidden_layers": [8, 4]},
-            "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}}
-    spec.update(top)
-    return spec
-
-
-def add_job(db: Session, owner: str, status: JobStatus = JobStatus.queued, **kw: object) -> Job:
-    spec = spec_to_dict(JobSpec.model_validate(small_spec("builtin:digits")))
-    job = Job(tenant_id=owner, dataset_id="builtin:digits", spec=spec, status=status, **kw)
-    db.add(job)
-    db.commit()
-    return job
-
-
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch, db: Session, app) -> list[tuple[str, bool]]:  # noqa: ANN001
-    """Records (job id, whether the request's transaction had ended) for every publish.
-    Submits are published on a thread of their own once answered: reading the record waits
-    until every submit handed in so far is published."""
-    calls = Published(app)
-
-    def fake_publish(_settings: object, job_id: str) -> None:
-        calls.append((job_id, not db.in_transaction()))
-
-    monkeypatch.setattr("drtrain.kit.broker.publish_run_job", fake_publish)
-    return calls
-
-
-class Published(list):
-    def __init__(self, app) -> None:  # noqa: ANN001
-        super().__init__()
-        self.app = app
-
-    def _settled(self) -> list:
-        if not self.app.state.submits.drain(10):
-            raise AssertionError("submits still unpublished after 10 s")
-        return list.copy(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self._settled() == other
-
-    def __len__(self) -> int:
-        return len(self._settled())
-
-    def __getitem__(self, index):  # noqa: ANN001, ANN204
-        return self._settled()[index]
-
-    __hash__ = None  # type: ignore[assignment]
+from tests.factories import add_dataset, add_job, add_points, small_spec, tenant_id
 
 
 @pytest.fixture
 def ds_a(db: Session, auth_a: dict) -> Dataset:
     ds = add_dataset(db, tenant_id(db))
     return ds
-
-
-# ---------------------------------------------------------------- JobSpec (no routes)
-
-
-def test_minimal_spec_is_defaulted_to_the_documented_example() -> None:
-    stored = spec_to_dict(with_server_defaults(JobSpec(dataset_id="builtin:digits"),
-                                               Settings(max_attempts=3)))
-    expected = copy.deepcopy(JOB_SPEC_EXAMPLE)
-    # The stored spec also spells out the defaults the example leaves implicit.
-    expected["pretrain"]["dr"]["normalize"] = "sum"
-    assert stored == expected
-
-
-def test_example_round_trips() -> None:
-    spec = JobSpec.model_validate(JOB_SPEC_EXAMPLE)
-    assert JobSpec.model_validate(spec_to_dict(spec)) == spec
-
-
-@pytest.mark.parametrize("path, value", [
-    (("model", "hidden_layers"), []),
-    (("model", "hidden_layers"), [10] * 9),
-    (("model", "hidden_layers"), [8193]),
-    (("model", "visible_units"), "binary"),
-    (("pretrain", "epochs"), 1001),
-    (("pretrain", "batch_size"), 0),
-    (("pretrain", "learning_rate"), 0.0),
-    (("pretrain", "learning_rate"), 10.5),
-    (("pretrain", "cd_k"), 51),
-    (("pretrain", "momentum"), 1.0),
-    (("pretrain", "dr", "divergence"), "kl"),
-    (("pretrain", "dr", "pairs"), {"sample": 0}),
-    (("pretrain", "dr", "pairs"), {"sample": 1025}),
-    (("pretrain", "dr", "pairs"), "some"),
-    (("finetune", "dr", "distance"), "manhattan"),
-    (("finetune", "dr", "layers"), [2]),  # only 2 hidden layers in the example
-    (("finetune", "activation"), "gelu"),
-    (("seed",), -1),
-    (("seed",), 2**31),
-    (("device",), "tpu"),
-    (("max_runtime_seconds",), 604801),
-    (("max_attempts",), 11),
-    (("validation_fraction",), 0.6),
-    (("surprise",), 1),
-])
-def test_out_of_bounds_values_are_rejected(path: tuple[str, ...], value: object) -> None:
-    spec = copy.deepcopy(JOB_SPEC_EXAMPLE)
-    node = spec
-    for part in path[:-1]:
-        if node[part] is None:  # a section that is off by default (finetune.dr)
-            node[part] = {}
-        node = node[part]
-    node[path[-1]] = value
-    with pytest.raises(ValidationError):
-        JobSpec.model_validate(spec)
-
-
-def test_pretrain_and_finetune_cannot_both_be_null() -> None:
-    with pytest.raises(ValidationError, match="both"):
-        JobSpec(dataset_id="x", pretrain=None, finetune=None)
-
-
-def test_optional_sections_may_be_null_or_off() -> None:
-    spec = JobSpec.model_validate({"dataset_id": "x", "pretrain": None,
-                                   "finetune": {"dr": None}, "device": "cuda:1"})
-    assert spec.pretrain is None and spec.finetune is not None and spec.finetune.dr is None
-    sampled = JobSpec.model_validate({"dataset_id": "x", "pretrain": {"dr": {"pairs": {"sample": 8}}}})
-    assert sampled.pretrain.dr.pairs.sample == 8
-
-
-def test_parameter_count_includes_input_and_head() -> None:
-    spec = JobSpec(dataset_id="x", model={"hidden_layers": [10, 5]})
-    assert spec.parameter_count(64, 3) == (64 * 10 + 10) + (10 * 5 + 5) + (5 * 3 + 3)
-    no_head = JobSpec(dataset_id="x", model={"hidden_layers": [10]}, finetune=None)
-    assert no_head.parameter_count(64, 3) == 64 * 10 + 10
-
-
-def test_request_hash_ignores_key_order_but_not_values() -> None:
-    a = spec_to_dict(JobSpec(dataset_id="x", seed=1))
-    b = dict(reversed(list(a.items())))
-    assert request_hash(a) == request_hash(b)
-    assert request_hash(a) != request_hash(spec_to_dict(JobSpec(dataset_id="x", seed=2)))
 
 
 # ---------------------------------------------------------------- POST /v1/jobs
@@ -414,13 +253,6 @@ def test_list_filters_by_status_and_rejects_bad_tokens(client, db, auth_a) -> No
 
 
 # ---------------------------------------------------------------- metrics, checkpoints
-
-
-def add_points(db: Session, job: Job, n: int, start: int = 1) -> None:
-    for seq in range(start, start + n):
-        db.add(MetricPoint(job_id=job.id, seq=seq, attempt=1, phase="pretrain", layer=0,
-                           layer_key=0, epoch=seq, name="reconstruction_error", value=1.0 / seq))
-    db.commit()
 
 
 def test_metrics_since_and_limit(client, db, auth_a, auth_b) -> None:

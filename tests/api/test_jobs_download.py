@@ -8,7 +8,7 @@ import pytest
 from api.http import parse_range
 from drtrain.kit.errors import RangeNotSatisfiable
 from drtrain.kit.models import Checkpoint, JobStatus
-from tests.api.test_jobs import add_job, tenant_id
+from tests.factories import add_job, tenant_id
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable mod 256
 

@@ -21,7 +21,7 @@ from drtrain.kit.db import make_engine
 from drtrain.kit.models import Tenant
 from drtrain.kit.settings import Settings
 from drtrain.tenants.repository import lock_tenant
-from tests.api.test_jobs import tenant_id
+from tests.factories import tenant_id
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,7 @@ from drtrain.datasets.formats import inspect_upload, read_any
 from drtrain.datasets.loading import load_arrays
 from drtrain.kit.models import Dataset
 from drtrain.kit.settings import Settings
-from tests.api.test_datasets import npz_bytes, upload_ready
+from tests.factories import npz_bytes, upload_ready
 
 LIMITS = Settings(environment="test")
 CSV = (b"a,b,label,source\n"

@@ -12,13 +12,13 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from drtrain.kit import broker, publishing
-from drtrain.kit.publishing import ChildPublisher
 from drtrain.kit.broker_messages import job_ids_in_broker
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 from drtrain.kit.migrate import upgrade
+from drtrain.kit.publishing import ChildPublisher
 from drtrain.kit.settings import Settings
 from drtrain.tenants.keys import create_key
-from tests.api.test_jobs import small_spec
+from tests.factories import small_spec
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from api.app import create_app
 from api.fast_reads import FastReads
 from drtrain.kit.models import JobStatus
-from tests.api.test_jobs import add_job, add_points, tenant_id
+from tests.factories import add_job, add_points, tenant_id
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

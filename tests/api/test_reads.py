@@ -14,7 +14,7 @@ from drtrain.kit.db import raw_reader
 from drtrain.kit.models import JobStatus
 from drtrain.kit.raw_sql import utc_texts
 from drtrain.tenants.keys import KeyCache, TenantRef, create_key, revoke_key
-from tests.api.test_jobs import add_job, add_points, tenant_id
+from tests.factories import add_job, add_points, tenant_id
 
 
 def test_row_types_dump_exactly_as_the_documented_models(db, auth_a) -> None:  # noqa: ANN001

@@ -20,7 +20,7 @@ from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import S3Store, make_store
 from drtrain.tenants import keys as keys_module
 from drtrain.tenants.keys import LOOKUP_CHARS, create_key, hash_key, tenant_for_key
-from tests.api.test_jobs import add_dataset, small_spec, tenant_id
+from tests.factories import add_dataset, small_spec, tenant_id
 
 S3_SECRET = "s3-secret-4f1d9c2a7b-never-in-a-log"
 PRODUCTION_ENV = {

@@ -12,8 +12,7 @@ from drtrain.jobs import lifecycle, retention
 from drtrain.kit.migrate import upgrade
 from drtrain.kit.models import JobStatus
 from drtrain.tenants import quota
-from tests.api.test_datasets import checked, upload
-from tests.api.test_jobs import add_job, tenant_id
+from tests.factories import add_job, checked, tenant_id, upload
 
 GOOD_CSV = b"a,b,label\n0,1,x\n1,0,y\n0.5,0.5,x\n"
 ONE_CLASS_CSV = b"a,label\n1,x\n2,x\n"  # fails its check

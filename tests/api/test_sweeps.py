@@ -6,10 +6,8 @@ import statistics
 import pytest
 from sqlalchemy import select
 
-from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.models import Job, JobStatus, Sweep
-from drtrain.sweeps.service import expand_grid, final_metrics
-from tests.api.test_jobs import add_dataset, published, small_spec, tenant_id  # noqa: F401
+from tests.factories import add_dataset, small_spec, tenant_id
 
 GRID = {"pretrain.dr.weight": [0, 0.5], "seed": [0, 1, 2]}
 
@@ -20,7 +18,7 @@ def ds_id(db, auth_a) -> str:  # noqa: ANN001
 
 
 def test_create_sweep_makes_one_queued_child_per_point(client, db, auth_a, ds_id,
-                                                       published) -> None:  # noqa: F811
+                                                       published) -> None:
     resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": GRID},
                        headers=auth_a)
     assert resp.status_code == 202, resp.text
@@ -41,7 +39,7 @@ def test_create_sweep_makes_one_queued_child_per_point(client, db, auth_a, ds_id
 
 
 def test_invalid_grid_value_is_422_naming_path_and_value(client, db, auth_a, ds_id,
-                                                          published) -> None:  # noqa: F811
+                                                          published) -> None:
     grid = {"seed": [0, 1], "pretrain.cd_k": [1, 99]}
     resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": grid},
                        headers=auth_a)
@@ -56,7 +54,7 @@ def test_invalid_grid_value_is_422_naming_path_and_value(client, db, auth_a, ds_
     ({"seed": []}, "at least one value"),
     ({"seed": list(range(17)), "finetune.epochs": list(range(16))}, "at most 256"),
 ])
-def test_grid_errors(client, db, auth_a, ds_id, published, grid, fragment) -> None:  # noqa: F811
+def test_grid_errors(client, db, auth_a, ds_id, published, grid, fragment) -> None:
     resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": grid},
                        headers=auth_a)
     assert resp.status_code == 422, resp.text
@@ -64,7 +62,7 @@ def test_grid_errors(client, db, auth_a, ds_id, published, grid, fragment) -> No
     assert published == []
 
 
-def test_dataset_check_runs_for_every_point(client, db, auth_a, published) -> None:  # noqa: F811
+def test_dataset_check_runs_for_every_point(client, db, auth_a, published) -> None:
     wide = add_dataset(db, tenant_id(db), feature_range=(-1.0, 1.0))
     grid = {"model.visible_units": ["gaussian", "bernoulli"]}
     resp = client.post("/v1/sweeps", json={"base": small_spec(wide.id), "grid": grid},
@@ -73,22 +71,8 @@ def test_dataset_check_runs_for_every_point(client, db, auth_a, published) -> No
     assert "bernoulli" in resp.json()["detail"]
 
 
-def test_grid_can_switch_on_a_null_section() -> None:
-    base = spec_to_dict(JobSpec.model_validate({**small_spec("x"), "pretrain": {"dr": None}}))
-    [(point, spec)] = expand_grid(base, {"pretrain.dr.weight": [0.3]})
-    assert point == {"pretrain.dr.weight": 0.3}
-    assert spec.pretrain.dr.weight == 0.3 and spec.pretrain.dr.divergence == "hellinger"
-
-
-def test_final_metrics_prefers_the_workers_metrics_section() -> None:
-    result = {"test_accuracy": 0.9, "metrics": {"test_accuracy": 0.9, "test_loss": None},
-              "wall_seconds": 12.5, "model_size_bytes": 1000, "classes": ["0", "1"]}
-    assert final_metrics(result) == {"test_accuracy": 0.9, "wall_seconds": 12.5}
-    assert final_metrics(None) == {}
-
-
 def test_get_sweep_summarises_with_seeds_pooled(client, db, auth_a, auth_b, ds_id,
-                                                published) -> None:  # noqa: F811
+                                                published) -> None:
     body = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": GRID},
                        headers=auth_a).json()
     accuracy = {(0, 0): 0.80, (0, 1): 0.84, (0, 2): 0.83, (0.5, 0): 0.90, (0.5, 1): 0.88}
@@ -118,7 +102,7 @@ def test_get_sweep_summarises_with_seeds_pooled(client, db, auth_a, auth_b, ds_i
 
 
 def test_list_sweeps_pages_newest_first_and_is_per_tenant(client, db, auth_a, auth_b, ds_id,
-                                                          published) -> None:  # noqa: F811
+                                                          published) -> None:
     made = []
     for seeds in ([0], [0, 1], [0, 1, 2]):
         resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": {"seed": seeds}},

@@ -18,7 +18,7 @@ from drtrain.kit.models import Job, JobStatus
 from drtrain.kit.settings import Settings
 from drtrain.tenants.keys import create_key
 from drtrain.tenants.repository import tenant_by_name
-from tests.api.test_jobs import small_spec
+from tests.factories import small_spec
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

@@ -22,8 +22,7 @@ from drtrain.datasets import intake, validation
 from drtrain.kit.migrate import downgrade, upgrade
 from drtrain.kit.models import Dataset, DatasetStatus, utcnow
 from drtrain.kit.storage import is_out_of_space
-from tests.api.test_datasets import checked, idx_bytes, npz_bytes, upload, upload_ready
-from tests.api.test_jobs import small_spec, tenant_id
+from tests.factories import checked, idx_bytes, npz_bytes, small_spec, tenant_id, upload, upload_ready
 
 GOOD_CSV = b"a,b,label\n0,1,x\n1,0,y\n0.5,0.5,x\n"
 

@@ -2,9 +2,8 @@
 a 50 MB CSV with text labels is uploaded and checked: at most twice the file plus a fixed
 allowance. Measured from /proc (VmHWM, sampled every 10 ms) by bench/uploads.py's helpers,
 on the API run as ``drtrain api`` runs it (uvicorn, embedded SQLite and object folder).
-
-Before the upload was checked in a process of its own with a streaming reader, the API
-process itself peaked at about 35 times the file (5.2 GB for 150 MB).
+Parsing the whole file in the request made the API's peak grow with the file many times over;
+the check now runs in a process of its own with a streaming reader.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from bench.uploads import ROOT, _descendants, api_server, upload, write_csv
 
 MIB = 2**20
 # Fixed allowances: what a process holds whatever the file (interpreter, numpy, pyarrow,
-# pyarrow's read-ahead blocks), measured at 70-100 MiB for the check.
+# pyarrow's read-ahead blocks; docs/benchmarks.md, "Peak memory per upload").
 API_ALLOWANCE = 64 * MIB
 CHECK_ALLOWANCE = 160 * MIB
 

@@ -18,7 +18,7 @@ from dr_core.mlp_trainer import train_mlp
 from dr_core.rbm_trainer import train_rbm
 
 
-def _cuda(test):
+def _needs_cuda(test):
     """Marked ``cuda`` and skipped where no CUDA device is present."""
     skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
     return pytest.mark.cuda(skip(test))
@@ -45,7 +45,7 @@ def _digits(n: int = 400, device: str = "cpu", unlabelled_every: int = 0):
     return X, y
 
 
-def _rbm(device: str, cuda_graphs: bool = False, n: int = 400, epochs: int = 2, **cfg_kw):
+def _trained_rbm(device: str, cuda_graphs: bool = False, n: int = 400, epochs: int = 2, **cfg_kw):
     X, y = _digits(n, device)
     cfg = RBMConfig(n_hidden=32, epochs=epochs, batch_size=50, momentum_switch_epoch=1, **cfg_kw)
     run = RunContext(torch.Generator(device).manual_seed(0), cuda_graphs=cuda_graphs)
@@ -53,7 +53,7 @@ def _rbm(device: str, cuda_graphs: bool = False, n: int = 400, epochs: int = 2, 
     return rbm, events, run.generator
 
 
-def _mlp(device: str, dr: FeatureDRConfig, cuda_graphs: bool = False, n: int = 400,
+def _trained_mlp(device: str, dr: FeatureDRConfig, cuda_graphs: bool = False, n: int = 400,
          optimizer: str = "sgd", unlabelled_every: int = 0):
     X, y = _digits(n, device, unlabelled_every)
     g = torch.Generator(device).manual_seed(0)
@@ -63,15 +63,15 @@ def _mlp(device: str, dr: FeatureDRConfig, cuda_graphs: bool = False, n: int = 4
     return model, events, g
 
 
-def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
 # ----------------------------------------------------------------------- reproducible on CPU
 @pytest.mark.parametrize("variant", list(RBM_VARIANTS))
 def test_cpu_rbm_same_seed_gives_bit_identical_weights(variant):
-    (a, ev_a, _), (b, ev_b, _) = (_rbm("cpu", **RBM_VARIANTS[variant]) for _ in range(2))
-    assert _same(a, b) and ev_a[-1].metrics == ev_b[-1].metrics
+    (a, ev_a, _), (b, ev_b, _) = (_trained_rbm("cpu", **RBM_VARIANTS[variant]) for _ in range(2))
+    assert _same_parameters(a, b) and ev_a[-1].metrics == ev_b[-1].metrics
 
 
 @pytest.fixture
@@ -82,20 +82,20 @@ def cuda_code_path_on_cpu(monkeypatch):
 
 
 def test_cpu_run_of_the_cuda_code_path_is_reproducible_and_agrees(cuda_code_path_on_cpu):
-    a, _, _ = _rbm("cpu", **PCD_BHATTACHARYYA)
-    b, _, _ = _rbm("cpu", **PCD_BHATTACHARYYA)
-    assert _same(a, b)
+    a, _, _ = _trained_rbm("cpu", **PCD_BHATTACHARYYA)
+    b, _, _ = _trained_rbm("cpu", **PCD_BHATTACHARYYA)
+    assert _same_parameters(a, b)
     G.INDEX_ADD_DEVICES = frozenset({"cpu"})  # the monkeypatch fixture restores it
-    ordered, _, _ = _rbm("cpu", **PCD_BHATTACHARYYA)
+    ordered, _, _ = _trained_rbm("cpu", **PCD_BHATTACHARYYA)
     # other summation orders, same maths: equal up to float32 rounding through 16 steps
     torch.testing.assert_close(a.W, ordered.W, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", list(MLP_VARIANTS))
 def test_cpu_mlp_same_seed_gives_bit_identical_weights(variant):
-    a, _, _ = _mlp("cpu", MLP_VARIANTS[variant])
-    b, _, _ = _mlp("cpu", MLP_VARIANTS[variant])
-    assert _same(a, b)
+    a, _, _ = _trained_mlp("cpu", MLP_VARIANTS[variant])
+    b, _, _ = _trained_mlp("cpu", MLP_VARIANTS[variant])
+    assert _same_parameters(a, b)
 
 
 # ------------------------------------------------------------- no host read inside an epoch
@@ -124,19 +124,19 @@ def test_rbm_host_reads_do_not_grow_with_the_batches(variant, monkeypatch):
     monkeypatch.setattr(G, "INDEX_ADD_DEVICES", frozenset())
     monkeypatch.setattr(R, "MASK_CHECK_DEVICES", frozenset())
     kw = RBM_VARIANTS[variant]
-    small = _count_host_reads(monkeypatch, lambda: _rbm("cpu", n=200, **kw))
+    small = _count_host_reads(monkeypatch, lambda: _trained_rbm("cpu", n=200, **kw))
     monkeypatch.setattr(G, "INDEX_ADD_DEVICES", frozenset())
     monkeypatch.setattr(R, "MASK_CHECK_DEVICES", frozenset())
-    large = _count_host_reads(monkeypatch, lambda: _rbm("cpu", n=800, **kw))
+    large = _count_host_reads(monkeypatch, lambda: _trained_rbm("cpu", n=800, **kw))
     assert small == large and small <= 2 * 30  # a few reads per epoch, 2 epochs
 
 
 @pytest.mark.parametrize("variant", list(MLP_VARIANTS))
 def test_mlp_host_reads_do_not_grow_with_the_batches(variant, monkeypatch):
     monkeypatch.setattr(G, "INDEX_ADD_DEVICES", frozenset())
-    small = _count_host_reads(monkeypatch, lambda: _mlp("cpu", MLP_VARIANTS[variant], n=200))
+    small = _count_host_reads(monkeypatch, lambda: _trained_mlp("cpu", MLP_VARIANTS[variant], n=200))
     monkeypatch.setattr(G, "INDEX_ADD_DEVICES", frozenset())
-    large = _count_host_reads(monkeypatch, lambda: _mlp("cpu", MLP_VARIANTS[variant], n=800))
+    large = _count_host_reads(monkeypatch, lambda: _trained_mlp("cpu", MLP_VARIANTS[variant], n=800))
     assert small == large and small <= 2 * 10
 
 
@@ -144,14 +144,14 @@ def test_mlp_host_reads_do_not_grow_with_the_batches(variant, monkeypatch):
 def test_unlabelled_rows_take_no_part_in_fine_tuning():
     """Rows labelled -1 are left out: the same run as on the labelled rows alone."""
     dr = FeatureDRConfig(weight=0.1, distance="euclidean", pairs=3)
-    partial, events, _ = _mlp("cpu", dr, unlabelled_every=3)
+    partial, events, _ = _trained_mlp("cpu", dr, unlabelled_every=3)
     X, y = _digits(400, "cpu", unlabelled_every=3)
     keep = y >= 0
     g = torch.Generator().manual_seed(0)
     model = init_mlp(64, [24, 16], 10, "sigmoid", g)
     cfg = FinetuneConfig(epochs=2, batch_size=50, learning_rate=0.05, dr=dr)
     train_mlp(model, cfg, Examples(X[keep], y[keep], y[keep]), RunContext(g))
-    assert _same(partial, model)
+    assert _same_parameters(partial, model)
     assert 0 < events[-1].metrics["train_accuracy"] <= 1
 
 
@@ -166,41 +166,41 @@ def test_unlabelled_rows_are_left_out_of_evaluation():
 
 
 # ------------------------------------------------------------------------------ on CUDA
-@_cuda
+@_needs_cuda
 @pytest.mark.parametrize("variant", list(RBM_VARIANTS))
 @pytest.mark.parametrize("graphs", [False, True])
 def test_cuda_rbm_same_seed_gives_bit_identical_weights(variant, graphs):
-    a, ev_a, _ = _rbm("cuda", graphs, **RBM_VARIANTS[variant])
-    b, ev_b, _ = _rbm("cuda", graphs, **RBM_VARIANTS[variant])
-    assert a.W.is_cuda and _same(a, b) and ev_a[-1].metrics == ev_b[-1].metrics
+    a, ev_a, _ = _trained_rbm("cuda", graphs, **RBM_VARIANTS[variant])
+    b, ev_b, _ = _trained_rbm("cuda", graphs, **RBM_VARIANTS[variant])
+    assert a.W.is_cuda and _same_parameters(a, b) and ev_a[-1].metrics == ev_b[-1].metrics
 
 
-@_cuda
+@_needs_cuda
 @pytest.mark.parametrize("variant", list(MLP_VARIANTS))
 def test_cuda_mlp_same_seed_gives_bit_identical_weights(variant):
-    a, _, _ = _mlp("cuda", MLP_VARIANTS[variant])
-    b, _, _ = _mlp("cuda", MLP_VARIANTS[variant])
-    assert _same(a, b)
+    a, _, _ = _trained_mlp("cuda", MLP_VARIANTS[variant])
+    b, _, _ = _trained_mlp("cuda", MLP_VARIANTS[variant])
+    assert _same_parameters(a, b)
 
 
-@_cuda
+@_needs_cuda
 @pytest.mark.parametrize("variant", list(RBM_VARIANTS))
 def test_cuda_graph_cd_steps_equal_eager_steps(variant):
     """Same weights, metrics and generator state (so resume works) from graphs as eagerly;
     n=400 at B=50 with a momentum switch after epoch 1: warm-up, capture, two variants."""
-    eager, ev_e, g_e = _rbm("cuda", False, epochs=3, **RBM_VARIANTS[variant])
-    graph, ev_g, g_g = _rbm("cuda", True, epochs=3, **RBM_VARIANTS[variant])
-    assert _same(eager, graph)
+    eager, ev_e, g_e = _trained_rbm("cuda", False, epochs=3, **RBM_VARIANTS[variant])
+    graph, ev_g, g_g = _trained_rbm("cuda", True, epochs=3, **RBM_VARIANTS[variant])
+    assert _same_parameters(eager, graph)
     assert [e.metrics for e in ev_e] == [e.metrics for e in ev_g]
     assert torch.equal(g_e.get_state(), g_g.get_state())
 
 
-@_cuda
+@_needs_cuda
 @pytest.mark.parametrize("variant", list(MLP_VARIANTS))
 def test_cuda_graph_fine_tuning_steps_equal_eager_steps(variant):
-    eager, ev_e, g_e = _mlp("cuda", MLP_VARIANTS[variant], n=430)  # a last, short batch too
-    graph, ev_g, g_g = _mlp("cuda", MLP_VARIANTS[variant], cuda_graphs=True, n=430)
-    assert _same(eager, graph)
+    eager, ev_e, g_e = _trained_mlp("cuda", MLP_VARIANTS[variant], n=430)  # a last, short batch too
+    graph, ev_g, g_g = _trained_mlp("cuda", MLP_VARIANTS[variant], cuda_graphs=True, n=430)
+    assert _same_parameters(eager, graph)
     assert [e.metrics for e in ev_e] == [e.metrics for e in ev_g]
     assert torch.equal(g_e.get_state(), g_g.get_state())
 
@@ -218,14 +218,14 @@ def _cuda_syncs(fn) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-@_cuda
+@_needs_cuda
 @pytest.mark.parametrize("graphs", [False, True])
 def test_cuda_syncs_do_not_grow_with_the_batches(graphs):
     kw = RBM_VARIANTS["pcd_bhattacharyya_k4"]
-    small = _cuda_syncs(lambda: _rbm("cuda", graphs, n=200, **kw))
-    large = _cuda_syncs(lambda: _rbm("cuda", graphs, n=800, **kw))
+    small = _cuda_syncs(lambda: _trained_rbm("cuda", graphs, n=200, **kw))
+    large = _cuda_syncs(lambda: _trained_rbm("cuda", graphs, n=800, **kw))
     assert small == large
     dr = MLP_VARIANTS["euclidean_k3"]
-    small = _cuda_syncs(lambda: _mlp("cuda", dr, graphs, n=200))
-    large = _cuda_syncs(lambda: _mlp("cuda", dr, graphs, n=800))
+    small = _cuda_syncs(lambda: _trained_mlp("cuda", dr, graphs, n=200))
+    large = _cuda_syncs(lambda: _trained_mlp("cuda", dr, graphs, n=800))
     assert small == large

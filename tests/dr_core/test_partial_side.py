@@ -10,10 +10,9 @@ import torch
 from dr_core import groups as G
 from dr_core import pair_kernels as PK
 from dr_core import regularizers as R
+from dr_core.config import DISTANCES, DIVERGENCES, NORMALIZE
 from tests.dr_core import brute_force as bf
 
-DIVERGENCES = ["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"]
-DISTANCES = ["euclidean", "cosine"]
 SIDE = torch.tensor([5, -1, 5, 2, -1, 9, 9, -1, 2, 5, -1])
 LABELLED = SIDE >= 0
 
@@ -27,7 +26,7 @@ def _h(b, h, seed):
     return torch.randn(b, h, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("normalize", ["sum", "per_unit"])
+@pytest.mark.parametrize("normalize", NORMALIZE)
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_partial_side_divergence_equals_brute_force_over_labelled_rows(divergence, normalize):
     mu = _mu(len(SIDE), 4, seed=1)

@@ -11,7 +11,16 @@ from dr_core.config import (
     PosteriorDRConfig,
     RBMConfig,
 )
-from dr_core.events import RecordingCallback, TrainingStopped
+from dr_core.events import (
+    FINAL_METRICS,
+    FINETUNE_METRICS,
+    GRAD_NORM,
+    GRAD_NORM_DR,
+    PHASES,
+    PRETRAIN_METRICS,
+    RecordingCallback,
+    TrainingStopped,
+)
 from dr_core.pipeline import DataSplit, run_pipeline
 
 
@@ -68,6 +77,25 @@ def test_events_progress_and_metrics():
     assert [(r.n_visible, r.n_hidden) for r in result.rbms] == [(12, 6), (6, 4)]
     # The MLP is the unrolled DBN: its first layer started from the RBM (changed by fine-tuning only).
     assert result.model.hidden[0].weight.shape == (6, 12)
+
+
+def test_events_and_result_carry_exactly_the_metric_names_dr_core_declares():
+    """dr_core/events.py names every metric (the web app's charts copy those names): a metric
+    added, renamed or dropped by a trainer fails here until the declaration says so."""
+    cb = RecordingCallback()
+    result = _run(callback=cb)
+    for event in cb.events:
+        names = set(event.metrics)
+        if event.phase == "pretrain":
+            assert names == set(PRETRAIN_METRICS), event
+        else:
+            grads = {n for n in names if n.startswith((GRAD_NORM, GRAD_NORM_DR))}
+            assert names - grads == set(FINETUNE_METRICS), event
+            # feature DR is on in _cfg: both kinds of norm, for every hidden layer
+            assert grads == {f"{GRAD_NORM}layer0", f"{GRAD_NORM}layer1", f"{GRAD_NORM}head",
+                             f"{GRAD_NORM_DR}layer0", f"{GRAD_NORM_DR}layer1"}
+    assert {e.phase for e in cb.events} == set(PHASES)
+    assert set(result.metrics) == set(FINAL_METRICS)
 
 
 @pytest.mark.parametrize("point", ["mid_layer0", "layer0_end", "mid_layer1", "pretrain_end", "mid_finetune"])

@@ -9,11 +9,8 @@ import torch
 from dr_core import groups as G
 from dr_core import pair_kernels as PK
 from dr_core import regularizers as R
-from dr_core.config import MAX_SAMPLED_PAIRS, PosteriorDRConfig
+from dr_core.config import DISTANCES, DIVERGENCES, MAX_SAMPLED_PAIRS, NORMALIZE, PosteriorDRConfig
 from tests.dr_core import brute_force as bf
-
-DIVERGENCES = ["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"]
-DISTANCES = ["euclidean", "cosine"]
 
 # (side labels) cases: uneven groups, non-contiguous labels, single group, B=1, B=2, many groups;
 # -1 marks a row without a side value (partial side information)
@@ -153,7 +150,7 @@ def test_distance_gradcheck(distance, pairs):
     assert torch.autograd.gradcheck(f, (h,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-@pytest.mark.parametrize("normalize", ["sum", "per_unit"])
+@pytest.mark.parametrize("normalize", NORMALIZE)
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_analytic_gradient_equals_autograd_of_brute_force(divergence, normalize):
     side = torch.tensor(SIDES["uneven"])
@@ -336,7 +333,7 @@ def test_feature_distances_without_one_hot_matmul(monkeypatch):
 
 
 @pytest.mark.parametrize("pairs", ["all", 3])
-@pytest.mark.parametrize("normalize", ["sum", "per_unit"])
+@pytest.mark.parametrize("normalize", NORMALIZE)
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_logit_gradient_is_the_mu_gradient_times_the_sigmoid_slope(divergence, normalize, pairs):
     """grad_wrt="logit" (what the RBM uses): d/dmu * mu (1 - mu), 0 where mu was clamped."""

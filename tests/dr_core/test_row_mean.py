@@ -8,15 +8,16 @@ import torch
 
 from dr_core import groups as G
 from dr_core import regularizers as R
+from dr_core.config import DIVERGENCES, NORMALIZE
 from tests.dr_core import brute_force as bf
-from tests.dr_core.test_regularizers import DIVERGENCES, SIDES, _mu
+from tests.dr_core.test_regularizers import SIDES, _mu
 
 CASES = ["uneven", "two_equal", "single_group", "b2_cross", "all_distinct", "partial",
          "partial_one_group", "none_labelled"]
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("normalize", ["sum", "per_unit"])
+@pytest.mark.parametrize("normalize", NORMALIZE)
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_row_mean_gradient_equals_autograd_of_brute_force(divergence, normalize, case):
     side = torch.tensor(SIDES[case])

@@ -23,7 +23,7 @@ def _partial_side(n: int, labelled: int, groups: int, seed: int = 0) -> torch.Te
     return side
 
 
-def _plan(side: torch.Tensor, batch: int, k: int, seed: int = 3) -> list[torch.Tensor]:
+def _side_row_plan(side: torch.Tensor, batch: int, k: int, seed: int = 3) -> list[torch.Tensor]:
     ids, n_groups = group_ids(side)
     return B.side_row_batches(ids, n_groups, batch, k, torch.Generator().manual_seed(seed))
 
@@ -32,7 +32,7 @@ def _plan(side: torch.Tensor, batch: int, k: int, seed: int = 3) -> list[torch.T
                                                        (257, 40, 2, 16, 2), (90, 90, 4, 32, 8)])
 def test_every_batch_holds_side_rows_from_several_groups(n, labelled, groups, batch, k):
     side = _partial_side(n, labelled, groups)
-    plan = _plan(side, batch, k)
+    plan = _side_row_plan(side, batch, k)
     for idx in plan:
         head = side[idx[:k]]
         assert bool((side[idx] >= 0).sum() >= k)
@@ -47,7 +47,7 @@ def test_every_batch_holds_side_rows_from_several_groups(n, labelled, groups, ba
 
 def test_side_rows_are_spread_over_the_labelled_rows():
     side = _partial_side(2000, 20, 4)
-    plan = _plan(side, 100, 10)
+    plan = _side_row_plan(side, 100, 10)
     used = torch.cat([idx[:10] for idx in plan])
     counts = torch.bincount(used, minlength=2000)[side >= 0]
     # 220 side slots over 20 rows: each row 11 times, give or take the last round
@@ -83,7 +83,7 @@ def test_no_groups_gives_a_plain_epoch_and_bad_counts_are_refused():
 def test_pairs_per_batch_equals_a_direct_count():
     side = _partial_side(400, 30, 3)
     ids, n_groups = group_ids(side)
-    plan = _plan(side, 32, 6)
+    plan = _side_row_plan(side, 32, 6)
     direct = []
     for idx in plan:
         s = side[idx].tolist()

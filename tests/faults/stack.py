@@ -45,9 +45,9 @@ TIMINGS = {
 }
 
 # builtin:digits (1437 training rows after a 0.2 validation split) through a [512, 256] DBN in
-# batches of 8: about 0.2 s per pretraining epoch and 7 s in all on a shared CPU, so a kill after
-# the first metric point lands mid-epoch with most of the job still to run; it learns (val
-# accuracy near 0.9), so a broken resume shows.
+# batches of 8: short epochs in a job many epochs long, so a kill after the first metric point
+# lands mid-epoch with most of the job still to run; it learns (val accuracy near 0.9), so a
+# broken resume shows.
 LONG_SPEC: dict[str, Any] = {
     "dataset_id": "builtin:digits",
     "validation_fraction": 0.2,

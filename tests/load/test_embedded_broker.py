@@ -1,6 +1,6 @@
-"""Embedded mode's broker latency: the filesystem transport has no push, so
-a worker sees a message only when it next looks. It used to look once a second (0.4 s median
-wait measured through the service); now every FILESYSTEM_POLLING_SECONDS."""
+"""Embedded mode's broker latency: the filesystem transport has no push, so a worker sees a
+message only when it next looks, every FILESYSTEM_POLLING_SECONDS: the polling interval bounds
+how long a submitted job waits in the queue."""
 from __future__ import annotations
 
 import threading

@@ -1,8 +1,8 @@
 """500 event streams on one running job against a real API process.
 
-Before: every stream polled the database every 0.5 s through the shared pool and replayed
-the whole backlog on connect; 200 streams froze the API (status GETs timed out or answered
-500, and some streams got 500 themselves).
+What it guards against: streams that each poll the database through the shared pool and
+replay the whole backlog on connect, which froze the API at a few hundred streams (status
+GETs timed out or answered 500, and some streams got 500 themselves).
 """
 from __future__ import annotations
 

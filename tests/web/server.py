@@ -19,7 +19,7 @@ from drtrain.jobs.lifecycle import MetricValue
 DRTRAIN = str(Path(sys.executable).with_name("drtrain"))
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
-# Small and fast on builtin:digits (64 features, 1797 samples): seconds per job on a CPU.
+# Small on builtin:digits (64 features, 1797 samples): a job ends while the browser watches.
 TINY: dict[str, Any] = {
     "dataset_id": "builtin:digits",
     "validation_fraction": 0.2,

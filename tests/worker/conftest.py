@@ -1,13 +1,14 @@
-"""Fixtures for worker tests: a real, committed PostgreSQL database and a local object store.
+"""Fixtures for worker tests: commits that really happen, and worker timings short enough
+for a test.
 
 The runner commits from several threads (training and heartbeat), so these tests cannot use
-the roll-back-per-test trick of tests/api; instead every test makes its own tenant and jobs
-(fresh ids) in one migrated database per run. PostgreSQL missing is a failure, never a skip.
+the rolled-back ``db`` session of tests/conftest.py; instead every test makes its own tenant
+and jobs (fresh ids) in this folder's database (``pg_url``, from tests/conftest.py).
 """
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from drtrain.jobs.spec import JobSpec, spec_to_dict
-from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.db import make_sessionmaker, session_scope
 from drtrain.kit.models import Dataset, Job, JobStatus, Tenant, new_id
 from drtrain.kit.settings import Settings
-from drtrain.kit.storage import ObjectStore, make_store
-from tests.pg import fresh_database  # noqa: F401 - re-exported for test modules
+from drtrain.kit.storage import ObjectStore
+from tests.factories import digits_subset
 
 torch.set_num_threads(1)
 
-# Small enough for seconds on a shared CPU, big enough that every phase really runs.
+# Small enough to train quickly on a shared CPU, big enough that every phase really runs.
 TINY_SPEC = {
     "validation_fraction": 0.2,
     "model": {"hidden_layers": [16, 8], "visible_units": "auto"},
@@ -38,20 +39,7 @@ TINY_SPEC = {
 }
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    with fresh_database("worker") as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def engine(pg_url: str) -> Iterator[Engine]:
-    engine = make_engine(pg_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def factory(engine: Engine) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
 
@@ -66,24 +54,12 @@ def settings(tmp_path: Path, pg_url: str) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> ObjectStore:
-    return make_store(settings)
-
-
-@pytest.fixture
 def tenant_id(factory: sessionmaker[Session]) -> str:
     with session_scope(factory) as s:
         tenant = Tenant(name=f"t-{new_id()[:12]}")
         s.add(tenant)
         s.flush()
         return tenant.id
-
-
-def digits_subset(n: int = 160) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    return (X[:n] / 16.0).astype(np.float32), y[:n].astype(np.int64)
 
 
 @pytest.fixture
@@ -125,8 +101,3 @@ def make_job(factory: sessionmaker[Session], tenant_id: str, dataset_id: str) ->
                       max_attempts=spec["max_attempts"]))
         return job_id
     return make
-
-
-def get_job(factory: sessionmaker[Session], job_id: str) -> Job:
-    with factory() as s:
-        return s.get(Job, job_id)

@@ -15,10 +15,10 @@ import redis
 from sqlalchemy import select
 
 from drtrain.kit.broker import publish_run_job
-from drtrain.kit.db import make_engine, make_sessionmaker
 from drtrain.kit.models import JobStatus, MetricPoint
 from drtrain.kit.settings import Settings
-from tests.worker.conftest import fresh_database, get_job
+from tests.factories import get_job
+from tests.pg import fresh_database
 
 REDIS_DB = 12
 QUEUE = f"drtrain-test-{os.getpid()}"
@@ -31,18 +31,6 @@ BROKER = f"redis://127.0.0.1:6379/{REDIS_DB}"
 def pg_url() -> Iterator[str]:
     with fresh_database("celery") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def engine(pg_url):
-    engine = make_engine(pg_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def factory(engine):
-    return make_sessionmaker(engine)
 
 
 @pytest.fixture

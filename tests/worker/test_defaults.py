@@ -6,7 +6,7 @@ import pytest
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Job, new_id
-from tests.worker.conftest import get_job
+from tests.factories import get_job
 from worker.runner import run_job
 
 

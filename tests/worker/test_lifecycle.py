@@ -9,7 +9,7 @@ from drtrain.jobs import lifecycle
 from drtrain.jobs.lifecycle import MetricValue
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Job, JobStatus, MetricPoint, utcnow
-from tests.worker.conftest import get_job
+from tests.factories import get_job
 
 
 def _claim(factory, job_id, worker="w1", lease=30.0):

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from drtrain.jobs import lifecycle
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Job, JobStatus, utcnow
-from tests.worker.conftest import get_job
+from tests.factories import get_job
 from worker.heartbeat import Heartbeat, StopReason
 from worker.reaper import reap_once
 

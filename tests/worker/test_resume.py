@@ -15,7 +15,7 @@ from dr_core.model_file import load_model
 from drtrain.jobs import lifecycle
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
-from tests.worker.conftest import get_job
+from tests.factories import get_job
 from worker import job_callback
 from worker.runner import run_job
 

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Checkpoint, Job, JobStatus
-from tests.worker.conftest import get_job
+from tests.factories import get_job
 from tests.worker.test_resume import SPEC, Killed, _crash_after, _expire_and_reap, _run
 from worker import job_callback
 from worker.reaper import reap_once

@@ -13,7 +13,7 @@ from dr_core.model_file import load_model
 from drtrain.kit import cancel_signal
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint
-from tests.worker.conftest import digits_subset, get_job
+from tests.factories import digits_subset, get_job
 from worker.data import split_validation
 from worker.runner import run_job
 

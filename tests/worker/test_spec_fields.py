@@ -67,53 +67,53 @@ def pipeline(spec: JobSpec) -> PipelineConfig:
     return build_pipeline_config(spec, "bernoulli", N_TRAIN)
 
 
-def rbm0(attr: str) -> Callable[[JobSpec], Any]:
+def first_rbm_field(attr: str) -> Callable[[JobSpec], Any]:
     return lambda s: getattr(pipeline(s).pretrain[0], attr)  # type: ignore[index]
 
 
-def ft(attr: str) -> Callable[[JobSpec], Any]:
+def finetune_field(attr: str) -> Callable[[JobSpec], Any]:
     return lambda s: getattr(pipeline(s).finetune, attr)
 
 
-def pdr(attr: str) -> Callable[[JobSpec], Any]:
+def posterior_dr_field(attr: str) -> Callable[[JobSpec], Any]:
     return lambda s: getattr(pipeline(s).pretrain[0].dr, attr)  # type: ignore[index]
 
 
-def fdr(attr: str) -> Callable[[JobSpec], Any]:
+def feature_dr_field(attr: str) -> Callable[[JobSpec], Any]:
     return lambda s: getattr(pipeline(s).finetune.dr, attr)  # type: ignore[union-attr]
 
 
 # path -> (another valid value, what it must change in the dr_core config)
 TO_DR_CORE: dict[str, tuple[Any, Callable[[JobSpec], Any]]] = {
     "model.hidden_layers": ([7, 5], lambda s: pipeline(s).hidden_layers),
-    "pretrain.epochs": (9, rbm0("epochs")),
-    "pretrain.batch_size": (17, rbm0("batch_size")),
-    "pretrain.learning_rate": (0.01, rbm0("learning_rate")),
-    "pretrain.cd_k": (3, rbm0("cd_k")),
-    "pretrain.persistent": (True, rbm0("persistent")),
-    "pretrain.momentum": (0.7, rbm0("momentum")),
-    "pretrain.final_momentum": (0.8, rbm0("final_momentum")),
-    "pretrain.weight_decay": (0.001, rbm0("weight_decay")),
-    "pretrain.side_rows_per_batch": (5, rbm0("side_rows_per_batch")),
-    "pretrain.dr.weight": (2.0, pdr("weight")),
-    "pretrain.dr.divergence": ("jeffreys", pdr("divergence")),
-    "pretrain.dr.pairs": ({"sample": 4}, pdr("pairs")),
-    "pretrain.dr.normalize": ("per_unit", pdr("normalize")),
-    "finetune.epochs": (3, ft("epochs")),
-    "finetune.batch_size": (19, ft("batch_size")),
-    "finetune.optimizer": ("adam", ft("optimizer")),
-    "finetune.learning_rate": (0.02, ft("learning_rate")),
-    "finetune.momentum": (0.5, ft("momentum")),
-    "finetune.weight_decay": (0.01, ft("weight_decay")),
-    "finetune.activation": ("relu", ft("activation")),
-    "finetune.init": ("normal", ft("init")),
-    "finetune.init_std": (0.1, ft("init_std")),
+    "pretrain.epochs": (9, first_rbm_field("epochs")),
+    "pretrain.batch_size": (17, first_rbm_field("batch_size")),
+    "pretrain.learning_rate": (0.01, first_rbm_field("learning_rate")),
+    "pretrain.cd_k": (3, first_rbm_field("cd_k")),
+    "pretrain.persistent": (True, first_rbm_field("persistent")),
+    "pretrain.momentum": (0.7, first_rbm_field("momentum")),
+    "pretrain.final_momentum": (0.8, first_rbm_field("final_momentum")),
+    "pretrain.weight_decay": (0.001, first_rbm_field("weight_decay")),
+    "pretrain.side_rows_per_batch": (5, first_rbm_field("side_rows_per_batch")),
+    "pretrain.dr.weight": (2.0, posterior_dr_field("weight")),
+    "pretrain.dr.divergence": ("jeffreys", posterior_dr_field("divergence")),
+    "pretrain.dr.pairs": ({"sample": 4}, posterior_dr_field("pairs")),
+    "pretrain.dr.normalize": ("per_unit", posterior_dr_field("normalize")),
+    "finetune.epochs": (3, finetune_field("epochs")),
+    "finetune.batch_size": (19, finetune_field("batch_size")),
+    "finetune.optimizer": ("adam", finetune_field("optimizer")),
+    "finetune.learning_rate": (0.02, finetune_field("learning_rate")),
+    "finetune.momentum": (0.5, finetune_field("momentum")),
+    "finetune.weight_decay": (0.01, finetune_field("weight_decay")),
+    "finetune.activation": ("relu", finetune_field("activation")),
+    "finetune.init": ("normal", finetune_field("init")),
+    "finetune.init_std": (0.1, finetune_field("init_std")),
     "precision": ("tf32", lambda s: pipeline(s).precision),
-    "finetune.dr.weight": (0.3, fdr("weight")),
-    "finetune.dr.distance": ("cosine", fdr("distance")),
-    "finetune.dr.layers": ([1], fdr("layers")),
-    "finetune.dr.pairs": ({"sample": 2}, fdr("pairs")),
-    "finetune.dr.normalize": ("sum", fdr("normalize")),
+    "finetune.dr.weight": (0.3, feature_dr_field("weight")),
+    "finetune.dr.distance": ("cosine", feature_dr_field("distance")),
+    "finetune.dr.layers": ([1], feature_dr_field("layers")),
+    "finetune.dr.pairs": ({"sample": 2}, feature_dr_field("pairs")),
+    "finetune.dr.normalize": ("sum", feature_dr_field("normalize")),
 }
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from dr_core.events import Event
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint
-from tests.worker.conftest import get_job
+from tests.factories import get_job
 from tests.worker.test_resume import SPEC, Killed, _run
 from worker import job_callback
 from worker.uploader import BackgroundRecorder, CheckpointCadence

@@ -1,7 +1,7 @@
 """The worker adds what it finds wrong with the real split to the job's warnings."""
 from __future__ import annotations
 
-from tests.worker.conftest import get_job
+from tests.factories import get_job
 from worker.runner import run_job
 
 

@@ -1,4 +1,5 @@
 // Small pure helpers: time, numbers, a job's short descriptions, spec paths.
+import type { FinalMetric } from "./names";
 import type { Job, Spec } from "./types";
 
 /** Server datetimes are ISO 8601; one without a zone is UTC. */
@@ -74,7 +75,8 @@ export function jobTitle(job: Pick<Job, "id" | "name">): string {
 /** The final accuracy a person looks for first: validation, else test, else train. */
 export function finalAccuracy(job: Job): number | null {
   const r = job.result ?? {};
-  for (const k of ["val_accuracy", "test_accuracy", "train_accuracy"]) {
+  const preferred: FinalMetric[] = ["val_accuracy", "test_accuracy", "train_accuracy"];
+  for (const k of preferred) {
     if (typeof r[k] === "number") return r[k];
   }
   return null;

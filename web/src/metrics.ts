@@ -1,17 +1,20 @@
-// Metric points (as the worker writes them: dr_core/rbm.py epoch_metrics, dr_core/mlp.py
-// train_mlp) turned into chart data.
+// Metric points (as the worker writes them; their names are in src/names.ts) turned into
+// chart data.
 import { color, type ChartData, type Series } from "./chart";
+import { GRAD_NORM, GRAD_NORM_DR, type FinetuneMetric, type PretrainMetric } from "./names";
 import type { MetricPoint, Spec } from "./types";
 
-export const PRETRAIN_METRICS: [string, string][] = [
-  ["recon_error", "Reconstruction error"],
-  ["free_energy_gap", "Free-energy gap (held-out − train)"],
-  ["dr", "DR value (generative)"],
+// A title for every pretraining metric (tsc refuses a missing one), in the charts' order.
+const PRETRAIN_TITLES: Record<PretrainMetric, string> = {
+  recon_error: "Reconstruction error",
+  free_energy_gap: "Free-energy gap (held-out − train)",
+  dr: "DR value (generative)",
   // near 0: the mini-batches held almost no cross-group pairs, so DR had nothing to act on
-  ["dr_pairs_per_batch", "Cross-group pairs per mini-batch (DR's input)"],
-  ["cross_group_divergence", "Cross-group divergence of p(h|v)"],
-  ["pseudo_log_likelihood", "Pseudo log-likelihood"],
-];
+  dr_pairs_per_batch: "Cross-group pairs per mini-batch (DR's input)",
+  cross_group_divergence: "Cross-group divergence of p(h|v)",
+  pseudo_log_likelihood: "Pseudo log-likelihood",
+};
+export const PRETRAIN_CHARTS = Object.entries(PRETRAIN_TITLES) as [PretrainMetric, string][];
 
 /** Adds points to a list, ignoring any seq already there (a resumed stream may repeat). */
 export function merge(into: MetricPoint[], seen: Set<number>, points: MetricPoint[]): boolean {
@@ -59,22 +62,20 @@ export function pretrainLayers(points: MetricPoint[], spec: Spec): number[] {
   return [...layers].sort((a, b) => a - b);
 }
 
-export function pretrainChart(points: MetricPoint[], layers: number[], name: string): ChartData {
+export function pretrainChart(points: MetricPoint[], layers: number[], name: PretrainMetric): ChartData {
   return byEpoch(points, layers.map((l) => ({
     label: `layer ${l}`,
     match: (p: MetricPoint) => p.phase === "pretrain" && p.layer === l && p.name === name,
   })));
 }
 
-export function finetuneChart(points: MetricPoint[], names: [string, string, boolean?][]): ChartData {
+export function finetuneChart(points: MetricPoint[], names: [FinetuneMetric, string, boolean?][]): ChartData {
   return byEpoch(points, names.map(([name, label, dash]) => ({
     label, dash,
     match: (p: MetricPoint) => p.phase === "finetune" && p.name === name,
   })));
 }
 
-const CLASSIFICATION_GRAD = "grad_norm.";
-const DR_GRAD = "grad_norm_dr.";
 
 /** Hidden layers first (by index), the output head last. */
 function byLayer(names: string[]): string[] {
@@ -87,16 +88,16 @@ function byLayer(names: string[]): string[] {
 export function gradNames(points: MetricPoint[], spec: Spec): string[] {
   const names = new Set<string>();
   const n = spec.finetune ? (spec.model?.hidden_layers?.length ?? 0) : 0;
-  for (let i = 0; i < n; i++) names.add(`${CLASSIFICATION_GRAD}layer${i}`);
-  if (spec.finetune) names.add(`${CLASSIFICATION_GRAD}head`);
-  for (const p of points) if (p.phase === "finetune" && p.name.startsWith(CLASSIFICATION_GRAD)) names.add(p.name);
+  for (let i = 0; i < n; i++) names.add(`${GRAD_NORM}layer${i}`);
+  if (spec.finetune) names.add(`${GRAD_NORM}head`);
+  for (const p of points) if (p.phase === "finetune" && p.name.startsWith(GRAD_NORM)) names.add(p.name);
   return byLayer([...names]);
 }
 
 /** Gradient norms of the DR term alone: only where the worker wrote them (feature DR on). */
 export function drGradNames(points: MetricPoint[]): string[] {
   const names = new Set<string>();
-  for (const p of points) if (p.phase === "finetune" && p.name.startsWith(DR_GRAD)) names.add(p.name);
+  for (const p of points) if (p.phase === "finetune" && p.name.startsWith(GRAD_NORM_DR)) names.add(p.name);
   return byLayer([...names]);
 }
 
@@ -128,7 +129,7 @@ export function gradientTitle(points: MetricPoint[], spec: Spec): string {
   const split = `${base}: classification loss solid, DR term dashed`;
   if (drGradNames(points).length > 0) return split;
   if (!featureDrOn(spec)) return `${base}: classification loss`;
-  const wholeLoss = points.some((p) => p.phase === "finetune" && p.name.startsWith(CLASSIFICATION_GRAD));
+  const wholeLoss = points.some((p) => p.phase === "finetune" && p.name.startsWith(GRAD_NORM));
   return wholeLoss ? `${base}: classification + DR loss together` : split;
 }
 

@@ -1,5 +1,6 @@
 // Shapes of the v1 API as the app reads them (see api/schemas and drtrain/*/schemas).
 // Fields added later by the server (name, tags, warnings) are optional here.
+import { TERMINAL_STATUSES, type JobStatus, type Phase } from "./names";
 
 export interface Problem {
   type?: string;
@@ -16,9 +17,9 @@ export interface Job {
   name?: string | null;
   tags?: string[] | null;
   warnings?: string[] | null;
-  status: string;
+  status: JobStatus;
   status_reason: string | null;
-  phase: string | null;
+  phase: Phase | null;
   layer: number | null;
   epoch: number | null;
   progress: number;
@@ -37,7 +38,7 @@ export interface Job {
 
 export interface MetricPoint {
   seq: number;
-  phase: string;
+  phase: Phase;
   layer: number | null;
   epoch: number;
   name: string;
@@ -81,7 +82,7 @@ export interface Dataset {
 export interface SweepChild {
   job_id: string;
   grid_point: Record<string, any>;
-  status: string;
+  status: JobStatus;
   result: Record<string, any> | null;
 }
 
@@ -101,4 +102,4 @@ export interface Sweep {
   summary: SummaryRow[];
 }
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL = new Set<string>(TERMINAL_STATUSES);

@@ -4,6 +4,7 @@ import { getJob, listJobs, metricsSince } from "../api";
 import { Chart, color } from "../chart";
 import { flatten, fmtNum, getPath, higherIsBetter, jobTitle, shortId, show } from "../format";
 import { byEpoch, keyLabel, matchKey, merge, seriesKey } from "../metrics";
+import type { FinalMetric } from "../names";
 import { navigate, usePoll } from "../route";
 import type { Job, MetricPoint } from "../types";
 import { TERMINAL } from "../types";
@@ -11,7 +12,7 @@ import { ErrorBox, Section, StatusBadge } from "../ui";
 
 const DEFAULT_KEYS = ["finetune/val_accuracy", "finetune/val_loss", "finetune/train_loss", "finetune/grad_norm.layer0",
   "pretrain/recon_error/L0", "pretrain/cross_group_divergence/L0"];
-const FINAL = ["val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_accuracy", "train_loss", "wall_seconds"];
+const FINAL: FinalMetric[] = ["val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_accuracy", "train_loss", "wall_seconds"];
 
 interface Run {
   job: Job;

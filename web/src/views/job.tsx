@@ -3,7 +3,8 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, cancelJob, download, getJob, listCheckpoints, streamEvents } from "../api";
 import { Chart } from "../chart";
 import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle } from "../format";
-import { finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_METRICS, pretrainChart, pretrainLayers } from "../metrics";
+import { finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers } from "../metrics";
+import type { PretrainMetric } from "../names";
 import { navigate } from "../route";
 import type { Checkpoint, Job, MetricPoint } from "../types";
 import { TERMINAL } from "../types";
@@ -98,12 +99,12 @@ export function JobPage({ id }: { id: string }) {
   const charts = useMemo(() => {
     const layers = pretrainLayers(points, spec);
     const present = new Set(points.filter((p) => p.phase === "pretrain").map((p) => p.name));
-    const expected = new Set(["recon_error", "dr", "cross_group_divergence"]);
+    const expected = new Set<PretrainMetric>(["recon_error", "dr", "cross_group_divergence"]);
     if ((spec.validation_fraction ?? 0.1) > 0) expected.add("free_energy_gap");
     // dr_pairs_per_batch is drawn only once present: jobs trained before it was recorded
     // would otherwise show an empty chart for ever
     const pre = spec.pretrain
-      ? PRETRAIN_METRICS.filter(([name]) => present.has(name) || expected.has(name))
+      ? PRETRAIN_CHARTS.filter(([name]) => present.has(name) || expected.has(name))
         .map(([name, title]) => ({ name, title, data: pretrainChart(points, layers, name) }))
       : [];
     const ft = spec.finetune ? [

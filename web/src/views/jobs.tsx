@@ -2,11 +2,12 @@
 import { useMemo, useState } from "preact/hooks";
 import { listDatasets, listJobs } from "../api";
 import { architecture, drShort, finalAccuracy, fmtAgo, fmtDuration, fmtPct, jobDuration, jobTitle, parseTime, shortId } from "../format";
+import { JOB_STATUSES } from "../names";
 import { navigate, usePoll, useRoute } from "../route";
 import type { Job } from "../types";
 import { ErrorBox, Progress, StatusBadge, Tags } from "../ui";
 
-const STATUSES = ["", "queued", "running", "cancelling", "succeeded", "failed", "cancelled"];
+const STATUSES = ["", ...JOB_STATUSES];
 type SortKey = "created" | "name" | "status" | "progress" | "accuracy" | "duration" | "dataset";
 const POLL_MS = 3000;
 

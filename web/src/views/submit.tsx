@@ -1,51 +1,13 @@
 // Submit a job (or a sweep) from a form, pre-filled from the server's defaults or from an
-// earlier job; the server's problem+json field errors are shown beside the fields.
+// earlier job; the server's problem+json field errors are shown beside the fields. Defaults,
+// choices and help text come from the JobSpec schema in /openapi.json (src/schema.ts).
 import type { JSX } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { ApiError, call, getJob, listDatasets, submitJob, submitSweep } from "../api";
 import { getPath, setPath } from "../format";
 import { navigate } from "../route";
+import { choices, describe, type JobSchema, loadJobSchema, sectionDefaults, specDefaults } from "../schema";
 import type { Dataset, Spec } from "../types";
-
-// Used only when /openapi.json cannot be read: the JobSpec defaults of docs/api.md; the DR
-// sections hold what a section gets when it is switched on (feature DR is off by default).
-const FALLBACK: Spec = {
-  dataset_id: "builtin:digits", test_dataset_id: null, validation_fraction: 0.1,
-  model: { hidden_layers: [500, 500], visible_units: "auto" },
-  pretrain: { epochs: 5, batch_size: "auto", learning_rate: 0.05, cd_k: 1, persistent: false, momentum: 0.5,
-    final_momentum: 0.9, weight_decay: 0.0002, dr: { weight: 1.0, divergence: "hellinger", pairs: "all", normalize: "sum" } },
-  finetune: { epochs: 20, batch_size: "auto", optimizer: "sgd", learning_rate: 0.1, momentum: 0.9, weight_decay: 0.0,
-    activation: "sigmoid", dr: { weight: 0.1, distance: "euclidean", layers: "all", pairs: "all", normalize: "per_unit" } },
-  seed: 0, device: "auto", max_runtime_seconds: 86400, max_attempts: null,
-};
-
-type Schema = Record<string, any>;
-
-/** Defaults of a JSON schema object, following $ref into nested models (default_factory sections). */
-function defaultsOf(schema: Schema, all: Record<string, Schema>, depth = 0): Record<string, any> {
-  const out: Record<string, any> = {};
-  for (const [k, prop] of Object.entries<Schema>(schema.properties ?? {})) {
-    if ("default" in prop) {
-      out[k] = prop.default;
-      continue;
-    }
-    const ref = prop.$ref ?? (prop.anyOf ?? []).find((s: Schema) => s.$ref)?.$ref;
-    if (ref && depth < 4) out[k] = defaultsOf(all[ref.split("/").pop()!] ?? {}, all, depth + 1);
-    else if ((prop.anyOf ?? []).some((s: Schema) => s.type === "null")) out[k] = null;
-  }
-  return out;
-}
-
-/** Descriptions of the JobSpec fields by dotted path, for the fields' help text. */
-function describe(schema: Schema, all: Record<string, Schema>, prefix = "", out: Record<string, string> = {}, depth = 0) {
-  for (const [k, prop] of Object.entries<Schema>(schema.properties ?? {})) {
-    const path = prefix ? `${prefix}.${k}` : k;
-    if (prop.description) out[path] = prop.description;
-    const ref = prop.$ref ?? (prop.anyOf ?? []).find((s: Schema) => s.$ref)?.$ref;
-    if (ref && depth < 4) describe(all[ref.split("/").pop()!] ?? {}, all, path, out, depth + 1);
-  }
-  return out;
-}
 
 const clone = <T,>(v: T): T => JSON.parse(JSON.stringify(v));
 
@@ -82,22 +44,21 @@ export function SubmitPage({ from }: { from: string | null }) {
   const [asSweep, setAsSweep] = useState(query.get("sweep") === "1");
   const [grid, setGrid] = useState('{\n  "pretrain.dr.weight": [0, 0.5, 1],\n  "seed": [0, 1]\n}');
   const [source, setSource] = useState("");
-  const [defaults, setDefaults] = useState<Spec>(FALLBACK);
+  const [schema, setSchema] = useState<JobSchema | null>(null);
+  const [schemaError, setSchemaError] = useState("");
 
   useEffect(() => {
     (async () => {
-      let base = clone(FALLBACK);
+      let js: JobSchema;
       try {
-        const doc = await (await fetch("/openapi.json")).json();
-        const all = doc.components?.schemas ?? {};
-        if (all.JobSpec) {
-          base = { ...defaultsOf(all.JobSpec, all), dataset_id: "builtin:digits" };
-          setDefaults(clone(base));
-          setHelp(describe(all.JobSpec, all));
-        }
-      } catch {
-        /* the fallback defaults */
+        js = await loadJobSchema();
+      } catch (err) {
+        setSchemaError(err instanceof Error ? err.message : String(err));
+        return;
       }
+      setSchema(js);
+      setHelp(describe(js));
+      let base: Spec = specDefaults(js);
       if (from) {
         try {
           const job = await getJob(from);
@@ -118,7 +79,8 @@ export function SubmitPage({ from }: { from: string | null }) {
 
   const paths = useMemo(() => new Set<string>(), []);
   const numeric = useMemo(() => new Set<string>(), []);
-  if (!spec) return <p class="muted">Loading the form…</p>;
+  if (schemaError) return <p class="error" role="alert" id="schema-error">The form needs the job schema: {schemaError}</p>;
+  if (!spec || !schema) return <p class="muted">Loading the form…</p>;
 
   const update = (path: string, value: unknown) => {
     const next = clone(spec);
@@ -132,7 +94,7 @@ export function SubmitPage({ from }: { from: string | null }) {
   };
   const toggleSection = (path: string, on: boolean) => {
     const next = clone(spec);
-    if (on) setPath(next, path, stash[path] ?? clone(getPath(defaults, path) ?? getPath(FALLBACK, path)));
+    if (on) setPath(next, path, stash[path] ?? sectionDefaults(schema, path));
     else {
       setStash({ ...stash, [path]: getPath(spec, path) });
       setPath(next, path, null);
@@ -166,9 +128,10 @@ export function SubmitPage({ from }: { from: string | null }) {
     <input name={path} value={textOf(getPath(spec, path))} placeholder={placeholder}
       aria-invalid={errors.byField[path] ? "true" : undefined}
       onInput={(e) => update(path, (e.target as HTMLInputElement).value)} />);
-  const select = (path: string, label: string, options: string[]) => wrap(path, label,
+  // The choices are the field's enum in the schema (a Literal in drtrain/jobs/spec.py).
+  const select = (path: string, label: string) => wrap(path, label,
     <select name={path} value={textOf(getPath(spec, path))} onChange={(e) => update(path, (e.target as HTMLSelectElement).value)}>
-      {options.map((o) => <option value={o}>{o}</option>)}
+      {choices(schema, path).map((o) => <option value={o}>{o}</option>)}
     </select>);
   const check = (path: string, label: string) => wrap(path, label,
     <input name={path} type="checkbox" checked={Boolean(getPath(spec, path))} onChange={(e) => update(path, (e.target as HTMLInputElement).checked)} />);
@@ -304,7 +267,7 @@ export function SubmitPage({ from }: { from: string | null }) {
         {wrap("model.hidden_layers", "Hidden layers", <input name="model.hidden_layers" value={textOf(spec.model?.hidden_layers)}
           placeholder="500, 500" aria-invalid={errors.byField["model.hidden_layers"] ? "true" : undefined}
           onInput={(e) => update("model.hidden_layers", (e.target as HTMLInputElement).value)} />)}
-        {select("model.visible_units", "Visible units", ["auto", "bernoulli", "gaussian"])}
+        {select("model.visible_units", "Visible units")}
       </fieldset>
       {section("pretrain", "Pretraining (greedy DBN of RBMs)", () => (
         <>
@@ -321,9 +284,9 @@ export function SubmitPage({ from }: { from: string | null }) {
           {section("pretrain.dr", "Diversifying regularization (generative)", () => (
             <div class="row">
               {num("pretrain.dr.weight", "Weight λ")}
-              {select("pretrain.dr.divergence", "Divergence", ["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"])}
+              {select("pretrain.dr.divergence", "Divergence")}
               {pairs("pretrain.dr.pairs")}
-              {select("pretrain.dr.normalize", "Normalize", ["sum", "per_unit"])}
+              {select("pretrain.dr.normalize", "Normalize")}
             </div>
           ))}
         </>
@@ -333,19 +296,19 @@ export function SubmitPage({ from }: { from: string | null }) {
           <div class="row">
             {num("finetune.epochs", "Epochs", "1")}
             {num("finetune.batch_size", "Batch size", "1")}
-            {select("finetune.optimizer", "Optimizer", ["sgd", "adam"])}
+            {select("finetune.optimizer", "Optimizer")}
             {num("finetune.learning_rate", "Learning rate")}
             {num("finetune.momentum", "Momentum")}
             {num("finetune.weight_decay", "Weight decay")}
-            {select("finetune.activation", "Activation", ["sigmoid", "tanh", "relu"])}
+            {select("finetune.activation", "Activation")}
           </div>
           {section("finetune.dr", "Diversifying regularization (discriminative)", () => (
             <div class="row">
               {num("finetune.dr.weight", "Weight λ")}
-              {select("finetune.dr.distance", "Distance", ["euclidean", "cosine"])}
+              {select("finetune.dr.distance", "Distance")}
               {text("finetune.dr.layers", "Layers", "all or 0, 1")}
               {pairs("finetune.dr.pairs")}
-              {select("finetune.dr.normalize", "Normalize", ["sum", "per_unit"])}
+              {select("finetune.dr.normalize", "Normalize")}
             </div>
           ))}
         </>

@@ -3,10 +3,14 @@ import { useMemo, useState } from "preact/hooks";
 import { getSweep, listJobs } from "../api";
 import { Chart, type ChartData } from "../chart";
 import { architecture, drShort, fmtAgo, fmtNum, fmtTime, higherIsBetter, parseTime, shortId, show } from "../format";
+import type { FinalMetric } from "../names";
 import { navigate, usePoll } from "../route";
 import type { Job, SummaryRow, Sweep } from "../types";
 import { TERMINAL } from "../types";
 import { ErrorBox, Section, StatusBadge } from "../ui";
+
+// Shown beside the chosen metric in the summary table, when the sweep has them.
+const SIDE_METRICS: FinalMetric[] = ["val_accuracy", "val_loss", "test_accuracy", "train_accuracy"];
 
 interface SweepInfo {
   id: string;
@@ -112,7 +116,7 @@ export function SweepPage({ id }: { id: string }) {
     const b = best?.metrics[chosen];
     if (!b || (up ? m.mean > b.mean : m.mean < b.mean)) best = row;
   }
-  const others = ["val_accuracy", "val_loss", "test_accuracy", "train_accuracy"].filter((m) => m !== chosen && metrics.includes(m));
+  const others = SIDE_METRICS.filter((m) => m !== chosen && metrics.includes(m));
   const done = sweep.children.filter((c) => TERMINAL.has(c.status)).length;
 
   return (
