@@ -41,7 +41,7 @@ import httpx
 
 from bench import loadgen
 from bench.benchmarks_doc import write_section
-from bench.service_stack import Stack, cpu_seconds, rss_bytes
+from bench.service_stack import ROOT, Stack, cpu_seconds, rss_bytes
 
 BEGIN, END = "<!-- service:begin -->", "<!-- service:end -->"
 
@@ -292,9 +292,10 @@ def service_overhead(stack: Stack, api: str) -> Row | None:
 PARTS = ("reads", "crowd", "submits", "latency", "streams", "overhead")
 
 
-def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PARTS) -> list[Row]:
+def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PARTS,
+            source: Path = ROOT) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix=f"drtrain-bench-{mode}-") as tmp:
-        stack = Stack(mode, Path(tmp))
+        stack = Stack(mode, Path(tmp), source)
         try:
             bare = stack.start_bare()
             api = stack.start_api()
@@ -365,18 +366,18 @@ with the same job run with nobody watching. The 200 MB CSV targets are in the Up
 Where the time goes (API CPU per request, measured with `time.process_time` in the server at 16
 keep-alive clients, medians, approximate): the bare route costs about 0.2 ms. The job, job-list
 and metrics-page GETs are answered by `api/fast_reads.py` (a middleware in front of FastAPI, for
-the plain successful case with a cached key), so they skip FastAPI's routing, which the bare
-route pays: that is why a cached read can beat it. The status GET and the list above are
+the plain successful case with a cached key, calling the routes' own `api/job_reads.py`), so
+they skip FastAPI's routing, which the bare route pays: that is why a cached read can beat it. The status GET and the list above are
 answered from memory (`api/job_cache.py`): no job changed between the reads, as when clients
 poll a job that is not moving. The "job cache off" rows are what each read costs when
 something changed since the last (SQLite read in place, PostgreSQL through one thread hop): a
 status GET about 0.3 ms embedded / 0.45 ms production, a 50-job list 1.0 / 1.3 ms (fetching
 and dumping 50 x 22 values and sending ~34 KB). A 1,000-point metrics page costs 0.3 / 0.55 ms
 when the full page is cached (3-4.5 ms when it is not: the driver's fetch and formatting every
-timestamp). A plain submit is answered by `api/fast_submit.py` and committed with the submits
-waiting alongside it (`drtrain/jobs/submit_batch.py`, batches of about 16 here), answered
-right after the commit, and its message published afterwards by a child process of the API
-(`drtrain/jobs/publishing.py`). Per submit, at 16 submitters (per-thread CPU from
+timestamp). A plain submit is taken by `api/fast_submit.py` and, like every submit, committed with the
+submits waiting alongside it (`drtrain/jobs/submit_batch.py` on `drtrain/kit/group_commit.py`,
+batches of about 16 here), answered right after the commit, and its message published
+afterwards by a child process of the API (`drtrain/kit/publishing.py`). Per submit, at 16 submitters (per-thread CPU from
 `/proc/<pid>/task`): the event loop about 0.7 ms (h11 and the middlewares, which the bare route
 pays too, the JobSpec validation and the response body) and the batch's thread about 0.5 ms
 production / 0.4 ms embedded (the checks, the tenant's lock and count, the Core insert, the
@@ -395,6 +396,20 @@ machine before comparing hardware.
 """
 
 
+def comparison(mode: str, before: list[Row], after: list[Row]) -> str:
+    """Each figure of ``after`` beside the same figure of ``before`` (another checkout served
+    in the same run), with after / before of the ratios against the bare route."""
+    lines = ["| mode | measure | before | after | after / before |", "|---|---|---|---|---|"]
+    earlier = {row["what"]: row for row in before}
+    for row in after:
+        old = earlier.get(row["what"])
+        change = (f"{row['ratio'] / old['ratio']:.2f}" if old and old["ratio"] and row["ratio"]
+                  else "-")
+        lines.append(f"| {mode} | {row['what']} | {old['value'] if old else '-'} | "
+                     f"{row['value']} | {change} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", nargs="+", default=["embedded", "production"],
@@ -404,15 +419,26 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
                         help="measure only these parts (implies --no-write)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave the docs alone")
+    parser.add_argument("--before", type=Path, metavar="CHECKOUT",
+                        help="also serve this checkout (e.g. a git worktree of an older commit) "
+                             "in the same run and print both side by side (implies --no-write)")
     args = parser.parse_args()
-    if set(args.only) != set(PARTS):
+    if set(args.only) != set(PARTS) or args.before:
         args.no_write = True
     results = {}
     for mode in args.modes:
+        if args.before:
+            before = measure(mode, args.repeats, args.seconds, tuple(args.only),
+                             source=args.before.resolve())
+            after = measure(mode, args.repeats, args.seconds, tuple(args.only))
+            print(comparison(mode, before, after), flush=True)
+            continue
         started = time.monotonic()
         results[mode] = measure(mode, args.repeats, args.seconds, tuple(args.only))
         print(f"{mode}: {time.monotonic() - started:.0f} s", file=sys.stderr)
         print(table({mode: results[mode]}), flush=True)
+    if args.before:
+        return
     text = section(results, args)
     if not args.no_write:
         write_section(text, BEGIN, END)

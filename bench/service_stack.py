@@ -55,12 +55,15 @@ def rss_bytes(pid: int) -> int:
 
 
 class Stack:
-    def __init__(self, mode: str, root: Path) -> None:
+    """``source``: the checkout whose API and worker are served (default: this one; another
+    checkout of the same schema gives a before/after comparison in one run)."""
+
+    def __init__(self, mode: str, root: Path, source: Path = ROOT) -> None:
         assert mode in ("embedded", "production")
-        self.mode, self.root = mode, root
+        self.mode, self.root, self.source = mode, root, source
         self.data_dir = root / "data"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}
-        self.env.update(DRTRAIN_DATA_DIR=str(self.data_dir), PYTHONPATH=str(ROOT),
+        self.env.update(DRTRAIN_DATA_DIR=str(self.data_dir), PYTHONPATH=str(source),
                         PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                         DRTRAIN_FASHION_MNIST_DIR=str(root / "no-fashion-mnist"),
                         # the submit benchmarks create thousands of queued jobs
@@ -102,7 +105,7 @@ class Stack:
     def _start(self, name: str, argv: list[str], health: str | None,
                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it
-        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log,
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=self.source, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs[name] = proc

@@ -2,17 +2,33 @@
 
     python scripts/code_metrics.py [ROOT]
 
-Prints the five largest modules (lines), every function over 60 lines, and how many names
-the worker imports from the API package (0 once the domain lives in drtrain/).
+Prints the lines of each package, the largest modules, every function over 60 lines, the
+lines in bench/, how many modules restate a list that has one source (the job statuses of
+``drtrain.kit.models.JobStatus``, the divergences and distances of ``dr_core.config``), and
+how many names the worker imports from the API package. ROOT (default: this checkout) may
+be another checkout, an older one included: the lists are this checkout's.
 """
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
-PACKAGES = ("api", "worker", "dr_core", "drtrain", "drtrain_cli", "drtrain_client", "drtrain_study",
-            "bench", "migrations")
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))  # a script run by path: the lists come from this checkout
+
+from dr_core.config import DISTANCES, DIVERGENCES  # noqa: E402
+from drtrain.kit.models import JobStatus  # noqa: E402
+
+PACKAGES = ("api", "worker", "dr_core", "drtrain", "drtrain_cli", "drtrain_client",
+            "drtrain_study", "bench", "migrations")
+# Where copies of a list may hide: the packages, the web app's source and the tests.
+SEARCHED = (*PACKAGES, "web/src", "tests")
+LISTS = {"job statuses": tuple(JobStatus), "divergences": DIVERGENCES, "distances": DISTANCES}
+# The modules that are each list's one source.
+SOURCES = {"job statuses": "drtrain/kit/models.py", "divergences": "dr_core/config.py",
+           "distances": "dr_core/config.py"}
 
 
 def modules(root: Path) -> list[Path]:
@@ -20,29 +36,72 @@ def modules(root: Path) -> list[Path]:
             if "__pycache__" not in p.parts]
 
 
-def main(argv: list[str]) -> int:
-    root = Path(argv[0]) if argv else Path(__file__).resolve().parents[1]
-    files = modules(root)
-    sizes = sorted(((len(p.read_text().splitlines()), p.relative_to(root)) for p in files),
-                   reverse=True)
-    print("largest modules (lines):")
-    for n, path in sizes[:5]:
-        print(f"  {n:5d}  {path}")
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def restating(root: Path, names: tuple[str, ...]) -> list[str]:
+    """Modules other than the list's source naming at least all but one of its names as
+    quoted literals: a copy of the list that can drift from its source."""
+    quoted = [re.compile(rf"[\"']{re.escape(str(n))}[\"']") for n in names]
+    found = []
+    for folder in SEARCHED:
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for path in base.rglob("*"):
+            if path.suffix not in (".py", ".ts", ".tsx") or "node_modules" in path.parts:
+                continue
+            text = path.read_text()
+            if sum(bool(q.search(text)) for q in quoted) >= max(2, len(names) - 1):
+                found.append(str(path.relative_to(root)))
+    return sorted(found)
+
+
+def _functions_over_60(root: Path, files: list[Path]) -> list[tuple[int, str]]:
     long = []
-    taken = []
     for path in files:
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
                 if length > 60:
                     long.append((length, f"{path.relative_to(root)}:{node.name}"))
-            if path.relative_to(root).parts[0] == "worker" and isinstance(node, ast.ImportFrom) \
-                    and node.module and node.module.split(".")[0] == "api":
+    return sorted(long, reverse=True)
+
+
+def _worker_imports_from_api(root: Path, files: list[Path]) -> list[tuple[str, str]]:
+    taken = []
+    for path in files:
+        if path.relative_to(root).parts[0] != "worker":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.split(".")[0] == "api"):
                 taken += [(node.module, alias.name) for alias in node.names]
+    return taken
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0]).resolve() if argv else HERE
+    files = modules(root)
+    print("lines per package:")
+    for pkg in PACKAGES:
+        in_pkg = [p for p in files if p.relative_to(root).parts[0] == pkg]
+        print(f"  {sum(map(_lines, in_pkg)):6d}  {pkg}/ ({len(in_pkg)} modules)")
+    sizes = sorted(((_lines(p), p.relative_to(root)) for p in files), reverse=True)
+    print("largest modules (lines):")
+    for n, path in sizes[:5]:
+        print(f"  {n:5d}  {path}")
+    long = _functions_over_60(root, files)
     print(f"functions over 60 lines: {len(long)}")
-    for length, name in sorted(long, reverse=True):
+    for length, name in long:
         print(f"  {length:4d}  {name}")
+    for list_name, names in LISTS.items():
+        copies = [m for m in restating(root, names) if m != SOURCES[list_name]]
+        print(f"modules restating the {list_name} (outside {SOURCES[list_name]}): {len(copies)}")
+        for module in copies:
+            print(f"  {module}")
+    taken = _worker_imports_from_api(root, files)
     print(f"names the worker imports from api: {len(taken)} "
           f"({len(set(taken))} distinct, from {len({m for m, _ in taken})} modules)")
     return 0

@@ -108,7 +108,7 @@ def _package_inits_ignored(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 def test_the_graph_is_read() -> None:
     graph = import_graph()
-    assert "drtrain.jobs.repository" in graph["api.routers.jobs"]
+    assert "drtrain.jobs.service" in graph["api.routers.jobs"]
     assert "drtrain.datasets.builtins" in graph["drtrain.datasets.loading"]
 
 

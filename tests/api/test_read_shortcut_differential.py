@@ -48,9 +48,8 @@ def jobs(db, tenant_a_key, tenant_b_key) -> dict[str, str]:  # noqa: ANN001
 
 
 VALUES = ["", "0", "1", "2", "3", "007", "-1", "50", "200", "201", "1000", "10000", "10001",
-          "2147483647", "2147483648", "x", "1.5", " 1", "queued", "running", "succeeded",
-          "failed", "cancelling", "cancelled", "QUEUED", "spec", "SPEC", "y", "x", "-bad",
-          "a" * 80, "%", "é", "null", "true"]
+          "2147483647", "2147483648", "x", "1.5", " 1", *JobStatus, "QUEUED", "spec", "SPEC",
+          "y", "x", "-bad", "a" * 80, "%", "é", "null", "true"]
 NAMES = ["status", "page_size", "page_token", "include", "tag", "since", "limit", "other"]
 
 
