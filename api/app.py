@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Sync handlers, dependencies and Database hops share anyio's default limiter: as many
+        # Sync handlers, dependencies and the key lookup's hop share anyio's default limiter: as many
         # threads as the pool has connections (drtrain.kit.db.api_engine).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         # Job reads are cached until the tenant's jobs change (api/job_reads.py); only a

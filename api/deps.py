@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
-from functools import partial
-from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
@@ -31,7 +30,6 @@ from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
 from drtrain.tenants.keys import KeyCache, TenantRef, tenant_ref_for_key
 
-P = ParamSpec("P")
 T = TypeVar("T")
 R = TypeVar("R")
 K = TypeVar("K", bound=Hashable)
@@ -48,44 +46,23 @@ async def get_settings_dep(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def _in_session(factory: sessionmaker[Session], fn: Callable[..., T], *args: Any) -> T:
-    # session_scope commits, then runs the after-commit hooks (a job's publish) once the
-    # session is closed: the connection goes back to the pool before the broker is called.
-    with session_scope(factory) as session:
-        return fn(session, *args)
-
-
 class Database:
-    """One thread hop per call: session, ``fn(session, *args)``, commit (or rollback), close."""
+    """A read in one thread hop with a session of its own, for a dependency that must not
+    hold the request's session (the key lookup). Handlers use ``SessionDep`` or the app's
+    ``JobReads`` (docs/architecture.md, "One idiom per kind of route")."""
 
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self.factory = factory
 
-    async def run(self, fn: Callable[Concatenate[Session, P], T], *args: P.args,
-                  **kwargs: P.kwargs) -> T:
-        call = partial(fn, **kwargs) if kwargs else fn
-        return await anyio.to_thread.run_sync(_in_session, self.factory, call, *args)
-
-    async def read(self, query: Callable[..., R], *args: Any,
-                   then: Callable[[R], T] | None = None) -> T:
-        """``then(query(session, *args))`` in one thread hop, the session closed (its
-        connection back in the pool) before ``then`` serialises the rows. For reads only:
-        the session is in autocommit (each statement sees the latest committed rows)."""
-        return await anyio.to_thread.run_sync(_read, reader_of(self.factory), query, args, then)
+    async def read(self, query: Callable[..., R], *args: Any) -> R:
+        """``query(session, *args)``; the session is in autocommit (each statement sees the
+        latest committed rows) and closed before the hop returns."""
+        return await anyio.to_thread.run_sync(_read, reader_of(self.factory), query, args)
 
 
-def _read(factory: sessionmaker[Session], query: Callable[..., Any], args: tuple[Any, ...],
-          then: Callable[[Any], Any] | None) -> Any:
+def _read(factory: sessionmaker[Session], query: Callable[..., R], args: tuple[Any, ...]) -> R:
     with factory() as session:
-        rows = query(session, *args)
-    return rows if then is None else then(rows)
-
-
-async def get_database(request: Request) -> Database:
-    return Database(request.app.state.sessionmaker)
-
-
-DatabaseDep = Annotated[Database, Depends(get_database)]
+        return query(session, *args)
 
 
 def session_for_request(factory: sessionmaker[Session]) -> Iterator[Session]:
