@@ -6,7 +6,8 @@ Prints the lines of each package, the largest modules, every function over 60 li
 lines in bench/, how many modules restate a list that has one source (the job statuses of
 ``drtrain.kit.models.JobStatus``, the divergences and distances of ``dr_core.config``), and
 how many names the worker imports from the API package. ROOT (default: this checkout) may
-be another checkout, an older one included: the lists are this checkout's.
+be another checkout, an older one included: the lists are those of the installed package
+(``pip install -e .`` of this checkout).
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ import re
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(HERE))  # a script run by path: the lists come from this checkout
+from dr_core.config import DISTANCES, DIVERGENCES
+from drtrain.kit.models import JobStatus
 
-from dr_core.config import DISTANCES, DIVERGENCES  # noqa: E402
-from drtrain.kit.models import JobStatus  # noqa: E402
+HERE = Path(__file__).resolve().parents[1]
 
 PACKAGES = ("api", "worker", "dr_core", "drtrain", "drtrain_cli", "drtrain_client",
             "drtrain_study", "bench", "migrations")
