@@ -213,3 +213,14 @@ def upload_ready(client, headers, content: bytes, filename: str = "data.csv",  #
     body = checked(client, headers, upload(client, headers, content, filename, **kw))
     assert body["status"] == "ready" and body["status_reason"] is None, body
     return body
+
+
+def add_local_job(session: Session, **kw: object) -> Job:
+    """A job of the tenant "local" (the ``embedded`` fixture's), flushed, not committed."""
+    tenant = tenant_by_name(session, "local")
+    assert tenant is not None
+    spec = spec_to_dict(JobSpec.model_validate(small_spec("builtin:digits")))
+    job = Job(tenant_id=tenant.id, dataset_id="builtin:digits", spec=spec, **kw)
+    session.add(job)
+    session.flush()
+    return job

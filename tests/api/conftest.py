@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.deps import get_session
-from drtrain.kit.db import discard_after_commit, run_after_commit
+from drtrain.kit.db import (
+    discard_after_commit,
+    make_engine,
+    make_sessionmaker,
+    run_after_commit,
+    session_scope,
+)
+from drtrain.kit.migrate import upgrade
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
 from drtrain.tenants.keys import create_key
@@ -123,3 +130,21 @@ def digits_csv() -> bytes:
     for row, label in zip(digits.data[:200], digits.target[:200], strict=True):
         writer.writerow([int(v) for v in row] + [int(label)])
     return out.getvalue().encode()
+
+
+@pytest.fixture
+def embedded(tmp_path) -> Iterator[tuple[TestClient, dict[str, str], object]]:  # noqa: ANN001
+    """The embedded setup (a SQLite file) served by TestClient: (client, auth headers of the
+    tenant "local", its sessionmaker)."""
+    settings = Settings(data_dir=tmp_path, database_url="", broker_url="", storage_url="",
+                        environment="embedded")
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    factory = make_sessionmaker(engine)
+    with session_scope(factory) as s:
+        key = create_key(s, "local")
+    try:
+        with TestClient(create_app(settings, engine=engine)) as client:
+            yield client, {"Authorization": f"Bearer {key}"}, factory
+    finally:
+        engine.dispose()

@@ -20,9 +20,7 @@ from drtrain.kit import raw_sql as raw_reads
 from drtrain.kit.db import json_loads, session_scope
 from drtrain.kit.models import Job, JobStatus, MetricPoint
 from drtrain.tenants.keys import KeyCache, revoke_key
-from tests.api.test_timestamps_embedded import _add
-from tests.api.test_timestamps_embedded import embedded as embedded  # noqa: F401 - a fixture
-from tests.factories import add_job, add_points, tenant_id
+from tests.factories import add_job, add_local_job, add_points, tenant_id
 
 
 def lane(app) -> FastReads:  # noqa: ANN001
@@ -243,7 +241,7 @@ def test_the_lane_reads_a_sqlite_file_in_place(embedded, monkeypatch) -> None:  
     """Embedded mode: read with no thread hop, same bytes as the models, timestamps in UTC."""
     client, auth, factory = embedded
     with session_scope(factory) as s:
-        job = _add(s, status=JobStatus.running, tags=["x"],
+        job = add_local_job(s, status=JobStatus.running, tags=["x"],
                    started_at=datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2))))
         s.add_all(MetricPoint(job_id=job.id, seq=i, attempt=1, phase="pretrain", layer=0,
                               layer_key=0, epoch=i, name="loss", value=1 / i,
@@ -284,7 +282,7 @@ def test_a_crowd_with_a_key_not_yet_cached_is_answered_by_the_lane_after_one_loo
 
     client, auth, factory = embedded
     with session_scope(factory) as s:
-        job = _add(s, status=JobStatus.running)
+        job = add_local_job(s, status=JobStatus.running)
     client.get("/v1/datasets", headers=auth)  # builds the middleware stack
     app = client.app
     app.state.key_cache = KeyCache(ttl=5)  # empty: the key is not cached
