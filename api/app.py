@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -49,59 +50,57 @@ OPENAPI_TAGS = [
 ]
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               store: ObjectStore | None = None, publish_in_child: bool = False,
-               shortcuts: bool = True) -> FastAPI:
-    """``publish_in_child``: submitted jobs are published by a child process
-    (``drtrain.kit.publishing.ChildPublisher``), as the served app does; off, by this
-    process (tests that watch or replace the publish in-process). ``shortcuts`` off: every
-    request goes through FastAPI's routing (tests comparing the two)."""
-    settings = settings or get_settings()
-    settings.check_production()
-    owns_engine = engine is None
-    engine = engine or api_engine(settings.resolved_database_url, settings.api_threads,
-                                  settings.db_pool_timeout_seconds)
+@asynccontextmanager
+async def _job_changes_watched(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """Job reads are cached until the tenant's jobs change (api/job_reads.py); only a
+    running app watches for changes (PostgreSQL: a LISTEN thread), and only a database
+    reached through an engine (tests bind sessions to one uncommitted connection)."""
+    factory = app.state.sessionmaker
+    changes = app.state.job_changes = (
+        job_changes_for(factory.kw.get("bind")) if settings.job_cache_seconds > 0
+        else NoChanges())
 
+    def bump(_session: object) -> None:
+        # This process's commits move the version at once (after the commit, before the
+        # response): read-your-writes where change notices arrive a moment later.
+        changes.bump_local()
+
+    event.listen(factory, "after_commit", bump)
+    try:
+        yield
+    finally:
+        event.remove(factory, "after_commit", bump)
+        app.state.job_changes = NoChanges()
+        changes.close()
+
+
+def _lifespan(settings: Settings, engine: Engine, owns_engine: bool,
+              publisher: ChildPublisher | None) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Sync handlers, dependencies and the key lookup's hop share anyio's default limiter: as many
-        # threads as the pool has connections (drtrain.kit.db.api_engine).
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync handlers, dependencies and the key lookup's hop share anyio's default
+        # limiter: as many threads as the pool has connections (drtrain.kit.db.api_engine).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        # Job reads are cached until the tenant's jobs change (api/job_reads.py); only a
-        # running app watches for changes (PostgreSQL: a LISTEN thread), and only a database
-        # reached through an engine (tests bind sessions to one uncommitted connection).
-        factory = _app.state.sessionmaker
-        changes = _app.state.job_changes = (
-            job_changes_for(factory.kw.get("bind")) if settings.job_cache_seconds > 0
-            else NoChanges())
-
-        def bump(_session: object) -> None:
-            # This process's commits move the version at once (after the commit, before the
-            # response): read-your-writes where change notices arrive a moment later.
-            changes.bump_local()
-
-        event.listen(factory, "after_commit", bump)
         if publisher is not None:  # started now, so the first submits do not wait for it
             threading.Thread(target=publisher.warm, name="publisher-warm", daemon=True).start()
         try:
-            async with upload_checks.running(_app):
+            async with _job_changes_watched(app, settings), upload_checks.running(app):
                 yield
         finally:
             # Submits already answered are published before the process goes.
-            if not await anyio.to_thread.run_sync(_app.state.submits.drain,
+            if not await anyio.to_thread.run_sync(app.state.submits.drain,
                                                   SHUTDOWN_DRAIN_SECONDS):
                 log.warning("submits still in hand at shutdown; the reaper publishes their jobs")
             if publisher is not None:
                 await anyio.to_thread.run_sync(publisher.close)
-            event.remove(factory, "after_commit", bump)
-            _app.state.job_changes = NoChanges()
-            changes.close()
         if owns_engine:
             engine.dispose()
 
-    # docs_url/redoc_url off: api/docs.py serves both from the package, not from a CDN.
-    app = FastAPI(title="drtrain", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_tags=OPENAPI_TAGS)
+    return lifespan
+
+
+def _set_state(app: FastAPI, settings: Settings, engine: Engine, store: ObjectStore | None,
+               publisher: ChildPublisher | None) -> None:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
@@ -115,9 +114,28 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.stream_slots = TenantSlots(settings.max_streams_per_tenant, "event streams")
     app.state.upload_slots = TenantSlots(settings.max_uploads_per_tenant, "uploads")
     app.state.validator = upload_checks.make_validator(settings)
-    publisher = ChildPublisher() if publish_in_child else None
     app.state.submits = Submits(publisher.publish if publisher else publish_jobs)
     app.state.job_reads = JobReads(app.state)
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               store: ObjectStore | None = None, publish_in_child: bool = False,
+               shortcuts: bool = True) -> FastAPI:
+    """``publish_in_child``: submitted jobs are published by a child process
+    (``drtrain.kit.publishing.ChildPublisher``), as the served app does; off, by this
+    process (tests that watch or replace the publish in-process). ``shortcuts`` off: every
+    request goes through FastAPI's routing (tests comparing the two)."""
+    settings = settings or get_settings()
+    settings.check_production()
+    owns_engine = engine is None
+    engine = engine or api_engine(settings.resolved_database_url, settings.api_threads,
+                                  settings.db_pool_timeout_seconds)
+    publisher = ChildPublisher() if publish_in_child else None
+    # docs_url/redoc_url off: api/docs.py serves both from the package, not from a CDN.
+    app = FastAPI(title="drtrain", version="1", description=DESCRIPTION,
+                  lifespan=_lifespan(settings, engine, owns_engine, publisher),
+                  docs_url=None, redoc_url=None, openapi_tags=OPENAPI_TAGS)
+    _set_state(app, settings, engine, store, publisher)
     if shortcuts:
         # Innermost: the hottest reads and plain submits answered before FastAPI's routing,
         # through the routes' own objects (api/fast_reads.py, api/fast_submit.py).
