@@ -13,7 +13,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 # What reaches the API: its fixtures, its code, a test client, a real API process (an HTTP
 # client alone does not: tests/drtrain/kit talks to an S3 server with one).
-API_FIXTURES = {"client", "app"}
+API_FIXTURES = {"client", "app", "embedded"}  # embedded: a TestClient of the SQLite app
 API_IMPORTS = ("api", "fastapi.testclient", "bench.uploads")
 def _imported_modules(tree: ast.Module) -> set[str]:
     out: set[str] = set()
