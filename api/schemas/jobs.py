@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from drtrain.jobs.spec import FLOAT32_MAX, TAG_PATTERN
+from drtrain.jobs.spec import FLOAT32_MAX, TAG_PATTERN, RequestModel
 from drtrain.kit.models import JobStatus
 
 # Metric seq is a 32-bit column: a larger cursor would fail in the database, not match nothing.
@@ -114,8 +114,8 @@ class CheckpointList(BaseModel):
     next_page_token: str | None = None
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+class PredictRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={
         "examples": [{"inputs": [[0.0, 0.5, 1.0]]}]})
 
     # NaN/inf are refused here (JSON parsers accept them as extensions), and so is anything

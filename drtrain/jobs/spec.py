@@ -21,13 +21,22 @@ TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max, without numpy here
 
-Strict = ConfigDict(extra="forbid")
+
+class RequestModel(BaseModel):
+    """A request body, or a section of one: unknown fields are refused and every type is
+    strict, as the OpenAPI document states it. An integer field takes only a JSON integer
+    (not "7", 7.0 or true), a boolean only true or false (not 0, 1 or "true"), a string only
+    a string; a float field still takes a JSON integer (1 is a number). Literal choices are
+    strings in JSON and match as such. JSON read back from the database parses the same way,
+    so the worker's stored specs and a sweep's grid values (both plain JSON) still validate.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class SampledPairs(BaseModel):
+class SampledPairs(RequestModel):
     """K random cross-group partners per example instead of every pair."""
 
-    model_config = Strict
     sample: int = Field(ge=1, le=1024, examples=[16],
                         description="Partners drawn per example from the other groups of its "
                                     "mini-batch (an unbiased estimate of the all-pairs mean).")
@@ -53,11 +62,10 @@ _NORMALIZE = ('"sum": the divergence summed over hidden units; "per_unit": avera
               '(weights then transfer across layer widths).')
 
 
-class PretrainDR(BaseModel):
+class PretrainDR(RequestModel):
     """Generative DR: a divergence between hidden posteriors of examples of different groups,
     added to each RBM's likelihood as a prior (docs/dr.md)."""
 
-    model_config = Strict
     weight: float = Field(1.0, ge=0.0, le=1e4, examples=[1.0],
                           description="lambda; 0 turns generative DR off.")
     divergence: Literal["hellinger", "jeffreys", "bhattacharyya", "jensen_shannon"] = Field(
@@ -67,11 +75,10 @@ class PretrainDR(BaseModel):
     normalize: Literal["sum", "per_unit"] = Field("sum", examples=["sum"], description=_NORMALIZE)
 
 
-class FinetuneDR(BaseModel):
+class FinetuneDR(RequestModel):
     """Discriminative DR: a distance between hidden features of examples of different groups,
     added to the classification loss (docs/dr.md)."""
 
-    model_config = Strict
     weight: float = Field(0.1, ge=0.0, le=1e4, examples=[0.1],
                           description="lambda; 0 turns feature DR off.")
     distance: Literal["euclidean", "cosine"] = Field(
@@ -85,8 +92,7 @@ class FinetuneDR(BaseModel):
                                                   description=_NORMALIZE)
 
 
-class ModelSpec(BaseModel):
-    model_config = Strict
+class ModelSpec(RequestModel):
     hidden_layers: Annotated[list[Annotated[int, Field(ge=1, le=8192)]],
                              Field(min_length=1, max_length=8)] = Field(
         [500, 500], examples=[[500, 500]],
@@ -98,10 +104,9 @@ class ModelSpec(BaseModel):
                     "bernoulli when every value lies there, else gaussian.")
 
 
-class PretrainSpec(BaseModel):
+class PretrainSpec(RequestModel):
     """Greedy layer-wise DBN pretraining: one RBM per hidden layer, trained with CD-k or PCD."""
 
-    model_config = Strict
     epochs: int = Field(5, ge=0, le=1000, examples=[5], description="Epochs per RBM layer.")
     batch_size: BatchSize = Field("auto", examples=["auto", 128], description=_BATCH)
     learning_rate: float = Field(0.05, gt=0.0, le=10.0, examples=[0.05],
@@ -118,7 +123,7 @@ class PretrainSpec(BaseModel):
     weight_decay: float = Field(0.0002, ge=0.0, le=1.0, examples=[0.0002],
                                 description="L2 penalty on the weights.")
     side_rows_per_batch: int | None = Field(
-        None, ge=0, le=4096, strict=True, examples=[None, 32],
+        None, ge=0, le=4096, examples=[None, 32],
         description="Rows that carry a side value in every pretraining mini-batch, drawn in "
                     "turn from each group; the rest of the batch is drawn from all rows and an "
                     "epoch still visits every row. With few rows labelled, random batches hold "
@@ -136,10 +141,9 @@ class PretrainSpec(BaseModel):
         return self
 
 
-class FinetuneSpec(BaseModel):
+class FinetuneSpec(RequestModel):
     """Supervised training of the MLP (the pretrained stack, or a random one, plus softmax)."""
 
-    model_config = Strict
     epochs: int = Field(20, ge=0, le=1000, examples=[20], description="Fine-tuning epochs.")
     batch_size: BatchSize = Field("auto", examples=["auto", 128], description=_BATCH)
     optimizer: Literal["sgd", "adam"] = Field("sgd", examples=["sgd"], description="Optimiser.")
@@ -186,11 +190,11 @@ JOB_SPEC_EXAMPLE: dict[str, Any] = {
 }
 
 
-class JobSpec(BaseModel):
+class JobSpec(RequestModel):
     """What to train. Checked in two steps: here (shape and bounds) and at submit against the
     dataset (existence, visible units, parameter count), both answering 422."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [JOB_SPEC_EXAMPLE]})
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_SPEC_EXAMPLE]})
 
     name: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN,
                              examples=["digits, hellinger 1.0"],

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec
+from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, RequestModel
 
 MAX_GRID_POINTS = 256
 
@@ -14,11 +14,12 @@ SWEEP_EXAMPLE: dict[str, Any] = {"base": JOB_SPEC_EXAMPLE,
                  "grid": {"pretrain.dr.weight": [0, 0.1, 1], "seed": [0, 1, 2]}}
 
 
-class SweepRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SWEEP_EXAMPLE]})
+class SweepRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [SWEEP_EXAMPLE]})
 
     base: JobSpec
-    # Paths like "pretrain.dr.weight"; each list is the values that path takes.
+    # Paths like "pretrain.dr.weight"; each list is the values that path takes. The values
+    # are checked as strictly as the base: each grid point is validated as a JobSpec.
     grid: dict[str, list[Any]] = Field(min_length=1, max_length=16)
 
 

@@ -137,6 +137,35 @@ def test_bad_spec_is_problem_json_with_errors(client, auth_a, ds_a, published) -
     assert published == []
 
 
+@pytest.mark.parametrize("path, value", [
+    (("seed",), "7"), (("seed",), False), (("seed",), 7.0),
+    (("pretrain", "epochs"), "1"), (("pretrain", "epochs"), True),
+    (("finetune", "epochs"), 1.0), (("pretrain", "persistent"), 0),
+    (("pretrain", "persistent"), "true"), (("model", "hidden_layers", 0), 8.0),
+])
+def test_a_wrong_json_type_is_422_naming_the_field(client, auth_a, ds_a, published, path,
+                                                   value) -> None:
+    """The document's integer is an integer, its boolean a boolean: nothing is coerced."""
+    spec = small_spec(ds_a.id)
+    node = spec
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    resp = client.post("/v1/jobs", json=spec, headers=auth_a)
+    assert resp.status_code == 422, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert [e["loc"] for e in resp.json()["errors"]] == [["body", *path]]
+    assert published == []
+
+
+def test_a_float_field_takes_a_json_integer(client, auth_a, ds_a, published) -> None:
+    spec = small_spec(ds_a.id, validation_fraction=0)
+    spec["pretrain"]["learning_rate"] = 1
+    resp = client.post("/v1/jobs", json=spec, headers=auth_a)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["spec"]["pretrain"]["learning_rate"] == 1.0
+
+
 def test_unknown_or_foreign_dataset_is_422_naming_dataset_id(client, db, auth_a, auth_b,
                                                              published) -> None:
     foreign = add_dataset(db, tenant_id(db, "tenant-b"))

@@ -48,6 +48,17 @@ def test_predict_rejects_wrong_width_and_non_finite(client, db, store, auth_a) -
     assert too_many.status_code == 422
 
 
+def test_predict_inputs_are_json_numbers(client, db, store, auth_a) -> None:
+    job = _job_with_model(db, store, make_model_bytes())
+    url = f"/v1/jobs/{job.id}/predict"
+    for value in ("0.5", True):
+        resp = client.post(url, json={"inputs": [[0.0, value, 1.0]]}, headers=auth_a)
+        assert resp.status_code == 422, resp.text
+        assert [e["loc"] for e in resp.json()["errors"]] == [["body", "inputs", 0, 1]]
+    integers = client.post(url, json={"inputs": [[0, 1, 2]]}, headers=auth_a)
+    assert integers.status_code == 200, integers.text
+
+
 def test_predict_needs_a_succeeded_job_with_a_head(client, db, store, auth_a) -> None:
     running = _job_with_model(db, store, make_model_bytes(), JobStatus.running)
     resp = client.post(f"/v1/jobs/{running.id}/predict", json={"inputs": [[0, 0, 0]]},

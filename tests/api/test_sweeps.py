@@ -49,6 +49,20 @@ def test_invalid_grid_value_is_422_naming_path_and_value(client, db, auth_a, ds_
     assert published == [] and db.scalar(select(Sweep.id)) is None
 
 
+def test_wrong_json_types_in_base_or_grid_are_422_naming_the_field(client, db, auth_a, ds_id,
+                                                                  published) -> None:
+    bad_base = client.post("/v1/sweeps", json={"base": small_spec(ds_id, seed="7"),
+                                               "grid": {"seed": [0, 1]}}, headers=auth_a)
+    assert bad_base.status_code == 422, bad_base.text
+    assert [e["loc"] for e in bad_base.json()["errors"]] == [["body", "base", "seed"]]
+    for path, value in [("seed", "1"), ("pretrain.epochs", 1.0), ("pretrain.persistent", 1)]:
+        resp = client.post("/v1/sweeps", json={"base": small_spec(ds_id),
+                                               "grid": {path: [value]}}, headers=auth_a)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["errors"][0]["loc"] == ["body", "grid", path]
+    assert published == [] and db.scalar(select(Sweep.id)) is None
+
+
 @pytest.mark.parametrize("grid, fragment", [
     ({"pretrain.no_such_field": [1]}, "pretrain.no_such_field"),
     ({"seed": []}, "at least one value"),

@@ -6,6 +6,7 @@ added to the API without a path into the worker fails here until it is wired and
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable
@@ -195,6 +196,17 @@ def test_defaults_agree_between_api_and_worker() -> None:
     stored = spec_to_dict(JobSpec.model_validate({"dataset_id": "builtin:digits"}))
     assert parse_spec(stored).model_dump(mode="json") == stored
     assert parse_spec(stored).validation_fraction == 0.1
+
+
+def test_a_stored_spec_parses_under_the_strict_types() -> None:
+    """Integers stay integers and floats floats in the stored JSON (a float given as 1 is
+    stored as 1.0), so the strict model reads back every section it accepted."""
+    submitted = {**BASE, "seed": 7, "max_attempts": 2, "finetune": {"dr": {"layers": [0, 1]}},
+                 "pretrain": {"persistent": True, "batch_size": 32, "side_rows_per_batch": 4,
+                              "learning_rate": 1, "dr": {"pairs": {"sample": 8}}}}
+    stored = json.loads(json.dumps(spec_to_dict(JobSpec.model_validate(submitted))))
+    assert isinstance(stored["pretrain"]["learning_rate"], float)
+    assert parse_spec(stored) == JobSpec.model_validate(submitted)
 
 
 def test_a_stored_spec_that_no_longer_validates_is_a_spec_error() -> None:
