@@ -13,7 +13,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy import Engine, event
 
-from api import docs, operation_docs, problems, upload_checks, web
+from api import docs, openapi_contract, operation_docs, problems, upload_checks, web
 from api.events import EventHub
 from api.fast_reads import FastReads
 from api.fast_submit import FastSubmit
@@ -134,7 +134,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     # docs_url/redoc_url off: api/docs.py serves both from the package, not from a CDN.
     app = FastAPI(title="drtrain", version="1", description=DESCRIPTION,
                   lifespan=_lifespan(settings, engine, owns_engine, publisher),
-                  docs_url=None, redoc_url=None, openapi_tags=OPENAPI_TAGS)
+                  docs_url=None, redoc_url=None, openapi_tags=OPENAPI_TAGS,
+                  generate_unique_id_function=openapi_contract.operation_id)
     _set_state(app, settings, engine, store, publisher)
     if shortcuts:
         # Innermost: the hottest reads and plain submits answered before FastAPI's routing,
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                        total_seconds=settings.body_total_seconds)
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
     problems.install(app)
+    openapi_contract.install(app)
     # Each router carries its full paths (``/v1/...``); none is mounted under a prefix here.
     for router in (datasets.router, jobs.router, sweeps.router, ops.router, docs.router,
                    web.router):

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.job_reads import JobReads
 from api.lane_auth import bearer_key, lane_tenant_id
 from api.reads import Body, respond
-from api.routers.jobs import get_job, get_metrics, list_jobs
+from api.routers.jobs import get_job, get_job_metrics, list_jobs
 from api.routers.jobs import router as jobs_router
 from api.schemas.common import ResourceId
 from api.schemas.jobs import JobListQuery, MetricsQuery
@@ -69,7 +69,7 @@ def _read_for(scope: Scope) -> Read | None:
     metrics = _query(scope, MetricsQuery)
     if metrics is None:
         return None
-    return get_metrics, lambda reads, tenant: reads.metrics(tenant, job_id, metrics)
+    return get_job_metrics, lambda reads, tenant: reads.metrics(tenant, job_id, metrics)
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:

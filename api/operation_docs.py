@@ -101,6 +101,12 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "(type `.../problems/integrity`) until the file verifies again. With an S3 store, "
         "`?redirect=true` answers 307 to a short-lived presigned URL. 409 until the job has "
         "succeeded. " + _AUTH),
+    ("HEAD", "/v1/jobs/{job_id}/model"): (
+        "The trained model's headers",
+        "What `GET` answers (`Content-Length`, `ETag`, `Accept-Ranges`; 206 with "
+        "`Content-Range` for a Range, 304 for a matching `If-None-Match`) without the body: "
+        "the size and hash of the model before downloading it. 409 until the job has "
+        "succeeded. " + _AUTH),
     ("POST", "/v1/jobs/{job_id}/predict"): (
         "Predict with the trained model",
         "Class predictions and probabilities for up to 10,000 rows of finite float32 inputs, "
@@ -123,8 +129,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/healthz"): ("Liveness", "200 while the API process is up; touches nothing else."),
     ("GET", "/readyz"): (
         "Readiness",
-        "200 when the database, the broker and the object store all answer; 503 naming the one "
-        "that does not."),
+        "200 when the database, the broker and the object store all answer; 503 (problem+json "
+        "with `Retry-After` and every probe's outcome in `checks`) naming the one that does "
+        "not."),
     ("GET", "/metrics"): (
         "Prometheus metrics",
         "Request counts and durations by route, jobs by status, queue depth, job durations and "

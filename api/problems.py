@@ -8,7 +8,9 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from drtrain.kit.errors import DomainError
 
@@ -17,12 +19,14 @@ MEDIA_TYPE = "application/problem+json"
 
 
 def problem(status: int, detail: str, *, title: str | None = None, type_: str = "about:blank",
-            errors: list[dict[str, Any]] | None = None,
-            headers: dict[str, str] | None = None) -> JSONResponse:
+            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+            members: dict[str, Any] | None = None) -> JSONResponse:
+    """``members``: extension members after the standard ones (RFC 9457, section 3.2)."""
     body: dict[str, Any] = {"type": type_, "title": title or _phrase(status),
                             "status": status, "detail": detail}
     if errors is not None:
         body["errors"] = errors
+    body.update(members or {})
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -54,9 +58,24 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
                    type_="https://drtrain.dev/problems/invalid", errors=errors)
 
 
-async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, exc)  # registered for this type only
-    return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request)
+    return problem(exc.status_code, str(exc.detail), headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route of the request's path answers (RFC 9110, 15.5.6): Starlette
+    names only those of the one route it matched first, and a path may have several (GET and
+    POST ``/v1/datasets``; GET, HEAD and DELETE routes under one job)."""
+    path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.path and compile_path(route.path)[0].fullmatch(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -65,54 +84,7 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse
     return problem(500, "internal server error")
 
 
-def describe_errors(doc: dict[str, Any]) -> dict[str, Any]:
-    """Make the OpenAPI document say what the handlers above do, for every operation at once:
-    each 4xx is ``application/problem+json`` with the Problem schema (FastAPI would document
-    its own 422 body as ``application/json``), every secured operation can answer 401, and
-    every operation with a path parameter 404. Idempotent."""
-    from api.schemas.common import Problem  # the schema module imports nothing from here
-
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    schemas.setdefault("Problem", Problem.model_json_schema(
-        ref_template="#/components/schemas/{model}"))
-    content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for item in doc.get("paths", {}).values():
-        for op in item.values():
-            responses = op.setdefault("responses", {})
-            codes = []
-            if op.get("security"):
-                codes.append("401")
-            if any(p.get("in") == "path" for p in op.get("parameters", [])):
-                codes.append("404")
-            if "application/json" in op.get("requestBody", {}).get("content", {}):
-                codes.append("400")  # a body that is not even UTF-8 JSON text
-            for code in codes:
-                responses.setdefault(code, {"description": _phrase(int(code))})
-            for code, response in responses.items():
-                if code.startswith("4"):
-                    response["content"] = dict(content)
-                    if "description" not in response or response["description"] in (
-                            "Validation Error", ""):
-                        response["description"] = _phrase(int(code))
-    # FastAPI's own validation-error shapes are no longer referenced.
-    for unused in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(unused, None)
-    return doc
-
-
-def _document(app: FastAPI) -> None:
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = describe_errors(generate())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def install(app: FastAPI) -> None:
-    _document(app)
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

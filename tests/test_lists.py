@@ -6,7 +6,8 @@
   defaults; the web form reads them from /openapi.json (tests/web checks that).
 - Job statuses are drtrain/kit/models.py's JobStatus. drtrain_client stands alone, so its
   TERMINAL_STATUSES is a copy.
-- Phases and metric names are dr_core/events.py's.
+- Phases and metric names are dr_core/events.py's; the domain's PHASES (drtrain/kit/models.py,
+  which the OpenAPI document's phase enums use) is a copy.
 - The web app keeps its copies of statuses, phases and metric names in web/src/names.ts alone
   (every other file names them through its types, which tsc checks).
 
@@ -94,6 +95,12 @@ def test_status_lists_derive_from_job_status() -> None:
     assert not set(M.ACTIVE_STATUSES) & set(M.TERMINAL_STATUSES)
     assert all(re.fullmatch(M.JOB_STATUS_PATTERN, s) for s in M.JOB_STATUSES)
     assert not re.fullmatch(M.JOB_STATUS_PATTERN, "queuedx")
+
+
+def test_the_domains_phases_are_dr_cores() -> None:
+    assert M.PHASES == events.PHASES, (
+        f"drtrain/kit/models.py PHASES is {M.PHASES}, dr_core/events.py PHASES "
+        f"{events.PHASES}: change both together")
 
 
 def test_the_clients_terminal_statuses_are_the_servers() -> None:

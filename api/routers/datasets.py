@@ -7,14 +7,13 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, UploadSlotDep
-from api.schemas.common import ResourceId, problem_responses
+from api.schemas.common import ResourceId, headers, problem_responses
 from api.uploads import parse_multipart
 from drtrain.datasets import intake, service
 from drtrain.datasets.schemas import DatasetList, DatasetOut
 from drtrain.kit.errors import Invalid
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
-                   responses=problem_responses(401))
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
@@ -32,7 +31,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
 
 
 @router.post("", status_code=202, response_model=DatasetOut, openapi_extra=_UPLOAD_BODY,
-             responses=problem_responses(408, 413, 422, 429, 507))
+             responses={202: headers("Location"), **problem_responses(413, 422, 507)})
 async def upload_dataset(request: Request, session: SessionDep, store: StoreDep,
                          settings: SettingsDep, tenant: TenantDep,
                          _slot: UploadSlotDep) -> Response:
@@ -75,13 +74,13 @@ def list_datasets(session: SessionDep, settings: SettingsDep, tenant: TenantDep)
     return DatasetList(items=service.list_datasets(session, settings, tenant))
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(404))
+@router.get("/{dataset_id}", response_model=DatasetOut)
 def get_dataset(dataset_id: ResourceId, session: SessionDep, settings: SettingsDep,
                 tenant: TenantDep) -> DatasetOut:
     return service.get_dataset(session, settings, tenant, dataset_id)
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404, 409))
+@router.delete("/{dataset_id}", status_code=204, responses=problem_responses(409))
 def delete_dataset(dataset_id: ResourceId, session: SessionDep, store: StoreDep,
                    tenant: TenantDep) -> Response:
     service.delete_dataset(session, store, tenant, dataset_id)

@@ -11,7 +11,7 @@ from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.http import object_download
 from api.job_reads import JobReads
 from api.reads import job_response
-from api.schemas.common import ResourceId, problem_responses
+from api.schemas.common import ResourceId, headers, problem_responses
 from api.schemas.jobs import (
     MAX_SEQ,
     CheckpointList,
@@ -33,8 +33,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=202, response_model=JobOut,
-             responses={200: {"description": "Replay of an Idempotency-Key", "model": JobOut},
-                        **problem_responses(429)})
+             responses={202: headers("Location", "ETag"),
+                        200: {"description": "Replay of an Idempotency-Key", "model": JobOut,
+                              **headers("Location", "ETag")},
+                        **problem_responses(409, 422, 429)})
 async def submit_job(spec: Annotated[JobSpec, Body(openapi_examples={
                          "digits": {"summary": "DBN + MLP on digits", "value": JOB_SPEC_EXAMPLE}})],
                      request: Request, tenant: TenantDep,
@@ -49,22 +51,25 @@ async def submit_job(spec: Annotated[JobSpec, Body(openapi_examples={
 # The reads below answer from the app's JobReads (api/job_reads.py), as their shortcut does
 # (api/fast_reads.py): plain columns serialised once, a weak ETag (304 on If-None-Match).
 
-@router.get("", response_model=JobPage, responses={304: {"description": "Not modified"}})
+_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: headers("ETag"), 304: {"description": "Not modified", **headers("ETag")}}
+
+
+@router.get("", response_model=JobPage, responses=_READ_RESPONSES)
 async def list_jobs(request: Request, tenant: TenantDep, query: Annotated[JobListQuery, Query()],
                     if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """Newest first. Rows leave out each job's spec unless `include=spec`."""
     return reads.respond(await job_reads(request).page(tenant.id, query), if_none_match)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={304: {"description": "Not modified"}})
+@router.get("/{job_id}", response_model=JobOut, responses=_READ_RESPONSES)
 async def get_job(job_id: ResourceId, request: Request, tenant: TenantDep,
                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
     return reads.respond(await job_reads(request).job(tenant.id, job_id), if_none_match)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPage,
-            responses={304: {"description": "Not modified"}})
-async def get_metrics(job_id: ResourceId, request: Request, tenant: TenantDep,
+@router.get("/{job_id}/metrics", response_model=MetricsPage, responses=_READ_RESPONSES)
+async def get_job_metrics(job_id: ResourceId, request: Request, tenant: TenantDep,
                       query: Annotated[MetricsQuery, Query()],
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     page = await job_reads(request).metrics(tenant.id, job_id, query)
@@ -78,7 +83,7 @@ def job_reads(request: Request) -> JobReads:
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(429)})
-async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep,
+async def stream_job_events(job_id: ResourceId, request: Request, tenant: TenantDep,
                      last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
                      ) -> Response:
     """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429)."""
@@ -91,8 +96,9 @@ async def job_events(job_id: ResourceId, request: Request, tenant: TenantDep,
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
-             responses={200: {"description": "Already cancelled (idempotent repeat)",
-                              "model": JobOut}, **problem_responses(409)})
+             responses={202: headers("ETag"),
+                        200: {"description": "Already cancelled (idempotent repeat)",
+                              "model": JobOut, **headers("ETag")}, **problem_responses(409)})
 def cancel_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
                settings: SettingsDep) -> Response:
     job, already = service.cancel_job(session, settings, tenant.id, job_id)
@@ -113,10 +119,23 @@ def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep)
                                  service.checkpoints(session, tenant.id, job_id)])
 
 
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"},
-    304: {"description": "Not modified"}, 307: {"description": "Redirect to a presigned URL"},
-    416: {"description": "Range not satisfiable"}}
+    200: {"description": "The file", "content": _BINARY,
+          **headers("ETag", "Accept-Ranges", "Content-Length")},
+    206: {"description": "Partial content: the bytes of the Range", "content": _BINARY,
+          **headers("ETag", "Accept-Ranges", "Content-Range", "Content-Length")},
+    304: {"description": "Not modified", **headers("ETag")},
+    307: {"description": "Redirect to a presigned URL (`?redirect=true` with an S3 store)",
+          **headers("Location")},
+    **problem_responses(416)}
+# HEAD answers GET's statuses and headers without a body (and never redirects).
+_HEAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The file's headers", **headers("ETag", "Accept-Ranges",
+                                                          "Content-Length")},
+    206: {"description": "The Range's headers", **headers("ETag", "Accept-Ranges",
+                                                           "Content-Range", "Content-Length")},
+    304: _DOWNLOAD_RESPONSES[304], **problem_responses(409, 416)}
 
 
 @router.get("/{job_id}/model", response_class=StreamingResponse,
@@ -133,9 +152,7 @@ def download_model(job_id: ResourceId, tenant: TenantDep, session: SessionDep, s
                            if_range=if_range)
 
 
-# HEAD answers GET's headers (size, ETag, ranges) without a body; kept out of the OpenAPI
-# document, which describes the GET.
-@router.head("/{job_id}/model", include_in_schema=False)
+@router.head("/{job_id}/model", response_class=Response, responses=_HEAD_RESPONSES)
 def head_model(job_id: ResourceId, tenant: TenantDep, session: SessionDep, store: StoreDep,
                range_: Annotated[str | None, Header(alias="Range")] = None,
                if_none_match: Annotated[str | None, Header()] = None,

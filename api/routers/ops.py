@@ -9,9 +9,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.deps import SettingsDep
 from api.ops_metrics import check_metrics_access, render_metrics
+from api.problems import problem
 from api.readiness import broker_ping
 from api.schemas.common import problem_responses
 from drtrain.kit.db import ping
+from drtrain.kit.errors import Unavailable
 
 router = APIRouter(tags=["operations"])
 
@@ -41,17 +43,26 @@ def _db_ping(request: Request) -> None:
     ping(request.app.state.engine)
 
 
+# How long a prober is told to wait after a 503 (its own period usually decides).
+READY_RETRY_AFTER_SECONDS = 5
+
+
 @router.get("/readyz", summary="Database, broker and object store are reachable",
-            responses={503: {"description": "A dependency is unreachable"}})
+            responses={503: {"description": "A dependency is unreachable: the problem names "
+                                            "it, and `checks` holds every probe's outcome"}})
 def readyz(checks: Annotated[dict[str, str], Depends(_checks)]) -> JSONResponse:
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                        status_code=200 if ready else 503)
+    failing = [name for name, outcome in checks.items() if outcome != "ok"]
+    if not failing:
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem(503, "; ".join(f"{name} {checks[name]}" for name in failing),
+                   title=Unavailable.title, type_=Unavailable.type_,
+                   headers={"Retry-After": str(READY_RETRY_AFTER_SECONDS)},
+                   members={"checks": checks})
 
 
 @router.get("/metrics", summary="Prometheus text exposition", response_class=PlainTextResponse,
             responses=problem_responses(401, 404, 429))
-def metrics(request: Request, settings: SettingsDep) -> PlainTextResponse:
+def prometheus_metrics(request: Request, settings: SettingsDep) -> PlainTextResponse:
     # Read here, not declared: a scrape endpoint's credential is no documented parameter.
     check_metrics_access(request, settings, request.headers.get("authorization"))
     body = render_metrics(request.app.state.request_stats, request.app.state.sessionmaker)

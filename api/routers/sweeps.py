@@ -6,14 +6,15 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from api.deps import SessionDep, SettingsDep, TenantDep
-from api.schemas.common import ResourceId, problem_responses
+from api.schemas.common import ResourceId, headers, problem_responses
 from drtrain.sweeps import service
 from drtrain.sweeps.schemas import SWEEP_EXAMPLE, SweepList, SweepOut, SweepRequest
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 
-@router.post("", status_code=202, response_model=SweepOut, responses=problem_responses(429))
+@router.post("", status_code=202, response_model=SweepOut,
+             responses={202: headers("Location"), **problem_responses(409, 422, 429)})
 def create_sweep(request: Annotated[SweepRequest, Body(openapi_examples={
                      "dr-weight-by-seed": {"summary": "DR weight x 3 seeds",
                                            "value": SWEEP_EXAMPLE}})],

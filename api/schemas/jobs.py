@@ -7,22 +7,53 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.schemas.common import documented_as, one_of_names
 from drtrain.jobs.spec import FLOAT32_MAX, TAG_PATTERN, RequestModel
-from drtrain.kit.models import JobStatus
+from drtrain.kit.models import JOB_STATUSES, PHASES, JobStatus
 
 # Metric seq is a 32-bit column: a larger cursor would fail in the database, not match nothing.
 MAX_SEQ = 2**31 - 1
 
 
+# What a succeeded job's worker records as its ``result`` (worker/runner.py ``_summary``),
+# for the document only: results are read back as stored, never validated again.
+JOB_RESULT_SCHEMA: dict[str, Any] = {
+    "title": "JobResult", "type": "object", "additionalProperties": True,
+    "description": "A finished job's result. Each final metric (test/validation/train accuracy "
+                   "and loss, epochs_pretrain, epochs_finetune, wall_seconds) is also a member "
+                   "of its own, a number or null (a diverged value); other members may follow.",
+    "properties": {
+        "metrics": {"type": "object", "additionalProperties": {"type": ["number", "null"]},
+                    "description": "the final metrics by name"},
+        "epochs": {"type": "object", "properties": {"pretrain": {"type": "integer"},
+                                                    "finetune": {"type": "integer"}}},
+        "wall_seconds": {"type": "number"},
+        "model_sha256": {"type": "string", "description": "of the model file"},
+        "model_size_bytes": {"type": "integer"},
+        "classes": {"type": "array", "items": {"type": "string"},
+                    "description": "the labels, in the order of the model's outputs"},
+        "visible": {"type": "string", "description": "the visible units trained with"},
+        "device": {"type": "string"},
+        "resumed_from": {"type": ["string", "null"],
+                         "description": "the checkpoint a resumed attempt started from"},
+    }}
+
+
+def _spec_only_on_request(schema: dict[str, Any]) -> None:
+    schema["required"] = [name for name in schema.get("required", []) if name != "spec"]
+
+
 class JobSummaryOut(BaseModel):
     """A job as list rows carry it: everything but its spec (``?include=spec`` adds it)."""
 
-    model_config = ConfigDict(from_attributes=True)
+    # Every field is always sent (the defaults included): the document says so.
+    model_config = ConfigDict(from_attributes=True,
+                              json_schema_serialization_defaults_required=True)
 
     id: str
-    status: str
+    status: Annotated[str, one_of_names(JOB_STATUSES)]
     status_reason: str | None
-    phase: str | None
+    phase: Annotated[str | None, one_of_names(PHASES, nullable=True)]
     layer: int | None
     epoch: int | None
     progress: float
@@ -35,7 +66,7 @@ class JobSummaryOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
-    result: dict[str, Any] | None
+    result: Annotated[dict[str, Any] | None, documented_as("JobResult", nullable=True)]
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
@@ -47,11 +78,14 @@ class JobSummaryOut(BaseModel):
 
 
 class JobOut(JobSummaryOut):
-    spec: dict[str, Any]
+    spec: Annotated[dict[str, Any], documented_as("JobSpec")]
 
 
 class JobListItem(JobSummaryOut):
-    spec: dict[str, Any] | None = Field(None, description="only with ?include=spec")
+    model_config = ConfigDict(json_schema_extra=_spec_only_on_request)
+
+    spec: Annotated[dict[str, Any] | None, documented_as("JobSpec", nullable=True)] = Field(
+        None, description="only with ?include=spec")
 
 
 class JobPage(BaseModel):
@@ -63,7 +97,7 @@ class MetricPointOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     seq: int
-    phase: str
+    phase: Annotated[str, one_of_names(PHASES)]
     layer: int | None
     epoch: int
     name: str
@@ -100,7 +134,7 @@ class CheckpointOut(BaseModel):
 
     id: str
     kind: str
-    phase: str | None
+    phase: Annotated[str | None, one_of_names(PHASES, nullable=True)]
     layer: int | None
     epoch: int | None
     attempt: int

@@ -88,3 +88,13 @@ class InsufficientStorage(DomainError):
 
     status, title, type_ = (507, "Insufficient storage",
                             "https://drtrain.dev/problems/insufficient-storage")
+
+
+def _subclasses(cls: type[DomainError]) -> list[type[DomainError]]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+# Every problem ``type`` the API answers with: RFC 9457's default (an HTTP error with no type
+# of its own: an unknown route, a wrong method, a stalled body) and each domain error's.
+PROBLEM_TYPES: tuple[str, ...] = tuple(dict.fromkeys(
+    ["about:blank", *(cls.type_ for cls in _subclasses(DomainError))]))

@@ -95,6 +95,11 @@ ACTIVE_STATUSES = tuple(s for s in JobStatus if s not in TERMINAL_STATUSES)
 JOB_STATUSES = tuple(s.value for s in JobStatus)
 JOB_STATUS_PATTERN = "^(" + "|".join(JOB_STATUSES) + ")$"
 
+# The phases of training a job reports (its ``phase``, a metric point's, a checkpoint's):
+# dr_core/events.py's PHASES, copied because the domain may not import dr_core
+# (tests/test_lists.py holds the two equal).
+PHASES = ("pretrain", "finetune")
+
 
 class Tenant(Base):
     __tablename__ = "tenants"

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, RequestModel
+from drtrain.kit.models import JOB_STATUSES
 
 MAX_GRID_POINTS = 256
 
@@ -26,7 +27,7 @@ class SweepRequest(RequestModel):
 class SweepChild(BaseModel):
     job_id: str
     grid_point: dict[str, Any]
-    status: str
+    status: Annotated[str, WithJsonSchema({"type": "string", "enum": list(JOB_STATUSES)})]
     result: dict[str, Any] | None
 
 
@@ -44,7 +45,10 @@ class SummaryRow(BaseModel):
 
 class SweepOut(BaseModel):
     id: str
-    base: dict[str, Any]
+    # Documented as the JobSpec component of the OpenAPI document (``allOf``: pydantic would
+    # look a bare $ref up among its own definitions); the stored spec is answered as it is.
+    base: Annotated[dict[str, Any], WithJsonSchema(
+        {"allOf": [{"$ref": "#/components/schemas/JobSpec"}]})]
     grid: dict[str, list[Any]]
     created_at: datetime
     children: list[SweepChild]
