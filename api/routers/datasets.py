@@ -15,6 +15,8 @@ from drtrain.kit.errors import Invalid
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
+_TEXT = {"type": "string", "maxLength": intake.MAX_TEXT_FIELD,
+         "pattern": intake.TEXT_FIELD_PATTERN}
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {
@@ -23,10 +25,9 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
                                 "gzipped IDX images"},
         "labels_file": {"type": "string", "format": "binary",
                         "description": "IDX labels (only with IDX images)"},
-        "name": {"type": "string", "maxLength": 200},
-        "label_column": {"type": "string", "default": "label", "maxLength": 200},
-        "side_info_column": {"type": "string", "maxLength": 200,
-                             "description": "grouping used by DR instead of the labels"},
+        "name": {**_TEXT, "minLength": 1},
+        "label_column": {**_TEXT, "default": "label"},
+        "side_info_column": {**_TEXT, "description": "grouping used by DR instead of the labels"},
     }}}}}}
 
 

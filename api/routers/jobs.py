@@ -84,14 +84,14 @@ def job_reads(request: Request) -> JobReads:
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(429)})
 async def stream_job_events(job_id: ResourceId, request: Request, tenant: TenantDep,
-                     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ)] = None,
+                     last_event_id: Annotated[int, Header(ge=0, le=MAX_SEQ)] = 0,
                      ) -> Response:
     """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429)."""
     hub = request.app.state.events
     await hub.check_exists(job_reads(request), tenant.id, job_id)  # 404 now, not inside an open stream
     slots = request.app.state.stream_slots
     slots.acquire(tenant.id)
-    stream = hub.stream(job_reads(request), tenant.id, job_id, last_event_id or 0)
+    stream = hub.stream(job_reads(request), tenant.id, job_id, last_event_id)
     return events.EventStreamResponse(stream, release=lambda: slots.release(tenant.id))
 
 

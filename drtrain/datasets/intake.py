@@ -48,7 +48,11 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 FOLDER_PREFIX = "drtrain-upload-"
 # C0, DEL and C1 controls: never wanted in a name, and NUL cannot be stored by PostgreSQL.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
+_CONTROL = re.compile(CONTROL_CHARACTERS)
+# A name or a column name as the upload's form states it (its OpenAPI schema says the same).
+TEXT_FIELD_PATTERN = rf"^[^{CONTROL_CHARACTERS[1:-1]}]*$"
+MAX_TEXT_FIELD = 200  # the width of its database column
 # Past its check's deadline, a validating row is left this long for its result to be written.
 _GRACE_SECONDS = 60.0
 
@@ -96,14 +100,14 @@ def _name_from(filename: str) -> str:
 
 
 def _check_fields(name: str | None, label_column: str, side_info_column: str | None) -> None:
-    if name is not None and not 0 < len(name) <= 200:
-        raise Invalid("name: 1 to 200 characters")
+    if name is not None and not 0 < len(name) <= MAX_TEXT_FIELD:
+        raise Invalid(f"name: 1 to {MAX_TEXT_FIELD} characters")
     for field, value in (("name", name), ("label_column", label_column),
                          ("side_info_column", side_info_column)):
         if value is not None and _CONTROL.search(value):
             raise Invalid(f"{field}: control characters are not allowed")
-        if value is not None and len(value) > 200:  # the width of its database column
-            raise Invalid(f"{field}: at most 200 characters")
+        if value is not None and len(value) > MAX_TEXT_FIELD:
+            raise Invalid(f"{field}: at most {MAX_TEXT_FIELD} characters")
 
 
 @contextmanager

@@ -194,7 +194,11 @@ class JobSpec(RequestModel):
     """What to train. Checked in two steps: here (shape and bounds) and at submit against the
     dataset (existence, visible units, parameter count), both answering 422."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [JOB_SPEC_EXAMPLE]})
+    # The document states the one cross-field rule it can: not both sections null.
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [JOB_SPEC_EXAMPLE],
+        "not": {"required": ["pretrain", "finetune"],
+                "properties": {"pretrain": {"type": "null"}, "finetune": {"type": "null"}}}})
 
     name: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN,
                              examples=["digits, hellinger 1.0"],

@@ -15,13 +15,38 @@ SWEEP_EXAMPLE: dict[str, Any] = {"base": JOB_SPEC_EXAMPLE,
                  "grid": {"pretrain.dr.weight": [0, 0.1, 1], "seed": [0, 1, 2]}}
 
 
+def grid_schema() -> dict[str, Any]:
+    """The grid as the document states it: one property per JobSpec field or section, by its
+    dotted path, each a non-empty list of what that field takes (its schema from JobSpec's,
+    references pointing at the document's components)."""
+    spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = spec.pop("$defs", {})
+    paths: dict[str, Any] = {}
+
+    def walk(schema: dict[str, Any], prefix: str) -> None:
+        for name, field in schema.get("properties", {}).items():
+            path = prefix + name
+            paths[path] = {"type": "array", "minItems": 1, "items": field}
+            refs = [s["$ref"] for s in [field, *field.get("anyOf", [])] if "$ref" in s]
+            for ref in refs:
+                walk(defs[ref.rsplit("/", 1)[-1]], path + ".")
+
+    walk(spec, "")
+    return {"type": "object", "minProperties": 1, "maxProperties": MAX_GRID_PATHS,
+            "properties": paths, "additionalProperties": False}
+
+
+MAX_GRID_PATHS = 16
+
+
 class SweepRequest(RequestModel):
     model_config = ConfigDict(json_schema_extra={"examples": [SWEEP_EXAMPLE]})
 
     base: JobSpec
     # Paths like "pretrain.dr.weight"; each list is the values that path takes. The values
     # are checked as strictly as the base: each grid point is validated as a JobSpec.
-    grid: dict[str, list[Any]] = Field(min_length=1, max_length=16)
+    grid: Annotated[dict[str, list[Any]], WithJsonSchema(grid_schema())] = Field(
+        min_length=1, max_length=MAX_GRID_PATHS)
 
 
 class SweepChild(BaseModel):

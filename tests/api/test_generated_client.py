@@ -3,8 +3,10 @@ reads it back from the served app: the document is complete enough for a generat
 a working client of it, not only accurate enough for a checker.
 
 The generator is not in the test extra: it pins httpx and typer below the versions this
-project uses. The test runs it from wherever it is installed (a virtual environment of its
-own, named by OPENAPI_PYTHON_CLIENT or on PATH) and skips, saying so, where it is not.
+project uses. The test runs it from a virtual environment of its own: the one named by
+OPENAPI_PYTHON_CLIENT or on PATH, else one it installs from the package index under
+``.venv/tools/`` (kept for the next run). Where neither works (no index), it skips, saying
+so loudly.
 The generated package is named drtrain_generated, so it never shadows drtrain_client.
 """
 from __future__ import annotations
@@ -39,20 +41,42 @@ GENERATOR_CONFIG = (f"project_name_override: {PACKAGE}\n"
                     "post_hooks: []\n")  # no formatter run over the generated code
 
 
-def _generator_command() -> list[str] | None:
+GENERATOR_VERSION = "0.29.1"
+TOOLS = Path(sys.prefix) / "tools" / "openapi-python-client"
+
+
+def _installed_generator() -> list[str] | None:
+    """The generator in a virtual environment of its own under .venv/tools, installed from
+    the package index the first time; None when that cannot be done (no index)."""
+    command = TOOLS / "bin" / "openapi-python-client"
+    if not command.exists():
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(TOOLS)], check=True,
+                           capture_output=True, timeout=120)
+            subprocess.run([str(TOOLS / "bin" / "pip"), "install", "-q",
+                            f"openapi-python-client=={GENERATOR_VERSION}"],
+                           check=True, capture_output=True, timeout=600)
+        except (OSError, subprocess.SubprocessError):
+            shutil.rmtree(TOOLS, ignore_errors=True)
+            return None
+    return [str(command)]
+
+
+@pytest.fixture(scope="module")
+def generator() -> list[str]:
     if importlib.util.find_spec("openapi_python_client") is not None:
         return [sys.executable, "-m", "openapi_python_client"]
     found = os.environ.get("OPENAPI_PYTHON_CLIENT") or shutil.which("openapi-python-client")
-    return [found] if found else None
-
-
-GENERATOR = _generator_command()
-pytestmark = pytest.mark.skipif(GENERATOR is None, reason=(
-    "SKIPPED, NOT PASSED: openapi-python-client is not installed, so no client was generated "
-    "from the OpenAPI document. It pins httpx<0.29 and typer<0.28, below ours, so it lives in "
-    "a virtual environment of its own: `python3.11 -m venv /tmp/oapc && /tmp/oapc/bin/pip "
-    "install openapi-python-client`, then OPENAPI_PYTHON_CLIENT=/tmp/oapc/bin/"
-    "openapi-python-client (or put it on PATH)."))
+    command = [found] if found else _installed_generator()
+    if command is None:
+        pytest.skip(
+            "SKIPPED, NOT PASSED: openapi-python-client could not be installed (no package "
+            "index?), so no client was generated from the OpenAPI document. It pins "
+            "httpx<0.29 and typer<0.28, below ours, so it lives in a virtual environment of "
+            "its own: `python3.11 -m venv /tmp/oapc && /tmp/oapc/bin/pip install "
+            f"openapi-python-client=={GENERATOR_VERSION}`, then "
+            "OPENAPI_PYTHON_CLIENT=/tmp/oapc/bin/openapi-python-client.")
+    return command
 
 
 def _snake_case(name: str) -> str:
@@ -62,12 +86,11 @@ def _snake_case(name: str) -> str:
     return "_".join(re.findall(r"[^. _-]+", name)).lower()
 
 
-def _generate(document: dict, folder: Path) -> None:
+def _generate(generator: list[str], document: dict, folder: Path) -> None:
     (folder / "openapi.json").write_text(json.dumps(document))
     (folder / "config.yaml").write_text(GENERATOR_CONFIG)
-    assert GENERATOR is not None
     done = subprocess.run(
-        [*GENERATOR, "generate", "--path", "openapi.json", "--meta", "none",
+        [*generator, "generate", "--path", "openapi.json", "--meta", "none",
          "--output-path", PACKAGE, "--config", "config.yaml"],
         cwd=folder, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -104,12 +127,13 @@ def served_url(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+def generated(generator: list[str], tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
     """The generated package imported, and the document it was generated from."""
     document = create_app(Settings(data_dir=tmp_path / "unused", environment="test")).openapi()
     folder = tmp_path / "generated"
     folder.mkdir()
-    _generate(document, folder)
+    _generate(generator, document, folder)
     monkeypatch.syspath_prepend(str(folder))
     importlib.invalidate_caches()
     yield {"document": document, "package": importlib.import_module(PACKAGE)}
