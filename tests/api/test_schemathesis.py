@@ -18,6 +18,7 @@ import re
 import secrets
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,10 @@ BOUNDED = settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomi
 UNDESCRIBABLE_422 = re.compile("|".join((
     r"^page_token is not a token this API issued",
     r"dataset_id: dataset '.*' does not exist",
-    r"^header row: ", r"^file: ", r"^labels_file: only IDX uploads",
+    # what the file's bytes hold (drtrain/datasets: formats, csvfile, arrays)
+    r"^header row: ", r"^file: ", r"^labels_file: ", r"^array ", r"^row \d", r"^line \d",
+    r"^not readable CSV", r"^the CSV file is empty", r"^the dataset has no ",
+    r"^the labels hold one class", r"IDX (header|body|with)", r"NPZ", r"is not a \.npy array",
     r"finetune\.dr\.layers: indices \[.*\] out of range",
     # A grid's points are the product of its lists' lengths, which a document cannot bound,
     # and a grid point is checked as a whole JobSpec, rules across fields included.
@@ -122,6 +126,17 @@ schema.app = SERVED_APP
 KEY = KEY_PREFIX + secrets.token_urlsafe(32)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 schema.config.update(request_timeout=REQUEST_TIMEOUT_SECONDS, headers=AUTH)
+
+
+STATUSES: Counter[int] = Counter()  # every status the module's cases were answered with
+
+
+def _say_statuses_seen(capsys: pytest.CaptureFixture[str]) -> None:
+    """How many cases ran and which statuses answered them, on the terminal."""
+    if STATUSES:
+        seen = ", ".join(f"{code} x{n}" for code, n in sorted(STATUSES.items()))
+        with capsys.disabled():
+            print(f"\nschemathesis: {sum(STATUSES.values())} cases; statuses {seen}")
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +234,7 @@ def _fresh_idempotency_key(case: schemathesis.Case) -> None:
 
 def _validate(case: schemathesis.Case, response: schemathesis.Response,
               recorder: Any = None) -> None:
+    STATUSES[response.status_code] += 1
     # Every built-in check runs; only positive_data_acceptance is narrowed (above). The
     # checks are told the key is the caller's whatever phase made the case; ignored_auth
     # otherwise takes it, in some cases, for one it generated, and a 200 for auth ignored.
@@ -240,7 +256,9 @@ def test_every_operation_keeps_its_contract(case: schemathesis.Case, served: Ser
     _validate(case, case.call())
 
 
-def test_linked_operations_keep_their_contract(served: ServedApp) -> None:
+def test_linked_operations_keep_their_contract(served: ServedApp,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs last in the module: it also says how many cases the module ran."""
     links = schema.as_state_machine()
     assert links.bundles, "Schemathesis found no links between operations to follow"
 
@@ -256,3 +274,4 @@ def test_linked_operations_keep_their_contract(served: ServedApp) -> None:
                                     derandomize=True, database=None,
                                     suppress_health_check=list(HealthCheck),
                                     stateful_step_count=STEPS_PER_SCENARIO))
+    _say_statuses_seen(capsys)
