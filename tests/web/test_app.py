@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from drtrain.jobs.lifecycle import MetricValue
 from tests.web.server import ARTIFACTS, SWEEP_GRID, TINY, Server
@@ -127,8 +128,18 @@ def test_cancel_from_the_job_page(page: Page, server: Server, seeded: Seeded) ->
     job = server.wait(job_id, {"running", "cancelled", "failed", "succeeded"}, timeout=60)
     assert job["status"] == "running", job
     open_app(page, server, f"#/jobs/{job_id}")
+
+    def reply_late(route: Route) -> None:
+        # The cancel's reply (status "cancelling") arrives after the job has stopped and the
+        # event stream has said "cancelled": the page must not go back to "cancelling".
+        reply = route.fetch()
+        server.wait(job_id, {"cancelled"}, timeout=30)
+        time.sleep(1.0)  # the event stream's poll brings "cancelled" meanwhile
+        route.fulfill(response=reply)
+
+    page.route(f"**/v1/jobs/{job_id}/cancel", reply_late)
     page.click("#cancel-job")
-    expect(page.locator("#job-notice")).to_contain_text("ancel")
+    expect(page.locator("#job-notice")).to_contain_text("ancel", timeout=40_000)
     badge = page.locator(".page-head .badge")
     expect(badge).to_have_text("cancelled", timeout=30_000)  # the event stream brings it
     assert server.job(job_id)["status"] == "cancelled"

@@ -75,6 +75,10 @@ export function useJobStream(id: string, onJob: (j: Job) => void) {
   return { points: points.current, version, live, streamError };
 }
 
+function laterOf(prev: Job | null, next: Job): Job {
+  return prev && TERMINAL.has(prev.status) && !TERMINAL.has(next.status) ? prev : next;
+}
+
 export function JobPage({ id }: { id: string }) {
   const [job, setJob] = useState<Job | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -82,10 +86,14 @@ export function JobPage({ id }: { id: string }) {
   const [busy, setBusy] = useState("");
   const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
   const [allCheckpoints, setAllCheckpoints] = useState(false);
-  const { points, version, live, streamError } = useJobStream(id, setJob);
+  const { points, version, live, streamError } = useJobStream(id, (j) => setJob((prev) => laterOf(prev, j)));
+
+  // Answers arrive in any order (the event stream, the first GET, a cancel's reply): a job
+  // already seen in a terminal status never goes back to an earlier one.
+  const showJob = (next: Job) => setJob((prev) => laterOf(prev, next));
 
   useEffect(() => {
-    getJob(id).then(setJob, setError);
+    getJob(id).then(showJob, setError);
   }, [id]);
 
   // Checkpoints appear at each epoch and layer: refresh when the job moves.
@@ -140,7 +148,7 @@ export function JobPage({ id }: { id: string }) {
   }
   const cancel = () => act("Cancel", async () => {
     const j = await cancelJob(job.id);
-    setJob(j);
+    showJob(j);
     return j.status === "cancelled" ? "Cancelled." : "Cancel requested: the job stops within one batch.";
   });
   const downloadModel = () => act("Download", async () => {
