@@ -22,7 +22,7 @@ METHOD_ORDER = ("get", "post", "put", "patch", "delete", "head")
 
 def openapi() -> dict[str, Any]:
     """The schema of an app built with default settings in a throwaway data folder."""
-    sys.path.insert(0, str(ROOT))
+    # The installed package (pip install -e .), imported late: only rendering needs the app.
     from api.app import create_app
     from drtrain.kit.settings import Settings
 

@@ -44,8 +44,7 @@ INTRO = [
 
 
 def settings_class() -> type:
-    sys.path.insert(0, str(ROOT))
-    from drtrain.kit.settings import Settings
+    from drtrain.kit.settings import Settings  # the installed package (pip install -e .)
 
     return Settings
 

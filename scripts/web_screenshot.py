@@ -1,6 +1,6 @@
 """Refresh the README's screenshot of the job page: ``docs/img/job-page.png``.
 
-    .venv/bin/python scripts/web_screenshot.py [--out docs/img/job-page.png]
+    .venv/bin/python -m scripts.web_screenshot [--out docs/img/job-page.png]
 
 Starts ``drtrain up`` in a temporary folder, trains one small DBN with DR on builtin:digits,
 opens its job page in Debian's headless Chromium (the browser the tests use; nothing is
@@ -14,10 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.web.server import start  # run from the repository root: python -m scripts...
 
-from tests.web.server import start  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SPEC = {
     "name": "digits: DBN 64-32 with DR",

@@ -6,6 +6,7 @@ release), so a request that fails and rolls the session back leaves the test's s
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import json
@@ -18,7 +19,7 @@ import numpy as np
 from safetensors.numpy import save
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
 from drtrain.kit.models import Checkpoint, Dataset, Job, JobStatus, MetricPoint, Sweep
 from drtrain.kit.storage import ObjectStore
 from drtrain.tenants.repository import tenant_by_name
@@ -224,3 +225,16 @@ def add_local_job(session: Session, **kw: object) -> Job:
     session.add(job)
     session.flush()
     return job
+
+
+def spec_with(path: tuple[str, ...], value: object) -> dict:
+    """The documented JobSpec example with ``value`` at ``path`` (a section that is off by
+    default, such as finetune.dr, is switched on to hold it)."""
+    spec = copy.deepcopy(JOB_SPEC_EXAMPLE)
+    node = spec
+    for part in path[:-1]:
+        if node[part] is None:
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+    return spec

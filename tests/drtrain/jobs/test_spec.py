@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from drtrain.jobs.service import request_hash, with_server_defaults
 from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
 from drtrain.kit.settings import Settings
+from tests.factories import spec_with
 
 
 def test_minimal_spec_is_defaulted_to_the_documented_example() -> None:
@@ -53,15 +54,8 @@ def test_example_round_trips() -> None:
     (("surprise",), 1),
 ])
 def test_out_of_bounds_values_are_rejected(path: tuple[str, ...], value: object) -> None:
-    spec = copy.deepcopy(JOB_SPEC_EXAMPLE)
-    node = spec
-    for part in path[:-1]:
-        if node[part] is None:  # a section that is off by default (finetune.dr)
-            node[part] = {}
-        node = node[part]
-    node[path[-1]] = value
     with pytest.raises(ValidationError):
-        JobSpec.model_validate(spec)
+        JobSpec.model_validate(spec_with(path, value))
 
 
 def test_pretrain_and_finetune_cannot_both_be_null() -> None:

@@ -3,7 +3,6 @@ takes only an integer, a boolean only true or false, at any depth; a float field
 takes an integer, and a stored spec read back as JSON still parses."""
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -12,18 +11,7 @@ from pydantic import ValidationError
 
 from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
 from drtrain.sweeps.schemas import SweepRequest
-
-
-def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    spec = copy.deepcopy(JOB_SPEC_EXAMPLE)
-    node = spec
-    for part in path[:-1]:
-        if node[part] is None:  # a section that is off by default (finetune.dr)
-            node[part] = {}
-        node = node[part]
-    node[path[-1]] = value
-    return spec
-
+from tests.factories import spec_with
 
 WRONG_TYPES = [
     (("seed",), "7"), (("seed",), False), (("seed",), True), (("seed",), 7.0),
@@ -42,13 +30,13 @@ WRONG_TYPES = [
 def _bad_spec(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     """The example with ``value`` at ``path``; a list index replaces one item of a valid list."""
     if isinstance(path[-1], int):
-        spec = _with(path[:-1], [8, 4])
+        spec = spec_with(path[:-1], [8, 4])
         node = spec
         for part in path[:-2]:
             node = node[part]
         node[path[-2]][path[-1]] = value
         return spec
-    return _with(path, value)
+    return spec_with(path, value)
 
 
 @pytest.mark.parametrize("path, value", WRONG_TYPES, ids=lambda v: repr(v))
@@ -72,15 +60,15 @@ def test_a_wrong_type_is_refused_naming_the_field(path: tuple[str, ...], value: 
 def test_a_union_with_an_integer_is_as_strict(path: tuple[str, ...], wrap: Any, good: Any,
                                               value: Any) -> None:
     with pytest.raises(ValidationError) as info:
-        JobSpec.model_validate(_with(path, wrap(value)))
+        JobSpec.model_validate(spec_with(path, wrap(value)))
     errors = info.value.errors()
     assert all(e["loc"][:len(path)] == path for e in errors)
     assert any(e["type"] == "int_type" for e in errors)
-    JobSpec.model_validate(_with(path, wrap(good)))
+    JobSpec.model_validate(spec_with(path, wrap(good)))
 
 
 def test_a_float_field_takes_an_integer() -> None:
-    spec = _with(("pretrain", "learning_rate"), 1)
+    spec = spec_with(("pretrain", "learning_rate"), 1)
     spec["finetune"]["momentum"] = 0
     spec["validation_fraction"] = 0
     spec["pretrain"]["dr"]["weight"] = 2
@@ -91,7 +79,7 @@ def test_a_float_field_takes_an_integer() -> None:
 
 
 def test_every_choice_is_accepted_as_a_json_string() -> None:
-    spec = _with(("pretrain", "dr", "divergence"), "jeffreys")
+    spec = spec_with(("pretrain", "dr", "divergence"), "jeffreys")
     spec["finetune"].update(optimizer="adam", activation="relu", init="normal",
                             dr={"distance": "cosine", "layers": [1], "pairs": {"sample": 4},
                                 "normalize": "sum"})
@@ -102,7 +90,7 @@ def test_every_choice_is_accepted_as_a_json_string() -> None:
 
 
 def test_a_stored_spec_parses_again_from_its_json() -> None:
-    spec = _with(("pretrain", "persistent"), True)
+    spec = spec_with(("pretrain", "persistent"), True)
     spec["pretrain"].update(side_rows_per_batch=4, batch_size=32)
     spec["finetune"]["dr"] = {"layers": [0, 1], "pairs": {"sample": 8}}
     stored = json.loads(json.dumps(spec_to_dict(JobSpec.model_validate(spec))))
@@ -110,7 +98,7 @@ def test_a_stored_spec_parses_again_from_its_json() -> None:
 
 
 def test_the_sweep_request_base_is_as_strict() -> None:
-    base = _with(("seed",), "7")
+    base = spec_with(("seed",), "7")
     with pytest.raises(ValidationError) as info:
         SweepRequest.model_validate({"base": base, "grid": {"seed": [0, 1]}})
     assert [e["loc"] for e in info.value.errors()] == [("base", "seed")]
