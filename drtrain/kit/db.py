@@ -42,10 +42,29 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
+        _savepoints_inside_a_transaction(engine)
         return engine
     engine = create_engine(url, json_deserializer=json_loads, **pool)
     _ping_when_idle(engine)
     return engine
+
+
+def _savepoints_inside_a_transaction(engine: Engine) -> None:
+    """Every SAVEPOINT on SQLite nests in a transaction that BEGIN opened.
+
+    pysqlite opens a transaction only before its first INSERT, UPDATE or DELETE. A SAVEPOINT
+    sent before any of them opens a transaction of its own, which its RELEASE commits: a row
+    written inside ``begin_nested()`` would then survive the outer rollback (a refused
+    submit's job committed after all). Opening the transaction here, before the savepoint,
+    keeps pysqlite's late BEGIN everywhere else: reads before a session's first write run
+    outside a transaction, so a write never meets a read snapshot another writer has made
+    stale (SQLite answers that with "database is locked" at once, without waiting)."""
+
+    @event.listens_for(engine, "savepoint")
+    def _begin_first(conn: Any, _name: str | None) -> None:
+        dbapi = conn.connection.driver_connection
+        if not dbapi.in_transaction:
+            dbapi.execute("BEGIN")
 
 
 def json_loads(text: str | bytes) -> Any:
