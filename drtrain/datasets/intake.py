@@ -177,7 +177,8 @@ def admit(factory: sessionmaker[Session], store: ObjectStore, settings: Settings
     error no row and no object is left (the folder is the caller's)."""
     request = received.request
     with session_scope(factory) as session:
-        quota.check_upload(session, settings, tenant_id, received.total)  # before storing
+        # Before storing: most refusals cost no write to the store.
+        quota.check_upload(session, settings, tenant_id, received.total)
     dataset_id = new_id()
     stored = _store(store, repo.object_prefix(tenant_id, dataset_id), request.fmt, request.path,
                     request.labels_path)
@@ -185,6 +186,8 @@ def admit(factory: sessionmaker[Session], store: ObjectStore, settings: Settings
     csv = request.fmt == "csv"
     try:
         with session_scope(factory) as session:
+            # Again, counting the uploads admitted since the first check.
+            quota.check_upload_locked(session, settings, tenant_id, received.total)
             row = Dataset(
                 id=dataset_id, tenant_id=tenant_id,
                 name=received.name or _name_from(received.filename), format=request.fmt,

@@ -11,6 +11,7 @@ from drtrain.kit.errors import Conflict, NotFound
 from drtrain.kit.models import Tenant
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore, remove_after_commit
+from drtrain.tenants.repository import lock_tenant
 
 
 def _builtin_out(found: builtins.BuiltinDataset) -> DatasetOut:
@@ -43,11 +44,17 @@ def get_dataset(session: Session, settings: Settings, tenant: Tenant, dataset_id
 def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset_id: str) -> None:
     if dataset_id.startswith(builtins.PREFIX):
         raise Conflict(f"dataset {dataset_id!r} is built in and cannot be deleted")
+    # The tenant's submit lock, held until the commit: a submit naming the dataset either
+    # committed its job before (and the delete sees it) or reads the dataset again under the
+    # same lock after the delete (and is refused): never both a new job and a deleted dataset.
+    lock_tenant(session, tenant.id)
     row = repo.get_dataset(session, tenant.id, dataset_id)
     if row is None:
         raise NotFound(f"dataset {dataset_id!r} not found")
-    if repo.dataset_in_active_use(session, tenant.id, dataset_id):
-        raise Conflict(f"dataset {dataset_id!r} is used by a queued or running job")
+    job_id = repo.active_job_using(session, tenant.id, dataset_id)
+    if job_id is not None:
+        raise Conflict(f"dataset {dataset_id!r} is used by job {job_id}, which is queued or "
+                       "running; cancel it or wait for it to finish, then delete the dataset")
     keys = [k for k in (row.object_key, row.labels_object_key) if k]
     if not repo.delete_dataset(session, tenant.id, dataset_id):
         raise NotFound(f"dataset {dataset_id!r} not found")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from drtrain.datasets import builtins
 from drtrain.datasets import repository as datasets_repo
 from drtrain.jobs import lifecycle
 from drtrain.jobs import repository as q
@@ -101,6 +102,23 @@ def _invalid(loc: list[str | int], msg: str) -> Invalid:
 
 
 FactsSeen = dict[tuple[str, str], DatasetFacts | None]
+
+
+def deleted_datasets(session: Session, tenant_id: str, specs: list[JobSpec]) -> set[str]:
+    """Of the uploaded datasets ``specs`` name, those deleted since they were checked. Call
+    it holding the tenant's lock (a dataset delete takes it too): a dataset found here stays
+    until the commit."""
+    named = {name for spec in specs for name in (spec.dataset_id, spec.test_dataset_id)
+             if name is not None and not name.startswith(builtins.PREFIX)}
+    return named - datasets_repo.existing_ids(session, tenant_id, named) if named else set()
+
+
+def check_not_deleted(spec: JobSpec, deleted: set[str], loc: tuple[str | int, ...] = ()) -> None:
+    """The 422 ``check_against_dataset`` answers for a missing dataset, for one deleted since."""
+    for field_name in ("dataset_id", "test_dataset_id"):
+        name = getattr(spec, field_name)
+        if name in deleted:
+            raise _invalid([*loc, field_name], f"dataset {name!r} does not exist")
 
 
 def _facts(session: Session, settings: Settings, tenant_id: str, dataset_id: str,

@@ -112,8 +112,14 @@ def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> li
             for sub, _, _ in checked:
                 sub.refuse(exc)
             continue
+        deleted = service.deleted_datasets(session, tenant_id, [spec for _, spec, _ in checked])
         admitted = 0  # a submission that turns out a replay takes no room
         for sub, spec, facts in checked:
+            try:
+                service.check_not_deleted(spec, deleted)
+            except DomainError as exc:
+                sub.refuse(exc)
+                continue
             if admitted >= room:
                 sub.refuse(TooManyJobs(f"at most {cap} active jobs per tenant",
                                        headers={"Retry-After": str(service.RETRY_AFTER_SECONDS)}))

@@ -10,13 +10,21 @@ import itertools
 import json
 import math
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from drtrain.jobs import repository as q
-from drtrain.jobs.service import RETRY_AFTER_SECONDS, check_against_dataset, new_job
+from drtrain.jobs.service import (
+    RETRY_AFTER_SECONDS,
+    check_against_dataset,
+    check_not_deleted,
+    deleted_datasets,
+    new_job,
+)
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.errors import Invalid, NotFound, TooManyJobs
 from drtrain.kit.models import Job, JobStatus, Sweep
@@ -101,13 +109,13 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
                  request: SweepRequest) -> tuple[Sweep, list[Job]]:
     base = spec_to_dict(request.base)
     points = expand_grid(base, request.grid)
-    facts = []
-    for point, spec in points:
-        try:
-            facts.append(check_against_dataset(session, settings, tenant_id, spec))
-        except Invalid as exc:
-            raise Invalid(f"grid point {point}: {exc.detail}", errors=exc.errors) from exc
+    facts = [_at_point(point, partial(check_against_dataset, session, settings, tenant_id, spec))
+             for point, spec in points]
     _check_capacity(session, settings, tenant_id, len(points))
+    # Read again under the tenant's lock: a dataset deleted since its check refuses the sweep.
+    deleted = deleted_datasets(session, tenant_id, [spec for _, spec in points])
+    for point, spec in points:
+        _at_point(point, partial(check_not_deleted, spec, deleted))
     sweep = Sweep(tenant_id=tenant_id, base=base, grid=request.grid)
     session.add(sweep)
     session.flush()
@@ -115,6 +123,17 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
                         facts=fact) for (point, spec), fact in zip(points, facts)]
     session.flush()
     return sweep, children
+
+
+T = TypeVar("T")
+
+
+def _at_point(point: dict[str, Any], check: Callable[[], T]) -> T:
+    """``check()``, its 422 naming the grid point."""
+    try:
+        return check()
+    except Invalid as exc:
+        raise Invalid(f"grid point {point}: {exc.detail}", errors=exc.errors) from exc
 
 
 def _check_capacity(session: Session, settings: Settings, tenant_id: str, n_children: int) -> None:

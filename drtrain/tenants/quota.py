@@ -54,6 +54,16 @@ def check_upload(session: Session, settings: Settings, tenant_id: str, incoming:
             f"uses {_in_mib(used)} of its {_in_mib(quota)} quota; delete jobs or datasets first")
 
 
+def check_upload_locked(session: Session, settings: Settings, tenant_id: str,
+                        incoming: int) -> None:
+    """``check_upload`` under the tenant's lock, held until the commit that records the
+    upload: concurrent uploads are counted one after another, each seeing those committed
+    before it, so together they cannot pass the quota."""
+    if settings.tenant_storage_quota_bytes:
+        repo.lock_tenant(session, tenant_id)
+        check_upload(session, settings, tenant_id, incoming)
+
+
 def check_new_work(session: Session, settings: Settings, tenant_id: str) -> None:
     """429 when the tenant is at or over its quota (a new job would only add checkpoints)."""
     if settings.tenant_storage_quota_bytes:
