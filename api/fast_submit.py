@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.lane_auth import bearer_key, lane_tenant_id
-from api.problems import domain_problem
+from api.problems import domain_problem, unexpected_problem
 from api.reads import job_response
 from api.routers.jobs import router as jobs_router
 from drtrain.jobs.spec import JobSpec
@@ -127,6 +127,8 @@ class FastSubmit:
             sub = await self.api.state.submits.submit(self.api.state, tenant_id, spec)
         except DomainError as exc:  # a refusal: the problem the route's handler would answer
             response: Response = domain_problem(exc)
+        except Exception as exc:  # noqa: BLE001 - answered as the route's handler would
+            response = unexpected_problem(self.api.state, "POST", PATH, exc)
         else:
             response = job_response(sub.job, 202, Location=f"{PATH}/{sub.job['id']}")
         scope["route"] = route

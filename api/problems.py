@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -9,10 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from drtrain.kit.errors import DomainError
+from drtrain.kit.errors import DomainError, InsufficientStorage
+from drtrain.kit.storage import is_out_of_space
 
 log = logging.getLogger("drtrain.api")
 MEDIA_TYPE = "application/problem+json"
@@ -79,8 +82,29 @@ def allowed_methods(request: Request) -> str:
 
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_problem(request.app.state, request.method, request.url.path, exc)
+
+
+async def _on_failed_write(request: Request, exc: Exception) -> JSONResponse:
+    """A database or file error: 507 when it says storage is full. Registered for those
+    types, so Starlette answers it as it answers a domain error, and the server never sees
+    it; any other such error goes on to ``_on_unexpected_error``."""
+    if not is_out_of_space(exc):
+        raise exc
+    return unexpected_problem(request.app.state, request.method, request.url.path, exc)
+
+
+def unexpected_problem(state: Any, method: str, path: str, exc: BaseException) -> JSONResponse:
+    """The answer to an error no handler expected: a full database, store or disk is a 507
+    (remembered for /readyz), anything else a 500. The route's handler and the shortcuts
+    answer with this, so no error reaches the server (which would drop the connection)."""
+    if is_out_of_space(exc):
+        state.storage_full_at = time.monotonic()
+        log.warning("storage full on %s %s: %s", method, path, exc)
+        return domain_problem(InsufficientStorage(
+            "storage is full: nothing was written; retry once space has been freed"))
     # The traceback goes to the log only; the client learns nothing about internals.
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
     return problem(500, "internal server error")
 
 
@@ -88,4 +112,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    for failed_write in (DBAPIError, OSError):
+        app.add_exception_handler(failed_write, _on_failed_write)
     app.add_exception_handler(Exception, _on_unexpected_error)

@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from api.deps import SettingsDep
 from api.ops_metrics import check_metrics_access, render_metrics
 from api.problems import problem
-from api.readiness import broker_ping
+from api.readiness import broker_ping, storage_room
 from api.schemas.common import problem_responses
 from drtrain.kit.db import ping
-from drtrain.kit.errors import Unavailable
+from drtrain.kit.errors import InsufficientStorage, Unavailable
 
 router = APIRouter(tags=["operations"])
 
@@ -29,11 +29,14 @@ def _checks(request: Request, settings: SettingsDep) -> dict[str, str]:
         "database": lambda: _db_ping(request),
         "object_store": request.app.state.store.ping,
         "broker": lambda: broker_ping(settings),
+        "storage": lambda: storage_room(request.app.state, settings),
     }
     for name, probe in probes.items():
         try:
             probe()
             results[name] = "ok"
+        except InsufficientStorage as exc:
+            results[name] = f"full ({exc.detail})"
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; say which kind
             results[name] = f"unreachable ({type(exc).__name__})"
     return results
@@ -47,7 +50,8 @@ def _db_ping(request: Request) -> None:
 READY_RETRY_AFTER_SECONDS = 5
 
 
-@router.get("/readyz", summary="Database, broker and object store are reachable",
+@router.get("/readyz", summary="Database, broker and object store are reachable, and "
+                               "storage has room",
             responses={503: {"description": "A dependency is unreachable: the problem names "
                                             "it, and `checks` holds every probe's outcome"}})
 def readyz(checks: Annotated[dict[str, str], Depends(_checks)]) -> JSONResponse:

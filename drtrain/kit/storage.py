@@ -330,8 +330,32 @@ _FULL_S3_CODES = {"XMinioStorageFull", "StorageFull", "InsufficientStorage", "Qu
                   "XMinioAdminBucketQuotaExceeded", "507"}
 
 
+# SQLite's SQLITE_FULL ("database or disk is full"); PostgreSQL's disk_full SQLSTATE class.
+_SQLITE_FULL = 13
+_PG_FULL_SQLSTATES = {"53100"}
+
+
 def is_out_of_space(exc: BaseException) -> bool:
-    """True for a write refused because the store (or a disk under it) is full."""
+    """True for a write refused because the store, the database (or a disk under either)
+    is full; a database driver's error counts whether SQLAlchemy wrapped it or not, and so
+    does an error raised while handling one (SQLite rolls a full transaction back itself,
+    so undoing its savepoint then fails with "no such savepoint")."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes is short; a cycle must not loop
+        if seen is None:
+            return False
+        if _one_out_of_space(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _one_out_of_space(exc: BaseException) -> bool:
+    driver_error = getattr(exc, "orig", None)
+    if isinstance(driver_error, BaseException) and _database_full(driver_error):
+        return True
+    if _database_full(exc):
+        return True
     if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return True
     response = getattr(exc, "response", None) or {}
@@ -339,6 +363,12 @@ def is_out_of_space(exc: BaseException) -> bool:
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") \
         if isinstance(response, dict) else None
     return code in _FULL_S3_CODES or status == 507
+
+
+def _database_full(exc: BaseException) -> bool:
+    if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    return getattr(exc, "sqlstate", None) in _PG_FULL_SQLSTATES
 
 
 def is_transient(exc: BaseException) -> bool:
