@@ -129,9 +129,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/healthz"): ("Liveness", "200 while the API process is up; touches nothing else."),
     ("GET", "/readyz"): (
         "Readiness",
-        "200 when the database, the broker and the object store all answer; 503 (problem+json "
-        "with `Retry-After` and every probe's outcome in `checks`) naming the one that does "
-        "not."),
+        "200 when the database, the broker and the object store all answer and storage has "
+        "room; 503 (problem+json with `Retry-After` and every probe's outcome in `checks`) "
+        "naming the one that does not. `storage` is `full` for a minute after a write was "
+        "refused for want of space (answered 507), and while the data folder has less than "
+        "1 MiB free."),
     ("GET", "/metrics"): (
         "Prometheus metrics",
         "Request counts and durations by route, jobs by status, queue depth, job durations and "

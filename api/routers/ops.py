@@ -50,8 +50,7 @@ def _db_ping(request: Request) -> None:
 READY_RETRY_AFTER_SECONDS = 5
 
 
-@router.get("/readyz", summary="Database, broker and object store are reachable, and "
-                               "storage has room",
+@router.get("/readyz", summary="Database, broker and object store are reachable",
             responses={503: {"description": "A dependency is unreachable: the problem names "
                                             "it, and `checks` holds every probe's outcome"}})
 def readyz(checks: Annotated[dict[str, str], Depends(_checks)]) -> JSONResponse:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from api.app import create_app
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope

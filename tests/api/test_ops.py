@@ -12,7 +12,8 @@ def test_healthz(client):
 def test_readyz_ok_when_everything_reachable(client):
     resp = client.get("/readyz")
     assert resp.status_code == 200, resp.text
-    assert resp.json()["checks"] == {"database": "ok", "object_store": "ok", "broker": "ok"}
+    assert resp.json()["checks"] == {"database": "ok", "object_store": "ok", "broker": "ok",
+                                     "storage": "ok"}
 
 
 def test_readyz_503_when_broker_unreachable(app, client):
