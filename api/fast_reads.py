@@ -72,15 +72,19 @@ def _read_for(scope: Scope) -> Read | None:
     return get_job_metrics, lambda reads, tenant: reads.metrics(tenant, job_id, metrics)
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    """(API key, If-None-Match) as FastAPI's HTTPBearer and Header() would read them."""
+def _headers(scope: Scope) -> tuple[str | None, str | None, bool]:
+    """(API key, If-None-Match, whether Cache-Control is present) as FastAPI's HTTPBearer
+    and Header() would read them."""
     authorization = if_none_match = None
+    cache_control = False
     for name, value in scope["headers"]:
         if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
         elif name == b"if-none-match" and if_none_match is None:
             if_none_match = value.decode("latin-1")
-    return bearer_key(authorization), if_none_match
+        elif name == b"cache-control":
+            cache_control = True
+    return bearer_key(authorization), if_none_match, cache_control
 
 
 class FastReads:
@@ -108,7 +112,9 @@ class FastReads:
         if found is None:
             return False
         endpoint, read = found
-        key, if_none_match = _headers(scope)
+        key, if_none_match, cache_control = _headers(scope)
+        if cache_control:  # rare, and the route reads and checks it (no-cache, its bounds)
+            return False
         tenant_id = await lane_tenant_id(self.api.state, scope, key)
         if tenant_id is None:
             return False

@@ -46,14 +46,15 @@ class JobReads:
         self._executor: ThreadPoolExecutor | None = None
         self._reads_inline: tuple[Any, bool] = (None, False)  # (for this sessionmaker, inline?)
 
-    async def job(self, tenant_id: str, job_id: str) -> Body:
+    async def job(self, tenant_id: str, job_id: str, *, fresh: bool = False) -> Body:
+        """``fresh``: read from the database, whatever the cache holds (``no_cache``)."""
         return await self._cached(("job", tenant_id, job_id), tenant_id,
-                                  partial(_job, tenant_id=tenant_id, job_id=job_id))
+                                  partial(_job, tenant_id=tenant_id, job_id=job_id), fresh)
 
-    async def page(self, tenant_id: str, query: JobListQuery) -> Body:
+    async def page(self, tenant_id: str, query: JobListQuery, *, fresh: bool = False) -> Body:
         key = ("page", tenant_id, *query.model_dump().values())
         return await self._cached(key, tenant_id, partial(_page, tenant_id=tenant_id,
-                                                          query=query))
+                                                          query=query), fresh)
 
     async def metrics(self, tenant_id: str, job_id: str, query: MetricsQuery) -> Body:
         """Never from the job cache: points arrive without moving the job's version."""
@@ -77,10 +78,10 @@ class JobReads:
         return await asyncio.get_running_loop().run_in_executor(self._executor, read, factory)
 
     async def _cached(self, key: Hashable, tenant_id: str,
-                      read: Callable[[sessionmaker[Session]], Body]) -> Body:
+                      read: Callable[[sessionmaker[Session]], Body], fresh: bool) -> Body:
         # The version is read before the query that fills the cache (api/job_cache.py).
         version = self.state.job_changes.version(tenant_id)
-        body = None if version is None else self.bodies.get(key, version)
+        body = None if version is None or fresh else self.bodies.get(key, version)
         if body is None:
             body = await self.run(read)
             if version is not None:
@@ -127,3 +128,14 @@ def _metrics(factory: sessionmaker[Session], *, tenant_id: str, job_id: str, sin
     if len(columns[0]) == limit:
         pages.put(key, page)
     return page
+
+
+def no_cache(cache_control: str | None) -> bool:
+    """Whether a request's Cache-Control asks for a response no cache may answer alone
+    (RFC 9111, 5.2.1: ``no-cache``, or ``max-age=0``). Another API process's write is seen
+    by this process's cache only once its change notice arrives: such a read goes to the
+    database, which has every write committed before it was sent."""
+    if not cache_control:
+        return False
+    directives = {d.strip().lower().replace(" ", "") for d in cache_control.split(",")}
+    return "no-cache" in directives or "max-age=0" in directives

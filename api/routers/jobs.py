@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from api import events, reads
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.http import object_download
-from api.job_reads import JobReads
+from api.job_reads import JobReads, no_cache
 from api.reads import job_response
 from api.schemas.common import ResourceId, headers, problem_responses
 from api.schemas.jobs import (
@@ -51,21 +51,32 @@ async def submit_job(spec: Annotated[JobSpec, Body(openapi_examples={
 # The reads below answer from the app's JobReads (api/job_reads.py), as their shortcut does
 # (api/fast_reads.py): plain columns serialised once, a weak ETag (304 on If-None-Match).
 
+# Read-your-writes across API processes: `no-cache` reads the database, so it reflects every
+# write acknowledged before the request was sent, by whichever process (docs/reliability.md).
+CacheControl = Annotated[str | None, Header(
+    max_length=200, description="`no-cache` (or `max-age=0`): answer from the database, not "
+    "this API process's cache, so the answer reflects every write acknowledged before the "
+    "request was sent, by any API process")]
+
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: headers("ETag"), 304: {"description": "Not modified", **headers("ETag")}}
 
 
 @router.get("", response_model=JobPage, responses=_READ_RESPONSES)
 async def list_jobs(request: Request, tenant: TenantDep, query: Annotated[JobListQuery, Query()],
-                    if_none_match: Annotated[str | None, Header()] = None) -> Response:
+                    if_none_match: Annotated[str | None, Header()] = None,
+                    cache_control: CacheControl = None) -> Response:
     """Newest first. Rows leave out each job's spec unless `include=spec`."""
-    return reads.respond(await job_reads(request).page(tenant.id, query), if_none_match)
+    page = await job_reads(request).page(tenant.id, query, fresh=no_cache(cache_control))
+    return reads.respond(page, if_none_match)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=_READ_RESPONSES)
 async def get_job(job_id: ResourceId, request: Request, tenant: TenantDep,
-                  if_none_match: Annotated[str | None, Header()] = None) -> Response:
-    return reads.respond(await job_reads(request).job(tenant.id, job_id), if_none_match)
+                  if_none_match: Annotated[str | None, Header()] = None,
+                  cache_control: CacheControl = None) -> Response:
+    job = await job_reads(request).job(tenant.id, job_id, fresh=no_cache(cache_control))
+    return reads.respond(job, if_none_match)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPage, responses=_READ_RESPONSES)

@@ -243,6 +243,25 @@ def test_postgres_api_writes_are_seen_at_once_without_the_notice(pg_app) -> None
     assert client.get(f"/v1/jobs/{other}", headers=auth).json()["status"] == "running"
 
 
+def test_postgres_no_cache_reads_see_another_replicas_write_before_its_notice(pg_app) -> None:  # noqa: ANN001
+    """Another API process's cancel is committed but its notice has not arrived: a read with
+    ``Cache-Control: no-cache`` (or ``max-age=0``) goes to the database and sees it."""
+    client, auth, engine, app = pg_app
+    changes: PostgresChanges = app.state.job_changes
+    job_id = _add_job(make_sessionmaker(engine), "tenant-a")
+    assert _eventually(lambda: client.get("/v1/jobs", headers=auth).json()["items"] != [])
+    changes._counts = dict(changes._counts)  # notices withheld from here
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "queued"
+    _set_status(engine, job_id, JobStatus.cancelled)  # committed by "another replica"
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "queued"  # control
+    for directive in ("no-cache", "max-age=0", "private, No-Cache"):
+        fresh = {**auth, "Cache-Control": directive}
+        assert client.get(f"/v1/jobs/{job_id}", headers=fresh).json()["status"] == "cancelled"
+        assert client.get("/v1/jobs", headers=fresh).json()["items"][0]["status"] == "cancelled"
+    # The body read fresh replaced the stale one: later plain reads show the cancel too.
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "cancelled"
+
+
 def test_postgres_listener_reconnects_and_never_serves_across_the_gap(pg_app) -> None:  # noqa: ANN001
     client, auth, engine, app = pg_app
     changes: PostgresChanges = app.state.job_changes
