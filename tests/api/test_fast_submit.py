@@ -475,11 +475,13 @@ def test_a_failed_commit_is_the_same_500_from_the_lane_and_the_route(app, auth_a
         client.get("/v1/jobs", headers=auth_a)
         monkeypatch.setattr(app.state.submits.group, "commit", fail)
         fast = post(client, auth_a, body)
-        assert counting.count == 0 and [type(e) for e in counting.raised] == [OperationalError]
+        # The lane answers the error itself, as the app's handler would: nothing it raises
+        # reaches the server (which would drop the connection).
+        assert counting.count == 1 and counting.raised == []
         with monkeypatch.context() as m:
             route_only(m)
             slow = post(client, auth_a, body)
-    assert len(counting.raised) == 1
+    assert counting.raised == []
     assert fast.status_code == 500
     assert fast.headers["content-type"] == "application/problem+json"
     assert answer(fast) == answer(slow)

@@ -2,6 +2,7 @@
 ``begin_nested()`` is gone once the transaction rolls back, on SQLite as on PostgreSQL."""
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -11,18 +12,21 @@ from drtrain.kit.db import make_engine, make_sessionmaker
 from drtrain.kit.migrate import upgrade
 from drtrain.kit.models import Tenant
 from drtrain.tenants.repository import add_tenant, tenant_by_name
+from tests.pg import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def engine_of(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str):  # noqa: ANN201
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'savepoints.sqlite3'}"
-        upgrade(url)
-    else:
-        url = pg_url
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
+def engine_of(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    """A database of the test's own: what these tests commit stays out of the folder's."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'savepoints.sqlite3'}"
+            upgrade(url)
+        else:
+            url = stack.enter_context(fresh_database("savepoints"))
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        yield engine
 
 
 def _tenants_named(engine: Engine, name: str) -> int:
