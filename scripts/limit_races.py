@@ -2,7 +2,7 @@
 PostgreSQL and SQLite (``tests.load.server``; set DRTRAIN_LOAD_SERVER_TREE to another
 checkout to measure its code). Run from the repository root:
 
-    python -m scripts.limit_races
+    python -m scripts.limit_races [cap] [pairs] [uploads] [disk]   # default: all four
 
 Prints, per database: the jobs a tenant holds after 9 plain and 20 keyed submits at a cap
 of 8, and after 60 submits at once (half keyed); how many of 32 concurrent (dataset delete,
@@ -11,6 +11,7 @@ a 1 MB quota; and (PostgreSQL) the statuses of a plain submit, a keyed one and a
 the database refuses writes with disk_full."""
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -51,27 +52,33 @@ def _full_disk_statuses(server: Api) -> list[str]:
     return out
 
 
-def measure(name: str, make: Callable[..., AbstractContextManager[Api]]) -> None:
+def measure(name: str, make: Callable[..., AbstractContextManager[Api]],
+            which: set[str]) -> None:
     root = Path(tempfile.mkdtemp(prefix=f"limit-races-{name}-"))
     with make(root, max_concurrent_jobs_per_tenant="8",
               tenant_storage_quota_bytes="1000000") as server:
-        plain, keyed, held = races.plain_then_keyed(server, "keyed", 9, 20)
-        print(f"{name}: 9 plain then 20 keyed at a cap of 8: plain {plain}, keyed {keyed}, "
-              f"jobs held {held}")
-        statuses, held = races.mixed_at_once(server, "mixed", 60)
-        print(f"{name}: 60 at once, half keyed: {dict(statuses)}, jobs held {held}")
-        both, outcomes = races.delete_submit_pairs(server, "deleter", 32)
-        print(f"{name}: delete+submit pairs both succeeded: {both}/32 "
-              f"((delete, submit): {dict(outcomes)})")
-        uploads, held = races.concurrent_uploads(server, "uploader", 4, 600_000)
-        print(f"{name}: 4 uploads of 600 kB at once, 1 MB quota: {uploads}, bytes held {held}")
-        if name == "postgresql":
+        if "cap" in which:
+            plain, keyed, held = races.plain_then_keyed(server, "keyed", 9, 20)
+            print(f"{name}: 9 plain then 20 keyed at a cap of 8: plain {plain}, "
+                  f"keyed {keyed}, jobs held {held}")
+            statuses, held = races.mixed_at_once(server, "mixed", 60)
+            print(f"{name}: 60 at once, half keyed: {dict(statuses)}, jobs held {held}")
+        if "pairs" in which:
+            both, outcomes = races.delete_submit_pairs(server, "deleter", 32)
+            print(f"{name}: delete+submit pairs both succeeded: {both}/32 "
+                  f"((delete, submit): {dict(outcomes)})")
+        if "uploads" in which:
+            uploads, held = races.concurrent_uploads(server, "uploader", 4, 600_000)
+            print(f"{name}: 4 uploads of 600 kB at once, 1 MB quota: {uploads}, "
+                  f"bytes held {held}")
+        if "disk" in which and name == "postgresql":
             print(f"{name}: disk full: {_full_disk_statuses(server)}")
 
 
 def main() -> None:
-    measure("postgresql", pg_api)
-    measure("sqlite", sqlite_api)
+    which = set(sys.argv[1:]) or {"cap", "pairs", "uploads", "disk"}
+    measure("postgresql", pg_api, which)
+    measure("sqlite", sqlite_api, which)
 
 
 if __name__ == "__main__":

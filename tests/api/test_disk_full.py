@@ -5,17 +5,11 @@ SQLITE_FULL from a page limit on the real file, PostgreSQL's disk_full (SQLSTATE
 raised by a trigger on the jobs table."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from api.app import create_app
-from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
-from drtrain.kit.migrate import upgrade
-from drtrain.kit.settings import Settings
-from drtrain.tenants.keys import create_key
 from tests.api.conftest import TestClient
 from tests.factories import small_spec
 
@@ -45,25 +39,19 @@ def _assert_not_ready(client: TestClient) -> None:
 
 
 @pytest.fixture
-def sqlite_full(tmp_path) -> Iterator[tuple[TestClient, dict[str, str], dict[str, int]]]:  # noqa: ANN001
-    """The embedded setup whose SQLite file may grow only to ``limit["pages"]`` pages."""
-    settings = Settings(data_dir=tmp_path, database_url="", broker_url="", storage_url="",
-                        environment="embedded", max_concurrent_jobs_per_tenant=100)
-    upgrade(settings.resolved_database_url)
-    engine = make_engine(settings.resolved_database_url)
+def sqlite_full(embedded) -> tuple[TestClient, dict[str, str], dict[str, int]]:  # noqa: ANN001
+    """The embedded setup whose SQLite file may grow only to ``limit["pages"]`` pages (set
+    on every connection as it is checked out)."""
+    client, auth, factory = embedded
     limit = {"pages": 2**30}
 
-    @event.listens_for(engine, "checkout")
+    @event.listens_for(factory.kw["bind"], "checkout")
     def _page_limit(dbapi_conn, _record, _proxy) -> None:  # noqa: ANN001
         dbapi_conn.execute(f"PRAGMA max_page_count = {limit['pages']}")
 
-    with session_scope(make_sessionmaker(engine)) as s:
-        key = create_key(s, "local")
-    try:
-        with TestClient(create_app(settings, engine=engine)) as client:
-            yield client, {"Authorization": f"Bearer {key}"}, limit
-    finally:
-        engine.dispose()
+    state = client.app.state  # type: ignore[attr-defined]
+    state.settings = state.settings.model_copy(update={"max_concurrent_jobs_per_tenant": 100})
+    return client, auth, limit
 
 
 def test_sqlite_full_answers_507_on_every_submit(sqlite_full) -> None:  # noqa: ANN001
