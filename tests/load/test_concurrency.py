@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -170,59 +169,6 @@ def test_concurrent_submits_hold_the_storage_quota_then_the_cap(api: Api, tmp_pa
         with sqlite_api(tmp_path, max_concurrent_jobs_per_tenant="5",
                         tenant_storage_quota_bytes=str(QUOTA)) as embedded:
             check(embedded, QUOTA)
-
-
-async def submit_mixed(url: str, headers: dict[str, str], n: int) -> Counter[int]:
-    """``n`` submits at once, every other one with an Idempotency-Key of its own."""
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n), timeout=60) as client:
-        responses = await asyncio.gather(*(
-            client.post(f"{url}/v1/jobs", json=SPEC,
-                        headers={**headers, **({"Idempotency-Key": uuid.uuid4().hex}
-                                               if i % 2 else {})})
-            for i in range(n)))
-    return Counter(r.status_code for r in responses)
-
-
-def _jobs_of(server: Api, tenant: str) -> int:
-    with server.factory() as s:
-        row = tenant_by_name(s, tenant)
-        assert row is not None
-        return s.scalar(select(func.count()).select_from(Job).where(Job.tenant_id == row.id)) or 0
-
-
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_keyed_submits_hold_the_cap_and_the_quota(api: Api, tmp_path: Path, backend: str) -> None:
-    """An Idempotency-Key changes nothing about the limits: at the cap, keyed submits (one at
-    a time, then 60 at once, half keyed) are 429 and leave no job behind; at the quota the
-    same. (A keyed submit's row is written in a savepoint, which on SQLite used to be able
-    to outlive the refused submit's rollback.)"""
-    def check(server: Api, cap: int, quota_bytes: int) -> None:
-        headers = server.new_tenant("keyed")
-        plain = [httpx.post(f"{server.url}/v1/jobs", json=SPEC, headers=headers).status_code
-                 for _ in range(cap + 1)]
-        keyed = [httpx.post(f"{server.url}/v1/jobs", json=SPEC,
-                            headers={**headers, "Idempotency-Key": uuid.uuid4().hex}).status_code
-                 for _ in range(20)]
-        assert plain == [202] * cap + [429] and keyed == [429] * 20, (plain, keyed)
-        assert _jobs_of(server, "keyed") == cap
-        headers = server.new_tenant("keyed-at-once")
-        assert asyncio.run(submit_mixed(server.url, headers, 60)) == Counter(
-            {202: cap, 429: 60 - cap}), server.logs()
-        assert _jobs_of(server, "keyed-at-once") == cap
-        headers = server.new_tenant("keyed-at-quota")
-        with server.factory() as s:
-            tenant = tenant_by_name(s, "keyed-at-quota")
-            assert tenant is not None
-        _fill_quota(server, tenant.id, quota_bytes)
-        assert asyncio.run(submit_mixed(server.url, headers, 16)) == Counter({429: 16})
-        assert _jobs_of(server, "keyed-at-quota") == 1  # the finished job filling the quota
-
-    if backend == "postgresql":
-        check(api, 5, Settings.model_fields["tenant_storage_quota_bytes"].default)
-    else:
-        with sqlite_api(tmp_path, max_concurrent_jobs_per_tenant="5",
-                        tenant_storage_quota_bytes=str(QUOTA)) as embedded:
-            check(embedded, 5, QUOTA)
 
 
 def _stall_upload(port: int, key: str) -> socket.socket:
