@@ -97,6 +97,7 @@ async def get_tenant(request: Request,
     one query in a short session of its own, closed before the handler runs."""
     auth_limits.check(request)  # failed-auth limiter (api/auth_limits.py): 429 + Retry-After
     if credentials is None:
+        auth_limits.failed(request)  # a request without a key is a failed one too
         raise Unauthorized("missing Authorization: Bearer <api key>", headers=_CHALLENGE)
     key = credentials.credentials
     cache: KeyCache = request.app.state.key_cache
@@ -109,6 +110,11 @@ async def get_tenant(request: Request,
             raise Unauthorized("unknown or revoked API key", headers=_CHALLENGE)
         cache.put(key, ref)
     return ref.as_tenant()
+
+
+async def tenant_of(request: Request) -> Tenant:
+    """``get_tenant`` outside FastAPI's dependency resolution (``api/body_gate.py``)."""
+    return await get_tenant(request, await _bearer(request))
 
 
 async def shared_call(pending: dict[K, asyncio.Future[T]], key: K,
