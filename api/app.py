@@ -22,7 +22,6 @@ from api.job_reads import JobReads
 from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
 from api.security_headers import SecurityHeaders
-from api.security_headers import SecurityHeaders
 from api.submits import Submits
 from api.telemetry import RequestStats, RequestStatsMiddleware
 from drtrain.kit.db import api_engine, make_sessionmaker
@@ -151,7 +150,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(BodyTimeoutMiddleware, idle_seconds=settings.body_idle_seconds,
                        total_seconds=settings.body_total_seconds)
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
-    app.add_middleware(SecurityHeaders)  # outermost: every response, errors included
     app.add_middleware(SecurityHeaders)  # outermost: every response, errors included
     problems.install(app)
     openapi_contract.install(app)

@@ -13,6 +13,7 @@ whole. Requests without a body (every GET) pass untouched."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
