@@ -137,6 +137,25 @@ async def look_up_key(state: Any, key: str) -> TenantRef | None:
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
+# The request's bearer credentials, as get_tenant read them (FastAPI resolves them once).
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def key_still_valid(state: Any, key: str) -> Callable[[], Awaitable[bool]]:
+    """A check that ``key`` still opens its tenant, for a request that outlives its key check
+    (an event stream). A key cache entry is at most ``DRTRAIN_AUTH_CACHE_SECONDS`` old, so a
+    key revoked more than that long ago is never found there: it is looked up again (one
+    query per key however many streams ask at once) and found revoked."""
+    async def still_valid() -> bool:
+        cache: KeyCache = state.key_cache
+        if cache.get(key) is not None:
+            return True
+        ref = await look_up_key(state, key)
+        if ref is None:
+            return False
+        cache.put(key, ref)
+        return True
+    return still_valid
 
 
 async def upload_slot(request: Request, tenant: TenantDep) -> AsyncIterator[None]:
