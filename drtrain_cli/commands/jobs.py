@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from drtrain_cli.commands import ids
 from drtrain_cli.commands.context import client_command, session
@@ -19,6 +18,7 @@ from drtrain_cli.commands.output import (
     percent,
     print_json,
     say,
+    shown,
     table,
     warn_about,
     when,
@@ -52,8 +52,8 @@ def submit(
         if not watch:
             if as_json:
                 return print_json(job)
-            return say(f"submitted job [bold]{escape(str(job['id']))}[/] ({job.get('status')})")
-        say(f"submitted job [bold]{escape(str(job['id']))}[/] ({job.get('status')})")
+            return say(f"submitted job [bold]{shown(job['id'])}[/] ({shown(job.get('status'))})")
+        say(f"submitted job [bold]{shown(job['id'])}[/] ({shown(job.get('status'))})")
         final = watch_job(client, job["id"], poll)
     finish(final)
 
@@ -109,7 +109,7 @@ def delete(ctx: typer.Context, job_id: JobId) -> None:
     with session(ctx) as client:
         full_id = ids.job(client, job_id)
         client.delete_job(full_id)
-    say(f"deleted job {escape(full_id)}")
+    say(f"deleted job {shown(full_id)}")
 
 
 @client_command(app, "cancel")
@@ -118,7 +118,7 @@ def cancel(ctx: typer.Context, job_id: JobId) -> None:
     with session(ctx) as client:
         full_id = ids.job(client, job_id)
         job = client.cancel_job(full_id)
-    say(f"job {escape(full_id)} is {escape(str(job.get('status', 'cancelling')))}")
+    say(f"job {shown(full_id)} is {shown(job.get('status', 'cancelling'))}")
 
 
 @client_command(app, "predict")

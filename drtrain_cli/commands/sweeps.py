@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from drtrain_cli.commands import ids
 from drtrain_cli.commands.context import client_command, session
@@ -19,6 +18,7 @@ from drtrain_cli.commands.output import (
     num,
     print_json,
     say,
+    shown,
     table,
 )
 
@@ -40,7 +40,7 @@ def submit(
         sweep = client.create_sweep(body["base"], body["grid"])
     if as_json:
         return print_json(sweep)
-    say(f"submitted sweep [bold]{escape(str(sweep.get('id')))}[/] with "
+    say(f"submitted sweep [bold]{shown(sweep.get('id'))}[/] with "
         f"{len(sweep.get('children') or [])} jobs")
 
 
@@ -57,7 +57,7 @@ def get(
         return print_json(sweep)
     console.print(table(["job", "grid point", "status"], [
         [c.get("job_id"), json.dumps(c.get("grid_point")), c.get("status")]
-        for c in sweep.get("children") or []], title=f"sweep {escape(str(sweep.get('id')))}"))
+        for c in sweep.get("children") or []], title=f"sweep {shown(sweep.get('id'))}"))
     console.print(table(["grid point", "done", "metrics (mean ± std)"], [
         [json.dumps(row.get("point")), f"{row.get('n_done', '-')}/{row.get('n', '-')}",
          ", ".join(f"{n}={num(s.get('mean'))}±{num(s.get('std'))}"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
@@ -467,3 +468,49 @@ def test_delete_a_finished_job_and_refuse_an_active_one(fake: FakeApi) -> None:
     assert done["id"] not in fake.jobs
     assert_clean_failure(drtrain("jobs", "delete", active["id"]), 1, "is running")
     assert active["id"] in fake.jobs
+
+
+# ---- control characters from the server never reach the terminal ---------------------------
+
+# ESC sequences (CSI clear screen, OSC retitle ended by BEL), a carriage return and C1 CSI.
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\rX\x9b31m\x00end"
+CONTROL = __import__("re").compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _hostile_server(fake: FakeApi, tmp_path: Path) -> list[list[str]]:
+    """A hostile string in every string the fake serves; the commands that print them."""
+    from tests.cli.test_client import problem
+
+    job = fake.add_job("failed", job_id="a" * 32, name=HOSTILE, status_reason=HOSTILE,
+                       warnings=[HOSTILE], tags=[HOSTILE], phase=HOSTILE,
+                       result={"test_accuracy": 0.5, HOSTILE: 1.0}, spec={"name": HOSTILE})
+    fake.add_job("succeeded", job_id="b" * 32, name="plain", spec={"name": "plain"})
+    fake.add_points(job["id"], 2, name=HOSTILE)
+    fake.datasets["ds9"] = {"id": "ds9", "name": HOSTILE, "format": HOSTILE, "n_samples": 3,
+                            "n_features": 2, "n_classes": 2, "classes": [HOSTILE]}
+    fake.sweeps["sw9"] = {"id": "sw9", "children": [
+        {"job_id": job["id"], "grid_point": {"seed": HOSTILE}, "status": HOSTILE}],
+        "summary": [{"point": {"seed": HOSTILE}, "n": 1, "n_done": 1,
+                     "metrics": {HOSTILE: {"mean": 1.0, "std": 0.0}}}]}
+    fake.routes[:0] = [
+        ("POST", r"/v1/jobs/(?P<id>[^/]+)/predict", lambda r, id: httpx.Response(
+            200, json={"predictions": [HOSTILE], "probabilities": [[1.0]]})),
+        ("POST", r"/v1/jobs/(?P<id>[^/]+)/cancel", lambda r, id: problem(409, "Conflict",
+                                                                          HOSTILE))]
+    rows = tmp_path / "rows.json"
+    rows.write_text("[[1, 2, 3]]")
+    return [["jobs", "list"], ["jobs", "get", job["id"]], ["jobs", "watch", job["id"]],
+            ["jobs", "predict", job["id"], "--inputs", str(rows)],
+            ["jobs", "compare", job["id"], "b" * 32], ["jobs", "metrics", job["id"]],
+            ["jobs", "cancel", job["id"]], ["datasets", "list"], ["datasets", "get", "ds9"],
+            ["sweeps", "get", "sw9"]]
+
+
+def test_no_command_prints_a_control_character_from_the_server(fake: FakeApi,
+                                                                tmp_path: Path) -> None:
+    for command in _hostile_server(fake, tmp_path):
+        result = drtrain(*command)
+        printed = result.stdout + result.stderr
+        assert "Traceback" not in printed, (command, printed)
+        assert CONTROL.search(printed) is None, (command, printed)
+        assert "\\x1b" in printed, (command, printed)  # shown, not dropped
