@@ -13,6 +13,8 @@ from drtrain_cli.commands.context import client_command, session
 from drtrain_cli.commands.inputs import read_inputs, read_json_object
 from drtrain_cli.commands.output import (
     AsJson,
+    Yes,
+    confirm,
     console,
     kv_table,
     percent,
@@ -104,10 +106,12 @@ def get(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> None:
 
 
 @client_command(app, "delete")
-def delete(ctx: typer.Context, job_id: JobId) -> None:
-    """Delete a finished job: its metrics, checkpoints and model (refused while it is active)."""
+def delete(ctx: typer.Context, job_id: JobId, yes: Yes = False) -> None:
+    """Delete a finished job: its metrics, checkpoints and model (refused while it is active).
+    Asks first, unless --yes."""
     with session(ctx) as client:
         full_id = ids.job(client, job_id)
+        confirm(f"delete job {full_id} with its metrics, checkpoints and model?", yes)
         client.delete_job(full_id)
     say(f"deleted job {shown(full_id)}")
 

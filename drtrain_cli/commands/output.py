@@ -52,6 +52,22 @@ def shown(value: Any) -> str:
     return escape(printable(str(value)))
 
 
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking.")]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on only when ``yes`` or the user answers y; else exit 1 with nothing done (no
+    terminal to ask: nothing done either)."""
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(printable(question), default=False, err=True)
+    except typer.Abort:
+        agreed = False
+    if not agreed:
+        fail("nothing done (pass --yes to skip the question)")
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -355,10 +355,15 @@ def test_unique_id_prefixes_are_accepted(fake: FakeApi) -> None:
     assert json.loads(drtrain("datasets", "get", "builtin:dig", "--json").stdout)["n_classes"] == 10
 
 
-def test_ambiguous_or_unknown_prefixes_are_clear_errors(fake: FakeApi) -> None:
+def test_ambiguous_short_or_unknown_prefixes_are_clear_errors(fake: FakeApi) -> None:
     fake.add_job("queued", job_id="3f2a" + "0" * 28)
-    fake.add_job("queued", job_id="3f2b" + "1" * 28)
-    assert_clean_failure(drtrain("jobs", "get", "3f2"), 2, "'3f2' is the start of 2 job ids")
+    fake.add_job("queued", job_id="3f2a" + "1" * 28)
+    assert_clean_failure(drtrain("jobs", "get", "3f2a"), 2, "'3f2a' is the start of 2 job ids")
+    # Fewer than 4 characters name no job, even a single match: `jobs delete 3` must not
+    # delete whatever job happens to start with 3.
+    fake.add_job("succeeded", job_id="9c" + "0" * 30)
+    assert_clean_failure(drtrain("jobs", "delete", "9c", "--yes"), 2,
+                         "'9c' is too short to name a job: type at least 4 characters")
     assert_clean_failure(drtrain("jobs", "watch", "ffff"), 1, "no job id starts with 'ffff'")
     assert_clean_failure(drtrain("datasets", "delete", "nothing"), 1,
                          "no dataset id starts with 'nothing'")
@@ -369,7 +374,8 @@ def test_sweep_prefix(fake: FakeApi, tmp_path: Path) -> None:
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps({"base": {"dataset_id": "d"}, "grid": {"seed": [0, 1]}}))
     sweep_id = json.loads(drtrain("sweeps", "submit", str(path), "--json").stdout)["id"]
-    assert json.loads(drtrain("sweeps", "get", sweep_id[:2], "--json").stdout)["id"] == sweep_id
+    assert json.loads(drtrain("sweeps", "get", sweep_id, "--json").stdout)["id"] == sweep_id
+    assert_clean_failure(drtrain("sweeps", "get", sweep_id[:2]), 2, "too short")
 
 
 # ---- compare, metrics as CSV, checkpoints ----------------------------------------------------
@@ -414,7 +420,7 @@ def test_jobs_checkpoints_and_checkpoint_download(fake: FakeApi, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == fake.checkpoint_files["c2"] and "saved" in result.stdout
     assert_clean_failure(drtrain("jobs", "checkpoint-download", job_id, "c", "-o", str(out)), 2,
-                         "'c' is the start of 2 checkpoint ids")
+                         "'c' is too short to name a checkpoint")
     fake.checkpoint_etags["c1"] = "0" * 64
     bad = tmp_path / "final.safetensors"
     assert_clean_failure(drtrain("jobs", "checkpoint-download", job_id, "c1", "-o", str(bad)), 1,
@@ -460,13 +466,27 @@ def test_warnings_are_shown_on_stderr_and_names_and_tags_listed(fake: FakeApi,
     assert fake.requests[-1].url.params["tag"] == "study"
 
 
-def test_delete_a_finished_job_and_refuse_an_active_one(fake: FakeApi) -> None:
+def test_delete_a_finished_job(fake: FakeApi) -> None:
     done = fake.add_job(status="succeeded")
-    active = fake.add_job(status="running")
-    result = drtrain("jobs", "delete", done["id"])
+    result = drtrain("jobs", "delete", done["id"], "--yes")
     assert result.exit_code == 0, result.output
     assert done["id"] not in fake.jobs
-    assert_clean_failure(drtrain("jobs", "delete", active["id"]), 1, "is running")
+
+
+def test_delete_asks_first(fake: FakeApi) -> None:
+    job = fake.add_job(status="succeeded")
+    for answer in ("n\n", "\n", ""):  # no, the default, and no terminal to ask
+        declined = runner.invoke(app, ["jobs", "delete", job["id"], "--key", KEY], input=answer)
+        assert declined.exit_code == 1 and "nothing done" in declined.stderr, declined.output
+        assert job["id"] in fake.jobs and not fake.calls("DELETE", r".*")
+    agreed = runner.invoke(app, ["jobs", "delete", job["id"], "--key", KEY], input="y\n")
+    assert agreed.exit_code == 0 and f"delete job {job['id']}" in agreed.stderr, agreed.output
+    assert job["id"] not in fake.jobs
+
+
+def test_delete_a_running_job_is_refused(fake: FakeApi) -> None:
+    active = fake.add_job(status="running")
+    assert_clean_failure(drtrain("jobs", "delete", active["id"], "--yes"), 1, "is running")
     assert active["id"] in fake.jobs
 
 
