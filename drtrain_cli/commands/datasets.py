@@ -80,8 +80,9 @@ def list_(ctx: typer.Context, as_json: AsJson = False) -> None:
         return print_json(items)
     columns = ("id", "name", "status", "n_samples", "n_features", "n_classes")
     console.print(table(["id", "name", "status", "samples", "features", "classes"],
-                        [[ds.get(c, "ready") if c == "status" else ds.get(c) for c in columns]
-                         for ds in items]))
+                        drop=("features", "classes", "samples"), rows=[
+                            [ds.get(c, "ready") if c == "status" else ds.get(c) for c in columns]
+                            for ds in items]))
 
 
 @client_command(app, "get")

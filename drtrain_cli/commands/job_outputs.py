@@ -102,7 +102,8 @@ def checkpoints(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> N
     if as_json:
         return print_json(items)
     columns = ("id", "kind", "layer", "epoch", "size_bytes")
-    console.print(table(["id", "kind", "layer", "epoch", "bytes", "sha256", "created"], [
+    console.print(table(["id", "kind", "layer", "epoch", "bytes", "sha256", "created"],
+                        drop=("created", "sha256", "bytes"), rows=[
         [*(c.get(k) for k in columns), str(c.get("sha256", ""))[:12], when(c.get("created_at"))]
         for c in items]))
 

@@ -27,6 +27,7 @@ from drtrain_cli.commands.output import (
     where,
 )
 from drtrain_cli.commands.watch import finish, watch_job
+from drtrain_client import Client, DrtrainError
 
 app = typer.Typer(help="Submit, watch, compare, inspect and download training jobs.",
                   no_args_is_help=True)
@@ -82,7 +83,8 @@ def list_(
         jobs = list(islice(pages, limit) if limit else pages)
     if as_json:
         return print_json(jobs)
-    console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3, rows=[
+    console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3,
+                        drop=("created", "at", "progress"), rows=[
         [job.get("id"), job.get("name") or "", job.get("status"), percent(job.get("progress")),
          where(job), when(job.get("created_at"))] for job in jobs]))
 
@@ -133,13 +135,28 @@ def predict(
                                          help="Rows to classify: FILE.json or FILE.csv.")],
     as_json: AsJson = False,
 ) -> None:
-    """Classify rows with a succeeded job's model."""
-    rows = read_inputs(inputs)
+    """Classify rows with a succeeded job's model. A CSV's header row may name a `label`
+    column and the dataset's label and side columns: they are left out of the rows."""
     with session(ctx) as client:
-        answer = client.predict(ids.job(client, job_id), rows)
+        full_id = ids.job(client, job_id)
+        not_features = _not_features(client, full_id) if inputs.suffix.lower() == ".csv" else ()
+        answer = client.predict(full_id, read_inputs(inputs, not_features))
     if as_json:
         return print_json(answer)
     probabilities = answer.get("probabilities") or []
     console.print(table(["row", "prediction", "probability"], [
         [i, label, max(probabilities[i]) if i < len(probabilities) and probabilities[i] else None]
         for i, label in enumerate(answer.get("predictions", []))]))
+
+
+def _not_features(client: Client, job_id: str) -> set[str]:
+    """Column names that are no input of the job's model: `label`, and its dataset's label
+    and side columns while the dataset still exists."""
+    names = {"label"}
+    try:
+        dataset = client.get_dataset(str(client.get_job(job_id).get("dataset_id")))
+    except DrtrainError as exc:
+        if exc.status != 404:
+            raise
+        return names
+    return names | {c for c in (dataset.get("label_column"), dataset.get("side_info_column")) if c}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
@@ -112,17 +112,31 @@ def where(job: dict[str, Any]) -> str:
 
 
 def table(headers: list[str], rows: list[list[Any]], *, keep: int = 1,
-          title: str | None = None) -> Table:
+          title: str | None = None, drop: Sequence[str] = ()) -> Table:
     """A table whose first ``keep`` columns (ids, which people copy) are never wrapped or
-    shortened; the other columns give way on a narrow terminal."""
-    result = Table(title=None if title is None else shown(title), box=box.SIMPLE_HEAD)
+    shortened. On a terminal too narrow for every column, the columns named in ``drop`` are
+    left out, in that order, until the others fit; a cell is never cut short with "…" (a
+    word too long for its column folds onto the next line)."""
     cells = [[shown(num(v)) for v in row] for row in rows]
+    columns = list(range(len(headers)))
+    for name in (None, *drop):
+        if name is not None:
+            columns.remove(headers.index(name))
+        result = _table([headers[i] for i in columns], [[row[i] for i in columns]
+                                                        for row in cells], keep, title)
+        if console.measure(result).maximum <= console.width:
+            break
+    return result
+
+
+def _table(headers: list[str], cells: list[list[str]], keep: int, title: str | None) -> Table:
+    result = Table(title=None if title is None else shown(title), box=box.SIMPLE_HEAD)
     for i, header in enumerate(map(shown, headers)):
         if i < keep:
             width = max([len(header), *(len(row[i]) for row in cells)])
-            result.add_column(header, no_wrap=True, min_width=width)
+            result.add_column(header, no_wrap=True, min_width=width, overflow="fold")
         else:
-            result.add_column(header)
+            result.add_column(header, overflow="fold")
     for row in cells:
         result.add_row(*row)
     return result

@@ -1,7 +1,8 @@
-"""``drtrain sweeps submit|get``: many jobs from one spec and a grid."""
+"""``drtrain sweeps submit|list|get``: many jobs from one spec and a grid."""
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from drtrain_cli.commands.output import (
     say,
     shown,
     table,
+    when,
 )
 
 app = typer.Typer(help="Run a grid of jobs from one spec.", no_args_is_help=True)
@@ -42,6 +44,27 @@ def submit(
         return print_json(sweep)
     say(f"submitted sweep [bold]{shown(sweep.get('id'))}[/] with "
         f"{len(sweep.get('children') or [])} jobs")
+
+
+@client_command(app, "list")
+def list_(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many (0: all).")] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """List sweeps, newest first: their grids and how many of their jobs are in each status."""
+    with session(ctx) as client:
+        pages = client.list_sweeps(page_size=min(limit or 200, 200))
+        sweeps = list(islice(pages, limit) if limit else pages)
+    if as_json:
+        return print_json(sweeps)
+    console.print(table(["id", "jobs", "statuses", "grid", "created"], keep=1,
+                        drop=("created", "grid"), rows=[
+        [s.get("id"), s.get("n_children"),
+         ", ".join(f"{n} {status}" for status, n in sorted(
+             (s.get("children_by_status") or {}).items())),
+         ", ".join(f"{path} ×{len(values)}" for path, values in (s.get("grid") or {}).items()),
+         when(s.get("created_at"))] for s in sweeps]))
 
 
 @client_command(app, "get")

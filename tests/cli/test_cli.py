@@ -534,3 +534,48 @@ def test_no_command_prints_a_control_character_from_the_server(fake: FakeApi,
         assert "Traceback" not in printed, (command, printed)
         assert CONTROL.search(printed) is None, (command, printed)
         assert "\\x1b" in printed, (command, printed)  # shown, not dropped
+
+
+# ---- predict from a CSV shaped like the training data -----------------------------------------
+
+def test_predict_csv_leaves_out_the_label_and_side_columns(fake: FakeApi, tmp_path: Path) -> None:
+    fake.datasets["ds7"] = {"id": "ds7", "name": "mine", "format": "csv", "n_samples": 2,
+                            "label_column": "species", "side_info_column": "site"}
+    job = fake.add_job("succeeded", job_id="d" * 32, dataset_id="ds7")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,species,b,site,c,label\n1,cat,2,north,3,7\n-4,dog,-5,south,-6,1\n")
+    result = drtrain("jobs", "predict", job["id"], "--inputs", str(rows))
+    assert result.exit_code == 0, result.output
+    assert fake.predicted == [[[1.0, 2.0, 3.0], [-4.0, -5.0, -6.0]]]
+    # The dataset gone: `label` alone is left out.
+    del fake.datasets["ds7"]
+    rows.write_text("a,b,c,label\n1,2,3,7\n")
+    assert drtrain("jobs", "predict", job["id"], "--inputs", str(rows)).exit_code == 0
+    assert fake.predicted[-1] == [[1.0, 2.0, 3.0]]
+
+
+# ---- tables at 80 columns -----------------------------------------------------------------------
+
+def test_tables_fit_80_columns_by_leaving_columns_out(fake: FakeApi, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output.console, "width", 80)
+    for i, status in enumerate(("running", "succeeded", "cancelled")):
+        fake.add_job(status, job_id=f"{i}" * 32, name=f"probe-run-number-{i}",
+                     phase="finetune", layer=1, epoch=30, progress=0.5,
+                     created_at="2026-12-06T21:00:00Z")
+    fake.datasets["e" * 32] = {"id": "e" * 32, "name": "fashion-mnist-train", "format": "idx",
+                               "status": "ready", "n_samples": 60000, "n_features": 784,
+                               "n_classes": 10}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"base": {"dataset_id": "d"},
+                                "grid": {"finetune.dr.weight": [0, 0.1], "seed": [0, 1]}}))
+    drtrain("sweeps", "submit", str(path))
+    for command in (["jobs", "list"], ["datasets", "list"], ["jobs", "checkpoints", "0" * 32],
+                    ["sweeps", "list"]):
+        result = drtrain(*command)
+        assert result.exit_code == 0, result.output
+        assert "…" not in result.stdout, (command, result.stdout)
+        assert max(map(len, result.stdout.splitlines())) <= 80, (command, result.stdout)
+    listed = drtrain("jobs", "list").stdout
+    assert all(f"probe-run-number-{i}" in listed and f"{i}" * 32 in listed for i in range(3))
+    assert "succeeded" in listed and "cancelled" in listed
