@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.service_stack import ROOT, Stack
+from bench.service_stack import ROOT, Stack, rss_bytes
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -30,14 +30,6 @@ def vm_hwm_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -75,15 +67,14 @@ def send_body(url: str, path: str, size: int) -> int:
     return int(head[1]) if len(head) > 1 else 0
 
 
-def worst_health(url: str, stop: threading.Event) -> list[float]:
-    times: list[float] = []
+def time_health(url: str, stop: threading.Event, times: list[float]) -> None:
+    """``/healthz`` answer times, until ``stop``."""
     with httpx.Client(timeout=60) as client:
         while not stop.is_set():
             t0 = time.perf_counter()
             client.get(f"{url}/healthz")
             times.append(time.perf_counter() - t0)
             time.sleep(0.05)
-    return times
 
 
 def measure(source: Path, mib: int) -> list[str]:
@@ -95,10 +86,10 @@ def measure(source: Path, mib: int) -> list[str]:
                 url = stack.start_api()
                 pid = stack.pid("api")
                 time.sleep(1)
-                before = rss(pid)
+                before = rss_bytes(pid)
                 stop = threading.Event()
                 health: list[float] = []
-                poller = threading.Thread(target=lambda: health.extend(worst_health(url, stop)))
+                poller = threading.Thread(target=time_health, args=(url, stop, health))
                 poller.start()
                 status = send_body(url, path, mib * MIB)
                 time.sleep(1)
@@ -107,7 +98,7 @@ def measure(source: Path, mib: int) -> list[str]:
                 lines.append(f"{source.name or source}: POST {path.split('/')[-1] or path} "
                              f"{mib} MiB, no key -> {status}; API RSS {before / MIB:.0f} MiB "
                              f"before, peak {vm_hwm_bytes(pid) / MIB:.0f} MiB, "
-                             f"{rss(pid) / MIB:.0f} MiB after; slowest /healthz "
+                             f"{rss_bytes(pid) / MIB:.0f} MiB after; slowest /healthz "
                              f"{max(health, default=0) * 1000:.0f} ms")
             finally:
                 stack.close()
