@@ -14,12 +14,14 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, event
 
 from api import docs, openapi_contract, operation_docs, problems, upload_checks, web
+from api.body_gate import BodyGate
 from api.events import EventHub
 from api.fast_reads import FastReads
 from api.fast_submit import FastSubmit
 from api.job_reads import JobReads
 from api.limits import BodyTimeoutMiddleware, TenantSlots
 from api.routers import datasets, jobs, ops, sweeps
+from api.security_headers import SecurityHeaders
 from api.submits import Submits
 from api.telemetry import RequestStats, RequestStatsMiddleware
 from drtrain.kit.db import api_engine, make_sessionmaker
@@ -142,9 +144,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # through the routes' own objects (api/fast_reads.py, api/fast_submit.py).
         app.add_middleware(FastReads, api=app)
         app.add_middleware(FastSubmit, api=app)
+    # Outside the shortcuts: a body is neither read by them nor by a route before its key
+    # is checked, and never past its route's limit (api/body_gate.py).
+    app.add_middleware(BodyGate, api=app)
     app.add_middleware(BodyTimeoutMiddleware, idle_seconds=settings.body_idle_seconds,
                        total_seconds=settings.body_total_seconds)
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
+    app.add_middleware(SecurityHeaders)  # outermost: every response, errors included
     problems.install(app)
     openapi_contract.install(app)
     # Each router carries its full paths (``/v1/...``); none is mounted under a prefix here.

@@ -4,8 +4,10 @@ An address that has failed ``DRTRAIN_AUTH_FAILURES_PER_WINDOW`` times within the
 ``DRTRAIN_AUTH_FAILURE_WINDOW_SECONDS`` answers 429 with ``Retry-After`` on every
 authenticated route until its oldest failure leaves the window, even with a valid key (so
 the answer never tells a guesser that it has found one). A request without any credentials
-is not a failure. State is in process memory, per API process, and bounded: at most
-``MAX_CLIENTS`` addresses, least recently failed forgotten first.
+is a failure too: it is refused before its body is read (``api/body_gate.py``), and a client
+sending large bodies with no key is held back like one guessing keys. State is in process
+memory, per API process, and bounded: at most ``MAX_CLIENTS`` addresses, least recently
+failed forgotten first.
 
 The address is the peer of the connection, or the one a trusted proxy reports when the API
 runs behind one (uvicorn ``--proxy-headers``, ``--forwarded-allow-ips``).

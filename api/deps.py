@@ -97,6 +97,7 @@ async def get_tenant(request: Request,
     one query in a short session of its own, closed before the handler runs."""
     auth_limits.check(request)  # failed-auth limiter (api/auth_limits.py): 429 + Retry-After
     if credentials is None:
+        auth_limits.failed(request)  # a request without a key is a failed one too
         raise Unauthorized("missing Authorization: Bearer <api key>", headers=_CHALLENGE)
     key = credentials.credentials
     cache: KeyCache = request.app.state.key_cache
@@ -109,6 +110,11 @@ async def get_tenant(request: Request,
             raise Unauthorized("unknown or revoked API key", headers=_CHALLENGE)
         cache.put(key, ref)
     return ref.as_tenant()
+
+
+async def tenant_of(request: Request) -> Tenant:
+    """``get_tenant`` outside FastAPI's dependency resolution (``api/body_gate.py``)."""
+    return await get_tenant(request, await _bearer(request))
 
 
 async def shared_call(pending: dict[K, asyncio.Future[T]], key: K,
@@ -131,6 +137,25 @@ async def look_up_key(state: Any, key: str) -> TenantRef | None:
 
 
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
+# The request's bearer credentials, as get_tenant read them (FastAPI resolves them once).
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def key_still_valid(state: Any, key: str) -> Callable[[], Awaitable[bool]]:
+    """A check that ``key`` still opens its tenant, for a request that outlives its key check
+    (an event stream). A key cache entry is at most ``DRTRAIN_AUTH_CACHE_SECONDS`` old, so a
+    key revoked more than that long ago is never found there: it is looked up again (one
+    query per key however many streams ask at once) and found revoked."""
+    async def still_valid() -> bool:
+        cache: KeyCache = state.key_cache
+        if cache.get(key) is not None:
+            return True
+        ref = await look_up_key(state, key)
+        if ref is None:
+            return False
+        cache.put(key, ref)
+        return True
+    return still_valid
 
 
 async def upload_slot(request: Request, tenant: TenantDep) -> AsyncIterator[None]:

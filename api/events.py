@@ -18,10 +18,12 @@ encoded once for all the streams at the same cursor, status frame included.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -36,7 +38,7 @@ from api.job_reads import JobReads
 from api.reads import JOB_NAMES, job_body, point_jsons
 from drtrain.jobs import views
 from drtrain.kit.db import raw_reader
-from drtrain.kit.errors import NotFound
+from drtrain.kit.errors import NotFound, Unauthorized
 from drtrain.kit.models import JobStatus
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,19 @@ WINDOW = 2000  # metric frames a feed keeps for its subscribers (up to twice thi
 
 Frames = list[tuple[int, str]]
 KEEPALIVE = b": keep-alive\n\n"
+# The last frame of a stream whose key was revoked while it was open (docs/api.md).
+REVOKED = sse_frame("error", json.dumps({
+    "type": Unauthorized.type_, "title": Unauthorized.title, "status": Unauthorized.status,
+    "detail": "the API key was revoked; the stream is closed"})).encode()
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """How a stream checks that its caller's key still holds (``api.deps.key_still_valid``),
+    and how often at least while nothing is sent."""
+
+    valid: Callable[[], Awaitable[bool]]
+    every: float
 
 
 def _frames(columns: list[Sequence[Any]]) -> Frames:
@@ -242,23 +257,31 @@ class EventHub:
             del self.feeds[(feed.tenant_id, feed.job_id)]
 
     async def stream(self, reads: JobReads, tenant_id: str, job_id: str,
-                     after_seq: int = 0) -> AsyncIterator[bytes]:
+                     after_seq: int = 0, key: KeyCheck | None = None) -> AsyncIterator[bytes]:
         """SSE frames: metric points after ``after_seq`` (id = seq), a status frame whenever
         the job changes, keep-alive comments when idle; ends after the terminal status.
         Everything due at one wake-up goes out as one chunk (one write, not one per frame).
-        Between wake-ups a stream waits on the feed alone (no timer per stream): the feed
-        wakes it for changes and for keep-alives."""
+        Between wake-ups a stream waits on the feed: the feed wakes it for changes and for
+        keep-alives. With ``key``, the caller's key is checked again before every chunk and
+        at least every ``key.every`` seconds while idle; once it no longer holds (revoked),
+        the stream ends with an ``error`` frame (``REVOKED``)."""
         feed = self._attach(reads, tenant_id, job_id)
         try:
             while not feed.ready.is_set():
                 with anyio.move_on_after(self.keepalive_seconds):
                     await feed.ready.wait()
                 if not feed.ready.is_set():
+                    if key is not None and not await key.valid():
+                        yield REVOKED
+                        return
                     yield KEEPALIVE
             cursor, sent_status, ticks = after_seq, b"", feed.ticks
             while True:
                 changed = feed.changed  # taken first: a change while we send is not missed
                 sent = False
+                if key is not None and not await key.valid():
+                    yield REVOKED
+                    return
                 while cursor < feed.floor() and not feed.gone:
                     rows = await reads.run(partial(_page, job_id=job_id, after=cursor))
                     if rows:
@@ -279,9 +302,25 @@ class EventHub:
                 if feed.ticks != ticks and not sent:
                     yield KEEPALIVE
                 ticks = feed.ticks
-                await changed.wait()
+                if not await _wait(changed, key):
+                    yield REVOKED
+                    return
         finally:
             self._detach(feed)
+
+
+async def _wait(changed: asyncio.Event, key: KeyCheck | None) -> bool:
+    """Until the feed changes (True), checking ``key`` every ``key.every`` seconds meanwhile;
+    False once it no longer holds."""
+    if key is None:
+        await changed.wait()
+        return True
+    while True:
+        with anyio.move_on_after(key.every):
+            await changed.wait()
+            return True
+        if not await key.valid():
+            return False
 
 
 class EventStreamResponse(StreamingResponse):

@@ -36,7 +36,9 @@ BY_DEPENDENCY: dict[Callable[..., Any], tuple[int, ...]] = {
 BY_INPUT: dict[str, tuple[int, ...]] = {
     "path": (404, 422), "query": (422,), "header": (422,),
     "application/json": (400, 408, 422), "multipart/form-data": (408, 422)}
-EVERY_OPERATION = (500,)  # an unexpected error (api/problems.py)
+# An unexpected error (api/problems.py); a body over the route's limit, which any request
+# may send (api/body_gate.py: BODY_LIMITS).
+EVERY_OPERATION = (413, 500)
 # The error statuses whose answers carry Retry-After (the storage-quota 429 does not:
 # waiting frees no space).
 RETRY_AFTER_STATUSES = ("429", "503")

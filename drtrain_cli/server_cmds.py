@@ -14,9 +14,15 @@ import typer
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 
-def _settings():  # noqa: ANN202
+def _settings(ctx: typer.Context):  # noqa: ANN202
+    """The server's settings, with the global ``--data-dir`` when it was given: set in the
+    environment, where ``api`` and ``worker`` hand it on to the processes they start."""
     from drtrain.kit.settings import get_settings
 
+    data_dir = getattr(ctx.obj, "data_dir", None)
+    if data_dir is not None:
+        os.environ["DRTRAIN_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+        get_settings.cache_clear()
     settings = get_settings()
     try:
         settings.check_production()
@@ -45,18 +51,20 @@ def up(
 
 
 def api(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Run the HTTP API (uvicorn), configured by DRTRAIN_* environment variables."""
     import uvicorn
 
-    _settings()
+    _settings(ctx)
     uvicorn.run("api.app:main_app", factory=True, host=host, port=port, proxy_headers=True,
                 log_level="info")
 
 
 def worker(
+    ctx: typer.Context,
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once (one per GPU).")] = 1,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork (a training process per "
                                            "job) or solo.")] = "prefork",
@@ -71,7 +79,7 @@ def worker(
     if jobs_per_device is not None:
         # The pool's children read their settings from the environment they inherit.
         os.environ["DRTRAIN_JOBS_PER_DEVICE"] = str(jobs_per_device)
-    _settings()
+    _settings(ctx)
     from worker.argv import worker_argv
     from worker.celery_app import app as celery_app
 
@@ -79,11 +87,11 @@ def worker(
                                        loglevel=loglevel))
 
 
-def migrate() -> None:
+def migrate(ctx: typer.Context) -> None:
     """Bring the database schema up to date (Alembic)."""
     from drtrain.kit.migrate import upgrade
 
-    settings = _settings()
+    settings = _settings(ctx)
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +101,7 @@ def migrate() -> None:
 
 @keys_app.command("create")
 def keys_create(
+    ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="Tenant name (created if missing).")],
 ) -> None:
     """Make an API key for TENANT and print it once (only its hash is stored)."""
@@ -103,7 +112,7 @@ def keys_create(
     if not tenant or len(tenant) > 100:
         typer.echo("error: --tenant must be 1 to 100 characters", err=True)
         raise typer.Exit(2)
-    engine = make_engine(_settings().resolved_database_url)
+    engine = make_engine(_settings(ctx).resolved_database_url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             key = create_key(session, tenant)
@@ -114,13 +123,15 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
+    ctx: typer.Context,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
 ) -> None:
     """List keys: tenant, prefix (the key's first characters), created, revoked."""
     from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
     from drtrain.tenants.keys import list_keys
+    from drtrain_cli.commands.output import printable
 
-    engine = make_engine(_settings().resolved_database_url)
+    engine = make_engine(_settings(ctx).resolved_database_url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             rows = list_keys(session, tenant)
@@ -128,19 +139,20 @@ def keys_list(
         engine.dispose()
     typer.echo(f"{'TENANT':<24} {'PREFIX':<14} {'CREATED':<26} REVOKED")
     for row in rows:
-        typer.echo(f"{row.tenant:<24} {row.prefix:<14} {row.created_at.isoformat():<26} "
+        typer.echo(f"{printable(row.tenant):<24} {row.prefix:<14} {row.created_at.isoformat():<26} "
                    f"{row.revoked_at.isoformat() if row.revoked_at else '-'}")
 
 
 @keys_app.command("revoke")
 def keys_revoke(
+    ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(help="The key, or its prefix as `keys list` shows it.")],
 ) -> None:
     """Revoke a key: requests with it answer 401 from now on."""
     from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
     from drtrain.tenants.keys import revoke_key
 
-    engine = make_engine(_settings().resolved_database_url)
+    engine = make_engine(_settings(ctx).resolved_database_url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             revoked = revoke_key(session, prefix.strip())

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api import events, reads
-from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.deps import CredentialsDep, SessionDep, SettingsDep, StoreDep, TenantDep, key_still_valid
 from api.http import object_download
 from api.job_reads import JobReads, no_cache
 from api.reads import job_response
@@ -95,14 +95,22 @@ def job_reads(request: Request) -> JobReads:
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(429)})
 async def stream_job_events(job_id: ResourceId, request: Request, tenant: TenantDep,
+                     credentials: CredentialsDep,
                      last_event_id: Annotated[int, Header(ge=0, le=MAX_SEQ)] = 0,
                      ) -> Response:
-    """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429)."""
+    """Server-Sent Events; at most ``DRTRAIN_MAX_STREAMS_PER_TENANT`` open at once (429).
+    Frames: `metric` (a point, `id` = its seq), `status` (the job), keep-alive comments, and
+    `error` (problem+json, then the stream closes): the API key was revoked while the stream
+    was open, noticed within ``DRTRAIN_AUTH_CACHE_SECONDS``."""
     hub = request.app.state.events
     await hub.check_exists(job_reads(request), tenant.id, job_id)  # 404 now, not inside an open stream
     slots = request.app.state.stream_slots
     slots.acquire(tenant.id)
-    stream = hub.stream(job_reads(request), tenant.id, job_id, last_event_id)
+    state = request.app.state
+    key = None if credentials is None else events.KeyCheck(
+        key_still_valid(state, credentials.credentials),
+        every=max(state.settings.auth_cache_seconds, 0.1))
+    stream = hub.stream(job_reads(request), tenant.id, job_id, last_event_id, key)
     return events.EventStreamResponse(stream, release=lambda: slots.release(tenant.id))
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from drtrain_cli.commands import ids
 from drtrain_cli.commands.context import client_command, session
@@ -17,6 +16,7 @@ from drtrain_cli.commands.output import (
     kv_table,
     print_json,
     say,
+    shown,
     table,
     transfer_bar,
 )
@@ -55,15 +55,16 @@ def upload(
                 ds = client.wait_dataset(str(ds["id"]))
     if as_json:
         return print_json(ds)
-    ident = f"[bold]{escape(str(ds.get('id')))}[/] ({escape(str(ds.get('name')))})"
+    ident = f"[bold]{shown(ds.get('id'))}[/] ({shown(ds.get('name'))})"
     if ds.get("status") == "validating":
         return say(f"uploaded dataset {ident}: the server is checking it; "
-                   f"`drtrain datasets get {escape(str(ds.get('id')))}` shows when it is ready")
+                   f"`drtrain datasets get {shown(ds.get('id'))}` shows when it is ready")
     say(f"uploaded dataset {ident}"
-        f": {ds.get('n_samples')} samples x {ds.get('n_features')} features, "
-        f"{ds.get('n_classes')} classes, visible units {ds.get('visible_units_hint')}")
+        f": {shown(ds.get('n_samples'))} samples x {shown(ds.get('n_features'))} features, "
+        f"{shown(ds.get('n_classes'))} classes, visible units "
+        f"{shown(ds.get('visible_units_hint'))}")
     n = ds.get("n_samples")
-    partial = [f"{ds.get(key)} of {n} rows {what}"
+    partial = [f"{shown(ds.get(key))} of {shown(n)} rows {what}"
                for key, what in (("n_labelled", "labelled"), ("n_with_side", "with a side value"))
                if ds.get(key) is not None and ds.get(key) != n]
     if partial:
@@ -79,8 +80,9 @@ def list_(ctx: typer.Context, as_json: AsJson = False) -> None:
         return print_json(items)
     columns = ("id", "name", "status", "n_samples", "n_features", "n_classes")
     console.print(table(["id", "name", "status", "samples", "features", "classes"],
-                        [[ds.get(c, "ready") if c == "status" else ds.get(c) for c in columns]
-                         for ds in items]))
+                        drop=("features", "classes", "samples"), rows=[
+                            [ds.get(c, "ready") if c == "status" else ds.get(c) for c in columns]
+                            for ds in items]))
 
 
 @client_command(app, "get")
@@ -100,4 +102,4 @@ def delete(ctx: typer.Context, dataset_id: DatasetId) -> None:
     with session(ctx) as client:
         full_id = ids.dataset(client, dataset_id)
         client.delete_dataset(full_id)
-    say(f"deleted dataset {escape(full_id)}")
+    say(f"deleted dataset {shown(full_id)}")

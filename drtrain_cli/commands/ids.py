@@ -1,5 +1,6 @@
 """Ids as people type them: a full id is used as given; anything shorter is matched against the
-list of ids as a prefix, which must name exactly one (no match: exit 1, several: exit 2)."""
+list of ids as a prefix of at least ``MIN_PREFIX`` characters, which must name exactly one (no
+match: exit 1, several or too short: exit 2)."""
 from __future__ import annotations
 
 import re
@@ -11,6 +12,9 @@ from drtrain_client import Client
 # The server's ids are uuid4 hex; such an argument needs no listing to be recognised.
 _FULL_ID = re.compile(r"[0-9a-f]{32}")
 _SHOWN = 5
+# Shorter starts name the wrong id too easily (`jobs delete 3` would take any job whose id
+# starts with 3 while it is the only one).
+MIN_PREFIX = 4
 
 
 def job(client: Client, text: str) -> str:
@@ -35,12 +39,13 @@ def match(kind: str, text: str, candidates: Callable[[], Iterable[str]]) -> str:
         fail(f"an empty {kind} id", EXIT_USAGE)
     if _FULL_ID.fullmatch(text):
         return text
-    found: list[str] = []
-    for candidate in candidates():
-        if candidate == text:
-            return candidate
-        if candidate.startswith(text):
-            found.append(candidate)
+    every = list(candidates())
+    if text in every:
+        return text
+    if len(text) < MIN_PREFIX:
+        fail(f"{text!r} is too short to name a {kind}: type at least {MIN_PREFIX} characters "
+             "of its id", EXIT_USAGE)
+    found = [candidate for candidate in every if candidate.startswith(text)]
     if not found:
         fail(f"no {kind} id starts with {text!r}", EXIT_ERROR)
     if len(found) > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     return value
 
 
-def read_inputs(path: Path) -> list[list[float]]:
+def read_inputs(path: Path, not_features: Collection[str] = ()) -> list[list[float]]:
     """Rows for predict from JSON (``[[...]]`` or ``{"inputs": [[...]]}``) or CSV (header
-    row optional)."""
+    row optional). A CSV header's columns named in ``not_features`` (the label, the side
+    column) are left out, so a file shaped like the training data can be classified as is."""
     if path.suffix.lower() == ".json":
         data = read_json_file(path)
         rows = data.get("inputs") if isinstance(data, dict) else data
@@ -41,8 +43,10 @@ def read_inputs(path: Path) -> list[list[float]]:
             raw = [row for row in csv.reader(fh) if row]
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
-    if raw and not _numeric(raw[0]):
-        raw = raw[1:]  # a header row
+    keep: list[int] | None = None
+    if raw and not _numeric(raw[0]):  # a header row
+        keep = [i for i, name in enumerate(raw[0]) if name.strip() not in not_features]
+        raw = [[row[i] for i in keep if i < len(row)] for row in raw[1:]]
     rows = []
     for number, row in enumerate(raw, start=1):
         if not _numeric(row):

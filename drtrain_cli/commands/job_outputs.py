@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from drtrain_cli.commands import ids
 from drtrain_cli.commands.context import client_command, session
@@ -21,6 +20,7 @@ from drtrain_cli.commands.output import (
     fail,
     print_json,
     say,
+    shown,
     table,
     transfer_bar,
     when,
@@ -102,7 +102,8 @@ def checkpoints(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> N
     if as_json:
         return print_json(items)
     columns = ("id", "kind", "layer", "epoch", "size_bytes")
-    console.print(table(["id", "kind", "layer", "epoch", "bytes", "sha256", "created"], [
+    console.print(table(["id", "kind", "layer", "epoch", "bytes", "sha256", "created"],
+                        drop=("created", "sha256", "bytes"), rows=[
         [*(c.get(k) for k in columns), str(c.get("sha256", ""))[:12], when(c.get("created_at"))]
         for c in items]))
 
@@ -173,5 +174,5 @@ def _is_number(value: Any) -> bool:
 
 def _saved(output: Path, info: dict[str, Any]) -> None:
     resumed = f", resumed at byte {info['resumed_from']}" if info["resumed_from"] else ""
-    say(f"saved {escape(str(output))} ({info['size_bytes']} bytes, sha256 "
+    say(f"saved {shown(output)} ({info['size_bytes']} bytes, sha256 "
         f"{info['sha256']}{resumed})")

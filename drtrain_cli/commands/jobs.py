@@ -7,24 +7,27 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from drtrain_cli.commands import ids
 from drtrain_cli.commands.context import client_command, session
 from drtrain_cli.commands.inputs import read_inputs, read_json_object
 from drtrain_cli.commands.output import (
     AsJson,
+    Yes,
+    confirm,
     console,
     kv_table,
     percent,
     print_json,
     say,
+    shown,
     table,
     warn_about,
     when,
     where,
 )
 from drtrain_cli.commands.watch import finish, watch_job
+from drtrain_client import Client, DrtrainError
 
 app = typer.Typer(help="Submit, watch, compare, inspect and download training jobs.",
                   no_args_is_help=True)
@@ -52,8 +55,8 @@ def submit(
         if not watch:
             if as_json:
                 return print_json(job)
-            return say(f"submitted job [bold]{escape(str(job['id']))}[/] ({job.get('status')})")
-        say(f"submitted job [bold]{escape(str(job['id']))}[/] ({job.get('status')})")
+            return say(f"submitted job [bold]{shown(job['id'])}[/] ({shown(job.get('status'))})")
+        say(f"submitted job [bold]{shown(job['id'])}[/] ({shown(job.get('status'))})")
         final = watch_job(client, job["id"], poll)
     finish(final)
 
@@ -80,7 +83,8 @@ def list_(
         jobs = list(islice(pages, limit) if limit else pages)
     if as_json:
         return print_json(jobs)
-    console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3, rows=[
+    console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3,
+                        drop=("created", "at", "progress"), rows=[
         [job.get("id"), job.get("name") or "", job.get("status"), percent(job.get("progress")),
          where(job), when(job.get("created_at"))] for job in jobs]))
 
@@ -104,12 +108,14 @@ def get(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> None:
 
 
 @client_command(app, "delete")
-def delete(ctx: typer.Context, job_id: JobId) -> None:
-    """Delete a finished job: its metrics, checkpoints and model (refused while it is active)."""
+def delete(ctx: typer.Context, job_id: JobId, yes: Yes = False) -> None:
+    """Delete a finished job: its metrics, checkpoints and model (refused while it is active).
+    Asks first, unless --yes."""
     with session(ctx) as client:
         full_id = ids.job(client, job_id)
+        confirm(f"delete job {full_id} with its metrics, checkpoints and model?", yes)
         client.delete_job(full_id)
-    say(f"deleted job {escape(full_id)}")
+    say(f"deleted job {shown(full_id)}")
 
 
 @client_command(app, "cancel")
@@ -118,7 +124,7 @@ def cancel(ctx: typer.Context, job_id: JobId) -> None:
     with session(ctx) as client:
         full_id = ids.job(client, job_id)
         job = client.cancel_job(full_id)
-    say(f"job {escape(full_id)} is {escape(str(job.get('status', 'cancelling')))}")
+    say(f"job {shown(full_id)} is {shown(job.get('status', 'cancelling'))}")
 
 
 @client_command(app, "predict")
@@ -129,13 +135,28 @@ def predict(
                                          help="Rows to classify: FILE.json or FILE.csv.")],
     as_json: AsJson = False,
 ) -> None:
-    """Classify rows with a succeeded job's model."""
-    rows = read_inputs(inputs)
+    """Classify rows with a succeeded job's model. A CSV's header row may name a `label`
+    column and the dataset's label and side columns: they are left out of the rows."""
     with session(ctx) as client:
-        answer = client.predict(ids.job(client, job_id), rows)
+        full_id = ids.job(client, job_id)
+        not_features = _not_features(client, full_id) if inputs.suffix.lower() == ".csv" else ()
+        answer = client.predict(full_id, read_inputs(inputs, not_features))
     if as_json:
         return print_json(answer)
     probabilities = answer.get("probabilities") or []
     console.print(table(["row", "prediction", "probability"], [
         [i, label, max(probabilities[i]) if i < len(probabilities) and probabilities[i] else None]
         for i, label in enumerate(answer.get("predictions", []))]))
+
+
+def _not_features(client: Client, job_id: str) -> set[str]:
+    """Column names that are no input of the job's model: `label`, and its dataset's label
+    and side columns while the dataset still exists."""
+    names = {"label"}
+    try:
+        dataset = client.get_dataset(str(client.get_job(job_id).get("dataset_id")))
+    except DrtrainError as exc:
+        if exc.status != 404:
+            raise
+        return names
+    return names | {c for c in (dataset.get("label_column"), dataset.get("side_info_column")) if c}

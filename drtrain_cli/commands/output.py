@@ -8,7 +8,8 @@ be reached.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
@@ -33,21 +34,54 @@ err_console = Console(stderr=True)
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer (for scripts).")]
 
+# C0 (newline and tab included: a value is one cell, one line), DEL and C1: what a terminal
+# acts on instead of showing (ESC starts CSI and OSC sequences; 0x9b is CSI on its own).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x1b``): a string
+    from the server (a class label, a name, a reason) can never move the cursor, recolour,
+    retitle or clear the terminal, or ring its bell."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def shown(value: Any) -> str:
+    """A value as rich markup shows it: printable, and its brackets not read as markup. Every
+    value a command prints goes through here (tables, key-value tables, lines, failures)."""
+    return escape(printable(str(value)))
+
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking.")]
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on only when ``yes`` or the user answers y; else exit 1 with nothing done (no
+    terminal to ask: nothing done either)."""
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(printable(question), default=False, err=True)
+    except typer.Abort:
+        agreed = False
+    if not agreed:
+        fail("nothing done (pass --yes to skip the question)")
+
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def say(text: str) -> None:
-    """A plain line for people (rich markup allowed; values must be escaped by the caller)."""
-    console.print(text, highlight=False, soft_wrap=True)
+    """A plain line for people (rich markup allowed; values must go through ``shown``)."""
+    console.print(printable(text), highlight=False, soft_wrap=True)
 
 
 def warn_about(job: dict[str, Any]) -> None:
     """The job's warnings, one line each, on stderr (so --json output stays clean)."""
     for text in job.get("warnings") or []:
-        err_console.print(f"[yellow]warning:[/] {escape(str(text))}", highlight=False,
+        err_console.print(f"[yellow]warning:[/] {shown(text)}", highlight=False,
                           soft_wrap=True)
 
 
@@ -78,28 +112,42 @@ def where(job: dict[str, Any]) -> str:
 
 
 def table(headers: list[str], rows: list[list[Any]], *, keep: int = 1,
-          title: str | None = None) -> Table:
+          title: str | None = None, drop: Sequence[str] = ()) -> Table:
     """A table whose first ``keep`` columns (ids, which people copy) are never wrapped or
-    shortened; the other columns give way on a narrow terminal."""
-    result = Table(title=title, box=box.SIMPLE_HEAD)
-    cells = [[escape(num(v)) for v in row] for row in rows]
-    for i, header in enumerate(headers):
+    shortened. On a terminal too narrow for every column, the columns named in ``drop`` are
+    left out, in that order, until the others fit; a cell is never cut short with "…" (a
+    word too long for its column folds onto the next line)."""
+    cells = [[shown(num(v)) for v in row] for row in rows]
+    columns = list(range(len(headers)))
+    for name in (None, *drop):
+        if name is not None:
+            columns.remove(headers.index(name))
+        result = _table([headers[i] for i in columns], [[row[i] for i in columns]
+                                                        for row in cells], keep, title)
+        if console.measure(result).maximum <= console.width:
+            break
+    return result
+
+
+def _table(headers: list[str], cells: list[list[str]], keep: int, title: str | None) -> Table:
+    result = Table(title=None if title is None else shown(title), box=box.SIMPLE_HEAD)
+    for i, header in enumerate(map(shown, headers)):
         if i < keep:
             width = max([len(header), *(len(row[i]) for row in cells)])
-            result.add_column(header, no_wrap=True, min_width=width)
+            result.add_column(header, no_wrap=True, min_width=width, overflow="fold")
         else:
-            result.add_column(header)
+            result.add_column(header, overflow="fold")
     for row in cells:
         result.add_row(*row)
     return result
 
 
 def kv_table(rows: dict[str, Any], title: str | None = None) -> Table:
-    result = Table(show_header=False, title=title, box=None)
+    result = Table(show_header=False, title=None if title is None else shown(title), box=None)
     result.add_column(style="bold")
     result.add_column()
     for name, value in rows.items():
-        result.add_row(escape(name), escape(num(value)))
+        result.add_row(shown(name), shown(num(value)))
     return result
 
 
@@ -113,5 +161,5 @@ def transfer_bar(description: str) -> Iterator[Callable[[int, int | None], None]
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
                   transient=True) as progress:
-        task = progress.add_task(escape(description), total=None)
+        task = progress.add_task(shown(description), total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)

@@ -1,12 +1,12 @@
-"""``drtrain sweeps submit|get``: many jobs from one spec and a grid."""
+"""``drtrain sweeps submit|list|get``: many jobs from one spec and a grid."""
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from drtrain_cli.commands import ids
 from drtrain_cli.commands.context import client_command, session
@@ -19,7 +19,9 @@ from drtrain_cli.commands.output import (
     num,
     print_json,
     say,
+    shown,
     table,
+    when,
 )
 
 app = typer.Typer(help="Run a grid of jobs from one spec.", no_args_is_help=True)
@@ -40,8 +42,29 @@ def submit(
         sweep = client.create_sweep(body["base"], body["grid"])
     if as_json:
         return print_json(sweep)
-    say(f"submitted sweep [bold]{escape(str(sweep.get('id')))}[/] with "
+    say(f"submitted sweep [bold]{shown(sweep.get('id'))}[/] with "
         f"{len(sweep.get('children') or [])} jobs")
+
+
+@client_command(app, "list")
+def list_(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many (0: all).")] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """List sweeps, newest first: their grids and how many of their jobs are in each status."""
+    with session(ctx) as client:
+        pages = client.list_sweeps(page_size=min(limit or 200, 200))
+        sweeps = list(islice(pages, limit) if limit else pages)
+    if as_json:
+        return print_json(sweeps)
+    console.print(table(["id", "jobs", "statuses", "grid", "created"], keep=1,
+                        drop=("created", "grid"), rows=[
+        [s.get("id"), s.get("n_children"),
+         ", ".join(f"{n} {status}" for status, n in sorted(
+             (s.get("children_by_status") or {}).items())),
+         ", ".join(f"{path} ×{len(values)}" for path, values in (s.get("grid") or {}).items()),
+         when(s.get("created_at"))] for s in sweeps]))
 
 
 @client_command(app, "get")
@@ -57,7 +80,7 @@ def get(
         return print_json(sweep)
     console.print(table(["job", "grid point", "status"], [
         [c.get("job_id"), json.dumps(c.get("grid_point")), c.get("status")]
-        for c in sweep.get("children") or []], title=f"sweep {escape(str(sweep.get('id')))}"))
+        for c in sweep.get("children") or []], title=f"sweep {shown(sweep.get('id'))}"))
     console.print(table(["grid point", "done", "metrics (mean ± std)"], [
         [json.dumps(row.get("point")), f"{row.get('n_done', '-')}/{row.get('n', '-')}",
          ", ".join(f"{n}={num(s.get('mean'))}±{num(s.get('std'))}"

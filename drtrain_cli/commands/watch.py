@@ -9,11 +9,20 @@ from typing import Any
 
 from rich.console import Group
 from rich.live import Live
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from drtrain_cli.commands import output
-from drtrain_cli.commands.output import console, fail, kv_table, num, say, table, warn_about, where
+from drtrain_cli.commands.output import (
+    console,
+    fail,
+    kv_table,
+    num,
+    say,
+    shown,
+    table,
+    warn_about,
+    where,
+)
 from drtrain_client import TERMINAL_STATUSES, Client, ClientError, UnreachableError
 
 
@@ -26,7 +35,7 @@ class WatchView:
         self.last_seq = 0
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TaskProgressColumn(), TimeElapsedColumn())
-        self.task = self.progress.add_task(f"job {job_id}", total=1.0)
+        self.task = self.progress.add_task(f"job {shown(job_id)}", total=1.0)
 
     @property
     def terminal(self) -> bool:
@@ -36,7 +45,7 @@ class WatchView:
         self.job = dict(job)
         at = where(job)
         self.progress.update(self.task, completed=float(job.get("progress") or 0),
-                             description=f"{job.get('status')}{' · ' + at if at else ''}")
+                             description=shown(f"{job.get('status')}{' · ' + at if at else ''}"))
 
     def add_metric(self, point: dict[str, Any]) -> None:
         key = (str(point.get("phase")), num(point.get("layer")), str(point.get("name")))
@@ -83,7 +92,7 @@ def finish(job: dict[str, Any]) -> None:
     if status == "succeeded":
         result = {k: v for k, v in (job.get("result") or {}).items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        say(f"job {escape(str(job.get('id')))} succeeded")
+        say(f"job {shown(job.get('id'))} succeeded")
         console.print(kv_table(result))
         return
     reason = f": {job['status_reason']}" if job.get("status_reason") else ""
@@ -117,5 +126,5 @@ def _follow_events(client: Client, view: WatchView, refresh: Callable[[], None])
     except ClientError as exc:
         # Events are a convenience (a proxy may buffer or cut them); polling gives the same data.
         output.err_console.print(
-            f"[yellow]event stream unavailable ({escape(str(exc))}); polling[/]",
+            f"[yellow]event stream unavailable ({shown(exc)}); polling[/]",
             highlight=False, soft_wrap=True)

@@ -280,3 +280,52 @@ def test_streams_opening_at_once_share_one_existence_check() -> None:
     assert results[:100] == [None] * 100
     assert all(isinstance(r, NotFound) for r in results[100:])
     assert db.checks == 2 and not hub._checks  # one per job, forgotten once answered
+
+
+def test_a_revoked_keys_stream_closes_with_an_error_frame(app, client, db, auth_a,  # noqa: ANN001
+                                                          tenant_a_key, monkeypatch) -> None:
+    """A fake worker adds a metric point at every poll, and the key is revoked mid-stream. No
+    point made more than the key cache's TTL after the revoke is sent, and the stream ends
+    with an ``error`` frame. (The job ends 2 s after the revoke, so the old code's stream,
+    which never looked at the key again, ends too.) The key's lookup answers from the test's
+    record of the revoke: the test's one database connection must not serve two threads."""
+    from api import deps
+    from drtrain.tenants.keys import KeyCache, tenant_ref_for_key
+
+    ttl = 0.3
+    app.state.key_cache = KeyCache(ttl)
+    app.state.settings.auth_cache_seconds = ttl
+    ref = tenant_ref_for_key(db, tenant_a_key)
+    job = add_job(db, tenant_id(db), JobStatus.running)
+    real_poll = events._poll
+    made: dict[int, float] = {}  # seq -> when its point was written
+    revoked_at: list[float] = []
+
+    async def look_up_key(_state, _key):  # noqa: ANN001, ANN202
+        return None if revoked_at else ref
+
+    def poll_with_worker(factory, *, tenant_id, job_id, after):  # noqa: ANN001, ANN202
+        with factory() as session:
+            seq = len(made) + 1
+            session.add(MetricPoint(job_id=job_id, seq=seq, attempt=1, phase="finetune",
+                                    layer=None, layer_key=-1, epoch=seq, name="train_loss",
+                                    value=0.5))
+            made[seq] = time.monotonic()
+            if seq == 20:
+                revoked_at.append(time.monotonic())
+            if revoked_at and time.monotonic() > revoked_at[0] + 2:
+                session.execute(text("UPDATE jobs SET status = 'succeeded' WHERE id = :id"),
+                                {"id": job_id})
+            session.commit()
+        time.sleep(0.01)
+        return real_poll(factory, tenant_id=tenant_id, job_id=job_id, after=after)
+
+    monkeypatch.setattr(deps, "look_up_key", look_up_key)
+    monkeypatch.setattr(events, "_poll", poll_with_worker)
+    _, _, frames = read(client, f"/v1/jobs/{job.id}/events", auth_a)
+    sent = [f["data"]["seq"] for f in frames if f.get("event") == "metric"]
+    late = [seq for seq in sent if made[seq] > revoked_at[0] + ttl + 0.2]
+    assert sent and late == [], f"{len(late)} points made after the TTL were sent"
+    assert frames[-1]["event"] == "error", frames[-3:]
+    assert frames[-1]["data"]["status"] == 401
+    assert "revoked" in frames[-1]["data"]["detail"]

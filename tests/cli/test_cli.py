@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
@@ -354,10 +355,15 @@ def test_unique_id_prefixes_are_accepted(fake: FakeApi) -> None:
     assert json.loads(drtrain("datasets", "get", "builtin:dig", "--json").stdout)["n_classes"] == 10
 
 
-def test_ambiguous_or_unknown_prefixes_are_clear_errors(fake: FakeApi) -> None:
+def test_ambiguous_short_or_unknown_prefixes_are_clear_errors(fake: FakeApi) -> None:
     fake.add_job("queued", job_id="3f2a" + "0" * 28)
-    fake.add_job("queued", job_id="3f2b" + "1" * 28)
-    assert_clean_failure(drtrain("jobs", "get", "3f2"), 2, "'3f2' is the start of 2 job ids")
+    fake.add_job("queued", job_id="3f2a" + "1" * 28)
+    assert_clean_failure(drtrain("jobs", "get", "3f2a"), 2, "'3f2a' is the start of 2 job ids")
+    # Fewer than 4 characters name no job, even a single match: `jobs delete 3` must not
+    # delete whatever job happens to start with 3.
+    fake.add_job("succeeded", job_id="9c" + "0" * 30)
+    assert_clean_failure(drtrain("jobs", "delete", "9c", "--yes"), 2,
+                         "'9c' is too short to name a job: type at least 4 characters")
     assert_clean_failure(drtrain("jobs", "watch", "ffff"), 1, "no job id starts with 'ffff'")
     assert_clean_failure(drtrain("datasets", "delete", "nothing"), 1,
                          "no dataset id starts with 'nothing'")
@@ -368,7 +374,8 @@ def test_sweep_prefix(fake: FakeApi, tmp_path: Path) -> None:
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps({"base": {"dataset_id": "d"}, "grid": {"seed": [0, 1]}}))
     sweep_id = json.loads(drtrain("sweeps", "submit", str(path), "--json").stdout)["id"]
-    assert json.loads(drtrain("sweeps", "get", sweep_id[:2], "--json").stdout)["id"] == sweep_id
+    assert json.loads(drtrain("sweeps", "get", sweep_id, "--json").stdout)["id"] == sweep_id
+    assert_clean_failure(drtrain("sweeps", "get", sweep_id[:2]), 2, "too short")
 
 
 # ---- compare, metrics as CSV, checkpoints ----------------------------------------------------
@@ -413,7 +420,7 @@ def test_jobs_checkpoints_and_checkpoint_download(fake: FakeApi, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == fake.checkpoint_files["c2"] and "saved" in result.stdout
     assert_clean_failure(drtrain("jobs", "checkpoint-download", job_id, "c", "-o", str(out)), 2,
-                         "'c' is the start of 2 checkpoint ids")
+                         "'c' is too short to name a checkpoint")
     fake.checkpoint_etags["c1"] = "0" * 64
     bad = tmp_path / "final.safetensors"
     assert_clean_failure(drtrain("jobs", "checkpoint-download", job_id, "c1", "-o", str(bad)), 1,
@@ -459,11 +466,116 @@ def test_warnings_are_shown_on_stderr_and_names_and_tags_listed(fake: FakeApi,
     assert fake.requests[-1].url.params["tag"] == "study"
 
 
-def test_delete_a_finished_job_and_refuse_an_active_one(fake: FakeApi) -> None:
+def test_delete_a_finished_job(fake: FakeApi) -> None:
     done = fake.add_job(status="succeeded")
-    active = fake.add_job(status="running")
-    result = drtrain("jobs", "delete", done["id"])
+    result = drtrain("jobs", "delete", done["id"], "--yes")
     assert result.exit_code == 0, result.output
     assert done["id"] not in fake.jobs
-    assert_clean_failure(drtrain("jobs", "delete", active["id"]), 1, "is running")
+
+
+def test_delete_asks_first(fake: FakeApi) -> None:
+    job = fake.add_job(status="succeeded")
+    for answer in ("n\n", "\n", ""):  # no, the default, and no terminal to ask
+        declined = runner.invoke(app, ["jobs", "delete", job["id"], "--key", KEY], input=answer)
+        assert declined.exit_code == 1 and "nothing done" in declined.stderr, declined.output
+        assert job["id"] in fake.jobs and not fake.calls("DELETE", r".*")
+    agreed = runner.invoke(app, ["jobs", "delete", job["id"], "--key", KEY], input="y\n")
+    assert agreed.exit_code == 0 and f"delete job {job['id']}" in agreed.stderr, agreed.output
+    assert job["id"] not in fake.jobs
+
+
+def test_delete_a_running_job_is_refused(fake: FakeApi) -> None:
+    active = fake.add_job(status="running")
+    assert_clean_failure(drtrain("jobs", "delete", active["id"], "--yes"), 1, "is running")
     assert active["id"] in fake.jobs
+
+
+# ---- control characters from the server never reach the terminal ---------------------------
+
+# ESC sequences (CSI clear screen, OSC retitle ended by BEL), a carriage return and C1 CSI.
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\rX\x9b31m\x00end"
+CONTROL = __import__("re").compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _hostile_server(fake: FakeApi, tmp_path: Path) -> list[list[str]]:
+    """A hostile string in every string the fake serves; the commands that print them."""
+    from tests.cli.test_client import problem
+
+    job = fake.add_job("failed", job_id="a" * 32, name=HOSTILE, status_reason=HOSTILE,
+                       warnings=[HOSTILE], tags=[HOSTILE], phase=HOSTILE,
+                       result={"test_accuracy": 0.5, HOSTILE: 1.0}, spec={"name": HOSTILE})
+    fake.add_job("succeeded", job_id="b" * 32, name="plain", spec={"name": "plain"})
+    fake.add_points(job["id"], 2, name=HOSTILE)
+    fake.datasets["ds9"] = {"id": "ds9", "name": HOSTILE, "format": HOSTILE, "n_samples": 3,
+                            "n_features": 2, "n_classes": 2, "classes": [HOSTILE]}
+    fake.sweeps["sw9"] = {"id": "sw9", "children": [
+        {"job_id": job["id"], "grid_point": {"seed": HOSTILE}, "status": HOSTILE}],
+        "summary": [{"point": {"seed": HOSTILE}, "n": 1, "n_done": 1,
+                     "metrics": {HOSTILE: {"mean": 1.0, "std": 0.0}}}]}
+    fake.routes[:0] = [
+        ("POST", r"/v1/jobs/(?P<id>[^/]+)/predict", lambda r, id: httpx.Response(
+            200, json={"predictions": [HOSTILE], "probabilities": [[1.0]]})),
+        ("POST", r"/v1/jobs/(?P<id>[^/]+)/cancel", lambda r, id: problem(409, "Conflict",
+                                                                          HOSTILE))]
+    rows = tmp_path / "rows.json"
+    rows.write_text("[[1, 2, 3]]")
+    return [["jobs", "list"], ["jobs", "get", job["id"]], ["jobs", "watch", job["id"]],
+            ["jobs", "predict", job["id"], "--inputs", str(rows)],
+            ["jobs", "compare", job["id"], "b" * 32], ["jobs", "metrics", job["id"]],
+            ["jobs", "cancel", job["id"]], ["datasets", "list"], ["datasets", "get", "ds9"],
+            ["sweeps", "get", "sw9"]]
+
+
+def test_no_command_prints_a_control_character_from_the_server(fake: FakeApi,
+                                                                tmp_path: Path) -> None:
+    for command in _hostile_server(fake, tmp_path):
+        result = drtrain(*command)
+        printed = result.stdout + result.stderr
+        assert "Traceback" not in printed, (command, printed)
+        assert CONTROL.search(printed) is None, (command, printed)
+        assert "\\x1b" in printed, (command, printed)  # shown, not dropped
+
+
+# ---- predict from a CSV shaped like the training data -----------------------------------------
+
+def test_predict_csv_leaves_out_the_label_and_side_columns(fake: FakeApi, tmp_path: Path) -> None:
+    fake.datasets["ds7"] = {"id": "ds7", "name": "mine", "format": "csv", "n_samples": 2,
+                            "label_column": "species", "side_info_column": "site"}
+    job = fake.add_job("succeeded", job_id="d" * 32, dataset_id="ds7")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,species,b,site,c,label\n1,cat,2,north,3,7\n-4,dog,-5,south,-6,1\n")
+    result = drtrain("jobs", "predict", job["id"], "--inputs", str(rows))
+    assert result.exit_code == 0, result.output
+    assert fake.predicted == [[[1.0, 2.0, 3.0], [-4.0, -5.0, -6.0]]]
+    # The dataset gone: `label` alone is left out.
+    del fake.datasets["ds7"]
+    rows.write_text("a,b,c,label\n1,2,3,7\n")
+    assert drtrain("jobs", "predict", job["id"], "--inputs", str(rows)).exit_code == 0
+    assert fake.predicted[-1] == [[1.0, 2.0, 3.0]]
+
+
+# ---- tables at 80 columns -----------------------------------------------------------------------
+
+def test_tables_fit_80_columns_by_leaving_columns_out(fake: FakeApi, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output.console, "width", 80)
+    for i, status in enumerate(("running", "succeeded", "cancelled")):
+        fake.add_job(status, job_id=f"{i}" * 32, name=f"probe-run-number-{i}",
+                     phase="finetune", layer=1, epoch=30, progress=0.5,
+                     created_at="2026-12-06T21:00:00Z")
+    fake.datasets["e" * 32] = {"id": "e" * 32, "name": "fashion-mnist-train", "format": "idx",
+                               "status": "ready", "n_samples": 60000, "n_features": 784,
+                               "n_classes": 10}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"base": {"dataset_id": "d"},
+                                "grid": {"finetune.dr.weight": [0, 0.1], "seed": [0, 1]}}))
+    drtrain("sweeps", "submit", str(path))
+    for command in (["jobs", "list"], ["datasets", "list"], ["jobs", "checkpoints", "0" * 32],
+                    ["sweeps", "list"]):
+        result = drtrain(*command)
+        assert result.exit_code == 0, result.output
+        assert "…" not in result.stdout, (command, result.stdout)
+        assert max(map(len, result.stdout.splitlines())) <= 80, (command, result.stdout)
+    listed = drtrain("jobs", "list").stdout
+    assert all(f"probe-run-number-{i}" in listed and f"{i}" * 32 in listed for i in range(3))
+    assert "succeeded" in listed and "cancelled" in listed

@@ -61,3 +61,44 @@ def test_revoke_unknown_prefix_fails(database: str) -> None:
     result = runner.invoke(app, ["keys", "revoke", "drt_nosuchkey"])
     assert result.exit_code == 1
     assert "no active key" in result.output
+
+
+def test_every_server_command_honours_the_global_data_dir(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from another folder (holding a `.drtrain` of its own), `drtrain --data-dir X ...`
+    acts on X: migrate, keys create/list/revoke, and the settings api and worker start with."""
+    import uvicorn
+
+    from drtrain.kit.settings import get_settings
+
+    monkeypatch.delenv("DRTRAIN_DATABASE_URL", raising=False)
+    # Set, then removed: monkeypatch restores the variable the commands set in os.environ.
+    monkeypatch.setenv("DRTRAIN_DATA_DIR", "")
+    monkeypatch.delenv("DRTRAIN_DATA_DIR")
+    elsewhere, data = tmp_path / "elsewhere", tmp_path / "data"
+    (elsewhere / ".drtrain").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    get_settings.cache_clear()
+    try:
+        glob = ["--data-dir", str(data)]
+        assert runner.invoke(app, [*glob, "migrate"]).exit_code == 0
+        assert (data / "drtrain.sqlite3").exists()
+        made = runner.invoke(app, [*glob, "keys", "create", "--tenant", "alice"])
+        assert made.exit_code == 0, made.output
+        key = made.output.strip().rsplit(" ", 1)[-1]
+        listed = runner.invoke(app, [*glob, "keys", "list"])
+        assert listed.exit_code == 0 and "alice" in listed.output, listed.output
+        revoked = runner.invoke(app, [*glob, "keys", "revoke", key[:12]])
+        assert revoked.exit_code == 0, revoked.output
+        assert not (elsewhere / ".drtrain" / "drtrain.sqlite3").exists()
+
+        seen: list[Path] = []
+        monkeypatch.setattr(uvicorn, "run", lambda *a, **k: seen.append(get_settings().data_dir))
+        assert runner.invoke(app, [*glob, "api"]).exit_code == 0
+        from worker.celery_app import app as celery_app
+        monkeypatch.setattr(celery_app, "worker_main",
+                            lambda *a, **k: seen.append(get_settings().data_dir))
+        assert runner.invoke(app, [*glob, "worker"]).exit_code == 0
+        assert seen == [data.resolve(), data.resolve()]
+    finally:
+        get_settings.cache_clear()

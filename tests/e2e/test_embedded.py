@@ -37,6 +37,7 @@ def test_drtrain_up_full_flow(tmp_path: Path) -> None:
         assert (data_dir / "api-key").stat().st_mode & 0o077 == 0
         job = run_flow(base, key, tmp_path)
         assert job["attempt"] == 1
+        run_readme_step_3(job["id"], data_dir, tmp_path)
     finally:
         code = stop(proc)
         log.close()
@@ -45,3 +46,18 @@ def test_drtrain_up_full_flow(tmp_path: Path) -> None:
     # Embedded defaults really are embedded: SQLite file and local objects in the data folder.
     assert any(p.suffix == ".sqlite3" for p in data_dir.iterdir())
     assert any((data_dir / "objects").rglob("*.safetensors"))
+
+
+def run_readme_step_3(job_id: str, data_dir: Path, folder: Path) -> None:
+    """The README's "download and classify" commands, as written (the job's id for <id>)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    step = readme.split("\n# 3. ", 1)[1].split("\n# 4. ", 1)[0]
+    lines = [line for line in step.splitlines()[1:] if line and not line.startswith("#")]
+    assert any(" jobs predict " in line for line in lines) and "..." not in step
+    script = "\n".join(lines).replace("<id>", job_id).replace(".venv/bin/drtrain", DRTRAIN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}
+    done = subprocess.run(["bash", "-euc", script], cwd=folder, capture_output=True, text=True,
+                          env={**env, "DRTRAIN_DATA_DIR": str(data_dir)}, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (folder / "model.safetensors").stat().st_size > 0
+    assert "prediction" in done.stdout, done.stdout
