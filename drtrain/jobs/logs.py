@@ -24,7 +24,6 @@ from drtrain.kit.models import JobLogLine, utcnow
 @dataclass(frozen=True)
 class LogSlice:
     attempt: int
-    since: int
     lines: list[str]
 
 
@@ -58,4 +57,4 @@ def read(session: Session, tenant_id: str, job_id: str, attempt: int | None,
     lines = session.scalars(select(JobLogLine.text).where(
         JobLogLine.job_id == job_id, JobLogLine.attempt == chosen, JobLogLine.line >= since)
         .order_by(JobLogLine.line)).all()
-    return LogSlice(attempt=chosen, since=since, lines=list(lines))
+    return LogSlice(attempt=chosen, lines=list(lines))
