@@ -125,9 +125,6 @@ def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep)
                                             "with a newline"}})
 def get_job_logs(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
                  query: Annotated[LogsQuery, Query()]) -> PlainTextResponse:
-    """What the worker logged while it ran one attempt of the job (phases, each epoch's
-    metrics, warnings, tracebacks), from line `since` on. To follow a running job, ask again
-    with `since` plus the lines received; a job's `attempt` says which one is the latest."""
     got = logs.read(session, tenant.id, job_id, query.attempt, query.since)
     return PlainTextResponse("".join(f"{line}\n" for line in got.lines))
 
