@@ -42,6 +42,8 @@ class _UTCFormatter(logging.Formatter):
 
 
 class AttemptLog(logging.Handler):
+    """Keeps one attempt's lines and writes them (see the module docstring)."""
+
     def __init__(self, factory: sessionmaker[Session], job_id: str, attempt: int, *,
                  max_bytes: int, flush_seconds: float) -> None:
         super().__init__(logging.INFO)
@@ -76,8 +78,8 @@ class AttemptLog(logging.Handler):
             if self._truncated:
                 return
             marker = TRUNCATED.format(max_bytes=self.max_bytes)
-            if self._used + size + len(marker) + 1 > self.max_bytes:
-                self._truncated, line = True, marker
+            if self._used + size + len(marker) + 1 > self.max_bytes:  # room for the marker kept
+                self._truncated, line, size = True, marker, len(marker) + 1
             self._used += size
             self._pending.append(line)
 
