@@ -67,7 +67,19 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "Read a job's metrics",
         "Per-epoch points in `seq` order after `since`: reconstruction error, free-energy gap, "
         "DR value and cross-group divergence per pretraining layer; train/validation loss and "
-        "accuracy and per-layer gradient norms in fine-tuning. Page with `next_since`. " + _AUTH),
+        "accuracy and per-layer gradient norms in fine-tuning; at every epoch the worker's own "
+        "figures (`sys.cpu_percent`, `sys.rss_bytes`, and on a GPU `sys.gpu_memory_allocated_"
+        "bytes`, `sys.gpu_memory_peak_bytes` and, where NVML is installed, "
+        "`sys.gpu_utilization_percent`). Page with `next_since`. " + _AUTH),
+    ("GET", "/v1/jobs/{job_id}/logs"): (
+        "Read a job's log",
+        "What the worker logged while it ran one attempt of the job (its phases, each epoch's "
+        "metrics, warnings and tracebacks) as `text/plain`, one line per line, each ending "
+        "with a newline. `attempt` picks the attempt (default: the latest, the job's "
+        "`attempt`; one the job has not had answers 404); `since` skips that many lines, so "
+        "a reader following a running job asks again with `since` plus the lines it got, "
+        "until the job has ended. An attempt keeps at most `DRTRAIN_JOB_LOG_MAX_BYTES` of "
+        "lines; the last then says the log was truncated. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/events"): (
         "Stream a job's events (SSE)",
         "Server-Sent Events: `metric` events (`id:` is the point's seq) and a `status` event "

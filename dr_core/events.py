@@ -32,6 +32,12 @@ GRAD_NORM = "grad_norm."
 GRAD_NORM_DR = "grad_norm_dr."
 # A whole run's metrics (dr_core.pipeline.PipelineResult.metrics): each split's final loss and
 # accuracy where it has labels, the epochs of each phase and the wall time.
+# What the worker measures of its own process at each epoch's end and records beside the epoch's
+# metrics (worker/system_metrics.py): CPU use since the previous epoch's end (100 = one core
+# busy), resident memory, and on a CUDA device its utilisation (where NVML is present) and the
+# memory PyTorch holds now and at its peak. dr_core never measures them.
+SYSTEM_METRICS = ("sys.cpu_percent", "sys.rss_bytes", "sys.gpu_utilization_percent",
+                  "sys.gpu_memory_allocated_bytes", "sys.gpu_memory_peak_bytes")
 FINAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
                  "test_accuracy", *(f"epochs_{phase}" for phase in PHASES), "wall_seconds")
 

@@ -201,6 +201,36 @@ class Client:
                 return points
             since = int(body.get("next_since") or page[-1]["seq"])
 
+    def logs(self, job_id: str, attempt: int | None = None, since: int = 0) -> list[str]:
+        """The lines one attempt of the job logged (its latest by default), from line
+        ``since`` on (0-based: pass the number of lines already read)."""
+        params: dict[str, int] = {"since": since}
+        if attempt is not None:
+            params["attempt"] = attempt
+        text = self._request("GET", f"/v1/jobs/{_path_segment(job_id)}/logs", params=params).text
+        return text.split("\n")[:-1]  # each line ends with a newline
+
+    def follow_logs(self, job_id: str, attempt: int | None = None,
+                    poll: float = 1.0) -> Iterator[tuple[int, str]]:
+        """``(attempt, line)`` for every line logged, as it comes, until the job has ended.
+        Without ``attempt``, from the latest attempt on, going on to each new one (a retry)."""
+        job = self.get_job(job_id)
+        current, since = attempt or job["attempt"], 0
+        while True:
+            # The status is read before the lines: a worker stores its lines before the
+            # job's final status, so once that is seen the read after it has them all.
+            ended = job.get("status") in TERMINAL_STATUSES
+            lines = self.logs(job_id, current, since)
+            since += len(lines)
+            yield from ((current, line) for line in lines)
+            if attempt is None and job["attempt"] > current:
+                current, since = current + 1, 0
+                continue
+            if ended:
+                return
+            time.sleep(poll)
+            job = self.get_job(job_id, etag=job.etag) or job
+
     def events(self, job_id: str,
                last_event_id: int | str | None = None) -> Iterator[tuple[str, Any, str | None]]:
         """Server-Sent Events of a job as ``(event, data, id)`` until the server ends the stream

@@ -132,6 +132,7 @@ TS_LISTS = [
     ("PRETRAIN_METRICS", events.PRETRAIN_METRICS, "dr_core/events.py PRETRAIN_METRICS"),
     ("FINETUNE_METRICS", events.FINETUNE_METRICS, "dr_core/events.py FINETUNE_METRICS"),
     ("FINAL_METRICS", events.FINAL_METRICS, "dr_core/events.py FINAL_METRICS"),
+    ("SYSTEM_METRICS", events.SYSTEM_METRICS, "dr_core/events.py SYSTEM_METRICS"),
 ]
 
 

@@ -68,6 +68,9 @@ class JobCallback:
                     remove_after_commit(
                         s, self.store, retention.prune_resumable(s, self.job_id, self.keep))
             if kind == "epoch" and not fenced:
+                log.info("%s%s epoch %d: %s", event.phase,
+                         "" if event.layer is None else f" layer {event.layer}", event.epoch,
+                         " ".join(f"{k}={v:.4g}" for k, v in event.metrics.items()))
                 # NaN/inf cannot travel as JSON; a diverged run shows up in its final status.
                 points = [MetricValue(event.phase, event.layer, event.epoch, name, float(value))
                           for name, value in event.metrics.items() if math.isfinite(value)]

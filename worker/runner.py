@@ -34,6 +34,7 @@ from worker.checkpoints import load_latest_valid, model_key
 from worker.data import prepare_data
 from worker.heartbeat import Heartbeat, StopReason
 from worker.job_callback import JobCallback
+from worker.job_log import attempt_log, write_job_log
 from worker.spec import SpecError, build_pipeline_config, parse_spec
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def _transient(exc: BaseException) -> bool:
 def _finish(factory: sessionmaker[Session], job: Job, worker_id: str, status: JobStatus,
             reason: str | None, result: dict[str, Any] | None = None, *,
             store: ObjectStore | None = None) -> bool:
+    write_job_log(job.id)  # its lines are readable by the time the job looks ended
     with session_scope(factory) as s:
         ok = lifecycle.finish(s, job.id, job.attempt, status, reason, result, worker_id=worker_id)
         if ok and store is not None:
@@ -100,6 +102,15 @@ def run_job(job_id: str, *, settings: Settings, sessionmaker: sessionmaker[Sessi
     if job is None:
         log.info("job %s not claimable; nothing to do", job_id)
         return
+    # What this attempt logs from here on is kept as the job's log (worker/job_log.py).
+    with attempt_log(sessionmaker, job.id, job.attempt, max_bytes=settings.job_log_max_bytes,
+                     flush_seconds=settings.job_log_flush_seconds):
+        _run_attempt(job, settings=settings, sessionmaker=sessionmaker, store=store,
+                     worker_id=worker_id, hard_kill=hard_kill)
+
+
+def _run_attempt(job: Job, *, settings: Settings, sessionmaker: sessionmaker[Session],
+                 store: ObjectStore, worker_id: str, hard_kill: bool) -> None:
     log.info("job %s attempt %s claimed by %s", job.id, job.attempt, worker_id)
     try:
         max_runtime = parse_spec(job.spec).max_runtime_seconds

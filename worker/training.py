@@ -1,6 +1,7 @@
 """``run_pipeline`` with what the service puts around it: a slot on a shared GPU
-(``worker.packing``) and the background recorder of checkpoints, metrics and progress
-(``worker.uploader``). The runner claims, prepares and finishes; this trains."""
+(``worker.packing``), the background recorder of checkpoints, metrics and progress
+(``worker.uploader``), and each epoch's system metrics (``worker.system_metrics``). The
+runner claims, prepares and finishes; this trains."""
 from __future__ import annotations
 
 from typing import Any
@@ -14,6 +15,7 @@ from drtrain.jobs.spec import JobSpec
 from drtrain.kit.settings import Settings
 from worker.data import Prepared
 from worker.packing import device_slot, estimate_bytes
+from worker.system_metrics import SystemSampler, WithSystemMetrics
 from worker.uploader import BackgroundRecorder, CheckpointCadence
 
 
@@ -33,7 +35,8 @@ def train(cfg: PipelineConfig, prepared: Prepared, *, spec: JobSpec, settings: S
             raise TrainingStopped("stopped while waiting for device memory")
         with BackgroundRecorder(callback, max_pending=settings.upload_queue_events,
                                 cadence=cadence) as recorder:
+            measured = WithSystemMetrics(recorder, SystemSampler(device))
             return run_pipeline(cfg, split, n_classes=len(prepared.classes),
                                 visible=prepared.visible, generator=generator, device=device,
-                                callback=recorder, resume=resume,
+                                callback=measured, resume=resume,
                                 cuda_graphs=settings.cuda_graphs)

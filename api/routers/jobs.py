@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse, StreamingResponse
 
 from api import events, reads
 from api.deps import CredentialsDep, SessionDep, SettingsDep, StoreDep, TenantDep, key_still_valid
@@ -19,13 +19,14 @@ from api.schemas.jobs import (
     JobListQuery,
     JobOut,
     JobPage,
+    LogsQuery,
     MetricsPage,
     MetricsQuery,
     PredictRequest,
     PredictResponse,
 )
 from api.submits import Submits
-from drtrain.jobs import retention, service
+from drtrain.jobs import logs, retention, service
 from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -136,6 +137,15 @@ def delete_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
 def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> CheckpointList:
     return CheckpointList(items=[CheckpointOut.model_validate(c) for c in
                                  service.checkpoints(session, tenant.id, job_id)])
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse,
+            responses={200: {"description": "One line of the log per line of text, each ending "
+                                            "with a newline"}})
+def get_job_logs(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
+                 query: Annotated[LogsQuery, Query()]) -> PlainTextResponse:
+    got = logs.read(session, tenant.id, job_id, query.attempt, query.since)
+    return PlainTextResponse("".join(f"{line}\n" for line in got.lines))
 
 
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}

@@ -124,6 +124,16 @@ class MetricsQuery(BaseModel):
     limit: int = Field(1000, ge=1, le=10000)
 
 
+class LogsQuery(BaseModel):
+    """The query of ``GET /v1/jobs/{job_id}/logs``."""
+
+    attempt: int | None = Field(None, ge=1, le=MAX_SEQ,
+                                description="which attempt's lines (default: the latest)")
+    since: int = Field(0, ge=0, le=MAX_SEQ,
+                       description="the first line to send (0-based): the number of lines "
+                                   "already read")
+
+
 class MetricsPage(BaseModel):
     items: list[MetricPointOut]
     next_since: int

@@ -275,3 +275,16 @@ class Checkpoint(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTC, default=utcnow)
+
+
+class JobLogLine(Base):
+    """One line of what the worker logged while it ran one attempt of a job (``line`` counts
+    from 0 within the attempt). A bounded number of bytes per attempt: ``drtrain.jobs.logs``."""
+
+    __tablename__ = "job_log_lines"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTC, default=utcnow)

@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     upload_queue_events: int = Field(4, ge=1, le=64, description=(
         "Epoch events waiting for the background uploader (checkpoints, metrics, progress) "
         "before training waits."))
+    # Each attempt's own log lines (worker/job_log.py), kept in the database and served by
+    # GET /v1/jobs/{id}/logs: bounded per attempt, written in batches.
+    job_log_max_bytes: int = Field(1_048_576, ge=4096, le=64 * 1_048_576, description=(
+        "Bytes of log lines one attempt of a job keeps; later lines are dropped after a "
+        "line saying so."))
+    job_log_flush_seconds: float = Field(2.0, gt=0, le=60, description=(
+        "How often a worker writes a running job's new log lines to the database (what a "
+        "crash can lose)."))
     # Replay full-size training steps from CUDA graphs (dr_core/cuda_graphs.py): the same
     # numbers with far fewer kernel launches. Off until tests/dr_core/test_device_training.py
     # has passed on the worker's GPU.

@@ -1,14 +1,14 @@
-"""The client-side commands, one module per noun: ``datasets``, ``jobs`` (with ``job_outputs``),
-``sweeps``. They share ``context`` (how the server is found), ``output`` and ``ids``."""
+"""The client-side commands, one module per noun: ``datasets``, ``jobs`` (with ``job_outputs``
+and ``job_logs``), ``sweeps``. They share ``context`` (how the server is found), ``output`` and ``ids``."""
 from __future__ import annotations
 
 import typer
 
-# job_outputs adds its commands to the jobs app when imported.
-from drtrain_cli.commands import datasets, job_outputs, jobs, sweeps
+# job_outputs and job_logs add their commands to the jobs app when imported.
+from drtrain_cli.commands import datasets, job_logs, job_outputs, jobs, sweeps
 from drtrain_cli.commands.context import root_callback
 
-__all__ = ["datasets", "job_outputs", "jobs", "register", "sweeps"]
+__all__ = ["datasets", "job_logs", "job_outputs", "jobs", "register", "sweeps"]
 
 
 def register(app: typer.Typer) -> None:

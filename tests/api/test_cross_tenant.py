@@ -61,6 +61,7 @@ def _cases(w: World) -> list[tuple[str, str, dict[str, str], dict | None]]:
         ("GET", "/v1/jobs/{job_id}", {"job_id": w.job_id}, None),
         ("DELETE", "/v1/jobs/{job_id}", {"job_id": w.job_id}, None),
         ("GET", "/v1/jobs/{job_id}/metrics", {"job_id": w.job_id}, None),
+        ("GET", "/v1/jobs/{job_id}/logs", {"job_id": w.job_id}, None),
         ("GET", "/v1/jobs/{job_id}/events", {"job_id": w.job_id}, None),
         ("POST", "/v1/jobs/{job_id}/cancel", {"job_id": w.queued_job_id}, None),
         ("GET", "/v1/jobs/{job_id}/checkpoints", {"job_id": w.job_id}, None),

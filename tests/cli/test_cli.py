@@ -579,3 +579,26 @@ def test_tables_fit_80_columns_by_leaving_columns_out(fake: FakeApi, tmp_path: P
     listed = drtrain("jobs", "list").stdout
     assert all(f"probe-run-number-{i}" in listed and f"{i}" * 32 in listed for i in range(3))
     assert "succeeded" in listed and "cancelled" in listed
+def test_jobs_logs_prints_an_attempts_lines(fake: FakeApi) -> None:
+    job_id = fake.add_job("failed", attempt=2)["id"]
+    fake.log_lines[job_id] = {1: ["first try"], 2: ["second try", "Traceback (most recent "
+                                                    "call last):", "  boom"]}
+    result = drtrain("jobs", "logs", job_id)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "second try\nTraceback (most recent call last):\n  boom\n"
+    assert drtrain("jobs", "logs", job_id, "--attempt", "1").stdout == "first try\n"
+
+
+def test_jobs_logs_follow_prints_new_lines_until_the_job_ends(fake: FakeApi) -> None:
+    job_id = fake.add_job("running")["id"]
+    # Each GET of the job finds more lines; the job retries once, then succeeds.
+    fake.log_script[job_id] = [{1: ["claimed", "epoch 1"]}, {1: ["epoch 2"]},
+                               {1: ["lost"], 2: ["resumed"]}, {2: ["epoch 3", "done"]}]
+    fake.script[job_id] = [{}, {}, {"attempt": 2}, {"status": "succeeded"}]
+    result = drtrain("jobs", "logs", job_id, "--follow", "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "claimed\nepoch 1\nepoch 2\nlost\nresumed\nepoch 3\ndone\n"
+    assert "-- attempt 2 --" in result.stderr
+    asked = [(r.url.params.get("attempt"), r.url.params["since"])
+             for r in fake.calls("GET", r".*/logs")]
+    assert asked == [("1", "0"), ("1", "2"), ("1", "3"), ("2", "0"), ("2", "1")]

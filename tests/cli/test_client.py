@@ -67,6 +67,8 @@ class FakeApi:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.script: dict[str, list[dict[str, Any]]] = {}  # job id -> changes, one per GET
         self.points: dict[str, list[dict[str, Any]]] = {}
+        self.log_lines: dict[str, dict[int, list[str]]] = {}  # job id -> attempt -> lines
+        self.log_script: dict[str, list[dict[int, list[str]]]] = {}  # lines added, one per GET
         self.events_broken = False
         self.idempotency: dict[str, tuple[str, str]] = {}
         self.model = bytes(range(256)) * 40 + b"tail"
@@ -89,6 +91,7 @@ class FakeApi:
             ("POST", r"/v1/jobs/(?P<id>[^/]+)/cancel", self.cancel),
             ("DELETE", r"/v1/jobs/(?P<id>[^/]+)", self.delete_job),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/metrics", self.metrics),
+            ("GET", r"/v1/jobs/(?P<id>[^/]+)/logs", self.logs),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/events", self.events),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/checkpoints", self.list_checkpoints),
             ("GET", r"/v1/jobs/(?P<id>[^/]+)/checkpoints/(?P<ckpt>[^/]+)",
@@ -220,6 +223,9 @@ class FakeApi:
 
     def get_job(self, request: httpx.Request, id: str) -> httpx.Response:
         job = self.jobs[id]
+        if self.log_script.get(id):  # the lines logged by the time the job is read
+            for attempt, lines in self.log_script[id].pop(0).items():
+                self.log_lines.setdefault(id, {}).setdefault(attempt, []).extend(lines)
         if self.script.get(id):
             job.update(self.script[id].pop(0))
         etag = self._etag(job)
@@ -242,6 +248,13 @@ class FakeApi:
         points = [p for p in self.points[id] if p["seq"] > since][:limit]
         return httpx.Response(200, json={"items": points,
                                          "next_since": points[-1]["seq"] if points else since})
+
+    def logs(self, request: httpx.Request, id: str) -> httpx.Response:
+        attempt = int(request.url.params.get("attempt", self.jobs[id]["attempt"]))
+        since = int(request.url.params.get("since", 0))
+        lines = self.log_lines.get(id, {}).get(attempt, [])[since:]
+        return httpx.Response(200, text="".join(f"{line}\n" for line in lines),
+                              headers={"content-type": "text/plain; charset=utf-8"})
 
     def events(self, request: httpx.Request, id: str) -> httpx.Response:
         if self.events_broken:

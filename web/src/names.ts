@@ -26,3 +26,8 @@ export type FinalMetric = (typeof FINAL_METRICS)[number];
 // Per-layer gradient norms in fine-tuning: the prefix, then "layer{i}" or "head".
 export const GRAD_NORM = "grad_norm.";
 export const GRAD_NORM_DR = "grad_norm_dr.";
+
+// The worker's own figures, recorded beside each epoch's metrics.
+export const SYSTEM_METRICS = ["sys.cpu_percent", "sys.rss_bytes", "sys.gpu_utilization_percent",
+  "sys.gpu_memory_allocated_bytes", "sys.gpu_memory_peak_bytes"] as const;
+export type SystemMetric = (typeof SYSTEM_METRICS)[number];

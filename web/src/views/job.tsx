@@ -10,6 +10,8 @@ import type { Checkpoint, Job, MetricPoint } from "../types";
 import { TERMINAL } from "../types";
 import { ErrorBox, errorMessage, Progress, Section, StatusBadge, Tags } from "../ui";
 import { phaseText } from "./jobs";
+import { JobLogs } from "./logs";
+import { SystemCharts } from "./system";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -205,6 +207,9 @@ export function JobPage({ id }: { id: string }) {
           </div>
         </Section>
       )}
+
+      <SystemCharts points={points} version={version} />
+      <JobLogs job={job} />
 
       {Object.keys(result).length > 0 && (
         <Section title="Final metrics">
