@@ -57,7 +57,8 @@ async def _job_changes_watched(app: FastAPI, settings: Settings) -> AsyncIterato
     reached through an engine (tests bind sessions to one uncommitted connection)."""
     factory = app.state.sessionmaker
     changes = app.state.job_changes = (
-        job_changes_for(factory.kw.get("bind")) if settings.job_cache_seconds > 0
+        job_changes_for(factory.kw.get("bind"), settings.database_listen_url)
+        if settings.job_cache_seconds > 0
         else NoChanges())
 
     def bump(_session: object) -> None:
