@@ -20,6 +20,7 @@ from drtrain.kit.broker import DEFAULT_QUEUE, make_celery
 from drtrain.kit.db import make_sessionmaker, worker_engine
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
+from worker.store_retry import PatientStore
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class Runtime:
 def _runtime_for(pid: int) -> Runtime:
     engine = worker_engine(settings.resolved_database_url, APPLICATION_NAME)
     return Runtime(settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
-                   store=make_store(settings), worker_id=f"{socket.gethostname()}:{pid}")
+                   store=PatientStore(make_store(settings), settings.lease_seconds),
+                   worker_id=f"{socket.gethostname()}:{pid}")
 
 
 def runtime() -> Runtime:
