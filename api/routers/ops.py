@@ -14,6 +14,7 @@ from api.readiness import broker_ping
 from api.schemas.common import problem_responses
 from drtrain.kit.db import ping
 from drtrain.kit.errors import Unavailable
+from drtrain.kit.storage import BucketMissing
 
 router = APIRouter(tags=["operations"])
 
@@ -34,6 +35,8 @@ def _checks(request: Request, settings: SettingsDep) -> dict[str, str]:
         try:
             probe()
             results[name] = "ok"
+        except BucketMissing as exc:  # reachable, but misconfigured: say exactly that
+            results[name] = str(exc)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; say which kind
             results[name] = f"unreachable ({type(exc).__name__})"
     return results
