@@ -69,3 +69,15 @@ def test_a_lasting_error_is_raised_at_once(tmp_path: Path, source: Path) -> None
     with pytest.raises(ClientError):
         store.put_file("a/b", source)
     assert down.calls == 1 and clock.waits == []
+
+
+def test_the_worker_runtime_retries_its_store_for_a_lease() -> None:
+    from worker import celery_app
+
+    runtime = celery_app.runtime()
+    try:
+        assert isinstance(runtime.store, PatientStore)
+        assert runtime.store.seconds == celery_app.settings.lease_seconds
+    finally:  # the next caller builds its own
+        runtime.engine.dispose()
+        celery_app._runtime_for.cache_clear()
