@@ -59,7 +59,8 @@ async def _job_changes_watched(app: FastAPI, settings: Settings) -> AsyncIterato
     reached through an engine (tests bind sessions to one uncommitted connection)."""
     factory = app.state.sessionmaker
     changes = app.state.job_changes = (
-        job_changes_for(factory.kw.get("bind")) if settings.job_cache_seconds > 0
+        job_changes_for(factory.kw.get("bind"), settings.database_listen_url)
+        if settings.job_cache_seconds > 0
         else NoChanges())
 
     def bump(_session: object) -> None:
@@ -76,6 +77,15 @@ async def _job_changes_watched(app: FastAPI, settings: Settings) -> AsyncIterato
         changes.close()
 
 
+def _ensure_bucket(store: ObjectStore) -> None:
+    """A fresh S3 server (MinIO, moto) has no bucket: the API makes its own. A store it cannot
+    reach yet is no reason not to start; /readyz says what is wrong until it is fixed."""
+    try:
+        store.ensure_bucket()
+    except Exception as exc:  # noqa: BLE001 - told in the log and by /readyz
+        log.warning("object store not ready at start-up: %s: %s", type(exc).__name__, exc)
+
+
 def _lifespan(settings: Settings, engine: Engine, owns_engine: bool,
               publisher: ChildPublisher | None) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
@@ -83,6 +93,7 @@ def _lifespan(settings: Settings, engine: Engine, owns_engine: bool,
         # Sync handlers, dependencies and the key lookup's hop share anyio's default
         # limiter: as many threads as the pool has connections (drtrain.kit.db.api_engine).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        await anyio.to_thread.run_sync(_ensure_bucket, app.state.store)
         if publisher is not None:  # started now, so the first submits do not wait for it
             threading.Thread(target=publisher.warm, name="publisher-warm", daemon=True).start()
         try:

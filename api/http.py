@@ -91,15 +91,14 @@ def object_download(store: Any, ck: Any, filename: str, range_header: str | None
                         headers=headers)
     key = ck.object_key
     try:
-        stored_size: int | None = store.size(key)
+        stored_size = store.size(key)
     except FileNotFoundError:
         if getattr(ck, "kind", "final") != "final":
             # Retention pruned it after its row was read: gone, not corrupt.
             raise NotFound(f"checkpoint {ck.id} no longer exists") from None
-        stored_size = None
-    if stored_size != size:  # missing or truncated: known before a byte is sent
-        integrity.record_failure("download", key, ck.sha256,
-                                 "<missing>" if stored_size is None else f"<{stored_size} bytes>")
+        raise integrity.missing("download", key, ck.sha256) from None
+    if stored_size != size:  # truncated: known before a byte is sent
+        integrity.record_failure("download", key, ck.sha256, f"<{stored_size} bytes>")
         raise integrity.failure(key)
     if integrity.is_suspect(key, ck.sha256):
         integrity.verify_chunks(store.iter_range(key, 0, None), ck.sha256, key=key,

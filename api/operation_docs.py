@@ -110,7 +110,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "with `Content-Length`, `ETag` (its sha256) and byte ranges (`If-Range` honoured; "
         "`HEAD` answers the headers alone). The bytes are checked against the sha256 as they "
         "stream: a mismatch cuts the stream before its end, and later requests answer 500 "
-        "(type `.../problems/integrity`) until the file verifies again. With an S3 store, "
+        "(type `.../problems/integrity`) until the file verifies again; a file missing from "
+        "the store answers 410 (type `.../problems/object-missing`). With an S3 store, "
         "`?redirect=true` answers 307 to a short-lived presigned URL. 409 until the job has "
         "succeeded. " + _AUTH),
     ("HEAD", "/v1/jobs/{job_id}/model"): (
@@ -123,7 +124,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "Predict with the trained model",
         "Class predictions and probabilities for up to 10,000 rows of finite float32 inputs, "
         "computed in the API with numpy on the model's weights (loaded only once its sha256 "
-        "matches: 500 `.../problems/integrity` otherwise). 409 until the job has "
+        "matches: 500 `.../problems/integrity` otherwise, 410 `.../problems/object-missing` "
+        "when the file is not in the store). 409 until the job has "
         "succeeded; 422 for rows of the wrong width. " + _AUTH),
     ("POST", "/v1/sweeps"): (
         "Start a sweep",

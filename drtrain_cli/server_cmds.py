@@ -70,6 +70,10 @@ def worker(
                                            "job) or solo.")] = "prefork",
     queue: Annotated[str, typer.Option(help="Queue to consume.")] = "drtrain",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    name: Annotated[str | None, typer.Option(
+        help="This worker's Celery node name: NAME@<host>, or NAME as given when it holds an "
+             "@. Several workers on one host need different names (default: celery@<host>).")
+    ] = None,
     jobs_per_device: Annotated[int | None, typer.Option(
         min=1, help="Jobs that may share one GPU, each in its own process, admitted while "
                     "their estimated memory fits the free device memory (sets "
@@ -80,11 +84,11 @@ def worker(
         # The pool's children read their settings from the environment they inherit.
         os.environ["DRTRAIN_JOBS_PER_DEVICE"] = str(jobs_per_device)
     _settings(ctx)
-    from worker.argv import worker_argv
+    from worker.argv import node_name, worker_argv
     from worker.celery_app import app as celery_app
 
     celery_app.worker_main(worker_argv(concurrency=concurrency, pool=pool, queue=queue,
-                                       loglevel=loglevel))
+                                       loglevel=loglevel, hostname=node_name(name)))
 
 
 def migrate(ctx: typer.Context) -> None:

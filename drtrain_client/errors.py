@@ -63,7 +63,20 @@ class UnreachableError(ClientError):
     def __init__(self, url: str, cause: Exception | None = None) -> None:
         self.url = url
         self.cause = cause
-        super().__init__(f"cannot reach drtrain at {url}: is `drtrain up` running?")
+        # The same words for a laptop and a cluster: what was tried, why it failed, what to
+        # check (no guess that `drtrain up` is the server: in production it is not).
+        reason = f" ({_reason(cause)})" if cause is not None else ""
+        super().__init__(f"cannot reach drtrain at {url}{reason}: check the URL (--url, "
+                         "DRTRAIN_URL) and that the API is running there")
+
+
+def _reason(cause: Exception) -> str:
+    """The innermost OS-level words of a connection failure ("Connection refused")."""
+    inner: BaseException = cause
+    while (deeper := inner.__cause__ or inner.__context__) is not None:
+        inner = deeper
+    text = getattr(inner, "strerror", None) or str(inner) or type(inner).__name__
+    return str(text)
 
 
 class ChecksumMismatch(ClientError):

@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from drtrain.kit.broker import DEFAULT_QUEUE, make_celery
-from drtrain.kit.db import make_engine, make_sessionmaker
+from drtrain.kit.db import make_sessionmaker, worker_engine
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
+from worker.store_retry import PatientStore
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ settings = get_settings()
 settings.check_production()
 app = make_celery(settings)
 app.conf.update(worker_concurrency=1, include=["worker.tasks"])
+
+
+# How a training process's connections show in PostgreSQL's pg_stat_activity.
+APPLICATION_NAME = "drtrain-worker"
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,10 @@ class Runtime:
 
 @lru_cache(maxsize=1)
 def _runtime_for(pid: int) -> Runtime:
-    engine = make_engine(settings.resolved_database_url)
+    engine = worker_engine(settings.resolved_database_url, APPLICATION_NAME)
     return Runtime(settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine),
-                   store=make_store(settings), worker_id=f"{socket.gethostname()}:{pid}")
+                   store=PatientStore(make_store(settings), settings.lease_seconds),
+                   worker_id=f"{socket.gethostname()}:{pid}")
 
 
 def runtime() -> Runtime:

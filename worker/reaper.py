@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from drtrain.jobs import lifecycle, retention
 from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job
 from drtrain.kit.broker_messages import job_ids_in_broker
-from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.db import make_sessionmaker, session_scope, unpooled_engine
 from drtrain.kit.models import utcnow
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore, make_store, remove_after_commit
@@ -123,7 +123,8 @@ class _Reaper:
         self.thread = threading.Thread(target=self._loop, name="drtrain-reaper", daemon=True)
 
     def _loop(self) -> None:
-        engine = make_engine(self.settings.resolved_database_url)
+        # A connection only while a round runs: between rounds the reaper holds none.
+        engine = unpooled_engine(self.settings.resolved_database_url, "drtrain-reaper")
         # Pool children forked later must not touch this engine's sockets.
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
         factory = make_sessionmaker(engine)

@@ -157,7 +157,7 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified", **headers("ETag")},
     307: {"description": "Redirect to a presigned URL (`?redirect=true` with an S3 store)",
           **headers("Location")},
-    **problem_responses(416)}
+    **problem_responses(410, 416)}
 # HEAD answers GET's statuses and headers without a body (and never redirects).
 _HEAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The file's headers", **headers("ETag", "Accept-Ranges",
@@ -208,7 +208,7 @@ def download_checkpoint(job_id: ResourceId, checkpoint_id: ResourceId, tenant: T
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,
-             responses=problem_responses(409))
+             responses=problem_responses(409, 410))
 def predict(job_id: ResourceId, body: PredictRequest, tenant: TenantDep, session: SessionDep,
             store: StoreDep) -> PredictResponse:
     labels, probs = service.predict(session, store, tenant.id, job_id, body.inputs)

@@ -14,6 +14,7 @@ from api.readiness import broker_ping, storage_room
 from api.schemas.common import problem_responses
 from drtrain.kit.db import ping
 from drtrain.kit.errors import InsufficientStorage, Unavailable
+from drtrain.kit.storage import BucketMissing
 
 router = APIRouter(tags=["operations"])
 
@@ -37,6 +38,8 @@ def _checks(request: Request, settings: SettingsDep) -> dict[str, str]:
             results[name] = "ok"
         except InsufficientStorage as exc:
             results[name] = f"full ({exc.detail})"
+        except BucketMissing as exc:  # reachable, but misconfigured: say exactly that
+            results[name] = str(exc)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; say which kind
             results[name] = f"unreachable ({type(exc).__name__})"
     return results

@@ -130,8 +130,7 @@ class ModelCache:
         try:
             data = read()
         except FileNotFoundError:
-            integrity.record_failure("predict", key, sha256, "<missing>")
-            raise integrity.failure(key) from None
+            raise integrity.missing("predict", key, sha256) from None
         model = load_model(integrity.verify_bytes(data, sha256, key=key, where="predict"))
         with self._lock:
             self._items[sha256] = model

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic_core import from_json
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 # A pooled connection idle for longer than this is pinged before use (a dead one is replaced);
 # one used more recently is not, which saves a round trip on nearly every checkout under load.
@@ -18,11 +19,17 @@ PING_AFTER_IDLE_SECONDS = 1.0
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
-                pool_timeout: float = 30.0) -> Engine:
+                pool_timeout: float = 30.0, application_name: str | None = None) -> Engine:
     """An engine for this process. The API passes a pool sized with its thread limiter and a
-    timeout of seconds (``api_engine``); workers and the CLI keep SQLAlchemy's defaults."""
-    pool: dict[str, float] = {"pool_size": pool_size, "max_overflow": max_overflow,
-                              "pool_timeout": pool_timeout}
+    timeout of seconds (``api_engine``), a worker's training process the smallest pool its
+    threads need (``worker_engine``); the CLI keeps SQLAlchemy's defaults.
+    ``application_name`` is how PostgreSQL's ``pg_stat_activity`` shows its connections."""
+    pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow,
+                            "pool_timeout": pool_timeout}
+    return _engine(url, pool, application_name)
+
+
+def _engine(url: str, pool: dict[str, Any], application_name: str | None) -> Engine:
     if url.startswith("sqlite"):
         if url in ("sqlite://", "sqlite:///:memory:"):
             pool = {}  # one in-memory database per connection: SQLAlchemy picks its own pool
@@ -44,8 +51,10 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10,
 
         _savepoints_inside_a_transaction(engine)
         return engine
-    engine = create_engine(url, json_deserializer=json_loads, **pool)
-    _ping_when_idle(engine)
+    connect_args = {"application_name": application_name} if application_name else {}
+    engine = create_engine(url, json_deserializer=json_loads, connect_args=connect_args, **pool)
+    if pool.get("poolclass") is not NullPool:
+        _ping_when_idle(engine)
     return engine
 
 
@@ -103,7 +112,23 @@ def api_engine(url: str, threads: int, pool_timeout: float) -> Engine:
     """The API process's engine: one pooled connection per thread of its limiter, and as many
     again for requests between their handler and their commit, so a thread never waits for a
     connection held by a request that is itself waiting for a thread."""
-    return make_engine(url, pool_size=threads, max_overflow=threads, pool_timeout=pool_timeout)
+    return make_engine(url, pool_size=threads, max_overflow=threads, pool_timeout=pool_timeout,
+                       application_name="drtrain-api")
+
+
+def worker_engine(url: str, application_name: str) -> Engine:
+    """The engine of a worker's training process (the connection budget in
+    docs/operations.md): one pooled connection at rest, two at most while training. At most
+    two threads use the database at once (the heartbeat and the checkpoint uploader; the
+    runner's own writes come before and after training), so the second connection is opened
+    only while both need one, and closed when it comes back."""
+    return make_engine(url, pool_size=1, max_overflow=1, application_name=application_name)
+
+
+def unpooled_engine(url: str, application_name: str) -> Engine:
+    """An engine that holds no connection between uses: for work that runs seconds apart
+    (a worker's reaper), whose connection would otherwise sit idle in every worker."""
+    return _engine(url, {"poolclass": NullPool}, application_name)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

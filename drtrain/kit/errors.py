@@ -77,6 +77,14 @@ class IntegrityFailure(DomainError):
     status, title, type_ = 500, "Integrity check failed", "https://drtrain.dev/problems/integrity"
 
 
+class ObjectMissing(DomainError):
+    """A stored object that its row records is not in the store (an emptied or replaced
+    bucket, a lost folder): gone, not altered. Restoring the store from a backup brings it
+    back (docs/operations.md)."""
+
+    status, title, type_ = 410, "Stored object missing", "https://drtrain.dev/problems/object-missing"
+
+
 class TooManyRequests(DomainError):
     """A per-tenant concurrency limit (streams, uploads) is reached; retry later."""
 

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from drtrain.kit.errors import IntegrityFailure
+from drtrain.kit.errors import IntegrityFailure, ObjectMissing
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,14 @@ def clear_suspect(key: str, expected: str) -> None:
 def failure(key: str) -> IntegrityFailure:
     return IntegrityFailure(f"stored object {key} does not match its recorded sha256; it is not "
                             "served (the operator has been alerted in the log and /metrics)")
+
+
+def missing(where: str, key: str, expected: str) -> ObjectMissing:
+    """The object is not in the store at all: counted with the failures (an operator must
+    know), but told apart from altered bytes."""
+    record_failure(where, key, expected, "<missing>")
+    return ObjectMissing(f"stored object {key} is missing from the object store (its record "
+                         "is kept; restoring the store from a backup brings it back)")
 
 
 def verify_bytes(data: bytes, expected: str, *, key: str, where: str) -> bytes:

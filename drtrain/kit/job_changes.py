@@ -24,7 +24,7 @@ import time
 from collections.abc import Hashable
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 
 from drtrain.kit.db import sqlite_file
 
@@ -81,8 +81,11 @@ class SqliteChanges:
 
 
 class PostgresChanges:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, listen_url: str = "") -> None:
+        """``listen_url``: where to LISTEN when ``engine`` reaches PostgreSQL through a
+        transaction-mode pooler (which cannot hold a LISTEN); empty: the engine's own URL."""
         self._engine = engine
+        self._listen_url = make_url(listen_url) if listen_url else engine.url
         self._counts: dict[str, int] = {}
         self._local = 0
         self._local_lock = threading.Lock()
@@ -116,7 +119,7 @@ class PostgresChanges:
     def _connect(self) -> Any:
         import psycopg
 
-        cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+        cargs, cparams = self._engine.dialect.create_connect_args(self._listen_url)
         conn = psycopg.connect(*cargs, **{**cparams, "application_name": APPLICATION_NAME},
                                autocommit=True, connect_timeout=5)
         has_trigger = conn.execute(
@@ -161,12 +164,13 @@ class PostgresChanges:
                 conn.execute("SELECT 1")  # raises on a dead connection
 
 
-def job_changes_for(engine: Engine | Any) -> JobChanges:
-    """The feed for this engine's database (``NoChanges`` when it cannot tell)."""
+def job_changes_for(engine: Engine | Any, listen_url: str = "") -> JobChanges:
+    """The feed for this engine's database (``NoChanges`` when it cannot tell); PostgreSQL
+    listens at ``listen_url`` when given (see ``PostgresChanges``)."""
     path = sqlite_file(engine)
     if path is not None and not path.startswith("file:"):  # a URI would need uri=True
         return SqliteChanges(path)
     if (isinstance(engine, Engine) and engine.dialect.name == "postgresql"
             and engine.dialect.driver == "psycopg"):
-        return PostgresChanges(engine)
+        return PostgresChanges(engine, listen_url)
     return NoChanges()

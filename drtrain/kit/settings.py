@@ -17,6 +17,12 @@ class Settings(BaseSettings):
     # Empty means "embedded default inside data_dir" (resolved by the properties below).
     database_url: str = Field("", description=(
         "e.g. `postgresql+psycopg://user:pw@host/db`; empty: a SQLite file in the data folder."))
+    # PgBouncer in transaction mode cannot LISTEN (a session lives only for a transaction):
+    # the API's change listener needs a connection of its own, straight to PostgreSQL.
+    database_listen_url: str = Field("", description=(
+        "A direct PostgreSQL URL for the API's job-change listener (LISTEN), when "
+        "`DRTRAIN_DATABASE_URL` goes through PgBouncer in transaction mode; empty: "
+        "`DRTRAIN_DATABASE_URL`."))
     broker_url: str = Field("", description=(
         "e.g. `redis://host:6379/0`; empty: the embedded filesystem broker in the data folder."))
     storage_url: str = Field("", description=(

@@ -34,6 +34,11 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9/_.-]+$")
 _COPY_CHUNK = 1 << 20
 
 
+class BucketMissing(OSError):
+    """The store's bucket does not exist: a misconfiguration (or a deleted bucket), not an
+    outage. Its message says which bucket."""
+
+
 class InvalidKey(ValueError):
     """A key that could name something outside the store (or nothing sensible)."""
 
@@ -58,6 +63,7 @@ class ObjectStore(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
     def presign(self, key: str, seconds: int) -> str | None: ...
     def ping(self) -> None: ...
+    def ensure_bucket(self) -> None: ...
 
 
 def check_key(key: str) -> str:
@@ -185,6 +191,9 @@ class LocalStore:
         if not os.access(self.root, os.W_OK):
             raise OSError(f"object folder {self.root} is not writable")
 
+    def ensure_bucket(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
 
 def _atomic_copy(source: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -220,13 +229,13 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def ensure_bucket(self) -> None:
-        """Create the bucket when missing (MinIO/moto start empty)."""
-        from botocore.exceptions import ClientError
-
+        """Create the bucket when missing (MinIO and moto start empty); any other failure
+        (refused credentials, an unreachable endpoint) is raised as it is."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
+            self.ping()
+        except BucketMissing:
             self.client.create_bucket(Bucket=self.bucket)
+            log.warning("created the missing bucket %s", self.bucket)
 
     def put_stream(self, key: str, chunks: Iterable[bytes], *,
                    max_bytes: int | None = None) -> StoredObject:
@@ -310,13 +319,21 @@ class S3Store:
             ExpiresIn=seconds)
 
     def ping(self) -> None:
-        self.client.head_bucket(Bucket=self.bucket)
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            if _is_missing(exc) or _error_code(exc) == "NoSuchBucket":
+                raise BucketMissing(f"bucket {self.bucket!r} does not exist") from exc
+            raise
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
 
 
 def _is_missing(exc: Exception) -> bool:
-    response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound")
+    return _error_code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
 _TRANSIENT_S3_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable",

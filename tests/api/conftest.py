@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import warnings
 from collections.abc import Iterator
 
@@ -148,3 +149,16 @@ def embedded(tmp_path) -> Iterator[tuple[TestClient, dict[str, str], object]]:  
             yield client, {"Authorization": f"Bearer {key}"}, factory
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

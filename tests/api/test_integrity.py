@@ -114,16 +114,29 @@ def test_full_download_of_an_altered_model_is_aborted_then_refused(app, client, 
     assert not integrity.is_suspect(ck.object_key, ck.sha256)
 
 
+def _assert_missing_problem(resp, key: str) -> None:  # noqa: ANN001
+    """Gone, not altered: a bucket that comes back empty is no integrity failure."""
+    assert resp.status_code == 410, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["type"] == "https://drtrain.dev/problems/object-missing"
+    assert body["title"] == "Stored object missing"
+    assert key in body["detail"] and "missing" in body["detail"]
+    assert "sha256" not in body["detail"]
+
+
 def test_a_truncated_or_missing_model_is_refused_before_streaming(client, db, store,
                                                                   auth_a) -> None:
     job, ck = _succeeded_with(db, store, BIG)
     url = f"/v1/jobs/{job.id}/model"
     _path(store, ck.object_key).write_bytes(BIG[:-1])
     _assert_integrity_problem(client.get(url, headers=auth_a))
+    before = _failures(client, "download")
     _path(store, ck.object_key).unlink()
-    _assert_integrity_problem(client.get(url, headers=auth_a))
-    _assert_integrity_problem(client.post(f"/v1/jobs/{job.id}/predict",
-                                          json={"inputs": INPUTS}, headers=auth_a))
+    _assert_missing_problem(client.get(url, headers=auth_a), ck.object_key)
+    assert _failures(client, "download") == before + 1  # still counted for the operator
+    _assert_missing_problem(client.post(f"/v1/jobs/{job.id}/predict",
+                                        json={"inputs": INPUTS}, headers=auth_a), ck.object_key)
 
 
 def test_head_on_the_model_gives_the_headers_without_the_body(client, db, store, auth_a,

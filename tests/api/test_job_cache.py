@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import create_engine, make_url, text, update
 from sqlalchemy.orm import Session
 
 from api.app import create_app
@@ -309,3 +309,16 @@ def test_the_trigger_notifies_the_tenant_of_each_committed_change(pg_app) -> Non
         tenant = tenant_by_name(s, "tenant-a")
     assert tenant is not None
     assert notes == [tenant.id] * 3  # the insert, the update, the delete; not the rollback
+
+
+def test_postgres_listener_listens_at_the_direct_url_behind_a_pooler() -> None:
+    """Behind PgBouncer in transaction mode the pooled URL cannot LISTEN: the listener goes
+    to DRTRAIN_DATABASE_LISTEN_URL. Here the engine's URL leads nowhere, the direct one works."""
+    with fresh_database("listenurl") as url:
+        engine = make_engine(make_url(url).set(port=1).render_as_string(hide_password=False))
+        changes = PostgresChanges(engine, listen_url=url)
+        try:
+            assert changes.wait_listening(10)
+        finally:
+            changes.close()
+            engine.dispose()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from drtrain.kit.models import Job, JobStatus
+from drtrain.kit.settings import Settings
 from drtrain.tenants.keys import create_key
 
 
@@ -106,3 +107,26 @@ def test_wrong_method_is_405_problem(client):
     assert resp.status_code == 405
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["status"] == 405
+
+
+def test_the_api_makes_its_bucket_and_readyz_names_a_missing_one(app, settings, engine,
+                                                                 s3_endpoint) -> None:  # noqa: ANN001
+    """A fresh S3 server has no bucket: the API creates it at start-up. One deleted later is
+    named by /readyz as missing, not "unreachable"."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    s3_settings = settings.model_copy(update={
+        "storage_url": "s3://drtrain-ready/objects", "s3_endpoint_url": s3_endpoint,
+        "s3_access_key_id": "test", "s3_secret_access_key": Settings(
+            s3_secret_access_key="test").s3_secret_access_key})
+    s3_app = create_app(s3_settings, engine=engine)
+    with TestClient(s3_app) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        s3_app.state.store.client.delete_bucket(Bucket="drtrain-ready")
+        resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["object_store"] == "bucket 'drtrain-ready' does not exist"
+    assert "object_store bucket 'drtrain-ready' does not exist" in resp.json()["detail"]

@@ -746,7 +746,8 @@ def test_unreachable_server_gives_an_actionable_error() -> None:
     with Client(url, KEY, timeout=5) as c:
         with pytest.raises(UnreachableError) as info:
             c.list_datasets()
-    assert str(info.value) == f"cannot reach drtrain at {url}: is `drtrain up` running?"
+    assert str(info.value) == (f"cannot reach drtrain at {url} (Connection refused): check the "
+                               "URL (--url, DRTRAIN_URL) and that the API is running there")
 
 
 def test_problem_text_lists_only_errors_the_detail_does_not_repeat() -> None:

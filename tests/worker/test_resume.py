@@ -18,6 +18,7 @@ from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, utcnow
 from tests.factories import get_job
 from worker import job_callback
 from worker.runner import run_job
+from worker.store_retry import PatientStore
 
 SPEC = {"finetune": {"epochs": 3, "batch_size": 32, "learning_rate": 0.1,
                      "dr": {"weight": 0.05, "distance": "euclidean", "layers": "all"}}}
@@ -174,10 +175,11 @@ def test_a_worker_fenced_out_mid_run_stops_and_writes_nothing(settings, factory,
 
 
 class _FlakyStore:
-    """The test store, but its endpoint goes away after ``ok_puts`` successful writes."""
+    """The test store, but its endpoint goes away after ``ok_puts`` successful writes, for
+    ``down_puts`` writes (for good when None)."""
 
-    def __init__(self, inner, ok_puts: int) -> None:
-        self._inner, self._left = inner, ok_puts
+    def __init__(self, inner, ok_puts: int, down_puts: int | None = None) -> None:
+        self._inner, self._left, self._down = inner, ok_puts, down_puts
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
@@ -185,16 +187,37 @@ class _FlakyStore:
     def put_file(self, key, path):
         from botocore.exceptions import EndpointConnectionError
 
-        if self._left <= 0:
+        if self._left <= 0 and (self._down is None or self._down > 0):
+            if self._down is not None:
+                self._down -= 1
             raise EndpointConnectionError(endpoint_url="http://object-store.invalid")
         self._left -= 1
         return self._inner.put_file(key, path)
 
 
+def test_an_object_store_blip_costs_no_attempt(settings, factory, store, make_job, tmp_path,
+                                               reference):
+    """Four failed writes in a row mid-job: the worker's store tries again with backoff
+    within the attempt, and the job ends as if nothing happened."""
+    job_id = make_job(**SPEC)
+    flaky = _FlakyStore(store, ok_puts=3, down_puts=4)
+    _run(job_id, settings, factory, PatientStore(flaky, settings.lease_seconds), "blip")
+    job = get_job(factory, job_id)
+    assert job.status == JobStatus.succeeded and job.attempt == 1, job.status_reason
+    assert flaky._down == 0  # the outage did happen
+    assert job.result["resumed_from"] is None
+    _assert_points_complete(factory, job_id)
+    weights = _final_weights(factory, store, job_id, tmp_path)
+    for name in reference:
+        assert torch.equal(weights[name], reference[name]), name
+
+
 def test_object_store_outage_leaves_the_job_for_a_retry_that_resumes(
         settings, factory, store, make_job, tmp_path, reference):
     job_id = make_job(**SPEC)
-    _run(job_id, settings, factory, _FlakyStore(store, ok_puts=3), "cut-off")
+    # Down for good: retried for a lease (worker/store_retry.py), then the attempt gives up.
+    _run(job_id, settings, factory, PatientStore(_FlakyStore(store, ok_puts=3),
+                                                 settings.lease_seconds), "cut-off")
     job = get_job(factory, job_id)
     # Not failed: an outage is not the job's fault. Its lease runs out and the reaper retries it.
     assert job.status == JobStatus.running and job.attempt == 1 and job.status_reason is None

@@ -10,7 +10,14 @@ import pytest
 
 from drtrain.kit.errors import TooLarge
 from drtrain.kit.settings import Settings
-from drtrain.kit.storage import InvalidKey, LocalStore, ObjectStore, S3Store, make_store
+from drtrain.kit.storage import (
+    BucketMissing,
+    InvalidKey,
+    LocalStore,
+    ObjectStore,
+    S3Store,
+    make_store,
+)
 
 
 def _free_port() -> int:
@@ -187,8 +194,10 @@ def test_s3_presign_and_prefix(s3_endpoint: str):
 
 def test_s3_ping_fails_for_a_missing_bucket(s3_endpoint: str):
     store = make_store(_s3_settings(s3_endpoint, "no-such-bucket"))
-    with pytest.raises(Exception, match="404|Not Found|NoSuchBucket"):
+    with pytest.raises(BucketMissing, match="bucket 'no-such-bucket' does not exist"):
         store.ping()
+    store.ensure_bucket()  # made when missing
+    store.ping()
 
 
 def test_make_store_refuses_unknown_schemes():
