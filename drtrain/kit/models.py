@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -264,6 +265,14 @@ class MetricPoint(Base):
 
 class Checkpoint(Base):
     __tablename__ = "checkpoints"
+    __table_args__ = (
+        # The reaper looks for ended jobs that still hold resumable checkpoints every round;
+        # only the few rows of running (or not yet swept) jobs are in this index, so the
+        # query stays small however long the history of final models grows.
+        Index("ix_checkpoints_resumable", "job_id",
+              postgresql_where=text("kind IN ('layer', 'epoch')"),
+              sqlite_where=text("kind IN ('layer', 'epoch')")),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(8))  # layer | epoch | final
