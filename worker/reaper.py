@@ -1,5 +1,6 @@
-"""The reaper: puts jobs of dead workers back in the queue, re-publishes lost messages, and
-sweeps up the checkpoints of jobs that have ended.
+"""The reaper: puts jobs of dead workers back in the queue, re-publishes lost messages, sweeps
+up the checkpoints of jobs that have ended, and downsamples the metric history of jobs that
+ended long ago (``drtrain.jobs.history``).
 
 Runs as a thread in every worker's main process, but only the worker that holds the reaper's
 lease (``drtrain.kit.election``) does the work: one reaper, not one per worker. All its writes
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.jobs import lifecycle, retention
+from drtrain.jobs import history, lifecycle, retention
 from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job
 from drtrain.kit.broker_messages import missing_from_broker
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
@@ -89,6 +90,8 @@ def reap_once(settings: Settings, factory: sessionmaker[Session], *,
     republished = _republish(factory, due, older_than, publish)
     if store is not None:
         _sweep_ended(factory, store)
+    with session_scope(factory) as s:
+        history.downsample_due(s, settings, now)
     if requeued or republished:
         log.info("reaper: requeued %s, re-published %s", requeued, republished)
     return {"requeued": requeued, "republished": republished}

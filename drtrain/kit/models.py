@@ -191,6 +191,11 @@ class Job(Base):
         # A submit counts the tenant's active jobs under its lock: an index range, not a
         # walk over every job the tenant ever ran.
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
+        # The reaper finds ended jobs whose metric history is due for downsampling: only jobs
+        # not yet downsampled are in this index (the active ones and the recently ended).
+        Index("ix_jobs_history_due", "finished_at",
+              postgresql_where=text("metrics_downsampled_at IS NULL"),
+              sqlite_where=text("metrics_downsampled_at IS NULL")),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -227,6 +232,8 @@ class Job(Base):
     tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # What looked wrong at submit (tiny validation set, DR with one group, ...).
     warnings: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # When its metric curves were downsampled (drtrain/jobs/history.py); null until then.
+    metrics_downsampled_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
 
 
 class JobTag(Base):
