@@ -1,5 +1,6 @@
 """Python client for the drtrain HTTP API: ``Client(base_url, api_key)``, or ``Client()`` to
 find the server like the CLI does (see ``connection``); errors in ``errors``."""
+from drtrain_client.backoff import Backoff
 from drtrain_client.client import TERMINAL_STATUSES, Client, Resource, parse_sse
 from drtrain_client.connection import (
     DEFAULT_DATA_DIR,
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_URL",
     "TERMINAL_STATUSES",
+    "Backoff",
     "ChecksumMismatch",
     "Client",
     "ClientError",

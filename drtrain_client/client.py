@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
+from drtrain_client.backoff import Backoff
 from drtrain_client.connection import Connection, resolve_connection
 from drtrain_client.errors import (
     ChecksumMismatch,
@@ -57,10 +58,12 @@ class Client:
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  data_dir: str | os.PathLike[str] | None = None, timeout: float = 30,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 backoff: Backoff | None = None) -> None:
         self.connection: Connection = resolve_connection(base_url, api_key, data_dir)
         self.base_url = self.connection.url
         self.timeout = timeout
+        self.backoff = backoff or Backoff()
         headers = {"User-Agent": "drtrain-client/0.1", "Accept": "application/json"}
         if self.connection.api_key:
             headers["Authorization"] = f"Bearer {self.connection.api_key}"
@@ -376,11 +379,20 @@ class Client:
                               "with a body that is not JSON") from exc
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        with self._mapped_errors():
-            response = self._http.request(method, url, **kwargs)
-        if response.status_code >= 400:
-            raise DrtrainError.from_response(response)
-        return response
+        # A 429 or 503 means "not taken, come back later": waited out and sent again, unless
+        # the body is a stream that has been read (an upload), which cannot be sent twice.
+        repeatable = "files" not in kwargs and not hasattr(kwargs.get("content"), "read")
+        retries = 0
+        while True:
+            with self._mapped_errors():
+                response = self._http.request(method, url, **kwargs)
+            if response.status_code < 400:
+                return response
+            wait = self.backoff.wait(response, retries) if repeatable else None
+            if wait is None:
+                raise DrtrainError.from_response(response, retries)
+            time.sleep(wait)
+            retries += 1
 
     @contextmanager
     def _mapped_errors(self) -> Iterator[None]:

@@ -19,18 +19,26 @@ class DrtrainError(ClientError):
     """The server answered with an error (RFC 9457 problem+json, or something else >= 400)."""
 
     def __init__(self, status: int, title: str, detail: str | None = None,
-                 errors: list[dict[str, Any]] | None = None, *, type_: str | None = None) -> None:
+                 errors: list[dict[str, Any]] | None = None, *, type_: str | None = None,
+                 retry_after: float | None = None, retries: int = 0) -> None:
         self.status = status
         self.title = title
         self.detail = detail
         self.errors = errors or []
         self.type_ = type_
+        # The server's Retry-After (seconds), and how many times the client already waited
+        # and retried before giving up with this answer.
+        self.retry_after = retry_after
+        self.retries = retries
         super().__init__(self._render())
 
     def _render(self) -> str:
         text = f"{self.status} {self.title}"
         if self.detail and self.detail != self.title:
             text += f": {self.detail}"
+        if self.retry_after is not None:
+            text += f" (retry after {self.retry_after:g} s"
+            text += f"; gave up after {self.retries} retries)" if self.retries else ")"
         for err in self.errors:
             line = _format_validation_error(err)
             if line != self.detail:  # the server often repeats the first error as the detail
@@ -38,23 +46,36 @@ class DrtrainError(ClientError):
         return text
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> DrtrainError:
+    def from_response(cls, response: httpx.Response, retries: int = 0) -> DrtrainError:
         # The body may not be problem+json (a proxy's HTML page, a crash), so read it defensively.
         try:
             body = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
+        wait = retry_after_seconds(response)
         if not isinstance(body, dict):
             text = response.text.strip()[:500] if response.content else None
-            return cls(response.status_code, response.reason_phrase or "HTTP error", text or None)
+            return cls(response.status_code, response.reason_phrase or "HTTP error", text or None,
+                       retry_after=wait, retries=retries)
         errors = body.get("errors")
         return cls(
             int(body.get("status") or response.status_code),
             str(body.get("title") or response.reason_phrase or "HTTP error"),
             _detail_text(body.get("detail")),
             errors if isinstance(errors, list) else None,
-            type_=body.get("type"),
+            type_=body.get("type"), retry_after=wait, retries=retries,
         )
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` of an answer in seconds (the delay form; an HTTP date or anything
+    else unreadable counts as absent)."""
+    value = response.headers.get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return None if seconds is None or seconds < 0 or seconds != seconds else seconds
 
 
 class UnreachableError(ClientError):

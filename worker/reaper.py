@@ -1,11 +1,14 @@
-"""The reaper: puts jobs of dead workers back in the queue, re-publishes lost messages, and
-sweeps up the checkpoints of jobs that have ended.
+"""The reaper: puts jobs of dead workers back in the queue, re-publishes lost messages, sweeps
+up the checkpoints of jobs that have ended, and downsamples the metric history of jobs that
+ended long ago (``drtrain.jobs.history``).
 
-Runs as a thread in every worker's main process (all its writes are conditional UPDATEs, so
-several reapers at once are harmless). Jobs whose lease expired go back to ``queued`` with
-attempt + 1 (or fail after max_attempts) and are published once, by the reaper that requeued
-them. A ``queued`` job whose message may have vanished (Redis restarted empty) is re-published
-only when all of these hold:
+Runs as a thread in every worker's main process, but only the worker that holds the reaper's
+lease (``drtrain.kit.election``) does the work: one reaper, not one per worker. All its writes
+are conditional UPDATEs anyway, so two at once (a lease handed over) are harmless.
+
+Jobs whose lease expired go back to ``queued`` with attempt + 1 (or fail after max_attempts)
+and are published once, by the reaper that requeued them. A ``queued`` job whose message may
+have vanished (Redis restarted empty) is re-published only when all of these hold:
 
 - it has been queued and unpublished for ``settings.requeue_queued_after_seconds``;
 - no message for it is in the broker, waiting or taken by a worker
@@ -24,10 +27,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.jobs import lifecycle, retention
+from drtrain.jobs import history, lifecycle, retention
 from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job
-from drtrain.kit.broker_messages import job_ids_in_broker
+from drtrain.kit.broker_messages import missing_from_broker
 from drtrain.kit.db import make_sessionmaker, session_scope, unpooled_engine
+from drtrain.kit.election import ReaperLease
 from drtrain.kit.models import utcnow
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore, make_store, remove_after_commit
@@ -50,17 +54,17 @@ def _publish_all(ids: list[str], publish: Publisher) -> list[str]:
 
 def reap_once(settings: Settings, factory: sessionmaker[Session], *,
               queue: str = DEFAULT_QUEUE, publish: Publisher | None = None,
-              in_broker: Callable[[], set[str] | None] | None = None,
+              missing: Callable[[list[str]], set[str] | None] | None = None,
               suspects: set[str] | None = None,
               store: ObjectStore | None = None) -> dict[str, list[str]]:
     """One round; returns what it did (tests call it directly).
 
-    ``in_broker`` gives the ids of the jobs with a message in the broker (None: unknown).
+    ``missing`` tells which of the ids given have no message in the broker (None: unknown).
     ``suspects`` carries, from one round to the next, the stale queued jobs that had no
     message; a job is re-published only when it is in it already (None: at once). With a
     ``store``, ended jobs' leftover checkpoints are removed too."""
     publish = publish or (lambda job_id: publish_run_job(settings, job_id, queue=queue))
-    in_broker = in_broker or (lambda: job_ids_in_broker(settings, queue=queue))
+    missing_of = missing or (lambda ids: missing_from_broker(settings, queue=queue, wanted=ids))
     now = utcnow()
     with session_scope(factory) as s:
         requeued = lifecycle.requeue_expired(s, now)
@@ -71,21 +75,23 @@ def reap_once(settings: Settings, factory: sessionmaker[Session], *,
     with session_scope(factory) as s:
         # A job requeued (and published) above is never sent twice in the same round.
         stale = [j for j in lifecycle.stale_queued(s, older_than) if j not in requeued]
-    missing: list[str] = []
-    if stale:  # only then is the broker asked (reading a long queue is not free)
+    lost: list[str] = []
+    if stale:  # only then is the broker asked
         # The broker is read before SQL is read again: a message taken after this snapshot
         # belongs to a job that is claimed by then, or is only a suspect (not yet due).
-        present = in_broker()
+        absent = missing_of(stale)
         with session_scope(factory) as s:
             still = set(lifecycle.stale_queued(s, older_than))
-        missing = [j for j in stale if j in still and (present is None or j not in present)]
-    due = missing if suspects is None else [j for j in missing if j in suspects]
+        lost = [j for j in stale if j in still and (absent is None or j in absent)]
+    due = lost if suspects is None else [j for j in lost if j in suspects]
     if suspects is not None:
         suspects.clear()
-        suspects.update(j for j in missing if j not in due)
+        suspects.update(j for j in lost if j not in due)
     republished = _republish(factory, due, older_than, publish)
     if store is not None:
         _sweep_ended(factory, store)
+    with session_scope(factory) as s:
+        history.downsample_due(s, settings, now)
     if requeued or republished:
         log.info("reaper: requeued %s, re-published %s", requeued, republished)
     return {"requeued": requeued, "republished": republished}
@@ -129,13 +135,20 @@ class _Reaper:
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
         factory = make_sessionmaker(engine)
         store = make_store(self.settings)
+        # Three rounds' worth: a holder that missed one renewal keeps the lease; one that died
+        # hands it over within three rounds.
+        lease = ReaperLease(self.settings, self.queue, ttl_seconds=3 * self.interval)
         suspects: set[str] = set()
         while not self.stop.wait(self.interval):
+            if not lease.held():
+                suspects.clear()  # what a former holder suspected is stale by its next turn
+                continue
             try:
                 reap_once(self.settings, factory, queue=self.queue, suspects=suspects,
                           store=store)
             except Exception:  # noqa: BLE001 - a DB hiccup must not end the reaper for good
                 log.exception("reaper round failed")
+        lease.release()
         engine.dispose()
 
 

@@ -230,12 +230,14 @@ def requeue_expired(session: Session, now: datetime | None = None) -> list[str]:
     return requeued
 
 
-def stale_queued(session: Session, older_than: datetime) -> list[str]:
-    """Queued jobs last published (or created) before ``older_than``: their message may have
-    vanished with the broker, so they are re-published (claim() makes duplicates harmless)."""
+def stale_queued(session: Session, older_than: datetime, limit: int = 1000) -> list[str]:
+    """The oldest ``limit`` queued jobs last published (or created) before ``older_than``:
+    their message may have vanished with the broker, so they are re-published (claim() makes
+    duplicates harmless). Bounded, so that a round asks the broker about a bounded number of
+    jobs; the next ones are looked at once these have been re-published or claimed."""
     return list(session.execute(
         select(Job.id).where(Job.status == JobStatus.queued, _stale(older_than))
-        .order_by(Job.created_at)).scalars())
+        .order_by(Job.created_at).limit(limit)).scalars())
 
 
 def _stale(older_than: datetime):  # noqa: ANN202

@@ -5,12 +5,20 @@ from queue lengths (a message that a worker has taken but not yet claimed is not
 queue, yet it is not lost). Redis: the queue's lists (every priority) plus kombu's ``unacked``
 hash, where a message stays from the moment a worker takes it until it is acknowledged
 (late acks: after the task). Filesystem transport: the message files of the queue.
+
+On Redis the messages are read by a script inside Redis (``_FIND``), which sends back only
+job ids: the ids asked about that have no message, or every id found. A reaper asking about a
+backlog of thousands of waiting jobs moves a few bytes per job, not each whole message. The
+script reads a message's job id from its ``argsrepr`` header (``['<id>']``), which both
+publishers (``send_task`` and ``publish_run_jobs``) set, since Redis's Lua cannot decode
+the base64 body.
 """
 from __future__ import annotations
 
 import base64
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +51,68 @@ def job_id_of(message: dict[str, Any]) -> str | None:
         return None
 
 
-def _from_redis(url: str, queue: str) -> set[str]:
+# KEYS: the queue's lists, then the unacked hash. ARGV[1]: the queue, ARGV[2]: the task name,
+# ARGV[3]: "missing" (answer the ids of ARGV[4..] that have no message) or "all" (answer
+# every job id found). Lists are read in pages so a long queue never sits in one reply.
+_FIND = """
+local queue, task, mode = ARGV[1], ARGV[2], ARGV[3]
+local wanted, found, out = {}, {}, {}
+for i = 4, #ARGV do wanted[ARGV[i]] = true end
+local function note(message)
+  if type(message) ~= 'table' or type(message.headers) ~= 'table' then return end
+  local h = message.headers
+  if h.task ~= nil and h.task ~= cjson.null and h.task ~= task then return end
+  if type(h.argsrepr) ~= 'string' then return end
+  local id = string.match(h.argsrepr, [=[^%[['"](%x+)['"]%]$]=])
+  if id ~= nil and found[id] == nil then
+    found[id] = true
+    if mode == 'all' then out[#out + 1] = id end
+  end
+end
+local function decode(raw)
+  local ok, value = pcall(cjson.decode, raw)
+  if ok then return value end
+  return nil
+end
+for k = 1, #KEYS - 1 do
+  local start = 0
+  while true do
+    local page = redis.call('LRANGE', KEYS[k], start, start + 499)
+    for _, raw in ipairs(page) do note(decode(raw)) end
+    if #page < 500 then break end
+    start = start + 500
+  end
+end
+local cursor = '0'
+repeat
+  local reply = redis.call('HSCAN', KEYS[#KEYS], cursor, 'COUNT', 500)
+  cursor = reply[1]
+  for i = 2, #reply[2], 2 do
+    local payload = decode(reply[2][i])
+    if type(payload) == 'table' and (payload[3] == nil or payload[3] == cjson.null
+                                     or payload[3] == queue) then
+      note(payload[1])
+    end
+  end
+until cursor == '0'
+if mode == 'missing' then
+  for id, _ in pairs(wanted) do
+    if found[id] == nil then out[#out + 1] = id end
+  end
+end
+return out
+"""
+
+
+def _find_in_redis(url: str, queue: str, mode: str, wanted: Collection[str] = ()) -> set[str]:
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
     try:
-        raw: list[bytes | str] = []
-        for name in [queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)]:
-            raw += client.lrange(name, 0, -1)
-        found = {job_id_of(json.loads(item)) for item in raw}
-        for item in client.hvals(UNACKED_KEY):
-            payload = json.loads(item)
-            if isinstance(payload, list) and payload and isinstance(payload[0], dict):
-                if len(payload) < 3 or payload[2] in (queue, None):
-                    found.add(job_id_of(payload[0]))
+        keys = [queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS), UNACKED_KEY]
+        reply = client.register_script(_FIND)(keys=keys,
+                                              args=[queue, RUN_JOB_TASK, mode, *wanted])
     finally:
         client.close()
-    return {f for f in found if f is not None}
+    return {item.decode() if isinstance(item, bytes) else str(item) for item in reply}
 
 
 def _from_folder(folder: Path, queue: str) -> set[str]:
@@ -80,7 +135,24 @@ def job_ids_in_broker(settings: Settings, *, queue: str) -> set[str] | None:
             return _from_folder(settings.broker_folder / "queue", queue)
         url = settings.resolved_broker_url
         if url.startswith(("redis://", "rediss://")):
-            return _from_redis(url, queue)
+            return _find_in_redis(url, queue, "all")
+    except (OSError, ValueError, redis.RedisError) as exc:
+        log.warning("broker messages unavailable: %s", type(exc).__name__)
+    return None
+
+
+def missing_from_broker(settings: Settings, *, queue: str,
+                        wanted: Collection[str]) -> set[str] | None:
+    """Of the jobs ``wanted``, those with no message in ``queue`` (waiting or taken); None
+    when the broker cannot be asked. On Redis only those ids travel back."""
+    if not wanted:
+        return set()
+    try:
+        if is_filesystem(settings):
+            return set(wanted) - _from_folder(settings.broker_folder / "queue", queue)
+        url = settings.resolved_broker_url
+        if url.startswith(("redis://", "rediss://")):
+            return _find_in_redis(url, queue, "missing", wanted)
     except (OSError, ValueError, redis.RedisError) as exc:
         log.warning("broker messages unavailable: %s", type(exc).__name__)
     return None

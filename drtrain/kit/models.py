@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -190,6 +191,11 @@ class Job(Base):
         # A submit counts the tenant's active jobs under its lock: an index range, not a
         # walk over every job the tenant ever ran.
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
+        # The reaper finds ended jobs whose metric history is due for downsampling: only jobs
+        # not yet downsampled are in this index (the active ones and the recently ended).
+        Index("ix_jobs_history_due", "finished_at",
+              postgresql_where=text("metrics_downsampled_at IS NULL"),
+              sqlite_where=text("metrics_downsampled_at IS NULL")),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -226,6 +232,8 @@ class Job(Base):
     tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # What looked wrong at submit (tiny validation set, DR with one group, ...).
     warnings: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # When its metric curves were downsampled (drtrain/jobs/history.py); null until then.
+    metrics_downsampled_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
 
 
 class JobTag(Base):
@@ -264,6 +272,14 @@ class MetricPoint(Base):
 
 class Checkpoint(Base):
     __tablename__ = "checkpoints"
+    __table_args__ = (
+        # The reaper looks for ended jobs that still hold resumable checkpoints every round;
+        # only the few rows of running (or not yet swept) jobs are in this index, so the
+        # query stays small however long the history of final models grows.
+        Index("ix_checkpoints_resumable", "job_id",
+              postgresql_where=text("kind IN ('layer', 'epoch')"),
+              sqlite_where=text("kind IN ('layer', 'epoch')")),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(8))  # layer | epoch | final

@@ -116,6 +116,16 @@ class Settings(BaseSettings):
     # and only its final model once it has ended. See docs/reliability.md "Retention".
     keep_checkpoints: int = Field(2, ge=1, le=1000, description=(
         "Layer/epoch checkpoints a running job keeps (an ended job keeps only its model)."))
+    # History: once an ended job is this old, its metric curves are downsampled by the reaper
+    # (drtrain/jobs/history.py): every point of the last N epochs, at most M before them, with
+    # each curve's first, last, min and max kept. See docs/reliability.md "History".
+    metric_history_full_days: float = Field(7.0, ge=0, description=(
+        "Days after a job has ended before its metric curves are downsampled (0: at once)."))
+    metric_history_recent_epochs: int = Field(10, ge=1, le=100_000, description=(
+        "A downsampled curve keeps every point of its last this many epochs."))
+    metric_history_points_per_curve: int = Field(50, ge=4, le=100_000, description=(
+        "A downsampled curve keeps at most this many points before its last epochs (its "
+        "first, minimum and maximum among them)."))
     # A running job stores an epoch's state every N epochs or M seconds, whichever comes first
     # (0 s: epochs only; layer ends always), off the training thread through a queue of at
     # most this many events (worker/uploader.py). Metrics and progress are written every epoch.

@@ -26,7 +26,7 @@ def test_reaper_requeues_dead_workers_jobs_and_republishes_them(settings, factor
         lifecycle.claim(s, job_id, "dead", 30.0)
     _age(factory, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
     sent: list[str] = []
-    did = reap_once(settings, factory, publish=sent.append, in_broker=set)
+    did = reap_once(settings, factory, publish=sent.append, missing=set)
     assert job_id in did["requeued"] and job_id in sent
     job = get_job(factory, job_id)
     assert job.status == JobStatus.queued and job.attempt == 2 and job.published_at is not None
@@ -42,7 +42,7 @@ def test_a_requeued_job_is_published_once_in_its_round(settings, factory, make_j
         lifecycle.claim(s, job_id, "dead", 30.0)
     _age(factory, job_id, lease_expires_at=utcnow() - timedelta(seconds=1))
     sent: list[str] = []
-    did = reap_once(settings, factory, publish=sent.append, in_broker=set)
+    did = reap_once(settings, factory, publish=sent.append, missing=set)
     # (The database is shared by this module's tests: other jobs may be reaped too.)
     assert job_id in did["requeued"] and job_id not in did["republished"]
     assert sent.count(job_id) == 1
@@ -56,7 +56,7 @@ def test_a_message_in_the_broker_is_never_duplicated(settings, factory, make_job
     _age(factory, job_id, created_at=long_ago, published_at=long_ago)
     sent: list[str] = []
     for _ in range(3):
-        reap_once(settings, factory, publish=sent.append, in_broker=lambda: {job_id},
+        reap_once(settings, factory, publish=sent.append, missing=lambda ids: set(ids) - {job_id},
                   suspects=set())
     assert job_id not in sent
 
@@ -70,11 +70,11 @@ def test_a_lost_message_is_resent_after_two_rounds_without_it(settings, factory,
         _age(factory, job_id, created_at=long_ago, published_at=long_ago)
     suspects: set[str] = set()
     sent: list[str] = []
-    reap_once(settings, factory, publish=sent.append, in_broker=set, suspects=suspects)
+    reap_once(settings, factory, publish=sent.append, missing=set, suspects=suspects)
     assert not {taken, lost} & set(sent) and {taken, lost} <= suspects
     with session_scope(factory) as s:  # the worker that had taken it claims it now
         lifecycle.claim(s, taken, "w1", 30.0)
-    did = reap_once(settings, factory, publish=sent.append, in_broker=set, suspects=suspects)
+    did = reap_once(settings, factory, publish=sent.append, missing=set, suspects=suspects)
     assert lost in did["republished"] and sent.count(lost) == 1 and taken not in sent
     assert not {taken, lost} & suspects
 
@@ -99,17 +99,17 @@ def test_reaper_republishes_queued_jobs_whose_message_vanished(settings, factory
 
     sent: list[str] = []
     # The broker still holds its message: nothing is lost, nothing is re-sent.
-    reap_once(settings, factory, publish=sent.append, in_broker=lambda: {old, fresh})
+    reap_once(settings, factory, publish=sent.append, missing=lambda ids: set(ids) - {old, fresh})
     assert old not in sent
 
     # The broker is empty (Redis restarted) while jobs are queued: re-send the stale one only.
-    did = reap_once(settings, factory, publish=sent.append, in_broker=set)
+    did = reap_once(settings, factory, publish=sent.append, missing=set)
     assert old in did["republished"] and old in sent and fresh not in sent
     assert get_job(factory, old).published_at > long_ago
 
     # Re-sent once per interval, not on every round.
     sent.clear()
-    reap_once(settings, factory, publish=sent.append, in_broker=set)
+    reap_once(settings, factory, publish=sent.append, missing=set)
     assert old not in sent
 
 
@@ -121,7 +121,7 @@ def test_reaper_survives_a_broker_that_refuses(settings, factory, make_job):
     def down(_job_id):
         raise ConnectionError("broker down")
 
-    did = reap_once(settings, factory, publish=down, in_broker=lambda: None)
+    did = reap_once(settings, factory, publish=down, missing=lambda ids: None)
     assert did["republished"] == []
     assert get_job(factory, job_id).published_at is None  # so the next round tries again
 

@@ -62,7 +62,7 @@ def test_a_requeued_job_keeps_its_latest_checkpoints_and_resumes_from_the_newest
         _run(job_id, settings, factory, store, "doomed")
     monkeypatch.undo()
     _expire_and_reap(factory, job_id)
-    reap_once(settings, factory, publish=lambda _id: None, in_broker=set, store=store)
+    reap_once(settings, factory, publish=lambda _id: None, missing=set, store=store)
     kept = _rows(factory, job_id)
     assert get_job(factory, job_id).status == JobStatus.queued
     assert len(kept) == settings.keep_checkpoints == 2  # not purged: it will resume
@@ -87,6 +87,6 @@ def test_the_reaper_removes_checkpoints_of_jobs_that_ended_without_their_worker(
     # Cancelled while queued for its retry (what POST /cancel does): nothing will resume it.
     with session_scope(factory) as s:
         s.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.cancelled))
-    reap_once(settings, factory, publish=lambda _id: None, in_broker=set, store=store)
+    reap_once(settings, factory, publish=lambda _id: None, missing=set, store=store)
     assert _rows(factory, job_id) == []
     assert _objects(store, job_id) == set()
