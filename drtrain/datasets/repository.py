@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from drtrain.kit.models import ACTIVE_STATUSES, Dataset, DatasetStatus, Job
@@ -27,12 +27,15 @@ def list_datasets(session: Session, tenant_id: str) -> Sequence[Dataset]:
                            .order_by(Dataset.created_at.desc(), Dataset.id)).all()
 
 
-def dataset_in_active_use(session: Session, tenant_id: str, dataset_id: str) -> bool:
-    return bool(session.scalar(select(exists().where(
+def active_job_using(session: Session, tenant_id: str, dataset_id: str) -> tuple[str, str] | None:
+    """(id, status) of a queued or running job that reads the dataset, if any: the one that
+    blocks its deletion, named in the refusal."""
+    row = session.execute(select(Job.id, Job.status).where(
         Job.tenant_id == tenant_id,
         Job.status.in_([s.value for s in ACTIVE_STATUSES]),
         or_(Job.dataset_id == dataset_id, Job.test_dataset_id == dataset_id),
-    ))))
+    ).order_by(Job.created_at).limit(1)).first()
+    return None if row is None else (row[0], str(row[1]))
 
 
 def add_dataset(session: Session, row: Dataset) -> None:

@@ -46,8 +46,11 @@ def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset
     row = repo.get_dataset(session, tenant.id, dataset_id)
     if row is None:
         raise NotFound(f"dataset {dataset_id!r} not found")
-    if repo.dataset_in_active_use(session, tenant.id, dataset_id):
-        raise Conflict(f"dataset {dataset_id!r} is used by a queued or running job")
+    blocking = repo.active_job_using(session, tenant.id, dataset_id)
+    if blocking is not None:
+        job_id, status = blocking
+        raise Conflict(f"dataset {dataset_id!r} is used by job {job_id} ({status}); "
+                       "cancel it or wait until it ends")
     keys = [k for k in (row.object_key, row.labels_object_key) if k]
     if not repo.delete_dataset(session, tenant.id, dataset_id):
         raise NotFound(f"dataset {dataset_id!r} not found")

@@ -129,3 +129,10 @@ def test_checkpoint_download(client, db, store, auth_a, auth_b, model_job) -> No
     missing = client.get(f"/v1/jobs/{model_job.id}/checkpoints/nosuchid", headers=auth_a)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_checkpoint_list_says_the_servers_cadence(client, auth_a, model_job, settings) -> None:  # noqa: ANN001
+    """The web app says when checkpoints are written from this, not from a copy of the default."""
+    settings.checkpoint_every_epochs, settings.checkpoint_every_seconds = 7, 45.0
+    body = client.get(f"/v1/jobs/{model_job.id}/checkpoints", headers=auth_a).json()
+    assert body["cadence"] == {"every_epochs": 7, "every_seconds": 45.0}
