@@ -58,6 +58,17 @@ export interface Checkpoint {
   created_at: string;
 }
 
+/** How often a running job stores a resumable checkpoint (the server's settings). */
+export interface CheckpointCadence {
+  every_epochs: number;
+  every_seconds: number;
+}
+
+export interface CheckpointList {
+  items: Checkpoint[];
+  cadence: CheckpointCadence | null;
+}
+
 export interface Dataset {
   id: string;
   name: string;
