@@ -85,7 +85,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "cancelling (cancel it first). " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints"): (
         "List a job's checkpoints",
-        "Layer (pretraining), epoch and final checkpoints with their sha256 and size. " + _AUTH),
+        "Layer (pretraining), epoch and final checkpoints with their sha256 and size, and this "
+        "server's `cadence`: a running job stores one every `every_epochs` epochs or "
+        "`every_seconds` s, whichever comes first, and at each layer's end. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints/{checkpoint_id}"): (
         "Download a checkpoint",
         "One checkpoint's safetensors file, streamed with `Content-Length`, `ETag` (its sha256) "

@@ -35,7 +35,7 @@ export function setQuery(updates: Record<string, string | null | undefined>): vo
     if (v === null || v === undefined || v === "") query.delete(k);
     else query.set(k, v);
   }
-  const q = query.toString().replace(/%2C/g, ",");
+  const q = query.toString().replace(/%2C/g, ",").replace(/%2F/g, "/");
   const hash = `#/${path.map(encodeURIComponent).join("/")}${q ? `?${q}` : ""}`;
   if (hash === location.hash) return;
   history.replaceState(null, "", hash);
