@@ -23,6 +23,9 @@ interface Column {
   value: (j: Job) => unknown;
   cell: (j: Job) => JSX.Element | string;
   numeric?: boolean;
+  /** How a group row shows this column's mean ± std; a column without one (a spec field: a
+   * setting, not a result) shows the values its group holds. */
+  stat?: (v: number) => string;
 }
 
 type Names = Record<string, string>;
@@ -31,14 +34,15 @@ function builtinColumns(names: Names, now: number): Column[] {
   return [
     { key: "status", label: "Status", value: (j) => j.status,
       cell: (j) => <><StatusBadge status={j.status} />{j.status_reason && <div class="muted small reason" title={j.status_reason}>{j.status_reason}</div>}</> },
-    { key: "progress", label: "Progress", value: (j) => j.progress, numeric: true,
+    { key: "progress", label: "Progress", value: (j) => j.progress, numeric: true, stat: fmtPct,
       cell: (j) => <><Progress value={j.progress} /><div class="muted small">{phaseText(j)}</div></> },
     { key: "dataset", label: "Dataset", value: (j) => names[j.dataset_id] ?? j.dataset_id,
       cell: (j) => <span title={j.dataset_id}>{names[j.dataset_id] ?? j.dataset_id}</span> },
     { key: "model", label: "Model · DR", value: (j) => `${architecture(j.spec)} ${drShort(j.spec)}`,
       cell: (j) => <><span class="mono">{architecture(j.spec)}</span><div class="muted small">{drShort(j.spec)}</div></> },
-    { key: "accuracy", label: "Accuracy", value: (j) => finalAccuracy(j), numeric: true, cell: (j) => fmtPct(finalAccuracy(j)) },
-    { key: "duration", label: "Duration", value: (j) => jobDuration(j, now), numeric: true, cell: (j) => fmtDuration(jobDuration(j, now)) },
+    { key: "accuracy", label: "Accuracy", value: (j) => finalAccuracy(j), numeric: true, stat: fmtPct, cell: (j) => fmtPct(finalAccuracy(j)) },
+    { key: "duration", label: "Duration", value: (j) => jobDuration(j, now), numeric: true, stat: fmtDuration,
+      cell: (j) => fmtDuration(jobDuration(j, now)) },
     { key: "created", label: "Created", value: (j) => parseTime(j.created_at) ?? 0,
       cell: (j) => <span class="muted small" title={j.created_at}>{fmtAgo(j.created_at, now)}</span> },
   ];
@@ -61,6 +65,7 @@ const resultColumn = (key: string): Column => ({
   value: (j) => j.result?.[key],
   cell: (j) => (typeof j.result?.[key] === "number" ? finalShown(key, j.result[key])[1] : ""),
   numeric: true,
+  stat: (v) => finalShown(key, v)[1],
 });
 
 /** Every column a person can choose: the built-in ones, each spec field and each final metric
@@ -195,8 +200,13 @@ export function JobsPage() {
       <td />
       <td>{groupColumn!.label} = <span class="mono">{key}</span> <span class="muted small">({js.length} run{js.length === 1 ? "" : "s"})</span></td>
       {shownColumns.map((c) => {
-        const stats = c.numeric && c.key !== group ? meanStd(js.map(c.value)) : null;
-        return <td class="num" data-col={c.key}>{stats ? `${fmtNum(stats.mean)} ± ${fmtNum(stats.std, 2)}` : ""}</td>;
+        if (c.key === group || !c.numeric) return <td data-col={c.key} />;
+        if (!c.stat) {
+          const values = [...new Set(js.map((j) => show(c.value(j) ?? null)))];
+          return <td class="num muted" data-col={c.key}>{values.length <= 4 ? values.join(", ") : `${values.length} values`}</td>;
+        }
+        const stats = meanStd(js.map(c.value));
+        return <td class="num" data-col={c.key}>{stats ? `${c.stat(stats.mean)} ± ${c.stat(stats.std)}` : ""}</td>;
       })}
     </tr>
   );

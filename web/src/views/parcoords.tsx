@@ -47,7 +47,7 @@ export function ParallelCoords({ rows, paths, metric, higher }: { rows: SummaryR
     const s = score.at(r);
     if (s === null) return "var(--muted)";
     const good = higher ? s : 1 - s;
-    return `hsl(${220 - 180 * good}, 75%, ${38 + 14 * good}%)`;
+    return `hsl(${220 - 200 * good}, 70%, 45%)`;
   };
   return (
     <svg class="parcoords" id="sweep-parcoords" viewBox={`0 0 ${W} ${H}`} preserveAspectRatio="xMidYMid meet" role="img"
