@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
-from drtrain.jobs.spec import JobSpec, spec_to_dict
 from tests.web.server import TINY, Server
 from tests.web.test_app import legend_at_last_epoch, metric_points, open_app
 
@@ -155,6 +154,7 @@ def test_the_url_restores_a_compare_view(page: Page, server: Server, seeded: See
     # and the page writes what changes back into its URL
     page.select_option("#compare-metric", "pretrain/free_energy_gap/L0")
     expect(page).to_have_url(re.compile(r"m=pretrain/dr/L0,pretrain/free_energy_gap/L0"))
+    page.click(".picker summary")  # the picker is folded once two jobs are chosen
     page.fill("#compare-filter", "zzz")
     expect(page).to_have_url(re.compile(r"q=zzz"))
 
@@ -325,10 +325,14 @@ def test_the_untouched_form_submits_the_apis_defaults(page: Page, server: Server
     expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f]+$"))
     job_id = page.locator(".job-page").get_attribute("data-job-id")
     assert job_id
-    with server.client() as c:  # a default job trains for minutes: stop it
-        c.post(f"/v1/jobs/{job_id}/cancel")
     spec = server.job(job_id)["spec"]
-    assert spec == spec_to_dict(JobSpec(dataset_id=spec["dataset_id"]))
+    with server.client() as c:
+        # the API's own defaults: a spec that names only the dataset, as the server stores it
+        api = c.post("/v1/jobs", json={"dataset_id": spec["dataset_id"]}).json()
+        for jid in (job_id, api["id"]):  # a default job trains for minutes: stop both
+            c.post(f"/v1/jobs/{jid}/cancel")
+    assert spec == api["spec"]
+    assert spec["finetune"]["dr"] is None  # feature DR is off by default, and so in the form
 
 
 def test_a_cancelled_job_says_so_instead_of_waiting(page: Page, server: Server) -> None:
@@ -392,3 +396,21 @@ def test_sweep_marks_best_only_when_unique_and_draws_parallel_coordinates(page: 
     expect(page.locator("#sweep-summary tbody tr")).to_have_count(len(tied["summary"]))
     expect(page.locator('#sweep-summary tr[data-best="true"]')).to_have_count(0)
     expect(page.locator("#sweep-parcoords polyline")).to_have_count(len(tied["summary"]))
+
+
+def test_delete_a_sweep_deletes_its_jobs_after_confirming(page: Page, server: Server) -> None:
+    base = TINY | {"pretrain": None, "finetune": dict(TINY["finetune"], epochs=1)}
+    with server.client() as c:
+        r = c.post("/v1/sweeps", json={"base": base, "grid": {"seed": [0, 1]}})
+        assert r.status_code == 202, r.text
+    sweep = r.json()
+    for child in sweep["children"]:
+        server.wait(child["job_id"])
+    open_app(page, server, f"#/sweeps/{sweep['id']}")
+    page.click("#delete-sweep")
+    expect(page.locator("#delete-sweep-yes")).to_contain_text("delete")
+    page.click("#delete-sweep-yes")
+    expect(page).to_have_url(re.compile(r"#/sweeps$"))
+    with server.client() as c:
+        for child in sweep["children"]:
+            assert c.get(f"/v1/jobs/{child['job_id']}").status_code == 404
