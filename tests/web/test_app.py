@@ -144,6 +144,8 @@ def test_cancel_from_the_job_page(page: Page, server: Server, seeded: Seeded) ->
     badge = page.locator(".page-head .badge")
     expect(badge).to_have_text("cancelled", timeout=30_000)  # the event stream brings it
     assert server.job(job_id)["status"] == "cancelled"
+    # the notice follows the job: no "Cancel requested" left over once it has stopped
+    expect(page.locator("#job-notice")).to_have_text("Cancelled.")
     expect(page.locator("#cancel-job")).to_have_count(0)
 
 
