@@ -85,9 +85,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "cancelling (cancel it first). " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints"): (
         "List a job's checkpoints",
-        "Layer (pretraining), epoch and final checkpoints with their sha256 and size, and this "
-        "server's `cadence`: a running job stores one every `every_epochs` epochs or "
-        "`every_seconds` s, whichever comes first, and at each layer's end. " + _AUTH),
+        "Layer (pretraining), epoch and final checkpoints with their sha256 and size. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints/{checkpoint_id}"): (
         "Download a checkpoint",
         "One checkpoint's safetensors file, streamed with `Content-Length`, `ETag` (its sha256) "
@@ -128,6 +126,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "Get a sweep",
         "Its children with status and result, and a summary per grid point with seeds pooled "
         "(mean and standard deviation of every final metric). " + _AUTH),
+    ("GET", "/v1/settings"): (
+        "Settings a client shows",
+        "This server's checkpoint cadence: a running job stores a resumable checkpoint every "
+        "`checkpoint_every_epochs` epochs or `checkpoint_every_seconds` s, whichever comes "
+        "first, and at the end of each pretraining layer. " + _AUTH),
     ("GET", "/healthz"): ("Liveness", "200 while the API process is up; touches nothing else."),
     ("GET", "/readyz"): (
         "Readiness",

@@ -14,7 +14,6 @@ from api.reads import job_response
 from api.schemas.common import ResourceId, headers, problem_responses
 from api.schemas.jobs import (
     MAX_SEQ,
-    CheckpointCadence,
     CheckpointList,
     CheckpointOut,
     JobListQuery,
@@ -115,12 +114,9 @@ def delete_job(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList)
-def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep,
-                     settings: SettingsDep) -> CheckpointList:
-    cadence = CheckpointCadence(every_epochs=settings.checkpoint_every_epochs,
-                                every_seconds=settings.checkpoint_every_seconds)
+def list_checkpoints(job_id: ResourceId, tenant: TenantDep, session: SessionDep) -> CheckpointList:
     return CheckpointList(items=[CheckpointOut.model_validate(c) for c in
-                                 service.checkpoints(session, tenant.id, job_id)], cadence=cadence)
+                                 service.checkpoints(session, tenant.id, job_id)])
 
 
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}

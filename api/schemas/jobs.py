@@ -143,18 +143,9 @@ class CheckpointOut(BaseModel):
     created_at: datetime
 
 
-class CheckpointCadence(BaseModel):
-    """When a running job stores a resumable checkpoint: whichever bound comes first."""
-
-    every_epochs: int = Field(description="`DRTRAIN_CHECKPOINT_EVERY_EPOCHS`")
-    every_seconds: float = Field(description="`DRTRAIN_CHECKPOINT_EVERY_SECONDS` (0: epochs only)")
-
-
 class CheckpointList(BaseModel):
     items: list[CheckpointOut]
     next_page_token: str | None = None
-    cadence: CheckpointCadence | None = Field(
-        None, description="This server's checkpoint cadence, so a client need not assume one.")
 
 
 class PredictRequest(RequestModel):

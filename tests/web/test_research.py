@@ -354,9 +354,14 @@ def test_checkpoint_text_says_the_servers_cadence(page: Page, server: Server, re
 
     def cadence(route: Route) -> None:
         route.fulfill(status=200, content_type="application/json",
-                      body=json.dumps({"items": [], "cadence": {"every_epochs": 7, "every_seconds": 45}}))
+                      body=json.dumps({"checkpoint_every_epochs": 7, "checkpoint_every_seconds": 45}))
 
-    page.route(f"**/v1/jobs/{job['id']}/checkpoints", cadence)
+    def no_checkpoints(route: Route) -> None:
+        route.fulfill(status=200, content_type="application/json",
+                      body=json.dumps({"items": [], "next_page_token": None}))
+
+    page.route("**/v1/settings", cadence)  # as a server set up with other values answers
+    page.route(f"**/v1/jobs/{job['id']}/checkpoints", no_checkpoints)
     open_app(page, server, f"#/jobs/{job['id']}")
     expect(page.locator("#checkpoints-empty")).to_contain_text("every 7 epochs or 45 s")
 

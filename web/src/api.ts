@@ -1,6 +1,6 @@
 // The JSON API, as the app uses it: every call carries the key, every error arrives as
 // RFC 9457 problem+json and becomes an ApiError.
-import type { Checkpoint, CheckpointList, Dataset, Job, MetricPoint, Problem, Sweep } from "./types";
+import type { Checkpoint, Dataset, Job, MetricPoint, Problem, ServerSettings, Sweep } from "./types";
 
 const KEY = "drtrain-key";
 
@@ -113,10 +113,9 @@ export const getSweep = (id: string) => call<Sweep>(`/v1/sweeps/${encodeURICompo
 export const listDatasets = async () => itemsOf<Dataset>(await call("/v1/datasets"));
 export const deleteDataset = (id: string) => call<void>(`/v1/datasets/${encodeURIComponent(id)}`, { method: "DELETE" });
 export const deleteJob = (id: string) => call<void>(`/v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
-export async function listCheckpoints(id: string): Promise<CheckpointList> {
-  const body = await call<Partial<CheckpointList>>(`/v1/jobs/${encodeURIComponent(id)}/checkpoints`);
-  return { items: itemsOf<Checkpoint>(body), cadence: body.cadence ?? null };
-}
+export const listCheckpoints = async (id: string) =>
+  itemsOf<Checkpoint>(await call(`/v1/jobs/${encodeURIComponent(id)}/checkpoints`));
+export const getSettings = () => call<ServerSettings>("/v1/settings");
 
 /** Every metric point after `since`, following `next_since` until the server has no more. */
 export async function metricsSince(id: string, since = 0, signal?: AbortSignal): Promise<{ points: MetricPoint[]; next: number }> {

@@ -58,15 +58,10 @@ export interface Checkpoint {
   created_at: string;
 }
 
-/** How often a running job stores a resumable checkpoint (the server's settings). */
-export interface CheckpointCadence {
-  every_epochs: number;
-  every_seconds: number;
-}
-
-export interface CheckpointList {
-  items: Checkpoint[];
-  cadence: CheckpointCadence | null;
+/** GET /v1/settings: how often a running job stores a resumable checkpoint. */
+export interface ServerSettings {
+  checkpoint_every_epochs: number;
+  checkpoint_every_seconds: number;
 }
 
 export interface Dataset {

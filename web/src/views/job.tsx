@@ -1,6 +1,6 @@
 // One job: live charts from the event stream, spec, attempts, checkpoints and actions.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { ApiError, cancelJob, deleteJob, download, getJob, listCheckpoints, listDatasets, streamEvents } from "../api";
+import { ApiError, cancelJob, deleteJob, download, getJob, getSettings, listCheckpoints, listDatasets, streamEvents } from "../api";
 import { Chart } from "../chart";
 import { ChartControls, ChartViewContext, useChartView } from "../chartview";
 import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle, parseTime } from "../format";
@@ -8,7 +8,7 @@ import { finalShown, finetuneChart, gradientChart, gradientTitle, merge, PRETRAI
   xOf, yTitle } from "../metrics";
 import type { JobStatus, PretrainMetric } from "../names";
 import { navigate } from "../route";
-import type { Checkpoint, CheckpointCadence, Job, MetricPoint } from "../types";
+import type { Checkpoint, Job, MetricPoint, ServerSettings } from "../types";
 import { TERMINAL } from "../types";
 import { Confirm, ErrorBox, errorMessage, Progress, Section, StatusBadge, Tags } from "../ui";
 import { phaseText } from "./jobs";
@@ -93,10 +93,10 @@ export function emptyText(status: JobStatus): string {
 }
 
 /** When checkpoints are written, as this server is set up. */
-function cadenceText(c: CheckpointCadence | null): string {
+function cadenceText(c: ServerSettings | null): string {
   if (!c) return "a running job stores one from time to time, and one at the end of each pretraining layer.";
-  const epochs = c.every_epochs === 1 ? "every epoch" : `every ${c.every_epochs} epochs`;
-  const time = c.every_seconds > 0 ? ` or ${fmtNum(c.every_seconds)} s, whichever comes first,` : "";
+  const epochs = c.checkpoint_every_epochs === 1 ? "every epoch" : `every ${c.checkpoint_every_epochs} epochs`;
+  const time = c.checkpoint_every_seconds > 0 ? ` or ${fmtNum(c.checkpoint_every_seconds)} s, whichever comes first,` : "";
   return `a running job stores one ${epochs}${time} and at the end of each pretraining layer.`;
 }
 
@@ -147,7 +147,7 @@ export function JobPage({ id }: { id: string }) {
   const [cancelSent, setCancelSent] = useState(false);
   const [busy, setBusy] = useState("");
   const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
-  const [cadence, setCadence] = useState<CheckpointCadence | null>(null);
+  const [cadence, setCadence] = useState<ServerSettings | null>(null);
   const [allCheckpoints, setAllCheckpoints] = useState(false);
   const [datasetName, setDatasetName] = useState("");
   const { points, version, live, streamError } = useJobStream(id, (j) => setJob((prev) => laterOf(prev, j)));
@@ -159,6 +159,7 @@ export function JobPage({ id }: { id: string }) {
 
   useEffect(() => {
     getJob(id).then(showJob, setError);
+    getSettings().then(setCadence, () => {});
   }, [id]);
 
   useEffect(() => {
@@ -170,10 +171,7 @@ export function JobPage({ id }: { id: string }) {
   const moved = job ? `${job.status}/${job.phase}/${job.layer}/${job.epoch}/${job.attempt}` : "";
   useEffect(() => {
     if (!job) return;
-    listCheckpoints(id).then((list) => {
-      setCheckpoints(list.items);
-      setCadence(list.cadence);
-    }, () => {});
+    listCheckpoints(id).then(setCheckpoints, () => {});
   }, [moved]);
 
   const charts = useJobCharts(job, points, version, view.x);
