@@ -48,7 +48,8 @@ OPENAPI_TAGS = [
                                     "its model and checkpoints, predict."},
     {"name": "sweeps", "description": "Many jobs from one spec: a grid over spec fields, "
                                       "summarised per point with seeds pooled."},
-    {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
+    {"name": "operations", "description": "Liveness, readiness, Prometheus metrics and the "
+                                          "settings a client shows."},
 ]
 
 

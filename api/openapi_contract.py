@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from api.deps import get_tenant, upload_slot
 from api.schemas.common import HEADERS, Problem
 from api.schemas.jobs import JOB_RESULT_SCHEMA
+from drtrain.jobs.spec import JobSpec
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -100,6 +101,7 @@ def describe(doc: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     schemas.setdefault("Problem", Problem.model_json_schema(
         ref_template="#/components/schemas/{model}"))
     schemas.setdefault("JobResult", JOB_RESULT_SCHEMA)
+    _state_null_defaults(schemas)
     routes = _routes(app)
     for path, item in doc.get("paths", {}).items():
         for method, op in item.items():
@@ -114,6 +116,18 @@ def describe(doc: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return doc
+
+
+def _state_null_defaults(schemas: dict[str, Any]) -> None:
+    """FastAPI leaves out a field's ``"default": null``, which turns a section that is off by
+    default (feature DR) into one whose default is its model's defaults for a reader of the
+    document, such as the web app's form. Put back every default the JobSpec models state."""
+    own = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, model in [("JobSpec", own), *own.get("$defs", {}).items()]:
+        served = schemas.get(name, {}).get("properties", {})
+        for field, prop in model.get("properties", {}).items():
+            if "default" in prop and field in served:
+                served[field].setdefault("default", prop["default"])
 
 
 def install(app: FastAPI) -> None:

@@ -140,6 +140,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "Get a sweep",
         "Its children with status and result, and a summary per grid point with seeds pooled "
         "(mean and standard deviation of every final metric). " + _AUTH),
+    ("GET", "/v1/settings"): (
+        "Settings a client shows",
+        "This server's checkpoint cadence: a running job stores a resumable checkpoint every "
+        "`checkpoint_every_epochs` epochs or `checkpoint_every_seconds` s, whichever comes "
+        "first, and at the end of each pretraining layer. " + _AUTH),
     ("GET", "/healthz"): ("Liveness", "200 while the API process is up; touches nothing else."),
     ("GET", "/readyz"): (
         "Readiness",

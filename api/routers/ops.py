@@ -1,13 +1,15 @@
 """Operations: liveness, readiness and Prometheus metrics. No API key: these are scraped
-(``/metrics`` may need its own token, see ``api.ops_metrics.check_metrics_access``)."""
+(``/metrics`` may need its own token, see ``api.ops_metrics.check_metrics_access``). And the
+settings a client shows (``/v1/settings``), which does take a key like every ``/v1`` route."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
 
-from api.deps import SettingsDep
+from api.deps import SettingsDep, TenantDep
 from api.ops_metrics import check_metrics_access, render_metrics
 from api.problems import problem
 from api.readiness import broker_ping, storage_room
@@ -22,6 +24,20 @@ router = APIRouter(tags=["operations"])
 @router.get("/healthz", summary="The process is up")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+class ServerSettings(BaseModel):
+    """What a client shows of this server's configuration, so it need not assume a default."""
+
+    checkpoint_every_epochs: int = Field(description="`DRTRAIN_CHECKPOINT_EVERY_EPOCHS`")
+    checkpoint_every_seconds: float = Field(
+        description="`DRTRAIN_CHECKPOINT_EVERY_SECONDS` (0: epochs only)")
+
+
+@router.get("/v1/settings", response_model=ServerSettings)
+def server_settings(tenant: TenantDep, settings: SettingsDep) -> ServerSettings:
+    return ServerSettings(checkpoint_every_epochs=settings.checkpoint_every_epochs,
+                          checkpoint_every_seconds=settings.checkpoint_every_seconds)
 
 
 def _checks(request: Request, settings: SettingsDep) -> dict[str, str]:

@@ -27,13 +27,15 @@ def list_datasets(session: Session, tenant_id: str) -> Sequence[Dataset]:
                            .order_by(Dataset.created_at.desc(), Dataset.id)).all()
 
 
-def active_job_using(session: Session, tenant_id: str, dataset_id: str) -> str | None:
-    """The id of a queued or running job of the tenant that reads the dataset, if any."""
-    return session.scalar(select(Job.id).where(
+def active_job_using(session: Session, tenant_id: str, dataset_id: str) -> tuple[str, str] | None:
+    """(id, status) of a queued or running job that reads the dataset, if any: the one that
+    blocks its deletion, named in the refusal."""
+    row = session.execute(select(Job.id, Job.status).where(
         Job.tenant_id == tenant_id,
         Job.status.in_([s.value for s in ACTIVE_STATUSES]),
         or_(Job.dataset_id == dataset_id, Job.test_dataset_id == dataset_id),
-    ).order_by(Job.created_at, Job.id).limit(1))
+    ).order_by(Job.created_at).limit(1)).first()
+    return None if row is None else (row[0], str(row[1]))
 
 
 def existing_ids(session: Session, tenant_id: str, dataset_ids: set[str]) -> set[str]:

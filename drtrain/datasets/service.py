@@ -51,10 +51,11 @@ def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset
     row = repo.get_dataset(session, tenant.id, dataset_id)
     if row is None:
         raise NotFound(f"dataset {dataset_id!r} not found")
-    job_id = repo.active_job_using(session, tenant.id, dataset_id)
-    if job_id is not None:
-        raise Conflict(f"dataset {dataset_id!r} is used by job {job_id}, which is queued or "
-                       "running; cancel it or wait for it to finish, then delete the dataset")
+    blocking = repo.active_job_using(session, tenant.id, dataset_id)
+    if blocking is not None:
+        job_id, status = blocking
+        raise Conflict(f"dataset {dataset_id!r} is used by job {job_id} ({status}); "
+                       "cancel it or wait until it ends")
     keys = [k for k in (row.object_key, row.labels_object_key) if k]
     if not repo.delete_dataset(session, tenant.id, dataset_id):
         raise NotFound(f"dataset {dataset_id!r} not found")

@@ -311,7 +311,8 @@ def test_delete_refused_while_an_active_job_uses_it(client, auth_a, db, store, d
     db.flush()
     resp = client.delete(f"/v1/datasets/{ds['id']}", headers=auth_a)
     assert resp.status_code == 409
-    assert f"used by job {job.id}, which is queued or running" in resp.json()["detail"]
+    # the refusal names the job that blocks it, so a person knows what to cancel
+    assert f"used by job {job.id} ({status.value})" in resp.json()["detail"]
     assert store.exists(db.get(Dataset, ds["id"]).object_key)
 
     job.status = JobStatus.succeeded  # finished jobs no longer hold the dataset

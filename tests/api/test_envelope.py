@@ -8,16 +8,21 @@ from pydantic import BaseModel
 from tests.factories import World, seed_tenant, tenant_id
 
 
+# GET /v1 routes of one object that is not in a collection.
+SINGLETONS = {"/v1/settings"}
+
+
 def _list_routes(app) -> dict[str, type[BaseModel]]:  # noqa: ANN001
-    """GET /v1 routes that name a collection (the path does not end in an id) and answer a
-    JSON model (streams and downloads have none)."""
+    """GET /v1 routes that name a collection (the path does not end in an id, and is not a
+    singleton) and answer a JSON model (streams and downloads have none)."""
     found = {}
     for route in iter_route_contexts(app.routes):
         if not isinstance(route.original_route, APIRoute) or "GET" not in (route.methods or ()):
             continue
         model = route.original_route.response_model
         path = route.path or ""
-        if path.startswith("/v1/") and not path.endswith("}") and isinstance(model, type) \
+        if path.startswith("/v1/") and not path.endswith("}") and path not in SINGLETONS \
+                and isinstance(model, type) \
                 and issubclass(model, BaseModel):
             found[str(route.path)] = model
     return found

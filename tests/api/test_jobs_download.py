@@ -129,3 +129,11 @@ def test_checkpoint_download(client, db, store, auth_a, auth_b, model_job) -> No
     missing = client.get(f"/v1/jobs/{model_job.id}/checkpoints/nosuchid", headers=auth_a)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+def test_settings_say_the_servers_checkpoint_cadence(client, auth_a, settings) -> None:  # noqa: ANN001
+    """The web app says when checkpoints are written from this, not from a copy of the default."""
+    settings.checkpoint_every_epochs, settings.checkpoint_every_seconds = 7, 45.0
+    body = client.get("/v1/settings", headers=auth_a).json()
+    assert body == {"checkpoint_every_epochs": 7, "checkpoint_every_seconds": 45.0}
+    assert client.get("/v1/settings").status_code == 401

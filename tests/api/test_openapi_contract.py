@@ -11,6 +11,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from api.schemas.jobs import JOB_RESULT_SCHEMA
+from drtrain.jobs.spec import JobSpec
 from drtrain.kit.errors import PROBLEM_TYPES
 from drtrain.kit.models import JOB_STATUSES, PHASES
 from scripts import gen_api_docs
@@ -174,3 +175,15 @@ def test_known_405s_name_the_full_method_set(client, method: str, url: str,
     resp = client.request(method, url)
     assert resp.status_code == 405
     assert resp.headers["allow"] == allow
+
+
+def test_the_job_spec_states_every_default_its_models_have(doc) -> None:
+    """A null default is a default: feature DR is off unless asked for. A reader of the
+    document (the web app's form) that finds no default takes the section's own defaults."""
+    own = JobSpec.model_json_schema()
+    for name, model in [("JobSpec", own), *own["$defs"].items()]:
+        served = _component(doc, name)["properties"]
+        for field, prop in model["properties"].items():
+            if "default" in prop:
+                assert served[field].get("default", "missing") == prop["default"], (name, field)
+    assert _component(doc, "FinetuneSpec")["properties"]["dr"]["default"] is None

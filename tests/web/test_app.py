@@ -139,10 +139,13 @@ def test_cancel_from_the_job_page(page: Page, server: Server, seeded: Seeded) ->
 
     page.route(f"**/v1/jobs/{job_id}/cancel", reply_late)
     page.click("#cancel-job")
+    page.click("#cancel-job-yes")  # cancel asks first
     expect(page.locator("#job-notice")).to_contain_text("ancel", timeout=40_000)
     badge = page.locator(".page-head .badge")
     expect(badge).to_have_text("cancelled", timeout=30_000)  # the event stream brings it
     assert server.job(job_id)["status"] == "cancelled"
+    # the notice follows the job: no "Cancel requested" left over once it has stopped
+    expect(page.locator("#job-notice")).to_have_text("Cancelled.")
     expect(page.locator("#cancel-job")).to_have_count(0)
 
 
@@ -337,9 +340,16 @@ def test_sweep_page_shows_mean_std_best_point_and_plot(page: Page, server: Serve
     expect(summary).to_have_count(n_points)
     expect(summary.first).to_contain_text(f"{n_seeds} / {n_seeds}")
     expect(summary.first).to_contain_text("±")
+    # "best" marks one grid point, or none when the top mean is shared (a tie is common here:
+    # seeds pooled on 360 validation rows)
+    with server.client() as c:
+        means = [row["metrics"]["val_accuracy"]["mean"]
+                 for row in c.get(f"/v1/sweeps/{sweep_id}").json()["summary"]]
+    unique = means.count(max(means)) == 1
     best = page.locator('#sweep-summary tr[data-best="true"]')
-    expect(best).to_have_count(1)
-    expect(best).to_contain_text("★")
+    expect(best).to_have_count(1 if unique else 0)
+    if unique:
+        expect(best).to_contain_text("★")
     plot = page.locator('[data-testid="sweep-chart-finetune.dr.weight"]')
     expect(plot).to_have_attribute("data-points", str(3 * n_points))  # mean, mean ± std
     page.select_option("#sweep-metric", "val_loss")

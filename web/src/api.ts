@@ -1,17 +1,22 @@
-// The JSON API, as the app uses it: every call carries the key from session storage, every
-// error arrives as RFC 9457 problem+json and becomes an ApiError.
-import type { Checkpoint, Dataset, Job, MetricPoint, Problem, Sweep } from "./types";
+// The JSON API, as the app uses it: every call carries the key, every error arrives as
+// RFC 9457 problem+json and becomes an ApiError.
+import type { Checkpoint, Dataset, Job, MetricPoint, Problem, ServerSettings, Sweep } from "./types";
 
 const KEY = "drtrain-key";
 
+/** The key lives in this tab (sessionStorage) or, when the person chose "remember this key on
+ * this device", in localStorage too, so a shared link opened in a new tab needs no sign-in. */
 export function getKey(): string {
-  return sessionStorage.getItem(KEY) ?? "";
+  return sessionStorage.getItem(KEY) ?? localStorage.getItem(KEY) ?? "";
 }
-export function setKey(key: string): void {
+export function setKey(key: string, remember = false): void {
   sessionStorage.setItem(KEY, key);
+  if (remember) localStorage.setItem(KEY, key);
+  else localStorage.removeItem(KEY);
 }
 export function clearKey(): void {
   sessionStorage.removeItem(KEY);
+  localStorage.removeItem(KEY);
 }
 
 export class ApiError extends Error {
@@ -107,8 +112,10 @@ export const submitSweep = (body: unknown) => call<Sweep>("/v1/sweeps", { method
 export const getSweep = (id: string) => call<Sweep>(`/v1/sweeps/${encodeURIComponent(id)}`);
 export const listDatasets = async () => itemsOf<Dataset>(await call("/v1/datasets"));
 export const deleteDataset = (id: string) => call<void>(`/v1/datasets/${encodeURIComponent(id)}`, { method: "DELETE" });
+export const deleteJob = (id: string) => call<void>(`/v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
 export const listCheckpoints = async (id: string) =>
   itemsOf<Checkpoint>(await call(`/v1/jobs/${encodeURIComponent(id)}/checkpoints`));
+export const getSettings = () => call<ServerSettings>("/v1/settings");
 
 /** Every metric point after `since`, following `next_since` until the server has no more. */
 export async function metricsSince(id: string, since = 0, signal?: AbortSignal): Promise<{ points: MetricPoint[]; next: number }> {
@@ -184,15 +191,20 @@ export async function download(path: string, filename: string): Promise<number> 
   const blob = await resp.blob();
   const disposition = resp.headers.get("content-disposition") ?? "";
   const named = /filename="?([^";]+)"?/.exec(disposition);
+  saveBlob(blob, named ? named[1] : filename);
+  return blob.size;
+}
+
+/** Saves bytes made or fetched in the page as a file, through an object URL. */
+export function saveBlob(blob: Blob, filename: string): void {
   const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = url;
-  a.download = named ? named[1] : filename;
+  a.download = filename;
   document.body.append(a);
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  return blob.size;
 }
 
 /** A dataset answered 202 "validating": poll it until the server's check ends. A check that

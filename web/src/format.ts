@@ -144,3 +144,29 @@ export function show(v: unknown): string {
 export function higherIsBetter(name: string): boolean {
   return /accuracy|likelihood|divergence/.test(name);
 }
+
+/**
+ * The spec paths whose values differ among these specs, sorted. A section that is null in one
+ * spec (DR off) is one path, holding each whole section, rather than one per field inside it.
+ */
+export function differingPaths(specs: Spec[]): string[] {
+  const flat = specs.map((s) => flatten(s));
+  const paths = new Set(flat.flatMap((f) => Object.keys(f)));
+  const rows = [...paths].sort().filter((p) => new Set(flat.map((f) => JSON.stringify(f[p]))).size > 1);
+  const nulled = rows.filter((r) => flat.some((f) => f[r] === null) && rows.some((c) => c.startsWith(`${r}.`)));
+  return rows.filter((r) => !nulled.some((n) => r.startsWith(`${n}.`)));
+}
+
+const shortPath = (path: string) => path.replace(/^pretrain\./, "pre.").replace(/^finetune\./, "ft.");
+const shortValue = (v: unknown) => (v === null ? "off" : v && typeof v === "object" && !Array.isArray(v) ? "on" : show(v));
+
+/** What sets each job apart from the others: "ft.dr.weight=0.1, seed=1" (at most `limit` fields). */
+export function distinguishing(jobs: Pick<Job, "spec">[], limit = 3): (job: Pick<Job, "spec">) => string {
+  const paths = jobs.length > 1 ? differingPaths(jobs.map((j) => j.spec)).slice(0, limit) : [];
+  return (job) => paths.map((p) => `${shortPath(p)}=${shortValue(getPath(job.spec, p))}`).join(", ");
+}
+
+/** A run named so it can be told apart: its name, its distinguishing fields, its short id. */
+export function runLabel(job: Pick<Job, "id" | "name" | "spec">, fields: string): string {
+  return [job.name, fields, shortId(job.id)].filter(Boolean).join(" · ");
+}

@@ -4,6 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, call, clearKey, getKey, setKey, setUnauthorizedHandler, unauthorizedMessage } from "./api";
 import { navigate, useRoute } from "./route";
 import "./style.css";
+import { initTheme, toggleTheme, useTheme } from "./theme";
 import { ComparePage } from "./views/compare";
 import { DatasetsPage } from "./views/datasets";
 import { JobPage } from "./views/job";
@@ -13,6 +14,7 @@ import { SweepPage, SweepsPage } from "./views/sweeps";
 
 function SignIn({ message, onDone }: { message: string; onDone: () => void }) {
   const [key, setValue] = useState("");
+  const [remember, setRemember] = useState(false);
   const [error, setError] = useState(message);
   const [busy, setBusy] = useState(false);
   async function submit(e: Event) {
@@ -25,7 +27,7 @@ function SignIn({ message, onDone }: { message: string; onDone: () => void }) {
     setBusy(true);
     try {
       await call("/v1/jobs?page_size=1", { key: k });
-      setKey(k);
+      setKey(k, remember);
       onDone();
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) setError(unauthorizedMessage(err));
@@ -42,10 +44,13 @@ function SignIn({ message, onDone }: { message: string; onDone: () => void }) {
         <label for="api-key">API key</label>
         <input id="api-key" name="api-key" type="password" autocomplete="off" placeholder="drt_…" value={key}
           onInput={(e) => setValue((e.target as HTMLInputElement).value)} autofocus />
+        <label class="remember"><input type="checkbox" id="remember-key" checked={remember}
+          onChange={(e) => setRemember((e.target as HTMLInputElement).checked)} /> Remember this key on this device</label>
         <button type="submit" class="primary" disabled={busy}>{busy ? "Checking…" : "Sign in"}</button>
         {error && <p class="error" role="alert" id="signin-error">{error}</p>}
         <p class="muted small"><code>drtrain up</code> prints a key and writes it to its data folder (<code>api-key</code>).
-          The key stays in this tab only (session storage).</p>
+          The key stays in this tab only (session storage), unless you ask to remember it: then it stays in this
+          browser's local storage, so links shared with you open in any tab, until you sign out.</p>
       </form>
     </main>
   );
@@ -53,6 +58,14 @@ function SignIn({ message, onDone }: { message: string; onDone: () => void }) {
 
 function Logo() {
   return <img src={`${import.meta.env.BASE_URL}favicon.svg`} alt="" width={22} height={22} class="logo" />;
+}
+
+function ThemeToggle() {
+  const theme = useTheme();
+  return (
+    <button class="theme small" id="theme-toggle" title="Switch between light and dark (remembered on this device)"
+      onClick={toggleTheme}>{theme === "dark" ? "☀ Light" : "☾ Dark"}</button>
+  );
 }
 
 function App() {
@@ -73,7 +86,7 @@ function App() {
   const [section, id] = route.path;
   let page;
   if (section === "jobs" && id) page = <JobPage key={id} id={id} />;
-  else if (section === "compare") page = <ComparePage ids={(route.query.get("ids") ?? "").split(",").filter(Boolean)} />;
+  else if (section === "compare") page = <ComparePage />;
   else if (section === "sweeps" && id) page = <SweepPage key={id} id={id} />;
   else if (section === "sweeps") page = <SweepsPage />;
   else if (section === "datasets") page = <DatasetsPage />;
@@ -96,6 +109,7 @@ function App() {
         </nav>
         <span class="spacer" />
         <a href="/docs" class="muted small">API docs</a>
+        <ThemeToggle />
         <button class="link" onClick={() => { clearKey(); setSignedIn(false); navigate("#/jobs"); }}>Sign out</button>
       </header>
       <main class="page">{page}</main>
@@ -103,4 +117,5 @@ function App() {
   );
 }
 
+initTheme();
 render(<App />, document.getElementById("root")!);

@@ -1,7 +1,9 @@
 // Metric points (as the worker writes them; their names are in src/names.ts) turned into
 // chart data.
-import { color, type ChartData, type Series } from "./chart";
-import { GRAD_NORM, GRAD_NORM_DR, type FinetuneMetric, type PretrainMetric } from "./names";
+import { color, type ChartData, type CsvRow, type Series } from "./chart";
+import type { XAxis } from "./chartview";
+import { fmtBytes, fmtDuration, fmtNum, fmtPct, parseTime } from "./format";
+import { GRAD_NORM, GRAD_NORM_DR, type FinalMetric, type FinetuneMetric, type PretrainMetric } from "./names";
 import type { MetricPoint, Spec } from "./types";
 
 // A title for every pretraining metric (tsc refuses a missing one), in the charts' order.
@@ -33,17 +35,34 @@ interface Line {
   match: (p: MetricPoint) => boolean;
   dash?: boolean;
   color?: string;
+  /** The job the line's points belong to (compare), for the CSV. */
+  job?: string;
 }
 
-/** One x value per epoch seen in any line; each line's value at that epoch (last one wins). */
-export function byEpoch(points: MetricPoint[], lines: Line[]): ChartData {
+/** Where a point goes on the x axis. Points carry their epoch and the time they were written;
+ * the API records no step count, so there is no step axis. */
+export type XOf = (p: MetricPoint) => number;
+
+/** x for the page's axis: the epoch, or seconds since `startMs` (the job's start). */
+export function xOf(axis: XAxis, startMs: number | null): XOf {
+  if (axis === "epoch" || startMs === null) return (p) => p.epoch;
+  return (p) => ((parseTime(p.at) ?? startMs) - startMs) / 1000;
+}
+
+const epochOf: XOf = (p) => p.epoch;
+
+/** One x value per x seen in any line; each line's value there (last one wins). */
+export function byEpoch(points: MetricPoint[], lines: Line[], at: XOf = epochOf): ChartData {
   const xs = new Set<number>();
   const maps = lines.map(() => new Map<number, number>());
+  const rows: CsvRow[] = [];
   for (const p of points) {
     lines.forEach((line, i) => {
       if (line.match(p)) {
-        maps[i].set(p.epoch, p.value);
-        xs.add(p.epoch);
+        const x = at(p);
+        maps[i].set(x, p.value);
+        xs.add(x);
+        rows.push({ series: line.label, job: line.job, point: p });
       }
     });
   }
@@ -52,7 +71,7 @@ export function byEpoch(points: MetricPoint[], lines: Line[]): ChartData {
     label: line.label, dash: line.dash, color: line.color,
     values: x.map((e) => maps[i].get(e) ?? null),
   }));
-  return { x, series };
+  return { x, series, rows };
 }
 
 export function pretrainLayers(points: MetricPoint[], spec: Spec): number[] {
@@ -62,18 +81,18 @@ export function pretrainLayers(points: MetricPoint[], spec: Spec): number[] {
   return [...layers].sort((a, b) => a - b);
 }
 
-export function pretrainChart(points: MetricPoint[], layers: number[], name: PretrainMetric): ChartData {
+export function pretrainChart(points: MetricPoint[], layers: number[], name: PretrainMetric, at?: XOf): ChartData {
   return byEpoch(points, layers.map((l) => ({
     label: `layer ${l}`,
     match: (p: MetricPoint) => p.phase === "pretrain" && p.layer === l && p.name === name,
-  })));
+  })), at);
 }
 
-export function finetuneChart(points: MetricPoint[], names: [FinetuneMetric, string, boolean?][]): ChartData {
+export function finetuneChart(points: MetricPoint[], names: [FinetuneMetric, string, boolean?][], at?: XOf): ChartData {
   return byEpoch(points, names.map(([name, label, dash]) => ({
     label, dash,
     match: (p: MetricPoint) => p.phase === "finetune" && p.name === name,
-  })));
+  })), at);
 }
 
 
@@ -109,7 +128,7 @@ function featureDrOn(spec: Spec): boolean {
 
 /** The vanishing-gradient chart: one solid line per layer for the classification loss and,
  * when recorded, one dashed line per layer for the DR term in the same colour as its layer. */
-export function gradientChart(points: MetricPoint[], spec: Spec): ChartData {
+export function gradientChart(points: MetricPoint[], spec: Spec, at?: XOf): ChartData {
   const classification = gradNames(points, spec);
   const layerColour = new Map(classification.map((name, i) => [layerOf(name), color(i)]));
   const finetuneNamed = (name: string) => (p: MetricPoint) => p.phase === "finetune" && p.name === name;
@@ -119,7 +138,7 @@ export function gradientChart(points: MetricPoint[], spec: Spec): ChartData {
       label: `DR ${layerOf(name)}`, dash: true, match: finetuneNamed(name),
       color: layerColour.get(layerOf(name)) ?? color(classification.length + i),
     })),
-  ]);
+  ], at);
 }
 
 /** Says which loss each line's gradient comes from. Jobs trained before the DR term's norms
@@ -145,4 +164,42 @@ export function matchKey(key: string): (p: MetricPoint) => boolean {
 export function keyLabel(key: string): string {
   const [phase, name, layer] = key.split("/");
   return `${phase === "pretrain" ? "pretraining" : "fine-tuning"}: ${name}${layer ? ` (layer ${layer.slice(1)})` : ""}`;
+}
+
+/** The y axis title of a metric's chart, with its unit. */
+export function yTitle(name: string): string {
+  if (name.startsWith(GRAD_NORM) || name.startsWith(GRAD_NORM_DR)) return "L2 norm of the gradient";
+  if (name.endsWith("_loss")) return "cross-entropy (nats)";
+  if (name.endsWith("_accuracy")) return "accuracy (fraction)";
+  const titles: Record<string, string> = {
+    recon_error: "mean squared error",
+    free_energy_gap: "free energy (nats)",
+    pseudo_log_likelihood: "nats per example",
+    dr: "DR term (unitless)",
+    dr_pairs_per_batch: "pairs per mini-batch",
+    cross_group_divergence: "squared Hellinger",
+  };
+  return titles[name] ?? name;
+}
+
+type Shown = [label: string, format: (v: number) => string];
+const seconds = (v: number) => `${fmtDuration(v * 1000)} (${fmtNum(v, 3)} s)`;
+// A label and a unit for every final metric (tsc refuses a missing one) and the model's size.
+const FINAL_SHOWN: Record<FinalMetric | "model_size_bytes", Shown> = {
+  train_loss: ["Training loss (cross-entropy, nats)", fmtNum],
+  train_accuracy: ["Training accuracy", fmtPct],
+  val_loss: ["Validation loss (cross-entropy, nats)", fmtNum],
+  val_accuracy: ["Validation accuracy", fmtPct],
+  test_loss: ["Test loss (cross-entropy, nats)", fmtNum],
+  test_accuracy: ["Test accuracy", fmtPct],
+  epochs_pretrain: ["Pretraining epochs (all layers)", fmtNum],
+  epochs_finetune: ["Fine-tuning epochs", fmtNum],
+  wall_seconds: ["Wall time", seconds],
+  model_size_bytes: ["Model file size", fmtBytes],
+};
+
+/** A final metric as a person reads it: [label, value with its unit]. */
+export function finalShown(key: string, v: number): [string, string] {
+  const shown = (FINAL_SHOWN as Record<string, Shown | undefined>)[key];
+  return shown ? [shown[0], shown[1](v)] : [key, fmtNum(v)];
 }

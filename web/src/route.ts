@@ -26,6 +26,25 @@ export function navigate(hash: string): void {
   if (location.hash !== hash) location.hash = hash;
 }
 
+/** Changes some query parameters of the current route in place (no new history entry), so a
+ * view's state (columns, filters, chart settings) lives in its shareable URL. An empty
+ * value removes the parameter. */
+export function setQuery(updates: Record<string, string | null | undefined>): void {
+  const { path, query } = parseHash(location.hash);
+  for (const [k, v] of Object.entries(updates)) {
+    if (v === null || v === undefined || v === "") query.delete(k);
+    else query.set(k, v);
+  }
+  const q = query.toString().replace(/%2C/g, ",").replace(/%2F/g, "/");
+  const hash = `#/${path.map(encodeURIComponent).join("/")}${q ? `?${q}` : ""}`;
+  if (hash === location.hash) return;
+  history.replaceState(null, "", hash);
+  dispatchEvent(new HashChangeEvent("hashchange"));
+}
+
+/** A comma-separated list in the query ("ids=a,b"). */
+export const listParam = (query: URLSearchParams, key: string) => (query.get(key) ?? "").split(",").filter(Boolean);
+
 /** Calls fn now and every `ms` while mounted (and the tab is visible); fn gets an AbortSignal. */
 export function usePoll(fn: (signal: AbortSignal) => Promise<void> | void, ms: number, deps: unknown[]): void {
   useEffect(() => {

@@ -58,6 +58,12 @@ export interface Checkpoint {
   created_at: string;
 }
 
+/** GET /v1/settings: how often a running job stores a resumable checkpoint. */
+export interface ServerSettings {
+  checkpoint_every_epochs: number;
+  checkpoint_every_seconds: number;
+}
+
 export interface Dataset {
   id: string;
   name: string;

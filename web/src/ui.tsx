@@ -1,5 +1,6 @@
 // Small shared pieces of UI.
 import type { ComponentChildren } from "preact";
+import { useState } from "preact/hooks";
 import { ApiError } from "./api";
 
 export function StatusBadge({ status }: { status: string }) {
@@ -41,4 +42,21 @@ export function Section({ title, children, actions }: { title: string; children:
 export function errorMessage(err: unknown): string {
   if (err instanceof ApiError) return err.problem.detail || err.problem.title;
   return err instanceof Error ? err.message : String(err);
+}
+
+/** A button that asks before it acts (cancel, delete): the first click shows the question,
+ * "yes" acts, "no" goes back. */
+export function Confirm({ id, label, question, yes, disabled, onConfirm, small }: {
+  id: string; label: string; question: string; yes: string; disabled?: boolean; small?: boolean; onConfirm: () => void;
+}) {
+  const [asking, setAsking] = useState(false);
+  const size = small ? "small " : "";
+  if (!asking) return <button id={id} class={`${size}danger`} disabled={disabled} onClick={() => setAsking(true)}>{label}</button>;
+  return (
+    <span class="confirm" role="group" aria-label={question}>
+      <span class="small">{question}</span>
+      <button id={`${id}-yes`} class={`${size}danger`} disabled={disabled} onClick={() => { setAsking(false); onConfirm(); }}>{yes}</button>
+      <button id={`${id}-no`} class={`${size}`.trim()} onClick={() => setAsking(false)}>No</button>
+    </span>
+  );
 }

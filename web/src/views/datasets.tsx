@@ -11,7 +11,7 @@ export function DatasetsPage() {
   const [error, setError] = useState<unknown>(null);
   const [refresh, setRefresh] = useState(0);
   const [confirming, setConfirming] = useState("");
-  const [notice, setNotice] = useState("");
+  const [notice, setNotice] = useState<{ text: string; error?: boolean } | null>(null);
 
   usePoll(async () => {
     setItems(await listDatasets());
@@ -26,9 +26,10 @@ export function DatasetsPage() {
     setConfirming("");
     try {
       await deleteDataset(d.id);
-      setNotice(`Deleted ${d.name}.`);
+      setNotice({ text: `Deleted ${d.name}.` });
     } catch (err) {
-      setNotice(`Could not delete ${d.name}: ${errorMessage(err)}`);
+      // the server's problem detail names what blocks it (the job that reads the dataset)
+      setNotice({ text: `Could not delete ${d.name}: ${errorMessage(err)}`, error: true });
     }
     setRefresh((r) => r + 1);
   }
@@ -36,8 +37,8 @@ export function DatasetsPage() {
   return (
     <div>
       <div class="page-head"><h1>Datasets</h1></div>
-      <Upload onDone={(d) => { setNotice(`Uploaded ${d.name}: ${d.n_samples} samples, ${d.n_features} features, ${d.n_classes} classes.`); setRefresh((r) => r + 1); }} />
-      {notice && <p class="notice" role="status" id="datasets-notice">{notice}</p>}
+      <Upload onDone={(d) => { setNotice({ text: `Uploaded ${d.name}: ${d.n_samples} samples, ${d.n_features} features, ${d.n_classes} classes.` }); setRefresh((r) => r + 1); }} />
+      {notice && <p class={notice.error ? "error" : "ok"} role={notice.error ? "alert" : "status"} id="datasets-notice">{notice.text}</p>}
       <ErrorBox error={error} />
       <Section title="All datasets">
         <table id="datasets-table">

@@ -1,14 +1,16 @@
 // One job: live charts from the event stream, spec, attempts, checkpoints and actions.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { ApiError, cancelJob, download, getJob, listCheckpoints, streamEvents } from "../api";
+import { ApiError, cancelJob, deleteJob, download, getJob, getSettings, listCheckpoints, listDatasets, streamEvents } from "../api";
 import { Chart } from "../chart";
-import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle } from "../format";
-import { finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers } from "../metrics";
-import type { PretrainMetric } from "../names";
+import { ChartControls, ChartViewContext, useChartView } from "../chartview";
+import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle, parseTime } from "../format";
+import { finalShown, finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers,
+  xOf, yTitle } from "../metrics";
+import type { JobStatus, PretrainMetric } from "../names";
 import { navigate } from "../route";
-import type { Checkpoint, Job, MetricPoint } from "../types";
+import type { Checkpoint, Job, MetricPoint, ServerSettings } from "../types";
 import { TERMINAL } from "../types";
-import { ErrorBox, errorMessage, Progress, Section, StatusBadge, Tags } from "../ui";
+import { Confirm, ErrorBox, errorMessage, Progress, Section, StatusBadge, Tags } from "../ui";
 import { phaseText } from "./jobs";
 import { JobLogs } from "./logs";
 import { SystemCharts } from "./system";
@@ -81,32 +83,42 @@ function laterOf(prev: Job | null, next: Job): Job {
   return prev && TERMINAL.has(prev.status) && !TERMINAL.has(next.status) ? prev : next;
 }
 
-export function JobPage({ id }: { id: string }) {
-  const [job, setJob] = useState<Job | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  const [notice, setNotice] = useState("");
-  const [busy, setBusy] = useState("");
-  const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
-  const [allCheckpoints, setAllCheckpoints] = useState(false);
-  const { points, version, live, streamError } = useJobStream(id, (j) => setJob((prev) => laterOf(prev, j)));
+/** What a chart without points says, by the job's status. */
+export function emptyText(status: JobStatus): string {
+  switch (status) {
+    case "queued": return "queued: training has not started";
+    case "cancelled": return "cancelled before this chart's first point";
+    case "failed": return "failed before this chart's first point (see the status reason)";
+    case "succeeded": return "no points were recorded";
+    default: return "waiting for the first epoch…";
+  }
+}
 
-  // Answers arrive in any order (the event stream, the first GET, a cancel's reply): a job
-  // already seen in a terminal status never goes back to an earlier one.
-  const showJob = (next: Job) => setJob((prev) => laterOf(prev, next));
+/** When checkpoints are written, as this server is set up. */
+function cadenceText(c: ServerSettings | null): string {
+  if (!c) return "a running job stores one from time to time, and one at the end of each pretraining layer.";
+  const epochs = c.checkpoint_every_epochs === 1 ? "every epoch" : `every ${c.checkpoint_every_epochs} epochs`;
+  const time = c.checkpoint_every_seconds > 0 ? ` or ${fmtNum(c.checkpoint_every_seconds)} s, whichever comes first,` : "";
+  return `a running job stores one ${epochs}${time} and at the end of each pretraining layer.`;
+}
 
-  useEffect(() => {
-    getJob(id).then(showJob, setError);
-  }, [id]);
+/** What a cancel the person asked for has come to, from the job's status now (never stale). */
+function cancelNotice(job: Job): string {
+  if (job.status === "cancelled") return "Cancelled.";
+  if (TERMINAL.has(job.status)) return `The job ${job.status} before the cancel took effect.`;
+  return "Cancel requested: the job stops within one batch.";
+}
 
-  // Checkpoints appear at each epoch and layer: refresh when the job moves.
-  const moved = job ? `${job.status}/${job.phase}/${job.layer}/${job.epoch}/${job.attempt}` : "";
-  useEffect(() => {
-    if (!job) return;
-    listCheckpoints(id).then(setCheckpoints, () => {});
-  }, [moved]);
+interface Notice {
+  text: string;
+  error?: boolean;
+}
 
+function useJobCharts(job: Job | null, points: MetricPoint[], version: number, axis: "epoch" | "wall") {
   const spec = job?.spec ?? {};
-  const charts = useMemo(() => {
+  const start = parseTime(job?.started_at) ?? (points.length ? parseTime(points[0].at) : null);
+  return useMemo(() => {
+    const at = xOf(axis, start);
     const layers = pretrainLayers(points, spec);
     const present = new Set(points.filter((p) => p.phase === "pretrain").map((p) => p.name));
     const expected = new Set<PretrainMetric>(["recon_error", "dr", "cross_group_divergence"]);
@@ -115,43 +127,87 @@ export function JobPage({ id }: { id: string }) {
     // would otherwise show an empty chart for ever
     const pre = spec.pretrain
       ? PRETRAIN_CHARTS.filter(([name]) => present.has(name) || expected.has(name))
-        .map(([name, title]) => ({ name, title, data: pretrainChart(points, layers, name) }))
+        .map(([name, title]) => ({ name, title, yLabel: yTitle(name), log: false, data: pretrainChart(points, layers, name, at) }))
       : [];
     const ft = spec.finetune ? [
-      { name: "loss", title: "Loss", log: false, data: finetuneChart(points, [["train_loss", "train"], ["val_loss", "validation", true]]) },
-      { name: "accuracy", title: "Accuracy", log: false, data: finetuneChart(points, [["train_accuracy", "train"], ["val_accuracy", "validation", true]]) },
+      { name: "loss", title: "Loss", yLabel: yTitle("train_loss"), log: false,
+        data: finetuneChart(points, [["train_loss", "train"], ["val_loss", "validation", true]], at) },
+      { name: "accuracy", title: "Accuracy", yLabel: yTitle("train_accuracy"), log: false,
+        data: finetuneChart(points, [["train_accuracy", "train"], ["val_accuracy", "validation", true]], at) },
       ...(spec.finetune.dr || points.some((p) => p.phase === "finetune" && p.name === "dr")
-        ? [{ name: "dr", title: "DR value (discriminative)", log: false, data: finetuneChart(points, [["dr", "DR"]]) }] : []),
-      { name: "grad_norm", title: gradientTitle(points, spec), log: true, data: gradientChart(points, spec) },
+        ? [{ name: "dr", title: "DR value (discriminative)", yLabel: yTitle("dr"), log: false, data: finetuneChart(points, [["dr", "DR"]], at) }] : []),
+      { name: "grad_norm", title: gradientTitle(points, spec), yLabel: yTitle("grad_norm.layer0"), log: true, data: gradientChart(points, spec, at) },
     ] : [];
     return { pre, ft };
-  }, [version, job?.spec]);
+  }, [version, job?.spec, axis, start]);
+}
+
+export function JobPage({ id }: { id: string }) {
+  const [job, setJob] = useState<Job | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [notice, setNotice] = useState<Notice | null>(null);
+  const [cancelSent, setCancelSent] = useState(false);
+  const [busy, setBusy] = useState("");
+  const [checkpoints, setCheckpoints] = useState<Checkpoint[]>([]);
+  const [cadence, setCadence] = useState<ServerSettings | null>(null);
+  const [allCheckpoints, setAllCheckpoints] = useState(false);
+  const [datasetName, setDatasetName] = useState("");
+  const { points, version, live, streamError } = useJobStream(id, (j) => setJob((prev) => laterOf(prev, j)));
+  const view = useChartView();
+
+  // Answers arrive in any order (the event stream, the first GET, a cancel's reply): a job
+  // already seen in a terminal status never goes back to an earlier one.
+  const showJob = (next: Job) => setJob((prev) => laterOf(prev, next));
+
+  useEffect(() => {
+    getJob(id).then(showJob, setError);
+    getSettings().then(setCadence, () => {});
+  }, [id]);
+
+  useEffect(() => {
+    if (!job?.dataset_id) return;
+    listDatasets().then((ds) => setDatasetName(ds.find((d) => d.id === job.dataset_id)?.name ?? ""), () => {});
+  }, [job?.dataset_id]);
+
+  // Checkpoints appear at each epoch and layer: refresh when the job moves.
+  const moved = job ? `${job.status}/${job.phase}/${job.layer}/${job.epoch}/${job.attempt}` : "";
+  useEffect(() => {
+    if (!job) return;
+    listCheckpoints(id).then(setCheckpoints, () => {});
+  }, [moved]);
+
+  const charts = useJobCharts(job, points, version, view.x);
 
   if (error) {
     return <div><p><a href="#/jobs">← Jobs</a></p><ErrorBox error={error} /></div>;
   }
   if (!job) return <p class="muted">Loading job…</p>;
 
+  const spec = job.spec ?? {};
   const active = !TERMINAL.has(job.status);
   const canCancel = job.status === "queued" || job.status === "running";
   const result = job.result ?? {};
+  const empty = emptyText(job.status);
 
   async function act(label: string, fn: () => Promise<string | void>) {
     setBusy(label);
-    setNotice("");
+    setNotice(null);
     try {
       const msg = await fn();
-      if (msg) setNotice(msg);
+      if (msg) setNotice({ text: msg });
     } catch (err) {
-      setNotice(`${label} failed: ${errorMessage(err)}`);
+      setNotice({ text: `${label} failed: ${errorMessage(err)}`, error: true });
     } finally {
       setBusy("");
     }
   }
   const cancel = () => act("Cancel", async () => {
-    const j = await cancelJob(job.id);
-    showJob(j);
-    return j.status === "cancelled" ? "Cancelled." : "Cancel requested: the job stops within one batch.";
+    showJob(await cancelJob(job.id));
+    setCancelSent(true);
+  });
+  const remove = () => act("Delete", async () => {
+    await deleteJob(job.id);
+    navigate("#/jobs");
   });
   const downloadModel = () => act("Download", async () => {
     const size = await download(`/v1/jobs/${job.id}/model`, `${job.id}.safetensors`);
@@ -162,6 +218,7 @@ export function JobPage({ id }: { id: string }) {
     const size = await download(`/v1/jobs/${job.id}/checkpoints/${ck.id}`, name);
     return `Downloaded checkpoint ${name} (${fmtBytes(size)}).`;
   });
+  const shownNotice: Notice | null = notice ?? (cancelSent ? { text: cancelNotice(job) } : null);
 
   return (
     <div class="job-page" data-job-id={job.id}>
@@ -171,18 +228,26 @@ export function JobPage({ id }: { id: string }) {
         <StatusBadge status={job.status} />
         <Tags tags={job.tags} />
         <span class="spacer" />
-        {canCancel && <button id="cancel-job" class="danger" disabled={!!busy || job.cancel_requested} onClick={cancel}>Cancel</button>}
+        {canCancel && (
+          <Confirm id="cancel-job" label="Cancel" question="Cancel this job? Training stops within one batch."
+            yes="Yes, cancel it" disabled={!!busy || !!job.cancel_requested} onConfirm={cancel} />
+        )}
         {job.status === "succeeded" && <button id="download-model" class="primary" disabled={!!busy} onClick={downloadModel}>Download model</button>}
         <button id="resubmit" onClick={() => navigate(`#/submit?from=${job.id}`)}>Re-submit with changes</button>
         <a class="button" href={`#/compare?ids=${job.id}`}>Compare…</a>
+        {!active && (
+          <Confirm id="delete-job" label="Delete" question="Delete this job, its metrics and its model? This cannot be undone."
+            yes="Yes, delete it" disabled={!!busy} onConfirm={remove} />
+        )}
       </div>
-      {notice && <p class="notice" role="status" id="job-notice">{notice}</p>}
+      {shownNotice && <p class={shownNotice.error ? "error" : "notice"} role="status" id="job-notice">{shownNotice.text}</p>}
       {(job.warnings?.length ?? 0) > 0 && (
         <div class="warnings" id="job-warnings">{job.warnings!.map((w) => <p>⚠ {w}</p>)}</div>
       )}
       <div class="summary card">
         <div><span class="label">Progress</span><Progress value={job.progress} /> <span class="muted small">{phaseText(job)}</span></div>
-        <div><span class="label">Dataset</span><span class="mono">{job.dataset_id}</span></div>
+        <div><span class="label">Dataset</span><span id="job-dataset" title={job.dataset_id}>{datasetName || job.dataset_id}</span>
+          {datasetName && datasetName !== job.dataset_id && <span class="muted small mono"> {job.dataset_id}</span>}</div>
         <div><span class="label">Model</span><span class="mono">{architecture(spec)}</span> · {drShort(spec)}</div>
         <div><span class="label">Attempt</span>{job.attempt} of {job.max_attempts}</div>
         <div><span class="label">Duration</span>{fmtDuration(jobDuration(job))}</div>
@@ -193,35 +258,28 @@ export function JobPage({ id }: { id: string }) {
       </div>
       {streamError ? <ErrorBox error={streamError} /> : null}
 
-      {charts.pre.length > 0 && (
-        <Section title="Pretraining (per layer)">
-          <div class="charts">
-            {charts.pre.map((c) => <Chart key={c.name} testid={`chart-pretrain-${c.name}`} title={c.title} data={c.data} />)}
-          </div>
-        </Section>
-      )}
-      {charts.ft.length > 0 && (
-        <Section title="Fine-tuning">
-          <div class="charts">
-            {charts.ft.map((c) => <Chart key={c.name} testid={`chart-finetune-${c.name}`} title={c.title} data={c.data} log={c.log} />)}
-          </div>
-        </Section>
-      )}
+      <ChartViewContext.Provider value={view}>
+        {(charts.pre.length > 0 || charts.ft.length > 0) && <ChartControls view={view} />}
+        {charts.pre.length > 0 && (
+          <Section title="Pretraining (per layer)">
+            <div class="charts">
+              {charts.pre.map((c) => <Chart key={c.name} testid={`chart-pretrain-${c.name}`} title={c.title} yLabel={c.yLabel} data={c.data} empty={empty} />)}
+            </div>
+          </Section>
+        )}
+        {charts.ft.length > 0 && (
+          <Section title="Fine-tuning">
+            <div class="charts">
+              {charts.ft.map((c) => <Chart key={c.name} testid={`chart-finetune-${c.name}`} title={c.title} yLabel={c.yLabel} data={c.data} log={c.log} empty={empty} />)}
+            </div>
+          </Section>
+        )}
+      </ChartViewContext.Provider>
 
       <SystemCharts points={points} version={version} />
       <JobLogs job={job} />
 
-      {Object.keys(result).length > 0 && (
-        <Section title="Final metrics">
-          <table class="kv" id="final-metrics">
-            <tbody>
-              {Object.entries(result).filter(([, v]) => typeof v === "number").map(([k, v]) => (
-                <tr><th>{k}</th><td class="num">{fmtNum(v)}</td></tr>
-              ))}
-            </tbody>
-          </table>
-        </Section>
-      )}
+      <FinalMetrics result={result} />
 
       <Section title={`Checkpoints (${checkpoints.length})`}>
         {checkpoints.length ? (
@@ -237,7 +295,7 @@ export function JobPage({ id }: { id: string }) {
               ))}
             </tbody>
           </table>
-        ) : <p class="muted">None yet: one is written after every epoch and layer.</p>}
+        ) : <p class="muted" id="checkpoints-empty">None{active ? " yet" : ""}: {cadenceText(cadence)}</p>}
         {!allCheckpoints && shownCheckpoints(checkpoints, false).length < checkpoints.length && (
           <button class="small" onClick={() => setAllCheckpoints(true)}>Show all {checkpoints.length}</button>
         )}
@@ -247,6 +305,24 @@ export function JobPage({ id }: { id: string }) {
         <pre class="spec" id="job-spec">{JSON.stringify(spec, null, 2)}</pre>
       </Section>
     </div>
+  );
+}
+
+/** The result's numbers with readable labels and units; the key stays beside each label. */
+function FinalMetrics({ result }: { result: Record<string, unknown> }) {
+  const rows = Object.entries(result).filter((e): e is [string, number] => typeof e[1] === "number");
+  if (!rows.length) return null;
+  return (
+    <Section title="Final metrics">
+      <table class="kv" id="final-metrics">
+        <tbody>
+          {rows.map(([k, v]) => {
+            const [label, value] = finalShown(k, v);
+            return <tr data-key={k}><th>{label} <span class="muted small mono">{k}</span></th><td class="num">{value}</td></tr>;
+          })}
+        </tbody>
+      </table>
+    </Section>
   );
 }
 

@@ -1,13 +1,16 @@
 // Sweeps: the list (found through the jobs' sweep_id) and one sweep's grid summary.
-import { useMemo, useState } from "preact/hooks";
-import { getSweep, listJobs } from "../api";
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { deleteJob, getSweep, listDatasets, listJobs } from "../api";
 import { Chart, type ChartData } from "../chart";
+import { ChartControls, ChartViewContext, useChartView } from "../chartview";
 import { architecture, drShort, fmtAgo, fmtNum, fmtTime, higherIsBetter, parseTime, shortId, show } from "../format";
+import { yTitle } from "../metrics";
 import type { FinalMetric } from "../names";
 import { navigate, usePoll } from "../route";
 import type { Job, SummaryRow, Sweep } from "../types";
 import { TERMINAL } from "../types";
-import { ErrorBox, Section, StatusBadge } from "../ui";
+import { Confirm, ErrorBox, errorMessage, Section, StatusBadge } from "../ui";
+import { ParallelCoords } from "./parcoords";
 
 // Shown beside the chosen metric in the summary table, when the sweep has them.
 const SIDE_METRICS: FinalMetric[] = ["val_accuracy", "val_loss", "test_accuracy", "train_accuracy"];
@@ -85,6 +88,9 @@ export function SweepPage({ id }: { id: string }) {
   const [sweep, setSweep] = useState<Sweep | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [metric, setMetric] = useState("");
+  const [datasetName, setDatasetName] = useState("");
+  const [deleteError, setDeleteError] = useState("");
+  const view = useChartView();
 
   usePoll(async () => {
     if (sweep && sweep.children.every((c) => TERMINAL.has(c.status))) return;
@@ -105,19 +111,29 @@ export function SweepPage({ id }: { id: string }) {
     return [...ps];
   }, [sweep]);
 
+  useEffect(() => {
+    const id = sweep?.base.dataset_id;
+    if (id) listDatasets().then((ds) => setDatasetName(ds.find((d) => d.id === id)?.name ?? ""), () => {});
+  }, [sweep?.base.dataset_id]);
+
   if (error) return <div><p><a href="#/sweeps">← Sweeps</a></p><ErrorBox error={error} /></div>;
   if (!sweep) return <p class="muted">Loading sweep…</p>;
 
   const up = higherIsBetter(chosen);
-  let best: SummaryRow | null = null;
-  for (const row of sweep.summary) {
-    const m = row.metrics[chosen];
-    if (!m) continue;
-    const b = best?.metrics[chosen];
-    if (!b || (up ? m.mean > b.mean : m.mean < b.mean)) best = row;
-  }
+  const best = bestRow(sweep.summary, chosen, up);
   const others = SIDE_METRICS.filter((m) => m !== chosen && metrics.includes(m));
   const done = sweep.children.filter((c) => TERMINAL.has(c.status)).length;
+  const active = sweep.children.filter((c) => !TERMINAL.has(c.status));
+  // There is no sweep resource to delete: deleting a sweep deletes its jobs, one by one.
+  const removeAll = async () => {
+    setDeleteError("");
+    try {
+      for (const c of sweep.children) await deleteJob(c.job_id);
+      navigate("#/sweeps");
+    } catch (err) {
+      setDeleteError(`Could not delete every job of the sweep: ${errorMessage(err)}`);
+    }
+  };
 
   return (
     <div data-sweep-id={sweep.id}>
@@ -127,9 +143,17 @@ export function SweepPage({ id }: { id: string }) {
         <span class="muted">{done} of {sweep.children.length} jobs finished · created {fmtTime(sweep.created_at)}</span>
         <span class="spacer" />
         <a class="button" href={`#/compare?ids=${sweep.children.map((c) => c.job_id).join(",")}`}>Compare its jobs</a>
+        {active.length ? (
+          <span class="muted small" id="delete-sweep-blocked">Delete: {active.length} job{active.length === 1 ? " is" : "s are"} still active</span>
+        ) : (
+          <Confirm id="delete-sweep" label="Delete" yes="Yes, delete them"
+            question={`Delete this sweep's ${sweep.children.length} jobs, their metrics and models? This cannot be undone.`} onConfirm={removeAll} />
+        )}
       </div>
+      {deleteError && <p class="error" role="alert" id="sweep-delete-error">{deleteError}</p>}
       <div class="summary card">
-        <div><span class="label">Base</span><span class="mono">{architecture(sweep.base)}</span> · {drShort(sweep.base)} · {sweep.base.dataset_id}</div>
+        <div><span class="label">Base</span><span class="mono">{architecture(sweep.base)}</span> · {drShort(sweep.base)} ·{" "}
+          <span title={sweep.base.dataset_id}>{datasetName || sweep.base.dataset_id}</span></div>
         {Object.entries(sweep.grid).map(([k, v]) => <div><span class="label mono">{k}</span>{v.map((x) => show(x)).join(", ")}</div>)}
       </div>
       <Section title="Grid summary (seeds pooled: mean ± std)" actions={
@@ -161,14 +185,23 @@ export function SweepPage({ id }: { id: string }) {
           </tbody>
         </table>
       </Section>
-      <Section title={`${chosen} against each swept value`}>
-        <div class="charts">
-          {paths.map((p) => {
-            const { data, labels, mark } = sweepChart(sweep.summary, p, chosen, best);
-            return <Chart key={`${p}/${chosen}`} testid={`sweep-chart-${p}`} title={`${chosen} vs ${p}`} xLabel={p} xLabels={labels} data={data} mark={mark} />;
-          })}
-        </div>
-      </Section>
+      <ChartViewContext.Provider value={view}>
+        <ChartControls view={view} smoothing={false} xChoice={false} />
+        <Section title={`${chosen} against each swept value`}>
+          <div class="charts">
+            {paths.map((p) => {
+              const { data, labels, mark } = sweepChart(sweep.summary, p, chosen, best);
+              return <Chart key={`${p}/${chosen}`} testid={`sweep-chart-${p}`} title={`${chosen} vs ${p}`} xLabel={p} xLabels={labels}
+                xTicks={labels ? undefined : data.x} yLabel={yTitle(chosen)} data={data} mark={mark} smoothable={false} zoomKey={p} />;
+            })}
+          </div>
+        </Section>
+      </ChartViewContext.Provider>
+      {paths.length > 1 && (
+        <Section title={`${chosen} across the grid (parallel coordinates)`}>
+          <ParallelCoords rows={sweep.summary} paths={paths} metric={chosen} higher={up} />
+        </Section>
+      )}
       <Section title="Jobs">
         <table id="sweep-children">
           <thead><tr><th>Job</th><th>Grid point</th><th>Status</th><th>{chosen}</th></tr></thead>
@@ -186,6 +219,17 @@ export function SweepPage({ id }: { id: string }) {
       </Section>
     </div>
   );
+}
+
+/** The grid point with the best mean, or null when another point ties it: "best" is marked
+ * only when it is one point. */
+export function bestRow(rows: SummaryRow[], metric: string, higher: boolean): SummaryRow | null {
+  const scored = rows.filter((r) => r.metrics[metric]);
+  if (!scored.length) return null;
+  const means = scored.map((r) => r.metrics[metric].mean);
+  const top = higher ? Math.max(...means) : Math.min(...means);
+  const at = scored.filter((r) => r.metrics[metric].mean === top);
+  return at.length === 1 && scored.length > 1 ? at[0] : null;
 }
 
 function meanStd(row: SummaryRow, m: string): string {
