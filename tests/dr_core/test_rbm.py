@@ -78,8 +78,9 @@ def test_conditionals_have_the_right_shapes_and_ranges():
 def _reference_cd1(W, b, c, v, g, cfg, vel):
     """Textbook CD-1 with momentum and L2 decay (Hinton's guide), no DR, written independently."""
     mu = torch.sigmoid(c + v @ W)
-    h = torch.bernoulli(mu, generator=g)
-    v_neg = torch.bernoulli(torch.sigmoid(b + h @ W.T), generator=g)
+    h = (torch.rand(mu.shape, generator=g, dtype=mu.dtype) < mu).to(mu.dtype)
+    p_neg = torch.sigmoid(b + h @ W.T)
+    v_neg = (torch.rand(p_neg.shape, generator=g, dtype=p_neg.dtype) < p_neg).to(p_neg.dtype)
     mu_neg = torch.sigmoid(c + v_neg @ W)
     n = v.shape[0]
     grad_W = (v.T @ mu - v_neg.T @ mu_neg) / n - cfg.weight_decay * W
