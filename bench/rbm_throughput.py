@@ -50,6 +50,7 @@ from dr_core.rbm_trainer import train_rbm
 DATA = Path("/usr/share/datasets/fashion-mnist")
 IMAGES, LABELS = DATA / "train-images-idx3-ubyte.gz", DATA / "train-labels-idx1-ubyte.gz"
 HIDDEN, BATCH, LR = 500, 128, 0.05
+WARM_ROWS = 1024
 BEGIN, END = "<!-- rbm-throughput:begin -->", "<!-- rbm-throughput:end -->"
 SKLEARN, LEARNERGY = "sklearn fit", "learnergy fit"
 TRAINER, DR, STEPS = "dr_core train_rbm", "dr_core train_rbm, Hellinger DR", "dr_core step loop"
@@ -150,12 +151,15 @@ def _timed(fn: Callable[[], None], threads: int) -> float:
         return time.perf_counter() - t0
 
 
-def measure(fns: dict[str, Callable[[], None]], threads: list[int], repeats: int
-            ) -> dict[tuple[str, int], list[float]]:
-    """Seconds per run, ``repeats`` interleaved rounds of every (contender, threads)."""
+def measure(fns: dict[str, Callable[[], None]], warm: dict[str, Callable[[], None]],
+            threads: list[int], repeats: int) -> dict[tuple[str, int], list[float]]:
+    """Seconds per run, ``repeats`` interleaved rounds of every (contender, threads), after
+    one run of each of ``warm`` (the same contenders on a slice: imports, allocator, thread
+    pools) at every thread count."""
     fns = {**fns, "gemm": gemm_peak()}
-    for fn in fns.values():  # warm-up: imports, allocator, BLAS thread pools
-        _timed(fn, max(threads))
+    for t in threads:
+        for fn in warm.values():
+            _timed(fn, t)
     times: dict[tuple[str, int], list[float]] = {(name, t): [] for name in fns for t in threads}
     for r in range(repeats):
         order = list(fns) if r % 2 == 0 else list(reversed(fns))  # no contender always first
@@ -244,10 +248,11 @@ def main() -> None:
     args = parser.parse_args()
     X, y = load_data(args.rows)
     fns, missing = contenders(X, y)
+    warm, _ = contenders(X[:WARM_ROWS], y[:WARM_ROWS])
     for name in list(logging.root.manager.loggerDict):  # Learnergy logs every epoch to stdout
         if name.startswith("learnergy"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    times = measure(fns, args.threads, args.repeats)
+    times = measure(fns, warm, args.threads, args.repeats)
     text = section(render(times, args.threads, args.rows, missing, args.repeats), args)
     print(text)
     if not args.no_write:
