@@ -225,7 +225,10 @@ def section(table: str, args: argparse.Namespace) -> str:
 
 Command: `python -m bench.rbm_throughput --threads {' '.join(map(str, args.threads))} --repeats {args.repeats} --rows {args.rows}`.
 Date: {datetime.date.today().isoformat()}; {versions}; CPU: {cpu}, {os.cpu_count()} logical cores.
-Load average (1, 5, 15 min) at the end of the run: {load}.
+Load average (1, 5, 15 min) at the end of the run: {load}. The cores were shared with other work
+when the load average exceeds their number: absolute figures are then far below a quiet
+machine's, and only the ratios, from interleaved rounds, compare.
+Learnergy comes with `pip install -e '.[bench]'` (Learnergy 2 needs no torchvision).
 
 One epoch of CD-1 on the first {args.rows:,} Fashion-MNIST training images (784 -> 500, batches
 of 128, learning rate 0.05, float32), a fresh model each run, each library as its users call it

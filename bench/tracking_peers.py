@@ -224,16 +224,18 @@ def section(table: str, args: argparse.Namespace) -> str:
     return f"""{BEGIN}
 ## Tracking reads against MLflow (`bench/tracking_peers.py`)
 
-Command: `python -m bench.tracking_peers --repeats {args.repeats} --seconds {args.seconds}`.
+Command: `python -m bench.tracking_peers --repeats {args.repeats} --seconds {args.seconds:g}`.
 Date: {datetime.date.today().isoformat()}; MLflow {version('mlflow')} (`mlflow server`, one
 worker, SQLite backend store, no access log) and drtrain's API in embedded mode (SQLite, one
-uvicorn worker, no access log) on the same machine, CPU: {cpu}, {os.cpu_count()} logical cores; load average (1, 5, 15 min) at the end of the
-run: {load}.
+uvicorn worker, no access log) on the same machine.
+CPU: {cpu}, {os.cpu_count()} logical cores. Load average (1, 5, 15 min) at the end of the run: {load}.
+The cores were shared with other work when the load average exceeds their number: absolute
+figures are then far below a quiet machine's, and only the ratios, from interleaved rounds,
+compare. MLflow comes with `pip install -e '.[bench]'`.
 
 Same data in both: 50 finished runs (jobs), the first with 1,000 metric points (8 metrics x 125
-steps). {CONCURRENCY} keep-alive connections per measurement, {args.seconds} s each,
-{args.repeats} interleaved rounds; requests/s as min / median / max over the rounds, ratios of
-the medians. "job cache off" is a second drtrain API with `DRTRAIN_JOB_CACHE_SECONDS=0`: every
+steps). {CONCURRENCY} keep-alive connections per measurement, {args.seconds:g} s each, {args.repeats}
+interleaved rounds; requests/s as min / median / max over the rounds, ratios of the medians. "job cache off" is a second drtrain API with `DRTRAIN_JOB_CACHE_SECONDS=0`: every
 read queries the database, as when the tenant's jobs changed since the last read. MLflow keeps
 no read cache. One MLflow `get-history` call returns one metric key; the full data set is 8 calls.
 
