@@ -1,60 +1,67 @@
-"""CD-1 throughput of dr_core's RBM (plain and with each DR variant) against scikit-learn's BernoulliRBM.
+"""One epoch of RBM training, as users run each library: scikit-learn, Learnergy and dr_core.
 
-One command, one process, same data for everyone:
+    python -m bench.rbm_throughput [--threads 1 2] [--repeats 5] [--rows 10000] [--no-write]
 
-    python -m bench.rbm_throughput [--device cpu|cuda|all] [--threads N] [--repeats R]
+Every contender trains a fresh 784 -> 500 Bernoulli RBM for one epoch of CD-1 (batches of 128,
+learning rate 0.05) on the first ``--rows`` Fashion-MNIST training images, in one process,
+float32, with the same thread count for torch and for numpy's BLAS:
 
-Measures samples/s of one CD-1 step at (H=500, B=128) and (H=2000, B=128), an fp32 matmul peak
-in the same run, prints a table and writes it to docs/benchmarks.md. With CUDA, two columns:
-eager steps ("cuda") and steps replayed from CUDA graphs ("cuda+graphs"). Timing: warm-up steps,
-then the median of ``--repeats`` timed runs of ``--steps`` mini-batches each.
+- ``sklearn fit``: ``BernoulliRBM(n_iter=1).fit(X)``;
+- ``learnergy fit``: Learnergy's ``RBM.fit`` (its DataLoader, per-batch metrics), from the
+  optional ``[bench]`` extra (skipped, and said so, when it is not installed);
+- ``dr_core train_rbm``: the public trainer with its per-epoch work (metrics, snapshot, callback);
+- ``dr_core train_rbm, Hellinger DR``: the same with DR (weight 0.1, all cross-group pairs,
+  the class labels as groups);
+- ``dr_core step loop``: the trainer's own batches (one shuffle, a gather per batch) through
+  ``cd_step`` with no per-epoch work at all.
+
+Runs are interleaved: each repeat runs every (thread count, contender) once, so load from other
+processes hits all of them alike; the table gives min / median / max of the repeats, ratios are
+of the medians and, in brackets, the range of the ratios within a repeat. An fp32 GEMM
+(2048^3, torch) measured in the same rounds gives the machine's matrix peak per thread count.
+Prints a markdown section and writes it to docs/benchmarks.md (unless ``--no-write``).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import gzip
+import logging
 import os
 import platform
 import statistics
 import struct
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import torch
 from threadpoolctl import threadpool_limits
 
 from bench import benchmarks_doc
+from dr_core.batches import shuffled_batches
 from dr_core.config import PosteriorDRConfig, RBMConfig
-from dr_core.cuda_graphs import StepGraphs
-from dr_core.groups import group_ids
+from dr_core.context import Examples, RunContext
 from dr_core.rbm import RBM, cd_step
+from dr_core.rbm_trainer import train_rbm
 
-FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-LABELS = Path("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz")
-SHAPES = [(500, 128), (2000, 128)]
-VARIANTS = [
-    ("plain CD-1", None),
-    ("hellinger, all pairs", PosteriorDRConfig(weight=0.1, divergence="hellinger", pairs="all")),
-    ("jeffreys, all pairs", PosteriorDRConfig(weight=0.1, divergence="jeffreys", pairs="all")),
-    ("bhattacharyya, K=16", PosteriorDRConfig(weight=0.1, divergence="bhattacharyya", pairs=16)),
-    ("jensen_shannon, K=16", PosteriorDRConfig(weight=0.1, divergence="jensen_shannon", pairs=16)),
-    ("bhattacharyya, all pairs", PosteriorDRConfig(weight=0.1, divergence="bhattacharyya", pairs="all")),
-]
-# CPU targets: (variant, H) -> the most a DR step may cost, in plain CD-1 steps; plain CD-1 must
-# also reach SKLEARN_TARGET times scikit-learn's samples/s at H=500.
-OVERHEAD_TARGETS = {("hellinger, all pairs", 2000): 1.15, ("jeffreys, all pairs", 2000): 1.15,
-                    ("bhattacharyya, K=16", 2000): 2.0}
-SKLEARN_TARGET = 1.5
+DATA = Path("/usr/share/datasets/fashion-mnist")
+IMAGES, LABELS = DATA / "train-images-idx3-ubyte.gz", DATA / "train-labels-idx1-ubyte.gz"
+HIDDEN, BATCH, LR = 500, 128, 0.05
+WARM_ROWS = 1024
 BEGIN, END = "<!-- rbm-throughput:begin -->", "<!-- rbm-throughput:end -->"
-LEGACY_HEADING = "## RBM CD-1 throughput"
-# CUDA targets (H=2000, B=128): DR's overhead per variant, and plain CD-1 at three times the
-# 460k samples/s first measured on CUDA.
-CUDA_OVERHEAD_TARGETS = {("hellinger, all pairs", 2000): 1.3, ("jeffreys, all pairs", 2000): 1.3,
-                         ("bhattacharyya, K=16", 2000): 2.0, ("jensen_shannon, K=16", 2000): 2.0}
-CUDA_PLAIN_TARGET = 1.4e6
+SKLEARN, LEARNERGY = "sklearn fit", "learnergy fit"
+TRAINER, DR, STEPS = "dr_core train_rbm", "dr_core train_rbm, Hellinger DR", "dr_core step loop"
+# (numerator, denominator, limit, "min"|"max", what the ratio says): speed ratios are the
+# denominator's epoch time over the numerator's; "min" targets are speed-ups, "max" ones costs.
+TARGETS = [
+    (TRAINER, SKLEARN, 1.0, "min", "trainer speed / sklearn `fit`"),
+    (TRAINER, LEARNERGY, 1.5, "min", "trainer speed / Learnergy `fit`"),
+    (DR, TRAINER, 1.1, "max", "Hellinger DR epoch time / plain trainer epoch time"),
+    (TRAINER, STEPS, 1.05, "max", "trainer epoch time / its bare step loop (per-epoch work)"),
+]
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -65,226 +72,194 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_data() -> tuple[np.ndarray, np.ndarray, str]:
-    if FASHION.exists() and LABELS.exists():
-        X = _read_idx(FASHION).reshape(-1, 784).astype(np.float32) / 255.0
-        return X, _read_idx(LABELS).astype(np.int64), "Fashion-MNIST train (60000 x 784, scaled to [0, 1])"
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64), "sklearn digits (1797 x 64)"
+def load_data(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``rows`` Fashion-MNIST training images (float32 in [0, 1]) and their labels."""
+    X = _read_idx(IMAGES)[:rows].reshape(-1, 784).astype(np.float32) / 255.0
+    return np.ascontiguousarray(X), _read_idx(LABELS)[:rows].astype(np.int64)
 
 
-def _time(step, n_steps: int, warmup: int, repeats: int, sync) -> float:
-    """Median seconds per step."""
-    for i in range(warmup):
-        step(i)
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for i in range(n_steps):
-            step(i)
-        sync()
-        times.append((time.perf_counter() - t0) / n_steps)
-    return statistics.median(times)
-
-
-def matmul_peak(device: torch.device, repeats: int, sync) -> float:
-    n = 2048
-    a = torch.rand(n, n, device=device)
-    b = torch.rand(n, n, device=device)
-    out = torch.empty(n, n, device=device)
-    reps = 20 if device.type == "cuda" else 2
-    sec = _time(lambda i: torch.mm(a, b, out=out), reps, 1, repeats, sync)
-    return 2 * n ** 3 / sec / 1e9
-
-
-def make_step(X: torch.Tensor, y: torch.Tensor, H: int, B: int, dr, graphs: bool = False):
-    """One CD-1 step per call, as dr_core's trainer runs it: side labels as dense group ids
-    (computed once), batches on the device; with ``graphs`` (CUDA) replayed from a graph."""
-    g = torch.Generator(device=X.device).manual_seed(0)
-    rbm = RBM(X.shape[1], H, init_std=0.01, generator=g, device=X.device)
-    cfg = RBMConfig(n_hidden=H, batch_size=B, learning_rate=0.05, dr=dr)
-    velocity: dict = {}
-    ids, n_groups = group_ids(y)
-    n_batches = X.shape[0] // B
-    batches = [(X[i * B:(i + 1) * B], ids[i * B:(i + 1) * B]) for i in range(n_batches)]
-    if not graphs:
-        def step(i):
-            v, s = batches[i % n_batches]
-            cd_step(rbm, v, s, cfg, velocity, generator=g, epoch=0, n_groups=n_groups)
-        return step
-    steps = StepGraphs(g)
-    v_in, s_in = batches[0][0].clone(), batches[0][1].clone()
-
-    def graphed(i):
-        v, s = batches[i % n_batches]
-        v_in.copy_(v)
-        s_in.copy_(s)
-        return cd_step(rbm, v_in, s_in, cfg, velocity, generator=g, epoch=0,
-                       n_groups=n_groups)[0]["dr"]
-    return lambda i: steps(None, lambda: graphed(i))
-
-
-def bench_shape(X, y, H, B, steps, repeats, sync, graphs: bool = False) -> dict[str, float]:
-    """samples/s per variant; repeats are interleaved across variants so that load from other
-    processes on a shared machine hits every variant alike (medians stay comparable)."""
-    steps_of = {name: (max(3, steps // 8) if dr is not None and dr.pairs == "all"
-                       and dr.divergence == "bhattacharyya" else steps) for name, dr in VARIANTS}
-    fns = {name: make_step(X, y, H, B, dr, graphs) for name, dr in VARIANTS}
-    for fn in fns.values():
-        _time(fn, 1, 3, 1, sync)  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_time(fn, steps_of[name], 0, 1, sync))
-    return {name: B / statistics.median(t) for name, t in times.items()}
-
-
-def bench_sklearn(X: np.ndarray, H: int, B: int, steps: int, repeats: int) -> float:
+def sklearn_fit(X: np.ndarray) -> Callable[[], None]:
     from sklearn.neural_network import BernoulliRBM
-    rbm = BernoulliRBM(n_components=H, batch_size=B, learning_rate=0.05, n_iter=1, random_state=0)
-    n_batches = X.shape[0] // B
-    batches = [np.ascontiguousarray(X[i * B:(i + 1) * B]) for i in range(n_batches)]
-    sec = _time(lambda i: rbm.partial_fit(batches[i % n_batches]), steps, 3, repeats, lambda: None)
-    return B / sec
+
+    def run() -> None:
+        BernoulliRBM(n_components=HIDDEN, batch_size=BATCH, learning_rate=LR, n_iter=1,
+                     random_state=0).fit(X)
+    return run
 
 
-def run(devices: list[str], threads: int, steps: int, repeats: int) -> tuple[str, list[str]]:
+def learnergy_fit(X: torch.Tensor, y: torch.Tensor) -> Callable[[], None] | None:
+    try:
+        from learnergy.models.bernoulli import RBM as LearnergyRBM
+    except ImportError:
+        return None
+    dataset = torch.utils.data.TensorDataset(X, y)
+
+    def run() -> None:
+        torch.manual_seed(0)
+        model = LearnergyRBM(n_visible=X.shape[1], n_hidden=HIDDEN, steps=1, learning_rate=LR)
+        model.fit(dataset, batch_size=BATCH, epochs=1)
+    return run
+
+
+def trainer(X: torch.Tensor, y: torch.Tensor, dr: bool) -> Callable[[], None]:
+    cfg = RBMConfig(n_hidden=HIDDEN, batch_size=BATCH, learning_rate=LR, epochs=1,
+                    dr=PosteriorDRConfig(weight=0.1, divergence="hellinger", pairs="all") if dr else None)
+    train = Examples(X, side=y if dr else None)
+    return lambda: train_rbm(cfg, train, RunContext(torch.Generator().manual_seed(0)))
+
+
+def step_loop(X: torch.Tensor) -> Callable[[], None]:
+    """The trainer's epoch minus its per-epoch work: same init, shuffle and gathers."""
+    cfg = RBMConfig(n_hidden=HIDDEN, batch_size=BATCH, learning_rate=LR, epochs=1)
+
+    def run() -> None:
+        g = torch.Generator().manual_seed(0)
+        rbm = RBM(X.shape[1], HIDDEN, init_std=cfg.init_std, generator=g)
+        velocity: dict[str, torch.Tensor] = {}
+        for idx in shuffled_batches(X.shape[0], BATCH, g, X.device):
+            cd_step(rbm, X[idx], None, cfg, velocity, generator=g, epoch=0)
+    return run
+
+
+GEMM_N, GEMM_REPS = 2048, 3
+
+
+def gemm_peak() -> Callable[[], None]:
+    a, b = torch.rand(GEMM_N, GEMM_N), torch.rand(GEMM_N, GEMM_N)
+    out = torch.empty(GEMM_N, GEMM_N)
+
+    def run() -> None:
+        for _ in range(GEMM_REPS):
+            torch.mm(a, b, out=out)
+    return run
+
+
+def contenders(X_np: np.ndarray, y_np: np.ndarray) -> tuple[dict[str, Callable[[], None]], list[str]]:
+    X, y = torch.from_numpy(X_np), torch.from_numpy(y_np)
+    fns: dict[str, Callable[[], None] | None] = {
+        SKLEARN: sklearn_fit(X_np), LEARNERGY: learnergy_fit(X, y), TRAINER: trainer(X, y, dr=False),
+        DR: trainer(X, y, dr=True), STEPS: step_loop(X)}
+    missing = [name for name, fn in fns.items() if fn is None]
+    return {name: fn for name, fn in fns.items() if fn is not None}, missing
+
+
+def _timed(fn: Callable[[], None], threads: int) -> float:
     torch.set_num_threads(threads)
-    X_np, y_np, data_name = load_data()
-    X_np = X_np[: 128 * 64]  # 64 distinct batches are plenty and keep the data in cache-friendly size
-    y_np = y_np[: 128 * 64]
-    results: dict[tuple[str, str, int], float] = {}
-    peaks: dict[str, float] = {}
-    for dev_name in devices:
-        # "cuda+graphs": the same steps replayed from CUDA graphs (dr_core.cuda_graphs)
-        device = torch.device(dev_name.split("+")[0])
-        sync = (lambda d=device: torch.cuda.synchronize(d)) if device.type == "cuda" else (lambda: None)
-        X = torch.from_numpy(X_np).to(device)
-        y = torch.from_numpy(y_np).to(device)
-        peaks[dev_name] = matmul_peak(device, repeats, sync)
-        for H, B in SHAPES:
-            # The exact non-decomposable pass is ~16x a CD step: it runs fewer steps.
-            shape = bench_shape(X, y, H, B, steps, repeats, sync, graphs=dev_name.endswith("+graphs"))
-            for name, rate in shape.items():
-                results[(dev_name, name, H)] = rate
-                print(f"{dev_name} H={H} B={B} {name}: {rate:.0f} samples/s", flush=True)
     with threadpool_limits(limits=threads):
-        for H, B in SHAPES:
-            results[("sklearn", "BernoulliRBM", H)] = bench_sklearn(X_np, H, B, steps, repeats)
-            print(f"sklearn H={H} B={B}: {results[('sklearn', 'BernoulliRBM', H)]:.0f} samples/s", flush=True)
-    return render(results, peaks, devices, data_name, threads, steps, repeats)
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
 
 
-def render(results, peaks, devices, data_name, threads, steps, repeats) -> tuple[str, list[str]]:
-    D = 784 if "Fashion" in data_name else 64
-    lines, verdicts = [], []
-    head = "| variant | H | B | " + " | ".join(f"{d} samples/s | {d} x plain" for d in devices) + \
-        " | ours/sklearn (cpu) |"
-    lines += [head, "|" + "---|" * (head.count("|") - 1)]
-    for H, B in SHAPES:
-        sk = results[("sklearn", "BernoulliRBM", H)]
-        for name, _ in VARIANTS:
-            cells = []
-            for d in devices:
-                v = results[(d, name, H)]
-                cells.append(f"{v:,.0f} | {results[(d, 'plain CD-1', H)] / v:.2f}x")
-            ratio = results[("cpu", name, H)] / sk if "cpu" in devices else float("nan")
-            lines.append(f"| {name} | {H} | {B} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
-        lines.append(f"| sklearn BernoulliRBM (float32) | {H} | {B} | " +
-                     " | ".join(f"{sk:,.0f} (cpu) | -" for _ in devices) + " | 1.00x |")
+def measure(fns: dict[str, Callable[[], None]], warm: dict[str, Callable[[], None]],
+            threads: list[int], repeats: int) -> dict[tuple[str, int], list[float]]:
+    """Seconds per run, ``repeats`` interleaved rounds of every (contender, threads), after
+    one run of each of ``warm`` (the same contenders on a slice: imports, allocator, thread
+    pools) at every thread count."""
+    fns = {**fns, "gemm": gemm_peak()}
+    for t in threads:
+        for fn in warm.values():
+            _timed(fn, t)
+    times: dict[tuple[str, int], list[float]] = {(name, t): [] for name in fns for t in threads}
+    for r in range(repeats):
+        order = list(fns) if r % 2 == 0 else list(reversed(fns))  # no contender always first
+        for t in threads:
+            for name in order:
+                times[(name, t)].append(_timed(fns[name], t))
+                print(f"round {r + 1}/{repeats} threads={t} {name}: {times[(name, t)][-1]:.2f} s", flush=True)
+    return times
+
+
+def _ratio(times, num: str, den: str, t: int, kind: str) -> tuple[float, float, float]:
+    """(median ratio, min, max over rounds): speed for "min" targets, time for "max" ones."""
+    a, b = times[(num, t)], times[(den, t)]
+    per_round = [y / x if kind == "min" else x / y for x, y in zip(a, b)]
+    med = statistics.median(b) / statistics.median(a) if kind == "min" else \
+        statistics.median(a) / statistics.median(b)
+    return med, min(per_round), max(per_round)
+
+
+def render(times, threads: list[int], rows: int, missing: list[str], repeats: int) -> str:
+    gflop = 5 * 2 * rows * 784 * HIDDEN / 1e9  # CD-1: five (B x 784 x 500) products per batch
+    gemm = GEMM_REPS * 2 * GEMM_N ** 3 / 1e9
+    peak = {t: gemm / statistics.median(times[("gemm", t)]) for t in threads}
+    names = [name for name in dict.fromkeys(n for n, _ in times) if name != "gemm"]
+    lines = ["| contender | threads | epoch s min / median / max | samples/s | "
+             "CD-1 GFLOP/s (of GEMM peak) | it / sklearn `fit` (speed) |", "|---|---|---|---|---|---|"]
+    for t, name in ((t, name) for t in threads for name in names):
+        s = times[(name, t)]
+        med = statistics.median(s)
+        vs = _ratio(times, name, SKLEARN, t, "min")[0] if (SKLEARN, t) in times else float("nan")
+        lines.append(f"| {name} | {t} | {min(s):.2f} / {med:.2f} / {max(s):.2f} | {rows / med:,.0f} | "
+                     f"{gflop / med:.1f} ({100 * gflop / med / peak[t]:.0f}%) | {vs:.2f}x |")
     lines.append("")
-    for d in devices:
-        plain = results[(d, "plain CD-1", 2000)]
-        # CD-1 is five (B x D x H) matrix products: achieved GFLOP/s vs the matmul peak.
-        achieved = 5 * 2 * 128 * D * 2000 * plain / 128 / 1e9
-        lines.append(f"- {d}: fp32 matmul peak (2048^3) {peaks[d]:,.1f} GFLOP/s; plain CD-1 at H=2000 "
-                     f"runs its matrix products at {achieved:,.1f} GFLOP/s ({100 * achieved / peaks[d]:.0f}% of peak).")
-    if "cpu" in devices:
-        r = results[("cpu", "plain CD-1", 500)] / results[("sklearn", "BernoulliRBM", 500)]
-        verdicts.append(f"plain CD-1 vs BernoulliRBM at H=500, B=128: {r:.2f}x (target >= {SKLEARN_TARGET}x): "
-                        f"{'met' if r >= SKLEARN_TARGET else 'MISSED'}")
-        for (name, H), limit in OVERHEAD_TARGETS.items():
-            ov = results[("cpu", "plain CD-1", H)] / results[("cpu", name, H)]
-            verdicts.append(f"{name} overhead at H={H}, B=128: {ov:.2f}x (target <= {limit}x): "
-                            f"{'met' if ov <= limit else 'MISSED'}")
-    for d in (d for d in devices if d.startswith("cuda")):
-        plain = results[(d, "plain CD-1", 2000)]
-        verdicts.append(f"{d}: plain CD-1 at H=2000, B=128: {plain:,.0f} samples/s (target >= "
-                        f"{CUDA_PLAIN_TARGET:,.0f}): {'met' if plain >= CUDA_PLAIN_TARGET else 'MISSED'}")
-        for (name, H), limit in CUDA_OVERHEAD_TARGETS.items():
-            ov = plain / results[(d, name, H)]
-            verdicts.append(f"{d}: {name} overhead at H={H}, B=128: {ov:.2f}x (target <= {limit}x): "
-                            f"{'met' if ov <= limit else 'MISSED'}")
-    return "\n".join(lines), verdicts
+    lines += [f"- fp32 GEMM peak (torch, {GEMM_N}^3) at {t} thread{'s' if t > 1 else ''}: median "
+              f"{peak[t]:.1f} GFLOP/s (min {gemm / max(times[('gemm', t)]):.1f}, "
+              f"max {gemm / min(times[('gemm', t)]):.1f})." for t in threads]
+    lines += [f"- {name}: not measured (not installed; `pip install -e '.[bench]'`)." for name in missing]
+    lines += ["", "| target | threads | median (range over rounds) | limit | verdict |", "|---|---|---|---|---|"]
+    for num, den, limit, kind, what in TARGETS:
+        for t in threads:
+            if (num, t) not in times or (den, t) not in times:
+                lines.append(f"| {what} | {t} | not measured | {'>=' if kind == 'min' else '<='} {limit} | - |")
+                continue
+            med, lo, hi = _ratio(times, num, den, t, kind)
+            ok = med >= limit if kind == "min" else med <= limit
+            lines.append(f"| {what} | {t} | {med:.2f}x ({lo:.2f}-{hi:.2f}) | "
+                         f"{'>=' if kind == 'min' else '<='} {limit}x | {'met' if ok else 'missed'} |")
+    return "\n".join(lines)
 
 
-def write_doc(table: str, verdicts: list[str], args, data_name_threads: str) -> None:
-    doc = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+def section(table: str, args: argparse.Namespace) -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
-    text = f"""{BEGIN}
-## RBM CD-1 throughput (`bench/rbm_throughput.py`)
+                if ln.startswith("model name")), platform.processor())
+    versions = f"torch {torch.__version__}, numpy {np.__version__}, scikit-learn {sklearn.__version__}"
+    try:
+        from importlib.metadata import version
+        versions += f", learnergy {version('learnergy')}"
+    except Exception:  # noqa: BLE001 - not installed: the table says so
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"""{BEGIN}
+## RBM training throughput against the peers (`bench/rbm_throughput.py`)
 
-Command: `python -m bench.rbm_throughput {' '.join(sys.argv[1:])}`.
-Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; numpy {np.__version__};
-{data_name_threads}; CPU: {cpu} ({torch.get_num_interop_threads()} interop threads).
+Command: `python -m bench.rbm_throughput --threads {' '.join(map(str, args.threads))} --repeats {args.repeats} --rows {args.rows}`.
+Date: {datetime.date.today().isoformat()}; {versions}; CPU: {cpu}, {os.cpu_count()} logical cores.
+Load average (1, 5, 15 min) at the end of the run: {load}. The cores were shared with other work
+when the load average exceeds their number: absolute figures are then far below a quiet
+machine's, and only the ratios, from interleaved rounds, compare.
+Learnergy comes with `pip install -e '.[bench]'` (Learnergy 2 needs no torchvision).
 
-One CD-1 update (positive phase, one Gibbs step, momentum and weight-decay update) per
-mini-batch, warm-up then the median of {args.repeats} runs of {args.steps} steps. "x plain" is
-the time of a step relative to plain CD-1 on the same device (the DR overhead); "ours/sklearn"
-compares samples/s with scikit-learn's `BernoulliRBM.partial_fit` on the same float32 batches
-(same B, H, thread count). DR weight 0.1; "K=16" samples 16 cross-group partners per example.
+One epoch of CD-1 on the first {args.rows:,} Fashion-MNIST training images (784 -> 500, batches
+of 128, learning rate 0.05, float32), a fresh model each run, each library as its users call it
+(see the module's docstring for each contender; dr_core's trainer keeps its default momentum and
+weight decay, which the others do not have). {args.repeats} interleaved rounds; ratios are of
+medians, with the range of the per-round ratios in brackets. "CD-1 GFLOP/s" is the five matrix
+products CD-1 needs per batch over the epoch's time, against the GEMM peak of the same run.
 
 {table}
-
-Targets (on CPU, and on CUDA where it ran):
-
-""" + "\n".join(f"- {v}" for v in verdicts) + """
-
-Caveat: the development machine has 2 cores shared with other processes; numbers vary by
-roughly 10-20% between runs. Rerun on a quiet machine before comparing hardware.
-Load average (1, 5, 15 min) when the run ended: """ + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f""".
 {END}
 """
-    write_section(doc, text)
-
-
-def write_section(doc: Path, text: str) -> None:
-    """Replace this benchmark's section of the shared docs/benchmarks.md, leaving the others."""
-    old = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if LEGACY_HEADING in old and BEGIN not in old:  # written before the markers: to the next section
-        start = old.index(LEGACY_HEADING)
-        rest = [i for i in (old.find("\n## ", start + 1), old.find("\n<!--", start + 1)) if i >= 0]
-        end = min(rest) + 1 if rest else len(old)
-        doc.write_text(old[:start] + text + "\n" + old[end:])
-        return
-    benchmarks_doc.write_section(text, BEGIN, END, doc)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"],
-                        help="'all' adds a cuda column when CUDA is available")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and BLAS")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    devices = ["cpu"]
-    if args.device in ("cuda", "all") and torch.cuda.is_available():
-        cuda = ["cuda", "cuda+graphs"]
-        devices = ["cpu", *cuda] if args.device == "all" else [*cuda, "cpu"]
-    elif args.device == "cuda":
-        parser.error("--device cuda: CUDA is not available")
-    _, _, data_name = load_data()
-    table, verdicts = run(devices, args.threads, args.steps, args.repeats)
-    print(table)
-    print("\n".join(verdicts))
+    X, y = load_data(args.rows)
+    fns, missing = contenders(X, y)
+    warm, _ = contenders(X[:WARM_ROWS], y[:WARM_ROWS])
+    for name in list(logging.root.manager.loggerDict):  # Learnergy logs every epoch to stdout
+        if name.startswith("learnergy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    times = measure(fns, warm, args.threads, args.repeats)
+    text = section(render(times, args.threads, args.rows, missing, args.repeats), args)
+    print(text)
     if not args.no_write:
-        write_doc(table, verdicts, args, f"data: {data_name}; threads: {args.threads}")
+        benchmarks_doc.write_section(text, BEGIN, END)
 
 
 if __name__ == "__main__":

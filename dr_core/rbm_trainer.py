@@ -105,11 +105,14 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     metrics, epoch / cfg.epochs, state) with metrics ``recon_error``, ``free_energy_gap``
     (only with ``holdout`` (M, D)), ``pseudo_log_likelihood`` (Bernoulli visible only), ``dr``
     (mean over batches), ``dr_pairs_per_batch`` (mean cross-group pairs in a batch: what DR
-    had to work with; 0 without side labels) and ``cross_group_divergence``; with
-    ``cfg.side_rows_per_batch`` every batch holds that many rows with a side value
-    (``dr_core.batches``); ``run.callback.should_stop()`` is
-    polled after every batch (raises ``TrainingStopped``). ``run.resume`` is an event state of
-    this layer (keys ``current.*``, ``epoch``, ``generator``). All random draws use
+    had to work with; 0 without side labels) and ``cross_group_divergence``. ``recon_error``,
+    ``free_energy_gap``, ``pseudo_log_likelihood`` and ``cross_group_divergence`` are estimates
+    on a fixed sample of at most 512 training (and held-out) rows (``dr_core.rbm_metrics``), so
+    that they cost a bounded share of an epoch; ``dr`` and ``dr_pairs_per_batch`` cover every
+    batch. With ``cfg.side_rows_per_batch`` every batch holds that many rows with a side value
+    (``dr_core.batches``). ``run.callback.should_stop()`` is polled after every batch (raises
+    ``TrainingStopped``). ``run.resume`` is an event state of this layer (keys ``current.*``,
+    ``epoch``, ``generator``). All random draws use
     ``run.generator``, which must live on X's device. Side -1 marks a row without a group:
     it trains the likelihood but pairs with no row in DR. Nothing is read back to the host
     inside an epoch. Returns the layer and its events.
