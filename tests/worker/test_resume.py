@@ -182,13 +182,13 @@ class _FlakyStore:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def put_file(self, key, path):
+    def put_stream(self, key, chunks, **kwargs):
         from botocore.exceptions import EndpointConnectionError
 
         if self._left <= 0:
             raise EndpointConnectionError(endpoint_url="http://object-store.invalid")
         self._left -= 1
-        return self._inner.put_file(key, path)
+        return self._inner.put_stream(key, chunks, **kwargs)
 
 
 def test_object_store_outage_leaves_the_job_for_a_retry_that_resumes(
@@ -214,7 +214,7 @@ def test_a_missing_bucket_is_not_an_outage_and_fails_the_job(settings, factory, 
     from botocore.exceptions import ClientError
 
     class NoBucket(_FlakyStore):
-        def put_file(self, key, path):
+        def put_stream(self, key, chunks, **kwargs):
             raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "gone"}}, "PutObject")
 
     job_id = make_job(**SPEC)
