@@ -25,7 +25,6 @@ machine. It rewrites the "Fixed costs of a job" section of docs/benchmarks.md an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import functools
 import importlib
@@ -39,7 +38,6 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +46,7 @@ import torch
 
 from bench.benchmarks_doc import write_section
 from bench.service_overhead import SPEC, directly, in_runner, through_service
-from bench.service_stack import Stack
+from bench.service_stack import Stack, open_stack
 
 BEGIN, END = "<!-- job-costs:begin -->", "<!-- job-costs:end -->"
 
@@ -146,29 +144,16 @@ def _queue_latency(job: dict[str, Any]) -> float:
     return (parse(job["started_at"]) - parse(job["created_at"])).total_seconds()
 
 
-@contextlib.contextmanager
-def _stack(mode: str, root: Path) -> Iterator[tuple[Stack, str]]:
-    stack = Stack(mode, root)
-    try:
-        api = stack.start_api()
-        stack.start_worker()
-        yield stack, api
-    except Exception:
-        for name in ("api", "worker"):
-            print(f"--- {name} log\n{stack.log(name)}", file=sys.stderr)
-        raise
-    finally:
-        stack.close()
-
-
 def measure(mode: str, repeats: int) -> dict[str, Any]:
     """Every figure of one mode: {row: [per-run (wall, cpu)]} plus the per-process costs."""
     torch.set_num_threads(1)  # the stack's worker runs with OMP_NUM_THREADS=1
     spec = {**SPEC, "device": "cpu"}
     runs: dict[str, list[tuple[float, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix=f"drtrain-costs-{mode}-") as tmp, \
-            _stack(mode, Path(tmp)) as (stack, api), \
+            open_stack(mode, Path(tmp)) as stack, \
             httpx.Client(headers=stack.auth, timeout=30) as client:
+        api = stack.start_api()
+        stack.start_worker()
         process = {name: [] for name in ("interpreter start", "celery app imports",
                                          "first task's imports")}
         through_service(client, api, {**spec, "seed": 99})  # warms the worker process
