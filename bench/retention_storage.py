@@ -53,7 +53,6 @@ class RecordingStore(LocalStore):
         return self._record(super().put_stream(key, chunks, max_bytes=max_bytes))
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        # Checkpoints and models go through put_file (a kernel copy).
         return self._record(super().put_file(key, path))
 
     def delete(self, key: str) -> None:

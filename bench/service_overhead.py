@@ -1,10 +1,12 @@
 """What the service adds to a job (target: at most 1.1x): a job's training time through the
 service against the same spec trained by dr_core directly, in one command:
 
-    .venv/bin/python -m bench.service_overhead [--device cpu|cuda] [--repeats 3] [--no-write]
+    .venv/bin/python -m bench.service_overhead [--modes embedded production] [--device cpu|cuda]
+        [--repeats 3] [--no-write]
 
-Through the service: the embedded stack of bench/service_stack.py (the API as ``drtrain up``
-starts it and a Celery worker; SQLite, filesystem broker, local objects). The job is submitted
+Through the service: a stack of bench/service_stack.py (the API as ``drtrain up`` starts it
+and a Celery worker), embedded (SQLite, filesystem broker, local objects) or production
+(PostgreSQL, Redis, local objects). The job is submitted
 over HTTP; its time is ``finished_at - started_at`` as the API reports it (claim, data, the
 training with its per-epoch checkpoints, metric points and progress, the model file, finish).
 Directly: the same rows (``worker.data.prepare_data``'s seeded split of the same built-in),
@@ -34,7 +36,7 @@ import httpx
 import torch
 
 from bench.benchmarks_doc import write_section
-from bench.service_stack import Stack
+from bench.service_stack import Stack, open_stack
 
 BEGIN, END = "<!-- service-overhead:begin -->", "<!-- service-overhead:end -->"
 TARGET = 1.1
@@ -94,7 +96,10 @@ def in_runner(stack: Stack, spec: dict[str, Any], cadence: dict[str, float]
     from worker.runner import run_job
 
     stored = spec_to_dict(JobSpec.model_validate(spec))
-    settings = Settings(data_dir=stack.data_dir, database_url=stack.database_url, **cadence)
+    # The stack's own settings (database, broker, store), as its worker has them.
+    configured = {k.removeprefix("DRTRAIN_").lower(): v for k, v in stack.env.items()
+                  if k.startswith("DRTRAIN_")}
+    settings = Settings(**{**configured, **cadence})
     job_id = new_id()
     with session_scope(stack.factory) as s:
         s.add(Job(id=job_id, tenant_id=stack.tenant_id, dataset_id=stored["dataset_id"],
@@ -145,7 +150,7 @@ def _accuracy(metrics: dict[str, Any]) -> float:
 def measure(stack: Stack, api: str, device: str, repeats: int,
             cadence: dict[str, float] | None = None) -> dict[str, Any]:
     """Alternating runs: through the stack (HTTP + Celery worker), through the runner in this
-    process, and directly; the medians and ratios, and whether all arms agree."""
+    process (on the stack's database and store), and directly; the medians and ratios, and whether all arms agree."""
     spec, cadence = {**SPEC, "device": device}, cadence or {}
     torch.set_num_threads(1)  # the stack's worker runs with OMP_NUM_THREADS=1
     runs: dict[str, list[float]] = {k: [] for k in
@@ -209,8 +214,8 @@ Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; Python
 The job: `builtin:digits`, hidden layers {SPEC['model']['hidden_layers']}, {SPEC['pretrain']['epochs']} + {SPEC['pretrain']['epochs']} pretraining epochs with
 Hellinger DR (weight {SPEC['pretrain']['dr']['weight']}), {SPEC['finetune']['epochs']} fine-tuning epochs, batch sizes "auto", seed 0.
 Three arms, alternating, median of {args.repeats} (ratios: medians of the per-run ratios):
-- **stack**: submitted over HTTP to the embedded stack (API + Celery worker, SQLite, local
-  objects; metric points and progress every epoch and checkpoints at the cadence named in
+- **stack**: submitted over HTTP to the stack (API + Celery worker; embedded: SQLite,
+  filesystem broker, local objects; production: PostgreSQL, Redis, local objects; metric points and progress every epoch and checkpoints at the cadence named in
   the row, all written by the background uploader); `finished_at - started_at` from the job
   row;
 - **runner**: the same job run by `worker.runner.run_job` in the bench process (claim, data,
@@ -221,7 +226,7 @@ Three arms, alternating, median of {args.repeats} (ratios: medians of the per-ru
   like the worker.
 The accuracy of every arm must be the same (same seed, deterministic on CPU).
 
-| device, settings | stack | runner | dr_core directly | stack / dr_core | runner / dr_core | CPU: runner / dr_core | test (else validation) accuracy |
+| mode, device, settings | stack | runner | dr_core directly | stack / dr_core | runner / dr_core | CPU: runner / dr_core | test (else validation) accuracy |
 |---|---|---|---|---|---|---|---|
 {rows}
 
@@ -238,6 +243,8 @@ CUDA rows need a GPU worker: `--device cuda` (or `all`).
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", nargs="+", default=["embedded", "production"],
+                        choices=["embedded", "production"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint-every-epochs", type=int, default=None,
@@ -254,23 +261,17 @@ def main() -> None:
     if "cuda" in devices and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     results = {}
-    with tempfile.TemporaryDirectory(prefix="drtrain-overhead-") as tmp:
-        stack = Stack("embedded", Path(tmp))
-        try:
+    for mode in args.modes:
+        with tempfile.TemporaryDirectory(prefix="drtrain-overhead-") as tmp, \
+                open_stack(mode, Path(tmp)) as stack:
             api = stack.start_api()
             for name, cadence in cadences:
                 stack.stop("worker")
                 stack.env.update({f"DRTRAIN_{k.upper()}": str(v) for k, v in cadence.items()})
                 stack.start_worker()
                 for device in devices:
-                    results[f"{device}, {name}"] = measure(stack, api, device, args.repeats,
-                                                           cadence)
-        except Exception:
-            for name in ("api", "worker"):
-                print(f"--- {name} log\n{stack.log(name)}", file=sys.stderr)
-            raise
-        finally:
-            stack.close()
+                    results[f"{mode}, {device}, {name}"] = measure(stack, api, device,
+                                                                   args.repeats, cadence)
     text = section(results, args)
     if not args.no_write:
         write_section(text, BEGIN, END)

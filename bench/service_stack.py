@@ -5,6 +5,7 @@ plus the rows a benchmark reads (finished jobs, a job with its metric points), w
 directly into the database."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +208,18 @@ class Stack:
         else:
             shutil.rmtree(self.data_dir / "broker" / "queue", ignore_errors=True)
             (self.data_dir / "broker" / "queue").mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def open_stack(mode: str, root: Path, source: Path = ROOT) -> Iterator[Stack]:
+    """A Stack, closed at the end; on an error the API's and the worker's logs go to stderr
+    first (what the error alone does not say)."""
+    stack = Stack(mode, root, source)
+    try:
+        yield stack
+    except Exception:
+        for name in ("api", "worker"):
+            print(f"--- {name} log\n{stack.log(name)}", file=sys.stderr)
+        raise
+    finally:
+        stack.close()

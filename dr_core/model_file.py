@@ -63,9 +63,9 @@ def _model_tensors(result: Any) -> tuple[dict[str, torch.Tensor], str, str]:
     return tensors, "drtrain-dbn", "sigmoid"
 
 
-def save_model(path: str | os.PathLike, result: Any, *, classes: list, spec: dict | None = None,
-               extra_metadata: dict | None = None) -> str:
-    """Atomically write ``result`` (a PipelineResult) to ``path``; returns the file's sha256 hex."""
+def encode_model(result: Any, *, classes: list, spec: dict | None = None,
+                 extra_metadata: dict | None = None) -> bytes:
+    """The model file's bytes for ``result`` (a PipelineResult)."""
     tensors, fmt, activation = _model_tensors(result)
     n_hidden = len([k for k in tensors if k.startswith("hidden.") and k.endswith(".weight")])
     hidden_layers = [int(tensors[f"hidden.{i}.weight"].shape[0]) for i in range(n_hidden)]
@@ -84,7 +84,14 @@ def save_model(path: str | os.PathLike, result: Any, *, classes: list, spec: dic
             "hidden_layers": hidden_layers, "n_features": n_features, "classes": [str(c) for c in classes],
             "visible": visible, "spec": spec or {}, "metrics": dict(result.metrics)}
     meta.update(extra_metadata or {})
-    return write_atomic(path, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}))
+    return st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
+
+
+def save_model(path: str | os.PathLike, result: Any, *, classes: list, spec: dict | None = None,
+               extra_metadata: dict | None = None) -> str:
+    """Atomically write ``result`` (a PipelineResult) to ``path``; returns the file's sha256 hex."""
+    return write_atomic(path, encode_model(result, classes=classes, spec=spec,
+                                           extra_metadata=extra_metadata))
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dr_core.checkpoint import CheckpointError, load_state, save_state
+from dr_core.checkpoint import CheckpointError, encode_state, load_state
 from drtrain.kit.models import Checkpoint
-from drtrain.kit.storage import ObjectStore, StoredObject
+from drtrain.kit.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,10 @@ def model_key(job_id: str, attempt: int) -> str:
     return f"jobs/{job_id}/attempt-{attempt}/model.safetensors"
 
 
-def upload_state(store: ObjectStore, key: str, state: dict[str, Any], workdir: Path) -> Uploaded:
-    """save_state to a temp file (atomic, sha256) then put it in the store."""
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = Path(tmp) / "state.safetensors"
-        sha = save_state(path, state)
-        stored: StoredObject = store.put_file(key, path)
-    if stored.sha256 != sha:
-        # The store hashes what it received; a mismatch means the copy went wrong.
-        raise CheckpointError(f"checkpoint {key}: stored sha256 differs from the written file")
+def upload_state(store: ObjectStore, key: str, state: dict[str, Any]) -> Uploaded:
+    """The state's bytes written once, into the store (atomic and durable there), which hashes
+    them as it writes: a local file first would only be a second copy, write and hash."""
+    stored = store.put_stream(key, [encode_state(state)])
     return Uploaded(key, stored.sha256, stored.size_bytes)
 
 

@@ -55,7 +55,7 @@ class JobCallback:
         if event.state is not None:
             key = checkpoint_key(self.job_id, self.attempt, kind, event.phase, event.layer,
                                  event.epoch)
-            uploaded = upload_state(self.store, key, event.state, self.workdir)
+            uploaded = upload_state(self.store, key, event.state)
         fenced = False
         with session_scope(self.factory) as s:
             if uploaded is not None:

@@ -206,7 +206,7 @@ def _train(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *, settin
            workdir: Path) -> dict[str, Any] | None:
     import torch
 
-    from dr_core.model_file import save_model
+    from dr_core.model_file import encode_model
     from worker.training import train
 
     spec = parse_spec(job.spec)
@@ -234,11 +234,12 @@ def _train(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *, settin
     if hb.stop_reason is StopReason.fenced:
         return None
 
-    model_path = workdir / "model.safetensors"
-    save_model(model_path, result, classes=prepared.classes, spec=job.spec,
-               extra_metadata={"job_id": job.id, "attempt": job.attempt})
     key = model_key(job.id, job.attempt)
-    stored = store.put_file(key, model_path)
+    # Straight into the store, which hashes and syncs it: a copy in the work folder first
+    # would be written, synced and hashed a second time for nothing.
+    stored = store.put_stream(key, [encode_model(
+        result, classes=prepared.classes, spec=job.spec,
+        extra_metadata={"job_id": job.id, "attempt": job.attempt})])
     with session_scope(factory) as s:
         ckpt = lifecycle.add_checkpoint(s, job.id, job.attempt, kind="final", phase=None,
                                         layer=None, epoch=None, object_key=key,

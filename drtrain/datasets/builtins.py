@@ -85,11 +85,21 @@ def _digits_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
 
 
-def _load_digits() -> LoadedData:
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    # Parsed once per process (a worker runs many jobs on it; it is 0.5 MB), read-only so
+    # that no job can change what the next one trains on.
     with gzip.open(_digits_path(), "rt") as fh:
         table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
     y, classes = encode_labels(table[:, -1].astype(np.int64).astype(str))
-    return LoadedData(X=table[:, :-1] / np.float32(16.0), y=y, classes=classes)
+    X = table[:, :-1] / np.float32(16.0)
+    X.flags.writeable = y.flags.writeable = False
+    return X, y, tuple(classes)
+
+
+def _load_digits() -> LoadedData:
+    X, y, classes = _digits_arrays()
+    return LoadedData(X=X, y=y, classes=list(classes))
 
 
 def _fashion_summary(n: int) -> DatasetSummary:

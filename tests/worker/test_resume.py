@@ -184,7 +184,7 @@ class _FlakyStore:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def put_file(self, key, path):
+    def put_stream(self, key, chunks, **kwargs):
         from botocore.exceptions import EndpointConnectionError
 
         if self._left <= 0 and (self._down is None or self._down > 0):
@@ -192,7 +192,7 @@ class _FlakyStore:
                 self._down -= 1
             raise EndpointConnectionError(endpoint_url="http://object-store.invalid")
         self._left -= 1
-        return self._inner.put_file(key, path)
+        return self._inner.put_stream(key, chunks, **kwargs)
 
 
 def test_an_object_store_blip_costs_no_attempt(settings, factory, store, make_job, tmp_path,
@@ -237,7 +237,7 @@ def test_a_missing_bucket_is_not_an_outage_and_fails_the_job(settings, factory, 
     from botocore.exceptions import ClientError
 
     class NoBucket(_FlakyStore):
-        def put_file(self, key, path):
+        def put_stream(self, key, chunks, **kwargs):
             raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "gone"}}, "PutObject")
 
     job_id = make_job(**SPEC)

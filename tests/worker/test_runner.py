@@ -185,3 +185,31 @@ def test_cancel_reaches_training_without_waiting_for_the_heartbeat(settings, fac
     assert job.status == JobStatus.cancelled and job.status_reason == "cancelled by user"
     assert job.progress < 0.5
     assert not (settings.broker_folder / "cancel" / job_id).exists()  # the flag is cleared
+
+
+def test_checkpoints_and_the_model_are_written_once_straight_into_the_store(
+        settings, factory, store, make_job, monkeypatch):
+    """No staging copy in the work folder (written, synced, hashed, then copied, synced and
+    hashed again by the store): each state and the model file go into the store once, as
+    the bytes the store hashes."""
+    import dr_core.checkpoint
+
+    def no_local_copy(*_args, **_kwargs):
+        raise AssertionError("a checkpoint or the model was written to a local file first")
+
+    monkeypatch.setattr(dr_core.checkpoint, "write_atomic", no_local_copy)
+    monkeypatch.setattr("dr_core.model_file.write_atomic", no_local_copy)
+    written = []
+    put_stream = store.put_stream
+    monkeypatch.setattr(store, "put_stream",
+                        lambda key, chunks, **kw: written.append(key) or put_stream(key, chunks, **kw))
+    job_id = make_job()
+    _run(job_id, settings, factory, store)
+
+    job = get_job(factory, job_id)
+    assert job.status == JobStatus.succeeded, job.status_reason
+    # 4 pretraining epochs + 2 layer ends + 2 fine-tuning epochs at checkpoint_every_epochs=1,
+    # then the model: each written once.
+    assert len(written) == len(set(written)) == 9
+    final = [c for c in _checkpoints(factory, job_id) if c.kind == "final"][0]
+    assert written[-1] == final.object_key and job.result["model_sha256"] == final.sha256

@@ -82,3 +82,24 @@ def test_builtin_fashion_mnist_coarse_carries_the_grouping(fresh_cache: None):
     assert found is not None
     assert (found.summary.n_with_side, found.summary.n_groups) == (60000, 4)
     assert builtins.test_split_id("builtin:fashion-mnist-coarse") == "builtin:fashion-mnist-test"
+
+
+def test_digits_are_parsed_once_per_process_and_cannot_be_changed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A worker loads builtin:digits for every job: the parse is done once, and the arrays the
+    jobs share are read-only, so no job can change what the next one trains on."""
+    parses = []
+    real_loadtxt = np.loadtxt
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **k: parses.append(1) or real_loadtxt(*a, **k))
+    settings = Settings(data_dir=tmp_path)
+    first = builtins.load_builtin("builtin:digits", settings)
+    second = builtins.load_builtin("builtin:digits", settings)
+    assert len(parses) <= 1  # none where an earlier test of this process parsed them
+    np.testing.assert_array_equal(first.X, second.X)
+    assert first.X.shape == (1797, 64) and first.classes == [str(i) for i in range(10)]
+    with pytest.raises(ValueError, match="read-only"):
+        first.X[0, 0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        first.y[0] = 3
+    first.classes.append("x")  # each caller gets its own list
+    assert second.classes == [str(i) for i in range(10)]
