@@ -2,7 +2,7 @@
 them in small batches while it runs, so what it logged before a crash is there to read.
 
 Revision ID: 0008_job_log_lines
-Revises: 0007
+Revises: metric_history_downsampling
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0008_job_log_lines'
-down_revision: str | None = '0007'
+down_revision: str | None = 'metric_history_downsampling'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
