@@ -7,7 +7,6 @@ from pydantic import BaseModel
 
 from tests.factories import World, seed_tenant, tenant_id
 
-
 # GET /v1 routes of one object that is not in a collection.
 SINGLETONS = {"/v1/settings"}
 
