@@ -91,6 +91,7 @@ def measure(source: Path, mib: int) -> list[str]:
                 health: list[float] = []
                 poller = threading.Thread(target=time_health, args=(url, stop, health))
                 poller.start()
+                time.sleep(0.5)  # the poller's first answers, before the body
                 status = send_body(url, path, mib * MIB)
                 time.sleep(1)
                 stop.set()
@@ -99,7 +100,8 @@ def measure(source: Path, mib: int) -> list[str]:
                              f"{mib} MiB, no key -> {status}; API RSS {before / MIB:.0f} MiB "
                              f"before, peak {vm_hwm_bytes(pid) / MIB:.0f} MiB, "
                              f"{rss_bytes(pid) / MIB:.0f} MiB after; slowest /healthz "
-                             f"{max(health, default=0) * 1000:.0f} ms")
+                             f"{max(health, default=float('nan')) * 1000:.0f} ms "
+                             f"of {len(health)}")
             finally:
                 stack.close()
     return lines

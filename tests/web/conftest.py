@@ -109,9 +109,12 @@ def recorder(server: Server) -> Recorder:
 
 
 def _open(browser: Browser, server: Server, recorder: Recorder, name: str,
-          signed_in: bool) -> Iterator[Page]:
+          signed_in: bool, enforce_csp: bool = False) -> Iterator[Page]:
+    # The server's Content-Security-Policy forbids evaluating strings as script, which
+    # Playwright's wait_for_function does inside the page: pages bypass it, except those of
+    # tests/web/test_policy.py, which prove that the app and the docs load under it.
     context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True,
-                                  base_url=server.url)
+                                  base_url=server.url, bypass_csp=not enforce_csp)
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     if signed_in:
@@ -145,3 +148,19 @@ def anon_page(browser: Browser, server: Server, recorder: Recorder,
               request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh tab with no key: the sign-in page."""
     yield from _open(browser, server, recorder, request.node.name, signed_in=False)
+
+
+@pytest.fixture
+def strict_page(browser: Browser, server: Server, recorder: Recorder,
+                request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A signed-in tab under the server's Content-Security-Policy."""
+    yield from _open(browser, server, recorder, request.node.name, signed_in=True,
+                     enforce_csp=True)
+
+
+@pytest.fixture
+def strict_anon_page(browser: Browser, server: Server, recorder: Recorder,
+                     request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A tab with no key under the server's Content-Security-Policy."""
+    yield from _open(browser, server, recorder, request.node.name, signed_in=False,
+                     enforce_csp=True)
