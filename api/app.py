@@ -12,6 +12,7 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy import Engine, event
+from starlette.types import ASGIApp
 
 from api import docs, openapi_contract, operation_docs, problems, upload_checks, web
 from api.body_gate import BodyGate
@@ -132,6 +133,15 @@ def _set_state(app: FastAPI, settings: Settings, engine: Engine, store: ObjectSt
     app.state.job_reads = JobReads(app.state)
 
 
+class _Api(FastAPI):
+    """FastAPI with the security headers outside Starlette's own error middleware, which
+    answers an unexpected error's 500 outside every middleware added with ``add_middleware``:
+    every response carries them, that 500 included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
                store: ObjectStore | None = None, publish_in_child: bool = False,
                shortcuts: bool = True) -> FastAPI:
@@ -146,7 +156,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                                   settings.db_pool_timeout_seconds)
     publisher = ChildPublisher() if publish_in_child else None
     # docs_url/redoc_url off: api/docs.py serves both from the package, not from a CDN.
-    app = FastAPI(title="drtrain", version="1", description=DESCRIPTION,
+    app = _Api(title="drtrain", version="1", description=DESCRIPTION,
                   lifespan=_lifespan(settings, engine, owns_engine, publisher),
                   docs_url=None, redoc_url=None, openapi_tags=OPENAPI_TAGS,
                   generate_unique_id_function=openapi_contract.operation_id)
@@ -162,7 +172,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(BodyTimeoutMiddleware, idle_seconds=settings.body_idle_seconds,
                        total_seconds=settings.body_total_seconds)
     app.add_middleware(RequestStatsMiddleware, stats=app.state.request_stats)
-    app.add_middleware(SecurityHeaders)  # outermost: every response, errors included
     problems.install(app)
     openapi_contract.install(app)
     # Each router carries its full paths (``/v1/...``); none is mounted under a prefix here.

@@ -35,3 +35,18 @@ def test_swagger_ui_does_not_persist_authorization(client) -> None:  # noqa: ANN
     assert "SwaggerUIBundle(" in init
     # Swagger UI's default is off; the old page turned it on (a key kept in localStorage).
     assert not re.search(r"persistAuthorization\W+true", init + page)
+
+
+def test_an_unexpected_errors_500_carries_them_too(app, auth_a, monkeypatch) -> None:  # noqa: ANN001
+    """Starlette answers an error no handler takes outside every added middleware."""
+    from fastapi.testclient import TestClient
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.state.job_reads, "page", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        resp = client.get("/v1/jobs?limit=3&status=queued", headers=auth_a)
+    assert resp.status_code == 500
+    assert resp.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert resp.headers["x-frame-options"] == "DENY"
