@@ -64,9 +64,10 @@ STEPS: list[tuple[str, str, str, str | None]] = [
     ("dr_core configs", "worker.runner", "build_pipeline_config", None),
     ("training (with the recorder, and its drain)", "worker.training", "train", None),
     ("run_pipeline", "worker.training", "run_pipeline", "training (with the recorder, and its drain)"),
-    ("model file: encode and write", "dr_core.model_file", "save_model", None),
+    ("model file: encode", "dr_core.model_file", "encode_model", None),
+    ("model file: encode", "dr_core.model_file", "save_model", None),  # before: also wrote it
+    ("model file: into the store", "drtrain.kit.storage", "LocalStore.put_stream", None),
     ("model file: into the store", "drtrain.kit.storage", "LocalStore.put_file", None),
-    ("model file: into the store", "drtrain.kit.storage", "LocalStore.put_bytes", None),
     ("final checkpoint row", "drtrain.jobs.lifecycle", "add_checkpoint", None),
     ("finish (status, result, retention)", "worker.runner", "_finish", None),
     ("lease keeper: stop", "worker.heartbeat", "Heartbeat.stop", None),
