@@ -9,8 +9,9 @@ connection held for as long as the lock, which a transaction-mode pooler (PgBoun
 give, and the reaper has nothing to do while the broker is unreachable anyway (nothing could
 be published). The lock is redis-py's (``SET NX PX`` with a token; renewed only by its owner).
 
-With the filesystem transport (embedded mode: one machine, one worker) every reaper holds
-the lease; its writes are conditional UPDATEs, so even several would be harmless.
+With the filesystem transport (embedded mode: one machine, one worker), or any broker that
+is not Redis, every reaper holds the lease, as before there was one; its writes are
+conditional UPDATEs, so even several are harmless.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import logging
 import redis
 from redis.exceptions import LockError
 
-from drtrain.kit.broker import is_filesystem
 from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,9 @@ class ReaperLease:
 
     def __init__(self, settings: Settings, queue: str, ttl_seconds: float) -> None:
         self._lock = None
-        if not is_filesystem(settings):
-            client = redis.Redis.from_url(settings.resolved_broker_url, socket_timeout=5,
-                                          socket_connect_timeout=2)
+        url = settings.resolved_broker_url
+        if url.startswith(("redis://", "rediss://")):
+            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
             # thread_local=False: the token lives on the object, whichever thread asks.
             self._lock = client.lock(LEASE_KEY.format(queue=queue), timeout=ttl_seconds,
                                      blocking=False, thread_local=False)

@@ -42,6 +42,9 @@ def test_a_dead_holders_lease_runs_out_and_is_taken_over() -> None:
 def test_embedded_mode_always_holds(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, broker_url="", environment="test")
     assert ReaperLease(settings, "drtrain", ttl_seconds=1).held()
+    # Another broker than Redis: every reaper reaps, as before the lease.
+    other = Settings(data_dir=tmp_path, broker_url="amqp://127.0.0.1:1//", environment="test")
+    assert ReaperLease(other, "drtrain", ttl_seconds=1).held()
 
 
 def test_of_several_workers_reaper_threads_only_one_reaps(monkeypatch, pg_url) -> None:

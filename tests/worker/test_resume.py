@@ -50,7 +50,9 @@ def _expire_and_reap(factory, job_id) -> None:
         s.execute(update(Job).where(Job.id == job_id)
                   .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     with session_scope(factory) as s:
-        assert lifecycle.requeue_expired(s) == [job_id]
+        # The folder's database is shared: jobs other tests left running (leases of 30 s)
+        # may have expired by now and are requeued too.
+        assert job_id in lifecycle.requeue_expired(s)
 
 
 def _final_weights(factory, store, job_id, tmp_path):
