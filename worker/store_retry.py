@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,8 +22,8 @@ LONGEST_WAIT_SECONDS = 5.0
 
 
 class PatientStore:
-    """``inner`` with ``put_file`` and ``get_to_file`` retried for up to ``seconds``; every
-    other call goes straight to ``inner``."""
+    """``inner`` with ``put_stream``, ``put_file`` and ``get_to_file`` retried for up to
+    ``seconds``; every other call goes straight to ``inner``."""
 
     def __init__(self, inner: ObjectStore, seconds: float,
                  sleep: Callable[[float], None] = time.sleep,
@@ -32,6 +32,12 @@ class PatientStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], **kwargs: Any) -> StoredObject:
+        # A retry sends the bytes again, so they are kept: the worker's states and models are
+        # in memory already when it stores them.
+        parts = list(chunks)
+        return self._retried(f"store {key}", lambda: self.inner.put_stream(key, parts, **kwargs))
 
     def put_file(self, key: str, path: Path) -> StoredObject:
         return self._retried(f"store {key}", lambda: self.inner.put_file(key, path))
