@@ -140,6 +140,13 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "Get a sweep",
         "Its children with status and result, and a summary per grid point with seeds pooled "
         "(mean and standard deviation of every final metric). " + _AUTH),
+    ("DELETE", "/v1/sweeps/{sweep_id}"): (
+        "Delete a sweep",
+        "Removes the sweep and every one of its jobs as `DELETE /v1/jobs/{job_id}` removes "
+        "one (metrics, checkpoints, models and stored objects), all or nothing; 204. 409 "
+        "naming the jobs still queued, running or cancelling, with nothing deleted: there is "
+        "no sweep-wide cancel, so cancel each of them (`POST /v1/jobs/{job_id}/cancel`) "
+        "first. " + _AUTH),
     ("GET", "/v1/settings"): (
         "Settings a client shows",
         "This server's checkpoint cadence: a running job stores a resumable checkpoint every "

@@ -301,6 +301,10 @@ class Client:
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/sweeps/{_path_segment(sweep_id)}")
 
+    def delete_sweep(self, sweep_id: str) -> None:
+        """Remove a sweep with all its jobs (409 naming those still active; nothing deleted)."""
+        self._request("DELETE", f"/v1/sweeps/{_path_segment(sweep_id)}")
+
     def list_sweeps(self, page_size: int = 50) -> Iterator[dict[str, Any]]:
         """Every sweep, newest first, page by page."""
         return self._pages("/v1/sweeps", {"page_size": page_size})

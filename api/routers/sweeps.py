@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from api.deps import SessionDep, SettingsDep, TenantDep
+from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.schemas.common import ResourceId, headers, problem_responses
 from drtrain.sweeps import service
 from drtrain.sweeps.schemas import SWEEP_EXAMPLE, SweepList, SweepOut, SweepRequest
@@ -35,3 +35,11 @@ def list_sweeps(tenant: TenantDep, session: SessionDep,
 @router.get("/{sweep_id}", response_model=SweepOut)
 def get_sweep(sweep_id: ResourceId, tenant: TenantDep, session: SessionDep) -> SweepOut:
     return service.sweep_view(session, service.get_sweep(session, tenant.id, sweep_id))
+
+
+@router.delete("/{sweep_id}", status_code=204, response_class=Response,
+               responses=problem_responses(409))
+def delete_sweep(sweep_id: ResourceId, tenant: TenantDep, session: SessionDep,
+                 store: StoreDep) -> Response:
+    service.delete_sweep(session, store, tenant.id, sweep_id)
+    return Response(status_code=204)

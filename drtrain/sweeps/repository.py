@@ -8,9 +8,10 @@ from drtrain.jobs.repository import decode_cursor, encode_cursor
 from drtrain.kit.models import Job, Sweep
 
 
-def get_sweep(session: Session, tenant_id: str, sweep_id: str) -> Sweep | None:
-    return session.scalars(
-        select(Sweep).where(Sweep.id == sweep_id, Sweep.tenant_id == tenant_id)).one_or_none()
+def get_sweep(session: Session, tenant_id: str, sweep_id: str, *,
+              lock: bool = False) -> Sweep | None:
+    stmt = select(Sweep).where(Sweep.id == sweep_id, Sweep.tenant_id == tenant_id)
+    return session.scalars(stmt.with_for_update() if lock else stmt).one_or_none()
 
 
 def sweep_children(session: Session, sweep_id: str) -> list[Job]:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from drtrain.jobs import repository as q
+from drtrain.jobs import retention
 from drtrain.jobs.service import (
     RETRY_AFTER_SECONDS,
     check_against_dataset,
@@ -26,9 +27,10 @@ from drtrain.jobs.service import (
     new_job,
 )
 from drtrain.jobs.spec import JobSpec, spec_to_dict
-from drtrain.kit.errors import Invalid, NotFound, TooManyJobs
+from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
 from drtrain.kit.models import Job, JobStatus, Sweep
 from drtrain.kit.settings import Settings
+from drtrain.kit.storage import ObjectStore
 from drtrain.sweeps import repository as sweeps_repo
 from drtrain.sweeps.schemas import (
     MAX_GRID_POINTS,
@@ -155,11 +157,30 @@ def _check_capacity(session: Session, settings: Settings, tenant_id: str, n_chil
     quota.check_new_work(session, settings, tenant_id)
 
 
-def get_sweep(session: Session, tenant_id: str, sweep_id: str) -> Sweep:
-    sweep = sweeps_repo.get_sweep(session, tenant_id, sweep_id)
+def get_sweep(session: Session, tenant_id: str, sweep_id: str, *, lock: bool = False) -> Sweep:
+    sweep = sweeps_repo.get_sweep(session, tenant_id, sweep_id, lock=lock)
     if sweep is None:
         raise NotFound(f"sweep {sweep_id} not found")
     return sweep
+
+
+def delete_sweep(session: Session, store: ObjectStore, tenant_id: str, sweep_id: str) -> None:
+    """Remove a sweep and every child job, each as ``DELETE /v1/jobs/{id}`` removes one (its
+    rows now, its objects after the commit), in one transaction. 404 for another tenant's
+    sweep; 409 naming the children still active, with nothing deleted (an ended job never
+    becomes active again, so the check cannot go stale)."""
+    sweep = get_sweep(session, tenant_id, sweep_id, lock=True)  # a second delete waits, then 404s
+    children = sweeps_repo.sweep_children(session, sweep.id)
+    active = [job for job in children if not JobStatus(job.status).terminal]
+    if active:
+        named = ", ".join(f"{job.id} ({JobStatus(job.status).value})" for job in active)
+        raise Conflict(f"sweep {sweep_id} has {len(active)} active job(s): {named}; cancel each "
+                       "(POST /v1/jobs/{id}/cancel, `drtrain jobs cancel ID`) and delete the "
+                       "sweep once they have ended")
+    for job in children:
+        retention.delete_job(session, store, tenant_id, job.id)
+    session.delete(sweep)
+    session.flush()
 
 
 def _numbers(result: dict[str, Any] | None, prefix: str = "") -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""``drtrain sweeps submit|list|get``: many jobs from one spec and a grid."""
+"""``drtrain sweeps submit|list|get|delete``: many jobs from one spec and a grid."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,8 @@ from drtrain_cli.commands.inputs import read_json_object
 from drtrain_cli.commands.output import (
     EXIT_USAGE,
     AsJson,
+    Yes,
+    confirm,
     console,
     fail,
     num,
@@ -86,3 +88,19 @@ def get(
          ", ".join(f"{n}={num(s.get('mean'))}±{num(s.get('std'))}"
                    for n, s in sorted((row.get("metrics") or {}).items()))]
         for row in sweep.get("summary") or []], keep=0, title="summary"))
+
+
+@client_command(app, "delete")
+def delete(
+    ctx: typer.Context,
+    sweep_id: Annotated[str, typer.Argument(metavar="ID", help="A sweep id or its unique start.")],
+    yes: Yes = False,
+) -> None:
+    """Delete a sweep with all its jobs: their metrics, checkpoints and models (refused, naming
+    them, while any of its jobs is active). Asks first, unless --yes."""
+    with session(ctx) as client:
+        full_id = ids.sweep(client, sweep_id)
+        confirm(f"delete sweep {full_id} with all its jobs, their metrics, checkpoints and "
+                "models?", yes)
+        client.delete_sweep(full_id)
+    say(f"deleted sweep {shown(full_id)}")

@@ -6,8 +6,8 @@ import statistics
 import pytest
 from sqlalchemy import select
 
-from drtrain.kit.models import Job, JobStatus, Sweep
-from tests.factories import add_dataset, small_spec, tenant_id
+from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint, Sweep
+from tests.factories import add_dataset, add_job, small_spec, tenant_id
 
 GRID = {"pretrain.dr.weight": [0, 0.5], "seed": [0, 1, 2]}
 
@@ -133,3 +133,76 @@ def test_list_sweeps_pages_newest_first_and_is_per_tenant(client, db, auth_a, au
     assert client.get("/v1/sweeps", headers=auth_b).json() == {"items": [], "next_page_token": None}
     bad = client.get("/v1/sweeps", params={"page_token": "nonsense"}, headers=auth_a)
     assert bad.status_code == 422
+
+
+def _sweep_with_children(db, store, owner: str, statuses: list[JobStatus]) -> tuple[Sweep, dict]:  # noqa: ANN001
+    """A sweep whose children have ``statuses``, each with a stored model, its row and a
+    metric point; returns the sweep and {job id: object key}."""
+    sweep = Sweep(tenant_id=owner, base=small_spec("builtin:digits"), grid={"seed": [0]})
+    db.add(sweep)
+    db.flush()
+    keys = {}
+    for seed, status in enumerate(statuses):
+        job = add_job(db, owner, status, sweep_id=sweep.id, grid_point={"seed": seed})
+        stored = store.put_stream(f"jobs/{job.id}/final.safetensors", [b"m" * 10])
+        db.add(Checkpoint(job_id=job.id, kind="final", attempt=1, object_key=stored.key,
+                          sha256=stored.sha256, size_bytes=stored.size_bytes))
+        db.add(MetricPoint(job_id=job.id, seq=1, attempt=1, phase="finetune", layer=None,
+                           layer_key=-1, epoch=1, name="loss", value=1.0))
+        keys[job.id] = stored.key
+    db.commit()
+    return sweep, keys
+
+
+def test_delete_sweep_removes_it_its_jobs_and_their_objects(client, db, store, auth_a) -> None:  # noqa: ANN001
+    owner = tenant_id(db)
+    sweep, keys = _sweep_with_children(db, store, owner, [JobStatus.succeeded, JobStatus.failed,
+                                                          JobStatus.cancelled])
+    other, other_keys = _sweep_with_children(db, store, owner, [JobStatus.succeeded])
+    resp = client.delete(f"/v1/sweeps/{sweep.id}", headers=auth_a)
+    assert resp.status_code == 204, resp.text
+    assert resp.content == b""
+    db.expire_all()
+    assert db.get(Sweep, sweep.id) is None
+    assert db.scalars(select(Job.id).where(Job.id.in_(keys))).all() == []
+    assert db.scalars(select(Checkpoint.id).where(Checkpoint.job_id.in_(keys))).all() == []
+    assert db.scalars(select(MetricPoint.id).where(MetricPoint.job_id.in_(keys))).all() == []
+    assert not any(store.exists(k) for k in keys.values())
+    assert client.get(f"/v1/sweeps/{sweep.id}", headers=auth_a).status_code == 404
+    assert client.delete(f"/v1/sweeps/{sweep.id}", headers=auth_a).status_code == 404
+    # Another sweep of the same tenant is untouched.
+    assert client.get(f"/v1/sweeps/{other.id}", headers=auth_a).status_code == 200
+    assert all(store.exists(k) for k in other_keys.values())
+
+
+def test_delete_sweep_with_active_jobs_is_409_naming_them_and_deletes_nothing(
+        client, db, store, auth_a) -> None:  # noqa: ANN001
+    owner = tenant_id(db)
+    statuses = [JobStatus.succeeded, JobStatus.queued, JobStatus.running, JobStatus.cancelling]
+    sweep, keys = _sweep_with_children(db, store, owner, statuses)
+    resp = client.delete(f"/v1/sweeps/{sweep.id}", headers=auth_a)
+    assert resp.status_code == 409, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    detail = resp.json()["detail"]
+    ids = list(keys)
+    assert ids[0] not in detail  # the ended job is not named
+    for job_id, status in zip(ids[1:], statuses[1:]):
+        assert f"{job_id} ({status.value})" in detail
+    assert "cancel" in detail
+    db.expire_all()
+    assert db.get(Sweep, sweep.id) is not None
+    assert sorted(db.scalars(select(Job.id).where(Job.sweep_id == sweep.id))) == sorted(ids)
+    assert len(db.scalars(select(Checkpoint.id).where(Checkpoint.job_id.in_(ids))).all()) == 4
+    assert all(store.exists(k) for k in keys.values())
+
+
+def test_delete_another_tenants_or_an_unknown_sweep_is_404(client, db, store, auth_a,
+                                                           auth_b) -> None:  # noqa: ANN001
+    sweep, keys = _sweep_with_children(db, store, tenant_id(db), [JobStatus.succeeded])
+    resp = client.delete(f"/v1/sweeps/{sweep.id}", headers=auth_b)
+    assert resp.status_code == 404, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert client.delete(f"/v1/sweeps/{'0' * 32}", headers=auth_a).status_code == 404
+    db.expire_all()
+    assert db.get(Sweep, sweep.id) is not None and db.get(Job, next(iter(keys))) is not None
+    assert all(store.exists(k) for k in keys.values())

@@ -493,6 +493,47 @@ def test_delete_a_running_job_is_refused(fake: FakeApi) -> None:
     assert active["id"] in fake.jobs
 
 
+def _sweep(fake: FakeApi, *statuses: str, sweep_id: str = "5eed" + "0" * 28) -> dict:
+    """A sweep in the fake API whose jobs have ``statuses``."""
+    jobs = [fake.add_job(status) for status in statuses]
+    fake.sweeps[sweep_id] = {"id": sweep_id, "base": {}, "grid": {"seed": [0]}, "summary": [],
+                             "children": [{"job_id": j["id"], "grid_point": {"seed": i},
+                                           "status": j["status"], "result": None}
+                                          for i, j in enumerate(jobs)]}
+    return fake.sweeps[sweep_id]
+
+
+def test_delete_a_finished_sweep_by_prefix(fake: FakeApi) -> None:
+    sweep = _sweep(fake, "succeeded", "failed")
+    result = drtrain("sweeps", "delete", "5eed", "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"deleted sweep {sweep['id']}" in result.stdout
+    assert sweep["id"] not in fake.sweeps and not fake.jobs
+    assert [r.url.path for r in fake.calls("DELETE", r".*")] == [f"/v1/sweeps/{sweep['id']}"]
+
+
+def test_delete_sweep_asks_first(fake: FakeApi) -> None:
+    sweep = _sweep(fake, "succeeded")
+    for answer in ("n\n", "\n", ""):  # no, the default, and no terminal to ask
+        declined = runner.invoke(app, ["sweeps", "delete", sweep["id"], "--key", KEY],
+                                 input=answer)
+        assert declined.exit_code == 1 and "nothing done" in declined.stderr, declined.output
+        assert sweep["id"] in fake.sweeps and not fake.calls("DELETE", r".*")
+    agreed = runner.invoke(app, ["sweeps", "delete", sweep["id"], "--key", KEY], input="y\n")
+    assert agreed.exit_code == 0 and f"delete sweep {sweep['id']}" in agreed.stderr, agreed.output
+    assert sweep["id"] not in fake.sweeps
+
+
+def test_delete_sweep_short_prefix_or_active_jobs_are_refused(fake: FakeApi) -> None:
+    sweep = _sweep(fake, "succeeded", "running")
+    assert_clean_failure(drtrain("sweeps", "delete", "5ee", "--yes"), 2,
+                         "'5ee' is too short to name a sweep: type at least 4 characters")
+    assert not fake.calls("DELETE", r".*")
+    running = sweep["children"][1]["job_id"]
+    assert_clean_failure(drtrain("sweeps", "delete", "5eed", "--yes"), 1, running)
+    assert sweep["id"] in fake.sweeps and len(fake.jobs) == 2
+
+
 # ---- control characters from the server never reach the terminal ---------------------------
 
 # ESC sequences (CSI clear screen, OSC retitle ended by BEL), a carriage return and C1 CSI.

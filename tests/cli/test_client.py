@@ -102,6 +102,7 @@ class FakeApi:
             ("GET", r"/v1/sweeps", lambda r: self.page(r, list(reversed(self.sweeps.values())))),
             ("GET", r"/v1/sweeps/(?P<id>[^/]+)", lambda r, id: httpx.Response(
                 200, json=self.sweeps[id])),
+            ("DELETE", r"/v1/sweeps/(?P<id>[^/]+)", self.delete_sweep),
         ]
 
     # ---- wiring
@@ -208,6 +209,17 @@ class FakeApi:
         if self.jobs[id]["status"] in ("queued", "running", "cancelling"):
             return problem(409, "Conflict", f"job {id} is {self.jobs[id]['status']}")
         del self.jobs[id]
+        return httpx.Response(204)
+
+    def delete_sweep(self, request: httpx.Request, id: str) -> httpx.Response:
+        children = [c["job_id"] for c in self.sweeps[id]["children"]]
+        active = [j for j in children if self.jobs[j]["status"] in ("queued", "running",
+                                                                    "cancelling")]
+        if active:
+            return problem(409, "Conflict", f"sweep {id} has active job(s): {', '.join(active)}")
+        for job_id in children:
+            del self.jobs[job_id]
+        del self.sweeps[id]
         return httpx.Response(204)
 
     def list_jobs(self, request: httpx.Request) -> httpx.Response:

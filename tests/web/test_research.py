@@ -403,7 +403,9 @@ def test_sweep_marks_best_only_when_unique_and_draws_parallel_coordinates(page: 
     expect(page.locator("#sweep-parcoords polyline")).to_have_count(len(tied["summary"]))
 
 
-def test_delete_a_sweep_deletes_its_jobs_after_confirming(page: Page, server: Server) -> None:
+def test_delete_a_sweep_deletes_it_and_its_jobs_after_confirming(page: Page, server: Server,
+                                                                 recorder: Recorder) -> None:
+    recorder.allow(r"status of 409")  # Chromium logs the refused delete itself
     base = TINY | {"pretrain": None, "finetune": dict(TINY["finetune"], epochs=1)}
     with server.client() as c:
         r = c.post("/v1/sweeps", json={"base": base, "grid": {"seed": [0, 1]}})
@@ -411,11 +413,30 @@ def test_delete_a_sweep_deletes_its_jobs_after_confirming(page: Page, server: Se
     sweep = r.json()
     for child in sweep["children"]:
         server.wait(child["job_id"])
+    # A refusal first (as the API answers while a job of the sweep is active): its problem
+    # detail is shown as an error and the page stays.
+    refusal = {"type": "https://drtrain.dev/problems/conflict", "title": "Conflict",
+               "status": 409, "detail": f"sweep {sweep['id']} has 1 active job(s): x (running)"}
+
+    def refuse(route: Route) -> None:
+        if route.request.method != "DELETE":
+            return route.continue_()
+        return route.fulfill(status=409, content_type="application/problem+json",
+                             body=json.dumps(refusal))
+
+    page.route(f"**/v1/sweeps/{sweep['id']}", refuse)
     open_app(page, server, f"#/sweeps/{sweep['id']}")
     page.click("#delete-sweep")
     expect(page.locator("#delete-sweep-yes")).to_contain_text("delete")
     page.click("#delete-sweep-yes")
+    error = page.locator("#sweep-delete-error")
+    expect(error).to_contain_text(refusal["detail"])
+    expect(error).to_have_class(re.compile(r"\berror\b"))
+    page.unroute(f"**/v1/sweeps/{sweep['id']}")
+    page.click("#delete-sweep")
+    page.click("#delete-sweep-yes")
     expect(page).to_have_url(re.compile(r"#/sweeps$"))
     with server.client() as c:
+        assert c.get(f"/v1/sweeps/{sweep['id']}").status_code == 404
         for child in sweep["children"]:
             assert c.get(f"/v1/jobs/{child['job_id']}").status_code == 404

@@ -1,6 +1,6 @@
 // Sweeps: the list (found through the jobs' sweep_id) and one sweep's grid summary.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { deleteJob, getSweep, listDatasets, listJobs } from "../api";
+import { deleteSweep, getSweep, listDatasets, listJobs } from "../api";
 import { Chart, type ChartData } from "../chart";
 import { ChartControls, ChartViewContext, useChartView } from "../chartview";
 import { architecture, drShort, fmtAgo, fmtNum, fmtTime, higherIsBetter, parseTime, shortId, show } from "../format";
@@ -124,14 +124,14 @@ export function SweepPage({ id }: { id: string }) {
   const others = SIDE_METRICS.filter((m) => m !== chosen && metrics.includes(m));
   const done = sweep.children.filter((c) => TERMINAL.has(c.status)).length;
   const active = sweep.children.filter((c) => !TERMINAL.has(c.status));
-  // There is no sweep resource to delete: deleting a sweep deletes its jobs, one by one.
-  const removeAll = async () => {
+  // One request: the API deletes the sweep with all its jobs, or nothing (its problem says why).
+  const remove = async () => {
     setDeleteError("");
     try {
-      for (const c of sweep.children) await deleteJob(c.job_id);
+      await deleteSweep(sweep.id);
       navigate("#/sweeps");
     } catch (err) {
-      setDeleteError(`Could not delete every job of the sweep: ${errorMessage(err)}`);
+      setDeleteError(`Could not delete the sweep: ${errorMessage(err)}`);
     }
   };
 
@@ -146,8 +146,8 @@ export function SweepPage({ id }: { id: string }) {
         {active.length ? (
           <span class="muted small" id="delete-sweep-blocked">Delete: {active.length} job{active.length === 1 ? " is" : "s are"} still active</span>
         ) : (
-          <Confirm id="delete-sweep" label="Delete" yes="Yes, delete them"
-            question={`Delete this sweep's ${sweep.children.length} jobs, their metrics and models? This cannot be undone.`} onConfirm={removeAll} />
+          <Confirm id="delete-sweep" label="Delete" yes="Yes, delete it"
+            question={`Delete this sweep and its ${sweep.children.length} jobs, their metrics and models? This cannot be undone.`} onConfirm={remove} />
         )}
       </div>
       {deleteError && <p class="error" role="alert" id="sweep-delete-error">{deleteError}</p>}
