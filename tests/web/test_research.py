@@ -137,6 +137,59 @@ def test_x_axis_wall_time_and_zoom_shared_with_a_reset(page: Page, server: Serve
     assert canvas(page, acc) == before
 
 
+def drawn_x(page: Page, testid: str) -> list[float]:
+    """The x values a chart draws, as its legend shows them while the cursor crosses the plot."""
+    over = page.locator(f'[data-testid="{testid}"] .u-over')
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    assert box
+    shown = page.locator(f'[data-testid="{testid}"] .u-legend .u-series').first.locator(".u-value")
+    seen: set[float] = set()
+    for i in range(41):
+        page.mouse.move(box["x"] + box["width"] * i / 40, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(20)
+        if text := shown.inner_text().strip():
+            seen.add(float(text))
+    return sorted(seen)
+
+
+def run_steps(server: Server, job_id: str) -> tuple[int, list[int]]:
+    """A job's pretraining epochs over all layers, and its fine-tuning epochs, from the API."""
+    points = metric_points(server, job_id)
+    pretrain = {(p["layer"], p["epoch"]) for p in points if p["phase"] == "pretrain"}
+    return len(pretrain), sorted({p["epoch"] for p in points if p["phase"] == "finetune"})
+
+
+def test_x_axis_step_counts_the_runs_epochs_across_phases(page: Page, server: Server, seeded: Seeded) -> None:
+    job = finished(server, seeded.diagnosed)  # two pretraining layers, then fine-tuning
+    pretrained, tuned = run_steps(server, job["id"])
+    assert pretrained == 2 * job["spec"]["pretrain"]["epochs"] and tuned == [1, 2, 3]
+    open_app(page, server, f"#/jobs/{job['id']}")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+    assert drawn_x(page, LOSS) == tuned
+    page.select_option("#chart-x", "step")
+    expect(page).to_have_url(re.compile(r"x=step"))
+    expect(page.locator(f'[data-testid="{LOSS}"] .u-legend .u-series').first).to_contain_text("step")
+    steps = [pretrained + e for e in tuned]
+    assert drawn_x(page, LOSS) == steps
+    assert drawn_x(page, "chart-pretrain-recon_error") == list(range(1, pretrained + 1))
+
+    page.reload()  # the URL alone restores the step axis
+    expect(page.locator("#chart-x")).to_have_value("step")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+    assert drawn_x(page, LOSS) == steps
+
+    # in compare each run counts its own steps: one pretraining layer here, two there
+    other = finished(server, seeded.dr)
+    other_pretrained, other_tuned = run_steps(server, other["id"])
+    assert other_pretrained != pretrained
+    open_app(page, server, f"#/compare?ids={job['id']},{other['id']}&x=step")
+    chart = "compare-finetune/val_loss"
+    expect(page.locator(f'[data-testid="{chart}"]')).to_have_attribute("data-series", "2")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{chart}\"]').dataset.points >= {len(tuned) + len(other_tuned)}")
+    assert drawn_x(page, chart) == sorted({*steps, *(other_pretrained + e for e in other_tuned)})
+
+
 # ----------------------------------------------------------------------------- compare
 
 def test_the_url_restores_a_compare_view(page: Page, server: Server, seeded: Seeded) -> None:

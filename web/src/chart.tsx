@@ -41,7 +41,7 @@ interface Props {
   data: ChartData;
   /** This chart's scale when the page leaves it to each chart ("as suited"). */
   log?: boolean;
-  /** The x axis title; by default the page's x axis (epoch or wall time). */
+  /** The x axis title; by default the page's x axis (epoch, step or wall time). */
   xLabel?: string;
   /** The y axis title, with its unit. */
   yLabel?: string;
@@ -204,7 +204,7 @@ export function Chart({ title, data, log: suited = false, xLabel, yLabel, xLabel
           label: xTitle, stroke: fg, grid, ticks: grid, labelSize: 20, labelFont: AXIS_FONT,
           ...(xLabels
             ? { splits: () => xLabels.map((_, i) => i), values: (_u: uPlot, vals: number[]) => vals.map((v) => xLabels[v] ?? "") }
-            : { values: num, ...(xTicks ? { splits: () => xTicks } : {}), ...(xTitle === "epoch" ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] } : {}) }),
+            : { values: num, ...(xTicks ? { splits: () => xTicks } : {}), ...(xTitle === X_TITLES.epoch || xTitle === X_TITLES.step ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] } : {}) }),
         },
         { label: yLabel, stroke: fg, grid, ticks: grid, size: 56, labelSize: 20, labelFont: AXIS_FONT, values: num },
       ],

@@ -5,7 +5,7 @@ import { useContext, useEffect, useMemo, useState } from "preact/hooks";
 import type uPlot from "uplot";
 import { setQuery, useRoute } from "./route";
 
-export type XAxis = "epoch" | "wall";
+export type XAxis = "epoch" | "step" | "wall";
 export type YScale = "auto" | "linear" | "log";
 
 export interface ChartView {
@@ -73,18 +73,22 @@ const defaultView: ChartView = { smooth: 0, y: "auto", x: "epoch", zoom: new Zoo
 export const ChartViewContext = createContext<ChartView>(defaultView);
 export const useChartViewContext = () => useContext(ChartViewContext);
 
-/** The chart settings in the current route's query: smooth=0.6, y=log|linear, x=wall. */
+/** The chart settings in the current route's query: smooth=0.6, y=log|linear, x=step|wall. */
 export function useChartView(): ChartView {
   const { query } = useRoute();
   const zoom = useMemo(() => new ZoomGroup(), []);
   const smooth = Math.min(0.99, Math.max(0, Number(query.get("smooth")) || 0));
   const y = (["linear", "log"] as const).find((v) => v === query.get("y")) ?? "auto";
-  const x: XAxis = query.get("x") === "wall" ? "wall" : "epoch";
-  useEffect(() => zoom.reset(), [x]); // a range in epochs means nothing in seconds
+  const x = (["step", "wall"] as const).find((v) => v === query.get("x")) ?? "epoch";
+  useEffect(() => zoom.reset(), [x]); // a range in epochs means nothing in steps or seconds
   return useMemo(() => ({ smooth, y, x, zoom }), [smooth, y, x, zoom]);
 }
 
-export const X_TITLES: Record<XAxis, string> = { epoch: "epoch", wall: "wall time (s since the job started)" };
+export const X_TITLES: Record<XAxis, string> = {
+  epoch: "epoch",
+  step: "step (epochs of the run, across phases)",
+  wall: "wall time (s since the job started)",
+};
 
 export function ChartControls({ view, smoothing = true, xChoice = true }: { view: ChartView; smoothing?: boolean; xChoice?: boolean }) {
   const [zoomed, setZoomed] = useState(view.zoom.zoomed);
@@ -108,10 +112,11 @@ export function ChartControls({ view, smoothing = true, xChoice = true }: { view
         </select>
       </label>
       {xChoice && (
-        <label title="Points are recorded once per epoch, with the time they were written; the API records no step count">
+        <label title="Points are recorded once per epoch of each phase (and pretraining layer), with the time they were written. Epoch restarts at 1 in each phase and layer; step counts the run's epochs in the order they ran (each pretraining layer's, then fine-tuning's), so step 1 is the run's first epoch">
           X axis
           <select id="chart-x" value={view.x} onChange={(e) => setQuery({ x: (e.target as HTMLSelectElement).value.replace("epoch", "") })}>
             <option value="epoch">epoch</option>
+            <option value="step">step</option>
             <option value="wall">wall time</option>
           </select>
         </label>

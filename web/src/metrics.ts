@@ -39,12 +39,28 @@ interface Line {
   job?: string;
 }
 
-/** Where a point goes on the x axis. Points carry their epoch and the time they were written;
- * the API records no step count, so there is no step axis. */
+/** Where a point goes on the x axis. Points carry their phase, layer, epoch and the time they
+ * were written. */
 export type XOf = (p: MetricPoint) => number;
 
-/** x for the page's axis: the epoch, or seconds since `startMs` (the job's start). */
-export function xOf(axis: XAxis, startMs: number | null): XOf {
+const epochOfRun = (p: MetricPoint) => `${p.phase}/${p.layer}/${p.epoch}`;
+
+/** The run's step: its epochs numbered 1, 2, ... in the order they ran (every pretraining
+ * layer's, then fine-tuning's), from a run's own points. An epoch a retry ran again keeps the
+ * step it had. */
+export function stepOf(points: MetricPoint[]): XOf {
+  const order = new Map<string, number>();
+  for (const p of [...points].sort((a, b) => a.seq - b.seq)) {
+    const at = epochOfRun(p);
+    if (!order.has(at)) order.set(at, order.size + 1);
+  }
+  return (p) => order.get(epochOfRun(p)) ?? Number.NaN;
+}
+
+/** x for the page's axis: the epoch, the run's step (from `points`, all of the run's), or
+ * seconds since `startMs` (the job's start). */
+export function xOf(axis: XAxis, startMs: number | null, points: MetricPoint[]): XOf {
+  if (axis === "step") return stepOf(points);
   if (axis === "epoch" || startMs === null) return (p) => p.epoch;
   return (p) => ((parseTime(p.at) ?? startMs) - startMs) / 1000;
 }

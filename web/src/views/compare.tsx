@@ -190,11 +190,12 @@ export function ComparePage() {
   );
 }
 
-/** One line per job for one metric key, on the page's x axis (wall time from each job's start). */
+/** One line per job for one metric key, on the page's x axis (each job's own steps, or wall
+ * time from each job's start). */
 function overlay(list: Run[], key: string, label: (r: Run) => string, axis: XAxis) {
-  const starts = list.map((r) => parseTime(r.job.started_at) ?? (r.points.length ? parseTime(r.points[0].at) : null));
+  const xs = list.map((r) => xOf(axis, parseTime(r.job.started_at) ?? (r.points.length ? parseTime(r.points[0].at) : null), r.points));
   const tagged = list.flatMap((r, i) => r.points.filter(matchKey(key)).map((p) => ({ ...p, run: i })));
-  const at = (p: MetricPoint) => xOf(axis, starts[(p as MetricPoint & { run: number }).run])(p);
+  const at = (p: MetricPoint) => xs[(p as MetricPoint & { run: number }).run](p);
   const data = byEpoch(tagged, list.map((r, i) => ({
     label: label(r), color: color(i), job: r.job.id, match: (p: MetricPoint) => (p as MetricPoint & { run: number }).run === i,
   })), at);

@@ -2,7 +2,7 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, cancelJob, deleteJob, download, getJob, getSettings, listCheckpoints, listDatasets, streamEvents } from "../api";
 import { Chart } from "../chart";
-import { ChartControls, ChartViewContext, useChartView } from "../chartview";
+import { ChartControls, ChartViewContext, useChartView, type XAxis } from "../chartview";
 import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle, parseTime } from "../format";
 import { finalShown, finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers,
   xOf, yTitle } from "../metrics";
@@ -114,11 +114,11 @@ interface Notice {
   error?: boolean;
 }
 
-function useJobCharts(job: Job | null, points: MetricPoint[], version: number, axis: "epoch" | "wall") {
+function useJobCharts(job: Job | null, points: MetricPoint[], version: number, axis: XAxis) {
   const spec = job?.spec ?? {};
   const start = parseTime(job?.started_at) ?? (points.length ? parseTime(points[0].at) : null);
   return useMemo(() => {
-    const at = xOf(axis, start);
+    const at = xOf(axis, start, points);
     const layers = pretrainLayers(points, spec);
     const present = new Set(points.filter((p) => p.phase === "pretrain").map((p) => p.name));
     const expected = new Set<PretrainMetric>(["recon_error", "dr", "cross_group_divergence"]);

@@ -3,6 +3,8 @@
 // src/names.ts (SYSTEM_METRICS).
 import { useMemo } from "preact/hooks";
 import { Chart, type ChartData } from "../chart";
+import { X_TITLES } from "../chartview";
+import { stepOf } from "../metrics";
 import type { SystemMetric } from "../names";
 import type { MetricPoint } from "../types";
 import { Section } from "../ui";
@@ -11,19 +13,16 @@ const MIB = 2 ** 20;
 
 type Line = [SystemMetric, string, number, boolean?]; // name, label, divisor, dashed
 
-/** One x per epoch in the order the epochs ran (every pretraining layer's, then fine-tuning's):
- * system figures belong to the run as a whole, not to one phase's epoch numbers. */
+/** One x per step of the run (its epochs in the order they ran): system figures belong to the
+ * run as a whole, not to one phase's epoch numbers. */
 export function systemChart(points: MetricPoint[], lines: Line[]): ChartData {
-  const order = new Map<string, number>();
+  const step = stepOf(points);
   const values = lines.map(() => new Map<number, number>());
   for (const p of [...points].sort((a, b) => a.seq - b.seq)) {
     const i = lines.findIndex(([name]) => name === p.name);
-    if (i < 0) continue;
-    const at = `${p.phase}/${p.layer}/${p.epoch}`;
-    if (!order.has(at)) order.set(at, order.size + 1);
-    values[i].set(order.get(at)!, p.value / lines[i][2]);
+    if (i >= 0) values[i].set(step(p), p.value / lines[i][2]);
   }
-  const x = [...order.values()];
+  const x = [...new Set(values.flatMap((v) => [...v.keys()]))].sort((a, b) => a - b);
   return { x, series: lines.map(([, label, , dash], i) => ({ label, dash, values: x.map((e) => values[i].get(e) ?? null) })) };
 }
 
@@ -43,7 +42,7 @@ export function SystemCharts({ points, version }: { points: MetricPoint[]; versi
   return (
     <Section title="System">
       <div class="charts">
-        {charts.map((c) => <Chart key={c.name} testid={`chart-system-${c.name}`} title={c.title} data={c.data} xLabel="epoch of the run" />)}
+        {charts.map((c) => <Chart key={c.name} testid={`chart-system-${c.name}`} title={c.title} data={c.data} xLabel={X_TITLES.step} />)}
       </div>
     </Section>
   );
