@@ -78,7 +78,9 @@ def shoot(server: Server, out: Path, chromium: str, job_id: str, sweep: dict[str
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         for name, scheme, route, ready, full in pages:
-            context = browser.new_context(viewport={"width": 1500, "height": 1300}, color_scheme=scheme)
+            # bypass_csp: Playwright's waits evaluate strings, which the app's policy refuses.
+            context = browser.new_context(viewport={"width": 1500, "height": 1300},
+                                          color_scheme=scheme, bypass_csp=True)
             page = context.new_page()
             page.add_init_script(f"sessionStorage.setItem('drtrain-key', {json.dumps(server.key)})")
             page.goto(f"{server.url}/{route}")
