@@ -107,7 +107,12 @@ def test_smoothing_and_log_change_the_drawn_data(page: Page, server: Server, see
 def test_x_axis_wall_time_and_zoom_shared_with_a_reset(page: Page, server: Server, seeded: Seeded) -> None:
     job = finished(server, seeded.dr)
     open_app(page, server, f"#/jobs/{job['id']}")
-    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+    acc = "chart-finetune-accuracy"
+    # Every epoch drawn before the pixels are compared: a chart still filling in would
+    # differ from itself after the reset.
+    epochs = job["spec"]["finetune"]["epochs"]
+    for chart in (LOSS, acc):
+        expect(page.locator(f'[data-testid="{chart}"]')).to_have_attribute("data-points", str(epochs))
     x_legend = page.locator(f'[data-testid="{LOSS}"] .u-legend .u-series').first
     expect(x_legend).to_contain_text("epoch")
     page.select_option("#chart-x", "wall")
@@ -116,7 +121,6 @@ def test_x_axis_wall_time_and_zoom_shared_with_a_reset(page: Page, server: Serve
 
     expect(page.locator("#reset-zoom")).to_be_disabled()
     expect(page.locator("#chart-controls")).to_contain_text("Drag across a chart to zoom")
-    acc = "chart-finetune-accuracy"
     before = canvas(page, acc)
     over = page.locator(f'[data-testid="{LOSS}"] .u-over')
     over.scroll_into_view_if_needed()
