@@ -111,8 +111,9 @@ def test_x_axis_wall_time_and_zoom_shared_with_a_reset(page: Page, server: Serve
     # Every epoch drawn before the pixels are compared: a chart still filling in would
     # differ from itself after the reset.
     epochs = job["spec"]["finetune"]["epochs"]
-    for chart in (LOSS, acc):
-        expect(page.locator(f'[data-testid="{chart}"]')).to_have_attribute("data-points", str(epochs))
+    for chart in (LOSS, acc):  # a point per epoch in each series (train, validation)
+        page.wait_for_function(f"(f => f && +f.dataset.points === {epochs} * +f.dataset.series)"
+                               f"(document.querySelector('[data-testid=\"{chart}\"]'))")
     x_legend = page.locator(f'[data-testid="{LOSS}"] .u-legend .u-series').first
     expect(x_legend).to_contain_text("epoch")
     page.select_option("#chart-x", "wall")
