@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import time
-import uuid
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from bench.service_stack import PG_ADMIN_URL
+from bench.service_stack import scratch_database
 from drtrain.jobs import repository as q
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
-from drtrain.kit.migrate import upgrade
 from drtrain.tenants.keys import create_key
 
 FILL = """INSERT INTO jobs (id, tenant_id, dataset_id, spec, status, request_hash, attempt,
@@ -40,13 +38,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--active-every", type=int, default=50)
     args = parser.parse_args()
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"drtrain_bench_count_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with scratch_database("count") as url:
         engine = make_engine(url)
         with session_scope(make_sessionmaker(engine)) as s:
             create_key(s, "counted")
@@ -63,10 +55,6 @@ def main() -> None:
         engine.dispose()
         print(f"{args.jobs:,} jobs, {active:,} active: {with_index:.3f} ms per count with "
               f"ix_jobs_tenant_status, {without:.3f} ms without")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ import argparse
 import math
 import uuid
 
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, insert, text
 
-from bench.service_stack import PG_ADMIN_URL
+from bench.service_stack import scratch_database
 from dr_core.events import FINETUNE_METRICS, GRAD_NORM, GRAD_NORM_DR, PRETRAIN_METRICS
 from drtrain.jobs import history
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
-from drtrain.kit.migrate import upgrade
 from drtrain.kit.models import Job, MetricPoint, Tenant, utcnow
 from drtrain.kit.settings import Settings
 
@@ -79,23 +78,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
     args = parser.parse_args()
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"drtrain_bench_history_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with scratch_database("history") as url:
         engine = make_engine(url)
         for label, shape in SHAPES.items():
             rows, before, after = measure(engine, args.jobs, shape)
             print(f"{label} ({rows} points): {before:,} bytes of metric history per ended job "
                   f"before downsampling, {after:,} after (defaults)")
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

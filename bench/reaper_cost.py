@@ -26,14 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from bench.history import fill_history
-from bench.service_stack import PG_ADMIN_URL
+from bench.service_stack import scratch_database
 from drtrain.kit.broker import publish_run_jobs
 from drtrain.kit.broker_messages import UNACKED_KEY, missing_from_broker
 from drtrain.kit.db import make_engine, make_sessionmaker
-from drtrain.kit.migrate import upgrade
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import make_store
 from worker.reaper import reap_once
@@ -65,13 +64,7 @@ def sweep_cost(engine: Engine) -> tuple[float, int]:
 
 
 def database_part(jobs: int, rounds: int, data_dir: Path) -> None:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"drtrain_bench_reaper_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with scratch_database("reaper") as url:
         engine = make_engine(url)
         with engine.begin() as conn:
             fill_history(conn, jobs, live=0)
@@ -88,10 +81,6 @@ def database_part(jobs: int, rounds: int, data_dir: Path) -> None:
             print(f"{jobs:,} ended jobs, {label}: {ms:.2f} ms per reaper round (median of "
                   f"{rounds}); the sweep query {query_ms:.2f} ms, {buffers:,} buffers "
                   f"({buffers * 8 // 1024:,} MiB)")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def bytes_moved(client: redis.Redis, call: Callable[[], object]) -> int:
