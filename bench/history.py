@@ -17,13 +17,13 @@ INSERT INTO jobs (id, tenant_id, dataset_id, spec, status, progress, attempt, ma
                   cancel_requested, created_at, updated_at, finished_at, published_at)
 SELECT md5('job' || i), :tenant, 'builtin:digits', '{}', :status, 1.0, 1, 3, false,
        now() - (i || ' seconds')::interval, now(), now(), now() - (i || ' seconds')::interval
-FROM generate_series(:first, :last) AS i
+FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i
 """
 _CHECKPOINTS = """
 INSERT INTO checkpoints (id, job_id, kind, attempt, object_key, sha256, size_bytes, created_at)
 SELECT md5(:kind || i), md5('job' || i), :kind, 1, 'jobs/' || md5('job' || i) || '/' || :kind,
        repeat('0', 64), 1000, now()
-FROM generate_series(:first, :last) AS i
+FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i
 """
 
 
