@@ -21,7 +21,7 @@ from api.fast_reads import FastReads
 from api.fast_submit import FastSubmit
 from api.job_reads import JobReads
 from api.limits import BodyTimeoutMiddleware, TenantSlots
-from api.routers import datasets, jobs, ops, sweeps
+from api.routers import datasets, jobs, ops, queue, sweeps
 from api.security_headers import SecurityHeaders
 from api.submits import Submits
 from api.telemetry import RequestStats, RequestStatsMiddleware
@@ -175,8 +175,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     problems.install(app)
     openapi_contract.install(app)
     # Each router carries its full paths (``/v1/...``); none is mounted under a prefix here.
-    for router in (datasets.router, jobs.router, sweeps.router, ops.router, docs.router,
-                   web.router):
+    for router in (datasets.router, jobs.router, queue.router, sweeps.router, ops.router,
+                   docs.router, web.router):
         operation_docs.install(router)
         app.include_router(router)
     return app

@@ -52,7 +52,11 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "against its dataset (features, visible units, parameter count): 422 for either. The "
         "job row is committed as `queued` before the task is published; 202 with `Location`. "
         "An `Idempotency-Key` header makes retries safe: the same key and body answer the "
-        "original job (200). 429 with `Retry-After` past the tenant's active-job cap. " + _AUTH),
+        "original job (200). A tenant has at most `DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT` jobs "
+        "dispatched to the workers; a job beyond that is accepted all the same and waits in "
+        "the tenant's queue (`GET /v1/queue`), in submit order, until a slot frees. 429 with "
+        "`Retry-After` only when the queue holds `DRTRAIN_MAX_QUEUED_JOBS_PER_TENANT` jobs "
+        "already. " + _AUTH),
     ("GET", "/v1/jobs"): (
         "List jobs",
         "Newest first in cursor pages (`page_size`, `page_token` from the previous page's "
@@ -147,6 +151,13 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "naming the jobs still queued, running or cancelling, with nothing deleted: there is "
         "no sweep-wide cancel, so cancel each of them (`POST /v1/jobs/{job_id}/cancel`) "
         "first. " + _AUTH),
+    ("GET", "/v1/queue"): (
+        "The tenant's queue",
+        "Jobs beyond the tenant's running cap wait here, in submit order, and are dispatched "
+        "one per freed slot (a job ending, cancelled, or failed by the reaper). Gives the "
+        "limits, how many jobs hold a slot and how many wait, the next `limit` waiting jobs "
+        "with their positions, and with `job_id` that job's position (null when it is not "
+        "waiting). " + _AUTH),
     ("GET", "/v1/settings"): (
         "Settings a client shows",
         "This server's checkpoint cadence: a running job stores a resumable checkpoint every "

@@ -20,7 +20,7 @@ from safetensors.numpy import save
 from sqlalchemy.orm import Session, sessionmaker
 
 from drtrain.jobs.spec import JOB_SPEC_EXAMPLE, JobSpec, spec_to_dict
-from drtrain.kit.models import Checkpoint, Dataset, Job, JobStatus, MetricPoint, Sweep
+from drtrain.kit.models import Checkpoint, Dataset, Job, JobStatus, MetricPoint, Sweep, utcnow
 from drtrain.kit.storage import ObjectStore
 from drtrain.tenants.repository import tenant_by_name
 
@@ -60,6 +60,7 @@ def small_spec(dataset_id: str, **top: object) -> dict:
 def add_job(db: Session, owner: str, status: JobStatus = JobStatus.queued, **kw: object) -> Job:
     """A job row on the built-in digits, with its spec defaulted as submit stores it."""
     spec = spec_to_dict(JobSpec.model_validate(small_spec("builtin:digits")))
+    kw.setdefault("dispatched_at", utcnow())  # as a job given a running slot at submit
     job = Job(tenant_id=owner, dataset_id="builtin:digits", spec=spec, status=status, **kw)
     db.add(job)
     db.commit()

@@ -1,4 +1,5 @@
-"""The reaper: puts jobs of dead workers back in the queue, re-publishes lost messages, sweeps
+"""The reaper: puts jobs of dead workers back in the queue, gives free running slots to waiting
+jobs (``drtrain.jobs.queue``), re-publishes lost messages, sweeps
 up the checkpoints of jobs that have ended, and downsamples the metric history of jobs that
 ended long ago (``drtrain.jobs.history``).
 
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.jobs import history, lifecycle, retention
+from drtrain.jobs import history, lifecycle, queue, retention
 from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job
 from drtrain.kit.broker_messages import missing_from_broker
 from drtrain.kit.db import make_sessionmaker, session_scope, unpooled_engine
@@ -68,7 +69,11 @@ def reap_once(settings: Settings, factory: sessionmaker[Session], *,
     now = utcnow()
     with session_scope(factory) as s:
         requeued = lifecycle.requeue_expired(s, now)
-    sent = _publish_all(requeued, publish)
+    # Slots given back by jobs that ended without their worker's refill (failed or cancelled
+    # above, a worker killed just after finishing), or opened by a raised cap.
+    with session_scope(factory) as s:
+        dispatched = queue.refill_all(s, settings)
+    sent = _publish_all(requeued + dispatched, publish)
     with session_scope(factory) as s:
         lifecycle.mark_published(s, sent, now)
     older_than = now - timedelta(seconds=settings.requeue_queued_after_seconds)
@@ -92,9 +97,10 @@ def reap_once(settings: Settings, factory: sessionmaker[Session], *,
         _sweep_ended(factory, store)
     with session_scope(factory) as s:
         history.downsample_due(s, settings, now)
-    if requeued or republished:
-        log.info("reaper: requeued %s, re-published %s", requeued, republished)
-    return {"requeued": requeued, "republished": republished}
+    if requeued or republished or dispatched:
+        log.info("reaper: requeued %s, re-published %s, dispatched %s", requeued, republished,
+                 dispatched)
+    return {"requeued": requeued, "republished": republished, "dispatched": dispatched}
 
 
 def _republish(factory: sessionmaker[Session], due: list[str], older_than: datetime,

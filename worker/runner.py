@@ -22,7 +22,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dr_core.events import TrainingStopped
-from drtrain.jobs import lifecycle, retention
+from drtrain.jobs import lifecycle, queue, retention
 from drtrain.jobs.repository import resumable_checkpoints
 from drtrain.kit import cancel_signal, storage
 from drtrain.kit.db import session_scope
@@ -103,10 +103,24 @@ def run_job(job_id: str, *, settings: Settings, sessionmaker: sessionmaker[Sessi
         log.info("job %s not claimable; nothing to do", job_id)
         return
     # What this attempt logs from here on is kept as the job's log (worker/job_log.py).
-    with attempt_log(sessionmaker, job.id, job.attempt, max_bytes=settings.job_log_max_bytes,
-                     flush_seconds=settings.job_log_flush_seconds):
-        _run_attempt(job, settings=settings, sessionmaker=sessionmaker, store=store,
-                     worker_id=worker_id, hard_kill=hard_kill)
+    try:
+        with attempt_log(sessionmaker, job.id, job.attempt,
+                         max_bytes=settings.job_log_max_bytes,
+                         flush_seconds=settings.job_log_flush_seconds):
+            _run_attempt(job, settings=settings, sessionmaker=sessionmaker, store=store,
+                         worker_id=worker_id, hard_kill=hard_kill)
+    finally:
+        _pass_on_slot(sessionmaker, settings, job.tenant_id)
+
+
+def _pass_on_slot(factory: sessionmaker[Session], settings: Settings, tenant_id: str) -> None:
+    """The slot of a job that has ended goes to its tenant's next waiting job at once (a job
+    still running, left for the reaper, keeps its slot: nothing is dispatched then)."""
+    try:
+        queue.refill_and_publish(factory, settings, [tenant_id])
+    except Exception:  # noqa: BLE001 - the reaper's next round refills the tenant instead
+        log.warning("refilling tenant %s's running slots failed; the reaper will", tenant_id,
+                    exc_info=True)
 
 
 def _run_attempt(job: Job, *, settings: Settings, sessionmaker: sessionmaker[Session],

@@ -63,6 +63,9 @@ class JobSummaryOut(BaseModel):
     dataset_id: str
     sweep_id: str | None
     created_at: datetime
+    dispatched_at: datetime | None = Field(description=(
+        "when the job took one of the tenant's running slots and went to the workers; null "
+        "while it waits in the tenant's queue (`GET /v1/queue?job_id=` gives its place)"))
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None

@@ -68,7 +68,7 @@ def transition(session: Session, job_id: str, expected: str, **values: Any) -> b
 
 def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float, *,
           now: datetime | None = None) -> Job | None:
-    """queued -> running for this worker. A running job whose lease has expired (its worker
+    """queued (and dispatched) -> running for this worker. A running job whose lease has expired (its worker
     died and the reaper has not run yet) is taken over with attempt + 1 if attempts remain.
     None when not claimable (running elsewhere with a live lease, cancelling, terminal, gone)."""
     now = now or utcnow()
@@ -76,8 +76,10 @@ def claim(session: Session, job_id: str, worker_id: str, lease_seconds: float, *
     common = dict(status=JobStatus.running, worker_id=worker_id, lease_expires_at=lease,
                   heartbeat_at=now, started_at=func.coalesce(Job.started_at, now),
                   updated_at=now, cancel_requested=False)
+    # A job waiting in its tenant's queue has no slot yet: it is not the workers' to take.
     res = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued)
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued,
+                          Job.dispatched_at.is_not(None))
         .values(**common).execution_options(synchronize_session=False))
     if _changed(res) != 1:
         res = session.execute(
@@ -231,7 +233,7 @@ def requeue_expired(session: Session, now: datetime | None = None) -> list[str]:
 
 
 def stale_queued(session: Session, older_than: datetime, limit: int = 1000) -> list[str]:
-    """The oldest ``limit`` queued jobs last published (or created) before ``older_than``:
+    """The oldest ``limit`` queued jobs last published (or dispatched) before ``older_than``:
     their message may have vanished with the broker, so they are re-published (claim() makes
     duplicates harmless). Bounded, so that a round asks the broker about a bounded number of
     jobs; the next ones are looked at once these have been re-published or claimed."""
@@ -241,8 +243,9 @@ def stale_queued(session: Session, older_than: datetime, limit: int = 1000) -> l
 
 
 def _stale(older_than: datetime):  # noqa: ANN202
+    # A job waiting in its tenant's queue (dispatched_at null) has no message to lose.
     return or_(Job.published_at < older_than,
-               (Job.published_at.is_(None)) & (Job.created_at < older_than))
+               (Job.published_at.is_(None)) & (Job.dispatched_at < older_than))
 
 
 def take_for_republish(session: Session, job_id: str, older_than: datetime,

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from drtrain.datasets import builtins
 from drtrain.datasets import repository as datasets_repo
-from drtrain.jobs import lifecycle
+from drtrain.jobs import lifecycle, queue
 from drtrain.jobs import repository as q
 from drtrain.jobs.predict import ModelFormatError, model_cache
 from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, spec_to_dict
@@ -29,7 +29,6 @@ from drtrain.kit.models import Checkpoint, DatasetStatus, Job, JobStatus, JobTag
 from drtrain.kit.publishing import publish_jobs
 from drtrain.kit.settings import Settings
 from drtrain.tenants import quota
-from drtrain.tenants import repository as tenants_repo
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +189,11 @@ def with_server_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
 def job_row(settings: Settings, tenant_id: str, spec: JobSpec, *,
             idempotency_key: str | None = None, sweep_id: str | None = None,
             grid_point: dict[str, Any] | None = None,
-            facts: DatasetFacts | None = None) -> dict[str, Any]:
+            facts: DatasetFacts | None = None, dispatched: bool = True) -> dict[str, Any]:
     """Every column of a new queued job: the one definition behind ``new_job`` (the ORM) and
     a submit batch's insert. ``facts`` (from check_against_dataset) give the submit-time
-    warnings."""
+    warnings; ``dispatched``: it takes a running slot now, else it waits in its tenant's
+    queue (``drtrain.jobs.queue``)."""
     spec = with_server_defaults(spec, settings)
     spec_dict = spec_to_dict(spec)
     now = utcnow()
@@ -201,6 +201,7 @@ def job_row(settings: Settings, tenant_id: str, spec: JobSpec, *,
             "test_dataset_id": spec.test_dataset_id, "sweep_id": sweep_id,
             "grid_point": grid_point, "spec": spec_dict, "idempotency_key": idempotency_key,
             "request_hash": request_hash(spec_dict), "status": JobStatus.queued,
+            "dispatched_at": now if dispatched else None,
             "progress": 0.0, "attempt": 1, "max_attempts": spec.max_attempts,
             "cancel_requested": False, "created_at": now, "updated_at": now,
             "name": spec.name, "tags": list(spec.tags),
@@ -220,25 +221,27 @@ _UNSET_COLUMNS: dict[str, Any] = dict.fromkeys(column.key for column in Job.__ta
 def new_job(session: Session, settings: Settings, tenant_id: str, spec: JobSpec, *,
             idempotency_key: str | None = None, sweep_id: str | None = None,
             grid_point: dict[str, Any] | None = None,
-            facts: DatasetFacts | None = None) -> Job:
-    """Add a queued job and schedule its message for after the commit that makes it durable."""
+            facts: DatasetFacts | None = None, dispatched: bool = True) -> Job:
+    """Add a queued job; a dispatched one has its message scheduled for after the commit
+    that makes it durable (a waiting one is published when it is given a slot)."""
     job = Job(**job_row(settings, tenant_id, spec, idempotency_key=idempotency_key,
-                        sweep_id=sweep_id, grid_point=grid_point, facts=facts))
+                        sweep_id=sweep_id, grid_point=grid_point, facts=facts,
+                        dispatched=dispatched))
     session.add(job)
     session.add_all(JobTag(job=job, tag=tag) for tag in dict.fromkeys(spec.tags))
-    after_commit(session, lambda: publish_jobs(settings, [job.id]))
+    if dispatched:
+        after_commit(session, lambda: publish_jobs(settings, [job.id]))
     return job
 
 
-def locked_active_jobs(session: Session, settings: Settings, tenant_id: str) -> int:
+def locked_slots(session: Session, settings: Settings, tenant_id: str) -> queue.Slots:
     """Takes the tenant's submit lock (held until the transaction ends), checks the storage
-    quota (429) and returns the tenant's active jobs, those this transaction added included.
-    The submit's caller commits right after: the lock covers one read and the commit, never
-    the work before them."""
-    tenants_repo.lock_tenant(session, tenant_id)
-    active, stored = q.active_and_stored(session, tenant_id)
-    quota.check_used(settings, stored)
-    return active
+    quota (429) and returns the tenant's dispatched and waiting jobs, those this transaction
+    added included. The submit's caller commits right after: the lock covers one read and the
+    commit, never the work before them."""
+    slots = queue.locked_slots(session, tenant_id)
+    quota.check_used(settings, slots.stored)
+    return slots
 
 
 def cancel_job(session: Session, settings: Settings, tenant_id: str,
@@ -251,6 +254,10 @@ def cancel_job(session: Session, settings: Settings, tenant_id: str,
     job, already = _cancel(session, tenant_id, job_id)
     if job.status == JobStatus.cancelling:
         after_commit(session, lambda: cancel_signal.send(settings, job_id))
+    elif not already and job.dispatched_at is not None:  # a slot given back
+        dispatched = queue.refill(session, settings, tenant_id)
+        if dispatched:
+            after_commit(session, lambda: publish_jobs(settings, dispatched))
     return job, already
 
 

@@ -3,10 +3,10 @@
 alongside it.
 
 ``add_jobs`` decides each submission's outcome in one place: a replay of its
-Idempotency-Key, a refusal (the dataset checks, the storage quota, the active-job cap, a key
-reused with another body), or a new queued job. ``commit_submissions`` commits a batch and
-returns the jobs to publish; their messages go out only after the commit, on the publishing
-thread.
+Idempotency-Key, a refusal (the dataset checks, the storage quota, a full queue, a key reused
+with another body), or a new queued job, given a running slot or waiting for one
+(``drtrain.jobs.queue``). ``commit_submissions`` commits a batch and returns the jobs to
+publish; their messages go out only after the commit, on the publishing thread.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from drtrain.jobs import queue, service
 from drtrain.jobs import repository as q
-from drtrain.jobs import service
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.errors import Conflict, DomainError, Invalid, TooManyJobs
 from drtrain.kit.models import Job
@@ -95,51 +95,84 @@ def _check(session: Session, settings: Settings, subs: list[Submission],
     return checked
 
 
-def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> list[Submission]:
+def add_jobs(session: Session, settings: Settings, subs: list[Submission]) -> list[str]:
     """Settles each submission's outcome and adds the new jobs (not yet committed, nor
-    published); returns the submissions that added one.
+    published); returns the jobs to publish once committed: those given a running slot, new
+    ones and waiting ones alike (``drtrain.jobs.queue``).
 
     Each tenant's lock is taken, sorted by tenant, before its jobs are added (as a sweep
-    takes it), and held until the commit: the count it reads is every active job committed
-    before, so accepting only as many as the cap leaves room for cannot overshoot it."""
-    added: list[Submission] = []
+    takes it), and held until the commit: the counts it reads are every job committed before,
+    so handing out only the free slots and queue places cannot overshoot either limit. A
+    tenant's waiting jobs get free slots before its new ones: its queue stays in order."""
+    to_publish: list[str] = []
     plain_rows: list[dict[str, Any]] = []
-    cap = settings.max_concurrent_jobs_per_tenant
     for tenant_id, checked in sorted(_check(session, settings, subs).items()):
         try:
-            room = cap - service.locked_active_jobs(session, settings, tenant_id)
+            slots = service.locked_slots(session, settings, tenant_id)
         except DomainError as exc:  # the storage quota
             for sub, _, _ in checked:
                 sub.refuse(exc)
             continue
+        free = settings.max_concurrent_jobs_per_tenant - slots.dispatched
+        promoted = queue.dispatch_oldest(session, tenant_id, min(free, slots.waiting))
+        to_publish += promoted
+        places = _Places(free - len(promoted), settings.max_queued_jobs_per_tenant
+                         - slots.waiting + len(promoted))
         deleted = service.deleted_datasets(session, tenant_id, [spec for _, spec, _ in checked])
-        admitted = 0  # a submission that turns out a replay takes no room
         for sub, spec, facts in checked:
             try:
                 service.check_not_deleted(spec, deleted)
             except DomainError as exc:
                 sub.refuse(exc)
                 continue
-            if admitted >= room:
-                sub.refuse(TooManyJobs(f"at most {cap} active jobs per tenant",
-                                       headers={"Retry-After": str(service.RETRY_AFTER_SECONDS)}))
+            dispatched = places.slot_free()
+            if not dispatched and not places.queue_free():
+                sub.refuse(_queue_full(settings))
                 continue
             row = service.job_row(settings, tenant_id, spec, facts=facts,
-                                  idempotency_key=sub.idempotency_key)
+                                  idempotency_key=sub.idempotency_key, dispatched=dispatched)
             if sub.idempotency_key and not _insert_keyed(session, row):
                 existing = q.find_by_idempotency_key(session, tenant_id, sub.idempotency_key)
                 if existing is None:
                     raise RuntimeError("an Idempotency-Key collided with no stored job")
                 _replay(sub, existing, spec)  # a concurrent submit with this key won
                 continue
-            admitted += 1
+            places.take(dispatched)  # a submission that turned out a replay takes no place
             if not sub.idempotency_key:
                 plain_rows.append(row)
             sub.job, sub.created = service.answer_view(row), True
-            added.append(sub)
+            if dispatched:
+                to_publish.append(row["id"])
     if plain_rows:
         q.insert_jobs(session, plain_rows)
-    return added
+    return to_publish
+
+
+@dataclass(slots=True)
+class _Places:
+    """What is left of a tenant's running slots and queue places in this batch."""
+
+    slots: int
+    queue: int
+
+    def slot_free(self) -> bool:
+        return self.slots > 0
+
+    def queue_free(self) -> bool:
+        return self.queue > 0
+
+    def take(self, dispatched: bool) -> None:
+        if dispatched:
+            self.slots -= 1
+        else:
+            self.queue -= 1
+
+
+def _queue_full(settings: Settings) -> TooManyJobs:
+    return TooManyJobs(f"at most {settings.max_concurrent_jobs_per_tenant} running and "
+                       f"{settings.max_queued_jobs_per_tenant} queued jobs per tenant; this "
+                       "tenant's queue is full",
+                       headers={"Retry-After": str(service.RETRY_AFTER_SECONDS)})
 
 
 def _insert_keyed(session: Session, row: dict[str, Any]) -> bool:
@@ -189,17 +222,17 @@ def _commit(subs: list[Submission]) -> list[str]:
         sub.reset()
     session = subs[0].factory()
     try:
-        added = add_jobs(session, subs[0].settings, subs)
+        to_publish = add_jobs(session, subs[0].settings, subs)
         try:
             session.commit()
         except Exception as exc:  # noqa: BLE001 - answered, never retried
-            for sub in [*added, *(s for s in subs if s.replays_batch)]:
+            for sub in [*(s for s in subs if s.created), *(s for s in subs if s.replays_batch)]:
                 sub.refuse(exc)
             return []
     finally:
         session.close()
     _settle_batch_replays(subs)
-    return [sub.job["id"] for sub in added if sub.job is not None]
+    return to_publish
 
 
 def _settle_batch_replays(subs: list[Submission]) -> None:

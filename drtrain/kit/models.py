@@ -179,6 +179,10 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTC, default=utcnow)
 
 
+# A job waiting in its tenant's queue: queued, not yet given a running slot.
+WAITING_SQL = "status = 'queued' AND dispatched_at IS NULL"
+
+
 class Job(Base):
     """The truth about a job. Every status change is a conditional UPDATE on the expected
     status (and, from a worker, on the attempt that holds the lease)."""
@@ -196,6 +200,10 @@ class Job(Base):
         Index("ix_jobs_history_due", "finished_at",
               postgresql_where=text("metrics_downsampled_at IS NULL"),
               sqlite_where=text("metrics_downsampled_at IS NULL")),
+        # The tenants' queues (drtrain/jobs/queue.py): only the jobs waiting for a running
+        # slot are in it, in the order they are dispatched.
+        Index("ix_jobs_waiting", "tenant_id", "created_at", "id",
+              postgresql_where=text(WAITING_SQL), sqlite_where=text(WAITING_SQL)),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -222,6 +230,9 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     published_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
+    # When the job took one of its tenant's running slots and was sent to the workers; null
+    # while it waits in the tenant's queue (drtrain/jobs/queue.py).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTC, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTC, nullable=True)

@@ -105,8 +105,12 @@ class Settings(BaseSettings):
         "A request body that stalls this long between chunks is dropped (408)."))
     body_total_seconds: float = Field(3600.0, gt=0, description=(
         "A request body that takes this long in all is dropped (408)."))
+    # The running cap and the queue behind it: drtrain/jobs/queue.py, docs/guide.md "Limits".
     max_concurrent_jobs_per_tenant: int = Field(8, ge=1, description=(
-        "A single job beyond this many active ones (queued, running, cancelling) answers 429."))
+        "Jobs one tenant has dispatched to the workers at once (running, or next in the "
+        "broker); more wait in the tenant's queue."))
+    max_queued_jobs_per_tenant: int = Field(1000, ge=0, description=(
+        "Jobs one tenant may have waiting in its queue for a running slot (429 beyond)."))
     # A sweep is accepted only while the tenant's active jobs plus its children stay within
     # this (larger) bound; single jobs keep the cap above. See docs/guide.md "Limits".
     max_sweep_jobs_per_tenant: int = Field(256, ge=1, description=(

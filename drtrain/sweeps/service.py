@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from drtrain.jobs import repository as q
-from drtrain.jobs import retention
+from drtrain.jobs import queue, retention
 from drtrain.jobs.service import (
     RETRY_AFTER_SECONDS,
     check_against_dataset,
@@ -27,8 +26,10 @@ from drtrain.jobs.service import (
     new_job,
 )
 from drtrain.jobs.spec import JobSpec, spec_to_dict
+from drtrain.kit.db import after_commit
 from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
 from drtrain.kit.models import Job, JobStatus, Sweep
+from drtrain.kit.publishing import publish_jobs
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
 from drtrain.sweeps import repository as sweeps_repo
@@ -43,7 +44,6 @@ from drtrain.sweeps.schemas import (
     SweepRequest,
 )
 from drtrain.tenants import quota
-from drtrain.tenants.repository import lock_tenant
 
 
 def _invalid(path: str, msg: str, value: Any = None) -> Invalid:
@@ -113,7 +113,7 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
     points = expand_grid(base, request.grid)
     facts = [_at_point(point, partial(check_against_dataset, session, settings, tenant_id, spec))
              for point, spec in points]
-    _check_capacity(session, settings, tenant_id, len(points))
+    free = _check_capacity(session, settings, tenant_id, len(points))
     # Read again under the tenant's lock: a dataset deleted since its check refuses the sweep.
     deleted = deleted_datasets(session, tenant_id, [spec for _, spec in points])
     for point, spec in points:
@@ -121,8 +121,14 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
     sweep = Sweep(tenant_id=tenant_id, base=base, grid=request.grid)
     session.add(sweep)
     session.flush()
+    # The children join the tenant's queue behind the jobs already waiting in it.
+    promoted = queue.dispatch_oldest(session, tenant_id, free)
+    if promoted:
+        after_commit(session, lambda: publish_jobs(settings, promoted))
+    free -= len(promoted)
     children = [new_job(session, settings, tenant_id, spec, sweep_id=sweep.id, grid_point=point,
-                        facts=fact) for (point, spec), fact in zip(points, facts)]
+                        facts=fact, dispatched=n < free)
+                for n, ((point, spec), fact) in enumerate(zip(points, facts))]
     session.flush()
     return sweep, children
 
@@ -138,23 +144,27 @@ def _at_point(point: dict[str, Any], check: Callable[[], T]) -> T:
         raise Invalid(f"grid point {point}: {exc.detail}", errors=exc.errors) from exc
 
 
-def _check_capacity(session: Session, settings: Settings, tenant_id: str, n_children: int) -> None:
+def _check_capacity(session: Session, settings: Settings, tenant_id: str,
+                    n_children: int) -> int:
     """A sweep is accepted whole only while the tenant's active jobs plus its children stay
-    within ``max_sweep_jobs_per_tenant``: larger than the single-job cap (a sweep is many
-    jobs at once) but still a bound, so no tenant can fill the queue for everyone."""
+    within ``max_sweep_jobs_per_tenant``: larger than the single-job queue (a sweep is many
+    jobs at once) but still a bound, so no tenant can fill the database. Its children share
+    the tenant's running slots with every other job. Returns the tenant's free slots."""
     cap = settings.max_sweep_jobs_per_tenant
     if n_children > cap:
         raise Invalid(f"the grid has {n_children} points; a tenant may have at most {cap} "
                       "active jobs, so this sweep could never run whole",
                       errors=[{"loc": ["body", "grid"], "msg": "more points than the cap",
                                "type": "value_error"}])
-    lock_tenant(session, tenant_id)  # the same lock as single submits: no overshoot by races
-    active = q.count_active(session, tenant_id)
+    # The same lock as single submits: no overshoot by races.
+    slots = queue.locked_slots(session, tenant_id)
+    active = slots.dispatched + slots.waiting
     if active + n_children > cap:
         raise TooManyJobs(f"this sweep's {n_children} jobs and the {active} active ones exceed "
                           f"the limit of {cap} active jobs per tenant for sweeps",
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     quota.check_new_work(session, settings, tenant_id)
+    return max(0, settings.max_concurrent_jobs_per_tenant - slots.dispatched)
 
 
 def get_sweep(session: Session, tenant_id: str, sweep_id: str, *, lock: bool = False) -> Sweep:

@@ -89,7 +89,11 @@ def published(monkeypatch: pytest.MonkeyPatch, db: Session, app) -> list[tuple[s
     def fake_publish(_settings: object, job_id: str) -> None:
         calls.append((job_id, not db.in_transaction()))
 
+    def fake_publish_many(_settings: object, job_ids: list[str], **_: object) -> None:
+        calls.extend((job_id, not db.in_transaction()) for job_id in job_ids)
+
     monkeypatch.setattr("drtrain.kit.broker.publish_run_job", fake_publish)
+    monkeypatch.setattr("drtrain.kit.broker.publish_run_jobs", fake_publish_many)
     return calls
 
 

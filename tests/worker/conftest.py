@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.db import make_sessionmaker, session_scope
-from drtrain.kit.models import Dataset, Job, JobStatus, Tenant, new_id
+from drtrain.kit.models import Dataset, Job, JobStatus, Tenant, new_id, utcnow
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
 from tests.factories import digits_subset
@@ -90,14 +90,17 @@ MakeJob = Callable[..., str]
 @pytest.fixture
 def make_job(factory: sessionmaker[Session], tenant_id: str, dataset_id: str) -> MakeJob:
     """Insert a queued job whose spec is TINY_SPEC updated with ``overrides`` (validated and
-    defaulted by the API's own JobSpec, exactly as submit stores it)."""
-    def make(status: JobStatus = JobStatus.queued, **overrides: object) -> str:
+    defaulted by the API's own JobSpec, exactly as submit stores it); ``dispatched=False``
+    leaves it waiting in its tenant's queue."""
+    def make(status: JobStatus = JobStatus.queued, *, dispatched: bool = True,
+             **overrides: object) -> str:
         raw = {**TINY_SPEC, "dataset_id": dataset_id, **overrides}
         spec = spec_to_dict(JobSpec.model_validate(raw))
         job_id = new_id()
         with session_scope(factory) as s:
             s.add(Job(id=job_id, tenant_id=tenant_id, dataset_id=spec["dataset_id"],
                       test_dataset_id=spec["test_dataset_id"], spec=spec, status=status,
-                      max_attempts=spec["max_attempts"]))
+                      max_attempts=spec["max_attempts"],
+                      dispatched_at=utcnow() if dispatched else None))
         return job_id
     return make
