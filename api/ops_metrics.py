@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import auth_limits
 from api.telemetry import RequestStats
+from drtrain.jobs import queue
 from drtrain.jobs import repository as q
 from drtrain.kit import integrity
 from drtrain.kit.errors import NotFound, Unauthorized
@@ -65,6 +66,7 @@ def render_metrics(stats: RequestStats, factory: sessionmaker[Session]) -> str:
                      f"{observed[(method, route)]}")
     with factory() as session:
         by_status = q.count_by_status(session)
+        waiting = queue.count_waiting(session)
         spans = q.recent_spans(session, DURATION_WINDOW)
     lines += ["# HELP drtrain_jobs Jobs by status.", "# TYPE drtrain_jobs gauge"]
     for status in JobStatus:
@@ -72,6 +74,9 @@ def render_metrics(stats: RequestStats, factory: sessionmaker[Session]) -> str:
     lines += ["# HELP drtrain_queue_depth Jobs queued and not yet started.",
               "# TYPE drtrain_queue_depth gauge",
               f"drtrain_queue_depth {by_status.get(JobStatus.queued.value, 0)}"]
+    lines += ["# HELP drtrain_jobs_waiting Queued jobs waiting in their tenant's queue for a "
+              "running slot (the rest of the queued ones are dispatched to the workers).",
+              "# TYPE drtrain_jobs_waiting gauge", f"drtrain_jobs_waiting {waiting}"]
     lines += _duration_histogram([(end - start).total_seconds() for start, end in spans
                                   if start is not None and end is not None])
     found = integrity.failures()

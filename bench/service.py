@@ -158,11 +158,17 @@ def crowd(stack: Stack, api: str, repeats: int) -> Row:
 SUBMITTERS = {1: 30.0, 16: 100.0, 64: 250.0}
 # The per-tenant limit of the API that the cap is checked on (its other settings as the
 # stack's); the limit it enforces is found by submitting one at a time (``cap_under_load``).
-CAPPED_ENV = {"DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT": "16"}
+CAPPED_ENV = {"DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT": "8",
+              "DRTRAIN_MAX_QUEUED_JOBS_PER_TENANT": "16"}
+# A tenant with a backlog: one script submits this many tiny jobs, one after another, to an API
+# with this running cap, and waits for them all.
+BACKLOG_JOBS = 30
+BACKLOG_ENV = {"DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT": "8"}
 
 
-# The rows of ``submits``, ``exactly_once`` and ``cap_under_load``: their own section.
-SUBMIT_ROWS = ("submit, ", "exactly-once", "the per-tenant limit")
+# The rows of ``submits``, ``exactly_once``, ``cap_under_load`` and ``backlog``: their own
+# section.
+SUBMIT_ROWS = ("submit, ", "exactly-once", "the per-tenant limit", "a backlog of")
 
 
 def submits(stack: Stack, api: str, repeats: int, seconds: float) -> list[Row]:
@@ -266,6 +272,64 @@ def cap_under_load(stack: Stack, clients: int = 64, per_client: int = 4) -> Row:
             "value": f"limit {limit} (one at a time); at once: {load.count:,} submits: "
                      f"{_answers(load.statuses)}; {listed} jobs listed",
             "ratio": None, "target": f"{limit} x 202, the rest 429, {limit} listed", "met": ok}
+
+
+class _CountingTransport(httpx.HTTPTransport):
+    """Counts the answers to POSTs by status: the 429s a client's own retries hide."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts: Counter[int] = Counter()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST":
+            self.posts[response.status_code] += 1
+        return response
+
+
+def _insist(client: Any, spec: dict[str, Any]) -> str:
+    """Submits until accepted, as a script that must get its job in would: the client waits
+    out each 429's Retry-After itself (with jitter, a bounded number of times); past that,
+    the script waits what the last answer asked and goes on."""
+    from drtrain_client.errors import DrtrainError
+
+    while True:
+        try:
+            return str(client.submit_job(spec)["id"])
+        except DrtrainError as exc:
+            if exc.status != 429:
+                raise
+            time.sleep(exc.retry_after or 1.0)
+
+
+def backlog(stack: Stack, jobs: int = BACKLOG_JOBS) -> Row:
+    """``jobs`` tiny jobs submitted one after another through ``drtrain_client`` (its own
+    Retry-After backoff) to an API started with BACKLOG_ENV, then waited for: the time from
+    the first submit to the last job's end, and the 429s answered on the way (one worker
+    process, as the rest of this file's jobs)."""
+    from drtrain_client import Client
+
+    api = stack.start_api("api-backlog", BACKLOG_ENV)
+    transport = _CountingTransport()
+    started = time.monotonic()
+    try:
+        with Client(api, stack.key, transport=transport, timeout=60) as client:
+            submitted = [_insist(client, {**TINY_JOB, "seed": i}) for i in range(jobs)]
+            accepted = time.monotonic() - started
+            ended = [client.wait(job_id, timeout=3600, poll=0.5) for job_id in submitted]
+    finally:
+        stack.stop("api-backlog")
+    total = time.monotonic() - started
+    succeeded = sum(job["status"] == "succeeded" for job in ended)
+    return {"what": f"a backlog of {jobs} jobs, running cap {BACKLOG_ENV[CAP_SETTING]}",
+            "value": f"all submitted in {accepted:.1f} s, all ended in {total:.1f} s; "
+                     f"{succeeded} succeeded; POST answers {_answers(transport.posts)}",
+            "ratio": None, "target": f"every job accepted at once (no 429), {jobs} succeeded",
+            "met": succeeded == jobs and set(transport.posts) == {202}}
+
+
+CAP_SETTING = "DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT"
 
 
 def _wait_terminal(client: httpx.Client, url: str, timeout: float = 300) -> dict[str, Any]:
@@ -385,7 +449,7 @@ def service_overhead(stack: Stack, api: str) -> Row | None:
 
 
 # ---------------------------------------------------------------- one mode
-PARTS = ("reads", "crowd", "submits", "latency", "streams", "overhead")
+PARTS = ("reads", "crowd", "submits", "latency", "backlog", "streams", "overhead")
 
 
 def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PARTS,
@@ -405,10 +469,12 @@ def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PA
                 rows.append(exactly_once(stack, api))
                 rows.append(cap_under_load(stack))
                 stack.forget_queued()
-            if {"latency", "streams", "overhead"} & set(parts):
+            if {"latency", "backlog", "streams", "overhead"} & set(parts):
                 stack.start_worker()
             if "latency" in parts:
                 rows.append(queue_latency(stack, api))
+            if "backlog" in parts:
+                rows.append(backlog(stack))
             if "streams" in parts:
                 rows += streams(stack, api, repeats)
             overhead = service_overhead(stack, api) if "overhead" in parts else None
@@ -500,7 +566,7 @@ def submits_section(results: dict[str, list[Row]], args: argparse.Namespace) -> 
     return f"""{SUBMITS_BEGIN}
 ### Submits: latency, exactly-once and the limit under load (`bench/service.py`)
 
-Command: `.venv/bin/python -m bench.service --modes {' '.join(args.modes)} --repeats {args.repeats} --seconds {args.seconds:g} --only submits`
+Command: `.venv/bin/python -m bench.service --modes {' '.join(args.modes)} --repeats {args.repeats} --seconds {args.seconds:g} --only submits backlog`
 (also part of the full command). Date: {datetime.date.today().isoformat()}; Python
 {platform.python_version()}; {os.cpu_count()} CPUs shared with other processes; load average at
 the end: {load}.
@@ -516,7 +582,11 @@ list one job per key. The limit: an API started with
 {', '.join(f'`{k}={v}`' for k, v in CAPPED_ENV.items())}; one tenant submits one at a time until
 the first 429 (the limit the API enforces, whatever it counts); a second tenant then sends 256
 submits from 64 clients at once and must get exactly that many 202s, 429 for the rest, and
-list that many jobs. Embedded: SQLite, filesystem broker; production: PostgreSQL and Redis.
+list that many jobs. A backlog: an API started with
+{', '.join(f'`{k}={v}`' for k, v in BACKLOG_ENV.items())}; one script submits {BACKLOG_JOBS} tiny
+jobs one after another through `drtrain_client` (which waits out a 429's `Retry-After` with
+jitter, then the script waits and tries again) and waits for them all, run by one worker
+process. Embedded: SQLite, filesystem broker; production: PostgreSQL and Redis.
 
 {table(results)}
 {SUBMITS_END}
@@ -545,7 +615,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput measurement")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
                         help="measure only these parts (the main section is then left alone; "
-                             "`--only submits` still writes the submits section)")
+                             "`--only submits backlog` still writes the submits section)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave the docs alone")
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",
                         help="also serve this checkout (e.g. a git worktree of an older commit) "
@@ -572,7 +642,7 @@ def main() -> None:
                    for mode, rows in results.items()}
     other_rows = {mode: [r for r in rows if not r["what"].startswith(SUBMIT_ROWS)]
                   for mode, rows in results.items()}
-    if "submits" in args.only:
+    if {"submits", "backlog"} & set(args.only):
         text = submits_section(submit_rows, args)
         if not args.no_write:
             write_section(text, SUBMITS_BEGIN, SUBMITS_END)

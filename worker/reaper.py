@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from drtrain.jobs import history, lifecycle, queue, retention
+from drtrain.jobs import history, lifecycle, retention
+from drtrain.jobs.queue import refill_all
 from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job
 from drtrain.kit.broker_messages import missing_from_broker
 from drtrain.kit.db import make_sessionmaker, session_scope, unpooled_engine
@@ -72,7 +73,7 @@ def reap_once(settings: Settings, factory: sessionmaker[Session], *,
     # Slots given back by jobs that ended without their worker's refill (failed or cancelled
     # above, a worker killed just after finishing), or opened by a raised cap.
     with session_scope(factory) as s:
-        dispatched = queue.refill_all(s, settings)
+        dispatched = refill_all(s, settings)
     sent = _publish_all(requeued + dispatched, publish)
     with session_scope(factory) as s:
         lifecycle.mark_published(s, sent, now)

@@ -24,18 +24,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, zip_longest
 
-from sqlalchemy import Integer, and_, bindparam, func, select, text, update
+from sqlalchemy import BindParameter, Integer, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from drtrain.kit.db import after_commit, session_scope
-from drtrain.kit.models import ACTIVE_STATUSES, WAITING_SQL, Job, JobStatus, TenantUsage, utcnow
+from drtrain.kit.models import ACTIVE_STATUSES, WAITING_SQL, Job, TenantUsage, utcnow
 from drtrain.kit.publishing import publish_jobs
 from drtrain.kit.settings import Settings
 from drtrain.tenants.repository import lock_tenant
 
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
 _WAITING = text(WAITING_SQL)
-_TENANT = bindparam("tenant_id")
+_TENANT: BindParameter[str] = bindparam("tenant_id")
 
 _DISPATCHED = (select(func.count()).select_from(Job)
                .where(Job.tenant_id == _TENANT, Job.status.in_(_ACTIVE),
@@ -143,5 +143,9 @@ def _position(session: Session, tenant_id: str, job_id: str) -> int | None:
     return int(ahead) + 1
 
 
-def is_waiting(status: str, dispatched_at: datetime | None) -> bool:
-    return status == JobStatus.queued and dispatched_at is None
+_ALL_WAITING = select(func.count()).select_from(Job).where(_WAITING)
+
+
+def count_waiting(session: Session) -> int:
+    """Every tenant's waiting jobs together (a gauge of ``/metrics``)."""
+    return int(session.execute(_ALL_WAITING).scalar_one())

@@ -208,7 +208,7 @@ def test_one_poller_serves_every_subscriber_of_a_job() -> None:
 JOB_ROW = {"id": "j", "status": "running", "status_reason": None, "phase": None, "layer": None,
            "epoch": None, "progress": 0.0, "attempt": 1, "max_attempts": 3,
            "cancel_requested": False, "dataset_id": "builtin:digits", "sweep_id": None,
-           "created_at": datetime(2026, 1, 1, tzinfo=UTC), "started_at": None,
+           "created_at": datetime(2026, 1, 1, tzinfo=UTC), "dispatched_at": None, "started_at": None,
            "finished_at": None, "heartbeat_at": None, "result": None, "spec": {}}
 
 

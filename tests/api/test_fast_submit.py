@@ -149,7 +149,7 @@ def test_the_lane_answers_what_the_route_would(client, app, db, auth_a, ds_id, c
     assert counting.count == 1 and slow.status_code == 202
     # Header for header and field for field what the route answers; only the job differs.
     assert [k for k, _ in fast.headers.raw] == [k for k, _ in slow.headers.raw]
-    differ = {"id", "created_at", "updated_at"}
+    differ = {"id", "created_at", "updated_at", "dispatched_at"}
     assert {k: v for k, v in fast.json().items() if k not in differ} == \
         {k: v for k, v in slow.json().items() if k not in differ}
     tags = db.execute(text("SELECT job_id, tag FROM job_tags ORDER BY tag")).all()
@@ -318,14 +318,15 @@ def test_dataset_errors_are_answered_by_the_lane_as_the_route_answers_them(
 def test_over_the_cap_and_the_quota_the_lane_answers_as_the_route_does(
         client, app, db, auth_a, ds_id, counting, published, monkeypatch) -> None:  # noqa: ANN001
     app.state.settings = app.state.settings.model_copy(
-        update={"max_concurrent_jobs_per_tenant": 2, "tenant_storage_quota_bytes": 1000})
+        update={"max_concurrent_jobs_per_tenant": 2, "max_queued_jobs_per_tenant": 0,
+                "tenant_storage_quota_bytes": 1000})
     owner = tenant_id(db)
     add_job(db, owner, JobStatus.running)
     body = json.dumps(small_spec(ds_id)).encode()
     assert post(client, auth_a, body).status_code == 202
     capped = post(client, auth_a, body)
     assert counting.count == 2
-    assert capped.status_code == 429 and "active jobs" in capped.json()["detail"]
+    assert capped.status_code == 429 and "queue is full" in capped.json()["detail"]
     assert capped.headers["retry-after"] == str(service.RETRY_AFTER_SECONDS)
     assert capped.headers["content-type"] == "application/problem+json"
     with monkeypatch.context() as m:
@@ -371,24 +372,26 @@ def _jobs(db: Session) -> int:
 def test_a_refused_submission_leaves_the_rest_of_its_batch_alone(app, db, auth_a, auth_b,
                                                                  ds_id, published) -> None:  # noqa: ANN001
     app.state.settings = app.state.settings.model_copy(
-        update={"max_concurrent_jobs_per_tenant": 2, "tenant_storage_quota_bytes": 1000})
+        update={"max_concurrent_jobs_per_tenant": 1, "max_queued_jobs_per_tenant": 1,
+                "tenant_storage_quota_bytes": 1000})
     a, b = tenant_id(db), tenant_id(db, "tenant-b")
     c = tenant_by_name(db, "tenant-c") or tenants_repo.add_tenant(db, "tenant-c")
     tenants_repo.add_storage(db, c.id, 1000)  # at its quota
     db.commit()
     subs = (_subs(app, a, [small_spec(ds_id), small_spec("no-such-dataset"), small_spec(ds_id),
-                           small_spec(ds_id)])  # the third of a's jobs is one over the cap
-            + _subs(app, b, [small_spec("builtin:digits")])
+                           small_spec(ds_id)])  # a's second valid job waits, its third is
+            + _subs(app, b, [small_spec("builtin:digits")])  # one past the queue
             + _subs(app, c.id, [small_spec("builtin:digits")]))
     commit_batch(subs)
     outcomes = [type(s.error) if s.error is not None else s.created for s in subs]
     assert outcomes == [True, Invalid, True, TooManyJobs, True, QuotaExhausted]
     assert all((s.job is None) == (s.error is not None) for s in subs)
     assert subs[3].error.headers == {"Retry-After": str(service.RETRY_AFTER_SECONDS)}  # type: ignore[union-attr]
-    assert sorted(published) == sorted(s.job["id"] for s in subs if s.job is not None)
+    assert sorted(published) == sorted([subs[0].job["id"], subs[4].job["id"]])  # type: ignore[index]
     rows = {j.id: j for j in db.scalars(select(Job)).all()}
-    assert set(rows) == set(published)
+    assert set(rows) == {s.job["id"] for s in subs if s.job is not None}
     assert all(r.status == JobStatus.queued for r in rows.values())
+    assert rows[subs[2].job["id"]].dispatched_at is None  # type: ignore[index]
 
 
 def test_a_submission_that_breaks_its_batch_is_tried_alone_and_fails_alone(
@@ -550,7 +553,8 @@ def test_a_key_whose_first_submission_is_refused_is_a_conflict_for_its_batch(
 @pytest.fixture(params=["sqlite", "postgresql"])
 def real_db(request: pytest.FixtureRequest) -> Iterator[tuple[Settings, Engine, str, str]]:
     """A database whose sessions are transactions of their own (not the test's one
-    connection), a tenant allowed 5 active jobs: (settings, engine, its key, its id)."""
+    connection), a tenant allowed 5 running jobs and 10 waiting: (settings, engine, its key,
+    its id)."""
     if request.param == "sqlite":
         settings, engine, key = request.getfixturevalue("embedded")
         with Session(engine) as s:
@@ -558,7 +562,7 @@ def real_db(request: pytest.FixtureRequest) -> Iterator[tuple[Settings, Engine, 
         yield settings, engine, key, owner
         return
     settings = request.getfixturevalue("settings").model_copy(
-        update={"max_concurrent_jobs_per_tenant": 5})
+        update={"max_concurrent_jobs_per_tenant": 5, "max_queued_jobs_per_tenant": 10})
     engine = request.getfixturevalue("engine")
     name = f"lane-{uuid.uuid4().hex[:8]}"
     with Session(engine) as s:
@@ -815,7 +819,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[Settings, Engine, str]]:
     """SQLite and the filesystem broker, a committed tenant and its key."""
     settings = Settings(data_dir=tmp_path, database_url="", broker_url="", storage_url="",
                         environment="embedded", max_concurrent_jobs_per_tenant=5,
-                        fashion_mnist_dir=tmp_path / "none")
+                        max_queued_jobs_per_tenant=10, fashion_mnist_dir=tmp_path / "none")
     upgrade(settings.resolved_database_url)
     engine = make_engine(settings.resolved_database_url)
     with session_scope(make_sessionmaker(engine)) as s:
@@ -922,13 +926,15 @@ def _active(engine: Engine, owner: str) -> int:
 @pytest.mark.parametrize("shortcuts", [True, False], ids=["lane", "route"])
 def test_concurrent_submits_never_overshoot_the_cap(real_db, shortcuts, published,
                                                     monkeypatch) -> None:  # noqa: ANN001
+    """Neither the running cap (5 dispatched, 5 published) nor the queue's bound (10 more
+    waiting) is overshot by 32 submits at once."""
     settings, engine, key, owner = real_db
     counting = Counting(monkeypatch)
     app = create_app(settings, engine=engine, shortcuts=shortcuts)
     statuses = asyncio.run(_submit_all(app, {"Authorization": f"Bearer {key}"}, 32))
-    assert statuses == Counter({202: 5, 429: 27})
+    assert statuses == Counter({202: 15, 429: 17})
     settled(app)
-    assert _active(engine, owner) == 5 and len(published) == 5
+    assert _active(engine, owner) == 15 and len(published) == 5
     assert counting.count == (32 if shortcuts else 0)  # the lane answered its 429s too
 
 

@@ -218,8 +218,10 @@ def test_cli_refuses_production_without_a_database(monkeypatch) -> None:  # noqa
 @pytest.fixture
 def capped(app, monkeypatch):  # noqa: ANN001, ANN201
     monkeypatch.setattr("drtrain.kit.broker.publish_run_job", lambda _s, _j: None)
+    monkeypatch.setattr("drtrain.kit.broker.publish_run_jobs", lambda _s, _j, **_: None)
     app.state.settings = app.state.settings.model_copy(update={
-        "max_concurrent_jobs_per_tenant": 3, "max_sweep_jobs_per_tenant": 5})
+        "max_concurrent_jobs_per_tenant": 3, "max_queued_jobs_per_tenant": 1,
+        "max_sweep_jobs_per_tenant": 5})
     return app.state.settings
 
 
@@ -238,7 +240,7 @@ def test_sweeps_respect_their_own_cap_and_single_jobs_theirs(client, db, auth_a,
                                                              capped) -> None:  # noqa: ANN001
     owner = tenant_id(db)
     ds = add_dataset(db, owner)
-    first = _sweep(client, auth_a, ds.id, 4)  # more than the single-job cap: a sweep may
+    first = _sweep(client, auth_a, ds.id, 4)  # 3 running, 1 waiting: the queue is full
     assert first.status_code == 202, first.text
     assert _active(db, owner) == 4
 
