@@ -161,6 +161,12 @@ class Stack:
                                "--loglevel=WARNING", "--without-gossip", "--without-mingle",
                                "--without-heartbeat"], None)
 
+    def start_process(self, name: str, argv: list[str],
+                      env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Another process of the stack, started like the others (its own session, its log
+        ``<name>.log`` in the stack's folder, stopped by ``close``), with no health check."""
+        return self._start(name, argv, None, env)
+
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)
         if proc is not None and proc.poll() is None:
