@@ -298,6 +298,18 @@ def test_jobs_get_says_where_a_queued_job_stands(fake: FakeApi) -> None:
     assert len(fake.calls("GET", "/v1/queue")) == asked
 
 
+def test_jobs_watch_says_what_a_queued_job_waits_for() -> None:
+    from drtrain_cli.commands.watch import WatchView
+
+    view = WatchView("j1")
+    for dispatched_at, text in ((None, "queued · waiting for a running slot"),
+                                ("2026-01-01T00:00:00Z", "queued · waiting for a worker")):
+        view.update_job({"id": "j1", "status": "queued", "dispatched_at": dispatched_at})
+        assert view.progress.tasks[0].description == text
+    view.update_job({"id": "j1", "status": "queued"})  # a server from before the queue
+    assert view.progress.tasks[0].description == "queued"
+
+
 def test_jobs_download_resumes_and_verifies(fake: FakeApi, tmp_path: Path) -> None:
     job_id = fake.add_job("succeeded")["id"]
     out = tmp_path / "model.safetensors"
