@@ -138,8 +138,9 @@ export function JobsPage() {
       token = page.next;
       if (!token) break;
     }
-    // One read of the queue per refresh, and none while no listed job waits in it.
-    const queue = all.some(waitingForSlot) ? await getQueue({ limit: QUEUE_LIMIT }) : null;
+    // One read of the queue per refresh, and none while no listed job waits in it; a failed
+    // read costs the marks, not the list.
+    const queue = all.some(waitingForSlot) ? await getQueue({ limit: QUEUE_LIMIT }).catch(() => null) : null;
     setPlaces(new Map(queue?.items.map((i) => [i.job_id, i.position])));
     setJobs(all);
     setNext(token);
