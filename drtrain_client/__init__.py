@@ -1,7 +1,7 @@
 """Python client for the drtrain HTTP API: ``Client(base_url, api_key)``, or ``Client()`` to
 find the server like the CLI does (see ``connection``); errors in ``errors``."""
 from drtrain_client.backoff import Backoff
-from drtrain_client.client import TERMINAL_STATUSES, Client, Resource, parse_sse
+from drtrain_client.client import TERMINAL_STATUSES, Client, Resource, parse_sse, waiting_for_slot
 from drtrain_client.connection import (
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
@@ -35,4 +35,5 @@ __all__ = [
     "WaitTimeout",
     "parse_sse",
     "resolve_connection",
+    "waiting_for_slot",
 ]

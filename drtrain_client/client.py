@@ -39,10 +39,18 @@ from drtrain_client.transfers import (
 # The server's (drtrain/kit/models.py); the client imports nothing of it, so this is a copy that
 # tests/test_lists.py holds equal.
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
 # Metrics are fetched in pages of this size; a full page means there may be more.
 _METRICS_PAGE = 1000
 # The server sends a keep-alive comment every ~15 s, so a longer read timeout means "dead".
 _SSE_READ_TIMEOUT = 60.0
+
+
+def waiting_for_slot(job: Mapping[str, Any]) -> bool:
+    """Whether the job waits in its tenant's queue for a running slot: queued and not yet
+    dispatched to the workers. A server from before the queue sends no ``dispatched_at``, and
+    none of its jobs wait."""
+    return job.get("status") == "queued" and "dispatched_at" in job and job["dispatched_at"] is None
 
 
 class Resource(dict):
@@ -291,6 +299,16 @@ class Client:
     def predict(self, job_id: str, inputs: Sequence[Sequence[float]] | Any) -> dict[str, Any]:
         rows = inputs.tolist() if hasattr(inputs, "tolist") else [list(r) for r in inputs]
         return self._json("POST", f"/v1/jobs/{_path_segment(job_id)}/predict", json={"inputs": rows})
+
+    def queue(self, limit: int = 50, job_id: str | None = None) -> dict[str, Any]:
+        """The tenant's queue: ``running_limit`` and ``queued_limit``, how many jobs hold a
+        running slot (``dispatched``) and how many wait behind them (``waiting``), the next
+        ``limit`` waiting jobs as ``items`` (``{"position", "job_id"}``, position 1 next), and
+        with ``job_id`` that job's ``position`` (None when it is not waiting)."""
+        params: dict[str, Any] = {"limit": limit}
+        if job_id is not None:
+            params["job_id"] = job_id
+        return self._json("GET", "/v1/queue", params=params)
 
     # ---- sweeps ---------------------------------------------------------------------------
 

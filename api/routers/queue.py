@@ -32,8 +32,11 @@ class QueueOut(BaseModel):
 
 @router.get("/v1/queue", response_model=QueueOut, responses=problem_responses(422))
 def get_queue(tenant: TenantDep, settings: SettingsDep, session: SessionDep,
-              limit: Annotated[int, Query(ge=0, le=1000)] = 50,
-              job_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None) -> QueueOut:
+              limit: Annotated[int, Query(
+                  ge=0, le=1000, description="how many waiting jobs to list, next first")] = 50,
+              job_id: Annotated[str | None, Query(
+                  pattern=ID_PATTERN, max_length=64,
+                  description="a job whose place to give as `position`")] = None) -> QueueOut:
     view = queue.queue_view(session, tenant.id, limit, job_id)
     return QueueOut(running_limit=settings.max_concurrent_jobs_per_tenant,
                     queued_limit=settings.max_queued_jobs_per_tenant,

@@ -26,6 +26,7 @@ from drtrain_cli.commands.output import (
     when,
     where,
 )
+from drtrain_cli.commands.queue import queue_line
 from drtrain_cli.commands.watch import finish, watch_job
 from drtrain_client import Client, DrtrainError
 
@@ -94,10 +95,14 @@ def get(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> None:
     """Show a job: status, position in training, final result."""
     with session(ctx) as client:
         job = client.get_job(ids.job(client, job_id))
+        queued = None if as_json else queue_line(client, job)
     if as_json:
         return print_json(job)
-    rows = {k: job.get(k) for k in ("id", "name", "status", "status_reason", "dataset_id",
-                                    "attempt", "created_at", "started_at", "finished_at")}
+    rows = {k: job.get(k) for k in ("id", "name", "status")}
+    if queued:
+        rows["queue"] = queued
+    rows |= {k: job.get(k) for k in ("status_reason", "dataset_id", "attempt", "created_at",
+                                     "started_at", "finished_at")}
     rows["tags"] = ", ".join(job.get("tags") or [])
     rows["progress"] = f"{percent(job.get('progress'), 1)} {where(job)}".strip()
     console.print(kv_table(rows))

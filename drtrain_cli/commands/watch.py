@@ -23,6 +23,7 @@ from drtrain_cli.commands.output import (
     warn_about,
     where,
 )
+from drtrain_cli.commands.queue import queue_state
 from drtrain_client import TERMINAL_STATUSES, Client, ClientError, UnreachableError
 
 
@@ -43,7 +44,7 @@ class WatchView:
 
     def update_job(self, job: dict[str, Any]) -> None:
         self.job = dict(job)
-        at = where(job)
+        at = where(job) or queue_state(job)
         self.progress.update(self.task, completed=float(job.get("progress") or 0),
                              description=shown(f"{job.get('status')}{' · ' + at if at else ''}"))
 

@@ -263,6 +263,53 @@ def test_jobs_list_get_cancel(fake: FakeApi) -> None:
     assert_clean_failure(drtrain("jobs", "cancel", done), 1, "409 Conflict")
 
 
+def test_queue_shows_the_slots_and_the_waiting_jobs_by_position(fake: FakeApi) -> None:
+    fake.add_job("running", dispatched_at="2026-01-01T00:00:00Z")
+    waiting = [fake.add_job("queued", job_id=f"{i}" * 32, dispatched_at=None)["id"]
+               for i in range(3)]
+    result = drtrain("queue")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any("running slots" in line and "1 of 2 in use" in line for line in lines)
+    assert any("waiting" in line and "3 (room for 5)" in line for line in lines)
+    assert [line.split() for line in lines if line.split()[-1:] and line.split()[-1] in waiting
+            ] == [[str(n), job_id] for n, job_id in enumerate(waiting, start=1)]
+    shortened = drtrain("queue", "--limit", "1")
+    assert waiting[1] not in shortened.stdout and "… and 2 more" in shortened.stdout
+    assert fake.requests[-1].url.params["limit"] == "1"
+    assert json.loads(drtrain("queue", "--json").stdout)["items"][2] == {
+        "position": 3, "job_id": waiting[2]}
+
+
+def test_jobs_get_says_where_a_queued_job_stands(fake: FakeApi) -> None:
+    fake.add_job("running", dispatched_at="2026-01-01T00:00:00Z")
+    slotted = fake.add_job("queued", dispatched_at="2026-01-01T00:00:01Z")["id"]
+    first, second = (fake.add_job("queued", dispatched_at=None)["id"] for _ in range(2))
+    assert "waiting for a running slot: position 2 of 2" in drtrain("jobs", "get", second).stdout
+    assert fake.requests[-1].url.params["job_id"] == second
+    assert "waiting for a running slot: position 1 of 2" in drtrain("jobs", "get", first).stdout
+    shown = drtrain("jobs", "get", slotted).stdout
+    assert "waiting for a worker" in shown and "position" not in shown
+    # A job of a server from before the queue (no dispatched_at) is never asked about.
+    older = fake.add_job("queued")["id"]
+    asked = len(fake.calls("GET", "/v1/queue"))
+    assert "waiting for" not in drtrain("jobs", "get", older).stdout
+    assert "waiting for" not in drtrain("jobs", "get", first, "--json").stdout
+    assert len(fake.calls("GET", "/v1/queue")) == asked
+
+
+def test_jobs_watch_says_what_a_queued_job_waits_for() -> None:
+    from drtrain_cli.commands.watch import WatchView
+
+    view = WatchView("j1")
+    for dispatched_at, text in ((None, "queued · waiting for a running slot"),
+                                ("2026-01-01T00:00:00Z", "queued · waiting for a worker")):
+        view.update_job({"id": "j1", "status": "queued", "dispatched_at": dispatched_at})
+        assert view.progress.tasks[0].description == text
+    view.update_job({"id": "j1", "status": "queued"})  # a server from before the queue
+    assert view.progress.tasks[0].description == "queued"
+
+
 def test_jobs_download_resumes_and_verifies(fake: FakeApi, tmp_path: Path) -> None:
     job_id = fake.add_job("succeeded")["id"]
     out = tmp_path / "model.safetensors"
@@ -549,6 +596,7 @@ def _hostile_server(fake: FakeApi, tmp_path: Path) -> list[list[str]]:
                        warnings=[HOSTILE], tags=[HOSTILE], phase=HOSTILE,
                        result={"test_accuracy": 0.5, HOSTILE: 1.0}, spec={"name": HOSTILE})
     fake.add_job("succeeded", job_id="b" * 32, name="plain", spec={"name": "plain"})
+    waiting = fake.add_job("queued", job_id="c" * 32, dispatched_at=None)
     fake.add_points(job["id"], 2, name=HOSTILE)
     fake.datasets["ds9"] = {"id": "ds9", "name": HOSTILE, "format": HOSTILE, "n_samples": 3,
                             "n_features": 2, "n_classes": 2, "classes": [HOSTILE]}
@@ -560,14 +608,17 @@ def _hostile_server(fake: FakeApi, tmp_path: Path) -> list[list[str]]:
         ("POST", r"/v1/jobs/(?P<id>[^/]+)/predict", lambda r, id: httpx.Response(
             200, json={"predictions": [HOSTILE], "probabilities": [[1.0]]})),
         ("POST", r"/v1/jobs/(?P<id>[^/]+)/cancel", lambda r, id: problem(409, "Conflict",
-                                                                          HOSTILE))]
+                                                                          HOSTILE)),
+        ("GET", r"/v1/queue", lambda r: httpx.Response(200, json={
+            "running_limit": HOSTILE, "queued_limit": 5, "dispatched": 1, "waiting": 1,
+            "items": [{"position": HOSTILE, "job_id": HOSTILE}], "position": HOSTILE}))]
     rows = tmp_path / "rows.json"
     rows.write_text("[[1, 2, 3]]")
     return [["jobs", "list"], ["jobs", "get", job["id"]], ["jobs", "watch", job["id"]],
             ["jobs", "predict", job["id"], "--inputs", str(rows)],
             ["jobs", "compare", job["id"], "b" * 32], ["jobs", "metrics", job["id"]],
             ["jobs", "cancel", job["id"]], ["datasets", "list"], ["datasets", "get", "ds9"],
-            ["sweeps", "get", "sw9"]]
+            ["sweeps", "get", "sw9"], ["queue"], ["jobs", "get", waiting["id"]]]
 
 
 def test_no_command_prints_a_control_character_from_the_server(fake: FakeApi,

@@ -28,6 +28,7 @@ from drtrain_client import (
     UnreachableError,
     WaitTimeout,
     parse_sse,
+    waiting_for_slot,
 )
 
 BASE = "http://drtrain.test"
@@ -103,7 +104,9 @@ class FakeApi:
             ("GET", r"/v1/sweeps/(?P<id>[^/]+)", lambda r, id: httpx.Response(
                 200, json=self.sweeps[id])),
             ("DELETE", r"/v1/sweeps/(?P<id>[^/]+)", self.delete_sweep),
+            ("GET", r"/v1/queue", self.queue),
         ]
+        self.running_limit, self.queued_limit = 2, 5
 
     # ---- wiring
     def client(self, **kwargs: Any) -> Client:
@@ -325,6 +328,22 @@ class FakeApi:
         return httpx.Response(200, json={
             "predictions": ["pos" if sum(r) >= 0 else "neg" for r in inputs],
             "probabilities": [[0.8, 0.2] if sum(r) >= 0 else [0.3, 0.7] for r in inputs]})
+
+    # ---- the tenant's queue: jobs queued with ``dispatched_at`` None wait, in the order added
+    def queue(self, request: httpx.Request) -> httpx.Response:
+        jobs = list(self.jobs.values())
+        waiting = [j["id"] for j in jobs if j["status"] == "queued"
+                   and "dispatched_at" in j and j["dispatched_at"] is None]
+        dispatched = [j for j in jobs if j["status"] in ("queued", "running", "cancelling")
+                      and j.get("dispatched_at")]
+        limit = int(request.url.params.get("limit", 50))
+        job_id = request.url.params.get("job_id")
+        return httpx.Response(200, json={
+            "running_limit": self.running_limit, "queued_limit": self.queued_limit,
+            "dispatched": len(dispatched), "waiting": len(waiting),
+            "items": [{"position": n, "job_id": i}
+                      for n, i in enumerate(waiting[:limit], start=1)],
+            "position": waiting.index(job_id) + 1 if job_id in waiting else None})
 
     # ---- sweeps
     def create_sweep(self, request: httpx.Request) -> httpx.Response:
@@ -568,6 +587,29 @@ def test_cancel_and_cancel_of_a_finished_job(fake: FakeApi, client: Client) -> N
     with pytest.raises(DrtrainError) as info:
         client.cancel_job(done)
     assert info.value.status == 409 and "already succeeded" in str(info.value)
+
+
+def test_queue_gives_the_counts_the_next_waiting_jobs_and_a_jobs_place(fake: FakeApi,
+                                                                      client: Client) -> None:
+    fake.add_job("running", dispatched_at="2026-01-01T00:00:00Z")
+    fake.add_job("queued", dispatched_at="2026-01-01T00:00:01Z")
+    first, second, third = (fake.add_job("queued", dispatched_at=None)["id"] for _ in range(3))
+    queue = client.queue(limit=2, job_id=third)
+    assert fake.requests[-1].url.params["limit"] == "2"
+    assert fake.requests[-1].url.params["job_id"] == third
+    assert queue == {"running_limit": 2, "queued_limit": 5, "dispatched": 2, "waiting": 3,
+                     "items": [{"position": 1, "job_id": first},
+                               {"position": 2, "job_id": second}],
+                     "position": 3}
+    assert client.queue()["position"] is None
+    assert "job_id" not in fake.requests[-1].url.params
+
+
+def test_waiting_for_slot_needs_a_queued_job_the_server_has_not_dispatched() -> None:
+    assert waiting_for_slot({"status": "queued", "dispatched_at": None})
+    assert not waiting_for_slot({"status": "queued", "dispatched_at": "2026-01-01T00:00:00Z"})
+    assert not waiting_for_slot({"status": "running", "dispatched_at": None})
+    assert not waiting_for_slot({"status": "queued"})  # a server from before the queue
 
 
 def test_metrics_fetches_all_pages_after_since(fake: FakeApi, client: Client) -> None:

@@ -142,13 +142,15 @@ class Server:
         return self.proc.returncode
 
 
-def start(data_dir: Path, *, workers: int = 2, timeout: float = 120) -> Server:
+def start(data_dir: Path, *, workers: int = 2, timeout: float = 120,
+          settings: dict[str, str] | None = None) -> Server:
     """`drtrain up` on a free port with its own data folder; returns once the API answers and
-    the key file exists. Each process trains on one thread, so two workers share two cores."""
+    the key file exists. Each process trains on one thread, so two workers share two cores.
+    ``settings`` are ``DRTRAIN_*`` variables for it; none of the caller's own is passed on."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(settings or {}))
     log_path = data_dir.parent / f"{data_dir.name}-up.log"
     log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen([DRTRAIN, "up", "--port", str(port), "--data-dir", str(data_dir),

@@ -1,6 +1,6 @@
 // The JSON API, as the app uses it: every call carries the key, every error arrives as
 // RFC 9457 problem+json and becomes an ApiError.
-import type { Checkpoint, Dataset, Job, MetricPoint, Problem, ServerSettings, Sweep } from "./types";
+import type { Checkpoint, Dataset, Job, MetricPoint, Problem, QueueState, ServerSettings, Sweep } from "./types";
 
 const KEY = "drtrain-key";
 
@@ -117,6 +117,12 @@ export const deleteJob = (id: string) => call<void>(`/v1/jobs/${encodeURICompone
 export const listCheckpoints = async (id: string) =>
   itemsOf<Checkpoint>(await call(`/v1/jobs/${encodeURIComponent(id)}/checkpoints`));
 export const getSettings = () => call<ServerSettings>("/v1/settings");
+/** The tenant's queue: its `limit` next waiting jobs, and with `jobId` that job's place. */
+export function getQueue(params: { limit?: number; jobId?: string; signal?: AbortSignal } = {}): Promise<QueueState> {
+  const q = new URLSearchParams({ limit: String(params.limit ?? 0) });
+  if (params.jobId) q.set("job_id", params.jobId);
+  return call<QueueState>(`/v1/queue?${q}`, { signal: params.signal });
+}
 
 /** Every metric point after `since`, following `next_since` until the server has no more. */
 export async function metricsSince(id: string, since = 0, signal?: AbortSignal): Promise<{ points: MetricPoint[]; next: number }> {

@@ -30,11 +30,27 @@ export interface Job {
   dataset_id: string;
   sweep_id: string | null;
   created_at: string;
+  /** When the job took one of its tenant's running slots; null while it waits in the queue. */
+  dispatched_at: string | null;
   started_at: string | null;
   finished_at: string | null;
   heartbeat_at: string | null;
   result: Record<string, any> | null;
 }
+
+/** GET /v1/queue: the tenant's running slots and the jobs waiting for one, next first. */
+export interface QueueState {
+  running_limit: number;
+  queued_limit: number;
+  dispatched: number;
+  waiting: number;
+  items: { position: number; job_id: string }[];
+  /** The place of the job asked for with `job_id`; null when it is not waiting. */
+  position: number | null;
+}
+
+/** A queued job still waiting for one of its tenant's running slots. */
+export const waitingForSlot = (j: Job) => j.status === "queued" && j.dispatched_at === null;
 
 export interface MetricPoint {
   seq: number;

@@ -1,21 +1,24 @@
 // One job: live charts from the event stream, spec, attempts, checkpoints and actions.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { ApiError, cancelJob, deleteJob, download, getJob, getSettings, listCheckpoints, listDatasets, streamEvents } from "../api";
+import { ApiError, cancelJob, deleteJob, download, getJob, getQueue, getSettings, listCheckpoints, listDatasets, streamEvents } from "../api";
 import { Chart } from "../chart";
 import { ChartControls, ChartViewContext, useChartView, type XAxis } from "../chartview";
 import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle, parseTime } from "../format";
 import { finalShown, finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers,
   xOf, yTitle } from "../metrics";
 import type { JobStatus, PretrainMetric } from "../names";
-import { navigate } from "../route";
-import type { Checkpoint, Job, MetricPoint, ServerSettings } from "../types";
-import { TERMINAL } from "../types";
+import { navigate, usePoll } from "../route";
+import type { Checkpoint, Job, MetricPoint, QueueState, ServerSettings } from "../types";
+import { TERMINAL, waitingForSlot } from "../types";
 import { Confirm, ErrorBox, errorMessage, Progress, Section, StatusBadge, Tags } from "../ui";
 import { phaseText } from "./jobs";
 import { JobLogs } from "./logs";
 import { SystemCharts } from "./system";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// The queue moves when another job ends, which this job's event stream does not tell: polled
+// as often as the jobs list polls.
+const QUEUE_POLL_MS = 3000;
 
 /** Metric points of a job, live: the SSE stream (resumed after the last seq on a drop). */
 export function useJobStream(id: string, onJob: (j: Job) => void) {
@@ -107,6 +110,32 @@ function cancelNotice(job: Job): string {
   if (job.status === "cancelled") return "Cancelled.";
   if (TERMINAL.has(job.status)) return `The job ${job.status} before the cancel took effect.`;
   return "Cancel requested: the job stops within one batch.";
+}
+
+/** What a queued job waits for; while it waits for a running slot, its place in the tenant's
+ * queue, polled. `onLeft` is called when the queue no longer holds it (dispatched or
+ * cancelled since the job was read), so the page reads the job again. */
+function QueuePlace({ job, onLeft }: { job: Job; onLeft: () => void }) {
+  const waiting = waitingForSlot(job);
+  const [queue, setQueue] = useState<QueueState | null>(null);
+  usePoll(async (signal) => {
+    if (!waiting) return;
+    const q = await getQueue({ jobId: job.id, signal });
+    setQueue(q);
+    if (q.position === null) onLeft();
+  }, QUEUE_POLL_MS, [job.id, waiting]);
+  if (!waiting) {
+    return <p class="notice" id="job-queue" data-state="dispatched">
+      Waiting for a worker: this job holds one of your running slots and starts when a worker is free.</p>;
+  }
+  if (!queue || queue.position === null) {
+    return <p class="notice" id="job-queue" data-state="waiting">Waiting for a running slot in your queue…</p>;
+  }
+  return (
+    <p class="notice" id="job-queue" data-state="waiting" data-position={queue.position} data-waiting={queue.waiting}>
+      Waiting for a running slot — position {queue.position} of {queue.waiting} in your queue; {queue.dispatched} of {queue.running_limit} slots in use.
+    </p>
+  );
 }
 
 interface Notice {
@@ -241,6 +270,7 @@ export function JobPage({ id }: { id: string }) {
         )}
       </div>
       {shownNotice && <p class={shownNotice.error ? "error" : "notice"} role="status" id="job-notice">{shownNotice.text}</p>}
+      {job.status === "queued" && <QueuePlace job={job} onLeft={() => getJob(id).then(showJob, () => {})} />}
       {(job.warnings?.length ?? 0) > 0 && (
         <div class="warnings" id="job-warnings">{job.warnings!.map((w) => <p>⚠ {w}</p>)}</div>
       )}

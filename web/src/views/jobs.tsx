@@ -3,17 +3,20 @@
 // (#/jobs?cols=...&group=...&sort=...&q=...), so a link reopens the same table.
 import type { JSX } from "preact";
 import { useMemo, useState } from "preact/hooks";
-import { listDatasets, listJobs } from "../api";
+import { getQueue, listDatasets, listJobs } from "../api";
 import { architecture, distinguishing, drShort, finalAccuracy, flatten, fmtAgo, fmtDuration, fmtNum, fmtPct, jobDuration,
   jobTitle, parseTime, shortId, show } from "../format";
 import { finalShown } from "../metrics";
 import { JOB_STATUSES } from "../names";
 import { listParam, navigate, setQuery, usePoll, useRoute } from "../route";
 import type { Job } from "../types";
+import { waitingForSlot } from "../types";
 import { ErrorBox, Progress, StatusBadge, Tags } from "../ui";
 
 const STATUSES = ["", ...JOB_STATUSES];
 const POLL_MS = 3000;
+// The most waiting jobs GET /v1/queue lists in one answer: the list marks those with their place.
+const QUEUE_LIMIT = 1000;
 const DEFAULT_COLUMNS = ["status", "progress", "dataset", "model", "accuracy", "duration", "created"];
 
 interface Column {
@@ -29,11 +32,14 @@ interface Column {
 }
 
 type Names = Record<string, string>;
+/** Job id -> its place in the tenant's queue, for the listed jobs that wait for a running slot. */
+type Places = Map<string, number>;
 
-function builtinColumns(names: Names, now: number): Column[] {
+function builtinColumns(names: Names, now: number, places: Places): Column[] {
   return [
     { key: "status", label: "Status", value: (j) => j.status,
-      cell: (j) => <><StatusBadge status={j.status} />{j.status_reason && <div class="muted small reason" title={j.status_reason}>{j.status_reason}</div>}</> },
+      cell: (j) => <><StatusBadge status={j.status} /><QueueMark job={j} places={places} />
+        {j.status_reason && <div class="muted small reason" title={j.status_reason}>{j.status_reason}</div>}</> },
     { key: "progress", label: "Progress", value: (j) => j.progress, numeric: true, stat: fmtPct,
       cell: (j) => <><Progress value={j.progress} /><div class="muted small">{phaseText(j)}</div></> },
     { key: "dataset", label: "Dataset", value: (j) => names[j.dataset_id] ?? j.dataset_id,
@@ -46,6 +52,14 @@ function builtinColumns(names: Names, now: number): Column[] {
     { key: "created", label: "Created", value: (j) => parseTime(j.created_at) ?? 0,
       cell: (j) => <span class="muted small" title={j.created_at}>{fmtAgo(j.created_at, now)}</span> },
   ];
+}
+
+/** "· #3" beside a job waiting for a running slot (its place in the queue, next first). */
+function QueueMark({ job, places }: { job: Job; places: Places }) {
+  if (!waitingForSlot(job)) return null;
+  const place = places.get(job.id);
+  return <span class="muted small queue-place" title="waiting for a running slot: its place in your queue">
+    {place ? ` · #${place}` : " · waiting"}</span>;
 }
 
 const specColumn = (path: string): Column => ({
@@ -70,14 +84,14 @@ const resultColumn = (key: string): Column => ({
 
 /** Every column a person can choose: the built-in ones, each spec field and each final metric
  * that the listed jobs hold. */
-function allColumns(jobs: Job[], names: Names, now: number): Column[] {
+function allColumns(jobs: Job[], names: Names, now: number, places: Places): Column[] {
   const specPaths = new Set<string>();
   const results = new Set<string>();
   for (const j of jobs) {
     for (const [k, v] of Object.entries(flatten(j.spec ?? {}))) if (v === null || typeof v !== "object" || Array.isArray(v)) specPaths.add(k);
     for (const [k, v] of Object.entries(j.result ?? {})) if (typeof v === "number") results.add(k);
   }
-  return [...builtinColumns(names, now), ...[...specPaths].sort().map(specColumn), ...[...results].sort().map(resultColumn)];
+  return [...builtinColumns(names, now, places), ...[...specPaths].sort().map(specColumn), ...[...results].sort().map(resultColumn)];
 }
 
 function compareValues(a: unknown, b: unknown): number {
@@ -113,6 +127,7 @@ export function JobsPage() {
   const [selected, setSelected] = useState<string[]>([]);
   const [names, setNames] = useState<Names>({});
   const [now, setNow] = useState(Date.now());
+  const [places, setPlaces] = useState<Places>(new Map());
 
   usePoll(async () => {
     let token: string | null = null;
@@ -123,6 +138,10 @@ export function JobsPage() {
       token = page.next;
       if (!token) break;
     }
+    // One read of the queue per refresh, and none while no listed job waits in it; a failed
+    // read costs the marks, not the list.
+    const queue = all.some(waitingForSlot) ? await getQueue({ limit: QUEUE_LIMIT }).catch(() => null) : null;
+    setPlaces(new Map(queue?.items.map((i) => [i.job_id, i.position])));
     setJobs(all);
     setNext(token);
     setNow(Date.now());
@@ -134,7 +153,7 @@ export function JobsPage() {
     setNames(Object.fromEntries(ds.map((d) => [d.id, d.name])));
   }, 30_000, []);
 
-  const columns = useMemo(() => allColumns(jobs ?? [], names, now), [jobs, names, now]);
+  const columns = useMemo(() => allColumns(jobs ?? [], names, now, places), [jobs, names, now, places]);
   const byKey = new Map(columns.map((c) => [c.key, c]));
   const shownColumns = chosen.map((k) => byKey.get(k)).filter((c): c is Column => Boolean(c));
   const groupColumn = byKey.get(group) ?? null;
