@@ -89,23 +89,25 @@ class ChannelWatch:
         self._thread.start()
 
     def _listen(self) -> None:
-        while not self._closed.is_set():
-            try:
+        try:
+            while not self._closed.is_set():
                 if self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5):
                     self._event.set()
                     return
-            except Exception:  # noqa: BLE001 - Redis down: the heartbeat is the fallback
-                log.warning("cancel channel lost; the heartbeat still sees cancels", exc_info=True)
-                return
+        except Exception:  # noqa: BLE001 - Redis down: the heartbeat is the fallback
+            log.warning("cancel channel lost; the heartbeat still sees cancels", exc_info=True)
+        finally:
+            # The listening thread owns the connection and closes it, so ``close`` never
+            # waits out a read: the worker takes its next job at once.
+            self._pubsub.close()
+            self._client.close()
 
     def requested(self) -> bool:
         return self._event.is_set()
 
     def close(self) -> None:
+        """Returns at once; the listener ends within one read's timeout."""
         self._closed.set()
-        self._thread.join(timeout=2.0)
-        self._pubsub.close()
-        self._client.close()
 
 
 class NoWatch:

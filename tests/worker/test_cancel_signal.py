@@ -2,6 +2,7 @@
 in production, and the heartbeat alone when neither can be had."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -55,3 +56,50 @@ def test_unreachable_redis_leaves_the_heartbeat_in_charge(tmp_path):
     assert isinstance(watch, cancel_signal.NoWatch) and not watch.requested()
     cancel_signal.send(settings, "job1")  # logs, never raises
     watch.close()
+
+
+class _BlockedPubSub:
+    """A subscription whose reads block until released, and that records its closing."""
+
+    def __init__(self) -> None:
+        self.release, self.closed = threading.Event(), threading.Event()
+        self.reads = 0
+
+    def subscribe(self, *_: object) -> None:
+        return None
+
+    def get_message(self, **kwargs: object) -> None:
+        self.reads += 1
+        if self.reads > 1:  # the confirmation read in the constructor answers at once
+            self.release.wait()
+        return None
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class _FakeRedis:
+    def __init__(self, pubsub: _BlockedPubSub) -> None:
+        self._pubsub, self.closed = pubsub, False
+
+    def pubsub(self) -> _BlockedPubSub:
+        return self._pubsub
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_closing_a_watch_does_not_wait_for_its_listeners_read(tmp_path, monkeypatch):
+    """The worker closes the watch when a job ends; waiting out the listener's read there held
+    every worker idle after each job. The listener closes the connection itself."""
+    pubsub = _BlockedPubSub()
+    client = _FakeRedis(pubsub)
+    monkeypatch.setattr(cancel_signal.redis.Redis, "from_url", lambda *_a, **_k: client)
+    watch = cancel_signal.watch(_settings(tmp_path, REDIS), "job1")
+    assert isinstance(watch, cancel_signal.ChannelWatch)
+    closer = threading.Thread(target=watch.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive() and not pubsub.closed.is_set()  # closed while still reading
+    pubsub.release.set()
+    assert pubsub.closed.wait(10) and _eventually(lambda: client.closed)
