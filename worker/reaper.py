@@ -32,7 +32,7 @@ from drtrain.jobs import history, lifecycle, retention
 from drtrain.jobs.queue import refill_all
 from drtrain.kit.broker import DEFAULT_QUEUE, publish_run_job
 from drtrain.kit.broker_messages import missing_from_broker
-from drtrain.kit.db import make_sessionmaker, session_scope, unpooled_engine
+from drtrain.kit.db import burst_engine, make_sessionmaker, session_scope
 from drtrain.kit.election import ReaperLease
 from drtrain.kit.models import utcnow
 from drtrain.kit.settings import Settings
@@ -136,8 +136,9 @@ class _Reaper:
         self.thread = threading.Thread(target=self._loop, name="drtrain-reaper", daemon=True)
 
     def _loop(self) -> None:
-        # A connection only while a round runs: between rounds the reaper holds none.
-        engine = unpooled_engine(self.settings.resolved_database_url, "drtrain-reaper")
+        # A connection only while a round runs (one for the round's transactions, connected
+        # once): between rounds the reaper holds none.
+        engine = burst_engine(self.settings.resolved_database_url, "drtrain-reaper")
         # Pool children forked later must not touch this engine's sockets.
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
         factory = make_sessionmaker(engine)
@@ -155,6 +156,8 @@ class _Reaper:
                           store=store)
             except Exception:  # noqa: BLE001 - a DB hiccup must not end the reaper for good
                 log.exception("reaper round failed")
+            finally:
+                engine.dispose()
         lease.release()
         engine.dispose()
 

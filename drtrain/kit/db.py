@@ -11,7 +11,6 @@ from typing import Any
 from pydantic_core import from_json
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 # A pooled connection idle for longer than this is pinged before use (a dead one is replaced);
 # one used more recently is not, which saves a round trip on nearly every checkout under load.
@@ -53,8 +52,7 @@ def _engine(url: str, pool: dict[str, Any], application_name: str | None) -> Eng
         return engine
     connect_args = {"application_name": application_name} if application_name else {}
     engine = create_engine(url, json_deserializer=json_loads, connect_args=connect_args, **pool)
-    if pool.get("poolclass") is not NullPool:
-        _ping_when_idle(engine)
+    _ping_when_idle(engine)
     return engine
 
 
@@ -125,10 +123,11 @@ def worker_engine(url: str, application_name: str) -> Engine:
     return make_engine(url, pool_size=1, max_overflow=1, application_name=application_name)
 
 
-def unpooled_engine(url: str, application_name: str) -> Engine:
-    """An engine that holds no connection between uses: for work that runs seconds apart
-    (a worker's reaper), whose connection would otherwise sit idle in every worker."""
-    return _engine(url, {"poolclass": NullPool}, application_name)
+def burst_engine(url: str, application_name: str) -> Engine:
+    """An engine for work done in bursts seconds apart (a worker's reaper): one connection,
+    shared by the burst's transactions, which the caller gives back with ``dispose()`` when
+    the burst ends, so none sits idle in the meantime."""
+    return _engine(url, {"pool_size": 1, "max_overflow": 0}, application_name)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
