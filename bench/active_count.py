@@ -1,4 +1,5 @@
-"""The submit cap's count of a tenant's active jobs (``repository.active_and_stored``) on
+"""The counts a submit reads under its tenant's lock (``drtrain.jobs.queue._COUNTS``: the
+tenant's dispatched and waiting jobs and its stored bytes) on
 PostgreSQL, with and without the index ``ix_jobs_tenant_status`` (migration 0007), for a
 tenant with many finished jobs and some active ones. Prints ms per count (mean of 200).
 
@@ -12,24 +13,25 @@ import time
 from sqlalchemy import Engine, text
 
 from bench.service_stack import scratch_database
-from drtrain.jobs import repository as q
+from drtrain.jobs import queue as q
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 from drtrain.tenants.keys import create_key
 
 FILL = """INSERT INTO jobs (id, tenant_id, dataset_id, spec, status, request_hash, attempt,
-    max_attempts, progress, created_at, updated_at, cancel_requested, tags, warnings)
+    max_attempts, progress, created_at, dispatched_at, updated_at, cancel_requested, tags,
+    warnings)
   SELECT md5(g::text), :tenant, 'builtin:digits', '{}',
          CASE WHEN g % :every = 0 THEN 'queued' ELSE 'succeeded' END, 'x', 1, 3, 1.0,
-         now(), now(), false, '[]', '[]'
+         now(), now(), now(), false, '[]', '[]'
   FROM generate_series(1, :n) g"""
 
 
 def per_count(engine: Engine, tenant: str, repeats: int = 200) -> tuple[float, int]:
     with engine.connect() as conn:
-        conn.execute(q._ACTIVE_AND_STORED, {"tenant_id": tenant}).one()
+        conn.execute(q._COUNTS, {"tenant_id": tenant}).one()
         started = time.perf_counter()
         for _ in range(repeats):
-            active = conn.execute(q._ACTIVE_AND_STORED, {"tenant_id": tenant}).one()[0]
+            active = conn.execute(q._COUNTS, {"tenant_id": tenant}).one()[0]
         return (time.perf_counter() - started) / repeats * 1000, active
 
 

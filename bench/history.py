@@ -14,9 +14,11 @@ TENANT = "f" * 32
 
 _JOBS = """
 INSERT INTO jobs (id, tenant_id, dataset_id, spec, status, progress, attempt, max_attempts,
-                  cancel_requested, created_at, updated_at, finished_at, published_at)
+                  cancel_requested, created_at, dispatched_at, updated_at, finished_at,
+                  published_at)
 SELECT md5('job' || i), :tenant, 'builtin:digits', '{}', :status, 1.0, 1, 3, false,
-       now() - (i || ' seconds')::interval, now(), now(), now() - (i || ' seconds')::interval
+       now() - (i || ' seconds')::interval, now() - (i || ' seconds')::interval, now(), now(),
+       now() - (i || ' seconds')::interval
 FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i
 """
 _CHECKPOINTS = """

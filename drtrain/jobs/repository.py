@@ -12,12 +12,12 @@ import re
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from drtrain.kit.errors import Invalid, NotFound
 from drtrain.kit.ids import ID_PATTERN
-from drtrain.kit.models import ACTIVE_STATUSES, Checkpoint, Job, JobTag, TenantUsage
+from drtrain.kit.models import Checkpoint, Job, JobTag
 
 
 def get_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False) -> Job:
@@ -35,29 +35,6 @@ def find_by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job |
     return session.scalars(
         select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)
     ).one_or_none()
-
-
-_ACTIVE_COUNT = (select(func.count()).select_from(Job)
-                 .where(Job.tenant_id == bindparam("tenant_id"),
-                        Job.status.in_([s.value for s in ACTIVE_STATUSES])))
-
-
-def count_active(session: Session, tenant_id: str) -> int:
-    return session.execute(_ACTIVE_COUNT, {"tenant_id": tenant_id}).scalar() or 0
-
-
-_ACTIVE_AND_STORED = select(
-    _ACTIVE_COUNT.scalar_subquery(),
-    select(TenantUsage.storage_bytes)
-    .where(TenantUsage.tenant_id == bindparam("tenant_id")).scalar_subquery())
-
-
-def active_and_stored(session: Session, tenant_id: str) -> tuple[int, int]:
-    """The tenant's active jobs and its counted storage bytes, in one round trip (what a
-    submit checks under the tenant's lock)."""
-    active, stored = session.connection().execute(
-        _ACTIVE_AND_STORED, {"tenant_id": tenant_id}).one()
-    return int(active or 0), int(stored or 0)
 
 
 def insert_jobs(session: Session, rows: list[dict[str, Any]]) -> None:

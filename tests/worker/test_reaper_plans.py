@@ -55,9 +55,10 @@ def test_a_reaper_round_scans_no_big_table(history_engine: Engine, tmp_path: Pat
                         missing=lambda ids: set(), store=make_store(settings))
     finally:
         event.remove(history_engine, "before_cursor_execute", capture)
-    assert did == {"requeued": [], "republished": []}
+    assert did == {"requeued": [], "republished": [], "dispatched": []}
     tables = " ".join(s for s, _ in statements)
     assert "checkpoints" in tables and "jobs" in tables  # the sweep and the queued scan ran
+    assert "dispatched_at IS NULL" in tables  # and the look for tenants' waiting jobs
     scans = {}
     with history_engine.connect() as conn:
         for statement, parameters in statements:
