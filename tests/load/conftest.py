@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.server import Api, pg_api
+from tests.load.server import CAPPED, Api, pg_api
 
 
 @pytest.fixture(scope="module")
@@ -15,5 +15,5 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """One API over PostgreSQL per module, with a short auth cache and fast event polls."""
     root: Path = tmp_path_factory.mktemp("load")
     with pg_api(root, events_poll_seconds="0.2", events_keepalive_seconds="2",
-                body_idle_seconds="3", max_concurrent_jobs_per_tenant="5") as api:
+                body_idle_seconds="3", **CAPPED) as api:
         yield api

@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 SERVER_TREE = os.environ.get("DRTRAIN_LOAD_SERVER_TREE", str(REPO))
 SPEC = {"dataset_id": "builtin:digits", "model": {"hidden_layers": [8]},
         "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}}
+# Five jobs a tenant may have before a submit answers 429: three running, two waiting.
+CAPPED = {"max_concurrent_jobs_per_tenant": "3", "max_queued_jobs_per_tenant": "2"}
 
 
 class Api:

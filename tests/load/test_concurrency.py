@@ -23,7 +23,7 @@ from drtrain.kit.models import ACTIVE_STATUSES, Job, JobStatus
 from drtrain.kit.settings import Settings
 from drtrain.tenants import quota
 from drtrain.tenants.repository import tenant_by_name
-from tests.load.server import SPEC, Api, pg_api, sqlite_api
+from tests.load.server import CAPPED, SPEC, Api, pg_api, sqlite_api
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -102,7 +102,7 @@ def warm(server: Api, headers: dict[str, str]) -> None:
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_concurrent_submits_never_overshoot_the_active_job_cap(api: Api, tmp_path: Path,
                                                                backend: str, lane: bool) -> None:
-    """32 submits at once against a cap of 5: exactly 5 accepted, 27 answered 429, and the
+    """32 submits at once against a limit of 5 (3 running, 2 waiting): exactly 5 accepted, 27 answered 429, and the
     database holds exactly 5 active jobs. (SQLite used to count outside any transaction, so
     two submits could both see room for one.)"""
     def check(server: Api) -> None:
@@ -119,7 +119,7 @@ def test_concurrent_submits_never_overshoot_the_active_job_cap(api: Api, tmp_pat
     if backend == "postgresql":
         check(api)
     else:
-        with sqlite_api(tmp_path, max_concurrent_jobs_per_tenant="5") as embedded:
+        with sqlite_api(tmp_path, **CAPPED) as embedded:
             check(embedded)
 
 
@@ -144,7 +144,7 @@ def _fill_quota(server: Api, tenant: str, size: int) -> str:
 def test_concurrent_submits_hold_the_storage_quota_then_the_cap(api: Api, tmp_path: Path,
                                                                 backend: str, lane: bool) -> None:
     """A tenant at its quota: 16 submits at once are all 429. Once a delete has freed the
-    space (the counter back to what the tables hold), 32 at once meet the cap of 5."""
+    space (the counter back to what the tables hold), 32 at once meet the limit of 5."""
     def check(server: Api, quota_bytes: int) -> None:
         headers = server.new_tenant(f"hoarder-{lane}")
         if lane:
@@ -166,7 +166,7 @@ def test_concurrent_submits_hold_the_storage_quota_then_the_cap(api: Api, tmp_pa
     if backend == "postgresql":
         check(api, Settings.model_fields["tenant_storage_quota_bytes"].default)
     else:
-        with sqlite_api(tmp_path, max_concurrent_jobs_per_tenant="5",
+        with sqlite_api(tmp_path, **CAPPED,
                         tenant_storage_quota_bytes=str(QUOTA)) as embedded:
             check(embedded, QUOTA)
 
