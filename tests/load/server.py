@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.db import make_engine, session_scope
 from drtrain.kit.migrate import upgrade
-from drtrain.kit.models import Job, JobStatus, MetricPoint
+from drtrain.kit.models import Job, JobStatus, MetricPoint, utcnow
 from drtrain.tenants.keys import create_key
 from drtrain.tenants.repository import tenant_by_name
 from tests.e2e.flow import free_port
@@ -109,7 +109,7 @@ class Api:
         spec = spec_to_dict(JobSpec.model_validate(SPEC))
         with session_scope(self.factory) as s:  # type: ignore[arg-type]
             job = Job(tenant_id=self.tenant_id, dataset_id="builtin:digits", spec=spec,
-                      status=status, **kw)
+                      status=status, **{"dispatched_at": utcnow(), **kw})
             s.add(job)
             s.flush()
             return job.id

@@ -5,7 +5,7 @@ import pytest
 
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.db import session_scope
-from drtrain.kit.models import Job, new_id
+from drtrain.kit.models import Job, new_id, utcnow
 from tests.factories import get_job
 from worker.runner import run_job
 
@@ -18,7 +18,7 @@ def test_bare_spec_on_digits_reaches_090_validation_accuracy(settings, factory, 
     job_id = new_id()
     with session_scope(factory) as s:
         s.add(Job(id=job_id, tenant_id=tenant_id, dataset_id="builtin:digits", spec=spec,
-                  max_attempts=1))
+                  max_attempts=1, dispatched_at=utcnow()))
     run_job(job_id, settings=settings, sessionmaker=factory, store=store, worker_id="w1")
     job = get_job(factory, job_id)
     assert job.status == "succeeded", job.status_reason
