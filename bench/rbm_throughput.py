@@ -13,7 +13,10 @@ float32, with the same thread count for torch and for numpy's BLAS:
 - ``dr_core train_rbm, Hellinger DR``: the same with DR (weight 0.1, all cross-group pairs,
   the class labels as groups);
 - ``dr_core step loop``: the trainer's own batches (one shuffle, a gather per batch) through
-  ``cd_step`` with no per-epoch work at all.
+  ``cd_step`` with no per-epoch work at all. It uses the trainer's config, so both do the same
+  step (momentum and weight decay included): the trainer's time over the loop's is what its
+  own work costs (the range check of X, the metrics on their sample, the end-of-epoch state,
+  the stop poll and the DR sum of every batch).
 
 Runs are interleaved: each repeat runs every (thread count, contender) once, so load from other
 processes hits all of them alike; the table gives min / median / max of the repeats, ratios are

@@ -97,8 +97,14 @@ class Groups:
     such ids in [-1, n_groups) (what trainers pass: no host read at all).
 
     ``slot`` (B,) group index, rows without a group in the extra slot G; ``counts`` (G + 1,)
-    int64 rows per slot; ``n_cross`` (B,) number of cross-group partners of each row (data
-    dtype; ``n_cross_int`` the same as int64); ``n_pairs`` (0-d, data dtype) = |P|.
+    int64 rows per slot; ``slot_partners`` (G + 1,) number of cross-group partners of a row of
+    each slot (data dtype; 0 for slot G); ``n_cross`` (B,) the same for each row
+    (``n_cross_int`` as int64); ``n_pairs`` (0-d, data dtype) = |P|.
+
+    Sums over the other groups are built from per-group tables: ``group_tables(x)`` gives each
+    group's sum of x and the sum over the labelled rows outside it, (G, H) each, and
+    ``per_row(table)`` hands row p its group's entry. A closed form that needs several such
+    sums per row then pays one pass over the batch for the tables and one per row-wise result.
     """
 
     def __init__(self, side: Tensor, batch: int, device: torch.device, dtype: torch.dtype,
@@ -121,15 +127,14 @@ class Groups:
         # partners of a row of each slot: the labelled rows outside its group; none for slot G
         partners = (batch - self.counts[n_groups]) - self.counts
         partners[n_groups].zero_()
-        self.n_cross_int = partners[self.slot]
-        self.n_cross = self.n_cross_int.to(dtype)
+        self.slot_partners = partners.to(dtype)
+        self.n_cross = self.slot_partners[self.slot]
         self.n_pairs = self.n_cross.sum() / 2
         self._onehot: Tensor | None = None
 
     @property
-    def labelled(self) -> Tensor:
-        """(B,) 1.0 where a row carries a group (data dtype)."""
-        return (self.slot < self.n_groups).to(self.dtype)
+    def n_cross_int(self) -> Tensor:
+        return self.slot_partners.long()[self.slot]
 
     def _one_hot_matrix(self) -> Tensor | None:
         """(B, G) one-hot of the groups (rows without one are zero) when small enough."""
@@ -139,37 +144,46 @@ class Groups:
             self._onehot = _one_hot(self.slot, self.n_groups, self.dtype)
         return self._onehot
 
-    def other_groups_sum(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        """(B, H): row p holds the sum of x (B, H) over the rows of the groups other than p's
-        (0 for a row without a group). No autograd (``OtherGroupsSum`` differentiates it).
+    def group_tables(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(sums, others), each (G + 1, H): row g < G of ``sums`` is the sum of x (B, H) over
+        group g's rows, row g of ``others`` the sum over the rows of the other groups (rows
+        without a group count in neither); row G of both is zero, so that ``per_row`` hands a
+        row without a group zeros. No autograd.
 
-        Written into ``out`` (B, H) when given. On CPU index_add/index_select: there a
-        (B, G) @ (G, H) product with a tiny inner dimension costs more than the indexed adds.
+        On CPU one index_add (there a (B, G) @ (G, H) product with a tiny inner dimension costs
+        more than the indexed adds); elsewhere a one-hot product, or for tables too large for
+        one, float64 sums of segments of the rows sorted by group, so that the result is the
+        same bits in every run.
         """
         g = self.n_groups
         if not _deterministic_sums(x.device):
-            by_group = x.new_zeros(g + 1, x.shape[1]).index_add_(0, self.slot, x)
-            others = by_group[:g].sum(0).sub(by_group)
-            others[g].zero_()
-            return torch.index_select(others, 0, self.slot, out=out)
-        onehot = self._one_hot_matrix()
-        if onehot is not None:
-            by_group = onehot.T @ x
-            return torch.matmul(onehot, by_group.sum(0) - by_group, out=out)
-        result = self._segment_others(x)
-        return result if out is None else out.copy_(result)
+            sums = x.new_zeros(g + 1, x.shape[1]).index_add_(0, self.slot, x)
+        elif (onehot := self._one_hot_matrix()) is not None:
+            sums = torch.cat((onehot.T @ x, x.new_zeros(1, x.shape[1])))
+        else:
+            sums = self._segment_sums(x)
+        sums[g].zero_()
+        others = sums[:g].sum(0).sub(sums)
+        others[g].zero_()
+        return sums.to(x.dtype), others.to(x.dtype)
 
-    def _segment_others(self, x: Tensor) -> Tensor:
-        """other_groups_sum by sorted segments: rows sorted by slot (groups first, rows without
-        a group last), float64 prefix sums, each row's own group a difference of two of them."""
-        order = torch.argsort(self.slot, stable=True)
-        prefix = _prefix_sums(x[order])
+    def _segment_sums(self, x: Tensor) -> Tensor:
+        """(G + 1, H) float64 sums of x over each slot: rows sorted by slot, differences of
+        float64 prefix sums (which lose nothing that matters in float32)."""
+        prefix = _prefix_sums(x[torch.argsort(self.slot, stable=True)])
         ends = torch.cumsum(self.counts, 0)
-        own_lo, own_hi = (ends - self.counts)[self.slot], ends[self.slot]
-        n_labelled = ends[self.n_groups - 1] if self.n_groups else ends[0] * 0
-        labelled_total = prefix[n_labelled]
-        others = labelled_total[None, :] - (prefix[own_hi] - prefix[own_lo])
-        return others.mul_(self.labelled[:, None]).to(x.dtype)
+        return prefix[ends] - prefix[ends - self.counts]
+
+    def per_row(self, table: Tensor, out: Tensor | None = None) -> Tensor:
+        """(B, ...): row p is the row of ``table`` (G + 1, ...) for p's slot (written into
+        ``out`` when given)."""
+        return torch.index_select(table, 0, self.slot, out=out)
+
+    def other_groups_sum(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """(B, H): row p holds the sum of x (B, H) over the rows of the groups other than p's
+        (0 for a row without a group), written into ``out`` when given. No autograd
+        (``OtherGroupsSum`` differentiates it)."""
+        return self.per_row(self.group_tables(x)[1], out=out)
 
     def sample_partners(self, k: int, generator: torch.Generator | None) -> Tensor:
         """(B, k) indices of partners drawn uniformly from the other groups, with replacement.

@@ -133,7 +133,8 @@ def positive_statistics(mu: torch.Tensor, side: torch.Tensor | None, dr: Posteri
     value, grad_z = posterior_divergence_and_grad(
         mu, side, divergence=dr.divergence, pairs=dr.pairs, generator=generator,
         normalize=dr.normalize, grad_wrt="logit", n_groups=n_groups, grad_of="row_mean")
-    return grad_z.mul_(dr.weight * mu.shape[0]).add_(mu), value  # grad_z is ours to reuse
+    # mu + lambda B grad_z in one pass, written over grad_z (ours to reuse)
+    return torch.add(mu, grad_z, alpha=dr.weight * mu.shape[0], out=grad_z), value
 
 
 def apply_update(rbm: RBM, velocity: dict[str, torch.Tensor], cfg: RBMConfig, epoch: int,

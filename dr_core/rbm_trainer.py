@@ -83,8 +83,11 @@ def _restore(rbm: RBM, resume: dict[str, Any], generator: torch.Generator
 
 
 def _check(cfg: RBMConfig, X: torch.Tensor) -> None:
-    if cfg.visible == "bernoulli" and X.numel() and (float(X.min()) < 0.0 or float(X.max()) > 1.0):
-        raise ValueError("X: bernoulli visible units need data in [0, 1]")
+    """Bernoulli visible units need data in [0, 1]: one pass over X for both extremes."""
+    if cfg.visible == "bernoulli" and X.numel():
+        lo, hi = torch.aminmax(X)
+        if float(lo) < 0.0 or float(hi) > 1.0:
+            raise ValueError("X: bernoulli visible units need data in [0, 1]")
 
 
 def _epoch_batches(cfg: RBMConfig, n: int, groups: tuple[torch.Tensor, int] | None,

@@ -48,7 +48,7 @@ MASK_CHECK_DEVICES = frozenset({"cpu"})
 # i.e. d/dmu * mu (1 - mu), which is what an RBM's hidden-unit update needs.
 GradWrt = Literal["mu", "logit"]
 # Which objective a gradient is of: the divergence's value (the mean over P), or the row mean
-# that the RBM update ascends (see _row_weights and docs/dr.md).
+# that the RBM update ascends (see _group_weights and docs/dr.md).
 GradOf = Literal["pair_mean", "row_mean"]
 GRAD_OF = get_args(GradOf)
 
@@ -65,47 +65,73 @@ __all__ = [
 # ---------------------------------------------------------------- closed forms (pairs="all")
 # Both work on the clamped means c (B, H). The value is always the mean over P (``scale`` (0-d)
 # turns sums over P into means); the gradient is that of the row-weighted objective
-# sum_p w_p sum_{q cross p} d(p, q) with ``row_w`` (0-d, or (B,)): see _row_weights.
-def _cross_differences(x: Tensor, groups: Groups) -> Tensor:
-    """(B, H): U_p = sum_{q cross p} (x_p - x_q) = n_p x_p - (sum of x over p's partners).
+# sum_p w_p sum_{q cross p} d(p, q) with ``group_w`` (G + 1,) the weight of each group's rows (see
+# _group_weights: a row's weight depends on its group only). Sums over a row's partners come
+# from per-group tables (``Groups.group_tables``): one pass over the batch per table.
+def _cross_differences(x: Tensor, others: Tensor, groups: Groups) -> Tensor:
+    """(B, H): U_p = sum_{q cross p} (x_p - x_q) = n_p x_p - (sum of x over p's partners),
+    given ``others`` (G + 1, H), the table of sums of x outside each group.
 
     Written as a difference of sums rather than expanded into squares: for close posteriors
     an expanded sum of squares cancels catastrophically in float32.
     """
-    return torch.addcmul(groups.other_groups_sum(x).neg_(), x, groups.n_cross[:, None])
+    return torch.addcmul(groups.per_row(others.neg()), x, groups.n_cross[:, None])
 
 
-def _weighted_differences(x: Tensor, u: Tensor, groups: Groups, row_w: Tensor) -> Tensor:
-    """(B, H): sum_{q cross p} (w_p + w_q) (x_p - x_q), given u = _cross_differences(x).
-    Overwrites u. With one weight for every row it is 2 w u."""
-    if row_w.dim() == 0:
-        return u.mul_(2 * row_w)
-    w = row_w[:, None]
-    partner_w = groups.other_groups_sum(w)
-    return u.mul_(w).addcmul_(x, partner_w).sub_(groups.other_groups_sum(x * w))
+def _partner_table(sums: Tensor, others: Tensor, group_w: Tensor) -> Tensor:
+    """(G + 1, H): row g is R_g = sum_{q cross p} (w_p + w_q) x_q for a row p of group g, from
+    the tables of x's sums in and outside each group: w_g others_g + sum_{g' != g} w_g' sums_g'
+    (row G zero).
+
+    Then sum_{q cross p} (w_p + w_q) (x_p - x_q) = a_g x_p - R_g with a per-group factor a_g,
+    and that is all a closed form's gradient needs of its partners (``_weighted_differences``).
+    """
+    w = group_w[:, None]
+    table = (group_w @ sums).sub(sums * w).addcmul_(others, w)
+    table[-1].zero_()
+    return table
 
 
-def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor,
+def _weighted_differences(x: Tensor, sums: Tensor, others: Tensor, groups: Groups,
+                          group_w: Tensor) -> Tensor:
+    """(B, H): D(x)_p = sum_{q cross p} (w_p + w_q) (x_p - x_q) = a_p x_p - R_p, with
+    a_p = w_p n_p + (sum of w over p's partners) and R the ``_partner_table`` (0 for a row
+    without a group)."""
+    counts = groups.counts.to(group_w.dtype)
+    counts[-1] = 0
+    a = group_w * groups.slot_partners + (group_w @ counts - group_w * counts)
+    a[-1] = 0
+    return torch.addcmul(groups.per_row(_partner_table(sums, others, group_w).neg_()), x,
+                         groups.per_row(a)[:, None])
+
+
+def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
                       wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
     """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c); and the gradient.
 
-    With U(x) = _cross_differences(x), the sum over P is 1/2 sum_p (s_p.U(s)_p + t_p.U(t)_p)
-    (since s^2 + t^2 = 1). With D(x) = _weighted_differences(x), the weighted objective's
-    d/dmu_p = (D(s)_p t_p - D(t)_p s_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2 for the logit.
+    s and t side by side, st = [s | t] (B, 2H), share every table and pass. With
+    U(x) = _cross_differences(x), the sum over P is 1/2 sum_p st_p.U(st)_p (since
+    s^2 + t^2 = 1). With D(x) = _weighted_differences(x) = a x - R(x), the weighted objective's
+    d/dmu_p = (D(s)_p t_p - D(t)_p s_p) / (2 s_p t_p), where the a s t terms cancel:
+    (R(t)_p s_p - R(s)_p t_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2 for the logit.
     """
-    t = torch.rsub(c, 1.0).sqrt_()
-    s = c.sqrt()
-    us, ut = _cross_differences(s, groups), _cross_differences(t, groups)
-    value = 0.5 * scale * (torch.vdot(s.view(-1), us.view(-1)) + torch.vdot(t.view(-1), ut.view(-1)))
+    h = c.shape[1]
+    st = c.new_empty(c.shape[0], 2 * h)
+    s, t = st[:, :h], st[:, h:]
+    torch.sqrt(c, out=s)
+    torch.sub(c.new_ones(()), c, out=t).sqrt_()
+    sums, others = groups.group_tables(st)
+    u = _cross_differences(st, others, groups)
+    value = 0.5 * scale * torch.vdot(st.view(-1), u.view(-1))
     if wrt is None:
         return value, None
-    ds, dt = _weighted_differences(s, us, groups, row_w), _weighted_differences(t, ut, groups, row_w)
-    grad = ds.mul_(t).addcmul_(dt, s, value=-1.0)
-    grad = grad.mul_(s).mul_(t).mul_(0.5) if wrt == "logit" else grad.div_(s).div_(t).mul_(0.5)
+    r = groups.per_row(_partner_table(sums, others, 0.5 * group_w), out=u)  # [R(s) | R(t)] / 2
+    grad = torch.mul(r[:, h:], s).addcmul_(r[:, :h], t, value=-1.0)
+    grad = grad.mul_(s).mul_(t) if wrt == "logit" else grad.div_(s).div_(t)
     return value, grad
 
 
-def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor,
+def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
                      wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
     """Mean over P of (c_p - c_q).(logit c_p - logit c_q), and the gradient.
 
@@ -113,12 +139,12 @@ def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor,
     d/dmu_p = D(l)_p + D(c)_p / (c_p (1 - c_p)); times c (1 - c) for the logit.
     """
     logit = torch.logit(c)
-    ul = _cross_differences(logit, groups)
-    value = scale * torch.vdot(c.view(-1), ul.view(-1))
+    l_sums, l_others = groups.group_tables(logit)
+    value = scale * torch.vdot(c.view(-1), _cross_differences(logit, l_others, groups).view(-1))
     if wrt is None:
         return value, None
-    dl = _weighted_differences(logit, ul, groups, row_w)
-    dc = _weighted_differences(c, _cross_differences(c, groups), groups, row_w)
+    dl = _weighted_differences(logit, l_sums, l_others, groups, group_w)
+    dc = _weighted_differences(c, *groups.group_tables(c), groups, group_w)
     var = c - c * c
     grad = dl.mul_(var).add_(dc) if wrt == "logit" else dl.add_(dc.div_(var))
     return value, grad
@@ -127,34 +153,33 @@ def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, row_w: Tensor,
 _CLOSED = {"hellinger": _hellinger_closed, "jeffreys": _jeffreys_closed}
 
 
-def _row_weights(groups: Groups, scale: Tensor, grad_of: GradOf, n_units: int,
-                 normalize: str) -> Tensor:
-    """w of the objective sum_p w_p sum_{q cross p} d(p, q) whose gradient is returned.
+def _group_weights(groups: Groups, scale: Tensor, grad_of: GradOf, n_units: int,
+                   normalize: str) -> Tensor:
+    """(G + 1,): w of the objective sum_p w_p sum_{q cross p} d(p, q) whose gradient is
+    returned, for the rows of each slot (a row without a group has no pair: its weight never
+    counts).
 
     "pair_mean": w = scale / 2 for every row: the objective is the mean over P itself.
     "row_mean": w_p = 1 / (B n_p) (0 for a row without partners): the objective is
     (1/B) sum_p (mean of d over p's partners), whose push on a row does not grow when its
     batch holds few pairs (the pair mean's does: a lone pair carries the whole mean).
     """
+    n = groups.slot_partners
     if grad_of == "pair_mean":
-        return 0.5 * scale
-    n = groups.n_cross
-    w = torch.where(n > 0, 1.0 / (groups.batch * n.clamp_min(1)), torch.zeros_like(n))
+        return (0.5 * scale).expand(n.shape)
+    w = (n * groups.batch).reciprocal_().nan_to_num_(posinf=0.0)  # 1 / (B n_p), 0 where n_p = 0
     return w / n_units if normalize == "per_unit" else w
 
 
-def _zero_where_clamped(grad: Tensor, mu: Tensor, eps: float) -> None:
-    """torch.clamp's convention: no gradient where mu lies outside [eps, 1 - eps].
-
-    Boolean masks are slow on CPU (a comparison costs more than a multiplication there), so on CPU
-    one is built only when some value really is outside. Elsewhere the mask is always applied:
-    asking first would read a value back to the host in every step (MASK_CHECK_DEVICES).
-    """
-    if mu.device.type in MASK_CHECK_DEVICES:
-        lo, hi = torch.aminmax(mu)
-        if not bool((lo < eps) | (hi > 1 - eps)):
-            return
-    grad.masked_fill_((mu < eps) | (mu > 1 - eps), 0.0)
+def _needs_clamp(mu: Tensor, eps: float) -> bool:
+    """Whether some mean lies outside [eps, 1 - eps]. Boolean masks are slow on CPU (a
+    comparison costs more than a multiplication there), so there one read of the extremes
+    decides, and in-range means skip the clamp and the mask. Elsewhere always True: asking
+    would read a value back to the host in every step (MASK_CHECK_DEVICES)."""
+    if mu.device.type not in MASK_CHECK_DEVICES:
+        return True
+    lo, hi = torch.aminmax(mu)
+    return float(lo) < eps or float(hi) > 1 - eps
 
 
 # ------------------------------------------------------------------------------------ public API
@@ -186,12 +211,14 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
     scale = 1 / groups.n_pairs.clamp_min(1)
     if normalize == "per_unit":
         scale = scale / mu.shape[1]
-    row_w = _row_weights(groups, scale, grad_of, mu.shape[1], normalize)
-    c = mu.clamp(eps, 1 - eps)
+    group_w = _group_weights(groups, scale, grad_of, mu.shape[1], normalize)
+    clamped = _needs_clamp(mu, eps)
+    c = mu.clamp(eps, 1 - eps) if clamped else mu  # read-only from here on
     if pairs == "all" and divergence in _CLOSED:
-        value, grad = _CLOSED[divergence](c, groups, scale, row_w, wrt)
+        value, grad = _CLOSED[divergence](c, groups, scale, group_w, wrt)
     else:
         kernel, grads = KERNELS[divergence], wrt is not None
+        row_w = groups.per_row(group_w) if grad_of == "row_mean" else 0.5 * scale
         if pairs == "all":
             total, grad = all_pairs_exact(c, groups, kernel, grads, eps, row_w)
         else:
@@ -199,8 +226,8 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
         value = total * scale
         if grad is not None and wrt == "logit":  # both passes hand back a fresh buffer
             grad = grad.mul_(c - c * c)
-    if grad is not None:
-        _zero_where_clamped(grad, mu, eps)
+    if grad is not None and clamped:  # torch.clamp's convention: no gradient where clamped
+        grad.masked_fill_((mu < eps) | (mu > 1 - eps), 0.0)
     return value, grad
 
 
