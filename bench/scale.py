@@ -270,7 +270,7 @@ commands showed); connections: pg_stat_activity every 0.2 s by application_name.
 | Redis commands, drain | {redis_drain:,}: {m.redis_per_job:.2f} per job; {redis_drain / run.drain_s:.0f}/s, {redis_drain / run.drain_s / n:.0f}/s per worker ({_top(f["redis_drain"])}) |
 | Redis commands, idle ({f["idle_s"]:.0f} s) | {redis_idle / f["idle_s"]:.1f}/s, {m.redis_idle_per_worker_s:.1f}/s per worker ({_top(f["redis_idle"])}) |
 | connections of the workers (`{WORKER_APP}`), drain | at most {wc["max"]:g} at once ({wc["max"] / n:.2f} per worker), mean {wc["mean"]:.1f}; busy at most {wc["busy_max"]:g}, mean {wc["busy_mean"]:.2f} |
-| connections of the reaper (`{REAPER_APP}`), drain | at most {f["reaper_conn"]["max"]:g} |
+| connections of the reaper (`{REAPER_APP}`), drain | at most {f["reaper_conn"]["max"]:g} in the 0.2 s samples (one while a round runs, none between: a round shorter than a sample's interval can fall between two samples) |
 | connections of the API (`drtrain-api` + `drtrain-job-changes`) | at most {f["api_conn"]:g} |
 
 The reaper (one per cluster, elected by its Redis lease; rounds every
