@@ -15,6 +15,8 @@ function here reads a value back to the host, so a trainer that passes dense gro
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -95,6 +97,18 @@ def _renumber_per_batch(n_groups: int, batch: int, device: torch.device) -> bool
     return n_groups >= batch and not _deterministic_sums(device)
 
 
+def _batch_of_rows(sizes: list[int], device: torch.device) -> Tensor:
+    """(sum of sizes,) the batch index of each row of consecutive batches of ``sizes``, one
+    arange per run of equal sizes (an epoch's batches are one size but the last): device
+    kernels only, no copy from the host, so that a CUDA graph can capture it."""
+    parts, first = [], 0
+    for size, run in itertools.groupby(sizes):
+        count = len(list(run))
+        parts.append(torch.arange(first, first + count, device=device).repeat_interleave(size))
+        first += count
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 class _BatchTables:
     """The group bookkeeping of consecutive batches at once (their dense ids ``ids`` (sum of
     ``sizes``,) in [-1, n_groups), concatenated), in a fixed number of operations whatever the
@@ -106,12 +120,11 @@ class _BatchTables:
         device, width, n = ids.device, n_groups + 1, len(sizes)
         self.sizes, self.n_groups, self.dtype = sizes, n_groups, dtype
         slot = ids.long().remainder(width)  # -1 -> the extra slot G
-        size = torch.tensor(sizes, device=device)
-        key = slot + width * torch.repeat_interleave(torch.arange(n, device=device), size,
-                                                     output_size=ids.numel())
+        key = slot + width * _batch_of_rows(sizes, device)
         # integer adds: any order gives the same counts, so scatter_add_ is fine on every device
         counts = torch.zeros(n * width, dtype=torch.long, device=device).scatter_add_(
             0, key, torch.ones_like(key)).view(n, width)
+        size = counts.sum(1)
         # partners of a row of each slot: the labelled rows outside its group; none for slot G
         partners = (size - counts[:, n_groups])[:, None] - counts
         partners[:, n_groups] = 0

@@ -111,11 +111,12 @@ def _hellinger_value(sums: Tensor, others: Tensor, groups: Groups, scale: Tensor
     of st = [s | t] alone: sum over P of st_p.st_q = 1/2 sum_g sums_g.others_g, and
     s^2 + t^2 = 1 per unit, so the sum over P is H |P| - 1/2 sum_g sums_g.others_g.
 
-    The two terms nearly cancel for close posteriors, so both are formed in float64 from the
-    float32 tables: what is left is the rounding of s, t and of the tables' sums, as in any
-    form of the same sums, and no pass over the batch is needed.
+    The two terms nearly cancel for close posteriors, so they are summed and subtracted in
+    float64 (the products of table entries are rounded one by one, at random): what is left is
+    the rounding of s, t and of the tables' sums, as in any form of the same sums, and no pass
+    over the batch is needed.
     """
-    cross = torch.vdot(sums.double().view(-1), others.double().view(-1))
+    cross = torch.mul(sums, others).sum(dtype=torch.float64)
     return cross.mul_(-0.5).add_(groups.n_pairs, alpha=h).mul_(scale).to(sums.dtype)
 
 
