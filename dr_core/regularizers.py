@@ -133,8 +133,9 @@ def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
     h = c.shape[1]
     st = c.new_empty(c.shape[0], 2 * h)
     s, t = st[:, :h], st[:, h:]
-    torch.sqrt(c, out=s)
-    torch.sub(c.new_ones(()), c, out=t).sqrt_()
+    s.copy_(c)  # then one square root over the whole contiguous buffer
+    torch.sub(c.new_ones(()), c, out=t)
+    st.sqrt_()
     sums, others = groups.group_tables(st)
     value = _hellinger_value(sums, others, groups, scale, h)
     if wrt is None:
