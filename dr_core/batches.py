@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dr_core.groups import Groups
+
 _PLAN_SEED = 0x5_1DE_B47C
 
 
@@ -72,18 +74,9 @@ def side_row_batches(ids: Tensor, n_groups: int, batch_size: int, side_rows: int
 
 def cross_pairs_per_batch(batches: list[Tensor], ids: Tensor, n_groups: int) -> Tensor:
     """Mean number of cross-group pairs in a batch (0-d, float64): for each batch
-    (L_b^2 - sum_g n_bg^2) / 2, L_b its rows with a group, n_bg those of group g. One
-    scatter over the epoch's rows, no host read."""
-    device = ids.device
+    (L_b^2 - sum_g n_bg^2) / 2, L_b its rows with a group, n_bg those of group g. The batches'
+    ``Groups`` built together (``Groups.of_batches``), no host read."""
     if not batches or n_groups == 0:
-        return torch.zeros((), dtype=torch.float64, device=device)
-    rows = torch.cat(batches)
-    batch_of = torch.repeat_interleave(torch.arange(len(batches), device=device),
-                                       torch.tensor([b.numel() for b in batches], device=device))
-    slot = ids[rows].remainder(n_groups + 1)  # -1 -> the extra slot G
-    counts = torch.zeros(len(batches) * (n_groups + 1), dtype=torch.float64, device=device)
-    counts.index_add_(0, batch_of * (n_groups + 1) + slot,
-                      torch.ones(rows.numel(), dtype=torch.float64, device=device))
-    counts = counts.view(len(batches), n_groups + 1)[:, :n_groups]
-    pairs = (counts.sum(1).square() - counts.square().sum(1)) / 2
-    return pairs.mean()
+        return torch.zeros((), dtype=torch.float64, device=ids.device)
+    groups = Groups.of_batches(batches, ids, n_groups, torch.float64)
+    return torch.stack([g.n_pairs for g in groups]).mean()

@@ -15,6 +15,8 @@ function here reads a value back to the host, so a trainer that passes dense gro
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -89,6 +91,53 @@ def _prefix_sums(x: Tensor) -> Tensor:
     return prefix
 
 
+def _renumber_per_batch(n_groups: int, batch: int, device: torch.device) -> bool:
+    """Whether a batch's ids are renumbered to its own groups: on CPU a (G, H) table for G far
+    above B would cost more than the batch (torch.unique is no device synchronisation there)."""
+    return n_groups >= batch and not _deterministic_sums(device)
+
+
+def _batch_of_rows(sizes: list[int], device: torch.device) -> Tensor:
+    """(sum of sizes,) the batch index of each row of consecutive batches of ``sizes``, one
+    arange per run of equal sizes (an epoch's batches are one size but the last): device
+    kernels only, no copy from the host, so that a CUDA graph can capture it."""
+    parts, first = [], 0
+    for size, run in itertools.groupby(sizes):
+        count = len(list(run))
+        parts.append(torch.arange(first, first + count, device=device).repeat_interleave(size))
+        first += count
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class _BatchTables:
+    """The group bookkeeping of consecutive batches at once (their dense ids ``ids`` (sum of
+    ``sizes``,) in [-1, n_groups), concatenated), in a fixed number of operations whatever the
+    number of batches; ``Groups`` of batch i are views of row i. Per batch: ``slot``,
+    ``n_cross`` (size,), ``counts``, ``slot_partners``, ``row_weight`` (G + 1,), ``n_pairs``,
+    ``pair_scale`` (0-d), as documented in ``Groups``."""
+
+    def __init__(self, ids: Tensor, sizes: list[int], n_groups: int, dtype: torch.dtype):
+        device, width, n = ids.device, n_groups + 1, len(sizes)
+        self.sizes, self.n_groups, self.dtype = sizes, n_groups, dtype
+        slot = ids.long().remainder(width)  # -1 -> the extra slot G
+        key = slot + width * _batch_of_rows(sizes, device)
+        # integer adds: any order gives the same counts, so scatter_add_ is fine on every device
+        counts = torch.zeros(n * width, dtype=torch.long, device=device).scatter_add_(
+            0, key, torch.ones_like(key)).view(n, width)
+        size = counts.sum(1)
+        # partners of a row of each slot: the labelled rows outside its group; none for slot G
+        partners = (size - counts[:, n_groups])[:, None] - counts
+        partners[:, n_groups] = 0
+        slot_partners = partners.to(dtype)
+        n_cross = slot_partners.view(-1)[key]
+        self.counts, self.slot_partners = counts, slot_partners
+        self.n_pairs = (counts * partners).sum(1).to(dtype) / 2
+        self.pair_scale = self.n_pairs.clamp_min(1).reciprocal()
+        # 1 / (B n_p), 0 where a row has no partner
+        self.row_weight = (slot_partners * size[:, None]).reciprocal_().nan_to_num_(posinf=0.0)
+        self.slot, self.n_cross = slot.split(sizes), n_cross.split(sizes)
+
+
 class Groups:
     """Groups of one mini-batch, on the data's device.
 
@@ -99,7 +148,9 @@ class Groups:
     ``slot`` (B,) group index, rows without a group in the extra slot G; ``counts`` (G + 1,)
     int64 rows per slot; ``slot_partners`` (G + 1,) number of cross-group partners of a row of
     each slot (data dtype; 0 for slot G); ``n_cross`` (B,) the same for each row
-    (``n_cross_int`` as int64); ``n_pairs`` (0-d, data dtype) = |P|.
+    (``n_cross_int`` as int64); ``n_pairs`` (0-d, data dtype) = |P|; ``pair_scale`` (0-d)
+    1 / |P| (1 when there is no pair: every sum over P is then 0); ``row_weight`` (G + 1,)
+    1 / (B n_p) for a row of each slot, 0 for a slot without partners.
 
     Sums over the other groups are built from per-group tables: ``group_tables(x)`` gives each
     group's sum of x and the sum over the labelled rows outside it, (G, H) each, and
@@ -113,24 +164,38 @@ class Groups:
         if side.dim() != 1 or side.numel() != batch:
             raise ValueError(f"side must have shape ({batch},), got {tuple(side.shape)}")
         side = side.to(device)
-        if n_groups is None or (n_groups >= batch and not _deterministic_sums(device)):
-            # Renumber per batch: on CPU a (G, H) table for G far above B would cost more than
-            # the batch (torch.unique is no device synchronisation there).
+        if n_groups is None or _renumber_per_batch(n_groups, batch, device):
             side, n_groups = group_ids(side)
-        self.batch, self.n_groups, self.dtype = batch, n_groups, dtype
-        self.slot = side.long().remainder(n_groups + 1)  # -1 -> the extra slot G
-        if _deterministic_sums(device):  # integer adds: any order gives the same counts
-            self.counts = torch.zeros(n_groups + 1, dtype=torch.long, device=device).scatter_add_(
-                0, self.slot, torch.ones_like(self.slot))
-        else:  # bincount reads the maximum back: fine on CPU, a synchronisation on CUDA
-            self.counts = torch.bincount(self.slot, minlength=n_groups + 1)
-        # partners of a row of each slot: the labelled rows outside its group; none for slot G
-        partners = (batch - self.counts[n_groups]) - self.counts
-        partners[n_groups].zero_()
-        self.slot_partners = partners.to(dtype)
-        self.n_cross = self.slot_partners[self.slot]
-        self.n_pairs = self.n_cross.sum() / 2
+        self._take(_BatchTables(side, [batch], n_groups, dtype), 0)
+
+    def _take(self, tables: _BatchTables, i: int) -> None:
+        """This object is batch ``i`` of ``tables``: views of their rows, no operation."""
+        self.batch, self.n_groups, self.dtype = tables.sizes[i], tables.n_groups, tables.dtype
+        self.slot, self.n_cross = tables.slot[i], tables.n_cross[i]
+        self.counts, self.slot_partners = tables.counts[i], tables.slot_partners[i]
+        self.n_pairs, self.pair_scale = tables.n_pairs[i], tables.pair_scale[i]
+        self.row_weight = tables.row_weight[i]
         self._onehot: Tensor | None = None
+
+    @classmethod
+    def of_batches(cls, batches: list[Tensor], ids: Tensor, n_groups: int,
+                   dtype: torch.dtype) -> list[Groups]:
+        """The ``Groups`` of each batch of row indices into ``ids`` (dense group ids of all rows,
+        ``group_ids``), built together: a few operations for a whole epoch, then each batch's
+        bookkeeping is views of the epoch's tables. Where a batch's groups are renumbered
+        (many groups on CPU, see ``Groups``), each batch is built on its own."""
+        if not batches:
+            return []
+        if _renumber_per_batch(n_groups, max(b.numel() for b in batches), ids.device):
+            return [cls(ids[b], b.numel(), ids.device, dtype, n_groups) for b in batches]
+        tables = _BatchTables(ids[torch.cat(batches)], [b.numel() for b in batches], n_groups,
+                              dtype)
+        out = []
+        for i in range(len(batches)):
+            groups = cls.__new__(cls)
+            groups._take(tables, i)
+            out.append(groups)
+        return out
 
     @property
     def n_cross_int(self) -> Tensor:

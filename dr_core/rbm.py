@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dr_core.config import PosteriorDRConfig, RBMConfig
+from dr_core.groups import Groups
 from dr_core.regularizers import posterior_divergence_and_grad
 
 
@@ -111,13 +112,15 @@ def negative_phase(rbm: RBM, mu: torch.Tensor, cfg: RBMConfig, generator: torch.
     return v_neg, h_neg
 
 
-def positive_statistics(mu: torch.Tensor, side: torch.Tensor | None, dr: PosteriorDRConfig | None,
+def positive_statistics(mu: torch.Tensor, side: torch.Tensor | Groups | None,
+                        dr: PosteriorDRConfig | None,
                         generator: torch.Generator, n_groups: int | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden statistics of the positive phase (B, H), DR value (0-d)).
 
     ``side`` (B,) group labels, -1 for rows without one (they get no DR gradient); with
-    ``n_groups``, dense ids from ``dr_core.groups.group_ids`` (no host read).
+    ``n_groups``, dense ids from ``dr_core.groups.group_ids`` (no host read); or the batch's
+    ``Groups`` already built (``Groups.of_batches``, what the trainer passes).
 
     Without DR (``dr`` None or weight 0, or no side labels) they are ``mu`` and 0, and no
     random number is drawn, so lambda = 0 is plain CD bit for bit. With DR the statistics are
@@ -176,14 +179,14 @@ def _persist(rbm: RBM, v_neg: torch.Tensor, chains: torch.Tensor | None,
     return chains
 
 
-def cd_step(rbm: RBM, v: torch.Tensor, side: torch.Tensor | None, cfg: RBMConfig,
+def cd_step(rbm: RBM, v: torch.Tensor, side: torch.Tensor | Groups | None, cfg: RBMConfig,
             velocity: dict[str, torch.Tensor], *, generator: torch.Generator,
             chains: torch.Tensor | None = None, epoch: int = 0, n_groups: int | None = None
             ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One CD-k (or PCD-k when ``cfg.persistent``) update of ``rbm`` in place on the batch ``v`` (B, D).
 
-    Ascends mean log-likelihood + lambda * DR(mu(v), side) (side (B,) or None; -1 marks a row
-    without a group, ``n_groups`` as in ``positive_statistics``) with momentum
+    Ascends mean log-likelihood + lambda * DR(mu(v), side) (side (B,), the batch's ``Groups``,
+    or None; -1 marks a row without a group, ``n_groups`` as in ``positive_statistics``) with momentum
     ``cfg.momentum_at(epoch)`` and L2 decay on W. ``velocity`` (keys W, b, c) is updated in
     place (created when empty). ``chains`` are the persistent fantasy particles (n_chains, D),
     n_chains >= B; None starts them from the data. Returns ({"dr": 0-d tensor}, chains);

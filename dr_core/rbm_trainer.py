@@ -10,7 +10,7 @@ from dr_core.config import RBMConfig
 from dr_core.context import Examples, RunContext
 from dr_core.cuda_graphs import StepGraphs, use_graphs
 from dr_core.events import Event
-from dr_core.groups import group_ids
+from dr_core.groups import Groups, group_ids
 from dr_core.rbm import RBM, cd_step
 from dr_core.rbm_metrics import MetricData, epoch_metrics
 
@@ -20,7 +20,10 @@ class _CDSteps:
     graphs for full-size batches. Holds what the steps update: velocity and chains.
 
     ``ids``/``n_groups`` are the dense group ids of the side labels (``group_ids``, read once
-    per layer), so a step reads nothing back from the device.
+    per layer), so a step reads nothing back from the device. ``batch_groups`` builds the
+    ``Groups`` of all of an epoch's batches at once (a few operations per epoch), so an eager
+    step does no group bookkeeping; a captured step builds its batch's from the ids inside
+    the graph (its replays then cost no launches for it).
     """
 
     def __init__(self, rbm: RBM, cfg: RBMConfig, train: Examples, run: RunContext,
@@ -35,16 +38,23 @@ class _CDSteps:
         self.idx = torch.empty(cfg.batch_size, dtype=torch.long, device=train.X.device) \
             if graphs else None
 
-    def __call__(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Train on X[idx]; returns the step's DR value (0-d, use it before the next call)."""
+    def batch_groups(self, batches: list[torch.Tensor]) -> list[Groups | None]:
+        """Each batch's ``Groups`` (None without DR)."""
+        if self.ids is None:
+            return [None] * len(batches)
+        return Groups.of_batches(batches, self.ids, self.n_groups, self.X.dtype)  # type: ignore[arg-type]
+
+    def __call__(self, idx: torch.Tensor, groups: Groups | None, epoch: int) -> torch.Tensor:
+        """Train on X[idx] (``groups`` its ``batch_groups`` entry); returns the step's DR value
+        (0-d, use it before the next call)."""
         if self.graphs is None or idx.numel() != self.cfg.batch_size:
-            return self._step(idx, epoch)
+            return self._step(idx, groups, epoch)
         self.idx.copy_(idx)  # type: ignore[union-attr]
         # momentum is the one constant of an epoch baked into a capture
-        return self.graphs(self.cfg.momentum_at(epoch), lambda: self._step(self.idx, epoch))
+        return self.graphs(self.cfg.momentum_at(epoch), lambda: self._step(self.idx, None, epoch))
 
-    def _step(self, idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        side = self.ids[idx] if self.ids is not None else None
+    def _step(self, idx: torch.Tensor, groups: Groups | None, epoch: int) -> torch.Tensor:
+        side = groups if groups is not None or self.ids is None else self.ids[idx]
         stats, self.chains = cd_step(self.rbm, self.X[idx], side, self.cfg, self.velocity,
                                      generator=self.generator, chains=self.chains, epoch=epoch,
                                      n_groups=self.n_groups)
@@ -133,8 +143,8 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     for epoch in range(start, cfg.epochs):
         batches = _epoch_batches(cfg, n, groups, run, layer, epoch, X.device)
         dr_sum = torch.zeros((), device=X.device, dtype=X.dtype)
-        for idx in batches:
-            dr_sum += steps(idx, epoch)
+        for idx, batch_groups in zip(batches, steps.batch_groups(batches)):
+            dr_sum += steps(idx, batch_groups, epoch)
             run.stop_if_asked(f"pretraining layer {layer}, epoch {epoch + 1}")
         pairs = cross_pairs_per_batch(batches, *groups) if groups is not None else 0.0
         metrics = epoch_metrics(rbm, metric_data, epoch, dr_sum / max(1, len(batches)), pairs)

@@ -105,27 +105,42 @@ def _weighted_differences(x: Tensor, sums: Tensor, others: Tensor, groups: Group
                          groups.per_row(a)[:, None])
 
 
+def _hellinger_value(sums: Tensor, others: Tensor, groups: Groups, scale: Tensor,
+                     h: int) -> Tensor:
+    """Mean over P of 1 - s_p.s_q - t_p.t_q (summed over the H units), from the group tables
+    of st = [s | t] alone: sum over P of st_p.st_q = 1/2 sum_g sums_g.others_g, and
+    s^2 + t^2 = 1 per unit, so the sum over P is H |P| - 1/2 sum_g sums_g.others_g.
+
+    The two terms nearly cancel for close posteriors, so they are summed and subtracted in
+    float64 (the products of table entries are rounded one by one, at random): what is left is
+    the rounding of s, t and of the tables' sums, as in any form of the same sums, and no pass
+    over the batch is needed.
+    """
+    cross = torch.mul(sums, others).sum(dtype=torch.float64)
+    return cross.mul_(-0.5).add_(groups.n_pairs, alpha=h).mul_(scale).to(sums.dtype)
+
+
 def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
                       wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
     """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c); and the gradient.
 
-    s and t side by side, st = [s | t] (B, 2H), share every table and pass. With
-    U(x) = _cross_differences(x), the sum over P is 1/2 sum_p st_p.U(st)_p (since
-    s^2 + t^2 = 1). With D(x) = _weighted_differences(x) = a x - R(x), the weighted objective's
+    s and t side by side, st = [s | t] (B, 2H), share every table and pass. The value comes
+    from the tables alone (``_hellinger_value``). With D(x) = _weighted_differences(x) =
+    a x - R(x), the weighted objective's
     d/dmu_p = (D(s)_p t_p - D(t)_p s_p) / (2 s_p t_p), where the a s t terms cancel:
     (R(t)_p s_p - R(s)_p t_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2 for the logit.
     """
     h = c.shape[1]
     st = c.new_empty(c.shape[0], 2 * h)
     s, t = st[:, :h], st[:, h:]
-    torch.sqrt(c, out=s)
-    torch.sub(c.new_ones(()), c, out=t).sqrt_()
+    s.copy_(c)  # then one square root over the whole contiguous buffer
+    torch.sub(c.new_ones(()), c, out=t)
+    st.sqrt_()
     sums, others = groups.group_tables(st)
-    u = _cross_differences(st, others, groups)
-    value = 0.5 * scale * torch.vdot(st.view(-1), u.view(-1))
+    value = _hellinger_value(sums, others, groups, scale, h)
     if wrt is None:
         return value, None
-    r = groups.per_row(_partner_table(sums, others, 0.5 * group_w), out=u)  # [R(s) | R(t)] / 2
+    r = groups.per_row(_partner_table(sums, others, 0.5 * group_w))  # [R(s) | R(t)] / 2
     grad = torch.mul(r[:, h:], s).addcmul_(r[:, :h], t, value=-1.0)
     grad = grad.mul_(s).mul_(t) if wrt == "logit" else grad.div_(s).div_(t)
     return value, grad
@@ -164,10 +179,9 @@ def _group_weights(groups: Groups, scale: Tensor, grad_of: GradOf, n_units: int,
     (1/B) sum_p (mean of d over p's partners), whose push on a row does not grow when its
     batch holds few pairs (the pair mean's does: a lone pair carries the whole mean).
     """
-    n = groups.slot_partners
     if grad_of == "pair_mean":
-        return (0.5 * scale).expand(n.shape)
-    w = (n * groups.batch).reciprocal_().nan_to_num_(posinf=0.0)  # 1 / (B n_p), 0 where n_p = 0
+        return (0.5 * scale).expand(groups.slot_partners.shape)
+    w = groups.row_weight  # 1 / (B n_p), 0 where n_p = 0
     return w / n_units if normalize == "per_unit" else w
 
 
@@ -192,7 +206,7 @@ def _check_common(x: Tensor, name: str, pairs: Pairs, normalize: str) -> None:
         raise ValueError(f"{name} must have shape (B, H), got {tuple(x.shape)}")
 
 
-def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs, generator,
+def _divergence_and_grad(mu: Tensor, side: Tensor | Groups, divergence: str, pairs: Pairs, generator,
                          normalize: str, eps: float, wrt: GradWrt | None,
                          n_groups: int | None = None, grad_of: GradOf = "pair_mean"
                          ) -> tuple[Tensor, Tensor | None]:
@@ -206,9 +220,10 @@ def _divergence_and_grad(mu: Tensor, side: Tensor, divergence: str, pairs: Pairs
         raise ValueError(f"grad_of must be one of {GRAD_OF}, got {grad_of!r}")
     _check_common(mu, "mu", pairs, normalize)
     mu = mu.detach()
-    groups = Groups(side, mu.shape[0], mu.device, mu.dtype, n_groups)
+    groups = side if isinstance(side, Groups) else \
+        Groups(side, mu.shape[0], mu.device, mu.dtype, n_groups)
     # No branch on |P| = 0 (that would read it back to the host): every sum over P is then 0.
-    scale = 1 / groups.n_pairs.clamp_min(1)
+    scale = groups.pair_scale
     if normalize == "per_unit":
         scale = scale / mu.shape[1]
     group_w = _group_weights(groups, scale, grad_of, mu.shape[1], normalize)
@@ -269,14 +284,16 @@ def posterior_divergence(mu: Tensor, side: Tensor, *, divergence: str, pairs: Pa
     return compute(False)[0]
 
 
-def posterior_divergence_and_grad(mu: Tensor, side: Tensor, *, divergence: str,
+def posterior_divergence_and_grad(mu: Tensor, side: Tensor | Groups, *, divergence: str,
                                   pairs: Pairs = "all", generator: torch.Generator | None = None,
                                   normalize: str = "sum", eps: float = EPS,
                                   grad_wrt: GradWrt = "mu", n_groups: int | None = None,
                                   grad_of: GradOf = "pair_mean") -> tuple[Tensor, Tensor]:
     """(value, gradient) without autograd: value 0-d, gradient (B, H) like mu, a fresh tensor.
 
-    Same arguments and value as ``posterior_divergence`` (the mean over P). The gradient is
+    Same arguments and value as ``posterior_divergence`` (the mean over P); ``side`` may also
+    be the batch's ``Groups`` already built (``Groups.of_batches``: what the RBM trainer
+    passes, so that a step does no group bookkeeping). The gradient is
     that of the value (``grad_of="pair_mean"``), or of the row mean
     R = (1/B) sum_p (mean of d(p, q) over p's cross-group partners q) (``"row_mean"``, what
     the RBM update ascends: a row's push is the same whatever the number of pairs in its

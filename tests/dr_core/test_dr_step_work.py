@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import dr_core.rbm_trainer as rbm_trainer
 from dr_core.config import PosteriorDRConfig, RBMConfig
 from dr_core.context import Examples, RunContext
+from dr_core.groups import Groups
 from dr_core.rbm import positive_statistics
 
 # Operations that write no element: views, and allocations whose contents a later op writes.
@@ -24,7 +25,7 @@ class Work(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.ops, self.written, self.arg_shapes = 0, 0, []
+        self.ops, self.written, self.arg_shapes, self.writes = 0, 0, [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -32,7 +33,9 @@ class Work(TorchDispatchMode):
             return out
         self.ops += 1
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        self.written += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
+        self.writes.append((func._schema.name,
+                            sum(o.numel() for o in outs if isinstance(o, torch.Tensor))))
+        self.written += self.writes[-1][1]
         self.arg_shapes.append((func._schema.name, [tuple(a.shape) for a in args
                                                     if isinstance(a, torch.Tensor)]))
         return out
@@ -56,6 +59,55 @@ def test_hellinger_dr_step_writes_few_batch_sized_tensors():
     work = _dr_step_work("hellinger")
     assert work.written <= 18 * 128 * 500
     assert work.ops <= 60
+
+
+def test_hellinger_dr_step_on_built_groups_does_no_bookkeeping_and_one_pass_for_the_value():
+    """Given its batch's Groups (as the trainer builds them for an epoch), a step does no group
+    bookkeeping (counts, partners, weights); the value comes from the group tables, so the
+    only writes of [s | t]'s size are [s | t] itself and the gather of the gradient's partner
+    sums (the value's own gather and difference were two more)."""
+    b, h, n_groups = 128, 500, 10
+    g = torch.Generator().manual_seed(0)
+    mu = torch.rand(b, h, generator=g) * 0.98 + 0.01
+    ids = torch.randint(0, n_groups, (b,), generator=g)
+    (groups,) = Groups.of_batches([torch.arange(b)], ids, n_groups, mu.dtype)
+    work = Work()
+    with work:
+        positive_statistics(mu, groups, PosteriorDRConfig(weight=0.1, divergence="hellinger"), g)
+    assert work.ops <= 32
+    assert work.written <= 13 * b * h
+    bookkeeping = [name for name, shapes in work.arg_shapes if shapes and shapes[0] in ((b,),)]
+    assert bookkeeping == []
+    assert [name for name, n in work.writes if n >= b * 2 * h] == ["aten::sqrt_",
+                                                                    "aten::index_select"]
+
+
+def test_epoch_group_bookkeeping_costs_the_same_for_any_number_of_batches():
+    ids = torch.randint(-1, 7, (4000,), generator=torch.Generator().manual_seed(0))
+    counts = []
+    for n_batches in (3, 30):
+        batches = list(torch.randperm(4000)[:n_batches * 64].split(64))
+        work = Work()
+        with work:
+            Groups.of_batches(batches, ids, 7, torch.float32)
+        counts.append(work.ops)
+    assert counts[0] == counts[1]
+
+
+def test_trainer_hellinger_dr_adds_few_operations_per_batch():
+    """What DR adds to an epoch of the trainer, per batch: the step's closed form and the sum
+    of its value; the group bookkeeping is built once per epoch."""
+    n, d, b = 640, 20, 32
+    g = torch.Generator().manual_seed(0)
+    X, side = torch.rand(n, d, generator=g), torch.randint(0, 5, (n,), generator=g)
+    ops = {}
+    for dr in (None, PosteriorDRConfig(weight=0.1, divergence="hellinger")):
+        work = Work()
+        with work:
+            rbm_trainer.train_rbm(RBMConfig(n_hidden=16, epochs=1, batch_size=b, dr=dr),
+                                  Examples(X, side=side), RunContext(torch.Generator().manual_seed(1)))
+        ops[dr is not None] = work.ops
+    assert (ops[True] - ops[False]) / (n // b) <= 32
 
 
 def test_jeffreys_dr_step_writes_few_batch_sized_tensors():

@@ -274,6 +274,21 @@ def test_float32_closed_forms_are_accurate():
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
 
 
+def test_float32_hellinger_of_close_posteriors_is_accurate():
+    """Posteriors a few hundredths apart (an RBM's at initialisation): the divergence is a small
+    difference of large sums; float32 data give it as well as the float32 rounding of
+    sqrt(mu) and sqrt(1 - mu) allows (relative errors of about 1e-4 here, whatever the form)."""
+    side = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(5)
+    mu = 0.5 + 0.02 * torch.rand(128, 500, generator=g, dtype=torch.float64)
+    want = bf.posterior_divergence(mu[:, :50], side, "hellinger")
+    torch.testing.assert_close(R.posterior_divergence(mu[:, :50], side, divergence="hellinger"),
+                               want, rtol=1e-10, atol=0)
+    want = R.posterior_divergence(mu, side, divergence="hellinger")
+    got = R.posterior_divergence(mu.float(), side, divergence="hellinger")
+    torch.testing.assert_close(got.double(), want, rtol=5e-4, atol=0)
+
+
 def test_generator_on_other_device_than_data_is_accepted():
     side = torch.tensor([0, 1, 1, 2])
     mu = _mu(4, 3, seed=1).float()
