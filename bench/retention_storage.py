@@ -26,7 +26,7 @@ from pathlib import Path
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 from drtrain.kit.migrate import upgrade
-from drtrain.kit.models import Job, JobStatus
+from drtrain.kit.models import Job, JobStatus, utcnow
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import LocalStore, StoredObject
 from drtrain.tenants.keys import create_key
@@ -91,7 +91,7 @@ def _run_job(hidden: list[int], epochs: int, keep: int) -> tuple[RecordingStore,
             tenant = tenant_by_name(s, "bench")
             assert tenant is not None  # noqa: S101 - a bench script
             job = Job(tenant_id=tenant.id, dataset_id="builtin:digits", spec=spec,
-                      status=JobStatus.queued, max_attempts=1)
+                      status=JobStatus.queued, max_attempts=1, dispatched_at=utcnow())
             s.add(job)
             s.flush()
             job_id = job.id

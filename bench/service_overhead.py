@@ -90,7 +90,7 @@ def in_runner(stack: Stack, spec: dict[str, Any], cadence: dict[str, float]
     ``worker.runner.run_job`` in this process (no broker, no HTTP; its threads included)."""
     from drtrain.jobs.spec import JobSpec, spec_to_dict
     from drtrain.kit.db import session_scope
-    from drtrain.kit.models import Job, JobStatus, new_id
+    from drtrain.kit.models import Job, JobStatus, new_id, utcnow
     from drtrain.kit.settings import Settings
     from drtrain.kit.storage import make_store
     from worker.runner import run_job
@@ -102,9 +102,10 @@ def in_runner(stack: Stack, spec: dict[str, Any], cadence: dict[str, float]
     settings = Settings(**{**configured, **cadence})
     job_id = new_id()
     with session_scope(stack.factory) as s:
+        # Dispatched, as a submit under the tenant's cap leaves it: a worker may claim it.
         s.add(Job(id=job_id, tenant_id=stack.tenant_id, dataset_id=stored["dataset_id"],
                   test_dataset_id=None, spec=stored, status=JobStatus.queued,
-                  max_attempts=stored["max_attempts"] or 3))
+                  max_attempts=stored["max_attempts"] or 3, dispatched_at=utcnow()))
     wall, cpu = time.perf_counter(), time.process_time()
     run_job(job_id, settings=settings, sessionmaker=stack.factory, store=make_store(settings),
             worker_id="bench")
