@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from drtrain.jobs import lifecycle
 from drtrain.jobs.lifecycle import MetricValue
-from drtrain.kit.db import session_scope
-from drtrain.kit.models import Job, JobStatus, MetricPoint, utcnow
+from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+from drtrain.kit.migrate import upgrade
+from drtrain.kit.models import Job, JobStatus, MetricPoint, Tenant, utcnow
 from tests.factories import get_job
 
 
@@ -153,3 +154,36 @@ def test_a_job_that_completes_while_cancelling_says_the_cancel_came_too_late(fac
     assert get_job(factory, late).status == JobStatus.succeeded
     assert get_job(factory, late).status_reason == lifecycle.CANCEL_TOO_LATE
     assert get_job(factory, plain).status_reason is None
+
+
+def test_an_epochs_points_go_in_with_one_insert(tmp_path):
+    """A worker records every epoch's points: one statement for them all, however many (on
+    SQLite the ORM sent one INSERT per point)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    with session_scope(factory) as s:
+        tenant = Tenant(name="t")
+        s.add(tenant)
+        s.flush()
+        job = Job(tenant_id=tenant.id, dataset_id="builtin:digits", spec={},
+                  status=JobStatus.running, worker_id="w1", dispatched_at=utcnow())
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.lstrip().upper().startswith("INSERT INTO METRIC_POINTS"):
+            statements.append(statement)
+
+    pts = [MetricValue("pretrain", 0, 1, f"m{i}", float(i)) for i in range(12)]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_scope(factory) as s:
+            assert lifecycle.add_metrics(s, job_id, 1, pts, worker_id="w1") == 12
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        engine.dispose()
+    assert len(statements) == 1
