@@ -165,7 +165,7 @@ def test_finished_job_page_shows_every_chart_the_spec_and_final_metrics(
         fig = page.locator(f'[data-testid="{testid}"]')
         expect(fig).to_have_attribute("data-series", str(series))
         page.wait_for_function(
-            f"document.querySelector('[data-testid=\"{testid}\"]').dataset.points > 0")
+            f"document.querySelector('[data-testid=\"{testid}\"]')?.dataset.points > 0")
     assert points(page, "chart-finetune-loss") == 2 * epochs
     # gradient norms: layer0 and the head, on a log scale
     expect(page.locator('[data-testid="chart-finetune-grad_norm"] figcaption')).to_contain_text("log")

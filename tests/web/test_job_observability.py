@@ -26,7 +26,7 @@ def test_the_system_charts_draw_the_workers_figures(page: Page, server: Server,
     for testid, n in [("chart-system-cpu", len(cpu)), ("chart-system-memory", len(rss))]:
         expect(page.locator(f'[data-testid="{testid}"]')).to_have_attribute("data-series", "1")
         page.wait_for_function(
-            f"document.querySelector('[data-testid=\"{testid}\"]').dataset.points == {n}")
+            f"document.querySelector('[data-testid=\"{testid}\"]')?.dataset.points == {n}")
         assert points(page, testid) == n
     expect(page.locator('[data-testid="chart-system-memory"]')).to_contain_text("Memory (MiB)")
     expect(page.locator('[data-testid="chart-system-gpu"]')).to_have_count(0)  # a CPU worker

@@ -52,7 +52,7 @@ def test_chart_csv_export_rows_equal_the_api_points(page: Page, server: Server, 
     job = finished(server, seeded.dr)
     open_app(page, server, f"#/jobs/{job['id']}")
     chart = page.locator(f'[data-testid="{LOSS}"]')
-    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]')?.dataset.points > 0")
     with page.expect_download() as info:
         chart.locator('button[data-export="csv"]').click()
     path = tmp_path / "loss.csv"
@@ -78,7 +78,7 @@ def test_chart_csv_export_rows_equal_the_api_points(page: Page, server: Server, 
 def test_smoothing_and_log_change_the_drawn_data(page: Page, server: Server, seeded: Seeded) -> None:
     job = finished(server, seeded.dr)
     open_app(page, server, f"#/jobs/{job['id']}")
-    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]')?.dataset.points > 0")
     train = [p["value"] for p in sorted(metric_points(server, job["id"]), key=lambda p: p["epoch"])
              if p["phase"] == "finetune" and p["name"] == "train_loss"]
     raw = legend_at_last_epoch(page, LOSS)
@@ -170,7 +170,7 @@ def test_x_axis_step_counts_the_runs_epochs_across_phases(page: Page, server: Se
     pretrained, tuned = run_steps(server, job["id"])
     assert pretrained == 2 * job["spec"]["pretrain"]["epochs"] and tuned == [1, 2, 3]
     open_app(page, server, f"#/jobs/{job['id']}")
-    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]')?.dataset.points > 0")
     assert drawn_x(page, LOSS) == tuned
     page.select_option("#chart-x", "step")
     expect(page).to_have_url(re.compile(r"x=step"))
@@ -181,7 +181,7 @@ def test_x_axis_step_counts_the_runs_epochs_across_phases(page: Page, server: Se
 
     page.reload()  # the URL alone restores the step axis
     expect(page.locator("#chart-x")).to_have_value("step")
-    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]')?.dataset.points > 0")
     assert drawn_x(page, LOSS) == steps
 
     # in compare each run counts its own steps: one pretraining layer here, two there
@@ -191,7 +191,7 @@ def test_x_axis_step_counts_the_runs_epochs_across_phases(page: Page, server: Se
     open_app(page, server, f"#/compare?ids={job['id']},{other['id']}&x=step")
     chart = "compare-finetune/val_loss"
     expect(page.locator(f'[data-testid="{chart}"]')).to_have_attribute("data-series", "2")
-    page.wait_for_function(f"document.querySelector('[data-testid=\"{chart}\"]').dataset.points >= {len(tuned) + len(other_tuned)}")
+    page.wait_for_function(f"document.querySelector('[data-testid=\"{chart}\"]')?.dataset.points >= {len(tuned) + len(other_tuned)}")
     assert drawn_x(page, chart) == sorted({*steps, *(other_pretrained + e for e in other_tuned)})
 
 
@@ -358,7 +358,7 @@ def test_dark_mode_follows_the_system_and_the_toggle_is_kept(browser: Browser, s
     try:
         page.goto(f"{server.url}/#/jobs/{finished(server, seeded.dr)['id']}")
         expect(page.locator("html")).to_have_attribute("data-theme", "dark")
-        page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]').dataset.points > 0")
+        page.wait_for_function(f"document.querySelector('[data-testid=\"{LOSS}\"]')?.dataset.points > 0")
         assert luminance(page, "html") < 0.15 and luminance(page, ".card") < 0.2
         axis = page.locator(f'[data-testid="{LOSS}"] canvas')
         assert axis.count() == 1
