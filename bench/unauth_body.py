@@ -20,18 +20,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.service_stack import ROOT, Stack, rss_bytes
+from bench.service_stack import ROOT, Stack, rss_bytes, status_bytes
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
 
 
 def vm_hwm_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return status_bytes(pid, "VmHWM")
 
 
 def send_body(url: str, path: str, size: int) -> int:

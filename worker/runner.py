@@ -117,7 +117,7 @@ def _pass_on_slot(factory: sessionmaker[Session], settings: Settings, tenant_id:
     """The slot of a job that has ended goes to its tenant's next waiting job at once (a job
     still running, left for the reaper, keeps its slot: nothing is dispatched then)."""
     try:
-        queue.refill_and_publish(factory, settings, [tenant_id])
+        queue.refill_and_publish(factory, settings, tenant_id)
     except Exception:  # noqa: BLE001 - the reaper's next round refills the tenant instead
         log.warning("refilling tenant %s's running slots failed; the reaper will", tenant_id,
                     exc_info=True)

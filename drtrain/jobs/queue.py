@@ -19,7 +19,6 @@ refill was lost with its process, is caught up within a round.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, zip_longest
@@ -76,10 +75,11 @@ def dispatch_oldest(session: Session, tenant_id: str, n: int,
     ids = list(session.execute(_OLDEST_WAITING, {"tenant_id": tenant_id, "n": n}).scalars())
     if not ids:
         return []
+    now = now or utcnow()
     # Only a job still waiting matches: one cancelled meanwhile is skipped, never revived.
     marked = set(session.execute(
         update(Job).where(Job.id.in_(ids), _WAITING)
-        .values(dispatched_at=now or utcnow(), updated_at=now or utcnow())
+        .values(dispatched_at=now, updated_at=now)
         .returning(Job.id).execution_options(synchronize_session=False)).scalars())
     return [job_id for job_id in ids if job_id in marked]
 
@@ -102,16 +102,25 @@ def refill_all(session: Session, settings: Settings) -> list[str]:
     return [job_id for job_id in chain.from_iterable(zip_longest(*per_tenant)) if job_id]
 
 
-def refill_and_publish(factory: sessionmaker[Session], settings: Settings,
-                       tenant_ids: Iterable[str]) -> list[str]:
-    """In a transaction of its own: the tenants' freed slots given to their waiting jobs,
-    published once that has committed. For the places where a dispatched job ends."""
-    with session_scope(factory) as session:
-        dispatched = [job_id for tenant_id in sorted(set(tenant_ids))
-                      for job_id in refill(session, settings, tenant_id)]
-        if dispatched:
-            after_commit(session, lambda: publish_jobs(settings, dispatched))
+def pass_on_slots(session: Session, settings: Settings, tenant_id: str) -> list[str]:
+    """``refill``, the jobs it dispatched published once ``session`` has committed: for the
+    places where a dispatched job ends."""
+    dispatched = refill(session, settings, tenant_id)
+    publish_after_commit(session, settings, dispatched)
     return dispatched
+
+
+def publish_after_commit(session: Session, settings: Settings, job_ids: list[str]) -> None:
+    """The messages of jobs this transaction dispatched, sent once it has committed."""
+    if job_ids:
+        after_commit(session, lambda: publish_jobs(settings, job_ids))
+
+
+def refill_and_publish(factory: sessionmaker[Session], settings: Settings,
+                       tenant_id: str) -> list[str]:
+    """``pass_on_slots`` in a transaction of its own."""
+    with session_scope(factory) as session:
+        return pass_on_slots(session, settings, tenant_id)
 
 
 @dataclass(frozen=True)

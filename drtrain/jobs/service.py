@@ -255,9 +255,7 @@ def cancel_job(session: Session, settings: Settings, tenant_id: str,
     if job.status == JobStatus.cancelling:
         after_commit(session, lambda: cancel_signal.send(settings, job_id))
     elif not already and job.dispatched_at is not None:  # a slot given back
-        dispatched = queue.refill(session, settings, tenant_id)
-        if dispatched:
-            after_commit(session, lambda: publish_jobs(settings, dispatched))
+        queue.pass_on_slots(session, settings, tenant_id)
     return job, already
 
 

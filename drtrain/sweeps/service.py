@@ -26,10 +26,8 @@ from drtrain.jobs.service import (
     new_job,
 )
 from drtrain.jobs.spec import JobSpec, spec_to_dict
-from drtrain.kit.db import after_commit
 from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
 from drtrain.kit.models import Job, JobStatus, Sweep
-from drtrain.kit.publishing import publish_jobs
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
 from drtrain.sweeps import repository as sweeps_repo
@@ -123,8 +121,7 @@ def create_sweep(session: Session, settings: Settings, tenant_id: str,
     session.flush()
     # The children join the tenant's queue behind the jobs already waiting in it.
     promoted = queue.dispatch_oldest(session, tenant_id, free)
-    if promoted:
-        after_commit(session, lambda: publish_jobs(settings, promoted))
+    queue.publish_after_commit(session, settings, promoted)
     free -= len(promoted)
     children = [new_job(session, settings, tenant_id, spec, sweep_id=sweep.id, grid_point=point,
                         facts=fact, dispatched=n < free)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.web.server import ARTIFACTS, DIAGNOSED, LONG, PLAIN, SWEEP_BASE, SWEEP_GRID, TINY, Server, start
+from tests.web.server import ARTIFACTS, DIAGNOSED, LONG, PLAIN, SWEEP_BASE, SWEEP_GRID, TINY, Server, serving
 
 CHROMIUM = Path(os.environ.get("DRTRAIN_CHROMIUM", "/usr/bin/chromium"))
 
@@ -31,13 +31,8 @@ pytestmark = [pytest.mark.e2e]
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start(tmp_path_factory.mktemp("web") / "data", workers=2)
-    try:
+    with serving(tmp_path_factory.mktemp("web") / "data", workers=2) as srv:
         yield srv
-    finally:
-        code = srv.stop()
-        if code not in (0, None):
-            print(srv.log_tail())
 
 
 @dataclass

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,3 +178,16 @@ def start(data_dir: Path, *, workers: int = 2, timeout: float = 120,
         time.sleep(0.3)
     server.key = key_file.read_text().strip()
     return server
+
+
+@contextmanager
+def serving(data_dir: Path, *, workers: int = 2,
+            settings: dict[str, str] | None = None) -> Iterator[Server]:
+    """``start``'s server for the block, stopped after it (its log printed if it failed)."""
+    srv = start(data_dir, workers=workers, settings=settings)
+    try:
+        yield srv
+    finally:
+        code = srv.stop()
+        if code not in (0, None):
+            print(srv.log_tail())

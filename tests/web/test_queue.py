@@ -9,21 +9,16 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.web.server import LONG, Server, start
+from tests.web.server import LONG, Server, serving
 from tests.web.test_app import open_app
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Overrides the shared server for this module's pages (their recorder's origin too)."""
-    srv = start(tmp_path_factory.mktemp("queue") / "data", workers=1,
-                settings={"DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT": "2"})
-    try:
+    with serving(tmp_path_factory.mktemp("queue") / "data", workers=1,
+                 settings={"DRTRAIN_MAX_CONCURRENT_JOBS_PER_TENANT": "2"}) as srv:
         yield srv
-    finally:
-        code = srv.stop()
-        if code not in (0, None):
-            print(srv.log_tail())
 
 
 @pytest.fixture

@@ -50,11 +50,16 @@ def test_redis_waiting_and_taken_messages_are_both_found() -> None:
         assert job_ids_in_broker(settings, queue=queue) == {waiting, taken}
         assert other not in job_ids_in_broker(settings, queue=queue)  # type: ignore[operator]
     finally:
-        client.delete(queue)
-        for tag, raw in client.hgetall(UNACKED_KEY).items():
-            if json.loads(raw)[2] == queue:
-                client.hdel(UNACKED_KEY, tag)
-        client.close()
+        _forget(client, queue)
+
+
+def _forget(client: redis.Redis, queue: str) -> None:
+    """Remove a test's queue, and its messages a worker had taken, then close the client."""
+    client.delete(queue)
+    for tag, raw in client.hgetall(UNACKED_KEY).items():
+        if json.loads(raw)[2] == queue:
+            client.hdel(UNACKED_KEY, tag)
+    client.close()
 
 
 def test_filesystem_transport_messages_are_found(tmp_path: Path) -> None:
@@ -107,11 +112,7 @@ def test_asking_about_a_few_jobs_reads_only_their_ids_not_the_queue(monkeypatch)
         assert _CountingSocket.received < 1000 < queue_bytes / 100
         assert job_ids_in_broker(settings, queue=queue) == set(backlog)
     finally:
-        client.delete(queue)
-        for tag, raw in client.hgetall(UNACKED_KEY).items():
-            if json.loads(raw)[2] == queue:
-                client.hdel(UNACKED_KEY, tag)
-        client.close()
+        _forget(client, queue)
 
 
 def test_filesystem_transport_missing_jobs(tmp_path: Path) -> None:
