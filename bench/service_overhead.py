@@ -50,19 +50,24 @@ SPEC: dict[str, Any] = {
 }
 
 
-# The checkpoint cadences compared: every epoch (the old default), and the default since
-# (10 epochs or 60 s), both named explicitly so the rows mean the same whatever the settings.
-CADENCES: list[tuple[str, dict[str, float]]] = [
-    ("checkpoint every epoch (0.1.0's default)",
-     {"checkpoint_every_epochs": 1, "checkpoint_every_seconds": 0.0}),
-    ("checkpoint every 10 epochs or 60 s (default)",
-     {"checkpoint_every_epochs": 10, "checkpoint_every_seconds": 60.0}),
+# The worker settings compared, named explicitly so the rows mean the same whatever the
+# defaults: 0.1.0's (a checkpoint and a transaction every epoch), the checkpoint cadence alone,
+# and the defaults since (a checkpoint every 10 epochs or 60 s, events gathered over 0.5 s).
+CONFIGS: list[tuple[str, dict[str, float]]] = [
+    ("checkpoint every epoch, a transaction per epoch (0.1.0's defaults)",
+     {"checkpoint_every_epochs": 1, "checkpoint_every_seconds": 0.0, "record_every_seconds": 0.0}),
+    ("checkpoint every 10 epochs or 60 s, a transaction per epoch",
+     {"checkpoint_every_epochs": 10, "checkpoint_every_seconds": 60.0,
+      "record_every_seconds": 0.0}),
+    ("checkpoint every 10 epochs or 60 s, a transaction per 0.5 s (defaults)",
+     {"checkpoint_every_epochs": 10, "checkpoint_every_seconds": 60.0,
+      "record_every_seconds": 0.5}),
 ]
+OPTIONS = ("checkpoint_every_epochs", "checkpoint_every_seconds", "record_every_seconds")
 
 
-def _cadence_name(cadence: dict[str, float]) -> str:
-    return (f"checkpoint every {cadence.get('checkpoint_every_epochs', 1)} epochs or "
-            f"{cadence.get('checkpoint_every_seconds', 0):g} s")
+def _config_name(config: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:g}" for name, value in config.items())
 
 
 def _wait(client: httpx.Client, url: str, timeout: float = 1800) -> dict[str, Any]:
@@ -84,7 +89,7 @@ def through_service(client: httpx.Client, api: str, spec: dict[str, Any]) -> tup
     return (parse(job["finished_at"]) - parse(job["started_at"])).total_seconds(), job
 
 
-def in_runner(stack: Stack, spec: dict[str, Any], cadence: dict[str, float]
+def in_runner(stack: Stack, spec: dict[str, Any], config: dict[str, float]
               ) -> tuple[float, float, dict[str, Any]]:
     """(wall seconds, CPU seconds of this process, the job's result) of one job run by
     ``worker.runner.run_job`` in this process (no broker, no HTTP; its threads included)."""
@@ -99,7 +104,7 @@ def in_runner(stack: Stack, spec: dict[str, Any], cadence: dict[str, float]
     # The stack's own settings (database, broker, store), as its worker has them.
     configured = {k.removeprefix("DRTRAIN_").lower(): v for k, v in stack.env.items()
                   if k.startswith("DRTRAIN_")}
-    settings = Settings(**{**configured, **cadence})
+    settings = Settings(**{**configured, **config})
     job_id = new_id()
     with session_scope(stack.factory) as s:
         # Dispatched, as a submit under the tenant's cap leaves it: a worker may claim it.
@@ -149,10 +154,10 @@ def _accuracy(metrics: dict[str, Any]) -> float:
 
 
 def measure(stack: Stack, api: str, device: str, repeats: int,
-            cadence: dict[str, float] | None = None) -> dict[str, Any]:
+            config: dict[str, float] | None = None) -> dict[str, Any]:
     """Alternating runs: through the stack (HTTP + Celery worker), through the runner in this
     process (on the stack's database and store), and directly; the medians and ratios, and whether all arms agree."""
-    spec, cadence = {**SPEC, "device": device}, cadence or {}
+    spec, config = {**SPEC, "device": device}, config or {}
     torch.set_num_threads(1)  # the stack's worker runs with OMP_NUM_THREADS=1
     runs: dict[str, list[float]] = {k: [] for k in
                                     ("stack", "runner", "runner_cpu", "direct", "direct_cpu")}
@@ -160,10 +165,10 @@ def measure(stack: Stack, api: str, device: str, repeats: int,
     with httpx.Client(headers=stack.auth, timeout=30) as client, \
             tempfile.TemporaryDirectory() as tmp:
         through_service(client, api, {**spec, "seed": 99})  # warms the worker process
-        in_runner(stack, {**spec, "seed": 99}, cadence)  # ... and this one
+        in_runner(stack, {**spec, "seed": 99}, config)  # ... and this one
         for _ in range(repeats):
             seconds, job = through_service(client, api, spec)
-            r_wall, r_cpu, r_result = in_runner(stack, spec, cadence)
+            r_wall, r_cpu, r_result = in_runner(stack, spec, config)
             d_wall, d_cpu, metrics = directly(spec, Path(tmp))
             for key, value in (("stack", seconds), ("runner", r_wall), ("runner_cpu", r_cpu),
                                ("direct", d_wall), ("direct_cpu", d_cpu)):
@@ -216,7 +221,8 @@ The job: `builtin:digits`, hidden layers {SPEC['model']['hidden_layers']}, {SPEC
 Hellinger DR (weight {SPEC['pretrain']['dr']['weight']}), {SPEC['finetune']['epochs']} fine-tuning epochs, batch sizes "auto", seed 0.
 Three arms, alternating, median of {args.repeats} (ratios: medians of the per-run ratios):
 - **stack**: submitted over HTTP to the stack (API + Celery worker; embedded: SQLite,
-  filesystem broker, local objects; production: PostgreSQL, Redis, local objects; metric points and progress every epoch and checkpoints at the cadence named in
+  filesystem broker, local objects; production: PostgreSQL, Redis, local objects; metric
+  points and progress of every epoch, checkpoints and transactions at the cadence named in
   the row, all written by the background uploader); `finished_at - started_at` from the job
   row;
 - **runner**: the same job run by `worker.runner.run_job` in the bench process (claim, data,
@@ -248,16 +254,13 @@ def main() -> None:
                         choices=["embedded", "production"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--checkpoint-every-epochs", type=int, default=None,
-                        help="DRTRAIN_CHECKPOINT_EVERY_EPOCHS for the service arms")
-    parser.add_argument("--checkpoint-every-seconds", type=float, default=None,
-                        help="DRTRAIN_CHECKPOINT_EVERY_SECONDS for the service arms")
+    for option in OPTIONS:
+        parser.add_argument(f"--{option.replace('_', '-')}", type=float, default=None,
+                            help=f"DRTRAIN_{option.upper()} for the service arms")
     parser.add_argument("--no-write", action="store_true", help="print only, leave the docs alone")
     args = parser.parse_args()
-    chosen = {name: value for name, value in
-              (("checkpoint_every_epochs", args.checkpoint_every_epochs),
-               ("checkpoint_every_seconds", args.checkpoint_every_seconds)) if value is not None}
-    cadences = [(_cadence_name(chosen), chosen)] if chosen else CADENCES
+    chosen = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    configs = [(_config_name(chosen), chosen)] if chosen else CONFIGS
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
@@ -266,13 +269,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="drtrain-overhead-") as tmp, \
                 open_stack(mode, Path(tmp)) as stack:
             api = stack.start_api()
-            for name, cadence in cadences:
+            for name, config in configs:
                 stack.stop("worker")
-                stack.env.update({f"DRTRAIN_{k.upper()}": str(v) for k, v in cadence.items()})
+                stack.env.update({f"DRTRAIN_{k.upper()}": f"{v:g}" for k, v in config.items()})
                 stack.start_worker()
                 for device in devices:
                     results[f"{mode}, {device}, {name}"] = measure(stack, api, device,
-                                                                   args.repeats, cadence)
+                                                                   args.repeats, config)
     text = section(results, args)
     if not args.no_write:
         write_section(text, BEGIN, END)

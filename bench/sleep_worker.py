@@ -50,7 +50,8 @@ def sleep_train(job: Any, hb: Any, cancel: Any, *, settings: Any, factory: Any, 
     callback = JobCallback(job_id=job.id, attempt=job.attempt, worker_id=worker_id,
                            factory=factory, store=store, heartbeat=hb, cancel=cancel,
                            workdir=workdir, keep_checkpoints=settings.keep_checkpoints)
-    with BackgroundRecorder(callback, max_pending=settings.upload_queue_events) as recorder:
+    with BackgroundRecorder(callback, max_pending=settings.upload_queue_events,
+                            flush_seconds=settings.record_every_seconds) as recorder:
         for epoch in range(1, epochs + 1):
             end = time.monotonic() + seconds / epochs
             while (left := end - time.monotonic()) > 0:

@@ -1,9 +1,9 @@
 """The dr_core callback of a running job: checkpoint, metrics and progress, all fenced.
 
-Each event is recorded in one transaction (checkpoint row + metric points + progress), after
-its state is safely in the store, so SQL never points at a checkpoint that is not there. The
-same transaction prunes the job's resumable checkpoints to the newest ``keep_checkpoints``
-(their objects are deleted once it has committed).
+Events are recorded in one transaction per call of ``record`` (checkpoint rows + metric
+points + progress), after their states are safely in the store, so SQL never points at a
+checkpoint that is not there. The same transaction prunes the job's resumable checkpoints to
+the newest ``keep_checkpoints`` (their objects are deleted once it has committed).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from drtrain.jobs.lifecycle import MetricValue
 from drtrain.kit.cancel_signal import CancelWatch, NoWatch
 from drtrain.kit.db import session_scope
 from drtrain.kit.storage import ObjectStore, remove_after_commit
-from worker.checkpoints import checkpoint_key, upload_state
+from worker.checkpoints import Uploaded, checkpoint_key, upload_state
 from worker.heartbeat import Heartbeat, StopReason
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,10 @@ class JobCallback:
         self.cancel = cancel or NoWatch()
 
     def on_epoch_end(self, event: Event) -> None:
-        self._record(event, "epoch")
+        self.record([("epoch", event)])
 
     def on_layer_end(self, event: Event) -> None:
-        self._record(event, "layer")
+        self.record([("layer", event)])
 
     def should_stop(self) -> bool:
         """Asked after every batch: the direct cancel signal (``drtrain.kit.cancel_signal``),
@@ -48,37 +48,65 @@ class JobCallback:
             self.hb.request_stop(StopReason.cancel)
         return self.hb.should_stop()
 
-    def _record(self, event: Event, kind: str) -> None:
+    def record(self, items: list[tuple[str, Event]]) -> None:
+        """Record events (kind "epoch" or "layer", in order) in one fenced transaction, their
+        states uploaded first; a fenced-out attempt records nothing more."""
         if self.hb.stop_reason is StopReason.fenced:
             return
-        uploaded = None
-        if event.state is not None:
-            key = checkpoint_key(self.job_id, self.attempt, kind, event.phase, event.layer,
-                                 event.epoch)
-            uploaded = upload_state(self.store, key, event.state)
-        fenced = False
+        uploads: list[tuple[str, Event, Uploaded] | None] = []
+        try:
+            for kind, event in items:
+                uploads.append(self._upload(kind, event))
+        except Exception:
+            # The events before the one that failed are in the store: their rows still go
+            # in, so that the next attempt resumes from them.
+            self._commit(items[:len(uploads)], uploads)
+            raise
+        self._commit(items, uploads)
+
+    def _commit(self, items: list[tuple[str, Event]],
+                uploads: list[tuple[str, Event, Uploaded] | None]) -> None:
+        if not items:
+            return
         with session_scope(self.factory) as s:
-            if uploaded is not None:
-                fenced |= lifecycle.add_checkpoint(
-                    s, self.job_id, self.attempt, kind=kind, phase=event.phase, layer=event.layer,
-                    epoch=event.epoch, object_key=uploaded.key, sha256=uploaded.sha256,
-                    size_bytes=uploaded.size_bytes, worker_id=self.worker_id) is None
-                if not fenced:
-                    # Under the same fenced row lock: a stale attempt can never prune.
-                    remove_after_commit(
-                        s, self.store, retention.prune_resumable(s, self.job_id, self.keep))
-            if kind == "epoch" and not fenced:
-                log.info("%s%s epoch %d: %s", event.phase,
-                         "" if event.layer is None else f" layer {event.layer}", event.epoch,
-                         " ".join(f"{k}={v:.4g}" for k, v in event.metrics.items()))
-                # NaN/inf cannot travel as JSON; a diverged run shows up in its final status.
-                points = [MetricValue(event.phase, event.layer, event.epoch, name, float(value))
-                          for name, value in event.metrics.items() if math.isfinite(value)]
-                fenced |= lifecycle.add_metrics(s, self.job_id, self.attempt, points,
-                                                worker_id=self.worker_id) is None
-            if not fenced:
-                fenced |= not lifecycle.report_progress(
-                    s, self.job_id, self.attempt, event.phase, event.layer, event.epoch,
-                    event.progress, worker_id=self.worker_id)
+            fenced = not self._write(s, items, [u for u in uploads if u is not None])
         if fenced:
             self.hb.request_stop(StopReason.fenced)
+
+    def _upload(self, kind: str, event: Event) -> tuple[str, Event, Uploaded] | None:
+        if event.state is None:
+            return None
+        key = checkpoint_key(self.job_id, self.attempt, kind, event.phase, event.layer,
+                             event.epoch)
+        return kind, event, upload_state(self.store, key, event.state)
+
+    def _write(self, s: Session, items: list[tuple[str, Event]],
+               uploads: list[tuple[str, Event, Uploaded]]) -> bool:
+        """The rows of ``items``: False when this attempt is fenced out."""
+        for kind, event, uploaded in uploads:
+            if lifecycle.add_checkpoint(
+                    s, self.job_id, self.attempt, kind=kind, phase=event.phase,
+                    layer=event.layer, epoch=event.epoch, object_key=uploaded.key,
+                    sha256=uploaded.sha256, size_bytes=uploaded.size_bytes,
+                    worker_id=self.worker_id) is None:
+                return False
+        if uploads:
+            # Under the same fenced row lock: a stale attempt can never prune.
+            remove_after_commit(s, self.store, retention.prune_resumable(s, self.job_id, self.keep))
+        points = [point for kind, event in items if kind == "epoch"
+                  for point in self._epoch_points(event)]
+        if points and lifecycle.add_metrics(s, self.job_id, self.attempt, points,
+                                            worker_id=self.worker_id) is None:
+            return False
+        last = items[-1][1]
+        return lifecycle.report_progress(s, self.job_id, self.attempt, last.phase, last.layer,
+                                         last.epoch, last.progress, worker_id=self.worker_id)
+
+    @staticmethod
+    def _epoch_points(event: Event) -> list[MetricValue]:
+        log.info("%s%s epoch %d: %s", event.phase,
+                 "" if event.layer is None else f" layer {event.layer}", event.epoch,
+                 " ".join(f"{k}={v:.4g}" for k, v in event.metrics.items()))
+        # NaN/inf cannot travel as JSON; a diverged run shows up in its final status.
+        return [MetricValue(event.phase, event.layer, event.epoch, name, float(value))
+                for name, value in event.metrics.items() if math.isfinite(value)]

@@ -9,18 +9,18 @@ from typing import Any
 import torch
 
 from dr_core.config import PipelineConfig
-from dr_core.events import Callback, TrainingStopped
+from dr_core.events import TrainingStopped
 from dr_core.pipeline import PipelineResult, run_pipeline
 from drtrain.jobs.spec import JobSpec
 from drtrain.kit.settings import Settings
 from worker.data import Prepared
 from worker.packing import device_slot, estimate_bytes
 from worker.system_metrics import SystemSampler, WithSystemMetrics
-from worker.uploader import BackgroundRecorder, CheckpointCadence
+from worker.uploader import BackgroundRecorder, CheckpointCadence, Recorder
 
 
 def train(cfg: PipelineConfig, prepared: Prepared, *, spec: JobSpec, settings: Settings,
-          device: str, generator: torch.Generator, callback: Callback,
+          device: str, generator: torch.Generator, callback: Recorder,
           resume: dict[str, Any] | None) -> PipelineResult:
     """Train ``cfg`` on the prepared rows; raises TrainingStopped when asked to stop while
     waiting for the device. Leaving returns only once every event is recorded."""
@@ -34,7 +34,8 @@ def train(cfg: PipelineConfig, prepared: Prepared, *, spec: JobSpec, settings: S
         if not admitted:
             raise TrainingStopped("stopped while waiting for device memory")
         with BackgroundRecorder(callback, max_pending=settings.upload_queue_events,
-                                cadence=cadence) as recorder:
+                                cadence=cadence,
+                                flush_seconds=settings.record_every_seconds) as recorder:
             measured = WithSystemMetrics(recorder, SystemSampler(device))
             return run_pipeline(cfg, split, n_classes=len(prepared.classes),
                                 visible=prepared.visible, generator=generator, device=device,

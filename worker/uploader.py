@@ -1,18 +1,24 @@
 """Off the training thread: a job's checkpoint uploads, metric inserts and progress writes.
 
 dr_core calls the job's callback after every epoch. Recording an event (serialise the state,
-sha256, fsync, upload, then one fenced transaction) can take longer than a GPU epoch of a
-small network, so ``BackgroundRecorder`` only queues the event and returns; one thread
-records the events in order, each exactly as before, through the synchronous recorder
-(``worker.job_callback.JobCallback``: the state in the store first, then the fenced rows).
+sha256, fsync, upload, then fenced rows) can take longer than a GPU epoch of a small network,
+so ``BackgroundRecorder`` only queues the event and returns; one thread records the events in
+order through the synchronous recorder (``worker.job_callback.JobCallback``: the states in the
+store first, then the fenced rows).
 
-* Bounded: at most ``max_pending`` events wait (each holds a copy of the training state);
-  training blocks on a full queue, so a slow store slows training instead of filling memory.
+* Gathered: the thread hands the recorder every event that arrives within ``flush_seconds``
+  of the first one it takes (and any already waiting), up to the first that carries a state,
+  and the recorder writes them in one transaction. A job of short epochs then pays one
+  transaction per ``flush_seconds`` instead of one per epoch (its statements cost the
+  worker's CPU and the database's), and live views lag by at most that much.
+* Bounded: at most ``max_pending`` events wait in the queue, and one more state is being
+  recorded (each a copy of the training state); training blocks on a full queue, so a slow
+  store slows training instead of filling memory.
 * Errors: whatever the thread raises (an outage of the store or database, a crash) is raised
   in the training thread at its next callback call (``should_stop`` runs after every batch),
   so the runner handles it as before; the events queued after it are not recorded.
-* Nothing lost beyond what resume covers: leaving the ``with`` block waits until every queued
-  event is recorded (the runner writes the final model and finishes the job only then). A
+* Nothing lost beyond what resume covers: leaving the ``with`` block records every queued
+  event at once (the runner writes the final model and finishes the job only then). A
   process that dies loses the events not yet recorded; they all come after the newest
   recorded checkpoint, so the next attempt retrains them (metric points are deduplicated by
   their natural key).
@@ -29,12 +35,25 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Protocol
 
-from dr_core.events import Callback, Event
+from dr_core.events import Event
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+# (kind, event): kind "epoch" or "layer", as dr_core's callback was called
+Item = tuple[str, Event]
+
+
+class Recorder(Protocol):
+    """What ``BackgroundRecorder`` hands events to: ``record`` writes events in order, at
+    once; ``should_stop`` is dr_core's."""
+
+    def record(self, items: list[Item]) -> None: ...
+
+    def should_stop(self) -> bool: ...
 
 
 class CheckpointCadence:
@@ -58,14 +77,16 @@ class CheckpointCadence:
 
 
 class BackgroundRecorder:
-    """A dr_core callback that hands events to ``inner`` on a thread of its own; a context
-    manager (leaving it drains the queue, and raises the thread's error if the block did not
-    raise one of its own)."""
+    """A dr_core callback that hands events to ``inner`` on a thread of its own, gathered
+    (see the module docstring); a context manager (leaving it drains the queue, and raises
+    the thread's error if the block did not raise one of its own)."""
 
-    def __init__(self, inner: Callback, *, max_pending: int = 4,
-                 cadence: CheckpointCadence | None = None) -> None:
+    def __init__(self, inner: Recorder, *, max_pending: int = 4,
+                 cadence: CheckpointCadence | None = None, flush_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.cadence = cadence or CheckpointCadence()
+        self.flush_seconds, self.clock = flush_seconds, clock
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None  # raised by the thread, not yet re-raised
         self._raised: BaseException | None = None  # ... and once it has been
@@ -118,15 +139,32 @@ class BackgroundRecorder:
     def _drain(self) -> None:
         failed = False
         while True:
-            kind, event = self._queue.get()
-            if event is _STOP:
+            items, stopped = self._gather()
+            if items and not failed:  # after an error nothing more is recorded
+                try:
+                    self.inner.record(items)
+                except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                    self._error, failed = exc, True
+            if stopped:
                 return
-            if failed:
-                continue  # after an error nothing more is recorded; keep the queue moving
+
+    def _gather(self) -> tuple[list[Item], bool]:
+        """(the next events to record together, whether the block has ended): the next
+        event, then those already waiting or arriving within ``flush_seconds`` of it, up to
+        the first that carries a state (so that each transaction stores one state at most,
+        and the store holds at most one beyond the retained checkpoints)."""
+        kind, event = self._queue.get()
+        if event is _STOP:
+            return [], True
+        items = [(kind, event)]
+        deadline = self.clock() + self.flush_seconds
+        while event.state is None:
+            left = deadline - self.clock()
             try:
-                if kind == "layer":
-                    self.inner.on_layer_end(event)
-                else:
-                    self.inner.on_epoch_end(event)
-            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
-                self._error, failed = exc, True
+                kind, event = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if event is _STOP:
+                return items, True
+            items.append((kind, event))
+        return items, False

@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     upload_queue_events: int = Field(4, ge=1, le=64, description=(
         "Epoch events waiting for the background uploader (checkpoints, metrics, progress) "
         "before training waits."))
+    record_every_seconds: float = Field(0.5, ge=0, le=60, description=(
+        "How long the background uploader gathers a job's epoch events before writing them "
+        "in one transaction (0: each as soon as it can). Live metrics and progress lag by "
+        "at most this much; shorter costs the worker and the database a transaction per "
+        "epoch of a fast job."))
     # Each attempt's own log lines (worker/job_log.py), kept in the database and served by
     # GET /v1/jobs/{id}/logs: bounded per attempt, written in batches.
     job_log_max_bytes: int = Field(1_048_576, ge=4096, le=64 * 1_048_576, description=(

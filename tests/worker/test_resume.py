@@ -32,17 +32,29 @@ def _run(job_id, settings, factory, store, worker):
     run_job(job_id, settings=settings, sessionmaker=factory, store=store, worker_id=worker)
 
 
+def record_one_at_a_time(monkeypatch, after) -> None:
+    """JobCallback records each event in a transaction of its own, then calls
+    ``after(self, kind, event)``: a test can look, or crash, between any two events."""
+    original = job_callback.JobCallback.record
+
+    def record(self, items):
+        for kind, event in items:
+            original(self, [(kind, event)])
+            after(self, kind, event)
+
+    monkeypatch.setattr(job_callback.JobCallback, "record", record)
+
+
 def _crash_after(monkeypatch, n_epochs: int) -> None:
-    original = job_callback.JobCallback.on_epoch_end
+    """Killed right after the n-th epoch is recorded."""
     seen = {"n": 0}
 
-    def on_epoch_end(self, event):
-        original(self, event)
-        seen["n"] += 1
-        if seen["n"] == n_epochs:
+    def after(self, kind, event):
+        seen["n"] += kind == "epoch"
+        if kind == "epoch" and seen["n"] == n_epochs:
             raise Killed()
 
-    monkeypatch.setattr(job_callback.JobCallback, "on_epoch_end", on_epoch_end)
+    record_one_at_a_time(monkeypatch, after)
 
 
 def _expire_and_reap(factory, job_id) -> None:

@@ -12,8 +12,7 @@ from sqlalchemy import select, update
 from drtrain.kit.db import session_scope
 from drtrain.kit.models import Checkpoint, Job, JobStatus
 from tests.factories import get_job
-from tests.worker.test_resume import SPEC, Killed, _crash_after, _expire_and_reap, _run
-from worker import job_callback
+from tests.worker.test_resume import SPEC, Killed, _crash_after, _expire_and_reap, _run, record_one_at_a_time
 from worker.reaper import reap_once
 
 
@@ -34,14 +33,12 @@ def test_a_running_job_keeps_its_newest_checkpoints_and_ends_with_its_model_only
     settings.keep_checkpoints = keep
     job_id = make_job(**SPEC)
     seen: list[tuple[list[str], set[str]]] = []
-    original = job_callback.JobCallback._record
 
-    def record(self, event, kind):
-        original(self, event, kind)
+    def after(self, kind, event):
         rows = [c.object_key for c in _rows(factory, job_id) if c.kind != "final"]
         seen.append((rows, _objects(store, job_id)))
 
-    monkeypatch.setattr(job_callback.JobCallback, "_record", record)
+    record_one_at_a_time(monkeypatch, after)
     _run(job_id, settings, factory, store, "w1")
     assert get_job(factory, job_id).status == JobStatus.succeeded
     # 2 layers x 2 epochs + 2 layer ends + 3 fine-tune epochs = 9 checkpoints written.

@@ -23,6 +23,7 @@ class Inner:
     def __init__(self, delay: float = 0.0, fail_at: int | None = None,
                  error: BaseException | None = None, gate: threading.Event | None = None):
         self.seen: list[tuple[str, int, bool, str]] = []
+        self.batches: list[int] = []  # events per call of record
         self.delay, self.fail_at, self.error, self.gate = delay, fail_at, error, gate
 
     def _record(self, kind, event):
@@ -34,11 +35,10 @@ class Inner:
         self.seen.append((kind, event.epoch, event.state is not None,
                           threading.current_thread().name))
 
-    def on_epoch_end(self, event):
-        self._record("epoch", event)
-
-    def on_layer_end(self, event):
-        self._record("layer", event)
+    def record(self, items):
+        self.batches.append(len(items))
+        for kind, event in items:
+            self._record(kind, event)
 
     def should_stop(self):
         return False
@@ -64,20 +64,28 @@ def test_events_are_recorded_in_order_on_another_thread_without_waiting():
 
 
 def test_a_full_queue_makes_training_wait():
+    """While the recorder is stuck on an event with a state, training hands over at most
+    max_pending more, then waits for room."""
     gate = threading.Event()
     inner = Inner(gate=gate)
     rec = BackgroundRecorder(inner, max_pending=2)
-    for epoch in range(1, 4):  # one taken by the (blocked) thread, two waiting
-        rec.on_epoch_end(_event(epoch))
-    blocked = threading.Thread(target=rec.on_epoch_end, args=(_event(4),))
-    blocked.start()
-    blocked.join(0.3)
-    assert blocked.is_alive()  # the fourth waits for room
+    handed: list[int] = []
+
+    def train():
+        for epoch in range(1, 11):
+            rec.on_epoch_end(_event(epoch))
+            handed.append(epoch)
+
+    training = threading.Thread(target=train)
+    training.start()
+    training.join(0.3)
+    assert training.is_alive()  # waiting for room
+    assert 2 <= len(handed) <= 1 + 2
     gate.set()
-    blocked.join(5)
-    assert not blocked.is_alive()
+    training.join(5)
+    assert not training.is_alive()
     rec.__exit__(None, None, None)
-    assert [e for _, e, _, _ in inner.seen] == [1, 2, 3, 4]
+    assert [e for _, e, _, _ in inner.seen] == list(range(1, 11))
 
 
 def test_an_error_in_the_thread_is_raised_in_training_and_stops_recording():
@@ -137,13 +145,13 @@ def test_runner_stores_every_nth_epoch_and_every_metric(settings, factory, store
                                                         monkeypatch):
     settings.checkpoint_every_epochs = 2
     seen: list[tuple[int, bool]] = []
-    original = job_callback.JobCallback._record
+    original = job_callback.JobCallback.record
 
-    def record(self, event, kind):
-        seen.append((threading.get_ident(), event.state is not None))
-        original(self, event, kind)
+    def record(self, items):
+        seen.extend((threading.get_ident(), event.state is not None) for _, event in items)
+        original(self, items)
 
-    monkeypatch.setattr(job_callback.JobCallback, "_record", record)
+    monkeypatch.setattr(job_callback.JobCallback, "record", record)
     job_id = make_job(**SPEC)
     _run(job_id, settings, factory, store, "w1")
     assert get_job(factory, job_id).status == JobStatus.succeeded
@@ -163,16 +171,63 @@ def test_runner_stores_every_nth_epoch_and_every_metric(settings, factory, store
 
 def test_a_crash_in_the_uploader_crashes_the_job_like_one_in_training(
         settings, factory, store, make_job, monkeypatch):
-    original = job_callback.JobCallback.on_epoch_end
+    original = job_callback.JobCallback.record
 
-    def on_epoch_end(self, event):
-        original(self, event)
+    def record(self, items):
+        original(self, items)
         raise Killed()
 
-    monkeypatch.setattr(job_callback.JobCallback, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(job_callback.JobCallback, "record", record)
     job_id = make_job(**SPEC)
     with pytest.raises(Killed):
         _run(job_id, settings, factory, store, "doomed")
     assert get_job(factory, job_id).status == JobStatus.running  # the reaper's to resume
     with session_scope(factory) as s:  # leave no running job for other tests' reapers
         s.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.failed))
+
+
+# ------------------------------------------------------------------------------ gathering
+def test_events_arriving_within_the_window_are_recorded_together_and_the_end_flushes_at_once():
+    inner = Inner()
+    # A window far longer than the test: leaving the block must not wait for it.
+    with BackgroundRecorder(inner, max_pending=8, flush_seconds=600,
+                            cadence=CheckpointCadence(every_epochs=100)) as rec:
+        for epoch in range(1, 6):
+            rec.on_epoch_end(_event(epoch))  # metrics only
+        rec.on_layer_end(_event(6))  # ... and a state
+    assert inner.batches == [6]
+    assert [e for _, e, _, _ in inner.seen] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_gathered_batch_ends_with_its_first_state():
+    inner = Inner()
+    with BackgroundRecorder(inner, max_pending=8, flush_seconds=600,
+                            cadence=CheckpointCadence(every_epochs=2)) as rec:
+        for epoch in range(1, 6):
+            rec.on_epoch_end(_event(epoch))  # states on epochs 2 and 4
+    assert inner.batches == [2, 2, 1]
+    assert [(e, has_state) for _, e, has_state, _ in inner.seen] == \
+        [(1, False), (2, True), (3, False), (4, True), (5, False)]
+
+
+def test_the_runner_writes_a_fast_jobs_epochs_in_fewer_transactions_and_loses_none(
+        settings, factory, store, make_job, monkeypatch):
+    settings.record_every_seconds = 600
+    settings.checkpoint_every_epochs = 100  # states at the layer ends only
+    calls: list[int] = []
+    original = job_callback.JobCallback.record
+
+    def record(self, items):
+        calls.append(len(items))
+        original(self, items)
+
+    monkeypatch.setattr(job_callback.JobCallback, "record", record)
+    job_id = make_job(**SPEC)
+    _run(job_id, settings, factory, store, "w1")
+    assert get_job(factory, job_id).status == JobStatus.succeeded
+    with factory() as s:
+        epochs = {(p.phase, p.layer, p.epoch) for p in s.execute(
+            select(MetricPoint).where(MetricPoint.job_id == job_id)).scalars()}
+    assert len(epochs) == 2 * 2 + 3  # every epoch's metrics
+    assert sum(calls) == 2 * 2 + 2 + 3  # every event, epochs and layer ends
+    assert len(calls) < sum(calls)  # ... in fewer transactions than events
