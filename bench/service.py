@@ -528,31 +528,23 @@ with the same job run with nobody watching. The 200 MB CSV targets are in the Up
 
 {table(results)}
 
-Where the time goes (API CPU per request, measured with `time.process_time` in the server at 16
-keep-alive clients, medians, approximate): the bare route costs about 0.2 ms. The job, job-list
-and metrics-page GETs are answered by `api/fast_reads.py` (a middleware in front of FastAPI, for
-the plain successful case with a cached key, calling the routes' own `api/job_reads.py`), so
-they skip FastAPI's routing, which the bare route pays: that is why a cached read can beat it. The status GET and the list above are
-answered from memory (`api/job_cache.py`): no job changed between the reads, as when clients
-poll a job that is not moving. The "job cache off" rows are what each read costs when
-something changed since the last (SQLite read in place, PostgreSQL through one thread hop): a
-status GET about 0.3 ms embedded / 0.45 ms production, a 50-job list 1.0 / 1.3 ms (fetching
-and dumping 50 x 22 values and sending ~34 KB). A 1,000-point metrics page costs 0.3 / 0.55 ms
-when the full page is cached (3-4.5 ms when it is not: the driver's fetch and formatting every
-timestamp). A plain submit is taken by `api/fast_submit.py` and, like every submit, committed with the
-submits waiting alongside it (`drtrain/jobs/submit_batch.py` on `drtrain/kit/group_commit.py`,
-batches of about 16 here), answered right after the commit, and its message published
-afterwards by a child process of the API (`drtrain/kit/publishing.py`). Per submit, at 16 submitters (per-thread CPU from
-`/proc/<pid>/task`): the event loop about 0.7 ms (h11 and the middlewares, which the bare route
-pays too, the JobSpec validation and the response body) and the batch's thread about 0.5 ms
-production / 0.4 ms embedded (the checks, the tenant's lock and count, the Core insert, the
-commit). Celery's message building, about 0.3 ms a message even in one kombu batch, is the
-child's, on the other core; in the API process it was a fifth of its CPU. Embedded, the
-filesystem broker writes one file per job; creating a file on this machine's disk took from
-0.04 to 1 ms depending on the moment, and the child's writes no longer hold up the next
-batch. With 500 streams the API writes
-once per stream per poll that found something new (bytes encoded once for all the streams) and
-nothing on idle polls; on two shared cores that CPU comes out of the training's.
+Where the time goes: the job, job-list and metrics-page GETs are answered by
+`api/fast_reads.py` (a middleware in front of FastAPI, for the plain successful case with a
+cached key, calling the routes' own `api/job_reads.py`), so they skip FastAPI's routing, which
+the bare route pays: that is why a cached read can beat it. The status GET and the list above
+are answered from memory (`api/job_cache.py`): no job changed between the reads, as when
+clients poll a job that is not moving. The "job cache off" rows are what each read costs when
+something changed since the last (SQLite read in place, PostgreSQL through one thread hop;
+a 50-job list fetches and dumps 50 x 22 values). A 1,000-point metrics page is cheap when the
+full page is cached; when it is not, the driver's fetch and the formatting of every timestamp
+dominate. A plain submit is taken by `api/fast_submit.py` and, like every submit, committed
+with the submits waiting alongside it (`drtrain/jobs/submit_batch.py` on
+`drtrain/kit/group_commit.py`), answered right after the commit, and its message published
+afterwards by a child process of the API (`drtrain/kit/publishing.py`), so Celery's message
+building runs on the other core. Embedded, the filesystem broker writes one file per job, in
+that child. With 500 streams the API writes once per stream per poll that found something new
+(bytes encoded once for all the streams) and nothing on idle polls; on two shared cores that
+CPU comes out of the training's.
 
 Caveat: 2 shared cores; the API, the load generator, the database and the worker compete for
 them, and other processes ran meanwhile (load average at the end: {load}). Rerun on a quiet
