@@ -26,7 +26,7 @@ import torch
 
 import dr_core.rbm as rbm_module
 from bench import benchmarks_doc
-from bench.rbm_throughput import BATCH, HIDDEN, LR, load_data
+from bench.rbm_throughput import BATCH, HIDDEN, LR, epoch_arguments, load_data
 from dr_core.config import PosteriorDRConfig, RBMConfig
 from dr_core.context import Examples, RunContext
 from dr_core.rbm_trainer import train_rbm
@@ -123,12 +123,7 @@ Python around them) that every layer size pays.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone")
-    args = parser.parse_args()
+    args = epoch_arguments(__doc__.splitlines()[0])
     X_np, y_np = load_data(args.rows)
     text = section(measure(torch.from_numpy(X_np), torch.from_numpy(y_np), args.threads,
                            args.repeats), args)

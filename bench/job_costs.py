@@ -18,7 +18,8 @@ local objects), after one untimed job of each arm:
 - dr_core directly: ``run_pipeline`` on the same rows and configs (bench/service_overhead.py's
   ``directly``).
 
-The arms alternate; each figure is the median of ``--repeats`` with its min and max. CPU times
+The arms alternate, each after the machine is quiet (``wait_until_quiet``); each figure is the
+median of ``--repeats`` with its min and max. CPU times
 are the process's (``time.process_time``, all threads), steadier than wall time on a shared
 machine. It rewrites the "Fixed costs of a job" section of docs/benchmarks.md and prints it.
 """
@@ -46,7 +47,7 @@ import torch
 
 from bench.benchmarks_doc import write_section
 from bench.service_overhead import SPEC, directly, in_runner, through_service
-from bench.service_stack import Stack, open_stack
+from bench.service_stack import Stack, open_stack, wait_until_quiet
 
 BEGIN, END = "<!-- job-costs:begin -->", "<!-- job-costs:end -->"
 
@@ -162,7 +163,9 @@ def measure(mode: str, repeats: int) -> dict[str, Any]:
         for _ in range(repeats):
             for name, seconds in process_costs(stack).items():
                 process[name].append(seconds)
+            wait_until_quiet()
             seconds, job = through_service(client, api, spec)
+            wait_until_quiet()  # the stack's worker may still be finishing its job
             runs["queue latency (created -> started)"].append((_queue_latency(job), float("nan")))
             runs["through the stack (started -> finished)"].append((seconds, float("nan")))
             with Steps() as steps:
@@ -176,6 +179,7 @@ def measure(mode: str, repeats: int) -> dict[str, Any]:
                          for i in (0, 1)]
             runs[OTHER].append((wall - accounted[0], cpu - accounted[1]))
             runs["the runner in all"].append((wall, cpu))
+            wait_until_quiet()
             d_wall, d_cpu, _ = directly(spec, Path(tmp) / "direct")
             runs["dr_core directly (run_pipeline)"].append((d_wall, d_cpu))
             print(f"{mode}: stack {seconds:.2f} s | runner {wall:.2f} s ({cpu:.2f} s CPU) | "
@@ -236,7 +240,8 @@ process": paid once by each worker process (a fresh interpreter each run), not b
 HTTP to the API and Celery worker; the steps are `worker.runner.run_job` in the bench's
 process, each function the runner calls timed from the runner's thread ("… of which": part of
 the row above it; "other": the runner's time outside the named steps). Production: PostgreSQL
-and Redis, local objects. Median of {args.repeats} interleaved runs, min–max in brackets.
+and Redis, local objects. Median of {args.repeats} interleaved runs, each arm started once the machine is quiet, min–max in
+brackets.
 
 {tables}
 {END}

@@ -245,13 +245,18 @@ products CD-1 needs per batch over the epoch's time, against the GEMM peak of th
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def epoch_arguments(description: str) -> argparse.Namespace:
+    """The options of the one-epoch RBM benches: --threads, --repeats, --rows, --no-write."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = epoch_arguments(__doc__.splitlines()[0])
     X, y = load_data(args.rows)
     fns, missing = contenders(X, y)
     warm, _ = contenders(X[:WARM_ROWS], y[:WARM_ROWS])

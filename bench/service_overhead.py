@@ -36,7 +36,7 @@ import httpx
 import torch
 
 from bench.benchmarks_doc import write_section
-from bench.service_stack import Stack, open_stack
+from bench.service_stack import Stack, open_stack, wait_until_quiet
 
 BEGIN, END = "<!-- service-overhead:begin -->", "<!-- service-overhead:end -->"
 TARGET = 1.1
@@ -167,8 +167,11 @@ def measure(stack: Stack, api: str, device: str, repeats: int,
         through_service(client, api, {**spec, "seed": 99})  # warms the worker process
         in_runner(stack, {**spec, "seed": 99}, config)  # ... and this one
         for _ in range(repeats):
+            wait_until_quiet()
             seconds, job = through_service(client, api, spec)
+            wait_until_quiet()  # the stack's worker may still be finishing its job
             r_wall, r_cpu, r_result = in_runner(stack, spec, config)
+            wait_until_quiet()
             d_wall, d_cpu, metrics = directly(spec, Path(tmp))
             for key, value in (("stack", seconds), ("runner", r_wall), ("runner_cpu", r_cpu),
                                ("direct", d_wall), ("direct_cpu", d_cpu)):
@@ -219,7 +222,10 @@ Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; Python
 
 The job: `builtin:digits`, hidden layers {SPEC['model']['hidden_layers']}, {SPEC['pretrain']['epochs']} + {SPEC['pretrain']['epochs']} pretraining epochs with
 Hellinger DR (weight {SPEC['pretrain']['dr']['weight']}), {SPEC['finetune']['epochs']} fine-tuning epochs, batch sizes "auto", seed 0.
-Three arms, alternating, median of {args.repeats} (ratios: medians of the per-run ratios):
+Three arms, alternating, median of {args.repeats} (ratios: medians of the per-run ratios); before
+each arm the bench waits, up to 10 s, until the whole machine uses under a tenth of a core
+(`bench.service_stack.wait_until_quiet`), so that no arm pays for what the previous one left
+running:
 - **stack**: submitted over HTTP to the stack (API + Celery worker; embedded: SQLite,
   filesystem broker, local objects; production: PostgreSQL, Redis, local objects; metric
   points and progress of every epoch, checkpoints and transactions at the cadence named in

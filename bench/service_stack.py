@@ -65,6 +65,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _busy_and_total_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks so far (/proc/stat): busy, and all."""
+    with open("/proc/stat") as fh:
+        ticks = [int(v) for v in fh.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def wait_until_quiet(busy_below: float = 0.1, interval: float = 0.2,
+                     timeout: float = 10.0) -> float:
+    """Wait until the whole machine uses less than ``busy_below`` of one core over an
+    ``interval`` (or ``timeout`` passed); returns the seconds waited. Between the arms of a
+    comparison: what the previous arm left running (a worker finishing its job, the database
+    writing behind it) must not be charged to the next arm."""
+    start = time.monotonic()
+    cores = os.cpu_count() or 1
+    while time.monotonic() - start < timeout:
+        busy0, total0 = _busy_and_total_ticks()
+        time.sleep(interval)
+        busy1, total1 = _busy_and_total_ticks()
+        if total1 > total0 and (busy1 - busy0) / (total1 - total0) * cores < busy_below:
+            break
+    return time.monotonic() - start
+
+
 def status_bytes(pid: int, field: str) -> int:
     """A memory figure of /proc/<pid>/status (``VmRSS``, ``VmHWM``...) in bytes; 0 if absent."""
     with open(f"/proc/{pid}/status") as fh:
