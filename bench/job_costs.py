@@ -240,8 +240,8 @@ process": paid once by each worker process (a fresh interpreter each run), not b
 HTTP to the API and Celery worker; the steps are `worker.runner.run_job` in the bench's
 process, each function the runner calls timed from the runner's thread ("… of which": part of
 the row above it; "other": the runner's time outside the named steps). Production: PostgreSQL
-and Redis, local objects. Median of {args.repeats} interleaved runs, each arm started once the machine is quiet, min–max in
-brackets.
+and Redis, local objects. Median of {args.repeats} interleaved runs, each arm started once the
+machine is quiet, min–max in brackets.
 
 {tables}
 {END}

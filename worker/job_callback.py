@@ -1,4 +1,5 @@
-"""The dr_core callback of a running job: checkpoint, metrics and progress, all fenced.
+"""The recorder of a running job's events (``worker.uploader.Recorder``, behind the
+background recorder that dr_core calls): checkpoint, metrics and progress, all fenced.
 
 Events are recorded in one transaction per call of ``record`` (checkpoint rows + metric
 points + progress), after their states are safely in the store, so SQL never points at a
@@ -21,6 +22,7 @@ from drtrain.kit.db import session_scope
 from drtrain.kit.storage import ObjectStore, remove_after_commit
 from worker.checkpoints import Uploaded, checkpoint_key, upload_state
 from worker.heartbeat import Heartbeat, StopReason
+from worker.uploader import Item
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,6 @@ class JobCallback:
         self.keep = keep_checkpoints
         self.cancel = cancel or NoWatch()
 
-    def on_epoch_end(self, event: Event) -> None:
-        self.record([("epoch", event)])
-
-    def on_layer_end(self, event: Event) -> None:
-        self.record([("layer", event)])
-
     def should_stop(self) -> bool:
         """Asked after every batch: the direct cancel signal (``drtrain.kit.cancel_signal``),
         then whatever the heartbeat learnt from SQL."""
@@ -48,7 +44,7 @@ class JobCallback:
             self.hb.request_stop(StopReason.cancel)
         return self.hb.should_stop()
 
-    def record(self, items: list[tuple[str, Event]]) -> None:
+    def record(self, items: list[Item]) -> None:
         """Record events (kind "epoch" or "layer", in order) in one fenced transaction, their
         states uploaded first; a fenced-out attempt records nothing more."""
         if self.hb.stop_reason is StopReason.fenced:
@@ -64,7 +60,7 @@ class JobCallback:
             raise
         self._commit(items, uploads)
 
-    def _commit(self, items: list[tuple[str, Event]],
+    def _commit(self, items: list[Item],
                 uploads: list[tuple[str, Event, Uploaded] | None]) -> None:
         if not items:
             return
@@ -80,7 +76,7 @@ class JobCallback:
                              event.epoch)
         return kind, event, upload_state(self.store, key, event.state)
 
-    def _write(self, s: Session, items: list[tuple[str, Event]],
+    def _write(self, s: Session, items: list[Item],
                uploads: list[tuple[str, Event, Uploaded]]) -> bool:
         """The rows of ``items``: False when this attempt is fenced out."""
         for kind, event, uploaded in uploads:

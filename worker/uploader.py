@@ -82,11 +82,10 @@ class BackgroundRecorder:
     the thread's error if the block did not raise one of its own)."""
 
     def __init__(self, inner: Recorder, *, max_pending: int = 4,
-                 cadence: CheckpointCadence | None = None, flush_seconds: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 cadence: CheckpointCadence | None = None, flush_seconds: float = 0.0) -> None:
         self.inner = inner
         self.cadence = cadence or CheckpointCadence()
-        self.flush_seconds, self.clock = flush_seconds, clock
+        self.flush_seconds = flush_seconds
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None  # raised by the thread, not yet re-raised
         self._raised: BaseException | None = None  # ... and once it has been
@@ -157,9 +156,9 @@ class BackgroundRecorder:
         if event is _STOP:
             return [], True
         items = [(kind, event)]
-        deadline = self.clock() + self.flush_seconds
+        deadline = time.monotonic() + self.flush_seconds
         while event.state is None:
-            left = deadline - self.clock()
+            left = deadline - time.monotonic()
             try:
                 kind, event = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
