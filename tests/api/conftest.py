@@ -78,6 +78,9 @@ class Published(list):
     def __getitem__(self, index):  # noqa: ANN001, ANN204
         return self._settled()[index]
 
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._settled())
+
     __hash__ = None  # type: ignore[assignment]
 
 
