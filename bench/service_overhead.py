@@ -181,15 +181,17 @@ def measure(stack: Stack, api: str, device: str, repeats: int,
             print(f"stack {seconds:.2f} s | runner {r_wall:.2f} s ({r_cpu:.2f} s CPU) | "
                   f"dr_core {d_wall:.2f} s ({d_cpu:.2f} s CPU)", flush=True)
 
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
+    def ratios(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(runs[a], runs[b])]
 
+    per_run = {"ratio": ratios("stack", "direct"), "runner_ratio": ratios("runner", "direct"),
+               "cpu_ratio": ratios("runner_cpu", "direct_cpu")}
     return {"stack": statistics.median(runs["stack"]), "runner": statistics.median(runs["runner"]),
             "direct": statistics.median(runs["direct"]),
             "runner_cpu": statistics.median(runs["runner_cpu"]),
             "direct_cpu": statistics.median(runs["direct_cpu"]),
-            "ratio": ratio("stack", "direct"), "runner_ratio": ratio("runner", "direct"),
-            "cpu_ratio": ratio("runner_cpu", "direct_cpu"),
+            **{key: statistics.median(values) for key, values in per_run.items()},
+            "range": {key: (min(values), max(values)) for key, values in per_run.items()},
             "same_accuracy": all(len(set(a)) == 1 for a in accuracy),
             "accuracy": accuracy[-1][0], "runs": runs}
 
@@ -206,10 +208,14 @@ def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str
     def met(r: float) -> str:
         return "met" if r <= TARGET else "NOT met"
 
+    def spread(m: dict[str, Any], key: str) -> str:
+        low, high = m["range"][key]
+        return f"{m[key]:.2f}x ({low:.2f}-{high:.2f})"
+
     rows = "\n".join(
         f"| {dev} | {m['stack']:.2f} s | {m['runner']:.2f} s ({m['runner_cpu']:.2f} s CPU) | "
-        f"{m['direct']:.2f} s ({m['direct_cpu']:.2f} s CPU) | {m['ratio']:.2f}x ({met(m['ratio'])}) | "
-        f"{m['runner_ratio']:.2f}x ({met(m['runner_ratio'])}) | {m['cpu_ratio']:.2f}x | "
+        f"{m['direct']:.2f} s ({m['direct_cpu']:.2f} s CPU) | {spread(m, 'ratio')}, {met(m['ratio'])} | "
+        f"{spread(m, 'runner_ratio')}, {met(m['runner_ratio'])} | {spread(m, 'cpu_ratio')} | "
         f"{m['accuracy']:.4f} ({'same' if m['same_accuracy'] else 'DIFFERENT'}) |"
         for dev, m in results.items())
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -222,7 +228,8 @@ Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; Python
 
 The job: `builtin:digits`, hidden layers {SPEC['model']['hidden_layers']}, {SPEC['pretrain']['epochs']} + {SPEC['pretrain']['epochs']} pretraining epochs with
 Hellinger DR (weight {SPEC['pretrain']['dr']['weight']}), {SPEC['finetune']['epochs']} fine-tuning epochs, batch sizes "auto", seed 0.
-Three arms, alternating, median of {args.repeats} (ratios: medians of the per-run ratios); before
+Three arms, alternating, median of {args.repeats} (ratios: medians of the per-run ratios, their
+range in brackets); before
 each arm the bench waits, up to 10 s, until the whole machine uses under a tenth of a core
 (`bench.service_stack.wait_until_quiet`), so that no arm pays for what the previous one left
 running:
@@ -243,8 +250,8 @@ The accuracy of every arm must be the same (same seed, deterministic on CPU).
 |---|---|---|---|---|---|---|---|
 {rows}
 
-Target <= {TARGET}x. Load average at the end: {load}: other processes shared the 2 cores, so
-the wall-clock ratios move by tens of percent between runs; the CPU ratio moves less. Each
+Target <= {TARGET}x. Load average at the end: {load}. The same code has given ratios tens of
+percent apart on days when other work shared this VM's 2 cores: compare the ranges. Each
 stored checkpoint costs the worker several ms of CPU (serialise, sha256, fsync, upload, fenced
 rows and retention), taken from training on a busy 2-core machine even off the training
 thread, so the default stores one every 10 epochs or 60 s (second row;
