@@ -240,8 +240,8 @@ def report(run: Run, f: dict[str, Any], command: str) -> str:
 ## Control plane at scale (`bench/scale.py`)
 
 Command: `{command}`. Date: {time.strftime("%Y-%m-%d")}; {platform.machine()} Linux,
-{os.cpu_count()} CPUs shared with other processes (other sessions' builds and tests ran
-meanwhile; load average at the end: {load}); Python {platform.python_version()}; PostgreSQL
+{os.cpu_count()} CPUs, shared with whatever else ran (load average at the end: {load});
+Python {platform.python_version()}; PostgreSQL
 and Redis on the same machine, the object store a local folder (sleep jobs store nothing).
 
 Production mode (PostgreSQL, Redis) with {n} workers started as `drtrain worker --name
