@@ -114,7 +114,8 @@ class _BatchTables:
     ``sizes``,) in [-1, n_groups), concatenated), in a fixed number of operations whatever the
     number of batches; ``Groups`` of batch i are views of row i. Per batch: ``slot``,
     ``n_cross`` (size,), ``counts``, ``slot_partners``, ``row_weight`` (G + 1,), ``n_pairs``,
-    ``pair_scale`` (0-d), as documented in ``Groups``."""
+    ``pair_scale`` (0-d), as documented in ``Groups``; ``cross_slots`` (G + 1, G + 1), the
+    same for every batch."""
 
     def __init__(self, ids: Tensor, sizes: list[int], n_groups: int, dtype: torch.dtype):
         device, width, n = ids.device, n_groups + 1, len(sizes)
@@ -131,6 +132,11 @@ class _BatchTables:
         slot_partners = partners.to(dtype)
         n_cross = slot_partners.view(-1)[key]
         self.counts, self.slot_partners = counts, slot_partners
+        # 1 for two different slots that both carry a group: cross_slots @ (a per-slot table)
+        # sums each slot's partners' entries
+        labelled = torch.ones(width, device=device, dtype=dtype)
+        labelled[n_groups] = 0
+        self.cross_slots = torch.outer(labelled, labelled).fill_diagonal_(0)
         self.n_pairs = (counts * partners).sum(1).to(dtype) / 2
         self.pair_scale = self.n_pairs.clamp_min(1).reciprocal()
         # 1 / (B n_p), 0 where a row has no partner
@@ -150,7 +156,9 @@ class Groups:
     each slot (data dtype; 0 for slot G); ``n_cross`` (B,) the same for each row
     (``n_cross_int`` as int64); ``n_pairs`` (0-d, data dtype) = |P|; ``pair_scale`` (0-d)
     1 / |P| (1 when there is no pair: every sum over P is then 0); ``row_weight`` (G + 1,)
-    1 / (B n_p) for a row of each slot, 0 for a slot without partners.
+    1 / (B n_p) for a row of each slot, 0 for a slot without partners; ``cross_slots``
+    (G + 1, G + 1) 1 where two different slots both carry a group (slot pairs whose rows are
+    partners), else 0.
 
     Sums over the other groups are built from per-group tables: ``group_tables(x)`` gives each
     group's sum of x and the sum over the labelled rows outside it, (G, H) each, and
@@ -174,7 +182,7 @@ class Groups:
         self.slot, self.n_cross = tables.slot[i], tables.n_cross[i]
         self.counts, self.slot_partners = tables.counts[i], tables.slot_partners[i]
         self.n_pairs, self.pair_scale = tables.n_pairs[i], tables.pair_scale[i]
-        self.row_weight = tables.row_weight[i]
+        self.row_weight, self.cross_slots = tables.row_weight[i], tables.cross_slots
         self._onehot: Tensor | None = None
 
     @classmethod
@@ -227,10 +235,11 @@ class Groups:
             sums = torch.cat((onehot.T @ x, x.new_zeros(1, x.shape[1])))
         else:
             sums = self._segment_sums(x)
+        sums = sums.to(x.dtype)
         sums[g].zero_()
-        others = sums[:g].sum(0).sub(sums)
-        others[g].zero_()
-        return sums.to(x.dtype), others.to(x.dtype)
+        # one small product rather than the total minus each row: fewer operations, and no
+        # cancellation for a group that holds nearly all of the total
+        return sums, self.cross_slots @ sums
 
     def _segment_sums(self, x: Tensor) -> Tensor:
         """(G + 1, H) float64 sums of x over each slot: rows sorted by slot, differences of

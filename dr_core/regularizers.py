@@ -65,9 +65,9 @@ __all__ = [
 # ---------------------------------------------------------------- closed forms (pairs="all")
 # Both work on the clamped means c (B, H). The value is always the mean over P (``scale`` (0-d)
 # turns sums over P into means); the gradient is that of the row-weighted objective
-# sum_p w_p sum_{q cross p} d(p, q) with ``group_w`` (G + 1,) the weight of each group's rows (see
-# _group_weights: a row's weight depends on its group only). Sums over a row's partners come
-# from per-group tables (``Groups.group_tables``): one pass over the batch per table.
+# sum_p w_p sum_{q cross p} d(p, q), given as ``pair_w`` (``_pair_weights``: a row's weight
+# depends on its group only). Sums over a row's partners come from per-group tables
+# (``Groups.group_tables``): one pass over the batch per table.
 def _cross_differences(x: Tensor, others: Tensor, groups: Groups) -> Tensor:
     """(B, H): U_p = sum_{q cross p} (x_p - x_q) = n_p x_p - (sum of x over p's partners),
     given ``others`` (G + 1, H), the table of sums of x outside each group.
@@ -78,30 +78,22 @@ def _cross_differences(x: Tensor, others: Tensor, groups: Groups) -> Tensor:
     return torch.addcmul(groups.per_row(others.neg()), x, groups.n_cross[:, None])
 
 
-def _partner_table(sums: Tensor, others: Tensor, group_w: Tensor) -> Tensor:
-    """(G + 1, H): row g is R_g = sum_{q cross p} (w_p + w_q) x_q for a row p of group g, from
-    the tables of x's sums in and outside each group: w_g others_g + sum_{g' != g} w_g' sums_g'
-    (row G zero).
+def _pair_weights(groups: Groups, group_w: Tensor) -> Tensor:
+    """(G + 1, G + 1): w_g + w_g' for two different slots that both carry a group, else 0.
 
-    Then sum_{q cross p} (w_p + w_q) (x_p - x_q) = a_g x_p - R_g with a per-group factor a_g,
-    and that is all a closed form's gradient needs of its partners (``_weighted_differences``).
+    The gradient of sum_p w_p sum_{q cross p} d(p, q) w.r.t. x_p sums (w_p + w_q) times the
+    term's derivative over p's partners q, so with this table a partner sum over a batch is a
+    product with a per-slot table (``_weighted_differences``).
     """
-    w = group_w[:, None]
-    table = (group_w @ sums).sub(sums * w).addcmul_(others, w)
-    table[-1].zero_()
-    return table
+    return (group_w[:, None] + group_w).mul_(groups.cross_slots)
 
 
-def _weighted_differences(x: Tensor, sums: Tensor, others: Tensor, groups: Groups,
-                          group_w: Tensor) -> Tensor:
-    """(B, H): D(x)_p = sum_{q cross p} (w_p + w_q) (x_p - x_q) = a_p x_p - R_p, with
-    a_p = w_p n_p + (sum of w over p's partners) and R the ``_partner_table`` (0 for a row
-    without a group)."""
-    counts = groups.counts.to(group_w.dtype)
-    counts[-1] = 0
-    a = group_w * groups.slot_partners + (group_w @ counts - group_w * counts)
-    a[-1] = 0
-    return torch.addcmul(groups.per_row(_partner_table(sums, others, group_w).neg_()), x,
+def _weighted_differences(x: Tensor, sums: Tensor, pair_w: Tensor, groups: Groups) -> Tensor:
+    """(B, H): D(x)_p = sum_{q cross p} (w_p + w_q) (x_p - x_q) = a_p x_p - R_p, given x's
+    per-slot ``sums`` and the ``_pair_weights``: a = pair_w @ counts (per slot),
+    R = pair_w @ sums (0 for a row without a group)."""
+    a = pair_w @ groups.counts.to(pair_w.dtype)
+    return torch.addcmul(groups.per_row(torch.mm(pair_w, sums).neg_()), x,
                          groups.per_row(a)[:, None])
 
 
@@ -120,13 +112,13 @@ def _hellinger_value(sums: Tensor, others: Tensor, groups: Groups, scale: Tensor
     return cross.mul_(-0.5).add_(groups.n_pairs, alpha=h).mul_(scale).to(sums.dtype)
 
 
-def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
+def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, pair_w: Tensor,
                       wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
     """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c); and the gradient.
 
     s and t side by side, st = [s | t] (B, 2H), share every table and pass. The value comes
     from the tables alone (``_hellinger_value``). With D(x) = _weighted_differences(x) =
-    a x - R(x), the weighted objective's
+    a x - R(x), R(x) = pair_w @ (sums of x), the weighted objective's
     d/dmu_p = (D(s)_p t_p - D(t)_p s_p) / (2 s_p t_p), where the a s t terms cancel:
     (R(t)_p s_p - R(s)_p t_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2 for the logit.
     """
@@ -140,13 +132,13 @@ def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
     value = _hellinger_value(sums, others, groups, scale, h)
     if wrt is None:
         return value, None
-    r = groups.per_row(_partner_table(sums, others, 0.5 * group_w))  # [R(s) | R(t)] / 2
+    r = groups.per_row(torch.mm(pair_w, sums).mul_(0.5))  # [R(s) | R(t)] / 2
     grad = torch.mul(r[:, h:], s).addcmul_(r[:, :h], t, value=-1.0)
     grad = grad.mul_(s).mul_(t) if wrt == "logit" else grad.div_(s).div_(t)
     return value, grad
 
 
-def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
+def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, pair_w: Tensor,
                      wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
     """Mean over P of (c_p - c_q).(logit c_p - logit c_q), and the gradient.
 
@@ -158,8 +150,8 @@ def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, group_w: Tensor,
     value = scale * torch.vdot(c.view(-1), _cross_differences(logit, l_others, groups).view(-1))
     if wrt is None:
         return value, None
-    dl = _weighted_differences(logit, l_sums, l_others, groups, group_w)
-    dc = _weighted_differences(c, *groups.group_tables(c), groups, group_w)
+    dl = _weighted_differences(logit, l_sums, pair_w, groups)
+    dc = _weighted_differences(c, groups.group_tables(c)[0], pair_w, groups)
     var = c - c * c
     grad = dl.mul_(var).add_(dc) if wrt == "logit" else dl.add_(dc.div_(var))
     return value, grad
@@ -230,7 +222,7 @@ def _divergence_and_grad(mu: Tensor, side: Tensor | Groups, divergence: str, pai
     clamped = _needs_clamp(mu, eps)
     c = mu.clamp(eps, 1 - eps) if clamped else mu  # read-only from here on
     if pairs == "all" and divergence in _CLOSED:
-        value, grad = _CLOSED[divergence](c, groups, scale, group_w, wrt)
+        value, grad = _CLOSED[divergence](c, groups, scale, _pair_weights(groups, group_w), wrt)
     else:
         kernel, grads = KERNELS[divergence], wrt is not None
         row_w = groups.per_row(group_w) if grad_of == "row_mean" else 0.5 * scale

@@ -65,7 +65,8 @@ def test_hellinger_dr_step_on_built_groups_does_no_bookkeeping_and_one_pass_for_
     """Given its batch's Groups (as the trainer builds them for an epoch), a step does no group
     bookkeeping (counts, partners, weights); the value comes from the group tables, so the
     only writes of [s | t]'s size are [s | t] itself and the gather of the gradient's partner
-    sums (the value's own gather and difference were two more)."""
+    sums (the value's own gather and difference were two more). The partner tables are small
+    products with the slot-pair weights: some 25 operations in all."""
     b, h, n_groups = 128, 500, 10
     g = torch.Generator().manual_seed(0)
     mu = torch.rand(b, h, generator=g) * 0.98 + 0.01
@@ -74,7 +75,7 @@ def test_hellinger_dr_step_on_built_groups_does_no_bookkeeping_and_one_pass_for_
     work = Work()
     with work:
         positive_statistics(mu, groups, PosteriorDRConfig(weight=0.1, divergence="hellinger"), g)
-    assert work.ops <= 32
+    assert work.ops <= 27
     assert work.written <= 13 * b * h
     bookkeeping = [name for name, shapes in work.arg_shapes if shapes and shapes[0] in ((b,),)]
     assert bookkeeping == []
