@@ -112,7 +112,7 @@ Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; load avera
 The DR contender above at H = 16 and H = 500: the step's DR call timed where the trainer makes
 it (median per epoch; median of {args.repeats} epochs, min-max in brackets), against the plain
 trainer's time per step at the same size, interleaved. At H = 16 the call's arithmetic is
-negligible: its time there is the fixed part (some thirty tensor operations' dispatch and the
+negligible: its time there is the fixed part (some 25 tensor operations' dispatch and the
 Python around them) that every layer size pays.
 
 | threads | hidden units | DR call, us | plain step, ms | DR call / plain step |
