@@ -166,8 +166,8 @@ def _best_of(fn: Callable[[], None], threads: int) -> float:
 def measure(fns: dict[str, Callable[[], None]], warm: dict[str, Callable[[], None]],
             threads: list[int], repeats: int) -> dict[tuple[str, int], list[float]]:
     """Seconds per run (the best of ``BEST_OF`` in a round), ``repeats`` interleaved rounds of
-    every (contender, threads), after one run of each of ``warm`` (the same contenders on a slice: imports, allocator, thread
-    pools) at every thread count."""
+    every (contender, threads), after one run of each of ``warm`` (the same contenders on a
+    slice: imports, allocator, thread pools) at every thread count."""
     fns = {**fns, "gemm": gemm_peak()}
     for t in threads:
         for fn in warm.values():
@@ -247,8 +247,9 @@ of 128, learning rate 0.05, float32), a fresh model each run, each library as it
 (see the module's docstring for each contender; dr_core's trainer keeps its default momentum and
 weight decay, which the others do not have). {args.repeats} interleaved rounds, each contender's
 figure in a round the best of {BEST_OF} back-to-back runs (other tenants of a shared machine only
-ever add time); ratios are of medians, with the range of the per-round ratios in brackets. "CD-1 GFLOP/s" is the five matrix
-products CD-1 needs per batch over the epoch's time, against the GEMM peak of the same run.
+ever add time); ratios are of medians, with the range of the per-round ratios in brackets.
+"CD-1 GFLOP/s" is the five matrix products CD-1 needs per batch over the epoch's time, against
+the GEMM peak of the same run.
 
 {table}
 {END}
