@@ -72,11 +72,9 @@ def side_row_batches(ids: Tensor, n_groups: int, batch_size: int, side_rows: int
     return [torch.cat((side, part)) for side, part in zip(stream.split(side_rows), rest)]
 
 
-def cross_pairs_per_batch(batches: list[Tensor], ids: Tensor, n_groups: int) -> Tensor:
-    """Mean number of cross-group pairs in a batch (0-d, float64): for each batch
-    (L_b^2 - sum_g n_bg^2) / 2, L_b its rows with a group, n_bg those of group g. The batches'
-    ``Groups`` built together (``Groups.of_batches``), no host read."""
-    if not batches or n_groups == 0:
-        return torch.zeros((), dtype=torch.float64, device=ids.device)
-    groups = Groups.of_batches(batches, ids, n_groups, torch.float64)
-    return torch.stack([g.n_pairs for g in groups]).mean()
+def cross_pairs_per_batch(groups: list[Groups]) -> Tensor:
+    """Mean number of cross-group pairs in a batch (0-d, float64), from the batches' ``Groups``
+    (``Groups.of_batches``, the ones a DR step uses): for each batch (L_b^2 - sum_g n_bg^2) / 2,
+    L_b its rows with a group, n_bg those of group g. Counts in float32 are exact up to 2^24
+    pairs a batch. No host read."""
+    return torch.stack([g.n_pairs for g in groups]).double().mean()

@@ -22,8 +22,9 @@ class _CDSteps:
     ``ids``/``n_groups`` are the dense group ids of the side labels (``group_ids``, read once
     per layer), so a step reads nothing back from the device. ``batch_groups`` builds the
     ``Groups`` of all of an epoch's batches at once (a few operations per epoch), so an eager
-    step does no group bookkeeping; a captured step builds its batch's from the ids inside
-    the graph (its replays then cost no launches for it).
+    DR step does no group bookkeeping; a captured step builds its batch's from the ids inside
+    the graph (its replays then cost no launches for it). The same ``Groups`` give the epoch's
+    pair count, with DR or without.
     """
 
     def __init__(self, rbm: RBM, cfg: RBMConfig, train: Examples, run: RunContext,
@@ -31,22 +32,24 @@ class _CDSteps:
                  groups: tuple[torch.Tensor, int] | None) -> None:
         self.rbm, self.cfg, self.X, self.generator = rbm, cfg, train.X, run.generator
         self.velocity, self.chains = velocity, chains
-        dr_on = cfg.dr is not None and cfg.dr.active and groups is not None
-        self.ids, self.n_groups = groups if dr_on else (None, None)
+        self.groups = groups
+        self.dr_on = cfg.dr is not None and cfg.dr.active and groups is not None
+        self.ids, self.n_groups = groups if self.dr_on else (None, None)
         graphs = use_graphs(run.cuda_graphs, train.X.device, run.generator)
         self.graphs = StepGraphs(run.generator) if graphs else None
         self.idx = torch.empty(cfg.batch_size, dtype=torch.long, device=train.X.device) \
             if graphs else None
 
-    def batch_groups(self, batches: list[torch.Tensor]) -> list[Groups | None]:
-        """Each batch's ``Groups`` (None without DR)."""
-        if self.ids is None:
-            return [None] * len(batches)
-        return Groups.of_batches(batches, self.ids, self.n_groups, self.X.dtype)  # type: ignore[arg-type]
+    def batch_groups(self, batches: list[torch.Tensor]) -> list[Groups] | None:
+        """Each batch's ``Groups`` (None without side labels)."""
+        if self.groups is None:
+            return None
+        return Groups.of_batches(batches, *self.groups, self.X.dtype)
 
     def __call__(self, idx: torch.Tensor, groups: Groups | None, epoch: int) -> torch.Tensor:
-        """Train on X[idx] (``groups`` its ``batch_groups`` entry); returns the step's DR value
-        (0-d, use it before the next call)."""
+        """Train on X[idx] (``groups`` its ``batch_groups`` entry, or None); returns the step's
+        DR value (0-d, use it before the next call)."""
+        groups = groups if self.dr_on else None
         if self.graphs is None or idx.numel() != self.cfg.batch_size:
             return self._step(idx, groups, epoch)
         self.idx.copy_(idx)  # type: ignore[union-attr]
@@ -143,10 +146,11 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     for epoch in range(start, cfg.epochs):
         batches = _epoch_batches(cfg, n, groups, run, layer, epoch, X.device)
         dr_sum = torch.zeros((), device=X.device, dtype=X.dtype)
-        for idx, batch_groups in zip(batches, steps.batch_groups(batches)):
-            dr_sum += steps(idx, batch_groups, epoch)
+        batch_groups = steps.batch_groups(batches)
+        for i, idx in enumerate(batches):
+            dr_sum += steps(idx, batch_groups[i] if batch_groups else None, epoch)
             run.stop_if_asked(f"pretraining layer {layer}, epoch {epoch + 1}")
-        pairs = cross_pairs_per_batch(batches, *groups) if groups is not None else 0.0
+        pairs = cross_pairs_per_batch(batch_groups) if batch_groups else 0.0
         metrics = epoch_metrics(rbm, metric_data, epoch, dr_sum / max(1, len(batches)), pairs)
         event = Event("pretrain", layer, epoch + 1, metrics, (epoch + 1) / cfg.epochs,
                       _layer_state(rbm, velocity, steps.chains, generator, layer, epoch + 1))

@@ -10,7 +10,7 @@ from dr_core import rbm_trainer
 from dr_core.config import PosteriorDRConfig, RBMConfig
 from dr_core.context import Examples, RunContext
 from dr_core.events import RecordingCallback
-from dr_core.groups import group_ids
+from dr_core.groups import Groups, group_ids
 from dr_core.rbm_trainer import train_rbm
 
 
@@ -89,7 +89,7 @@ def test_pairs_per_batch_equals_a_direct_count():
         s = side[idx].tolist()
         direct.append(sum(1 for p in range(len(s)) for q in range(p + 1, len(s))
                           if s[p] >= 0 and s[q] >= 0 and s[p] != s[q]))
-    got = B.cross_pairs_per_batch(plan, ids, n_groups)
+    got = B.cross_pairs_per_batch(Groups.of_batches(plan, ids, n_groups, torch.float32))
     assert float(got) == pytest.approx(sum(direct) / len(direct), rel=1e-12)
 
 
