@@ -28,7 +28,8 @@ def train(cfg: PipelineConfig, prepared: Prepared, *, spec: JobSpec, settings: S
     n_eval = sum(len(a) for a in (split.X_val, split.X_test) if a is not None)
     need = estimate_bytes(spec, len(split.X_train), split.X_train.shape[1],
                           len(prepared.classes), n_eval)
-    cadence = CheckpointCadence(settings.checkpoint_every_epochs, settings.checkpoint_every_seconds)
+    cadence = CheckpointCadence(settings.checkpoint_every_epochs, settings.checkpoint_every_seconds,
+                                layer_epochs=[layer.epochs for layer in cfg.pretrain or ()])
     with device_slot(settings.data_dir, device, need, settings.jobs_per_device,
                      callback.should_stop) as admitted:
         if not admitted:

@@ -24,7 +24,9 @@ store first, then the fenced rows).
   their natural key).
 * Cadence (``CheckpointCadence``): an epoch's state goes to the store every ``every_epochs``
   epochs or ``every_seconds`` seconds, whichever comes first; its metrics and progress are
-  recorded every epoch. A layer's end always carries its state.
+  recorded every epoch. A layer's end always carries its state, so the last epoch of a
+  pretraining layer never does: the layer's end follows it at once, with the same weights and
+  the finished layer added, and a second upload would store nothing resume could use.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Protocol
 
@@ -57,16 +59,27 @@ class Recorder(Protocol):
 
 
 class CheckpointCadence:
-    """Whether an event's state should be stored (see the module docstring)."""
+    """Whether an event's state should be stored (see the module docstring); ``layer_epochs``
+    are the epochs of each pretraining layer, in order."""
 
     def __init__(self, every_epochs: int = 1, every_seconds: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 layer_epochs: Sequence[int] = ()) -> None:
         if every_epochs < 1 or every_seconds < 0:
             raise ValueError("every_epochs must be >= 1 and every_seconds >= 0")
         self.every_epochs, self.every_seconds, self.clock = every_epochs, every_seconds, clock
+        self.layer_epochs = tuple(layer_epochs)
         self._epochs, self._since = 0, clock()
 
-    def due(self, kind: str) -> bool:
+    def _ends_layer(self, kind: str, event: Event) -> bool:
+        """Whether ``event`` is the last epoch of a pretraining layer (its end comes next)."""
+        return (kind == "epoch" and event.phase == "pretrain" and event.layer is not None
+                and event.layer < len(self.layer_epochs)
+                and event.epoch == self.layer_epochs[event.layer])
+
+    def due(self, kind: str, event: Event) -> bool:
+        if self._ends_layer(kind, event):
+            return False
         self._epochs += 1
         now = self.clock()
         timed = self.every_seconds > 0 and now - self._since >= self.every_seconds
@@ -106,7 +119,7 @@ class BackgroundRecorder:
 
     def _put(self, kind: str, event: Event) -> None:
         self._raise_pending()
-        if event.state is not None and not self.cadence.due(kind):
+        if event.state is not None and not self.cadence.due(kind, event):
             event = dataclasses.replace(event, state=None)  # metrics and progress only
         while True:  # a full queue blocks training, but never past the thread's death
             try:

@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     # of a small CPU job (docs/benchmarks.md, "Service overhead").
     checkpoint_every_epochs: int = Field(10, ge=1, le=10000, description=(
         "Epochs between a running job's stored states, or `DRTRAIN_CHECKPOINT_EVERY_SECONDS` "
-        "if that comes first (layer ends always); metrics are written every epoch. A crash "
+        "if that comes first (layer ends always, in place of the layer's last epoch); metrics "
+        "are written every epoch. A crash "
         "re-trains at most that much; what storing costs is in docs/benchmarks.md."))
     checkpoint_every_seconds: float = Field(60.0, ge=0, description=(
         "The time bound beside `DRTRAIN_CHECKPOINT_EVERY_EPOCHS` (0 s: epochs only)."))

@@ -32,20 +32,24 @@ def test_a_running_job_keeps_its_newest_checkpoints_and_ends_with_its_model_only
         settings, factory, store, make_job, monkeypatch, keep):
     settings.keep_checkpoints = keep
     job_id = make_job(**SPEC)
-    seen: list[tuple[list[str], set[str]]] = []
+    seen: list[tuple[int, list[str], set[str]]] = []
+    stored = 0
 
     def after(self, kind, event):
+        nonlocal stored
+        stored += event.state is not None
         rows = [c.object_key for c in _rows(factory, job_id) if c.kind != "final"]
-        seen.append((rows, _objects(store, job_id)))
+        seen.append((stored, rows, _objects(store, job_id)))
 
     record_one_at_a_time(monkeypatch, after)
     _run(job_id, settings, factory, store, "w1")
     assert get_job(factory, job_id).status == JobStatus.succeeded
-    # 2 layers x 2 epochs + 2 layer ends + 3 fine-tune epochs = 9 checkpoints written.
-    assert len(seen) == 9
-    for i, (rows, objects) in enumerate(seen):
-        assert len(rows) == min(i + 1, keep), (i, rows)
-        assert objects == set(rows), (i, rows, objects)  # pruned objects are gone too
+    # 2 layers x 2 epochs + 2 layer ends + 3 fine-tune epochs = 9 events; each layer's last
+    # epoch leaves its state to the layer's end: 7 checkpoints written.
+    assert len(seen) == 9 and seen[-1][0] == 7
+    for stored_so_far, rows, objects in seen:
+        assert len(rows) == min(stored_so_far, keep), (stored_so_far, rows)
+        assert objects == set(rows), (stored_so_far, rows, objects)  # pruned objects are gone too
     final = _rows(factory, job_id)
     assert [c.kind for c in final] == ["final"]
     assert _objects(store, job_id) == {final[0].object_key}

@@ -118,17 +118,31 @@ def test_the_training_error_wins_and_queued_events_are_still_recorded():
 
 def test_checkpoint_cadence_by_epochs_and_by_seconds():
     every3 = CheckpointCadence(every_epochs=3)
-    assert [every3.due("epoch") for _ in range(7)] == [False, False, True] * 2 + [False]
-    assert every3.due("layer") and not every3.due("epoch")  # a layer end always, and resets
+    assert [every3.due("epoch", _event(e)) for e in range(1, 8)] == [False, False, True] * 2 + [False]
+    # a layer end always, and it resets the count
+    assert every3.due("layer", _event(8)) and not every3.due("epoch", _event(9))
     now = [0.0]
     timed = CheckpointCadence(every_epochs=100, every_seconds=10, clock=lambda: now[0])
     due = []
-    for _ in range(5):
+    for epoch in range(1, 6):
         now[0] += 4
-        due.append(timed.due("epoch"))
+        due.append(timed.due("epoch", _event(epoch)))
     assert due == [False, False, True, False, False]  # at 12 s, then not before 22 s
     with pytest.raises(ValueError):
         CheckpointCadence(every_epochs=0)
+
+
+def test_a_pretraining_layers_last_epoch_leaves_its_state_to_the_layer_end():
+    cadence = CheckpointCadence(every_epochs=1, layer_epochs=[3, 2])
+
+    def pretrain(layer: int, epoch: int) -> Event:
+        return Event("pretrain", layer, epoch, {}, 0.0, {"epoch": epoch})
+
+    due = [cadence.due("epoch", pretrain(0, e)) for e in (1, 2, 3)]
+    due += [cadence.due("layer", pretrain(0, 3))]
+    due += [cadence.due("epoch", pretrain(1, e)) for e in (1, 2)] + [cadence.due("layer", pretrain(1, 2))]
+    due += [cadence.due("epoch", _event(e)) for e in (1, 2)]  # fine-tuning's last epoch keeps it
+    assert due == [True, True, False, True, True, False, True, True, True]
 
 
 def test_skipped_epochs_keep_their_metrics_but_not_their_state():
@@ -163,10 +177,10 @@ def test_runner_stores_every_nth_epoch_and_every_metric(settings, factory, store
                           .where(Checkpoint.job_id == job_id)).all()
     assert len(epochs) == 2 * 2 + 3  # every epoch's metrics: 2 layers x 2 epochs, 3 fine-tuning
     assert [k for k, *_ in kinds] == ["final"]  # ended: only the model is kept
-    # 7 epochs and 2 layer ends recorded; states: epoch 2 of each layer, both layer ends, then
-    # fine-tuning epoch 2 (the cadence counts on across phases: 2, 2, 1+1 ...)
+    # 7 epochs and 2 layer ends recorded; states: both layer ends (each layer's epoch 2, its
+    # last, leaves its state to the layer's end), then fine-tuning epoch 2
     assert len(seen) == 2 * 2 + 2 + 3
-    assert sum(has_state for _, has_state in seen) == 5
+    assert sum(has_state for _, has_state in seen) == 3
 
 
 def test_a_crash_in_the_uploader_crashes_the_job_like_one_in_training(
