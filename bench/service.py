@@ -440,16 +440,8 @@ def streams(stack: Stack, api: str, repeats: int, watchers: int = 500) -> list[R
     ]
 
 
-def service_overhead(stack: Stack, api: str) -> Row | None:
-    """The service-overhead target: a job's wall time through the service against dr_core run
-    directly on the same spec (bench/service_overhead.py, which also runs on its own)."""
-    from bench.service_overhead import overhead_row
-
-    return overhead_row(stack, api)
-
-
 # ---------------------------------------------------------------- one mode
-PARTS = ("reads", "crowd", "submits", "latency", "backlog", "streams", "overhead")
+PARTS = ("reads", "crowd", "submits", "latency", "backlog", "streams")
 
 
 def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PARTS,
@@ -469,7 +461,7 @@ def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PA
                 rows.append(exactly_once(stack, api))
                 rows.append(cap_under_load(stack))
                 stack.forget_queued()
-            if {"latency", "backlog", "streams", "overhead"} & set(parts):
+            if {"latency", "backlog", "streams"} & set(parts):
                 stack.start_worker()
             if "latency" in parts:
                 rows.append(queue_latency(stack, api))
@@ -477,9 +469,6 @@ def measure(mode: str, repeats: int, seconds: float, parts: tuple[str, ...] = PA
                 rows.append(backlog(stack))
             if "streams" in parts:
                 rows += streams(stack, api, repeats)
-            overhead = service_overhead(stack, api) if "overhead" in parts else None
-            if overhead is not None:
-                rows.append(overhead)
             return rows
         except Exception:
             for name in ("api", "worker", "bare"):
@@ -524,7 +513,8 @@ filesystem broker, local objects; production: PostgreSQL and Redis on the same m
 "500 event streams" watch one training job ({WATCHED_JOB['model']['hidden_layers']} on
 `builtin:digits`) from a separate process; its training time (started to finished) is compared
 with the same job run with nobody watching. The 200 MB CSV targets are in the Uploads section
-(`bench/uploads.py`).
+(`bench/uploads.py`), and what the service adds to a training job is in the Service overhead
+section (`bench/service_overhead.py`, its own command with 9 alternating runs of each arm).
 
 {table(results)}
 

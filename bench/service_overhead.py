@@ -16,8 +16,8 @@ figures are medians of ``--repeats``, after one untimed job that warms the worke
 All arms must end with the same accuracy (dr_core is deterministic): checked. The runner is
 also run in-process, for its CPU time (stable on a shared machine, unlike wall time).
 
-It rewrites the "Service overhead" section of docs/benchmarks.md. bench/service.py reports
-the same row with its other figures (``overhead_row``).
+It rewrites the "Service overhead" section of docs/benchmarks.md, the one place that
+figure is measured.
 """
 from __future__ import annotations
 
@@ -194,14 +194,6 @@ def measure(stack: Stack, api: str, device: str, repeats: int,
             "range": {key: (min(values), max(values)) for key, values in per_run.items()},
             "same_accuracy": all(len(set(a)) == 1 for a in accuracy),
             "accuracy": accuracy[-1][0], "runs": runs}
-
-
-def overhead_row(stack: Stack, api: str, device: str = "cpu", repeats: int = 3) -> dict[str, Any]:
-    """The figure as a row of bench/service.py's table."""
-    m = measure(stack, api, device, repeats)
-    return {"what": f"a job through the service vs dr_core directly ({device})",
-            "value": f"{m['stack']:.1f} s vs {m['direct']:.1f} s ({m['ratio']:.2f}x)",
-            "ratio": None, "target": f"<= {TARGET}x", "met": m["ratio"] <= TARGET}
 
 
 def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
