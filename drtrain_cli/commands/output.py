@@ -69,7 +69,11 @@ def confirm(question: str, yes: bool) -> None:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
+    # A failure may span lines (the client puts each invalid field on a line of its own):
+    # each line is made printable on its own, so a newline ends a line rather than showing
+    # as an escape.
+    lines = "\n".join(shown(line) for line in message.split("\n"))
+    err_console.print(f"[bold red]error:[/] {lines}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

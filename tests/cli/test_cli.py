@@ -149,6 +149,21 @@ def test_datasets_errors_show_the_problem_detail(fake: FakeApi, tmp_path: Path) 
                          "409 Conflict: dataset builtin:digits is used by an active job")
 
 
+def test_a_failure_with_several_invalid_fields_prints_one_line_each(fake: FakeApi,
+                                                                    tmp_path: Path) -> None:
+    from tests.cli.test_client import problem
+
+    errors = [{"loc": ["body", "pretrain", "epochs"], "msg": "Input should be >= 0"},
+              {"loc": ["body", "finetune", "epochs"], "msg": "Input should be a valid integer"}]
+    fake.routes[:0] = [("POST", r"/v1/jobs", lambda r: problem(
+        422, "Unprocessable content", "body.pretrain.epochs: Input should be >= 0", errors))]
+    result = drtrain("jobs", "submit", write_spec(tmp_path, {"dataset_id": "builtin:digits"}))
+    assert_clean_failure(result, 1, "422 Unprocessable content: body.pretrain.epochs: Input "
+                                    "should be >= 0\n  - body.finetune.epochs: Input should be "
+                                    "a valid integer")
+    assert "\\x0a" not in result.stderr
+
+
 # ---- jobs ----------------------------------------------------------------------------------
 
 def write_spec(tmp_path: Path, spec: Any) -> str:
