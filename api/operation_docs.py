@@ -101,7 +101,10 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "cancelling (cancel it first). " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints"): (
         "List a job's checkpoints",
-        "Layer (pretraining), epoch and final checkpoints with their sha256 and size. " + _AUTH),
+        "Layer (pretraining), epoch and final checkpoints with their sha256 and size. A running "
+        "job keeps its newest resumable ones (`DRTRAIN_KEEP_CHECKPOINTS`); a job that has "
+        "ended keeps only its final checkpoint (the model), and a cancelled or failed one "
+        "none. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/checkpoints/{checkpoint_id}"): (
         "Download a checkpoint",
         "One checkpoint's safetensors file, streamed with `Content-Length`, `ETag` (its sha256) "
