@@ -268,7 +268,7 @@ def _cancel(session: Session, tenant_id: str, job_id: str) -> tuple[Job, bool]:
         if status is JobStatus.cancelled:
             return job, True
         if status.terminal:
-            raise Conflict(f"job {job_id} is already {status.value}")
+            raise Conflict(f"job {job_id} has already {status.value}: there is nothing to cancel")
         if status is JobStatus.queued:
             moved = lifecycle.transition(session, job_id, "queued", status=JobStatus.cancelled.value,
                                 finished_at=lifecycle.utcnow(), status_reason="cancelled by user",

@@ -345,6 +345,7 @@ def test_cancel_terminal_job_is_409(client, db, auth_a, status) -> None:
     job = add_job(db, tenant_id(db), status)
     resp = client.post(f"/v1/jobs/{job.id}/cancel", headers=auth_a)
     assert resp.status_code == 409
+    assert resp.json()["detail"] == f"job {job.id} has already {status}: there is nothing to cancel"
     db.expire_all()
     assert db.get(Job, job.id).status == status
 
