@@ -49,14 +49,35 @@ async def _on_domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return domain_problem(cast(DomainError, exc))  # registered for DomainError only
 
 
-async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+# pydantic's error types for "a JSON object was expected here".
+_NOT_AN_OBJECT = ("model_attributes_type", "model_type", "dict_type")
+
+
+def _validation_detail(request: Request, first: dict[str, Any] | None, reason: str) -> str:
+    """The detail naming the first error; a body that is not JSON, or not sent as JSON, is
+    said so in words (pydantic's "body.14: JSON decode error" reads like a field path)."""
+    if first is None:
+        return "request validation failed"
+    loc = first["loc"]
+    if first["type"] == "json_invalid":
+        at = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return f"the body is not valid JSON{at}" + (f": {reason}" if reason else "")
+    content_type = request.headers.get("content-type", "")
+    if loc == ["body"] and first["type"] in _NOT_AN_OBJECT and "json" not in content_type:
+        return (f"body: {first['msg']} (the body must be JSON, sent with Content-Type: "
+                f"application/json; this request's is {content_type or 'missing'})")
+    return f"{'.'.join(map(str, loc))}: {first['msg']}"
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)  # registered for this type only
+    raw = exc.errors()
     # Only loc/msg/type: the raw input and ctx may hold objects that are not JSON (or secrets).
     errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
-               "type": str(e.get("type", ""))} for e in exc.errors()]
-    first = errors[0] if errors else None
-    detail = (f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first
-              else "request validation failed")
+               "type": str(e.get("type", ""))} for e in raw]
+    # A JSON decode error's ctx holds the parser's message, a plain string.
+    reason = str((raw[0].get("ctx") or {}).get("error", "")) if raw else ""
+    detail = _validation_detail(request, errors[0] if errors else None, reason)
     return problem(422, detail, title="Unprocessable content",
                    type_="https://drtrain.dev/problems/invalid", errors=errors)
 

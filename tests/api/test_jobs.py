@@ -4,6 +4,7 @@ Worker behaviour is simulated by writing Job/MetricPoint/Checkpoint rows directl
 """
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -155,6 +156,19 @@ def test_a_wrong_json_type_is_422_naming_the_field(client, auth_a, ds_a, publish
     assert resp.status_code == 422, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
     assert [e["loc"] for e in resp.json()["errors"]] == [["body", *path]]
+    assert published == []
+
+
+def test_a_body_that_is_not_json_is_422_saying_so(client, auth_a, ds_a, published) -> None:
+    bad = client.post("/v1/jobs", content=b'{"dataset_id": ,}', headers={
+        **auth_a, "Content-Type": "application/json"})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["detail"].startswith("the body is not valid JSON at character 15: "), bad.text
+    as_form = client.post("/v1/jobs", content=json.dumps(small_spec(ds_a.id)).encode(), headers={
+        **auth_a, "Content-Type": "application/x-www-form-urlencoded"})
+    assert as_form.status_code == 422, as_form.text
+    assert "sent with Content-Type: application/json; this request's is " \
+           "application/x-www-form-urlencoded" in as_form.json()["detail"], as_form.text
     assert published == []
 
 
