@@ -8,7 +8,6 @@ the newest ``keep_checkpoints`` (their objects are deleted once it has committed
 """
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from drtrain.kit.storage import ObjectStore, remove_after_commit
 from worker.checkpoints import Uploaded, checkpoint_key, upload_state
 from worker.heartbeat import Heartbeat, StopReason
 from worker.uploader import Item
-
-log = logging.getLogger(__name__)
 
 
 class JobCallback:
@@ -100,9 +97,6 @@ class JobCallback:
 
     @staticmethod
     def _epoch_points(event: Event) -> list[MetricValue]:
-        log.info("%s%s epoch %d: %s", event.phase,
-                 "" if event.layer is None else f" layer {event.layer}", event.epoch,
-                 " ".join(f"{k}={v:.4g}" for k, v in event.metrics.items()))
         # NaN/inf cannot travel as JSON; a diverged run shows up in its final status.
         return [MetricValue(event.phase, event.layer, event.epoch, name, float(value))
                 for name, value in event.metrics.items() if math.isfinite(value)]

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dr_core.events import Callback, Event, EventAdapter
 from drtrain.jobs import logs
 from drtrain.kit.db import session_scope
 
@@ -32,6 +33,7 @@ CAPTURED = ("worker", "dr_core", "drtrain", "py.warnings")
 MAX_LINE_CHARS = 2000
 TRUNCATED = "[log truncated: this attempt passed {max_bytes} bytes of log lines; later lines dropped]"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger(__name__)
 
 
 class _UTCFormatter(logging.Formatter):
@@ -146,3 +148,18 @@ def write_job_log(job_id: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, AttemptLog) and handler.job_id == job_id:
             handler.write()
+
+
+class EpochLines(EventAdapter):
+    """``inner`` with a line of each epoch's metrics logged as the epoch ends: in the training
+    thread, so that the job's log reads in the order things happened (the recorder writes
+    epochs later, several at once)."""
+
+    def __init__(self, inner: Callback) -> None:
+        super().__init__(inner, lambda event: event)
+
+    def on_epoch_end(self, event: Event) -> None:
+        log.info("%s%s epoch %d: %s", event.phase,
+                 "" if event.layer is None else f" layer {event.layer}", event.epoch,
+                 " ".join(f"{k}={v:.4g}" for k, v in event.metrics.items()))
+        self.inner.on_epoch_end(event)

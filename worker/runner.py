@@ -68,6 +68,8 @@ def _transient(exc: BaseException) -> bool:
 def _finish(factory: sessionmaker[Session], job: Job, worker_id: str, status: JobStatus,
             reason: str | None, result: dict[str, Any] | None = None, *,
             store: ObjectStore | None = None) -> bool:
+    log.info("job %s attempt %s ended: %s%s", job.id, job.attempt, status,
+             f" ({reason})" if reason else "")
     write_job_log(job.id)  # its lines are readable by the time the job looks ended
     with session_scope(factory) as s:
         ok = lifecycle.finish(s, job.id, job.attempt, status, reason, result, worker_id=worker_id)
@@ -197,7 +199,9 @@ def _run_claimed(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *,
 
 def _summary(raw: dict[str, float], *, wall: float, stored: Any, prepared: Any, device: str,
              resumed_from: str | None) -> dict[str, Any]:
-    """The job's ``result``: final metrics (also flat, for lists), epochs, the model's hash."""
+    """The job's ``result``: final metrics (also flat, for lists), epochs, the model's hash.
+    ``wall_seconds`` (a metric) is training alone; ``attempt_seconds`` the whole attempt, from
+    loading the data to the stored model."""
     # JSON columns cannot hold NaN/inf (PostgreSQL refuses them): a diverged value becomes null.
     metrics = {k: float(v) if math.isfinite(float(v)) else None for k, v in raw.items()}
     return {
@@ -205,7 +209,7 @@ def _summary(raw: dict[str, float], *, wall: float, stored: Any, prepared: Any, 
         "metrics": metrics,
         "epochs": {"pretrain": int(metrics.get("epochs_pretrain") or 0),
                    "finetune": int(metrics.get("epochs_finetune") or 0)},
-        "wall_seconds": wall,
+        "attempt_seconds": wall,
         "model_sha256": stored.sha256,
         "model_size_bytes": stored.size_bytes,
         "classes": prepared.classes,

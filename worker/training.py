@@ -14,6 +14,7 @@ from dr_core.pipeline import PipelineResult, run_pipeline
 from drtrain.jobs.spec import JobSpec
 from drtrain.kit.settings import Settings
 from worker.data import Prepared
+from worker.job_log import EpochLines
 from worker.packing import device_slot, estimate_bytes
 from worker.system_metrics import SystemSampler, WithSystemMetrics
 from worker.uploader import BackgroundRecorder, CheckpointCadence, Recorder
@@ -37,7 +38,7 @@ def train(cfg: PipelineConfig, prepared: Prepared, *, spec: JobSpec, settings: S
         with BackgroundRecorder(callback, max_pending=settings.upload_queue_events,
                                 cadence=cadence,
                                 flush_seconds=settings.record_every_seconds) as recorder:
-            measured = WithSystemMetrics(recorder, SystemSampler(device))
+            measured = WithSystemMetrics(EpochLines(recorder), SystemSampler(device))
             return run_pipeline(cfg, split, n_classes=len(prepared.classes),
                                 visible=prepared.visible, generator=generator, device=device,
                                 callback=measured, resume=resume,

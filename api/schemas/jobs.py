@@ -27,7 +27,10 @@ JOB_RESULT_SCHEMA: dict[str, Any] = {
                     "description": "the final metrics by name"},
         "epochs": {"type": "object", "properties": {"pretrain": {"type": "integer"},
                                                     "finetune": {"type": "integer"}}},
-        "wall_seconds": {"type": "number"},
+        "wall_seconds": {"type": "number", "description": "training alone, as in metrics"},
+        "attempt_seconds": {"type": "number",
+                            "description": "the whole attempt: loading the data, training, "
+                                           "storing the model"},
         "model_sha256": {"type": "string", "description": "of the model file"},
         "model_size_bytes": {"type": "integer"},
         "classes": {"type": "array", "items": {"type": "string"},

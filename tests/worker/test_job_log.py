@@ -30,6 +30,7 @@ def test_a_succeeded_job_keeps_its_phases_and_epochs(settings, factory, store, m
     assert f"job {job_id} attempt 1 claimed by w1" in text
     assert "pretrain layer 1 epoch 2: recon_error=" in text
     assert "finetune epoch 2: train_loss=" in text
+    assert text.endswith(f"job {job_id} attempt 1 ended: succeeded")
 
 
 def test_a_crashed_job_keeps_its_traceback(settings, factory, store, make_job, monkeypatch):
@@ -125,3 +126,29 @@ def test_lines_go_with_their_job(factory, make_job):
     with session_scope(factory) as s:
         s.delete(s.get(Job, job_id))
     assert _lines(factory, job_id) == []
+
+
+def test_a_cancelled_job_says_so_in_its_log(settings, factory, store, make_job):
+    import threading
+    import time
+
+    from sqlalchemy import update
+
+    from drtrain.kit.models import Job
+
+    job_id = make_job(pretrain={"epochs": 400, "batch_size": 32}, finetune={"epochs": 2})
+    t = threading.Thread(target=run_job, args=(job_id,), kwargs=dict(
+        settings=settings, sessionmaker=factory, store=store, worker_id="w1"))
+    t.start()
+    deadline = time.monotonic() + 60
+    while get_job(factory, job_id).epoch is None:
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.02)
+    with session_scope(factory) as s:  # what POST /cancel does to a running job
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status=JobStatus.cancelling, cancel_requested=True))
+    t.join(60)
+    assert get_job(factory, job_id).status == JobStatus.cancelled
+    lines = _lines(factory, job_id)
+    assert any(f"job {job_id} attempt 1: stopping (cancel)" in line for line in lines)
+    assert lines[-1].endswith(f"job {job_id} attempt 1 ended: cancelled (cancelled by user)")

@@ -58,7 +58,8 @@ def test_tiny_job_succeeds_with_metrics_checkpoints_and_a_loadable_model(
     res = job.result
     assert 0.0 <= res["val_accuracy"] <= 1.0 and res["train_loss"] > 0
     assert res["epochs"] == {"pretrain": 4, "finetune": 2}  # 2 layers x 2 epochs, then 2
-    assert res["wall_seconds"] > 0 and res["resumed_from"] is None
+    assert res["wall_seconds"] == res["metrics"]["wall_seconds"] > 0
+    assert res["attempt_seconds"] > res["wall_seconds"] and res["resumed_from"] is None
 
     points = _points(factory, job_id)
     assert [p.seq for p in points] == list(range(1, len(points) + 1))
