@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from drtrain.kit.errors import DomainError, InsufficientStorage
+from drtrain.kit.errors import DomainError, InsufficientStorage, NotFound
 from drtrain.kit.storage import is_out_of_space
 
 log = logging.getLogger("drtrain.api")
@@ -87,6 +87,11 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 405:
         headers["Allow"] = allowed_methods(request)
+    # An unknown route is "not found" like an unknown id, so that a client tells them apart
+    # from other errors by the type alone.
+    if exc.status_code == NotFound.status:
+        return problem(exc.status_code, str(exc.detail), title=NotFound.title,
+                       type_=NotFound.type_, headers=headers)
     return problem(exc.status_code, str(exc.detail), headers=headers)
 
 

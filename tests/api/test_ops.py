@@ -51,6 +51,8 @@ def test_unknown_route_is_problem_json(client):
     assert resp.status_code == 404
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["status"] == 404
+    # the same type as an unknown id's 404
+    assert resp.json()["type"] == "https://drtrain.dev/problems/not-found"
 
 
 def test_dashboard_served(client):
