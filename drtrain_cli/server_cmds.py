@@ -6,10 +6,15 @@ read by ``drtrain.kit.settings``); ``up`` sets the embedded defaults itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
@@ -30,6 +35,43 @@ def _settings(ctx: typer.Context):  # noqa: ANN202
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     return settings
+
+
+# What to do about a database that a ``keys`` command cannot use.
+_MIGRATE_FIRST = ("`drtrain migrate` creates the database and its tables (give it the same "
+                  "--data-dir or DRTRAIN_DATABASE_URL); `drtrain up` does it too")
+
+
+@contextmanager
+def _database_errors(url: str, hint: str | None = None) -> Iterator[None]:
+    """A database that cannot be reached, or has no tables yet, is said in words (exit 1)
+    rather than with SQLAlchemy's traceback; the URL is shown without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        typer.echo(f"error: database {shown}: {str(exc.orig).strip()}", err=True)
+        if hint:
+            typer.echo(hint, err=True)
+        raise typer.Exit(1) from exc
+
+
+@contextmanager
+def _session(ctx: typer.Context) -> Iterator[Session]:
+    """A transaction on the configured database, for the ``keys`` commands."""
+    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+
+    url = _settings(ctx).resolved_database_url
+    engine = make_engine(url)
+    try:
+        with _database_errors(url, _MIGRATE_FIRST), \
+                session_scope(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def up(
@@ -99,7 +141,8 @@ def migrate(ctx: typer.Context) -> None:
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    upgrade(url)
+    with _database_errors(url):
+        upgrade(url)
     typer.echo("database is up to date")
 
 
@@ -109,19 +152,14 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name (created if missing).")],
 ) -> None:
     """Make an API key for TENANT and print it once (only its hash is stored)."""
-    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
     from drtrain.tenants.keys import create_key
 
     tenant = tenant.strip()
     if not tenant or len(tenant) > 100:
         typer.echo("error: --tenant must be 1 to 100 characters", err=True)
         raise typer.Exit(2)
-    engine = make_engine(_settings(ctx).resolved_database_url)
-    try:
-        with session_scope(make_sessionmaker(engine)) as session:
-            key = create_key(session, tenant)
-    finally:
-        engine.dispose()
+    with _session(ctx) as session:
+        key = create_key(session, tenant)
     typer.echo(f"API key for tenant {tenant} (shown once): {key}")
 
 
@@ -130,21 +168,16 @@ def keys_list(
     ctx: typer.Context,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
 ) -> None:
-    """List keys: tenant, prefix (the key's first characters), created, revoked."""
-    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
+    """List keys: tenant, prefix (the key's first characters), created, revoked (UTC)."""
     from drtrain.tenants.keys import list_keys
-    from drtrain_cli.commands.output import printable
+    from drtrain_cli.commands.output import console, table, when
 
-    engine = make_engine(_settings(ctx).resolved_database_url)
-    try:
-        with session_scope(make_sessionmaker(engine)) as session:
-            rows = list_keys(session, tenant)
-    finally:
-        engine.dispose()
-    typer.echo(f"{'TENANT':<24} {'PREFIX':<14} {'CREATED':<26} REVOKED")
-    for row in rows:
-        typer.echo(f"{printable(row.tenant):<24} {row.prefix:<14} {row.created_at.isoformat():<26} "
-                   f"{row.revoked_at.isoformat() if row.revoked_at else '-'}")
+    with _session(ctx) as session:
+        rows = list_keys(session, tenant)
+    console.print(table(["TENANT", "PREFIX", "CREATED", "REVOKED"],
+                        [[row.tenant, row.prefix, when(row.created_at.isoformat()),
+                          when(row.revoked_at.isoformat() if row.revoked_at else None)]
+                         for row in rows], keep=4))
 
 
 @keys_app.command("revoke")
@@ -153,15 +186,10 @@ def keys_revoke(
     prefix: Annotated[str, typer.Argument(help="The key, or its prefix as `keys list` shows it.")],
 ) -> None:
     """Revoke a key: requests with it answer 401 from now on."""
-    from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
     from drtrain.tenants.keys import revoke_key
 
-    engine = make_engine(_settings(ctx).resolved_database_url)
-    try:
-        with session_scope(make_sessionmaker(engine)) as session:
-            revoked = revoke_key(session, prefix.strip())
-    finally:
-        engine.dispose()
+    with _session(ctx) as session:
+        revoked = revoke_key(session, prefix.strip())
     if revoked == 0:
         typer.echo(f"error: no active key with prefix {prefix.strip()[:16]!r}", err=True)
         raise typer.Exit(1)

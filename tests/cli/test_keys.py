@@ -57,6 +57,24 @@ def test_create_list_revoke(database: str) -> None:
     assert runner.invoke(app, ["keys", "list", "--tenant", "alice"]).output.split()[-1] != "-"
 
 
+def test_the_key_list_keeps_its_columns_aligned(database: str) -> None:
+    for tenant in ("a", "research-team"):
+        runner.invoke(app, ["keys", "create", "--tenant", tenant])
+    runner.invoke(app, ["keys", "revoke", _prefix_of(runner.invoke(app, ["keys", "list"]), "a")])
+    lines = [line for line in runner.invoke(app, ["keys", "list"]).output.splitlines()
+             if line.strip() and not set(line.strip()) <= {"─", " "}]
+    header, rows = lines[0], lines[1:]
+    assert len(rows) == 2
+    for column in ("PREFIX", "CREATED", "REVOKED"):
+        start = header.index(column)
+        assert all(row[start - 1] == " " and row[start] != " " for row in rows), lines
+
+
+def _prefix_of(listed, tenant: str) -> str:
+    return next(line.split()[1] for line in listed.output.splitlines()
+                if line.split()[:1] == [tenant])
+
+
 def test_revoke_unknown_prefix_fails(database: str) -> None:
     result = runner.invoke(app, ["keys", "revoke", "drt_nosuchkey"])
     assert result.exit_code == 1
@@ -102,3 +120,38 @@ def test_every_server_command_honours_the_global_data_dir(tmp_path: Path,
         assert seen == [data.resolve(), data.resolve()]
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["no-folder", "no-tables"])
+def test_keys_on_a_database_not_yet_migrated_say_so(tmp_path: Path, made: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DRTRAIN_DATABASE_URL", raising=False)
+    data_dir = tmp_path / "fresh"
+    if made:
+        data_dir.mkdir()
+    get_settings.cache_clear()
+    try:
+        for args in (["keys", "create", "--tenant", "a"], ["keys", "list"],
+                     ["keys", "revoke", "drt_notakey0000"]):
+            result = runner.invoke(app, ["--data-dir", str(data_dir), *args])
+            assert result.exit_code == 1, result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+            assert "error: database sqlite:///" in result.output
+            assert "`drtrain migrate` creates the database" in result.output
+            assert "Traceback" not in result.output
+    finally:
+        get_settings.cache_clear()
+
+
+def test_migrate_names_a_database_it_cannot_reach_without_its_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRTRAIN_DATABASE_URL",
+                       "postgresql+psycopg://drtrain:s3cret@127.0.0.1:1/drtrain")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["migrate"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "error: database postgresql+psycopg://drtrain:***@127.0.0.1:1/drtrain" in result.output
+    assert "s3cret" not in result.output
