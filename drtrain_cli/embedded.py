@@ -170,7 +170,8 @@ def _run(sock: socket.socket, *, host: str, port: int, data_dir: Path, workers: 
     children.start("api", [py, "-m", "drtrain_cli.api_on_socket", str(sock.fileno())], env,
                    Path.cwd(), pass_fds=(sock.fileno(),))
     for i in range(workers):
-        children.start(f"worker-{i}", [py, "-m", "celery", "-A", "worker.celery_app",
+        # --quiet: no Celery banner above ours (the URL and key are what a user needs)
+        children.start(f"worker-{i}", [py, "-m", "celery", "-A", "worker.celery_app", "--quiet",
                                        *worker_argv(hostname=f"embedded{i}@%h",
                                                     loglevel="WARNING")], env, Path.cwd())
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"

@@ -34,6 +34,7 @@ def test_drtrain_up_full_flow(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and proc.poll() is None, "key never printed"
             time.sleep(0.2)
         assert f"drtrain is up at {base}" in (tmp_path / "up.log").read_text()
+        assert "[config]" not in (tmp_path / "up.log").read_text()  # no Celery banner
         assert (data_dir / "api-key").stat().st_mode & 0o077 == 0
         job = run_flow(base, key, tmp_path)
         assert job["attempt"] == 1
