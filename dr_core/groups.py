@@ -113,9 +113,9 @@ class _BatchTables:
     """The group bookkeeping of consecutive batches at once (their dense ids ``ids`` (sum of
     ``sizes``,) in [-1, n_groups), concatenated), in a fixed number of operations whatever the
     number of batches; ``Groups`` of batch i are views of row i. Per batch: ``slot``,
-    ``n_cross`` (size,), ``counts``, ``slot_partners``, ``row_weight`` (G + 1,), ``n_pairs``,
-    ``pair_scale`` (0-d), as documented in ``Groups``; ``cross_slots`` (G + 1, G + 1), the
-    same for every batch."""
+    ``n_cross`` (size,), ``counts``, ``slot_partners``, ``row_weight`` (G + 1,),
+    ``row_pair_weights`` (G + 1, G + 1), ``n_pairs``, ``pair_scale`` (0-d), as documented in
+    ``Groups``; ``cross_slots`` (G + 1, G + 1), the same for every batch."""
 
     def __init__(self, ids: Tensor, sizes: list[int], n_groups: int, dtype: torch.dtype):
         device, width, n = ids.device, n_groups + 1, len(sizes)
@@ -141,6 +141,10 @@ class _BatchTables:
         self.pair_scale = self.n_pairs.clamp_min(1).reciprocal()
         # 1 / (B n_p), 0 where a row has no partner
         self.row_weight = (slot_partners * size[:, None]).reciprocal_().nan_to_num_(posinf=0.0)
+        # w_g + w_g' for two different slots that both carry a group: built here once per
+        # epoch rather than in every DR step
+        self.row_pair_weights = (self.row_weight[:, :, None] + self.row_weight[:, None, :]
+                                 ).mul_(self.cross_slots)
         self.slot, self.n_cross = slot.split(sizes), n_cross.split(sizes)
 
 
@@ -158,7 +162,8 @@ class Groups:
     1 / |P| (1 when there is no pair: every sum over P is then 0); ``row_weight`` (G + 1,)
     1 / (B n_p) for a row of each slot, 0 for a slot without partners; ``cross_slots``
     (G + 1, G + 1) 1 where two different slots both carry a group (slot pairs whose rows are
-    partners), else 0.
+    partners), else 0; ``row_pair_weights`` (G + 1, G + 1) ``row_weight`` of one slot plus
+    that of the other where ``cross_slots`` is 1, else 0.
 
     Sums over the other groups are built from per-group tables: ``group_tables(x)`` gives each
     group's sum of x and the sum over the labelled rows outside it, (G, H) each, and
@@ -183,6 +188,7 @@ class Groups:
         self.counts, self.slot_partners = tables.counts[i], tables.slot_partners[i]
         self.n_pairs, self.pair_scale = tables.n_pairs[i], tables.pair_scale[i]
         self.row_weight, self.cross_slots = tables.row_weight[i], tables.cross_slots
+        self.row_pair_weights = tables.row_pair_weights[i]
         self._onehot: Tensor | None = None
 
     @classmethod
@@ -220,8 +226,10 @@ class Groups:
     def group_tables(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(sums, others), each (G + 1, H): row g < G of ``sums`` is the sum of x (B, H) over
         group g's rows, row g of ``others`` the sum over the rows of the other groups (rows
-        without a group count in neither); row G of both is zero, so that ``per_row`` hands a
-        row without a group zeros. No autograd.
+        without a group count in neither). Row G of ``others`` is zero, so that ``per_row``
+        hands a row without a group zeros; row G of ``sums`` is that of the rows without a
+        group, or zero: use it only through a table that weighs slot G by 0 (``cross_slots``,
+        ``row_pair_weights``). No autograd.
 
         On CPU one index_add (there a (B, G) @ (G, H) product with a tiny inner dimension costs
         more than the indexed adds); elsewhere a one-hot product, or for tables too large for
@@ -234,9 +242,7 @@ class Groups:
         elif (onehot := self._one_hot_matrix()) is not None:
             sums = torch.cat((onehot.T @ x, x.new_zeros(1, x.shape[1])))
         else:
-            sums = self._segment_sums(x)
-        sums = sums.to(x.dtype)
-        sums[g].zero_()
+            sums = self._segment_sums(x).to(x.dtype)
         # one small product rather than the total minus each row: fewer operations, and no
         # cancellation for a group that holds nearly all of the total
         return sums, self.cross_slots @ sums

@@ -78,14 +78,21 @@ def _cross_differences(x: Tensor, others: Tensor, groups: Groups) -> Tensor:
     return torch.addcmul(groups.per_row(others.neg()), x, groups.n_cross[:, None])
 
 
-def _pair_weights(groups: Groups, group_w: Tensor) -> Tensor:
-    """(G + 1, G + 1): w_g + w_g' for two different slots that both carry a group, else 0.
+def _pair_weights(groups: Groups, scale: Tensor, grad_of: GradOf, n_units: int,
+                  normalize: str) -> Tensor:
+    """(G + 1, G + 1): w_g + w_g' for two different slots that both carry a group, else 0,
+    with w the ``_group_weights``.
 
     The gradient of sum_p w_p sum_{q cross p} d(p, q) w.r.t. x_p sums (w_p + w_q) times the
     term's derivative over p's partners q, so with this table a partner sum over a batch is a
-    product with a per-slot table (``_weighted_differences``).
+    product with a per-slot table (``_weighted_differences``). Both objectives' tables come
+    ready-made from the batch's ``Groups``: ``scale`` times ``cross_slots`` for the pair mean
+    (w = scale / 2 for every row), ``row_pair_weights`` for the row mean.
     """
-    return (group_w[:, None] + group_w).mul_(groups.cross_slots)
+    if grad_of == "pair_mean":
+        return groups.cross_slots * scale
+    pair_w = groups.row_pair_weights
+    return pair_w / n_units if normalize == "per_unit" else pair_w
 
 
 def _weighted_differences(x: Tensor, sums: Tensor, pair_w: Tensor, groups: Groups) -> Tensor:
@@ -126,7 +133,7 @@ def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, pair_w: Tensor,
     st = c.new_empty(c.shape[0], 2 * h)
     s, t = st[:, :h], st[:, h:]
     s.copy_(c)  # then one square root over the whole contiguous buffer
-    torch.sub(c.new_ones(()), c, out=t)
+    torch.sub(1.0, c, out=t)
     st.sqrt_()
     sums, others = groups.group_tables(st)
     value = _hellinger_value(sums, others, groups, scale, h)
@@ -218,13 +225,14 @@ def _divergence_and_grad(mu: Tensor, side: Tensor | Groups, divergence: str, pai
     scale = groups.pair_scale
     if normalize == "per_unit":
         scale = scale / mu.shape[1]
-    group_w = _group_weights(groups, scale, grad_of, mu.shape[1], normalize)
     clamped = _needs_clamp(mu, eps)
     c = mu.clamp(eps, 1 - eps) if clamped else mu  # read-only from here on
     if pairs == "all" and divergence in _CLOSED:
-        value, grad = _CLOSED[divergence](c, groups, scale, _pair_weights(groups, group_w), wrt)
+        pair_w = _pair_weights(groups, scale, grad_of, mu.shape[1], normalize)
+        value, grad = _CLOSED[divergence](c, groups, scale, pair_w, wrt)
     else:
         kernel, grads = KERNELS[divergence], wrt is not None
+        group_w = _group_weights(groups, scale, grad_of, mu.shape[1], normalize)
         row_w = groups.per_row(group_w) if grad_of == "row_mean" else 0.5 * scale
         if pairs == "all":
             total, grad = all_pairs_exact(c, groups, kernel, grads, eps, row_w)
