@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import dr_core.rbm as rbm_module
 from bench import benchmarks_doc
@@ -55,6 +56,39 @@ class TimedDR:
 
     def __exit__(self, *exc: object) -> None:
         rbm_module.positive_statistics = self._real
+
+
+class CountedOps(TorchDispatchMode):
+    """Counts the tensor operations dispatched while in use (views and scalar reads too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operations_per_call(X: torch.Tensor, y: torch.Tensor) -> int:
+    """The tensor operations of one DR call of the trainer (its first batch's)."""
+    counts: list[int] = []
+    real = rbm_module.positive_statistics
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if counts:
+            return real(*args, **kwargs)
+        with CountedOps() as ops:
+            out = real(*args, **kwargs)
+        counts.append(ops.count)
+        return out
+
+    rbm_module.positive_statistics = counted
+    try:
+        epoch(X[:BATCH], y[:BATCH], HIDDEN_SIZES[0], True)()
+    finally:
+        rbm_module.positive_statistics = real
+    return counts[0]
 
 
 def epoch(X: torch.Tensor, y: torch.Tensor, hidden: int, dr: bool) -> Callable[[], None]:
@@ -96,8 +130,8 @@ def _spread(values: list[float], scale: float, digits: int) -> str:
             f"({min(values) * scale:.{digits}f}-{max(values) * scale:.{digits}f})")
 
 
-def section(results: dict[tuple[int, int], dict[str, list[float]]], args: argparse.Namespace
-            ) -> str:
+def section(results: dict[tuple[int, int], dict[str, list[float]]], n_ops: int,
+            args: argparse.Namespace) -> str:
     rows = "\n".join(
         f"| {n} | {hidden} | {_spread(r['call'], 1e6, 0)} | {_spread(r['step'], 1e3, 2)} | "
         f"{statistics.median(r['call']) / statistics.median(r['step']):.1%} |"
@@ -112,8 +146,8 @@ Date: {datetime.date.today().isoformat()}; torch {torch.__version__}; load avera
 The DR contender above at H = 16 and H = 500: the step's DR call timed where the trainer makes
 it (median per epoch; median of {args.repeats} epochs, min-max in brackets), against the plain
 trainer's time per step at the same size, interleaved. At H = 16 the call's arithmetic is
-negligible: its time there is the fixed part (some 25 tensor operations' dispatch and the
-Python around them) that every layer size pays.
+negligible: its time there is the fixed part ({n_ops} tensor operations, views and scalar
+reads included, counted in this run, and the Python around them) that every layer size pays.
 
 | threads | hidden units | DR call, us | plain step, ms | DR call / plain step |
 |---|---|---|---|---|
@@ -125,8 +159,8 @@ Python around them) that every layer size pays.
 def main() -> None:
     args = epoch_arguments(__doc__.splitlines()[0])
     X_np, y_np = load_data(args.rows)
-    text = section(measure(torch.from_numpy(X_np), torch.from_numpy(y_np), args.threads,
-                           args.repeats), args)
+    X, y = torch.from_numpy(X_np), torch.from_numpy(y_np)
+    text = section(measure(X, y, args.threads, args.repeats), operations_per_call(X, y), args)
     print(text)
     if not args.no_write:
         benchmarks_doc.write_section(text, BEGIN, END)
