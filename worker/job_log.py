@@ -128,6 +128,11 @@ def attempt_log(factory: sessionmaker[Session], job_id: str, attempt: int, *, ma
              if logging.getLogger(name).getEffectiveLevel() > logging.INFO]
     for name, _ in quiet:
         logging.getLogger(name).setLevel(logging.INFO)
+    # ... while the root's other handlers (the worker's own output, `drtrain up`'s terminal)
+    # keep showing only what the root's level let through before.
+    loud = [(h, h.level) for h in root.handlers if h.level < root.level]
+    for other, _ in loud:
+        other.setLevel(root.level)
     # Python's warnings (a torch UserWarning, say) become py.warnings records meanwhile.
     warnings_were_captured = getattr(warnings.showwarning, "__module__", "") == "logging"
     logging.captureWarnings(True)
@@ -138,6 +143,8 @@ def attempt_log(factory: sessionmaker[Session], job_id: str, attempt: int, *, ma
         root.removeHandler(handler)
         for name, level in quiet:
             logging.getLogger(name).setLevel(level)
+        for other, level in loud:
+            other.setLevel(level)
         logging.captureWarnings(warnings_were_captured)
         handler.close()
 

@@ -152,3 +152,27 @@ def test_a_cancelled_job_says_so_in_its_log(settings, factory, store, make_job):
     lines = _lines(factory, job_id)
     assert any(f"job {job_id} attempt 1: stopping (cancel)" in line for line in lines)
     assert lines[-1].endswith(f"job {job_id} attempt 1 ended: cancelled (cancelled by user)")
+
+
+def test_the_workers_own_output_keeps_its_level_while_a_job_logs_more(factory, make_job):
+    """A worker started at WARNING (as `drtrain up` starts them) prints no epoch lines, though
+    the job's log keeps them."""
+    import io
+
+    job_id = make_job()
+    root, out = logging.getLogger(), io.StringIO()
+    printed = logging.StreamHandler(out)
+    saved = root.level
+    root.setLevel(logging.WARNING)
+    root.addHandler(printed)
+    try:
+        with attempt_log(factory, job_id, 1, max_bytes=65536, flush_seconds=10):
+            logging.getLogger("worker.test_quiet").info("an epoch line")
+            logging.getLogger("worker.test_quiet").warning("a warning")
+        assert printed.level == logging.NOTSET  # put back
+    finally:
+        root.removeHandler(printed)
+        root.setLevel(saved)
+    assert out.getvalue() == "a warning\n"
+    assert [line.rsplit(": ", 1)[1] for line in _lines(factory, job_id)] == \
+        ["an epoch line", "a warning"]
