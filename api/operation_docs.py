@@ -74,7 +74,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "accuracy and per-layer gradient norms in fine-tuning; at every epoch the worker's own "
         "figures (`sys.cpu_percent`, `sys.rss_bytes`, and on a GPU `sys.gpu_memory_allocated_"
         "bytes`, `sys.gpu_memory_peak_bytes` and, where NVML is installed, "
-        "`sys.gpu_utilization_percent`). Page with `next_since`. " + _AUTH),
+        "`sys.gpu_utilization_percent`). Each point's `at` is when its epoch ended (the "
+        "worker writes an epoch's points up to `DRTRAIN_RECORD_EVERY_SECONDS` later). Page "
+        "with `next_since`. " + _AUTH),
     ("GET", "/v1/jobs/{job_id}/logs"): (
         "Read a job's log",
         "What the worker logged while it ran one attempt of the job (its phases, each epoch's "

@@ -14,6 +14,7 @@ input normalisation) wraps the callback in an ``EventAdapter`` that completes ea
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
@@ -53,7 +54,9 @@ class Event:
     reports the fraction of its own epochs (of the layer, for pretraining), and
     ``dr_core.pipeline.run_pipeline`` replaces it by the fraction of the whole run.
     ``state`` is the resumable training state (tensors and plain JSON-able values) at
-    this point.
+    this point. ``at`` is when the event was made (seconds since the Unix epoch): a caller
+    that records events later, several at once, still knows when each epoch ended. Events
+    compare without it.
     """
 
     phase: Phase
@@ -62,6 +65,7 @@ class Event:
     metrics: dict[str, float] = field(default_factory=dict)
     progress: float = 0.0
     state: dict[str, Any] | None = None
+    at: float = field(default_factory=time.time, compare=False)
 
 
 class TrainingStopped(Exception):

@@ -9,6 +9,7 @@ the newest ``keep_checkpoints`` (their objects are deleted once it has committed
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -98,5 +99,6 @@ class JobCallback:
     @staticmethod
     def _epoch_points(event: Event) -> list[MetricValue]:
         # NaN/inf cannot travel as JSON; a diverged run shows up in its final status.
-        return [MetricValue(event.phase, event.layer, event.epoch, name, float(value))
+        ended = datetime.fromtimestamp(event.at, UTC)
+        return [MetricValue(event.phase, event.layer, event.epoch, name, float(value), ended)
                 for name, value in event.metrics.items() if math.isfinite(value)]

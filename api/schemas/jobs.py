@@ -108,7 +108,7 @@ class MetricPointOut(BaseModel):
     epoch: int
     name: str
     value: float
-    at: datetime
+    at: datetime = Field(description="when the point's epoch ended (UTC)")
 
 
 class JobListQuery(BaseModel):

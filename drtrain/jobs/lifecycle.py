@@ -42,6 +42,7 @@ class MetricValue:
     epoch: int
     name: str
     value: float
+    at: datetime | None = None  # when its epoch ended; None: when it is written
 
 
 def _fence(job_id: str, attempt: int, worker_id: str | None):  # noqa: ANN202
@@ -156,7 +157,7 @@ def add_metrics(session: Session, job_id: str, attempt: int, points: Iterable[Me
         seq += 1
         rows.append({"job_id": job_id, "seq": seq, "attempt": attempt, "phase": p.phase,
                      "layer": p.layer, "layer_key": key[1], "epoch": p.epoch, "name": p.name,
-                     "value": float(p.value), "at": now})
+                     "value": float(p.value), "at": p.at or now})
     if rows:
         # One Core statement for the epoch's points (an executemany): the ORM built, tracked
         # and inserted an object per point, which a worker pays every epoch.

@@ -215,3 +215,21 @@ def test_checkpoints_and_the_model_are_written_once_straight_into_the_store(
     assert len(written) == len(set(written)) == 7
     final = [c for c in _checkpoints(factory, job_id) if c.kind == "final"][0]
     assert written[-1] == final.object_key and job.result["model_sha256"] == final.sha256
+
+
+def test_a_metric_point_is_stamped_when_its_epoch_ended_not_when_it_was_written(
+        settings, factory, store, make_job):
+    # a layer's epochs gathered into one write, at its end (which carries the layer's state)
+    settings = settings.model_copy(update={"record_every_seconds": 60.0,
+                                           "checkpoint_every_epochs": 1000,
+                                           "checkpoint_every_seconds": 1e6})
+    job_id = make_job(pretrain={"epochs": 4, "batch_size": 32}, finetune={"epochs": 4})
+    _run(job_id, settings, factory, store)
+    assert get_job(factory, job_id).status == JobStatus.succeeded
+    ends: dict[tuple, set] = {}
+    for p in _points(factory, job_id):
+        ends.setdefault((p.phase, p.layer, p.epoch), set()).add(p.at)
+    assert all(len(times) == 1 for times in ends.values())  # one epoch, one time
+    order = sorted(ends, key=lambda k: (k[0] != "pretrain", k[1] or 0, k[2]))
+    times = [next(iter(ends[k])) for k in order]
+    assert times == sorted(times) and len(set(times)) == len(times), times
