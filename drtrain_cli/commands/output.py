@@ -17,6 +17,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -128,9 +129,16 @@ def table(headers: list[str], rows: list[list[Any]], *, keep: int = 1,
             columns.remove(headers.index(name))
         result = _table([headers[i] for i in columns], [[row[i] for i in columns]
                                                         for row in cells], keep, title)
-        if console.measure(result).maximum <= console.width:
+        if _natural_width(result) <= console.width:
             break
     return result
+
+
+def _natural_width(table: Table) -> int:
+    """The width the table takes with no cell folded: ``console.measure`` caps its answer
+    at the terminal's width, so it never says that a table is too wide."""
+    options = console.options.update_width(10**6)
+    return Measurement.get(console, options, table).maximum
 
 
 def _table(headers: list[str], cells: list[list[str]], keep: int, title: str | None) -> Table:

@@ -686,6 +686,9 @@ def test_tables_fit_80_columns_by_leaving_columns_out(fake: FakeApi, tmp_path: P
         assert result.exit_code == 0, result.output
         assert "…" not in result.stdout, (command, result.stdout)
         assert max(map(len, result.stdout.splitlines())) <= 80, (command, result.stdout)
+        # columns are left out rather than folded: no line of a row goes on without its id
+        rows = [line for line in result.stdout.splitlines() if line.strip()][2:]
+        assert all(row[:4].strip() for row in rows), (command, result.stdout)
     listed = drtrain("jobs", "list").stdout
     assert all(f"probe-run-number-{i}" in listed and f"{i}" * 32 in listed for i in range(3))
     assert "succeeded" in listed and "cancelled" in listed
