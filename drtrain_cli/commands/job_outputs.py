@@ -23,6 +23,7 @@ from drtrain_cli.commands.output import (
     shown,
     table,
     transfer_bar,
+    warn,
     when,
 )
 
@@ -46,7 +47,11 @@ def metrics(
     if as_csv and as_json:
         fail("choose one of --csv and --json", EXIT_USAGE)
     with session(ctx) as client:
-        points = client.metrics(ids.job(client, job_id), since=since, name=name)
+        job = ids.job(client, job_id)
+        points = client.metrics(job, since=since, name=name)
+        missing = sorted(set(name or ()) - {p.get("name") for p in points})
+        if missing and since == 0:
+            _say_which_names_exist(missing, client.metrics(job))
     if as_json:
         return print_json(points)
     if as_csv:
@@ -57,6 +62,13 @@ def metrics(
         return typer.echo(buffer.getvalue(), nl=False)
     columns = METRIC_COLUMNS[:-1]
     console.print(table(list(columns), [[p.get(c) for c in columns] for p in points]))
+
+
+def _say_which_names_exist(missing: list[str], points: list[dict[str, Any]]) -> None:
+    """A misspelt --name prints nothing but the header: say so, with the names there are."""
+    recorded = sorted({str(p.get("name")) for p in points})
+    warn(f"no points named {', '.join(missing)}; this job has "
+         + (f"these: {', '.join(recorded)}" if recorded else "none yet"))
 
 
 @client_command(app, "compare")
@@ -71,7 +83,9 @@ def compare(
         fail("compare needs at least two jobs", EXIT_USAGE)
     with session(ctx) as client:
         jobs = [client.get_job(ids.job(client, text)) for text in job_ids]
-    results = [{k: v for k, v in flatten(job.get("result") or {}).items() if _is_number(v)}
+    # The result's own numbers: it also holds each of them again under "metrics" (and the
+    # epochs under "epochs"), which would list every figure two or three times.
+    results = [{k: v for k, v in (job.get("result") or {}).items() if _is_number(v)}
                for job in jobs]
     specs = [flatten(job.get("spec") or {}) for job in jobs]
     metric_names = sorted({name for result in results for name in result})

@@ -83,11 +83,15 @@ def say(text: str) -> None:
     console.print(printable(text), highlight=False, soft_wrap=True)
 
 
+def warn(text: str) -> None:
+    """One warning line on stderr (so --json and --csv output stay clean)."""
+    err_console.print(f"[yellow]warning:[/] {shown(text)}", highlight=False, soft_wrap=True)
+
+
 def warn_about(job: dict[str, Any]) -> None:
-    """The job's warnings, one line each, on stderr (so --json output stays clean)."""
+    """The job's warnings, one line each, on stderr."""
     for text in job.get("warnings") or []:
-        err_console.print(f"[yellow]warning:[/] {shown(text)}", highlight=False,
-                          soft_wrap=True)
+        warn(text)
 
 
 def print_json(value: Any) -> None:

@@ -448,12 +448,15 @@ def test_sweep_prefix(fake: FakeApi, tmp_path: Path) -> None:
 def test_jobs_compare_shows_metrics_and_the_spec_fields_that_differ(fake: FakeApi) -> None:
     base = {"dataset_id": "d", "pretrain": {"epochs": 5, "dr": {"weight": 0.1}}, "seed": 0}
     first = fake.add_job("succeeded", spec=base,
-                         result={"test_accuracy": 0.9123, "epochs": 5, "note": "x"})["id"]
+                         result={"test_accuracy": 0.9123, "epochs_pretrain": 5.0,
+                                 "metrics": {"test_accuracy": 0.9123, "epochs_pretrain": 5.0},
+                                 "epochs": {"pretrain": 5, "finetune": 0}, "note": "x"})["id"]
     second = fake.add_job("failed", result=None, spec={
         **base, "pretrain": {"epochs": 5, "dr": {"weight": 1.0}}, "seed": 1, "device": "cpu"})["id"]
     answer = json.loads(drtrain("jobs", "compare", first, second, "--json").stdout)
     assert answer["jobs"] == [first, second] and answer["status"] == ["succeeded", "failed"]
-    assert answer["metrics"] == {"epochs": [5, None], "test_accuracy": [0.9123, None]}
+    # each figure once, though the result holds it again under "metrics" and "epochs"
+    assert answer["metrics"] == {"epochs_pretrain": [5.0, None], "test_accuracy": [0.9123, None]}
     assert answer["spec_differences"] == {"device": [None, "cpu"],
                                           "pretrain.dr.weight": [0.1, 1.0], "seed": [0, 1]}
     shown = drtrain("jobs", "compare", first, second)
@@ -461,6 +464,19 @@ def test_jobs_compare_shows_metrics_and_the_spec_fields_that_differ(fake: FakeAp
     assert "0.9123" in shown.stdout and "pretrain.dr.weight" in shown.stdout
     assert "pretrain.epochs" not in shown.stdout and "dataset_id" not in shown.stdout
     assert_clean_failure(drtrain("jobs", "compare", first), 2, "at least two jobs")
+
+
+def test_jobs_metrics_names_the_metrics_there_are_when_a_name_matches_none(fake: FakeApi
+                                                                          ) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    fake.add_points(job_id, 2, name="val_accuracy")
+    result = drtrain("jobs", "metrics", job_id, "--name", "validation_accuracy", "--csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "seq,phase,layer,epoch,name,value,at\n"
+    assert "no points named validation_accuracy; this job has these: val_accuracy" in \
+        result.stderr
+    found = drtrain("jobs", "metrics", job_id, "--name", "val_accuracy", "--csv")
+    assert found.stderr == ""
 
 
 def test_jobs_metrics_by_name_as_csv(fake: FakeApi) -> None:
