@@ -128,6 +128,8 @@ TS_LISTS = [
     ("JOB_STATUSES", M.JOB_STATUSES, "drtrain/kit/models.py JOB_STATUSES"),
     ("TERMINAL_STATUSES", tuple(s.value for s in M.TERMINAL_STATUSES),
      "drtrain/kit/models.py TERMINAL_STATUSES"),
+    ("DATASET_STATUSES", tuple(s.value for s in M.DatasetStatus),
+     "drtrain/kit/models.py DatasetStatus"),
     ("PHASES", events.PHASES, "dr_core/events.py PHASES"),
     ("PRETRAIN_METRICS", events.PRETRAIN_METRICS, "dr_core/events.py PRETRAIN_METRICS"),
     ("FINETUNE_METRICS", events.FINETUNE_METRICS, "dr_core/events.py FINETUNE_METRICS"),

@@ -451,6 +451,48 @@ def test_datasets_upload_with_progress_list_and_delete(page: Page, server: Serve
     expect(page.locator("#datasets-table tr", has_text="web-upload")).to_have_count(0)
 
 
+def _failed_dataset(server: Server, name: str) -> dict[str, Any]:
+    """An upload its check refuses (one class only), as the check left it."""
+    with server.client() as c:
+        r = c.post("/v1/datasets", data={"name": name},
+                   files={"file": (f"{name}.csv", b"a,label\n1,x\n2,x\n", "text/csv")})
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 60
+        while (body := c.get(r.headers["location"]).json())["status"] == "validating":
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+    assert body["status"] == "failed" and body["status_reason"], body
+    return body
+
+
+def test_a_failed_dataset_says_why_and_is_not_offered_for_training(page: Page,
+                                                                   server: Server) -> None:
+    failed = _failed_dataset(server, "web-one-class")
+    try:
+        open_app(page, server, "#/datasets")
+        row = page.locator(f'#datasets-table tr[data-dataset-id="{failed["id"]}"]')
+        expect(row.get_by_text(failed["status_reason"])).to_be_visible()  # not only a tooltip
+        expect(row.locator("button", has_text="Train on it")).to_have_count(0)
+        ready = page.locator('#datasets-table tr[data-dataset-id="builtin:digits"]')
+        expect(ready.locator("button", has_text="Train on it")).to_be_visible()
+
+        open_app(page, server, f"#/submit?dataset={failed['id']}")
+        note = page.locator("#dataset-note")
+        expect(note).to_contain_text("failed its check")
+        expect(note).to_contain_text(failed["status_reason"])
+        select = page.locator('select[name="dataset_id"]')
+        choices = select.locator("option:not([disabled])").evaluate_all("os => os.map(o => o.value)")
+        assert "builtin:digits" in choices and failed["id"] not in choices, choices
+        assert select.input_value() != failed["id"]
+
+        open_app(page, server, "#/submit?dataset=no-such-dataset")
+        expect(page.locator("#dataset-note")).to_contain_text("There is no dataset no-such-dataset")
+        expect(select).not_to_have_value("no-such-dataset")
+    finally:
+        with server.client() as c:
+            c.delete(f"/v1/datasets/{failed['id']}")
+
+
 # ----------------------------------------------------------------------------- every view
 
 ROUTES = ["#/jobs", "#/jobs/{dr}", "#/jobs/{long}", "#/compare?ids={dr},{plain}", "#/sweeps",

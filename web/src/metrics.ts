@@ -200,8 +200,9 @@ export function yTitle(name: string): string {
 
 type Shown = [label: string, format: (v: number) => string];
 const seconds = (v: number) => `${fmtDuration(v * 1000)} (${fmtNum(v, 3)} s)`;
-// A label and a unit for every final metric (tsc refuses a missing one) and the model's size.
-const FINAL_SHOWN: Record<FinalMetric | "model_size_bytes", Shown> = {
+// A label and a unit for every final metric (tsc refuses a missing one) and the result's other
+// numbers: the whole attempt's time and the model's size.
+const FINAL_SHOWN: Record<FinalMetric | "attempt_seconds" | "model_size_bytes", Shown> = {
   train_loss: ["Training loss (cross-entropy, nats)", fmtNum],
   train_accuracy: ["Training accuracy", fmtPct],
   val_loss: ["Validation loss (cross-entropy, nats)", fmtNum],
@@ -210,7 +211,8 @@ const FINAL_SHOWN: Record<FinalMetric | "model_size_bytes", Shown> = {
   test_accuracy: ["Test accuracy", fmtPct],
   epochs_pretrain: ["Pretraining epochs (all layers)", fmtNum],
   epochs_finetune: ["Fine-tuning epochs", fmtNum],
-  wall_seconds: ["Wall time", seconds],
+  wall_seconds: ["Training time", seconds],
+  attempt_seconds: ["Attempt time (data, training, model)", seconds],
   model_size_bytes: ["Model file size", fmtBytes],
 };
 

@@ -1,6 +1,7 @@
 // The names the app shares with the server, each list copied once here from its one source in
 // Python; tests/test_lists.py fails when a list below differs from its source:
 //   job statuses            drtrain/kit/models.py (JobStatus, TERMINAL_STATUSES)
+//   dataset statuses        drtrain/kit/models.py (DatasetStatus)
 //   phases, metric names    dr_core/events.py (Phase, *_METRICS, GRAD_NORM, GRAD_NORM_DR)
 // Other files name these through the types below, so tsc checks every use. The submit form's
 // choices and defaults are not here: it reads them from /openapi.json (src/schema.ts).
@@ -8,6 +9,11 @@
 export const JOB_STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "cancelled"];
+
+// An upload is "validating" until the server's check of it ends: "ready" (jobs may train on it)
+// or "failed" (its status_reason says why).
+export const DATASET_STATUSES = ["validating", "ready", "failed"] as const;
+export type DatasetStatus = (typeof DATASET_STATUSES)[number];
 
 export const PHASES = ["pretrain", "finetune"] as const;
 export type Phase = (typeof PHASES)[number];

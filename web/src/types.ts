@@ -1,6 +1,6 @@
 // Shapes of the v1 API as the app reads them (see api/schemas and drtrain/*/schemas).
 // Fields added later by the server (name, tags, warnings) are optional here.
-import { TERMINAL_STATUSES, type JobStatus, type Phase } from "./names";
+import { TERMINAL_STATUSES, type DatasetStatus, type JobStatus, type Phase } from "./names";
 
 export interface Problem {
   type?: string;
@@ -97,9 +97,12 @@ export interface Dataset {
   side_info_column?: string | null;
   builtin?: boolean;
   /** "validating" until the server's check of an upload ends, then "ready" or "failed". */
-  status?: string;
+  status?: DatasetStatus;
   status_reason?: string | null;
 }
+
+/** A dataset jobs can train on: its check passed (a server without checks sends no status). */
+export const datasetReady = (d: Dataset) => (d.status ?? "ready") === "ready";
 
 export interface SweepChild {
   job_id: string;

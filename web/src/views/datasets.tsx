@@ -3,7 +3,7 @@ import { useState } from "preact/hooks";
 import { deleteDataset, listDatasets, uploadDataset, waitDataset } from "../api";
 import { fmtAgo, fmtBytes, fmtNum } from "../format";
 import { navigate, usePoll } from "../route";
-import type { Dataset } from "../types";
+import { type Dataset, datasetReady } from "../types";
 import { ErrorBox, errorMessage, Section } from "../ui";
 
 export function DatasetsPage() {
@@ -46,9 +46,9 @@ export function DatasetsPage() {
           <tbody>
             {(items ?? []).map((d) => (
               <tr key={d.id} data-dataset-id={d.id}>
-                <td>{d.name}</td>
+                <td>{d.name}<CheckOutcome d={d} /></td>
                 <td class="mono small">{d.id}</td>
-                <td>{d.format}{d.status && d.status !== "ready" ? <span class={`muted small status-${d.status}`} title={d.status_reason ?? ""}> ({d.status})</span> : null}</td>
+                <td>{d.format}{datasetReady(d) ? null : <span class={`muted small status-${d.status}`}> ({d.status})</span>}</td>
                 <td class="num">{fmtNum(d.n_samples)}</td>
                 <td class="num">{fmtNum(d.n_features)}</td>
                 <td class="num" title={Object.entries(d.class_counts ?? {}).map(([k, v]) => `${k}: ${v}`).join("\n")}>{d.n_classes}</td>
@@ -56,7 +56,9 @@ export function DatasetsPage() {
                 <td class="num">{d.builtin ? "" : fmtBytes(d.size_bytes)}</td>
                 <td class="muted small">{d.builtin ? "built in" : fmtAgo(d.created_at)}</td>
                 <td class="actions">
-                  <button class="small" onClick={() => navigate(`#/submit?dataset=${encodeURIComponent(d.id)}`)}>Train on it</button>
+                  {datasetReady(d) && (
+                    <button class="small" onClick={() => navigate(`#/submit?dataset=${encodeURIComponent(d.id)}`)}>Train on it</button>
+                  )}
                   {!d.builtin && (
                     <button class={`small ${confirming === d.id ? "danger" : ""}`} onClick={() => remove(d)}>
                       {confirming === d.id ? "Really delete?" : "Delete"}
@@ -70,6 +72,13 @@ export function DatasetsPage() {
       </Section>
     </div>
   );
+}
+
+/** Under the name of a dataset that is not ready: why its check failed, or that it runs. */
+function CheckOutcome({ d }: { d: Dataset }) {
+  if (datasetReady(d)) return null;
+  const text = d.status === "validating" ? "The server is checking the file…" : `Check failed: ${d.status_reason ?? "no reason given"}`;
+  return <div class={`small check-outcome check-${d.status}`}>{text}</div>;
 }
 
 function Upload({ onDone }: { onDone: (d: Dataset) => void }) {

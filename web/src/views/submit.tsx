@@ -7,7 +7,7 @@ import { ApiError, call, getJob, listDatasets, submitJob, submitSweep } from "..
 import { getPath, setPath } from "../format";
 import { navigate } from "../route";
 import { choices, describe, type JobSchema, loadJobSchema, sectionDefaults, specDefaults } from "../schema";
-import type { Dataset, Spec } from "../types";
+import { type Dataset, datasetReady, type Spec } from "../types";
 
 const clone = <T,>(v: T): T => JSON.parse(JSON.stringify(v));
 
@@ -26,6 +26,16 @@ function toList(text: string): unknown {
   return text;
 }
 
+/** Why the form may not train on dataset `id`, or "" when it may (or the list is unknown). */
+function unusableDataset(id: string, datasets: Dataset[] | null): string {
+  if (!id || datasets === null) return "";
+  const d = datasets.find((x) => x.id === id);
+  if (!d) return `There is no dataset ${id} (deleted, or never uploaded); choose one.`;
+  if (datasetReady(d)) return "";
+  if (d.status === "validating") return `Dataset ${d.name} (${id}) is still being checked; choose a ready one, or reopen this form once it is ready.`;
+  return `Dataset ${d.name} (${id}) failed its check and cannot be trained on: ${d.status_reason ?? "no reason given"}. Choose a ready one.`;
+}
+
 const textOf = (v: unknown) => (v === null || v === undefined ? "" : Array.isArray(v) ? v.join(", ") : String(v));
 
 interface FieldErrors {
@@ -38,7 +48,9 @@ export function SubmitPage({ from }: { from: string | null }) {
   const [spec, setSpec] = useState<Spec | null>(null);
   const [stash, setStash] = useState<Record<string, any>>({});
   const [help, setHelp] = useState<Record<string, string>>({});
-  const [datasets, setDatasets] = useState<Dataset[]>([]);
+  /** null while unknown (not loaded, or the list failed). */
+  const [datasets, setDatasets] = useState<Dataset[] | null>(null);
+  const [datasetNote, setDatasetNote] = useState("");
   const [errors, setErrors] = useState<FieldErrors>({ byField: {}, general: [] });
   const [busy, setBusy] = useState(false);
   const [asSweep, setAsSweep] = useState(query.get("sweep") === "1");
@@ -49,6 +61,7 @@ export function SubmitPage({ from }: { from: string | null }) {
 
   useEffect(() => {
     (async () => {
+      const listed = listDatasets().catch(() => null);
       let js: JobSchema;
       try {
         js = await loadJobSchema();
@@ -72,9 +85,13 @@ export function SubmitPage({ from }: { from: string | null }) {
       }
       const ds = query.get("dataset");
       if (ds) base.dataset_id = ds;
+      const all = await listed;
+      const unusable = unusableDataset(base.dataset_id, all);
+      if (unusable) base.dataset_id = "";
+      setDatasetNote(unusable);
+      setDatasets(all);
       setSpec(base);
     })();
-    listDatasets().then(setDatasets, () => {});
   }, [from]);
 
   const paths = useMemo(() => new Set<string>(), []);
@@ -231,7 +248,10 @@ export function SubmitPage({ from }: { from: string | null }) {
   }
 
   const nErrors = Object.values(errors.byField).reduce((n, m) => n + m.length, 0) + errors.general.length;
-  const dsOptions = datasets.some((d) => d.id === spec.dataset_id) ? datasets : [...datasets, { id: spec.dataset_id, name: spec.dataset_id } as Dataset];
+  const usable = (datasets ?? []).filter(datasetReady);
+  // The spec's own dataset stays a choice only while the list is unknown; none chosen, a prompt.
+  const unlisted = usable.some((d) => d.id === spec.dataset_id) ? null
+    : <option value={spec.dataset_id} disabled={!spec.dataset_id}>{spec.dataset_id || "Choose a ready dataset"}</option>;
 
   return (
     <form class="submit-form" onSubmit={submit} noValidate id="submit-form">
@@ -252,9 +272,14 @@ export function SubmitPage({ from }: { from: string | null }) {
         {wrap("tags", "Tags", <input name="tags" value={textOf(spec.tags)} placeholder="comma, separated"
           onInput={(e) => update("tags", (e.target as HTMLInputElement).value)} />)}
         {wrap("dataset_id", "Dataset", (
-          <select name="dataset_id" class="wide-input" value={spec.dataset_id} onChange={(e) => update("dataset_id", (e.target as HTMLSelectElement).value)}>
-            {dsOptions.map((d) => <option value={d.id}>{d.name === d.id ? d.id : `${d.name} (${d.id})`}</option>)}
-          </select>
+          <>
+            <select name="dataset_id" class="wide-input" value={spec.dataset_id}
+              onChange={(e) => { setDatasetNote(""); update("dataset_id", (e.target as HTMLSelectElement).value); }}>
+              {unlisted}
+              {usable.map((d) => <option value={d.id}>{d.name === d.id ? d.id : `${d.name} (${d.id})`}</option>)}
+            </select>
+            {datasetNote && <span class="field-note" role="alert" id="dataset-note">{datasetNote}</span>}
+          </>
         ))}
         {num("validation_fraction", "Validation fraction")}
         {num("seed", "Seed", "1")}
