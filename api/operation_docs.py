@@ -139,7 +139,10 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/sweeps"): (
         "Start a sweep",
         "One child job per point of `grid` (dotted JobSpec paths to lists of values) over the "
-        "`base` spec; every point is validated before any job is queued. 202 with `Location`; "
+        "`base` spec; every point is validated before any job is queued. A path through a "
+        "section that is null or absent in `base` switches that section on with its defaults "
+        "(`pretrain.dr.weight` over a base without pretraining DR sweeps DR on; over "
+        "`\"pretrain\": null` it turns pretraining on too). 202 with `Location`; "
         "429 when the children would pass the tenant's cap. " + _AUTH),
     ("GET", "/v1/sweeps"): (
         "List sweeps",
