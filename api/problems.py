@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from drtrain.kit.errors import DomainError, InsufficientStorage, NotFound
+from drtrain.kit.errors import DomainError, InsufficientStorage, NotFound, validation_message
 from drtrain.kit.storage import is_out_of_space
 
 log = logging.getLogger("drtrain.api")
@@ -73,7 +73,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     exc = cast(RequestValidationError, exc)  # registered for this type only
     raw = exc.errors()
     # Only loc/msg/type: the raw input and ctx may hold objects that are not JSON (or secrets).
-    errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+    errors = [{"loc": list(e.get("loc", ())), "msg": validation_message(e),
                "type": str(e.get("type", ""))} for e in raw]
     # A JSON decode error's ctx holds the parser's message, a plain string.
     reason = str((raw[0].get("ctx") or {}).get("error", "")) if raw else ""
@@ -90,8 +90,11 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     # An unknown route is "not found" like an unknown id, so that a client tells them apart
     # from other errors by the type alone.
     if exc.status_code == NotFound.status:
-        return problem(exc.status_code, str(exc.detail), title=NotFound.title,
-                       type_=NotFound.type_, headers=headers)
+        detail = str(exc.detail)
+        if detail == HTTPStatus.NOT_FOUND.phrase:  # Starlette's own: no route, no file
+            detail = f"nothing at {request.method} {request.url.path}"
+        return problem(exc.status_code, detail, title=NotFound.title, type_=NotFound.type_,
+                       headers=headers)
     return problem(exc.status_code, str(exc.detail), headers=headers)
 
 

@@ -61,10 +61,11 @@ def _partial_rows(spec: JobSpec, n_rows: int, n_labelled: int | None,
                   n_with_side: int | None) -> list[str]:
     out = []
     if spec.finetune is not None and n_labelled is not None and 0 < n_labelled < n_rows:
+        held = (", and validation_fraction holds out a share of those labelled rows"
+                if spec.validation_fraction else "")
         also = "; pretraining uses all of them" if spec.pretrain is not None else ""
         out.append(f"finetune uses only the {n_labelled} labelled rows of the {n_rows} in the "
-                   f"dataset (the rest have no label), and validation_fraction holds out a share "
-                   f"of those labelled rows{also}")
+                   f"dataset (the rest have no label){held}{also}")
     if _dr_on(spec) and n_with_side is not None and 0 < n_with_side < n_rows:
         out.append(f"dr pairs only the {n_with_side} rows of the {n_rows} in the dataset that "
                    "carry a side value; the others still train, but never enter a DR pair")

@@ -7,6 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def validation_message(error: dict[str, Any]) -> str:
+    """A pydantic error's message, without the "Value error, " it puts before the words of
+    our own validators."""
+    return str(error.get("msg", "")).removeprefix("Value error, ")
+
+
 class DomainError(Exception):
     status: int = 400
     title: str = "Bad request"

@@ -26,7 +26,7 @@ from drtrain.jobs.service import (
     new_job,
 )
 from drtrain.jobs.spec import JobSpec, spec_to_dict
-from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
+from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs, validation_message
 from drtrain.kit.models import Job, JobStatus, Sweep
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
@@ -95,7 +95,7 @@ def expand_grid(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[tuple[
             spec = JobSpec.model_validate(spec_dict)
         except ValidationError as exc:
             owner = _owner(exc, point)
-            first = exc.errors()[0]["msg"]
+            first = validation_message(exc.errors()[0])
             if owner is None:
                 raise Invalid(f"grid point {point}: {first}",
                               errors=[{"loc": ["body", "grid"], "msg": first,

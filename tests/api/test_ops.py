@@ -53,6 +53,7 @@ def test_unknown_route_is_problem_json(client):
     assert resp.json()["status"] == 404
     # the same type as an unknown id's 404
     assert resp.json()["type"] == "https://drtrain.dev/problems/not-found"
+    assert resp.json()["detail"] == "nothing at GET /v1/nothing-here"
 
 
 def test_dashboard_served(client):
@@ -102,6 +103,14 @@ def test_validation_error_is_422_problem_with_errors(app, client):
     assert body["type"].endswith("/invalid")
     assert body["errors"][0]["loc"] == ["query", "n"]
     assert "query.n" in body["detail"]
+
+
+def test_a_rule_of_our_own_reads_without_pydantics_prefix(client, auth_a):
+    resp = client.post("/v1/jobs", json={"dataset_id": "builtin:digits", "pretrain": None,
+                                         "finetune": None}, headers=auth_a)
+    assert resp.status_code == 422
+    assert resp.json()["detail"] == "body: pretrain and finetune cannot both be null"
+    assert resp.json()["errors"][0]["msg"] == "pretrain and finetune cannot both be null"
 
 
 def test_wrong_method_is_405_problem(client):

@@ -139,3 +139,7 @@ def test_warnings_say_which_rows_finetuning_and_dr_use(client, auth_a):
     warnings = resp.json()["warnings"]
     assert any(w.startswith("finetune uses only the 3 labelled rows of the 5") for w in warnings)
     assert any(w.startswith("dr pairs only the 3 rows of the 5") for w in warnings)
+    assert any("validation_fraction holds out" in w for w in warnings)
+    none_held = client.post("/v1/jobs", json={**_spec(ds["id"]), "validation_fraction": 0.0},
+                            headers=auth_a)
+    assert not any("validation_fraction" in w for w in none_held.json()["warnings"])

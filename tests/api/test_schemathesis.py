@@ -69,7 +69,7 @@ UNDESCRIBABLE_422 = re.compile("|".join((
     # A grid's points are the product of its lists' lengths, which a document cannot bound,
     # and a grid point is checked as a whole JobSpec, rules across fields included.
     # A grid path into a section exists only where the base holds an object there.
-    r"^the grid has \d+ points", r"^grid point \{", r"^grid '.*': value .*: Value error",
+    r"^the grid has \d+ points", r"^grid point \{", r"^grid '.*': value ",
     r"^grid '.*': '.*' is not an object",
     # An upload's form may carry fields it does not name (they are ignored), and a list value
     # travels as repeated parts, so no schema bounds how many parts arrive; the parser stops
