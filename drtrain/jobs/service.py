@@ -151,7 +151,8 @@ def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
     lo, hi = facts.feature_range
     if spec.model.visible_units == "bernoulli" and (lo < 0.0 or hi > 1.0):
         raise _invalid([*loc, "model", "visible_units"],
-                       f"bernoulli visible units need data in [0, 1]; this dataset spans [{lo}, {hi}]")
+                       "bernoulli visible units need data in [0, 1]; this dataset spans "
+                       f"[{lo:.7g}, {hi:.7g}]")  # float32: seven digits, not 0.100000001490...
     n_params = spec.parameter_count(facts.n_features, facts.n_classes)
     if n_params > MAX_PARAMETERS:
         raise _invalid([*loc, "model", "hidden_layers"],

@@ -8,6 +8,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
@@ -191,11 +192,14 @@ def test_unknown_or_foreign_dataset_is_422_naming_dataset_id(client, db, auth_a,
 
 
 def test_bernoulli_on_data_outside_unit_interval_is_422(client, db, auth_a, published) -> None:
-    ds = add_dataset(db, tenant_id(db), feature_range=(0.0, 16.0))
+    # as an upload stores them: float32 extremes
+    ds = add_dataset(db, tenant_id(db), feature_range=(float(np.float32(0.1)),
+                                                       float(np.float32(7.9))))
     spec = small_spec(ds.id, model={"hidden_layers": [8], "visible_units": "bernoulli"})
     resp = client.post("/v1/jobs", json=spec, headers=auth_a)
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["loc"] == ["body", "model", "visible_units"]
+    assert resp.json()["detail"].endswith("this dataset spans [0.1, 7.9]")
     spec["model"]["visible_units"] = "auto"
     assert client.post("/v1/jobs", json=spec, headers=auth_a).status_code == 202
 
