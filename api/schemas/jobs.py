@@ -65,6 +65,8 @@ class JobSummaryOut(BaseModel):
     cancel_requested: bool
     dataset_id: str
     sweep_id: str | None
+    grid_point: dict[str, Any] | None = Field(None, description=(
+        "a sweep's job: its values of the sweep's grid (dotted spec paths), else null"))
     created_at: datetime
     dispatched_at: datetime | None = Field(description=(
         "when the job took one of the tenant's running slots and went to the workers; null "

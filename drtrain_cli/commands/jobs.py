@@ -2,9 +2,10 @@
 (metrics, comparisons, checkpoints, the model) is in ``job_outputs``."""
 from __future__ import annotations
 
+import json
 from itertools import islice
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -86,8 +87,15 @@ def list_(
         return print_json(jobs)
     console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3,
                         drop=("created", "at", "progress"), rows=[
-        [job.get("id"), job.get("name") or "", job.get("status"), percent(job.get("progress")),
+        [job.get("id"), _name(job), job.get("status"), percent(job.get("progress")),
          where(job), when(job.get("created_at"))] for job in jobs]))
+
+
+def _name(job: dict[str, Any]) -> str:
+    """The job's name, and for a sweep's job its grid point (its siblings share the name)."""
+    point = " ".join(f"{path}={json.dumps(value)}"
+                     for path, value in (job.get("grid_point") or {}).items())
+    return " ".join(part for part in (job.get("name") or "", point) if part)
 
 
 @client_command(app, "get")

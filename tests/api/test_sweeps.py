@@ -36,6 +36,12 @@ def test_create_sweep_makes_one_queued_child_per_point(client, db, auth_a, ds_id
     assert sorted(j for j, _ in published) == sorted(j.id for j in jobs)
     assert all(after_commit for _, after_commit in published)
     assert [r["n"] for r in body["summary"]] == [3, 3]
+    # a job read on its own, or in a list, says which point of its sweep it runs
+    child = body["children"][0]
+    job = client.get(f"/v1/jobs/{child['job_id']}", headers=auth_a).json()
+    assert job["sweep_id"] == body["id"] and job["grid_point"] == child["grid_point"]
+    listed = client.get("/v1/jobs", headers=auth_a).json()["items"]
+    assert {j["id"]: j["grid_point"] for j in listed}[child["job_id"]] == child["grid_point"]
 
 
 def test_invalid_grid_value_is_422_naming_path_and_value(client, db, auth_a, ds_id,

@@ -257,6 +257,17 @@ def test_jobs_watch_of_a_finished_job_returns_at_once(fake: FakeApi) -> None:
     assert not fake.calls("GET", r".*/events")
 
 
+def test_jobs_list_tells_a_sweeps_jobs_apart_by_their_grid_point(fake: FakeApi) -> None:
+    for weight in (0.1, 1.0):
+        fake.add_job("queued", name="dr-sweep", sweep_id="s1",
+                     grid_point={"pretrain.dr.weight": weight, "seed": 0})
+    fake.add_job("queued", name="alone", sweep_id=None, grid_point=None)
+    listed = drtrain("jobs", "list").stdout
+    assert "dr-sweep pretrain.dr.weight=0.1 seed=0" in listed
+    assert "dr-sweep pretrain.dr.weight=1.0 seed=0" in listed
+    assert "alone " in listed
+
+
 def test_jobs_list_get_cancel(fake: FakeApi) -> None:
     queued = fake.add_job("queued")["id"]
     done = fake.add_job("succeeded", result={"test_accuracy": 0.75})["id"]
