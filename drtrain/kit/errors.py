@@ -4,10 +4,11 @@ Services raise these; only routers (and nothing below them) know about HTTP.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
-def validation_message(error: dict[str, Any]) -> str:
+def validation_message(error: Mapping[str, Any]) -> str:
     """A pydantic error's message, without the "Value error, " it puts before the words of
     our own validators."""
     return str(error.get("msg", "")).removeprefix("Value error, ")
