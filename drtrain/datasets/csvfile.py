@@ -76,15 +76,28 @@ def read_layout(path: Path, label_column: str, side_info_column: str | None) -> 
                       "columns is required")
     if label_column not in header:
         raise Invalid(f"header row: label column {label_column!r} not found "
-                      f"(columns: {', '.join(header[:10])}{'...' if len(header) > 10 else ''})")
+                      f"(columns: {', '.join(header[:10])}{'...' if len(header) > 10 else ''})"
+                      + _separator_hint(header))
     if side_info_column is not None and side_info_column not in header:
         raise Invalid(f"header row: side information column {side_info_column!r} not found")
     if len(set(header)) != len(header):
         raise Invalid("header row: column names must be unique")
     label_at = header.index(label_column)
     side_at = header.index(side_info_column) if side_info_column is not None else None
-    return Layout(header, label_at, side_at,
-                  [i for i in range(len(header)) if i not in (label_at, side_at)])
+    features = [i for i in range(len(header)) if i not in (label_at, side_at)]
+    if not features:
+        raise Invalid("header row: the dataset has no feature columns (every column is the "
+                      "label or the side information)")
+    return Layout(header, label_at, side_at, features)
+
+
+def _separator_hint(header: list[str]) -> str:
+    """Why a one-column header may not name the label: another separator than the comma."""
+    if len(header) != 1:
+        return ""
+    found = next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
+    return (f"; the header holds {found!r} between names, and the file is read as "
+            "comma-separated") if found else ""
 
 
 def _count_header_fields(path: Path) -> None:

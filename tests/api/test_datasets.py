@@ -87,6 +87,7 @@ def test_csv_in_unit_range_hints_bernoulli_and_keeps_side_info(client, auth_a, s
     (b"a,b,label\n1,1e39,x\n3,4,y\n", "overflows float32"),
     (b"1,2,3\n4,5,6\n", "header row"),
     (b"a,b,target\n1,2,x\n3,4,y\n", "label column 'label' not found"),
+    (b"a;b;label\n1;2;x\n3;4;y\n", "the header holds ';' between names"),
     (b"a,b,label\n", "no rows"),
     (b"a,b,label\n1,2,x\n3,4,x\n", "one class"),
     (b"", "empty"),
@@ -100,6 +101,12 @@ def test_malformed_csv_is_refused_naming_the_problem(client, auth_a, db, setting
     assert fragment in refusal(client, auth_a, upload(client, auth_a, content))
     assert dataset_count(db) == 0
     assert stored_files(settings) == []
+
+
+def test_a_header_without_feature_columns_is_422_at_once(client, auth_a):
+    resp = upload(client, auth_a, b"a,label\n1,x\n2,y\n", side_info_column="a")
+    assert resp.status_code == 422
+    assert "no feature columns" in resp.json()["detail"]
 
 
 def test_csv_side_info_column_must_exist(client, auth_a):
