@@ -131,7 +131,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "succeeded. " + _AUTH),
     ("POST", "/v1/jobs/{job_id}/predict"): (
         "Predict with the trained model",
-        "Class predictions and probabilities for up to 10,000 rows of finite float32 inputs, "
+        "Class predictions and probabilities (with `classes`, the class of each column) for "
+        "up to 10,000 rows of finite float32 inputs, "
         "computed in the API with numpy on the model's weights (loaded only once its sha256 "
         "matches: 500 `.../problems/integrity` otherwise, 410 `.../problems/object-missing` "
         "when the file is not in the store). 409 until the job has "

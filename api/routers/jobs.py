@@ -211,5 +211,5 @@ def download_checkpoint(job_id: ResourceId, checkpoint_id: ResourceId, tenant: T
              responses=problem_responses(409, 410))
 def predict(job_id: ResourceId, body: PredictRequest, tenant: TenantDep, session: SessionDep,
             store: StoreDep) -> PredictResponse:
-    labels, probs = service.predict(session, store, tenant.id, job_id, body.inputs)
-    return PredictResponse(predictions=labels, probabilities=probs)
+    labels, probs, classes = service.predict(session, store, tenant.id, job_id, body.inputs)
+    return PredictResponse(predictions=labels, probabilities=probs, classes=classes)

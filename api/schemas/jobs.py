@@ -181,3 +181,4 @@ class PredictRequest(RequestModel):
 class PredictResponse(BaseModel):
     predictions: list[str]
     probabilities: list[list[float]]
+    classes: list[str] = Field(description="the class of each column of `probabilities`")

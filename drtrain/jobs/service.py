@@ -313,7 +313,9 @@ def read_object(store: Any, key: str, size: int) -> bytes:
 
 
 def predict(session: Session, store: Any, tenant_id: str, job_id: str,
-            inputs: list[list[float]]) -> tuple[list[str], list[list[float]]]:
+            inputs: list[list[float]]) -> tuple[list[str], list[list[float]], list[str]]:
+    """(each row's predicted class, each row's probabilities, the classes in the order of
+    the probabilities)."""
     ck = final_model(session, tenant_id, job_id)
     try:
         model = model_cache.get(ck.sha256, lambda: read_object(store, ck.object_key, ck.size_bytes),
@@ -331,4 +333,4 @@ def predict(session: Session, store: Any, tenant_id: str, job_id: str,
                       errors=[{"loc": ["body", "inputs"], "msg": "non-finite value",
                                "type": "value_error"}])
     labels, probs = model.predict(x)
-    return labels, probs.tolist()
+    return labels, probs.tolist(), list(model.classes)

@@ -30,6 +30,7 @@ def test_predict_route_equals_hand_computation(client, db, store, auth_a, auth_b
     expected = hand_forward(data, x, "tanh")
     np.testing.assert_allclose(body["probabilities"], expected, rtol=1e-9)
     assert body["predictions"] == [("3", "5", "8")[int(np.argmax(p))] for p in expected]
+    assert body["classes"] == ["3", "5", "8"]
     assert client.post(f"/v1/jobs/{job.id}/predict", json={"inputs": x},
                        headers=auth_b).status_code == 404
 
