@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -175,9 +176,15 @@ def keys_list(
     with _session(ctx) as session:
         rows = list_keys(session, tenant)
     console.print(table(["TENANT", "PREFIX", "CREATED", "REVOKED"],
-                        [[row.tenant, row.prefix, when(row.created_at.isoformat()),
-                          when(row.revoked_at.isoformat() if row.revoked_at else None)]
-                         for row in rows], keep=4))
+                        [[row.tenant, row.prefix, when(_utc(row.created_at)),
+                          when(_utc(row.revoked_at))] for row in rows], keep=4))
+
+
+def _utc(moment: datetime | None) -> str | None:
+    """In UTC, whatever zone the database hands back (SQLite: naive, already UTC)."""
+    if moment is None:
+        return None
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).isoformat()
 
 
 @keys_app.command("revoke")
