@@ -166,7 +166,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "one per freed slot (a job ending, cancelled, or failed by the reaper). Gives the "
         "limits, how many jobs hold a slot and how many wait, the next `limit` waiting jobs "
         "with their positions, and with `job_id` that job's position (null when it is not "
-        "waiting). " + _AUTH),
+        "waiting; 404 when it is not one of the tenant's jobs). " + _AUTH),
     ("GET", "/v1/settings"): (
         "Settings a client shows",
         "This server's checkpoint cadence: a running job stores a resumable checkpoint every "

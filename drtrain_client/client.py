@@ -304,7 +304,8 @@ class Client:
         """The tenant's queue: ``running_limit`` and ``queued_limit``, how many jobs hold a
         running slot (``dispatched``) and how many wait behind them (``waiting``), the next
         ``limit`` waiting jobs as ``items`` (``{"position", "job_id"}``, position 1 next), and
-        with ``job_id`` that job's ``position`` (None when it is not waiting)."""
+        with ``job_id`` that job's ``position`` (None when it is not waiting; a 404
+        ``DrtrainError`` when it is not one of the tenant's jobs)."""
         params: dict[str, Any] = {"limit": limit}
         if job_id is not None:
             params["job_id"] = job_id

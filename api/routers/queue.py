@@ -27,10 +27,11 @@ class QueueOut(BaseModel):
     waiting: int = Field(description="jobs waiting in this queue")
     items: list[QueuedJob] = Field(description="the first `limit` waiting jobs, next first")
     position: int | None = Field(description="the place of the job asked for with `job_id`; "
-                                             "null when it is not waiting (or not asked)")
+                                             "null when it is not waiting (or not asked); a "
+                                             "`job_id` that is not one of yours answers 404")
 
 
-@router.get("/v1/queue", response_model=QueueOut, responses=problem_responses(422))
+@router.get("/v1/queue", response_model=QueueOut, responses=problem_responses(404, 422))
 def get_queue(tenant: TenantDep, settings: SettingsDep, session: SessionDep,
               limit: Annotated[int, Query(
                   ge=0, le=1000, description="how many waiting jobs to list, next first")] = 50,

@@ -26,6 +26,7 @@ from itertools import chain, zip_longest
 from sqlalchemy import BindParameter, Integer, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from drtrain.jobs.repository import get_job
 from drtrain.kit.db import after_commit, session_scope
 from drtrain.kit.models import ACTIVE_STATUSES, WAITING_SQL, Job, TenantUsage, utcnow
 from drtrain.kit.publishing import publish_jobs
@@ -134,7 +135,8 @@ class QueueView:
 def queue_view(session: Session, tenant_id: str, limit: int,
                job_id: str | None = None) -> QueueView:
     """The tenant's queue as it stands: its counts, the next ``limit`` waiting jobs, and with
-    ``job_id`` that job's place (None when it is not waiting)."""
+    ``job_id`` that job's place (None when it is not waiting; NotFound when it is not one of
+    the tenant's jobs)."""
     dispatched, waiting, _ = session.execute(_COUNTS, {"tenant_id": tenant_id}).one()
     ids = list(session.execute(_OLDEST_WAITING, {"tenant_id": tenant_id, "n": limit}).scalars())
     return QueueView(int(dispatched or 0), int(waiting or 0), ids,
@@ -145,6 +147,7 @@ def _position(session: Session, tenant_id: str, job_id: str) -> int | None:
     mine = session.execute(select(Job.created_at).where(
         Job.id == job_id, Job.tenant_id == tenant_id, _WAITING)).scalar_one_or_none()
     if mine is None:
+        get_job(session, tenant_id, job_id)  # an id that is not the tenant's job: 404
         return None
     ahead = session.execute(select(func.count()).select_from(Job).where(
         Job.tenant_id == tenant_id, _WAITING,

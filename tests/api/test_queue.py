@@ -108,7 +108,13 @@ def test_another_tenants_queue_is_its_own(capped, client, db, auth_a, auth_b,
     mine = _submit(client, auth_b)
     assert mine["dispatched_at"] is not None  # tenant a's backlog takes none of b's slots
     theirs = client.get("/v1/queue", headers=auth_a).json()["items"][0]["job_id"]
-    assert client.get("/v1/queue", params={"job_id": theirs},
+    assert client.get("/v1/queue", params={"job_id": theirs}, headers=auth_a).json()["position"]
+    # another tenant's job, or none at all: 404, as for every other read of an id
+    for job_id in (theirs, "0" * 32):
+        resp = client.get("/v1/queue", params={"job_id": job_id}, headers=auth_b)
+        assert resp.status_code == 404 and resp.json()["type"].endswith("/not-found")
+    # one of yours that is not waiting: no place
+    assert client.get("/v1/queue", params={"job_id": mine["id"]},
                       headers=auth_b).json()["position"] is None
 
 
