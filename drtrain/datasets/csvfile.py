@@ -62,12 +62,15 @@ class Layout:
 def read_layout(path: Path, label_column: str, side_info_column: str | None) -> Layout:
     _count_header_fields(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
+        lines = _BoundedLines(fh, MAX_LINE_CHARS)
         try:
-            header = next(csv.reader(_BoundedLines(fh, MAX_LINE_CHARS)))
+            header = next(csv.reader(lines))
         except StopIteration:
             raise Invalid("the CSV file is empty (a header row is required)") from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise Invalid(f"header row: not readable CSV ({exc})") from None
+        if not fh.read(1):  # the end of the file right after the header
+            raise Invalid("the dataset has no rows (the CSV file holds its header row only)")
     header = [h.strip() for h in header]
     if len(header) > MAX_COLUMNS:
         raise Invalid(f"header row: {len(header)} columns, more than the limit {MAX_COLUMNS}")

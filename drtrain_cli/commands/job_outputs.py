@@ -82,7 +82,11 @@ def compare(
     if len(job_ids) < 2:
         fail("compare needs at least two jobs", EXIT_USAGE)
     with session(ctx) as client:
-        jobs = [client.get_job(ids.job(client, text)) for text in job_ids]
+        resolved = [ids.job(client, text) for text in job_ids]
+        if len(set(resolved)) < len(resolved):
+            twice = sorted({i for i in resolved if resolved.count(i) > 1})
+            fail(f"compare: {', '.join(twice)} named more than once", EXIT_USAGE)
+        jobs = [client.get_job(job_id) for job_id in resolved]
     # The result's own numbers: it also holds each of them again under "metrics" (and the
     # epochs under "epochs"), which would list every figure two or three times.
     results = [{k: v for k, v in (job.get("result") or {}).items() if _is_number(v)}

@@ -103,6 +103,15 @@ def test_malformed_csv_is_refused_naming_the_problem(client, auth_a, db, setting
     assert stored_files(settings) == []
 
 
+def test_a_header_alone_is_422_at_once(client, auth_a):
+    resp = upload(client, auth_a, b"a,b,label\n")
+    assert resp.status_code == 422
+    assert "the dataset has no rows" in resp.json()["detail"]
+    # a blank line after the header is no proof that no row follows: the check decides
+    later = upload(client, auth_a, b"a,b,label\n\n1,2,x\n3,4,y\n")
+    assert later.status_code == 202, later.text
+
+
 def test_a_header_without_feature_columns_is_422_at_once(client, auth_a):
     resp = upload(client, auth_a, b"a,label\n1,x\n2,y\n", side_info_column="a")
     assert resp.status_code == 422

@@ -475,6 +475,9 @@ def test_jobs_compare_shows_metrics_and_the_spec_fields_that_differ(fake: FakeAp
     assert "0.9123" in shown.stdout and "pretrain.dr.weight" in shown.stdout
     assert "pretrain.epochs" not in shown.stdout and "dataset_id" not in shown.stdout
     assert_clean_failure(drtrain("jobs", "compare", first), 2, "at least two jobs")
+    # the same job twice (an id and its prefix) is not a comparison
+    assert_clean_failure(drtrain("jobs", "compare", first, first[:6]), 2,
+                         f"compare: {first} named more than once")
 
 
 def test_jobs_metrics_names_the_metrics_there_are_when_a_name_matches_none(fake: FakeApi
