@@ -263,6 +263,9 @@ def find_first_problem(path: Path, layout: Layout, limits: Limits) -> Invalid | 
 
 
 def _check_float(text: str, row_no: int, column: str) -> None:
+    if not text.strip():
+        raise Invalid(f"row {row_no}, column {column!r}: empty; a feature needs a number (only "
+                      "the label and side information columns may be empty)")
     try:
         value = float(text)
     except ValueError:

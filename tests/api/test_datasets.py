@@ -82,6 +82,7 @@ def test_csv_in_unit_range_hints_bernoulli_and_keeps_side_info(client, auth_a, s
 @pytest.mark.parametrize(("content", "fragment"), [
     (b"a,b,label\n1,2,x\n1,2\n", "row 2: 2 fields, the header has 3"),
     (b"a,b,label\n1,zz,x\n3,4,y\n", "row 1, column 'b': 'zz' is not a number"),
+    (b"a,b,label\n1,2,x\n3,,y\n", "row 2, column 'b': empty; a feature needs a number"),
     (b"a,b,label\n1,2,x\nnan,4,y\n", "row 2, column 'a'"),
     (b"a,b,label\n1,inf,x\n3,4,y\n", "not finite"),
     (b"a,b,label\n1,1e39,x\n3,4,y\n", "overflows float32"),
