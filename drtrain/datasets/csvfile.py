@@ -62,9 +62,8 @@ class Layout:
 def read_layout(path: Path, label_column: str, side_info_column: str | None) -> Layout:
     _count_header_fields(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        lines = _BoundedLines(fh, MAX_LINE_CHARS)
         try:
-            header = next(csv.reader(lines))
+            header = next(csv.reader(_BoundedLines(fh, MAX_LINE_CHARS)))
         except StopIteration:
             raise Invalid("the CSV file is empty (a header row is required)") from None
         except (csv.Error, UnicodeDecodeError) as exc:
