@@ -163,8 +163,13 @@ def _run_claimed(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *,
     with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=work_root) as tmp:
         workdir = Path(tmp)
         try:
-            outcome = _train(job, hb, cancel, settings=settings, factory=factory, store=store,
-                             worker_id=worker_id, workdir=workdir)
+            try:
+                outcome = _train(job, hb, cancel, settings=settings, factory=factory,
+                                 store=store, worker_id=worker_id, workdir=workdir)
+            finally:
+                # Training is over: no beat may find the row ended by _finish below and log a
+                # stop after the attempt's end line. What is left takes well under a lease.
+                hb.stop()
         except TrainingStopped:
             reason = hb.stop_reason
             if reason is None or reason is StopReason.fenced:
