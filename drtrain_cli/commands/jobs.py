@@ -18,6 +18,7 @@ from drtrain_cli.commands.output import (
     confirm,
     console,
     kv_table,
+    none_found,
     percent,
     print_json,
     say,
@@ -85,6 +86,10 @@ def list_(
         jobs = list(islice(pages, limit) if limit else pages)
     if as_json:
         return print_json(jobs)
+    if not jobs:
+        where_ = "".join(f" {word} {value}" for word, value in
+                         (("in status", status), ("tagged", tag)) if value is not None)
+        return none_found(f"no jobs{where_}")
     console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3,
                         drop=("created", "at", "progress"), rows=[
         [job.get("id"), _name(job), job.get("status"), percent(job.get("progress")),

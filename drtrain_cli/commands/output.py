@@ -88,6 +88,11 @@ def warn(text: str) -> None:
     err_console.print(f"[yellow]warning:[/] {shown(text)}", highlight=False, soft_wrap=True)
 
 
+def none_found(text: str) -> None:
+    """Said on stderr instead of a table with no rows (stdout stays empty, for scripts)."""
+    err_console.print(shown(text), highlight=False, soft_wrap=True)
+
+
 def warn_about(job: dict[str, Any]) -> None:
     """The job's warnings, one line each, on stderr."""
     for text in job.get("warnings") or []:

@@ -18,6 +18,7 @@ from drtrain_cli.commands.output import (
     confirm,
     console,
     fail,
+    none_found,
     num,
     print_json,
     say,
@@ -60,6 +61,8 @@ def list_(
         sweeps = list(islice(pages, limit) if limit else pages)
     if as_json:
         return print_json(sweeps)
+    if not sweeps:
+        return none_found("no sweeps yet: `drtrain sweeps submit` starts one")
     console.print(table(["id", "jobs", "statuses", "grid", "created"], keep=1,
                         drop=("created", "grid"), rows=[
         [s.get("id"), s.get("n_children"),

@@ -268,6 +268,17 @@ def test_jobs_list_tells_a_sweeps_jobs_apart_by_their_grid_point(fake: FakeApi) 
     assert "alone " in listed
 
 
+def test_an_empty_list_says_so_on_stderr_and_prints_no_table(fake: FakeApi) -> None:
+    for command, said in ((["jobs", "list"], "no jobs"),
+                          (["jobs", "list", "--status", "running", "--tag", "a"],
+                           "no jobs in status running tagged a"),
+                          (["sweeps", "list"], "no sweeps yet: `drtrain sweeps submit`")):
+        result = drtrain(*command)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "" and said in result.stderr, (command, result.output)
+        assert json.loads(drtrain(*command, "--json").stdout) == []
+
+
 def test_jobs_list_get_cancel(fake: FakeApi) -> None:
     queued = fake.add_job("queued")["id"]
     done = fake.add_job("succeeded", result={"test_accuracy": 0.75})["id"]
