@@ -152,7 +152,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/v1/sweeps/{sweep_id}"): (
         "Get a sweep",
         "Its children with status and result, and a summary per grid point with seeds pooled "
-        "(mean and standard deviation of every final metric). " + _AUTH),
+        "(mean, sample standard deviation (0 for one run) and `n`, the succeeded runs behind "
+        "them, of every final metric). " + _AUTH),
     ("DELETE", "/v1/sweeps/{sweep_id}"): (
         "Delete a sweep",
         "Removes the sweep and every one of its jobs as `DELETE /v1/jobs/{job_id}` removes "

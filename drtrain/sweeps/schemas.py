@@ -58,7 +58,8 @@ class SweepChild(BaseModel):
 
 class MetricSummary(BaseModel):
     mean: float
-    std: float
+    std: float = Field(description="sample standard deviation; 0 for a single run")
+    n: int = Field(description="the succeeded runs behind the figure (seeds pooled)")
 
 
 class SummaryRow(BaseModel):

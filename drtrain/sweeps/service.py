@@ -213,8 +213,8 @@ def final_metrics(result: dict[str, Any] | None) -> dict[str, float]:
 
 
 def summarise(children: list[Job]) -> list[SummaryRow]:
-    """Per grid point with seeds pooled: mean and sample std (0 for one run) of every final
-    metric over the succeeded children."""
+    """Per grid point with seeds pooled: mean, sample std (0 for one run) and number of runs
+    of every final metric over the succeeded children."""
     groups: dict[str, list[Job]] = defaultdict(list)
     for job in children:
         point = {k: v for k, v in (job.grid_point or {}).items() if k != "seed"}
@@ -226,7 +226,8 @@ def summarise(children: list[Job]) -> list[SummaryRow]:
         for job in done:
             for name, value in final_metrics(job.result).items():
                 values[name].append(value)
-        metrics = {name: MetricSummary(mean=_mean(v), std=_std(v)) for name, v in values.items()}
+        metrics = {name: MetricSummary(mean=_mean(v), std=_std(v), n=len(v))
+                   for name, v in values.items()}
         rows.append(SummaryRow(point=json.loads(key), n=len(jobs), n_done=len(done),
                                metrics=metrics))
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from itertools import islice
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -88,9 +88,16 @@ def get(
         for c in sweep.get("children") or []], title=f"sweep {shown(sweep.get('id'))}"))
     console.print(table(["grid point", "done", "metrics (mean ± std)"], [
         [json.dumps(row.get("point")), f"{row.get('n_done', '-')}/{row.get('n', '-')}",
-         ", ".join(f"{n}={num(s.get('mean'))}±{num(s.get('std'))}"
-                   for n, s in sorted((row.get("metrics") or {}).items()))]
+         ", ".join(f"{name}={_mean_std(s)}"
+                   for name, s in sorted((row.get("metrics") or {}).items()))]
         for row in sweep.get("summary") or []], keep=0, title="summary"))
+
+
+def _mean_std(summary: dict[str, Any]) -> str:
+    """mean±std, or the one run's figure: the std of a single run is no spread."""
+    if summary.get("n") == 1:
+        return f"{num(summary.get('mean'))} (1 run)"
+    return f"{num(summary.get('mean'))}±{num(summary.get('std'))}"
 
 
 @client_command(app, "delete")

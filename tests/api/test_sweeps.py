@@ -115,7 +115,8 @@ def test_get_sweep_summarises_with_seeds_pooled(client, db, auth_a, auth_b, ds_i
         acc = row["metrics"]["test.accuracy"]
         assert acc["mean"] == pytest.approx(statistics.mean(values))
         assert acc["std"] == pytest.approx(statistics.stdev(values))
-        assert row["metrics"]["epochs"] == {"mean": 2.0, "std": 0.0}
+        assert acc["n"] == n_done
+        assert row["metrics"]["epochs"] == {"mean": 2.0, "std": 0.0, "n": n_done}
         assert "note" not in row["metrics"]
     assert client.get(f"/v1/sweeps/{body['id']}", headers=auth_b).status_code == 404
     assert client.get(f"/v1/sweeps/{body['id']}").status_code == 401

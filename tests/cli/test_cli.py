@@ -396,6 +396,9 @@ def test_sweeps_submit_and_get(fake: FakeApi, tmp_path: Path) -> None:
     sweep_id = next(iter(fake.sweeps))
     shown = drtrain("sweeps", "get", sweep_id)
     assert shown.exit_code == 0 and "test_accuracy=0.9±0.01" in shown.stdout
+    fake.sweeps[sweep_id]["summary"][0]["metrics"]["test_accuracy"] = {"mean": 0.8, "std": 0.0,
+                                                                       "n": 1}
+    assert "test_accuracy=0.8 (1 run)" in drtrain("sweeps", "get", sweep_id).stdout
     assert json.loads(drtrain("sweeps", "get", sweep_id, "--json").stdout)["id"] == sweep_id
     path.write_text(json.dumps({"grid": {}}))
     assert_clean_failure(drtrain("sweeps", "submit", str(path)), 2, "expected")

@@ -461,6 +461,48 @@ def test_sweep_marks_best_only_when_unique_and_draws_parallel_coordinates(page: 
     expect(page.locator("#sweep-parcoords polyline")).to_have_count(len(tied["summary"]))
 
 
+def test_sweep_pages_say_what_the_grid_varies_and_how_sure_the_best_is(page: Page,
+                                                                       server: Server,
+                                                                       seeded: Seeded) -> None:
+    sweep_id = seeded.sweep["id"]
+    for child in seeded.sweep["children"]:
+        finished(server, {"id": child["job_id"]})
+    # the base's fine-tuning weight (0.05) is no job's: the grid varies it
+    open_app(page, server, "#/sweeps")
+    expect(page.locator("#sweeps-table")).to_contain_text("ft euclidean λ swept")
+    with server.client() as c:
+        real = c.get(f"/v1/sweeps/{sweep_id}").json()
+    served: dict[str, Any] = {}
+    page.route(f"**/v1/sweeps/{sweep_id}", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(served)))
+    rows = page.locator("#sweep-summary tbody tr")
+    for (top, other), mark in [
+            # one run each: no spread, so the higher mean is not called best
+            (({"mean": 0.9, "std": 0.0, "n": 1}, {"mean": 0.8, "std": 0.0, "n": 1}), "top mean"),
+            # the spreads overlap: the same
+            (({"mean": 0.9, "std": 0.06, "n": 2}, {"mean": 0.8, "std": 0.05, "n": 2}), "top mean"),
+            (({"mean": 0.9, "std": 0.01, "n": 2}, {"mean": 0.8, "std": 0.01, "n": 2}), "★ best")]:
+        served.clear()
+        served.update(copy.deepcopy(real))
+        for row, figure in zip(served["summary"], (top, other), strict=True):
+            row["metrics"]["val_accuracy"] = figure
+        open_app(page, server, f"#/sweeps/{sweep_id}")
+        page.reload()  # the same address again: the app would keep the sweep it has
+        expect(page.locator(".summary.card")).to_contain_text("ft euclidean λ swept")
+        expect(page.locator(".summary.card")).not_to_contain_text("λ0.05")
+        best = page.locator('#sweep-summary tr[data-best="true"]')
+        expect(best).to_have_count(1)
+        expect(best).to_contain_text(mark)
+        if mark == "top mean":
+            expect(best).not_to_contain_text("★ best")
+        figure = rows.first.locator("td.strong")  # the chosen metric's cell
+        if top["n"] == 1:
+            expect(figure).to_contain_text("0.9 (1 run)")
+            expect(figure).not_to_contain_text("±")
+        else:
+            expect(figure).to_contain_text("0.9 ± 0.")
+
+
 def test_delete_a_sweep_deletes_it_and_its_jobs_after_confirming(page: Page, server: Server,
                                                                  recorder: Recorder) -> None:
     recorder.allow(r"status of 409")  # Chromium logs the refused delete itself

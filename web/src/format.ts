@@ -83,19 +83,23 @@ export function finalAccuracy(job: Job): number | null {
 }
 
 /** DR settings in a few words, e.g. "pre hellinger λ1 · ft euclidean λ0.1". */
-export function drShort(spec: Spec): string {
-  const parts: string[] = [];
-  const pre = spec.pretrain;
-  if (pre) {
-    const dr = pre.dr;
-    parts.push(dr && dr.weight > 0 ? `pre ${dr.divergence ?? "hellinger"} λ${fmtNum(dr.weight)}` : "pre off");
-  }
-  const ft = spec.finetune;
-  if (ft) {
-    const dr = ft.dr;
-    parts.push(dr && dr.weight > 0 ? `ft ${dr.distance ?? "euclidean"} λ${fmtNum(dr.weight)}` : "ft off");
-  }
-  return parts.join(" · ") || "—";
+/**
+ * A spec's DR settings in brief. ``swept``: the paths a sweep's grid varies (a sweep's base);
+ * what they cover reads "swept" rather than the base's value, which no job of it ran with.
+ */
+export function drShort(spec: Spec, swept: readonly string[] = []): string {
+  const varies = (path: string) => swept.some((p) => path === p || path.startsWith(`${p}.`));
+  const part = (tag: string, section: string, kindKey: string, kindDefault: string): string | null => {
+    // a grid path through a null section switches the section on (docs/api.md)
+    if (!spec[section] && !swept.some((p) => p === section || p.startsWith(`${section}.`))) return null;
+    if (varies(`${section}.dr`)) return `${tag} DR swept`;
+    const dr = spec[section]?.dr;
+    const kind = varies(`${section}.dr.${kindKey}`) ? `${kindKey} swept` : dr?.[kindKey] ?? kindDefault;
+    if (varies(`${section}.dr.weight`)) return `${tag} ${kind} λ swept`;
+    return dr && dr.weight > 0 ? `${tag} ${kind} λ${fmtNum(dr.weight)}` : `${tag} off`;
+  };
+  const parts = [part("pre", "pretrain", "divergence", "hellinger"), part("ft", "finetune", "distance", "euclidean")];
+  return parts.filter((p) => p !== null).join(" · ") || "—";
 }
 
 export function architecture(spec: Spec): string {

@@ -29,6 +29,8 @@ export interface Job {
   spec: Spec;
   dataset_id: string;
   sweep_id: string | null;
+  /** The job's values of its sweep's grid (null outside a sweep). */
+  grid_point?: Record<string, unknown> | null;
   created_at: string;
   /** When the job took one of its tenant's running slots; null while it waits in the queue. */
   dispatched_at: string | null;
@@ -115,7 +117,8 @@ export interface SummaryRow {
   point: Record<string, any>;
   n: number;
   n_done: number;
-  metrics: Record<string, { mean: number; std: number }>;
+  /** n: the runs behind the figure (absent from servers before it was added). */
+  metrics: Record<string, { mean: number; std: number; n?: number }>;
 }
 
 export interface Sweep {

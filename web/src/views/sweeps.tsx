@@ -65,12 +65,13 @@ export function SweepsPage() {
             {sweeps.map((s) => {
               const done = s.jobs.filter((j) => TERMINAL.has(j.status)).length;
               const spec = s.jobs[0].spec;
+              const swept = Object.keys(s.jobs[0].grid_point ?? {});
               return (
                 <tr key={s.id}>
                   <td><a href={`#/sweeps/${s.id}`} class="mono">{shortId(s.id)}</a></td>
                   <td class="num">{s.jobs.length}</td>
                   <td class="num">{done} / {s.jobs.length}</td>
-                  <td><span class="mono">{architecture(spec)}</span> <span class="muted small">{drShort(spec)}</span></td>
+                  <td><span class="mono">{architecture(spec)}</span> <span class="muted small">{drShort(spec, swept)}</span></td>
                   <td class="muted small">{fmtAgo(new Date(s.created).toISOString())}</td>
                 </tr>
               );
@@ -152,7 +153,7 @@ export function SweepPage({ id }: { id: string }) {
       </div>
       {deleteError && <p class="error" role="alert" id="sweep-delete-error">{deleteError}</p>}
       <div class="summary card">
-        <div><span class="label">Base</span><span class="mono">{architecture(sweep.base)}</span> · {drShort(sweep.base)} ·{" "}
+        <div><span class="label">Base</span><span class="mono">{architecture(sweep.base)}</span> · {drShort(sweep.base, Object.keys(sweep.grid))} ·{" "}
           <span title={sweep.base.dataset_id}>{datasetName || sweep.base.dataset_id}</span></div>
         {Object.entries(sweep.grid).map(([k, v]) => <div><span class="label mono">{k}</span>{v.map((x) => show(x)).join(", ")}</div>)}
       </div>
@@ -177,7 +178,7 @@ export function SweepPage({ id }: { id: string }) {
                 <tr class={isBest ? "best" : ""} data-best={isBest ? "true" : undefined}>
                   {paths.map((p) => <td class="mono">{show(row.point[p])}</td>)}
                   <td class="num">{row.n_done} / {row.n}</td>
-                  <td class="num strong">{meanStd(row, chosen)}{isBest && <span class="star" title={`best ${chosen}`}> ★ best</span>}</td>
+                  <td class="num strong">{meanStd(row, chosen)}{isBest && <BestMark row={row} rows={sweep.summary} metric={chosen} />}</td>
                   {others.map((m) => <td class="num">{meanStd(row, m)}</td>)}
                 </tr>
               );
@@ -232,9 +233,30 @@ export function bestRow(rows: SummaryRow[], metric: string, higher: boolean): Su
   return at.length === 1 && scored.length > 1 ? at[0] : null;
 }
 
+/** The point's mean ± std, or its one run's figure (one run has no spread to show). */
 function meanStd(row: SummaryRow, m: string): string {
   const v = row.metrics[m];
-  return v ? `${fmtNum(v.mean)} ± ${fmtNum(v.std, 2)}` : "—";
+  if (!v) return "—";
+  return v.n === 1 ? `${fmtNum(v.mean)} (1 run)` : `${fmtNum(v.mean)} ± ${fmtNum(v.std, 2)}`;
+}
+
+/**
+ * Whether the best point's mean stands clear of every other's: the two means lie further apart
+ * than their std's summed, each over at least two runs. Otherwise the top mean may be noise.
+ */
+export function clearlyBest(best: SummaryRow, rows: SummaryRow[], metric: string): boolean {
+  const b = best.metrics[metric];
+  return rows.every((r) => {
+    const v = r.metrics[metric];
+    if (r === best || !v) return true;
+    return (b.n ?? 0) >= 2 && (v.n ?? 0) >= 2 && Math.abs(b.mean - v.mean) > b.std + v.std;
+  });
+}
+
+function BestMark({ row, rows, metric }: { row: SummaryRow; rows: SummaryRow[]; metric: string }) {
+  if (clearlyBest(row, rows, metric)) return <span class="star" title={`best ${metric}`}> ★ best</span>;
+  return <span class="star muted" data-overlap="true"
+    title={`the highest mean of ${metric}, but within the spread of another point (or from single runs): more seeds would tell`}> ★ top mean</span>;
 }
 
 /**
