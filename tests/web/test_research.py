@@ -503,6 +503,29 @@ def test_sweep_pages_say_what_the_grid_varies_and_how_sure_the_best_is(page: Pag
             expect(figure).to_contain_text("0.9 ± 0.")
 
 
+def test_compare_names_the_datasets_its_runs_differ_in(page: Page, server: Server,
+                                                      seeded: Seeded) -> None:
+    a, b = finished(server, seeded.dr), finished(server, seeded.plain)
+    other = "f" * 32
+    # b as a's twin on another dataset: the dataset is all that sets them apart
+    twin = copy.deepcopy(a) | {"id": b["id"], "dataset_id": other}
+    twin["spec"]["dataset_id"] = other
+    page.route(f"**/v1/jobs/{b['id']}", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(twin)))
+
+    def datasets(route: Route) -> None:
+        body = route.fetch().json()
+        body["items"].append(dict(body["items"][0], id=other, name="fashion-1pct"))
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/v1/datasets", datasets)
+    open_app(page, server, f"#/compare?ids={a['id']},{b['id']}")
+    row = page.locator('#compare-diff tr[data-path="dataset_id"]')
+    expect(row).to_contain_text("fashion-1pct")
+    expect(row).not_to_contain_text(other[:8])
+    expect(page.locator("#compare-diff thead")).to_contain_text("dataset_id=fashion-1pct")
+
+
 def test_delete_a_sweep_deletes_it_and_its_jobs_after_confirming(page: Page, server: Server,
                                                                  recorder: Recorder) -> None:
     recorder.allow(r"status of 409")  # Chromium logs the refused delete itself

@@ -164,10 +164,18 @@ export function differingPaths(specs: Spec[]): string[] {
 const shortPath = (path: string) => path.replace(/^pretrain\./, "pre.").replace(/^finetune\./, "ft.");
 const shortValue = (v: unknown) => (v === null ? "off" : v && typeof v === "object" && !Array.isArray(v) ? "on" : show(v));
 
+/** A spec field's value as people read it: a dataset by its name (``datasets``: id to name)
+ * when known, else its short id. */
+export function fieldValue(path: string, v: unknown, datasets: Record<string, string> = {}): string {
+  if (path === "dataset_id" && typeof v === "string") return datasets[v] ?? (v.includes(":") ? v : shortId(v));
+  return shortValue(v);
+}
+
 /** What sets each job apart from the others: "ft.dr.weight=0.1, seed=1" (at most `limit` fields). */
-export function distinguishing(jobs: Pick<Job, "spec">[], limit = 3): (job: Pick<Job, "spec">) => string {
+export function distinguishing(jobs: Pick<Job, "spec">[], limit = 3,
+                               datasets: Record<string, string> = {}): (job: Pick<Job, "spec">) => string {
   const paths = jobs.length > 1 ? differingPaths(jobs.map((j) => j.spec)).slice(0, limit) : [];
-  return (job) => paths.map((p) => `${shortPath(p)}=${shortValue(getPath(job.spec, p))}`).join(", ");
+  return (job) => paths.map((p) => `${shortPath(p)}=${fieldValue(p, getPath(job.spec, p), datasets)}`).join(", ");
 }
 
 /** A run named so it can be told apart: its name, its distinguishing fields, its short id. */

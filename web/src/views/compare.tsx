@@ -2,10 +2,10 @@
 // Everything the view shows is in its URL (ids, added metrics, the picker's filter, the chart
 // settings), so a link shows the same comparison.
 import { useMemo, useRef, useState } from "preact/hooks";
-import { ApiError, getJob, listJobs, metricsSince } from "../api";
+import { ApiError, getJob, listDatasets, listJobs, metricsSince } from "../api";
 import { Chart, color } from "../chart";
 import { ChartControls, ChartViewContext, useChartView, type XAxis } from "../chartview";
-import { differingPaths, distinguishing, fmtNum, getPath, higherIsBetter, jobTitle, parseTime, runLabel, shortId, show } from "../format";
+import { differingPaths, distinguishing, fieldValue, fmtNum, getPath, higherIsBetter, jobTitle, parseTime, runLabel, shortId, show } from "../format";
 import { byEpoch, finalShown, keyLabel, matchKey, merge, seriesKey, xOf, yTitle } from "../metrics";
 import type { FinalMetric } from "../names";
 import { listParam, setQuery, usePoll, useRoute } from "../route";
@@ -41,6 +41,7 @@ export function ComparePage() {
   const [version, setVersion] = useState(0);
   const [error, setError] = useState<unknown>(null);
   const [recent, setRecent] = useState<Job[]>([]);
+  const [datasets, setDatasets] = useState<Record<string, string>>({});
   const view = useChartView();
 
   // Curves: the metrics route, polled while a job is still active. An id the server does not
@@ -82,12 +83,16 @@ export function ComparePage() {
   usePoll(async () => {
     setRecent((await listJobs({ pageSize: 50 })).items);
   }, 10_000, []);
+  // Runs on different datasets are labelled with the datasets' names, not their ids.
+  usePoll(async () => {
+    setDatasets(Object.fromEntries((await listDatasets()).map((d) => [d.id, d.name])));
+  }, 30_000, []);
 
   const list = ids.map((id) => runs.current.get(id)).filter((r): r is Run => Boolean(r));
   const labels = useMemo(() => {
-    const fields = distinguishing(list.map((r) => r.job));
+    const fields = distinguishing(list.map((r) => r.job), 3, datasets);
     return new Map(list.map((r) => [r.job.id, runLabel(r.job, fields(r.job))]));
-  }, [version, ids.join(",")]);
+  }, [version, ids.join(","), datasets]);
   const label = (r: Run) => labels.get(r.job.id) ?? jobTitle(r.job);
   const keys = useMemo(() => {
     const all = new Set<string>();
@@ -180,7 +185,7 @@ export function ComparePage() {
             {diff.length ? (
               <table id="compare-diff">
                 <thead><tr><th>field</th>{list.map((r) => <th>{label(r)}</th>)}</tr></thead>
-                <tbody>{diff.map((d) => <tr data-path={d.path}><th class="mono">{d.path}</th>{d.values.map((v) => <td class="mono">{show(v)}</td>)}</tr>)}</tbody>
+                <tbody>{diff.map((d) => <tr data-path={d.path}><th class="mono">{d.path}</th>{d.values.map((v) => <td class="mono">{d.path === "dataset_id" ? fieldValue(d.path, v, datasets) : show(v)}</td>)}</tr>)}</tbody>
               </table>
             ) : <p class="muted">The specs are identical.</p>}
           </Section>

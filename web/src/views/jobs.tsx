@@ -176,11 +176,11 @@ export function JobsPage() {
     const out = new Map<string, string>();
     for (const same of byName.values()) {
       if (same.length < 2) continue;
-      const fields = distinguishing(same);
+      const fields = distinguishing(same, 3, names);
       for (const j of same) out.set(j.id, fields(j));
     }
     return out;
-  }, [shown]);
+  }, [shown, names]);
 
   const groups = useMemo(() => {
     if (!groupColumn) return [{ key: "", jobs: shown }];
