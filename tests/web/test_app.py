@@ -488,6 +488,13 @@ def test_a_failed_dataset_says_why_and_is_not_offered_for_training(page: Page,
         open_app(page, server, "#/submit?dataset=no-such-dataset")
         expect(page.locator("#dataset-note")).to_contain_text("There is no dataset no-such-dataset")
         expect(select).not_to_have_value("no-such-dataset")
+        # submitting with none chosen is stopped here, with words, not sent to be refused
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        page.click("#submit-button")
+        expect(page.locator("#dataset-note")).to_contain_text("Choose a ready dataset")
+        expect(page.locator("#submit-errors")).to_have_count(0)
+        assert posts == []
     finally:
         with server.client() as c:
             c.delete(f"/v1/datasets/{failed['id']}")

@@ -222,6 +222,11 @@ export function SubmitPage({ from }: { from: string | null }) {
 
   async function submit(e: Event) {
     e.preventDefault();
+    if (spec && !spec.dataset_id) {
+      // said here rather than as the server's "at least 1 character" on an empty field
+      setDatasetNote("Choose a ready dataset to train on (upload one on the Datasets page).");
+      return;
+    }
     setBusy(true);
     setErrors({ byField: {}, general: [] });
     try {
