@@ -175,6 +175,20 @@ def test_finished_job_page_shows_every_chart_the_spec_and_final_metrics(
     page.screenshot(path=str(ARTIFACTS / "job-page.png"), full_page=True)
 
 
+def test_a_job_without_dr_draws_no_flat_dr_chart(page: Page, server: Server,
+                                                 seeded: Seeded) -> None:
+    job = server.wait(seeded.plain["id"])
+    assert job["status"] == "succeeded", job
+    # the worker records the DR value of a phase without DR as 0, every epoch
+    assert {p["value"] for p in metric_points(server, job["id"]) if p["name"] == "dr"} == {0.0}
+    open_app(page, server, f"#/jobs/{job['id']}")
+    expect(page.locator('[data-testid="chart-finetune-loss"]')).to_be_visible()
+    # without DR, how far apart the groups' posteriors are is still worth seeing
+    expect(page.locator('[data-testid="chart-pretrain-cross_group_divergence"]')).to_be_visible()
+    for testid in ("chart-finetune-dr", "chart-pretrain-dr"):
+        expect(page.locator(f'[data-testid="{testid}"]')).to_have_count(0)
+
+
 # What the worker records about DR, seeded so the test does not depend on the installed
 # worker recording it: cross-group pairs per pretraining batch per layer (layer 1 nearly
 # starved at the end) and the DR term's own gradient norm per hidden layer while fine-tuning.
