@@ -423,7 +423,7 @@ class Client:
         try:
             yield
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise UnreachableError(self.base_url, exc) from exc
+            raise UnreachableError(self.base_url, exc, self.connection.url_from) from exc
         except httpx.TimeoutException as exc:
             raise ClientError(f"drtrain at {self.base_url} did not answer in time "
                               f"({type(exc).__name__})") from exc

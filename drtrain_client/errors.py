@@ -81,14 +81,18 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 class UnreachableError(ClientError):
     """No HTTP answer at all: nothing listens at the URL, DNS failed, or the connection dropped."""
 
-    def __init__(self, url: str, cause: Exception | None = None) -> None:
+    def __init__(self, url: str, cause: Exception | None = None, source: str = "argument") -> None:
         self.url = url
         self.cause = cause
-        # The same words for a laptop and a cluster: what was tried, why it failed, what to
+        # The same words for a laptop and a cluster, for the CLI and for Python: what was
+        # tried, why it failed, where the URL came from (``Connection.url_from``), what to
         # check (no guess that `drtrain up` is the server: in production it is not).
         reason = f" ({_reason(cause)})" if cause is not None else ""
-        super().__init__(f"cannot reach drtrain at {url}{reason}: check the URL (--url, "
-                         "DRTRAIN_URL) and that the API is running there")
+        where = {"argument": "as given",
+                 "default": "the default: none was given, in DRTRAIN_URL or in a data folder"
+                 }.get(source, f"from {source}")
+        super().__init__(f"cannot reach drtrain at {url}{reason}: check the URL ({where}) and "
+                         "that the API is running there")
 
 
 def _reason(cause: Exception) -> str:

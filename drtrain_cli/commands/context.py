@@ -34,9 +34,11 @@ DataDir = Annotated[Path | None, typer.Option(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def make_client(url: str, key: str) -> Client:
-    """The one place the CLI builds a client; tests replace it to inject a mock transport."""
-    return Client(url, key)
+def make_client(url: str | None, key: str | None, data_dir: Path | None) -> Client:
+    """The one place the CLI builds a client; tests replace it to inject a mock transport.
+    It gets the options as given: the client resolves them as the CLI does, and so knows
+    where its URL came from when it has to say that nothing answers there."""
+    return Client(url, key, data_dir=data_dir)
 
 
 @dataclass
@@ -63,7 +65,7 @@ class ClientOptions:
             if not found.api_key:
                 fail("no API key: pass --key, set DRTRAIN_API_KEY, or start `drtrain up` "
                      f"(it writes {found.data_dir / 'api-key'})")
-            self._client = make_client(found.url, found.api_key)
+            self._client = make_client(self.url, self.key, self.data_dir)
             on_close(self._client.close)
         return self._client
 

@@ -29,9 +29,11 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApi:
     api = FakeApi()
     api.made: list[tuple[str, str]] = []  # type: ignore[attr-defined]
 
-    def make_client(url: str, key: str) -> Client:
-        api.made.append((url, key))  # type: ignore[attr-defined]
-        return Client(url, key, transport=__import__("httpx").MockTransport(api.handle))
+    def make_client(url: str | None, key: str | None, data_dir: Path | None) -> Client:
+        client = Client(url, key, data_dir=data_dir,
+                        transport=__import__("httpx").MockTransport(api.handle))
+        api.made.append((client.base_url, client.connection.api_key))  # type: ignore[attr-defined]
+        return client
 
     monkeypatch.setattr(context, "make_client", make_client)
     return api
@@ -93,8 +95,9 @@ def test_connection_refused_is_one_line_not_a_traceback(monkeypatch: pytest.Monk
     url = closed_port_url()
     result = run("jobs", "list", "--url", url, "--key", KEY)
     assert_clean_failure(result, 3, f"cannot reach drtrain at {url} (Connection refused): "
-                                    "check the URL (--url, DRTRAIN_URL) and that the API is "
-                                    "running there")
+                                    "check the URL (as given) and that the API is running there")
+    from_env = run("jobs", "list", "--key", KEY, env={"DRTRAIN_URL": url})
+    assert_clean_failure(from_env, 3, "check the URL (from DRTRAIN_URL)")
     assert "drtrain up" not in result.output  # the server may be anything, anywhere
 
 

@@ -801,7 +801,10 @@ def test_unreachable_server_gives_an_actionable_error() -> None:
         with pytest.raises(UnreachableError) as info:
             c.list_datasets()
     assert str(info.value) == (f"cannot reach drtrain at {url} (Connection refused): check the "
-                               "URL (--url, DRTRAIN_URL) and that the API is running there")
+                               "URL (as given) and that the API is running there")
+    assert "--url" not in str(info.value)  # a CLI flag means nothing to a Python caller
+    assert "(the default: none was given, in DRTRAIN_URL or in a data folder)" in str(
+        UnreachableError("http://127.0.0.1:8000", None, "default"))
 
 
 def test_problem_text_lists_only_errors_the_detail_does_not_repeat() -> None:
