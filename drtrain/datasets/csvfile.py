@@ -133,7 +133,10 @@ class _BoundedLines:
             raise StopIteration
         self.line_no += 1
         if len(line) > self.limit and not line.endswith("\n"):
-            raise Invalid(f"line {self.line_no}: longer than {self.limit} characters")
+            # a line of the file, header included: the cell messages' "row N" counts rows
+            # after the header, and a quoted cell may span lines
+            raise Invalid(f"line {self.line_no} of the file (the header is line 1): longer than "
+                          f"{self.limit} characters")
         return line
 
 

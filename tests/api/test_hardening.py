@@ -319,7 +319,7 @@ def test_one_endless_row_is_refused_without_parsing_it(client, auth_a, small_lim
     body = multipart(b"a,label\n1,x\n" + b"0," * 3_000_000 + b"y\n")
     resp, peak = post_measuring_peak(client, auth_a, body)
     failed = checked(client, auth_a, resp)  # the rows are read by the check, after the 202
-    assert failed["status"] == "failed" and "line 3: longer than" in failed["status_reason"]
+    assert failed["status"] == "failed" and "line 3 of the file (the header is line 1): longer than" in failed["status_reason"]
     assert peak < 4 * len(body), f"peak {peak} bytes for a {len(body)}-byte body"
 
 
