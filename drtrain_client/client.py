@@ -7,6 +7,7 @@ in one envelope, ``{"items": [...], "next_page_token": ...}``, followed page by 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -297,8 +298,19 @@ class Client:
                               Path(path), resume=resume, progress=progress, what="checkpoint")
 
     def predict(self, job_id: str, inputs: Sequence[Sequence[float]] | Any) -> dict[str, Any]:
+        """Classify ``inputs`` (rows of numbers, or an array) with a succeeded job's model.
+        A NaN or infinite value is a ``ClientError`` naming its row and column: JSON cannot
+        carry it, and the model could not use it."""
         rows = inputs.tolist() if hasattr(inputs, "tolist") else [list(r) for r in inputs]
-        return self._json("POST", f"/v1/jobs/{_path_segment(job_id)}/predict", json={"inputs": rows})
+        try:
+            return self._json("POST", f"/v1/jobs/{_path_segment(job_id)}/predict",
+                              json={"inputs": rows})
+        except ValueError as exc:  # the JSON encoder's, before anything is sent
+            where = first_non_finite(rows)
+            if where is None:
+                raise
+            raise ClientError(f"inputs row {where[0]}, column {where[1]}: {where[2]} is not a "
+                              "finite number") from exc
 
     def queue(self, limit: int = 50, job_id: str | None = None) -> dict[str, Any]:
         """The tenant's queue: ``running_limit`` and ``queued_limit``, how many jobs hold a
@@ -429,6 +441,15 @@ class Client:
                               f"({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise ClientError(f"request to drtrain at {self.base_url} failed: {exc}") from exc
+
+
+def first_non_finite(rows: Sequence[Sequence[Any]]) -> tuple[int, int, float] | None:
+    """(row, column, value) of the first NaN or infinity in ``rows`` (0-based), or None."""
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if isinstance(value, float) and not math.isfinite(value):
+                return i, j, value
+    return None
 
 
 def parse_sse(lines: Iterator[str],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from drtrain_cli.commands.output import EXIT_USAGE, fail
+from drtrain_client.client import first_non_finite
 
 
 def read_json_file(path: Path) -> Any:
@@ -37,7 +38,7 @@ def read_inputs(path: Path, not_features: Collection[str] = ()) -> list[list[flo
         rows = data.get("inputs") if isinstance(data, dict) else data
         if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
             fail(f"{path}: expected a list of rows or {{\"inputs\": [[...], ...]}}", EXIT_USAGE)
-        return rows
+        return _finite(path, rows)
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             raw = [row for row in csv.reader(fh) if row]
@@ -52,6 +53,17 @@ def read_inputs(path: Path, not_features: Collection[str] = ()) -> list[list[flo
         if not _numeric(row):
             fail(f"{path}: data row {number} is not all numbers", EXIT_USAGE)
         rows.append([float(v) for v in row])
+    return _finite(path, rows)
+
+
+def _finite(path: Path, rows: list[list[Any]]) -> list[list[Any]]:
+    """The rows, once none holds NaN or an infinity (Python's JSON and CSV readers take
+    them; JSON cannot send them, and a model cannot use them)."""
+    where = first_non_finite(rows)
+    if where is not None:
+        row, column, value = where
+        fail(f"{path}: data row {row + 1}, column {column + 1}: {value} is not a finite number",
+             EXIT_USAGE)
     return rows
 
 

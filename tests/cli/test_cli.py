@@ -388,6 +388,16 @@ def test_jobs_predict_from_csv_and_json(fake: FakeApi, tmp_path: Path) -> None:
     bad.write_text("1,2,3\n4,x,6\n")
     assert_clean_failure(drtrain("jobs", "predict", job_id, "--inputs", str(bad)), 2,
                          "data row 2 is not all numbers")
+    sent = len(fake.predicted)
+    for name, text, said in [("nan.csv", "1,2,3\n4,nan,6\n", "data row 2, column 2: nan"),
+                             ("inf.csv", "a,b,c\n1,2,inf\n", "data row 1, column 3: inf"),
+                             ("nan.json", '{"inputs": [[1, NaN, 3]]}', "data row 1, column 2: nan"),
+                             ("inf.json", "[[-Infinity, 0, 0]]", "data row 1, column 1: -inf")]:
+        path = tmp_path / name
+        path.write_text(text)
+        assert_clean_failure(drtrain("jobs", "predict", job_id, "--inputs", str(path)), 2,
+                             f"{said} is not a finite number")
+    assert len(fake.predicted) == sent  # nothing was sent
 
 
 def test_sweeps_submit_and_get(fake: FakeApi, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import email.parser
 import hashlib
 import itertools
 import json
+import math
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -793,6 +794,17 @@ def test_interrupted_download_can_be_resumed(fake: FakeApi, tmp_path: Path) -> N
         assert (tmp_path / "m.safetensors.part").stat().st_size == 3000
         info = c.download_model(job_id, out)
     assert info["resumed_from"] == 3000 and out.read_bytes() == fake.model
+
+
+def test_predict_names_a_value_json_cannot_carry_and_sends_nothing(fake: FakeApi,
+                                                                    client: Client) -> None:
+    job_id = fake.add_job("succeeded")["id"]
+    for inputs, said in [([[1.0, 2.0, 0.0], [3.0, math.nan, 0.0]], "inputs row 1, column 1: nan"),
+                         (np.array([[math.inf, 0.0, 0.0]]), "inputs row 0, column 0: inf")]:
+        with pytest.raises(ClientError, match=re.escape(f"{said} is not a finite number")):
+            client.predict(job_id, inputs)
+    assert fake.predicted == []
+    assert client.predict(job_id, [[1.0, 2.0, 0.0]])["predictions"] == ["pos"]
 
 
 def test_unreachable_server_gives_an_actionable_error() -> None:
