@@ -140,7 +140,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/sweeps"): (
         "Start a sweep",
         "One child job per point of `grid` (dotted JobSpec paths to lists of values) over the "
-        "`base` spec; every point is validated before any job is queued. A path through a "
+        "`base` spec; every point is validated before any job is queued, and a path that "
+        "names no JobSpec field (the answer names the closest) or a value listed twice on "
+        "one path (seeds replicate a point) is a 422. A path through a "
         "section that is null or absent in `base` switches that section on with its defaults "
         "(`pretrain.dr.weight` over a base without pretraining DR sweeps DR on; over "
         "`\"pretrain\": null` it turns pretraining on too). 202 with `Location`; "

@@ -5,8 +5,6 @@ accepted whole or not at all.
 """
 from __future__ import annotations
 
-import copy
-import itertools
 import json
 import math
 from collections import defaultdict
@@ -14,7 +12,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from drtrain.jobs import queue, retention
@@ -25,14 +22,14 @@ from drtrain.jobs.service import (
     deleted_datasets,
     new_job,
 )
-from drtrain.jobs.spec import JobSpec, spec_to_dict
-from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs, validation_message
+from drtrain.jobs.spec import spec_to_dict
+from drtrain.kit.errors import Conflict, Invalid, NotFound, TooManyJobs
 from drtrain.kit.models import Job, JobStatus, Sweep
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore
 from drtrain.sweeps import repository as sweeps_repo
+from drtrain.sweeps.grid import expand_grid
 from drtrain.sweeps.schemas import (
-    MAX_GRID_POINTS,
     MetricSummary,
     SummaryRow,
     SweepChild,
@@ -42,67 +39,6 @@ from drtrain.sweeps.schemas import (
     SweepRequest,
 )
 from drtrain.tenants import quota
-
-
-def _invalid(path: str, msg: str, value: Any = None) -> Invalid:
-    return Invalid(f"grid {path!r}: {msg}",
-                   errors=[{"loc": ["body", "grid", path], "msg": msg, "input": value,
-                            "type": "value_error"}])
-
-
-def set_path(spec: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``a.b.c`` in a spec dict; a null section on the way (``"dr": null``) becomes {}
-    so a grid can switch a section on and the schema fills its defaults."""
-    *parents, leaf = path.split(".")
-    node = spec
-    for part in parents:
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, dict):
-            raise _invalid(path, f"{part!r} is not an object")
-    node[leaf] = value
-
-
-def _owner(exc: ValidationError, point: dict[str, Any]) -> str | None:
-    """The grid path whose value the first schema error is about, if any."""
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        for path in point:
-            if loc == path or loc.startswith(path + ".") or path.startswith(loc + "."):
-                return path
-    return None
-
-
-def expand_grid(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[tuple[dict, JobSpec]]:
-    for path, values in grid.items():
-        if not path or any(not part for part in path.split(".")):
-            raise _invalid(path, "must be a dotted path such as 'pretrain.dr.weight'")
-        if not values:
-            raise _invalid(path, "needs at least one value")
-    n_points = math.prod(len(v) for v in grid.values())
-    if n_points > MAX_GRID_POINTS:
-        raise Invalid(f"the grid has {n_points} points; at most {MAX_GRID_POINTS} are allowed",
-                      errors=[{"loc": ["body", "grid"], "msg": "too many grid points",
-                               "type": "value_error"}])
-    out = []
-    for combo in itertools.product(*grid.values()):
-        point = dict(zip(grid, combo))
-        spec_dict = copy.deepcopy(base)
-        for path, value in point.items():
-            set_path(spec_dict, path, value)
-        try:
-            spec = JobSpec.model_validate(spec_dict)
-        except ValidationError as exc:
-            owner = _owner(exc, point)
-            first = validation_message(exc.errors()[0])
-            if owner is None:
-                raise Invalid(f"grid point {point}: {first}",
-                              errors=[{"loc": ["body", "grid"], "msg": first,
-                                       "input": point, "type": "value_error"}]) from exc
-            raise _invalid(owner, f"value {point[owner]!r}: {first}", point[owner]) from exc
-        out.append((point, spec))
-    return out
 
 
 def create_sweep(session: Session, settings: Settings, tenant_id: str,

@@ -3,11 +3,14 @@ the base leaves null, its values are typed as strictly as the spec's, and a chil
 metrics come from the worker's metrics section."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from drtrain.jobs.spec import JobSpec, spec_to_dict
 from drtrain.kit.errors import Invalid
-from drtrain.sweeps.service import expand_grid, final_metrics
+from drtrain.sweeps.grid import expand_grid
+from drtrain.sweeps.service import final_metrics
 from tests.factories import small_spec
 
 
@@ -43,3 +46,29 @@ def test_grid_values_of_the_right_type_expand() -> None:
     assert [(p["seed"], s.pretrain.learning_rate) for p, s in points] == [
         (0, 1.0), (0, 0.5), (1, 1.0), (1, 0.5)]
     assert all(s.pretrain.persistent and s.model.hidden_layers == [8] for _, s in points)
+
+
+@pytest.mark.parametrize("values, repeated", [([1, 1], "1"), ([0.5, 1, 1.0], "1.0"),
+                                              ([[8], [8]], "[8]")])
+def test_a_value_twice_on_one_path_is_refused(values: list[object], repeated: str) -> None:
+    # two alike points would pool as replicates of one, under the same seed
+    base = spec_to_dict(JobSpec.model_validate(small_spec("x")))
+    path = "model.hidden_layers" if isinstance(values[0], list) else "pretrain.dr.weight"
+    with pytest.raises(Invalid, match=rf"value {re.escape(repeated)} appears twice") as info:
+        expand_grid(base, {path: values})
+    assert info.value.errors[0]["loc"] == ["body", "grid", path]
+
+
+@pytest.mark.parametrize("path, said", [
+    ("pretrain.dr.wieght", "pretrain.dr has no field 'wieght' (did you mean 'pretrain.dr.weight'?)"),
+    ("pretrian.epochs", "the JobSpec has no field 'pretrian' (did you mean 'pretrain'?)"),
+    ("finetune.dr.distanse", "finetune.dr has no field 'distanse' (did you mean "
+                             "'finetune.dr.distance'?)"),
+    ("nothing_like_it", "the JobSpec has no field 'nothing_like_it'"),
+])
+def test_a_path_that_names_no_field_says_so_and_what_is_close(path: str, said: str) -> None:
+    base = spec_to_dict(JobSpec.model_validate(small_spec("x")))
+    with pytest.raises(Invalid) as info:
+        expand_grid(base, {path: [0, 1]})
+    assert info.value.detail == f"grid {path!r}: {said}"
+    assert info.value.errors[0]["loc"] == ["body", "grid", path]
