@@ -12,16 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from drtrain_study.records import DatasetOutcome, Study
+from drtrain_study.records import DatasetOutcome, Study, curves_name, gradients_name
 from drtrain_study.runs import ARM_BY_KEY, RunResult
-
-
-def curves_name(dataset: str) -> str:
-    return f"study_{dataset}_curves.png"
-
-
-def gradients_name(dataset: str) -> str:
-    return f"study_{dataset}_gradients.png"
 
 
 def _by_arm(outcome: DatasetOutcome) -> dict[str, list[RunResult]]:

@@ -11,6 +11,16 @@ from drtrain_study.runs import Budget, RunResult
 CURVES_NAME = "study_curves.csv"
 
 
+def curves_name(dataset: str) -> str:
+    """The file of a dataset's validation-error figure."""
+    return f"study_{dataset}_curves.png"
+
+
+def gradients_name(dataset: str) -> str:
+    """The file of a dataset's gradient-norm figure."""
+    return f"study_{dataset}_gradients.png"
+
+
 @dataclass(frozen=True)
 class DatasetPlan:
     name: str

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drtrain_study.compare import GRAD_RATIO, TEST_ERROR, Comparison, family, find, fmt_p, winners
-from drtrain_study.plots import curves_name, gradients_name
+from drtrain_study.records import curves_name, gradients_name
 from drtrain_study.report_setup import lambda_text, setup, tuning
 from drtrain_study.runs import ARM_BY_KEY, RunResult
 from drtrain_study.stats import mean_ci

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from drtrain_client import Client
 from drtrain_study import data as study_data
-from drtrain_study.plots import write_plots
 from drtrain_study.records import CURVES_NAME, Study, StudyConfig
 from drtrain_study.regime import Regime
 from drtrain_study.report import render, write_curves
@@ -62,9 +62,23 @@ def run_study(cfg: StudyConfig, client: Client, service: str, command: str = "",
 
 def write_outputs(study: Study, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    save(study, out_dir / RESULTS_NAME)  # first: the hours of results never wait on a figure
     report, curves = out_dir / REPORT_NAME, out_dir / CURVES_NAME
     report.write_text(render(study))
     write_curves(study, curves)
-    write_plots(study, out_dir)
-    save(study, out_dir / RESULTS_NAME)
+    write_figures(study, out_dir)
     return report, curves
+
+
+def write_figures(study: Study, out_dir: Path) -> None:
+    """The figures, or a line on stderr saying why not: matplotlib is the optional `study`
+    extra, imported only here so that the rest of the study runs without it."""
+    try:
+        from drtrain_study.plots import write_plots
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "matplotlib":
+            raise
+        print("drtrain-study: figures skipped: they need matplotlib "
+              "(pip install 'drtrain[study]')", file=sys.stderr)
+        return
+    write_plots(study, out_dir)

@@ -2,6 +2,8 @@
 committed report (docs/study.md) against the results it was built from."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -37,3 +39,20 @@ def test_the_committed_report_is_what_its_results_rebuild(tmp_path):
     assert (tmp_path / "study.md").read_text() == (DOCS / "study.md").read_text()
     assert (tmp_path / CURVES_NAME).read_text() == (DOCS / CURVES_NAME).read_text()
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in DOCS.glob("study_*.png"))
+
+
+def test_without_matplotlib_the_study_runs_and_says_it_skipped_its_figures(tmp_path):
+    # matplotlib is the optional `study` extra: a None in sys.modules makes its import fail
+    code = ("import sys; sys.modules['matplotlib'] = None; "
+            "from drtrain_study.cli import main; sys.exit(main(sys.argv[1:]))")
+    shown = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True,
+                           text=True, check=False)
+    assert shown.returncode == 0 and "--report-from" in shown.stdout, shown.stderr
+    out = tmp_path / "out"
+    rebuilt = subprocess.run([sys.executable, "-c", code, "--report-from",
+                              str(DOCS / RESULTS_NAME), "--out", str(out)],
+                             capture_output=True, text=True, check=False)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "figures skipped: they need matplotlib (pip install 'drtrain[study]')" in rebuilt.stderr
+    assert (out / "study.md").is_file() and (out / RESULTS_NAME).is_file()
+    assert (out / CURVES_NAME).is_file() and not list(out.glob("*.png"))
