@@ -20,7 +20,7 @@ from drtrain.datasets import repository as datasets_repo
 from drtrain.jobs import lifecycle, queue
 from drtrain.jobs import repository as q
 from drtrain.jobs.predict import ModelFormatError, model_cache
-from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, spec_to_dict
+from drtrain.jobs.spec import MAX_PARAMETERS, JobSpec, resolve_batch_size, spec_to_dict
 from drtrain.jobs.warnings import training_warnings, validation_rows
 from drtrain.kit import cancel_signal
 from drtrain.kit.db import after_commit
@@ -147,7 +147,9 @@ def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
         if test.n_features != facts.n_features:
             raise _invalid([*loc, "test_dataset_id"],
                            f"has {test.n_features} features, the training set {facts.n_features}")
+        _check_test_classes(test, facts, [*loc, "test_dataset_id"])
     _check_rows_used(spec, facts, loc)
+    _check_side_rows(spec, facts, loc)
     lo, hi = facts.feature_range
     if spec.model.visible_units == "bernoulli" and (lo < 0.0 or hi > 1.0):
         raise _invalid([*loc, "model", "visible_units"],
@@ -158,6 +160,36 @@ def check_against_dataset(session: Session, settings: Settings, tenant_id: str,
         raise _invalid([*loc, "model", "hidden_layers"],
                        f"{n_params} parameters for {facts.n_features} features exceeds {MAX_PARAMETERS}")
     return facts
+
+
+def _check_test_classes(test: DatasetFacts, train: DatasetFacts, loc: list[str | int]) -> None:
+    """Every class of the test set must be one the model learns (datasets checked before
+    class counts were kept have none: the worker checks those)."""
+    if not test.class_counts or not train.class_counts:
+        return
+    missing = sorted(set(test.class_counts) - set(train.class_counts))
+    if missing:
+        known = sorted(train.class_counts)
+        raise _invalid(loc, f"classes {missing[:5]} do not occur in the training set, whose "
+                            f"classes are {known[:10]}{' ...' if len(known) > 10 else ''} "
+                            "(labels are compared as text: 3 and 3.0 are two classes)")
+
+
+def _check_side_rows(spec: JobSpec, facts: DatasetFacts, loc: tuple[str | int, ...]) -> None:
+    """Side rows must be below the batch size: the schema checks an explicit one; "auto"
+    is known only with the dataset's training rows (the worker resolves it the same way)."""
+    pre = spec.pretrain
+    if pre is None or not pre.side_rows_per_batch or pre.batch_size != "auto":
+        return
+    labelled = facts.n_samples if facts.n_labelled is None else facts.n_labelled
+    n_train = facts.n_samples - validation_rows(labelled, facts.n_samples,
+                                                spec.validation_fraction)
+    batch = resolve_batch_size("auto", n_train)
+    if pre.side_rows_per_batch >= batch:
+        raise _invalid([*loc, "pretrain", "side_rows_per_batch"],
+                       f"({pre.side_rows_per_batch}) must be below the batch size: batch_size "
+                       f"\"auto\" is {batch} for this dataset's {n_train} training rows; "
+                       "lower it, or set pretrain.batch_size")
 
 
 def _check_rows_used(spec: JobSpec, facts: DatasetFacts, loc: tuple[str | int, ...]) -> None:
