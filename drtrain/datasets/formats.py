@@ -10,6 +10,7 @@ Every refusal is an ``Invalid`` whose message names the row, column or array at 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,25 +66,29 @@ def check_headers(path: Path, fmt: str, *, labels_path: Path | None, label_colum
 
 
 def _feed(path: Path, fmt: str, sink: Sink, *, labels_path: Path | None, label_column: str,
-          side_info_column: str | None, limits: Limits) -> None:
+          side_info_column: str | None, limits: Limits) -> list[str] | None:
+    """Feed the file's rows to ``sink``; returns the feature columns' names, where the format
+    has them (a CSV header)."""
     if fmt == "csv":
         layout = csvfile.read_layout(path, label_column, side_info_column)
         csvfile.feed_csv(path, layout, sink, limits)
-    elif fmt == "npz":
+        return [layout.header[i].strip() for i in layout.feature_at]
+    if fmt == "npz":
         arrays.feed_npz(path, sink, limits)
     elif fmt == "idx":
         arrays.feed_idx(path, labels_path, sink, limits)
     else:
         raise Invalid(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    return None
 
 
 def inspect_upload(path: Path, fmt: str, *, labels_path: Path | None, label_column: str,
                    side_info_column: str | None, limits: Limits) -> DatasetSummary:
     """The whole file checked and summarised without holding it."""
     summary = Summary(limits)
-    _feed(path, fmt, summary, labels_path=labels_path, label_column=label_column,
-          side_info_column=side_info_column, limits=limits)
-    return summary.result(fmt)
+    names = _feed(path, fmt, summary, labels_path=labels_path, label_column=label_column,
+                  side_info_column=side_info_column, limits=limits)
+    return replace(summary.result(fmt), feature_names=names)
 
 
 def read_any(path: Path, fmt: str, *, labels_path: Path | None, label_column: str,

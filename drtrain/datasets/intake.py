@@ -280,7 +280,7 @@ def _record(factory: sessionmaker[Session], store: ObjectStore, staged: Staged,
             n_features=summary.n_features, n_classes=summary.n_classes,
             class_counts=summary.class_counts, feature_range=summary.feature_range,
             visible_units_hint=summary.visible_units_hint, n_labelled=summary.n_labelled,
-            n_with_side=summary.n_with_side)
+            n_with_side=summary.n_with_side, feature_names=summary.feature_names)
     if not moved:  # deleted while it was checked (its objects went with it) or swept
         _delete(store, staged.object_keys)
 

@@ -34,6 +34,10 @@ class DatasetOut(BaseModel):
     n_with_side: int | None = Field(None, description="rows that carry a side value (the label "
                                                       "when there is no side column or groups "
                                                       "array): DR pairs only these")
+    feature_names: list[str] | None = Field(
+        None, description="a CSV's feature columns by name, in the order the model takes "
+                          "them (null for NPZ, IDX and built-in datasets, and for CSVs "
+                          "checked before names were kept)")
     sha256: str
     size_bytes: int
     created_at: datetime

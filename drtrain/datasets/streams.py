@@ -50,6 +50,8 @@ class DatasetSummary:
     n_with_side: int | None = None
     # Distinct side values, when known and not the classes (a built-in's coarse grouping).
     n_groups: int | None = None
+    # The feature columns' names in file order, where the format names them (a CSV header).
+    feature_names: list[str] | None = None
 
 
 @dataclass

@@ -165,6 +165,8 @@ class Dataset(Base):
     # Rows that carry a label, and a side value (the label when there is no side column).
     n_labelled: Mapped[int | None] = mapped_column(Integer, nullable=True)
     n_with_side: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A CSV's feature columns by name, in order (null for formats that name none).
+    feature_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTC, default=utcnow)

@@ -11,7 +11,7 @@ import typer
 
 from drtrain_cli.commands import ids
 from drtrain_cli.commands.context import client_command, session
-from drtrain_cli.commands.inputs import read_inputs, read_json_object
+from drtrain_cli.commands.inputs import CsvColumns, read_inputs, read_json_object
 from drtrain_cli.commands.output import (
     AsJson,
     Yes,
@@ -154,11 +154,12 @@ def predict(
     as_json: AsJson = False,
 ) -> None:
     """Classify rows with a succeeded job's model. A CSV's header row may name a `label`
-    column and the dataset's label and side columns: they are left out of the rows."""
+    column and the dataset's label and side columns: they are left out of the rows. When the
+    training set was a CSV, the header's columns are matched to its features by name."""
     with session(ctx) as client:
         full_id = ids.job(client, job_id)
-        not_features = _not_features(client, full_id) if inputs.suffix.lower() == ".csv" else ()
-        answer = client.predict(full_id, read_inputs(inputs, not_features))
+        columns = _columns(client, full_id) if inputs.suffix.lower() == ".csv" else None
+        answer = client.predict(full_id, read_inputs(inputs, columns))
     if as_json:
         return print_json(answer)
     probabilities = answer.get("probabilities") or []
@@ -167,14 +168,16 @@ def predict(
         for i, label in enumerate(answer.get("predictions", []))]))
 
 
-def _not_features(client: Client, job_id: str) -> set[str]:
-    """Column names that are no input of the job's model: `label`, and its dataset's label
-    and side columns while the dataset still exists."""
+def _columns(client: Client, job_id: str) -> CsvColumns:
+    """What a CSV header is read against: the column names that are no input of the job's
+    model (`label`, and its dataset's label and side columns), and the dataset's feature
+    names when it keeps them, while the dataset still exists."""
     names = {"label"}
     try:
         dataset = client.get_dataset(str(client.get_job(job_id).get("dataset_id")))
     except DrtrainError as exc:
         if exc.status != 404:
             raise
-        return names
-    return names | {c for c in (dataset.get("label_column"), dataset.get("side_info_column")) if c}
+        return CsvColumns(names, None)
+    names |= {c for c in (dataset.get("label_column"), dataset.get("side_info_column")) if c}
+    return CsvColumns(names, dataset.get("feature_names"))

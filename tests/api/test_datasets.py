@@ -69,6 +69,9 @@ def test_csv_in_unit_range_hints_bernoulli_and_keeps_side_info(client, auth_a, s
     body = upload_ready(client, auth_a, csv_text.encode(), side_info_column="group")
     assert body["visible_units_hint"] == "bernoulli"
     assert body["n_features"] == 2  # the group column is not a feature
+    assert body["feature_names"] == ["a", "b"]  # in the model's order, label and side left out
+    assert client.get(f"/v1/datasets/{body['id']}", headers=auth_a).json()["feature_names"] \
+        == ["a", "b"]
     assert body["class_counts"] == {"cat": 1, "dog": 2}
     assert body["side_info_column"] == "group"
 
@@ -140,6 +143,7 @@ def test_npz_upload(client, auth_a, store, settings, db, tmp_path):
     groups = np.tile(np.array(["u", "v"]), 15)
     body = upload_ready(client, auth_a, npz_bytes(X=X, y=y, groups=groups), "arrays.npz")
     assert body["format"] == "npz"
+    assert body["feature_names"] is None  # arrays name no columns
     assert (body["n_samples"], body["n_features"], body["n_classes"]) == (30, 6, 3)
     assert body["class_counts"] == {"1": 10, "2": 10, "3": 10}
     assert body["visible_units_hint"] == "gaussian"

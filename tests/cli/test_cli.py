@@ -721,6 +721,32 @@ def test_predict_csv_leaves_out_the_label_and_side_columns(fake: FakeApi, tmp_pa
     assert fake.predicted[-1] == [[1.0, 2.0, 3.0]]
 
 
+def test_predict_csv_matches_its_columns_to_the_training_features_by_name(
+        fake: FakeApi, tmp_path: Path) -> None:
+    fake.datasets["ds8"] = {"id": "ds8", "name": "mine", "format": "csv", "n_samples": 2,
+                            "label_column": "label", "side_info_column": None,
+                            "feature_names": ["a", "b", "c"]}
+    job = fake.add_job("succeeded", job_id="e" * 32, dataset_id="ds8")
+    rows = tmp_path / "rows.csv"
+    # the columns in another order than the training file's: put back by name
+    rows.write_text("c,label,a,b\n3,x,1,2\n-6,y,-4,-5\n")
+    result = drtrain("jobs", "predict", job["id"], "--inputs", str(rows))
+    assert result.exit_code == 0, result.output
+    assert fake.predicted[-1] == [[1.0, 2.0, 3.0], [-4.0, -5.0, -6.0]]
+    sent = len(fake.predicted)
+    for header, said in [("a,b,q", "missing ['c']; not a feature ['q']"),
+                         ("a,b", "missing ['c']"),
+                         ("a,b,c,d", "not a feature ['d']")]:
+        width = len(header.split(","))
+        rows.write_text(f"{header}\n" + ",".join(["1"] * width) + "\n")
+        assert_clean_failure(drtrain("jobs", "predict", job["id"], "--inputs", str(rows)), 2,
+                             f"the header's columns are not the training set's features ({said}); "
+                             "the model takes 3 columns by name, in any order: a, b, c")
+    assert len(fake.predicted) == sent  # nothing was sent
+    rows.write_text("1,2,3\n")  # no header: the columns are taken as they come
+    assert drtrain("jobs", "predict", job["id"], "--inputs", str(rows)).exit_code == 0
+
+
 # ---- tables at 80 columns -----------------------------------------------------------------------
 
 def test_tables_fit_80_columns_by_leaving_columns_out(fake: FakeApi, tmp_path: Path,
