@@ -67,6 +67,7 @@ def test_chart_csv_export_rows_equal_the_api_points(page: Page, server: Server, 
                  if p["phase"] == "finetune" and p["name"] in ("train_loss", "val_loss"))
     assert exported == api and len(api) == 2 * job["spec"]["finetune"]["epochs"]
     assert {r["series"] for r in rows} == {"train", "validation"}
+    assert {r["job_id"] for r in rows} == {job["id"]}  # the page's job, named in every row
 
     with page.expect_download() as info:
         chart.locator('button[data-export="png"]').click()

@@ -1,7 +1,7 @@
 // One job: live charts from the event stream, spec, attempts, checkpoints and actions.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, cancelJob, deleteJob, download, getJob, getQueue, getSettings, listCheckpoints, listDatasets, streamEvents } from "../api";
-import { Chart } from "../chart";
+import { Chart, type ChartData } from "../chart";
 import { ChartControls, ChartViewContext, useChartView, type XAxis } from "../chartview";
 import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle, parseTime } from "../format";
 import { finalShown, finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers,
@@ -170,8 +170,11 @@ function useJobCharts(job: Job | null, points: MetricPoint[], version: number, a
         ? [{ name: "dr", title: "DR value (discriminative)", yLabel: yTitle("dr"), log: false, data: finetuneChart(points, [["dr", "DR"]], at) }] : []),
       { name: "grad_norm", title: gradientTitle(points, spec), yLabel: yTitle("grad_norm.layer0"), log: true, data: gradientChart(points, spec, at) },
     ] : [];
-    return { pre, ft };
-  }, [version, job?.spec, axis, start]);
+    // every point is this job's: its exported rows say so
+    const ofJob = <C extends { data: ChartData }>(c: C): C =>
+      ({ ...c, data: { ...c.data, rows: c.data.rows?.map((r) => ({ ...r, job: r.job ?? job?.id })) } });
+    return { pre: pre.map(ofJob), ft: ft.map(ofJob) };
+  }, [version, job?.spec, job?.id, axis, start]);
 }
 
 export function JobPage({ id }: { id: string }) {
