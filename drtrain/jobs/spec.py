@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from drtrain.kit.ids import ID_PATTERN
 
@@ -42,7 +49,24 @@ class SampledPairs(RequestModel):
                                     "mini-batch (an unbiased estimate of the all-pairs mean).")
 
 
-Pairs = Literal["all"] | SampledPairs
+def _pairs_in_words(value: Any) -> Any:
+    """``pairs``' errors as one sentence: the union's own name its branches
+    (``literal['all']``) and put the one that helps second."""
+    if value == "all" or isinstance(value, SampledPairs):
+        return value
+    if isinstance(value, dict):
+        try:
+            return SampledPairs.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise ValueError(f'must be "all" or {{"sample": K}}: {where}: {first["msg"]}'
+                             ) from None
+    raise ValueError(f'must be "all" or {{"sample": K}} (K partners per row, 1 to 1024); '
+                     f"got {value!r}")
+
+
+Pairs = Annotated[Literal["all"] | SampledPairs, BeforeValidator(_pairs_in_words)]
 BatchSize = Literal["auto"] | Annotated[int, Field(ge=1, le=8192)]
 _BATCH = ('Mini-batch size, or "auto": about 100 updates per epoch, a power of two between 16 and '
           "128 (16 for builtin:digits, 128 for Fashion-MNIST), never more than the training rows.")

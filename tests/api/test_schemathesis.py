@@ -66,11 +66,14 @@ UNDESCRIBABLE_422 = re.compile("|".join((
     r"^not readable CSV", r"^the CSV file is empty", r"^the dataset has no ",
     r"^the labels hold one class", r"IDX (header|body|with)", r"NPZ", r"is not a \.npy array",
     r"finetune\.dr\.layers: indices \[.*\] out of range",
+    # what the named datasets hold: an "auto" batch size's rows, a test set's classes
+    r"side_rows_per_batch: \(\d+\) must be below the batch size: batch_size \"auto\"",
+    r"test_dataset_id: classes \[.*\] do not occur in the training set",
     # A grid's points are the product of its lists' lengths, which a document cannot bound,
     # and a grid point is checked as a whole JobSpec, rules across fields included.
     # A grid path into a section exists only where the base holds an object there.
     r"^the grid has \d+ points", r"^grid point \{", r"^grid '.*': value ",
-    r"^grid '.*': '.*' is not an object",
+    r"^grid '.*': '.*' is not an object", r"^grid '.*': .* has no field '",
     # An upload's form may carry fields it does not name (they are ignored), and a list value
     # travels as repeated parts, so no schema bounds how many parts arrive; the parser stops
     # at a few (api/uploads.py).
