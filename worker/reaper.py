@@ -128,6 +128,11 @@ def _sweep_ended(factory: sessionmaker[Session], store: ObjectStore) -> None:
             remove_after_commit(s, store, retention.purge_ended(s, job_id))
 
 
+# Rounds a worker whose round failed stays out of the reaper election: long enough for the
+# other workers, which try every round, to take the lease.
+SIT_OUT_ROUNDS = 3
+
+
 class _Reaper:
     def __init__(self, settings: Settings, queue: str) -> None:
         self.settings, self.queue = settings, queue
@@ -147,7 +152,11 @@ class _Reaper:
         # hands it over within three rounds.
         lease = ReaperLease(self.settings, self.queue, ttl_seconds=3 * self.interval)
         suspects: set[str] = set()
+        sit_out = 0
         while not self.stop.wait(self.interval):
+            if sit_out:
+                sit_out -= 1
+                continue
             if not lease.held():
                 suspects.clear()  # what a former holder suspected is stale by its next turn
                 continue
@@ -155,7 +164,13 @@ class _Reaper:
                 reap_once(self.settings, factory, queue=self.queue, suspects=suspects,
                           store=store)
             except Exception:  # noqa: BLE001 - a DB hiccup must not end the reaper for good
-                log.exception("reaper round failed")
+                # This worker may be the only one that cannot reach the database: it hands
+                # the lease on and stays out of the next election, so that a worker that can
+                # reap does, instead of none while this one keeps the lease.
+                log.exception("reaper round failed; handing the reaper lease on")
+                lease.release()
+                suspects.clear()
+                sit_out = SIT_OUT_ROUNDS
             finally:
                 engine.dispose()
         lease.release()

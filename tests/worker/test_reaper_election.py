@@ -68,3 +68,36 @@ def test_of_several_workers_reaper_threads_only_one_reaps(monkeypatch, pg_url) -
     client = redis.Redis.from_url(BROKER)
     assert client.exists(LEASE_KEY.format(queue=queue)) == 0  # released on stop
     client.close()
+
+
+def test_a_worker_whose_rounds_fail_hands_the_lease_to_one_that_can_reap(monkeypatch,
+                                                                        pg_url) -> None:
+    # a worker that cannot reach the database (its rounds raise) must not keep the lease
+    # while a healthy worker waits for it
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    settings = {name: _settings(database_url=pg_url, heartbeat_seconds=0.1)
+                for name in ("broken", "healthy")}
+    rounds = {"broken": 0, "healthy": 0}
+
+    def reap(s, *_args, **_kwargs):  # noqa: ANN001, ANN202
+        name = next(n for n, own in settings.items() if own is s)
+        rounds[name] += 1
+        if name == "broken":
+            raise OSError("connection refused")
+
+    monkeypatch.setattr(reaper, "reap_once", reap)
+    broken = reaper._Reaper(settings["broken"], queue)
+    broken.thread.start()
+    deadline = time.monotonic() + 5
+    while rounds["broken"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the broken worker holds the lease first
+    healthy = reaper._Reaper(settings["healthy"], queue)
+    healthy.thread.start()
+    deadline = time.monotonic() + 10
+    while rounds["healthy"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for w in (broken, healthy):
+        w.stop.set()
+    for w in (broken, healthy):
+        w.thread.join(5)
+    assert rounds["broken"] >= 1 and rounds["healthy"] >= 3, rounds
