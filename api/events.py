@@ -335,5 +335,10 @@ class EventStreamResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: at shutdown, once its grace for open
+            # requests has run out. A stream lasts as long as its job, so one open then is
+            # expected, and its end is no error worth a traceback in the API's log.
+            log.info("an event stream was closed by the server's shutdown")
         finally:
             self._release()

@@ -11,10 +11,13 @@ import sys
 
 import uvicorn
 
+from drtrain_cli.server_cmds import SHUTDOWN_GRACE_SECONDS
+
 
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[0]))  # family and type come from the descriptor
-    config = uvicorn.Config("api.app:main_app", factory=True, log_level="warning")
+    config = uvicorn.Config("api.app:main_app", factory=True, log_level="warning",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -75,6 +75,11 @@ def _session(ctx: typer.Context) -> Iterator[Session]:
         engine.dispose()
 
 
+# An event stream stays open for as long as its job runs: without a bound, a SIGTERM would wait
+# for every watched job to end, and the orchestrator's SIGKILL would skip the API's shutdown.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
 def up(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
@@ -97,13 +102,23 @@ def api(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    forwarded_allow_ips: Annotated[str | None, typer.Option(
+        show_default=False,
+        help="Proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses or "
+             "networks, comma-separated, or '*' (default: $FORWARDED_ALLOW_IPS, else "
+             "127.0.0.1). Behind a load balancer on another host, name it, or every client "
+             "shares the proxy's address (and its failed-key budget).")] = None,
+    shutdown_grace: Annotated[float, typer.Option(
+        min=0, help="Seconds a SIGTERM waits for requests in progress, open event streams "
+                    "included, before closing them and stopping.")] = SHUTDOWN_GRACE_SECONDS,
 ) -> None:
     """Run the HTTP API (uvicorn), configured by DRTRAIN_* environment variables."""
     import uvicorn
 
     _settings(ctx)
     uvicorn.run("api.app:main_app", factory=True, host=host, port=port, proxy_headers=True,
-                log_level="info")
+                forwarded_allow_ips=forwarded_allow_ips, log_level="info",
+                timeout_graceful_shutdown=shutdown_grace)
 
 
 def worker(
@@ -192,9 +207,15 @@ def keys_revoke(
     ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(help="The key, or its prefix as `keys list` shows it.")],
 ) -> None:
-    """Revoke a key: requests with it answer 401 from now on."""
-    from drtrain.tenants.keys import revoke_key
+    """Revoke a key: requests with it answer 401 once each API process's key cache has
+    expired (DRTRAIN_AUTH_CACHE_SECONDS)."""
+    from drtrain.tenants.keys import LOOKUP_CHARS, revoke_key
 
+    if len(prefix.strip()) < LOOKUP_CHARS:
+        # every key starts with drt_: a shorter start could name them all
+        typer.echo(f"error: give at least the key's first {LOOKUP_CHARS} characters, as "
+                   "`drtrain keys list` shows them", err=True)
+        raise typer.Exit(2)
     with _session(ctx) as session:
         revoked = revoke_key(session, prefix.strip())
     if revoked == 0:

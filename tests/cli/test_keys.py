@@ -81,6 +81,12 @@ def test_revoke_unknown_prefix_fails(database: str) -> None:
     assert "no active key" in result.output
 
 
+def test_revoke_asks_for_a_prefix_long_enough_to_name_one_key(database: str) -> None:
+    result = runner.invoke(app, ["keys", "revoke", "drt_"])  # every key starts so
+    assert result.exit_code == 2
+    assert "give at least the key's first 12 characters" in result.output
+
+
 def test_every_server_command_honours_the_global_data_dir(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Run from another folder (holding a `.drtrain` of its own), `drtrain --data-dir X ...`
