@@ -20,27 +20,43 @@ if TYPE_CHECKING:
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 
-def _settings(ctx: typer.Context):  # noqa: ANN202
+def _settings(ctx: typer.Context, *, database_only: bool = False):  # noqa: ANN202
     """The server's settings, with the global ``--data-dir`` when it was given: set in the
-    environment, where ``api`` and ``worker`` hand it on to the processes they start."""
-    from drtrain.kit.settings import get_settings
+    environment, where ``api`` and ``worker`` hand it on to the processes they start.
+    ``database_only``: a command that uses the database alone (``migrate``, ``keys``) needs no
+    broker or object store named in production. A bad value is one line naming its variable
+    (exit 2), not pydantic's traceback."""
+    from pydantic import ValidationError
+
+    from drtrain.kit.errors import validation_message
+    from drtrain.kit.settings import BACKENDS, get_settings
 
     data_dir = getattr(ctx.obj, "data_dir", None)
     if data_dir is not None:
         os.environ["DRTRAIN_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
         get_settings.cache_clear()
-    settings = get_settings()
     try:
-        settings.check_production()
+        settings = get_settings()
+        settings.check_production(("database_url",) if database_only else BACKENDS)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "DRTRAIN_" + "_".join(str(part) for part in error["loc"]).upper()
+            typer.echo(f"error: {name}={error.get('input')!r}: {validation_message(error)}",
+                       err=True)
+        raise typer.Exit(2) from None
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     return settings
 
 
-# What to do about a database that a ``keys`` command cannot use.
-_MIGRATE_FIRST = ("`drtrain migrate` creates the database and its tables (give it the same "
-                  "--data-dir or DRTRAIN_DATABASE_URL); `drtrain up` does it too")
+def _migrate_first(url: str) -> str:
+    """What to do about a database that a ``keys`` command cannot use."""
+    if url.startswith("sqlite"):
+        return ("`drtrain migrate` creates the database and its tables (give it the same "
+                "--data-dir or DRTRAIN_DATABASE_URL); `drtrain up` does it too")
+    return ("create the database if it does not exist (`createdb`), then `drtrain migrate` "
+            "creates its tables (with the same DRTRAIN_DATABASE_URL)")
 
 
 @contextmanager
@@ -48,10 +64,14 @@ def _database_errors(url: str, hint: str | None = None) -> Iterator[None]:
     """A database that cannot be reached, or has no tables yet, is said in words (exit 1)
     rather than with SQLAlchemy's traceback; the URL is shown without its password."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError, ProgrammingError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
     try:
         yield
+    except (ArgumentError, NoSuchModuleError) as exc:  # a URL SQLAlchemy cannot use at all
+        typer.echo(f"error: DRTRAIN_DATABASE_URL: {exc} (PostgreSQL: "
+                   "postgresql+psycopg://user:password@host/database)", err=True)
+        raise typer.Exit(2) from exc
     except (OperationalError, ProgrammingError) as exc:
         shown = make_url(url).render_as_string(hide_password=True)
         typer.echo(f"error: database {shown}: {str(exc.orig).strip()}", err=True)
@@ -65,10 +85,11 @@ def _session(ctx: typer.Context) -> Iterator[Session]:
     """A transaction on the configured database, for the ``keys`` commands."""
     from drtrain.kit.db import make_engine, make_sessionmaker, session_scope
 
-    url = _settings(ctx).resolved_database_url
-    engine = make_engine(url)
+    url = _settings(ctx, database_only=True).resolved_database_url
+    with _database_errors(url, _migrate_first(url)):
+        engine = make_engine(url)
     try:
-        with _database_errors(url, _MIGRATE_FIRST), \
+        with _database_errors(url, _migrate_first(url)), \
                 session_scope(make_sessionmaker(engine)) as session:
             yield session
     finally:
@@ -151,15 +172,18 @@ def worker(
 
 def migrate(ctx: typer.Context) -> None:
     """Bring the database schema up to date (Alembic)."""
-    from drtrain.kit.migrate import upgrade
+    from drtrain.kit.migrate import current_revision, upgrade
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, database_only=True)
     url = settings.resolved_database_url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     with _database_errors(url):
+        before = current_revision(url)
         upgrade(url)
-    typer.echo("database is up to date")
+        after = current_revision(url)
+    typer.echo(f"database is up to date (revision {after})" if before == after else
+               f"database migrated from revision {before or 'none'} to {after}")
 
 
 @keys_app.command("create")

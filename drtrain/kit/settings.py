@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The settings naming each backend: the database, the broker, the object store.
+BACKENDS = ("database_url", "broker_url", "storage_url")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRTRAIN_", extra="ignore")
@@ -217,11 +220,12 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         return (self.data_dir / "broker").resolve()
 
-    def check_production(self) -> None:
-        """In production every backend must be named explicitly: no silent embedded fallback."""
+    def check_production(self, needs: tuple[str, ...] = BACKENDS) -> None:
+        """In production every backend a process uses (``needs``: all of them unless said)
+        must be named explicitly: no silent embedded fallback."""
         if self.environment != "production":
             return
-        missing = [n for n in ("database_url", "broker_url", "storage_url") if not getattr(self, n)]
+        missing = [n for n in needs if not getattr(self, n)]
         if missing:
             raise ValueError("production needs " + ", ".join(f"DRTRAIN_{m.upper()}" for m in missing))
         # Half a credential pair would silently fall back to whatever boto3 finds around it.

@@ -161,3 +161,64 @@ def test_migrate_names_a_database_it_cannot_reach_without_its_password(
     assert result.exit_code == 1, result.output
     assert "error: database postgresql+psycopg://drtrain:***@127.0.0.1:1/drtrain" in result.output
     assert "s3cret" not in result.output
+
+
+def test_a_postgresql_database_it_cannot_reach_gets_the_postgresql_hint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # migrate creates no PostgreSQL database: the hint says to create it first
+    monkeypatch.setenv("DRTRAIN_DATABASE_URL", "postgresql+psycopg://u@127.0.0.1:1/drtrain")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["keys", "list"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "create the database if it does not exist (`createdb`), then `drtrain migrate`" \
+        in result.output
+
+
+@pytest.mark.parametrize("variable, value, said", [
+    ("DRTRAIN_LEASE_SECONDS", "abc", "error: DRTRAIN_LEASE_SECONDS='abc': Input should be a "
+                                     "valid number"),
+    ("DRTRAIN_ENVIRONMENT", "prod", "error: DRTRAIN_ENVIRONMENT='prod': environment must be "
+                                    "embedded, production or test"),
+    ("DRTRAIN_DATABASE_URL", "postgres://u@127.0.0.1/db", "error: DRTRAIN_DATABASE_URL: "),
+])
+def test_a_bad_setting_is_one_line_naming_its_variable(variable: str, value: str, said: str,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    monkeypatch.setenv("DRTRAIN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        for command in (["keys", "list"], ["migrate"]):
+            result = runner.invoke(app, command)
+            assert result.exit_code == 2, result.output
+            assert said in result.output and "Traceback" not in result.output, result.output
+    finally:
+        get_settings.cache_clear()
+
+
+def test_migrate_and_keys_need_only_the_database_in_production(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the database machine migrates without the broker or the object store named
+    url = f"sqlite:///{tmp_path / 'prod.db'}"
+    for name, value in (("DRTRAIN_ENVIRONMENT", "production"), ("DRTRAIN_DATABASE_URL", url),
+                        ("DRTRAIN_DATA_DIR", str(tmp_path))):
+        monkeypatch.setenv(name, value)
+    for name in ("DRTRAIN_BROKER_URL", "DRTRAIN_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    try:
+        migrated = runner.invoke(app, ["migrate"])
+        assert migrated.exit_code == 0, migrated.output
+        assert migrated.output.startswith("database migrated from revision none to 0012_")
+        again = runner.invoke(app, ["migrate"])
+        assert again.output.strip() == "database is up to date (revision " \
+            "0012_dataset_feature_names)"
+        assert runner.invoke(app, ["keys", "create", "--tenant", "p"]).exit_code == 0
+        served = runner.invoke(app, ["api"])  # the API uses every backend
+        assert served.exit_code == 2 and "production needs DRTRAIN_BROKER_URL, " \
+            "DRTRAIN_STORAGE_URL" in served.output
+    finally:
+        get_settings.cache_clear()
