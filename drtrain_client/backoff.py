@@ -12,6 +12,19 @@ import httpx
 from drtrain_client.errors import retry_after_seconds
 
 RETRYABLE = frozenset({429, 503})
+# Problem types of a 429 that waiting does not clear: a full storage quota stays full until
+# something is deleted.
+LASTING = frozenset({"https://drtrain.dev/problems/storage-quota"})
+
+
+def _lasting(response: httpx.Response) -> bool:
+    if "json" not in response.headers.get("content-type", ""):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("type") in LASTING
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,7 @@ class Backoff:
 
     def wait(self, response: httpx.Response, done: int) -> float | None:
         """Seconds to wait before retry number ``done + 1``; None: raise the answer now."""
-        if response.status_code not in RETRYABLE or done >= self.retries:
+        if response.status_code not in RETRYABLE or done >= self.retries or _lasting(response):
             return None
         asked = retry_after_seconds(response)
         delay = asked if asked is not None else self.base * 2 ** done

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, overload
@@ -68,11 +68,15 @@ class Client:
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
                  data_dir: str | os.PathLike[str] | None = None, timeout: float = 30,
                  transport: httpx.BaseTransport | None = None,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None,
+                 on_retry: Callable[[DrtrainError, float], None] | None = None) -> None:
+        """``on_retry(answer, seconds)`` is called before each wait for a "come back later"
+        answer (429, 503) the client will send again: a caller can say why it waits."""
         self.connection: Connection = resolve_connection(base_url, api_key, data_dir)
         self.base_url = self.connection.url
         self.timeout = timeout
         self.backoff = backoff or Backoff()
+        self.on_retry = on_retry
         headers = {"User-Agent": "drtrain-client/0.1", "Accept": "application/json"}
         if self.connection.api_key:
             headers["Authorization"] = f"Bearer {self.connection.api_key}"
@@ -426,6 +430,8 @@ class Client:
             wait = self.backoff.wait(response, retries) if repeatable else None
             if wait is None:
                 raise DrtrainError.from_response(response, retries)
+            if self.on_retry is not None:
+                self.on_retry(DrtrainError.from_response(response, retries), wait)
             time.sleep(wait)
             retries += 1
 

@@ -17,8 +17,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from drtrain_cli.commands.output import EXIT_UNREACHABLE, fail
-from drtrain_client import Client, ClientError, Connection, UnreachableError, resolve_connection
+from drtrain_cli.commands.output import EXIT_UNREACHABLE, fail, warn
+from drtrain_client import (
+    Client,
+    ClientError,
+    Connection,
+    DrtrainError,
+    UnreachableError,
+    resolve_connection,
+)
 
 PANEL = "Connection"
 Url = Annotated[str | None, typer.Option(
@@ -38,7 +45,12 @@ def make_client(url: str | None, key: str | None, data_dir: Path | None) -> Clie
     """The one place the CLI builds a client; tests replace it to inject a mock transport.
     It gets the options as given: the client resolves them as the CLI does, and so knows
     where its URL came from when it has to say that nothing answers there."""
-    return Client(url, key, data_dir=data_dir)
+    return Client(url, key, data_dir=data_dir, on_retry=say_retry)
+
+
+def say_retry(answer: DrtrainError, seconds: float) -> None:
+    """A line on stderr for each wait on a busy server, so a command never hangs silently."""
+    warn(f"server busy ({answer}); trying again in {seconds:.0f} s")
 
 
 @dataclass

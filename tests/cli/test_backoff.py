@@ -87,3 +87,25 @@ def test_other_errors_are_not_retried(waits) -> None:  # noqa: ANN001
     with pytest.raises(DrtrainError) as caught:
         _client(handle).submit_job({})
     assert caught.value.status == 409 and len(calls) == 1 and waits == []
+
+
+def test_a_full_storage_quota_is_not_waited_out(waits) -> None:  # noqa: ANN001
+    # waiting frees no storage: the 429 is raised at once
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"content-type": "application/problem+json"}, json={
+            "type": "https://drtrain.dev/problems/storage-quota",
+            "title": "Storage quota exhausted", "status": 429,
+            "detail": "the tenant uses 0.3 MiB of its 0.1 MiB quota"})
+    with pytest.raises(DrtrainError) as caught:
+        _client(handle).submit_job({})
+    assert caught.value.status == 429 and caught.value.retries == 0 and waits == []
+
+
+def test_each_wait_is_announced_with_the_answer_and_its_length(waits) -> None:  # noqa: ANN001
+    handle, _ = _refusing(2)
+    heard: list[tuple[str, float]] = []
+    client = Client(BASE, KEY, transport=httpx.MockTransport(handle),
+                    backoff=Backoff(jitter=0), on_retry=lambda answer, s: heard.append((str(answer), s)))
+    assert client.submit_job({}) == JOB
+    assert [s for _, s in heard] == waits == [2, 2]
+    assert heard[0][0].startswith("429 Too many requests: the tenant has 8 active jobs")

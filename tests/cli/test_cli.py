@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 
 from drtrain_cli.commands import context, output
 from drtrain_cli.main import app
-from drtrain_client import DEFAULT_URL, Client
+from drtrain_client import DEFAULT_URL, Client, DrtrainError
 from tests.cli.test_client import KEY, FakeApi, closed_port_url
 
 runner = CliRunner()
@@ -798,3 +798,14 @@ def test_jobs_logs_follow_prints_new_lines_until_the_job_ends(fake: FakeApi) -> 
     asked = [(r.url.params.get("attempt"), r.url.params["since"])
              for r in fake.calls("GET", r".*/logs")]
     assert asked == [("1", "0"), ("1", "2"), ("1", "3"), ("2", "0"), ("2", "1")]
+
+
+def test_the_cli_says_why_it_waits_on_a_busy_server(capsys: pytest.CaptureFixture[str]) -> None:
+    client = context.make_client("http://127.0.0.1:9", KEY, None)
+    try:
+        assert client.on_retry is context.say_retry  # every command's client announces waits
+    finally:
+        client.close()
+    context.say_retry(DrtrainError(429, "Too many active jobs", "the tenant has 8"), 4.2)
+    assert "server busy (429 Too many active jobs: the tenant has 8); trying again in 4 s" \
+        in capsys.readouterr().err
