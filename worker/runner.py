@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -155,11 +156,22 @@ def _run_attempt(job: Job, *, settings: Settings, sessionmaker: sessionmaker[Ses
         hb.stop()
 
 
+def _remove_earlier_scratch(work_root: Path, job_id: str) -> None:
+    """Delete what an earlier attempt of this job left in the scratch folder: a killed
+    training process never reaches its TemporaryDirectory's cleanup, and its copy of the
+    dataset would stay for good. No other attempt of the job runs now: this one holds its
+    lease."""
+    for folder in work_root.glob(f"job-{job_id}-*"):
+        log.info("job %s: removing an earlier attempt's scratch folder %s", job_id, folder.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _run_claimed(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *,
                  settings: Settings, factory: sessionmaker[Session], store: ObjectStore,
                  worker_id: str) -> None:
     work_root = Path(settings.data_dir) / "work"
     work_root.mkdir(parents=True, exist_ok=True)
+    _remove_earlier_scratch(work_root, job.id)
     with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=work_root) as tmp:
         workdir = Path(tmp)
         try:

@@ -100,6 +100,22 @@ def test_running_twice_is_a_no_op(settings, factory, store, make_job):
     assert len(_points(factory, job_id)) == n_points
 
 
+def test_an_attempt_removes_the_scratch_a_killed_attempt_left(settings, factory, store,
+                                                            make_job):
+    job_id = make_job()
+    work = settings.data_dir / "work"
+    # a killed training process never ran its folder's cleanup: its dataset copy is there
+    left = work / f"job-{job_id}-x1y2z3"
+    left.mkdir(parents=True)
+    (left / "dataset.csv").write_text("a,label\n1,x\n")
+    other = work / "job-someotherjob-abc"  # another job's: not this attempt's to remove
+    other.mkdir()
+    _run(job_id, settings, factory, store)
+    assert get_job(factory, job_id).status == JobStatus.succeeded
+    assert not left.exists() and other.exists()
+    assert not list(work.glob(f"job-{job_id}-*"))  # nor does the attempt leave its own
+
+
 def _run_in_thread(job_id, settings, factory, store, worker="w1") -> threading.Thread:
     t = threading.Thread(target=_run, args=(job_id, settings, factory, store, worker))
     t.start()
