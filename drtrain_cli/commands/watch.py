@@ -26,6 +26,10 @@ from drtrain_cli.commands.output import (
 from drtrain_cli.commands.queue import queue_state
 from drtrain_client import TERMINAL_STATUSES, Client, ClientError, UnreachableError
 
+# How long a watch keeps asking a server that stopped answering (an API restart, say) before
+# it gives up with exit 3.
+RECONNECT_SECONDS = 120.0
+
 
 class WatchView:
     """What ``jobs watch`` shows: a progress bar, where training is, the latest metrics."""
@@ -73,17 +77,38 @@ def watch_job(client: Client, job_id: str, poll: float = 1.0) -> dict[str, Any]:
                 view.add_metric(point)
         else:
             _follow_events(client, view, refresh)
-        etag = None
-        while not view.terminal:
-            time.sleep(poll)
-            job = client.get_job(job_id, etag=etag)
-            for point in client.metrics(job_id, since=view.last_seq):
-                view.add_metric(point)
-            if job is not None:
-                etag = job.etag
-                view.update_job(job)
-            refresh()
+        _poll_until_over(client, view, refresh, poll)
     return view.job
+
+
+def _poll_until_over(client: Client, view: WatchView, refresh: Callable[[], None],
+                     poll: float) -> None:
+    """Poll the job (with its ETag) and its new metrics until it has ended. A server that
+    stops answering is asked again for RECONNECT_SECONDS: an API restart ends the stream and
+    takes a few seconds, and the job goes on meanwhile."""
+    etag, lost_since = None, None
+    while not view.terminal:
+        time.sleep(poll)
+        try:
+            job = client.get_job(view.job["id"], etag=etag)
+            points = list(client.metrics(view.job["id"], since=view.last_seq))
+        except UnreachableError as exc:
+            if lost_since is None:  # said once per outage, not once per poll
+                lost_since = time.monotonic()
+                output.warn(f"{exc}; asking again for up to {RECONNECT_SECONDS:.0f} s")
+            elif time.monotonic() - lost_since > RECONNECT_SECONDS:
+                raise
+            continue
+        if lost_since is not None:
+            output.err_console.print("reached drtrain again", highlight=False)
+            lost_since = None
+        for point in points:
+            view.add_metric(point)
+        if job is not None:
+            etag = job.etag
+            view.update_job(job)
+        refresh()
+
 
 
 def finish(job: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from drtrain_cli.commands import context, output
+from drtrain_cli.commands import context, output, watch
 from drtrain_cli.main import app
 from drtrain_client import DEFAULT_URL, Client, DrtrainError
 from tests.cli.test_client import KEY, FakeApi, closed_port_url
@@ -250,6 +250,46 @@ def test_jobs_watch_falls_back_to_polling(fake: FakeApi) -> None:
     assert len(fake.calls("GET", rf"/v1/jobs/{job_id}")) == 4
     since = [r.url.params["since"] for r in fake.calls("GET", r".*/metrics")]
     assert since[0] == "0" and since[-1] == "2"  # later polls ask only for new points
+
+
+def test_jobs_watch_rides_out_an_api_restart(fake: FakeApi,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.events_broken = True  # the stream ended with the old API process
+    job_id = fake.add_job("running")["id"]
+    fake.script[job_id] = [{}, {}, {"status": "succeeded", "progress": 1.0}]
+    down = {"polls": 3}
+    answer = fake.handle
+
+    def restarting(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"/v1/jobs/{job_id}" and fake.calls("GET", r".*/events") \
+                and down["polls"] > 0:
+            down["polls"] -= 1
+            raise httpx.ConnectError("Connection refused")
+        return answer(request)
+
+    monkeypatch.setattr(fake, "handle", restarting)
+    result = drtrain("jobs", "watch", job_id, "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("cannot reach drtrain") == 1  # said once, not once per poll
+    assert "asking again for up to 120 s" in result.stderr and "reached drtrain again" in result.stderr
+
+
+def test_jobs_watch_gives_up_on_a_server_gone_for_good(fake: FakeApi,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.events_broken = True
+    job_id = fake.add_job("running")["id"]
+    answer = fake.handle
+
+    def gone(request: httpx.Request) -> httpx.Response:
+        if fake.calls("GET", r".*/events"):
+            raise httpx.ConnectError("Connection refused")
+        return answer(request)
+
+    monkeypatch.setattr(fake, "handle", gone)
+    monkeypatch.setattr(watch, "RECONNECT_SECONDS", 0.0)  # its patience spent at once
+    result = drtrain("jobs", "watch", job_id, "--poll", "0")
+    assert result.exit_code == 3, result.output  # unreachable, once its patience is spent
+    assert "cannot reach drtrain" in result.stderr
 
 
 def test_jobs_watch_of_a_finished_job_returns_at_once(fake: FakeApi) -> None:
