@@ -5,6 +5,7 @@ profile; PgBouncer in transaction mode with a direct LISTEN; a max_connections t
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ def test_every_image_is_built_here_or_pinned() -> None:
         assert tag and tag != "latest", (name, image)
     for name in ("api", "migrate", *WORKERS):
         assert "build" in SERVICES[name], name
+
+
+def test_our_images_carry_the_packages_version() -> None:
+    # one version for the package, its images and `drtrain --version`
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name in ("api", "migrate", *WORKERS):
+        assert SERVICES[name]["image"].endswith(f":{version}"), (name, SERVICES[name]["image"])
 
 
 def test_the_api_image_has_no_torch() -> None:

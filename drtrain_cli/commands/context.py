@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -82,8 +83,19 @@ class ClientOptions:
         return self._client
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"drtrain {version('drtrain')}")
+        raise typer.Exit()
+
+
+Version = Annotated[bool, typer.Option(
+    "--version", is_eager=True, callback=_print_version,
+    help="Print the installed drtrain's version and exit.")]
+
+
 def root_callback(ctx: typer.Context, url: Url = None, key: Key = None,
-                  data_dir: DataDir = None) -> None:
+                  data_dir: DataDir = None, show_version: Version = False) -> None:
     # No docstring on purpose: typer would show it instead of the app's help.
     ctx.obj = ClientOptions(url=url, key=key, data_dir=data_dir)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -849,3 +850,8 @@ def test_the_cli_says_why_it_waits_on_a_busy_server(capsys: pytest.CaptureFixtur
     context.say_retry(DrtrainError(429, "Too many active jobs", "the tenant has 8"), 4.2)
     assert "server busy (429 Too many active jobs: the tenant has 8); trying again in 4 s" \
         in capsys.readouterr().err
+
+
+def test_version_is_the_installed_packages() -> None:
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout == f"drtrain {version('drtrain')}\n"
