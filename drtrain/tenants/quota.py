@@ -38,8 +38,13 @@ def counted_usage_bytes(session: Session, tenant_id: str) -> int:
     return int(datasets) + int(checkpoints)
 
 
-def _in_mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+def size_text(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the figure at 1 or more: 300 bytes,
+    48.8 KiB, 1.5 GiB (a quota of some kilobytes read as "0.0 MiB")."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def check_upload(session: Session, settings: Settings, tenant_id: str, incoming: int) -> None:
@@ -49,9 +54,11 @@ def check_upload(session: Session, settings: Settings, tenant_id: str, incoming:
         return
     used = usage_bytes(session, tenant_id)
     if used + incoming > quota:
+        # The title already says "Storage quota exceeded": the detail gives the figures.
         raise QuotaExceeded(
-            f"storage quota exceeded: this upload is {_in_mib(incoming)}, the tenant already "
-            f"uses {_in_mib(used)} of its {_in_mib(quota)} quota; delete jobs or datasets first")
+            f"this upload is {size_text(incoming)}, and the tenant already uses "
+            f"{size_text(used)} of its {size_text(quota)} storage quota; delete jobs or "
+            "datasets first")
 
 
 def check_upload_locked(session: Session, settings: Settings, tenant_id: str,
@@ -75,5 +82,5 @@ def check_used(settings: Settings, used: int) -> None:
     quota = settings.tenant_storage_quota_bytes
     if quota and used >= quota:
         raise QuotaExhausted(
-            f"storage quota exhausted: the tenant uses {_in_mib(used)} of its {_in_mib(quota)} "
-            "quota; delete finished jobs (DELETE /v1/jobs/{id}) or datasets first")
+            f"the tenant uses {size_text(used)} of its {size_text(quota)} storage quota; "
+            "delete finished jobs (DELETE /v1/jobs/{id}) or datasets first")

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from drtrain.kit.models import Checkpoint, Job, JobStatus, MetricPoint
 from drtrain.tenants import repository as tenants_repo
+from drtrain.tenants.quota import size_text
 from tests.factories import add_job, small_spec, tenant_id, upload
 
 
@@ -89,7 +90,9 @@ def test_upload_past_the_storage_quota_is_413_naming_the_quota(app, client, db, 
     assert second.status_code == 413, second.text
     body = second.json()
     assert body["type"] == "https://drtrain.dev/problems/storage-quota"
-    assert "storage quota exceeded" in body["detail"] and "MiB" in body["detail"]
+    assert body["detail"].startswith(f"this upload is {size_text(len(digits_csv))}, and the "
+                                     "tenant already uses ")
+    assert "storage quota exceeded" not in body["detail"].lower()  # the title says it
     listed = client.get("/v1/datasets", headers=auth_a).json()["items"]
     assert len([d for d in listed if not d.get("builtin")]) == 1
 
@@ -103,7 +106,9 @@ def test_new_jobs_are_429_while_the_tenant_is_at_its_quota(app, client, db, stor
     monkeypatch.setattr(app.state.settings, "tenant_storage_quota_bytes", 300)
     resp = client.post("/v1/jobs", json=small_spec("builtin:digits"), headers=auth_a)
     assert resp.status_code == 429, resp.text
-    assert "storage quota exhausted" in resp.json()["detail"]
+    assert resp.json()["detail"] == ("the tenant uses 300 bytes of its 300 bytes storage quota; "
+                                     "delete finished jobs (DELETE /v1/jobs/{id}) or datasets "
+                                     "first")
     sweep = client.post("/v1/sweeps", json={"base": small_spec("builtin:digits"),
                                             "grid": {"seed": [0, 1]}}, headers=auth_a)
     assert sweep.status_code == 429, sweep.text
