@@ -1,7 +1,14 @@
 """Python client for the drtrain HTTP API: ``Client(base_url, api_key)``, or ``Client()`` to
 find the server like the CLI does (see ``connection``); errors in ``errors``."""
 from drtrain_client.backoff import Backoff
-from drtrain_client.client import TERMINAL_STATUSES, Client, Resource, parse_sse, waiting_for_slot
+from drtrain_client.client import (
+    JOB_STATUSES,
+    TERMINAL_STATUSES,
+    Client,
+    Resource,
+    parse_sse,
+    waiting_for_slot,
+)
 from drtrain_client.connection import (
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
@@ -21,6 +28,7 @@ from drtrain_client.transfers import ProgressCallback
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_URL",
+    "JOB_STATUSES",
     "TERMINAL_STATUSES",
     "Backoff",
     "ChecksumMismatch",

@@ -37,8 +37,9 @@ from drtrain_client.transfers import (
     etag_sha256,
 )
 
-# The server's (drtrain/kit/models.py); the client imports nothing of it, so this is a copy that
-# tests/test_lists.py holds equal.
+# The server's (drtrain/kit/models.py); the client imports nothing of it, so these are copies
+# that tests/test_lists.py holds equal.
+JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 # Metrics are fetched in pages of this size; a full page means there may be more.

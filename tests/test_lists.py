@@ -5,7 +5,7 @@
   not import dr_core (import-linter), so its Literals are copies, compared here with their
   defaults; the web form reads them from /openapi.json (tests/web checks that).
 - Job statuses are drtrain/kit/models.py's JobStatus. drtrain_client stands alone, so its
-  TERMINAL_STATUSES is a copy.
+  JOB_STATUSES and TERMINAL_STATUSES are copies (the CLI's --status choices are the former).
 - Phases and metric names are dr_core/events.py's; the domain's PHASES (drtrain/kit/models.py,
   which the OpenAPI document's phase enums use) is a copy.
 - The web app keeps its copies of statuses, phases and metric names in web/src/names.ts alone
@@ -28,6 +28,7 @@ from dr_core import events
 from dr_core.pair_kernels import KERNELS
 from drtrain.jobs import spec as S
 from drtrain.kit import models as M
+from drtrain_client import JOB_STATUSES as CLIENT_STATUSES
 from drtrain_client import TERMINAL_STATUSES as CLIENT_TERMINAL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,12 @@ def test_the_domains_phases_are_dr_cores() -> None:
     assert M.PHASES == events.PHASES, (
         f"drtrain/kit/models.py PHASES is {M.PHASES}, dr_core/events.py PHASES "
         f"{events.PHASES}: change both together")
+
+
+def test_the_clients_statuses_are_the_servers() -> None:
+    assert CLIENT_STATUSES == M.JOB_STATUSES, (
+        f"drtrain_client/client.py JOB_STATUSES is {CLIENT_STATUSES}, "
+        f"drtrain/kit/models.py JobStatus {M.JOB_STATUSES}")
 
 
 def test_the_clients_terminal_statuses_are_the_servers() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +31,7 @@ from drtrain_cli.commands.output import (
 )
 from drtrain_cli.commands.queue import queue_line
 from drtrain_cli.commands.watch import finish, watch_job
-from drtrain_client import Client, DrtrainError
+from drtrain_client import JOB_STATUSES, Client, DrtrainError
 
 app = typer.Typer(help="Submit, watch, compare, inspect and download training jobs.",
                   no_args_is_help=True)
@@ -72,23 +73,29 @@ def watch(ctx: typer.Context, job_id: JobId, poll: Poll = 1.0) -> None:
     finish(final)
 
 
+# The client's list of statuses as a choice: a status that is none is a usage error (exit 2)
+# before anything is sent.
+Status = StrEnum("Status", {name: name for name in JOB_STATUSES})  # type: ignore[misc]
+
+
 @client_command(app, "list")
 def list_(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    status: Annotated[Status | None, typer.Option(help="Only jobs in this status.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only jobs carrying this tag.")] = None,
     limit: Annotated[int, typer.Option(min=0, help="At most this many (0: all).")] = 50,
     as_json: AsJson = False,
 ) -> None:
     """List jobs, newest first."""
     with session(ctx) as client:
-        pages = client.list_jobs(status=status, page_size=min(limit or 200, 200), tag=tag)
+        pages = client.list_jobs(status=status.value if status else None,
+                                 page_size=min(limit or 200, 200), tag=tag)
         jobs = list(islice(pages, limit) if limit else pages)
     if as_json:
         return print_json(jobs)
     if not jobs:
         where_ = "".join(f" {word} {value}" for word, value in
-                         (("in status", status), ("tagged", tag)) if value is not None)
+                         (("in status", status and status.value), ("tagged", tag)) if value is not None)
         return none_found(f"no jobs{where_}")
     console.print(table(["id", "name", "status", "progress", "at", "created"], keep=3,
                         drop=("created", "at", "progress"), rows=[

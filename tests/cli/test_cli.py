@@ -323,6 +323,12 @@ def test_an_empty_list_says_so_on_stderr_and_prints_no_table(fake: FakeApi) -> N
         assert json.loads(drtrain(*command, "--json").stdout) == []
 
 
+def test_jobs_list_refuses_a_status_that_is_none_before_asking(fake: FakeApi) -> None:
+    result = drtrain("jobs", "list", "--status", "done")
+    assert result.exit_code == 2 and "'done' is not one of 'queued'" in result.output
+    assert not fake.calls("GET", r"/v1/jobs")  # nothing was sent
+
+
 def test_jobs_list_get_cancel(fake: FakeApi) -> None:
     queued = fake.add_job("queued")["id"]
     done = fake.add_job("succeeded", result={"test_accuracy": 0.75})["id"]
