@@ -79,11 +79,15 @@ def read_layout(path: Path, label_column: str, side_info_column: str | None) -> 
     if label_column not in header:
         raise Invalid(f"header row: label column {label_column!r} not found "
                       f"(columns: {', '.join(header[:10])}{'...' if len(header) > 10 else ''})"
-                      + _separator_hint(header))
+                      + (_separator_hint(header) or _spelling_hint(label_column, header)
+                         or _no_labels_hint(label_column)))
     if side_info_column is not None and side_info_column not in header:
-        raise Invalid(f"header row: side information column {side_info_column!r} not found")
-    if len(set(header)) != len(header):
-        raise Invalid("header row: column names must be unique")
+        raise Invalid(f"header row: side information column {side_info_column!r} not found"
+                      + _spelling_hint(side_info_column, header))
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise Invalid(f"header row: column names must be unique; {repeated[:5]} appear more "
+                      "than once")
     label_at = header.index(label_column)
     side_at = header.index(side_info_column) if side_info_column is not None else None
     features = [i for i in range(len(header)) if i not in (label_at, side_at)]
@@ -91,6 +95,19 @@ def read_layout(path: Path, label_column: str, side_info_column: str | None) -> 
         raise Invalid("header row: the dataset has no feature columns (every column is the "
                       "label or the side information)")
     return Layout(header, label_at, side_at, features)
+
+
+def _spelling_hint(name: str, header: list[str]) -> str:
+    """A column that differs from the one asked for only in case or spaces."""
+    close = [h for h in header if h.strip().casefold() == name.strip().casefold()]
+    return f"; did you mean {close[0]!r}? (names are compared exactly)" if close else ""
+
+
+def _no_labels_hint(label_column: str) -> str:
+    """A file without labels is still a dataset: pretraining needs none."""
+    return (f"; a file without labels still needs the column: add an empty {label_column!r} "
+            "column (a row with an empty label pretrains but is not fine-tuned on), or name "
+            "the label column with label_column")
 
 
 def _separator_hint(header: list[str]) -> str:

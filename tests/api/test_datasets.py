@@ -90,14 +90,18 @@ def test_csv_in_unit_range_hints_bernoulli_and_keeps_side_info(client, auth_a, s
     (b"a,b,label\n1,inf,x\n3,4,y\n", "not finite"),
     (b"a,b,label\n1,1e39,x\n3,4,y\n", "overflows float32"),
     (b"1,2,3\n4,5,6\n", "header row"),
-    (b"a,b,target\n1,2,x\n3,4,y\n", "label column 'label' not found"),
+    (b"a,b,target\n1,2,x\n3,4,y\n", "label column 'label' not found (columns: a, b, target); "
+                                   "a file without labels still needs the column: add an "
+                                   "empty 'label' column"),
+    (b"a,b,Label\n1,2,x\n3,4,y\n", "label column 'label' not found (columns: a, b, Label); "
+                                  "did you mean 'Label'? (names are compared exactly)"),
     (b"a;b;label\n1;2;x\n3;4;y\n", "the header holds ';' between names"),
     (b"a,b,label\n", "no rows"),
     (b"a,b,label\n1,2,x\n3,4,x\n", "one class"),
     (b"", "empty"),
     (b"a,b,label\n1,2,\n3,4,y\n", "the labels hold one class only ('y')"),
     (b"label\nx\ny\n", "no feature columns"),
-    (b"a,a,label\n1,2,x\n3,4,y\n", "unique"),
+    (b"a,a,label\n1,2,x\n3,4,y\n", "column names must be unique; ['a'] appear more than once"),
     (b"a,b,label\n\xff\xfe,2,x\n", "not readable CSV"),
 ])
 def test_malformed_csv_is_refused_naming_the_problem(client, auth_a, db, settings, content,
