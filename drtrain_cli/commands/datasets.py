@@ -78,9 +78,12 @@ def list_(ctx: typer.Context, as_json: AsJson = False) -> None:
         items = client.list_datasets()
     if as_json:
         return print_json(items)
-    columns = ("id", "name", "status", "n_samples", "n_features", "n_classes")
-    console.print(table(["id", "name", "status", "samples", "features", "classes"],
-                        drop=("features", "classes", "samples"), rows=[
+    # labelled rows and rows with a side value: what fine-tuning and DR get, with few labels
+    columns = ("id", "name", "status", "n_samples", "n_labelled", "n_with_side", "n_features",
+               "n_classes")
+    console.print(table(["id", "name", "status", "samples", "labelled", "with side", "features",
+                         "classes"],
+                        drop=("features", "classes", "with side", "labelled", "samples"), rows=[
                             [ds.get(c, "ready") if c == "status" else ds.get(c) for c in columns]
                             for ds in items]))
 

@@ -104,6 +104,19 @@ def test_connection_refused_is_one_line_not_a_traceback(monkeypatch: pytest.Monk
 
 # ---- datasets ------------------------------------------------------------------------------
 
+def test_datasets_list_says_how_many_rows_carry_a_label_and_a_side_value(
+        fake: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output.console, "width", 160)
+    fake.datasets["f" * 32] = {"id": "f" * 32, "name": "few-labels", "format": "csv",
+                               "status": "ready", "n_samples": 1797, "n_labelled": 180,
+                               "n_with_side": 180, "n_features": 64, "n_classes": 10}
+    listed = drtrain("datasets", "list").stdout
+    header = next(line for line in listed.splitlines() if "labelled" in line)
+    assert "with side" in header
+    row = next(line for line in listed.splitlines() if "few-labels" in line)
+    assert row.split()[3:6] == ["1797", "180", "180"]
+
+
 def test_datasets_upload_list_delete(fake: FakeApi, tmp_path: Path) -> None:
     data = tmp_path / "d.csv"
     data.write_text("x1,x2,label,g\n1,2,a,u\n3,4,b,v\n5,6,a,u\n")
