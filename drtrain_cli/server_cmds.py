@@ -193,13 +193,17 @@ def keys_create(
 ) -> None:
     """Make an API key for TENANT and print it once (only its hash is stored)."""
     from drtrain.tenants.keys import create_key
+    from drtrain.tenants.repository import tenant_by_name
 
     tenant = tenant.strip()
     if not tenant or len(tenant) > 100:
         typer.echo("error: --tenant must be 1 to 100 characters", err=True)
         raise typer.Exit(2)
     with _session(ctx) as session:
+        new = tenant_by_name(session, tenant) is None
         key = create_key(session, tenant)
+    if new:  # said, since names are exact: "Alice" beside "alice" is a tenant of its own
+        typer.echo(f"created tenant {tenant!r}", err=True)
     typer.echo(f"API key for tenant {tenant} (shown once): {key}")
 
 

@@ -76,8 +76,9 @@ class ClientOptions:
         if self._client is None:
             found = self.connection()
             if not found.api_key:
-                fail("no API key: pass --key, set DRTRAIN_API_KEY, or start `drtrain up` "
-                     f"(it writes {found.data_dir / 'api-key'})")
+                fail("no API key: pass --key or set DRTRAIN_API_KEY (a server's operator makes "
+                     "one with `drtrain keys create`); on your own machine `drtrain up` "
+                     f"writes one to {found.data_dir / 'api-key'}")
             self._client = make_client(self.url, self.key, self.data_dir)
             on_close(self._client.close)
         return self._client

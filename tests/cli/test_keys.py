@@ -75,6 +75,15 @@ def _prefix_of(listed, tenant: str) -> str:
                 if line.split()[:1] == [tenant])
 
 
+def test_create_says_when_it_creates_a_tenant(database: str) -> None:
+    first = runner.invoke(app, ["keys", "create", "--tenant", "carol"])
+    assert first.exit_code == 0 and "created tenant 'carol'" in first.output
+    again = runner.invoke(app, ["keys", "create", "--tenant", "carol"])
+    assert again.exit_code == 0 and "created tenant" not in again.output
+    other = runner.invoke(app, ["keys", "create", "--tenant", "Carol"])
+    assert "created tenant 'Carol'" in other.output  # names are exact
+
+
 def test_revoke_unknown_prefix_fails(database: str) -> None:
     result = runner.invoke(app, ["keys", "revoke", "drt_nosuchkey"])
     assert result.exit_code == 1
