@@ -60,7 +60,8 @@ def assert_clean_failure(result: Result, code: int, message: str) -> None:
 
 def test_missing_key_is_explained(fake: FakeApi) -> None:
     result = run("jobs", "list")
-    assert_clean_failure(result, 1, "no API key: pass --key, set DRTRAIN_API_KEY")
+    assert_clean_failure(result, 1, "no API key: pass --key or set DRTRAIN_API_KEY (a server's "
+                                    "operator makes one with `drtrain keys create`)")
     assert fake.requests == []
 
 
