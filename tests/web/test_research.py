@@ -200,7 +200,7 @@ def test_x_axis_step_counts_the_runs_epochs_across_phases(page: Page, server: Se
 
 def test_the_url_restores_a_compare_view(page: Page, server: Server, seeded: Seeded) -> None:
     a, b = finished(server, seeded.dr), finished(server, seeded.plain)
-    extra = "pretrain/dr/L0"
+    extra = "pretrain/cross_group_divergence/L0"  # measured with DR or without: both drawn
     open_app(page, server, f"#/compare?ids={a['id']},{b['id']}&m={extra}&smooth=0.5&y=log&x=wall")
     chart = page.locator(f'[data-testid="compare-{extra}"]')
     expect(chart).to_have_attribute("data-series", "2")
@@ -212,7 +212,8 @@ def test_the_url_restores_a_compare_view(page: Page, server: Server, seeded: See
     expect(page.locator("#chart-smooth")).to_have_value("0.5")
     # and the page writes what changes back into its URL
     page.select_option("#compare-metric", "pretrain/free_energy_gap/L0")
-    expect(page).to_have_url(re.compile(r"m=pretrain/dr/L0,pretrain/free_energy_gap/L0"))
+    expect(page).to_have_url(
+        re.compile(r"m=pretrain/cross_group_divergence/L0,pretrain/free_energy_gap/L0"))
     page.click(".picker summary")  # the picker is folded once two jobs are chosen
     page.fill("#compare-filter", "zzz")
     expect(page).to_have_url(re.compile(r"q=zzz"))
@@ -525,6 +526,20 @@ def test_compare_names_the_datasets_its_runs_differ_in(page: Page, server: Serve
     expect(row).to_contain_text("fashion-1pct")
     expect(row).not_to_contain_text(other[:8])
     expect(page.locator("#compare-diff thead")).to_contain_text("dataset_id=fashion-1pct")
+
+
+def test_compare_draws_no_dr_value_for_a_run_without_dr(page: Page, server: Server,
+                                                       seeded: Seeded) -> None:
+    dr, plain = finished(server, seeded.dr), finished(server, seeded.plain)
+    open_app(page, server, f"#/compare?ids={dr['id']},{plain['id']}")
+    page.select_option("#compare-metric", "pretrain/dr/L0")
+    chart = page.locator('[data-testid="compare-pretrain/dr/L0"]')
+    expect(chart).to_have_attribute("data-series", "1")  # the plain run's 0s are no value
+    epochs = dr["spec"]["pretrain"]["epochs"]
+    expect(chart).to_have_attribute("data-points", str(epochs))
+    # its other figures are drawn for both
+    expect(page.locator('[data-testid="compare-finetune/val_accuracy"]')).to_have_attribute(
+        "data-series", "2")
 
 
 def test_delete_a_sweep_deletes_it_and_its_jobs_after_confirming(page: Page, server: Server,

@@ -173,6 +173,19 @@ export function seriesKey(p: MetricPoint): string {
   return p.phase === "pretrain" && p.layer !== null ? `pretrain/${p.name}/L${p.layer}` : `${p.phase}/${p.name}`;
 }
 
+/** Whether a spec's phase trains with DR. Without it the worker records the phase's DR value
+ * as 0 each epoch, a flat line that says nothing: charts leave it out. */
+export function drOn(spec: Spec, phase: "pretrain" | "finetune"): boolean {
+  const dr = spec?.[phase]?.dr;
+  return Boolean(dr && (dr.weight ?? 0) > 0);
+}
+
+/** Whether a series key is a phase's DR value (not its diagnostics, such as the pairs). */
+export function drValuePhase(key: string): "pretrain" | "finetune" | null {
+  const [phase, name] = key.split("/");
+  return name === "dr" && (phase === "pretrain" || phase === "finetune") ? phase : null;
+}
+
 export function matchKey(key: string): (p: MetricPoint) => boolean {
   return (p) => seriesKey(p) === key;
 }

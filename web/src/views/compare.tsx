@@ -6,7 +6,7 @@ import { ApiError, getJob, listDatasets, listJobs, metricsSince } from "../api";
 import { Chart, color } from "../chart";
 import { ChartControls, ChartViewContext, useChartView, type XAxis } from "../chartview";
 import { differingPaths, distinguishing, fieldValue, fmtNum, getPath, higherIsBetter, jobTitle, parseTime, runLabel, shortId, show } from "../format";
-import { byEpoch, finalShown, keyLabel, matchKey, merge, seriesKey, xOf, yTitle } from "../metrics";
+import { byEpoch, drOn, drValuePhase, finalShown, keyLabel, matchKey, merge, seriesKey, xOf, yTitle } from "../metrics";
 import type { FinalMetric } from "../names";
 import { listParam, setQuery, usePoll, useRoute } from "../route";
 import type { Job, MetricPoint } from "../types";
@@ -199,9 +199,13 @@ export function ComparePage() {
  * time from each job's start). */
 function overlay(list: Run[], key: string, label: (r: Run) => string, axis: XAxis) {
   const xs = list.map((r) => xOf(axis, parseTime(r.job.started_at) ?? (r.points.length ? parseTime(r.points[0].at) : null), r.points));
-  const tagged = list.flatMap((r, i) => r.points.filter(matchKey(key)).map((p) => ({ ...p, run: i })));
+  // a run whose phase has no DR has no DR value to draw (its recorded 0s are no measurement);
+  // the others keep their colours
+  const phase = drValuePhase(key);
+  const drawn = list.map((r, i) => ({ r, i })).filter(({ r }) => phase === null || drOn(r.job.spec, phase));
+  const tagged = drawn.flatMap(({ r, i }) => r.points.filter(matchKey(key)).map((p) => ({ ...p, run: i })));
   const at = (p: MetricPoint) => xs[(p as MetricPoint & { run: number }).run](p);
-  const data = byEpoch(tagged, list.map((r, i) => ({
+  const data = byEpoch(tagged, drawn.map(({ r, i }) => ({
     label: label(r), color: color(i), job: r.job.id, match: (p: MetricPoint) => (p as MetricPoint & { run: number }).run === i,
   })), at);
   // the CSV holds the points as the API served them, without the run index added here

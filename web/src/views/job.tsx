@@ -4,7 +4,7 @@ import { ApiError, cancelJob, deleteJob, download, getJob, getQueue, getSettings
 import { Chart, type ChartData } from "../chart";
 import { ChartControls, ChartViewContext, useChartView, type XAxis } from "../chartview";
 import { architecture, drShort, fmtBytes, fmtDuration, fmtNum, fmtTime, jobDuration, jobTitle, parseTime } from "../format";
-import { finalShown, finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers,
+import { drOn, finalShown, finetuneChart, gradientChart, gradientTitle, merge, PRETRAIN_CHARTS, pretrainChart, pretrainLayers,
   xOf, yTitle } from "../metrics";
 import type { JobStatus, PretrainMetric } from "../names";
 import { navigate, usePoll } from "../route";
@@ -154,9 +154,7 @@ function useJobCharts(job: Job | null, points: MetricPoint[], version: number, a
     if ((spec.validation_fraction ?? 0.1) > 0) expected.add("free_energy_gap");
     // dr_pairs_per_batch is drawn only once present: jobs trained before it was recorded
     // would otherwise show an empty chart for ever
-    // a phase without DR records its DR value as 0: a flat line that says nothing
-    const drOn = (dr: { weight?: number } | null | undefined) => Boolean(dr && (dr.weight ?? 0) > 0);
-    if (!drOn(spec.pretrain?.dr)) { present.delete("dr"); expected.delete("dr"); }
+    if (!drOn(spec, "pretrain")) { present.delete("dr"); expected.delete("dr"); }
     const pre = spec.pretrain
       ? PRETRAIN_CHARTS.filter(([name]) => present.has(name) || expected.has(name))
         .map(([name, title]) => ({ name, title, yLabel: yTitle(name), log: false, data: pretrainChart(points, layers, name, at) }))
@@ -166,7 +164,7 @@ function useJobCharts(job: Job | null, points: MetricPoint[], version: number, a
         data: finetuneChart(points, [["train_loss", "train"], ["val_loss", "validation", true]], at) },
       { name: "accuracy", title: "Accuracy", yLabel: yTitle("train_accuracy"), log: false,
         data: finetuneChart(points, [["train_accuracy", "train"], ["val_accuracy", "validation", true]], at) },
-      ...(drOn(spec.finetune.dr)
+      ...(drOn(spec, "finetune")
         ? [{ name: "dr", title: "DR value (discriminative)", yLabel: yTitle("dr"), log: false, data: finetuneChart(points, [["dr", "DR"]], at) }] : []),
       { name: "grad_norm", title: gradientTitle(points, spec), yLabel: yTitle("grad_norm.layer0"), log: true, data: gradientChart(points, spec, at) },
     ] : [];
