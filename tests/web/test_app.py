@@ -398,6 +398,26 @@ def test_submit_form_shows_the_field_error_then_submits(page: Page, server: Serv
     assert spec["finetune"]["epochs"] == 1 and spec["dataset_id"] == "builtin:digits"
 
 
+def test_the_form_sets_the_studys_knobs(page: Page, server: Server) -> None:
+    # side rows per batch, the initialisation of the vanishing-gradient setting, precision
+    open_app(page, server, "#/submit")
+    page.fill('input[name="model.hidden_layers"]', "8")
+    page.fill('input[name="pretrain.epochs"]', "1")
+    page.fill('input[name="pretrain.batch_size"]', "32")
+    page.fill('input[name="pretrain.side_rows_per_batch"]', "8")
+    page.fill('input[name="finetune.epochs"]', "1")
+    page.select_option('select[name="finetune.init"]', "normal")
+    page.fill('input[name="finetune.init_std"]', "0.05")
+    expect(page.locator('select[name="precision"] option')).not_to_have_count(0)
+    expect(page.locator('select[name="test_dataset_id"]')).to_have_value("")
+    page.click("#submit-button")
+    expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f]+$"))
+    spec = server.job(page.locator(".job-page").get_attribute("data-job-id") or "")["spec"]
+    assert spec["pretrain"]["side_rows_per_batch"] == 8 and spec["pretrain"]["batch_size"] == 32
+    assert spec["finetune"]["init"] == "normal" and spec["finetune"]["init_std"] == 0.05
+    assert spec["test_dataset_id"] is None
+
+
 def test_name_and_tags_from_the_form_and_the_tag_filter(page: Page, server: Server) -> None:
     open_app(page, server, "#/submit")
     page.fill('input[name="name"]', "tagged from the web")

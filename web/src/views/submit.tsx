@@ -286,9 +286,17 @@ export function SubmitPage({ from }: { from: string | null }) {
             {datasetNote && <span class="field-note" role="alert" id="dataset-note">{datasetNote}</span>}
           </>
         ))}
+        {wrap("test_dataset_id", "Test dataset", (
+          <select name="test_dataset_id" class="wide-input" value={spec.test_dataset_id ?? ""}
+            onChange={(e) => update("test_dataset_id", (e.target as HTMLSelectElement).value || null)}>
+            <option value="">none (or the built-in's own test set)</option>
+            {usable.filter((d) => d.id !== spec.dataset_id).map((d) => <option value={d.id}>{d.name === d.id ? d.id : `${d.name} (${d.id})`}</option>)}
+          </select>
+        ))}
         {num("validation_fraction", "Validation fraction")}
         {num("seed", "Seed", "1")}
         {text("device", "Device", "auto")}
+        {select("precision", "Precision")}
         {num("max_runtime_seconds", "Max runtime (s)", "1")}
         {num("max_attempts", "Max attempts", "1")}
       </fieldset>
@@ -310,6 +318,7 @@ export function SubmitPage({ from }: { from: string | null }) {
             {num("pretrain.momentum", "Momentum")}
             {num("pretrain.final_momentum", "Final momentum")}
             {num("pretrain.weight_decay", "Weight decay")}
+            {num("pretrain.side_rows_per_batch", "Side rows per batch (empty: off)", "1")}
           </div>
           {section("pretrain.dr", "Diversifying regularization (generative)", () => (
             <div class="row">
@@ -331,6 +340,8 @@ export function SubmitPage({ from }: { from: string | null }) {
             {num("finetune.momentum", "Momentum")}
             {num("finetune.weight_decay", "Weight decay")}
             {select("finetune.activation", "Activation")}
+            {select("finetune.init", "Initialisation")}
+            {num("finetune.init_std", "Init std (normal)")}
           </div>
           {section("finetune.dr", "Diversifying regularization (discriminative)", () => (
             <div class="row">
