@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from drtrain.kit.outages import outage_text
 from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,10 @@ def _publish_one(settings: Settings, job_id: str) -> None:
 
     try:
         publish_run_job(settings, job_id)
-    except Exception:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001
         # The row is already committed as queued and the reaper re-publishes queued jobs,
         # so a broker outage must not turn an accepted submission into a 500.
-        log.warning("publishing job %s failed; the reaper will retry", job_id, exc_info=True)
+        _failed(exc, "publishing job %s failed; the reaper will retry", job_id)
 
 
 def publish_jobs(settings: Settings, job_ids: list[str]) -> None:
@@ -57,16 +58,24 @@ def publish_jobs(settings: Settings, job_ids: list[str]) -> None:
     try:
         publish_run_jobs(settings, job_ids)
         return
-    except Exception:  # noqa: BLE001 - as in _publish_one; a retry below, then the reaper
-        log.warning("publishing %d jobs together failed; one at a time now", len(job_ids),
-                    exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - as in _publish_one; a retry below, then the reaper
+        _failed(exc, "publishing %d jobs together failed; one at a time now", len(job_ids))
     for n, job_id in enumerate(job_ids):
         try:
             publish_run_job(settings, job_id)
-        except Exception:  # noqa: BLE001
-            log.warning("publishing job %s failed; the reaper will retry it and %d more",
-                        job_id, len(job_ids) - n - 1, exc_info=True)
+        except Exception as exc:  # noqa: BLE001
+            _failed(exc, "publishing job %s failed; the reaper will retry it and %d more",
+                    job_id, len(job_ids) - n - 1)
             return
+
+
+def _failed(exc: BaseException, message: str, *args: object) -> None:
+    """A failed publish: one line for a broker outage, the traceback for anything else."""
+    outage = outage_text(exc)
+    if outage is not None:
+        log.warning(message + " (%s)", *args, outage)
+    else:
+        log.warning(message, *args, exc_info=exc)
 
 
 # How often the child checks that the API that started it is still there.
