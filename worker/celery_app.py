@@ -60,6 +60,38 @@ def runtime() -> Runtime:
 def _fresh_child(**_: object) -> None:
     # A forked pool child must never reuse the parent's pooled connections.
     _runtime_for.cache_clear()
+    # A child starts when the worker starts, and when one has died: in either case a job held
+    # by a process of this host that is gone must not wait out its lease.
+    release_the_dead()
+
+
+def release_the_dead() -> None:
+    """``lifecycle.expire_leases_of_dead`` for this host, on a connection used once."""
+    from drtrain.jobs.lifecycle import expire_leases_of_dead
+    from drtrain.kit.db import burst_engine, session_scope
+
+    engine = burst_engine(settings.resolved_database_url, APPLICATION_NAME)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            ended = expire_leases_of_dead(session, socket.gethostname(), _alive)
+        for job_id in ended:
+            log.warning("job %s: its training process is gone; its lease ends now, so the "
+                        "job runs again without waiting it out", job_id)
+    except Exception as exc:  # noqa: BLE001 - such a lease then runs out by itself
+        log.warning("checking for jobs of dead training processes failed (%s: %s)",
+                    type(exc).__name__, exc)
+    finally:
+        engine.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 @signals.worker_ready.connect

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 
+from drtrain.kit.broker import RUN_JOB_TASK
 from worker.celery_app import app, runtime
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="drtrain.run_job", ignore_result=True)
+@app.task(name=RUN_JOB_TASK, ignore_result=True)
 def run_job(job_id: str) -> None:
     if not isinstance(job_id, str) or not job_id.isalnum() or len(job_id) > 64:
         log.warning("ignoring run_job with a malformed id %r", job_id)

@@ -12,7 +12,7 @@ actually stopped early.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -203,6 +203,32 @@ def finish(session: Session, job_id: str, attempt: int, status: JobStatus | str,
     res = session.execute(update(Job).where(*_fence(job_id, attempt, worker_id)).values(**values)
                           .execution_options(synchronize_session=False))
     return _changed(res) == 1
+
+
+def expire_leases_of_dead(session: Session, host: str, alive: Callable[[int], bool], *,
+                          now: datetime | None = None) -> list[str]:
+    """End the live leases that processes of ``host`` hold (worker ids are ``host:pid``) where
+    ``alive(pid)`` says the process is gone: a training process killed (out of memory,
+    kill -9) would otherwise hold its job until its lease runs out. The job is then claimed
+    at once by the redelivered message, or requeued by the reaper's next round. Returns the
+    ids whose lease ended."""
+    now = now or utcnow()
+    held = session.execute(
+        select(Job.id, Job.worker_id).where(
+            Job.status.in_(LIVE), Job.lease_expires_at > now,
+            Job.worker_id.startswith(f"{host}:", autoescape=True))).all()
+    ended = []
+    for job_id, worker_id in held:
+        pid = str(worker_id).rpartition(":")[2]
+        if not pid.isdigit() or alive(int(pid)):
+            continue
+        res = session.execute(
+            update(Job).where(Job.id == job_id, Job.worker_id == worker_id,
+                              Job.status.in_(LIVE), Job.lease_expires_at > now)
+            .values(lease_expires_at=now).execution_options(synchronize_session=False))
+        if _changed(res) == 1:
+            ended.append(job_id)
+    return ended
 
 
 def requeue_expired(session: Session, now: datetime | None = None) -> list[str]:

@@ -46,13 +46,13 @@ def broker_settings(settings: Settings) -> Settings:
 def start_worker(broker_settings: Settings, tmp_path: Path):
     procs: list[subprocess.Popen] = []
 
-    def start(name: str) -> subprocess.Popen:
+    def start(name: str, lease_seconds: str = "2") -> subprocess.Popen:
         s = broker_settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}
         env.update(DRTRAIN_DATABASE_URL=s.database_url, DRTRAIN_BROKER_URL=BROKER,
                    DRTRAIN_STORAGE_URL=s.storage_url, DRTRAIN_DATA_DIR=str(s.data_dir),
                    DRTRAIN_ENVIRONMENT="test", DRTRAIN_HEARTBEAT_SECONDS="0.3",
-                   DRTRAIN_LEASE_SECONDS="2", DRTRAIN_CHECKPOINT_EVERY_EPOCHS="1",
+                   DRTRAIN_LEASE_SECONDS=lease_seconds, DRTRAIN_CHECKPOINT_EVERY_EPOCHS="1",
                    PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         log = open(tmp_path / f"{name}.log", "wb")
         proc = subprocess.Popen(
@@ -119,3 +119,19 @@ def test_kill_9_mid_job_then_a_new_worker_resumes_it(broker_settings, factory, m
     epochs = {(p.phase, p.layer, p.epoch) for p in pts}
     assert len({(p.phase, p.layer, p.epoch, p.name) for p in pts}) == len(pts)
     assert len(epochs) == 2 * 40 + 5  # every epoch of both layers and fine-tuning, once
+
+
+def test_a_killed_training_process_is_requeued_without_waiting_out_its_lease(
+        broker_settings, factory, make_job, start_worker):
+    # A lease far longer than the test: only the worker's main process, which sees its pool
+    # child die, can make the job run again in time.
+    job_id = make_job(pretrain={"epochs": 40, "batch_size": 16}, finetune={"epochs": 5})
+    publish_run_job(broker_settings, job_id, queue=QUEUE)
+    start_worker("w1", lease_seconds="3600")
+    running = _wait(factory, job_id, lambda j: j.status == "running" and (j.epoch or 0) >= 2)
+    child = int(running.worker_id.rsplit(":", 1)[1])
+    os.kill(child, signal.SIGKILL)  # the training process alone (out of memory, say)
+    job = _wait(factory, job_id, lambda j: j.status in ("succeeded", "failed", "cancelled"),
+                timeout=120)
+    assert job.status == JobStatus.succeeded, job.status_reason
+    assert job.attempt == 2 and job.result["resumed_from"] is not None

@@ -49,6 +49,23 @@ def test_claim_takes_over_an_expired_lease_with_a_new_attempt(factory, make_job)
     assert job is not None and job.attempt == 2 and job.worker_id == "w2"
 
 
+def test_the_leases_of_dead_processes_of_a_host_end_and_no_other(factory, make_job):
+    dead, living, elsewhere, done = (make_job() for _ in range(4))
+    _claim(factory, dead, "hostA:111", lease=600)
+    _claim(factory, living, "hostA:222", lease=600)
+    _claim(factory, elsewhere, "hostB:111", lease=600)  # the same pid on another machine
+    _claim(factory, done, "hostA:111", lease=600)
+    _set(factory, done, status=JobStatus.succeeded)
+    with session_scope(factory) as s:
+        ended = lifecycle.expire_leases_of_dead(s, "hostA", alive=lambda pid: pid == 222)
+    assert ended == [dead]
+    assert get_job(factory, dead).lease_expires_at <= utcnow()
+    for job_id in (living, elsewhere):
+        assert get_job(factory, job_id).lease_expires_at > utcnow() + timedelta(seconds=500)
+    job = _claim(factory, dead, "hostA:333")  # the redelivered message takes it over at once
+    assert job is not None and job.attempt == 2
+
+
 def test_heartbeat_renews_reports_cancel_and_fences(factory, make_job):
     job_id = make_job()
     _claim(factory, job_id, "w1", lease=1.0)
