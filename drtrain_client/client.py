@@ -41,6 +41,9 @@ from drtrain_client.transfers import (
 # that tests/test_lists.py holds equal.
 JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# The most rows one predict request carries (api/schemas/jobs.py MAX_PREDICT_ROWS): larger
+# inputs go as several requests.
+PREDICT_ROWS = 10_000
 
 # Metrics are fetched in pages of this size; a full page means there may be more.
 _METRICS_PAGE = 1000
@@ -303,19 +306,29 @@ class Client:
                               Path(path), resume=resume, progress=progress, what="checkpoint")
 
     def predict(self, job_id: str, inputs: Sequence[Sequence[float]] | Any) -> dict[str, Any]:
-        """Classify ``inputs`` (rows of numbers, or an array) with a succeeded job's model.
-        A NaN or infinite value is a ``ClientError`` naming its row and column: JSON cannot
-        carry it, and the model could not use it."""
+        """Classify ``inputs`` (rows of numbers, or an array) with a succeeded job's model:
+        ``predictions``, ``probabilities`` and ``classes`` as the API answers them, for every
+        row (more than PREDICT_ROWS go as several requests). A NaN or infinite value is a
+        ``ClientError`` naming its row and column: JSON cannot carry it, and the model could
+        not use it."""
         rows = inputs.tolist() if hasattr(inputs, "tolist") else [list(r) for r in inputs]
-        try:
-            return self._json("POST", f"/v1/jobs/{_path_segment(job_id)}/predict",
-                              json={"inputs": rows})
-        except ValueError as exc:  # the JSON encoder's, before anything is sent
-            where = first_non_finite(rows)
-            if where is None:
-                raise
-            raise ClientError(f"inputs row {where[0]}, column {where[1]}: {where[2]} is not a "
-                              "finite number") from exc
+        path = f"/v1/jobs/{_path_segment(job_id)}/predict"
+        answers = []
+        for start in range(0, max(len(rows), 1), PREDICT_ROWS):
+            chunk = rows[start:start + PREDICT_ROWS]
+            try:
+                answers.append(self._json("POST", path, json={"inputs": chunk}))
+            except ValueError as exc:  # the JSON encoder's, before the chunk is sent
+                where = first_non_finite(chunk)  # looked for only then: a pass per value
+                if where is None:
+                    raise
+                raise ClientError(f"inputs row {start + where[0]}, column {where[1]}: "
+                                  f"{where[2]} is not a finite number") from exc
+        if len(answers) == 1:
+            return answers[0]
+        return {**answers[0],
+                "predictions": [p for a in answers for p in a.get("predictions", [])],
+                "probabilities": [p for a in answers for p in a.get("probabilities", [])]}
 
     def queue(self, limit: int = 50, job_id: str | None = None) -> dict[str, Any]:
         """The tenant's queue: ``running_limit`` and ``queued_limit``, how many jobs hold a

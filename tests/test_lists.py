@@ -5,7 +5,8 @@
   not import dr_core (import-linter), so its Literals are copies, compared here with their
   defaults; the web form reads them from /openapi.json (tests/web checks that).
 - Job statuses are drtrain/kit/models.py's JobStatus. drtrain_client stands alone, so its
-  JOB_STATUSES and TERMINAL_STATUSES are copies (the CLI's --status choices are the former).
+  JOB_STATUSES and TERMINAL_STATUSES are copies (the CLI's --status choices are the former),
+  and so is PREDICT_ROWS, the API's bound on rows per predict request.
 - Phases and metric names are dr_core/events.py's; the domain's PHASES (drtrain/kit/models.py,
   which the OpenAPI document's phase enums use) is a copy.
 - The web app keeps its copies of statuses, phases and metric names in web/src/names.ts alone
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from api.schemas.jobs import MAX_PREDICT_ROWS
 from dr_core import config as C
 from dr_core import events
 from dr_core.pair_kernels import KERNELS
@@ -30,6 +32,7 @@ from drtrain.jobs import spec as S
 from drtrain.kit import models as M
 from drtrain_client import JOB_STATUSES as CLIENT_STATUSES
 from drtrain_client import TERMINAL_STATUSES as CLIENT_TERMINAL
+from drtrain_client.client import PREDICT_ROWS as CLIENT_PREDICT_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES_TS = ROOT / "web" / "src" / "names.ts"
@@ -102,6 +105,12 @@ def test_the_domains_phases_are_dr_cores() -> None:
     assert M.PHASES == events.PHASES, (
         f"drtrain/kit/models.py PHASES is {M.PHASES}, dr_core/events.py PHASES "
         f"{events.PHASES}: change both together")
+
+
+def test_the_clients_predict_rows_are_the_apis_bound() -> None:
+    assert CLIENT_PREDICT_ROWS == MAX_PREDICT_ROWS, (
+        f"drtrain_client/client.py PREDICT_ROWS is {CLIENT_PREDICT_ROWS}, "
+        f"api/schemas/jobs.py MAX_PREDICT_ROWS {MAX_PREDICT_ROWS}")
 
 
 def test_the_clients_statuses_are_the_servers() -> None:

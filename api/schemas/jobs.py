@@ -166,6 +166,11 @@ class CheckpointList(BaseModel):
     next_page_token: str | None = None
 
 
+# Rows one predict request may carry (the client splits larger inputs into requests of this
+# many: drtrain_client.client.PREDICT_ROWS).
+MAX_PREDICT_ROWS = 10_000
+
+
 class PredictRequest(RequestModel):
     model_config = ConfigDict(json_schema_extra={
         "examples": [{"inputs": [[0.0, 0.5, 1.0]]}]})
@@ -175,7 +180,7 @@ class PredictRequest(RequestModel):
     # normalisation into inf/NaN probabilities (which JSON cannot even carry).
     inputs: list[list[Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX,
                                              le=FLOAT32_MAX)]]] = Field(
-        min_length=1, max_length=10000)
+        min_length=1, max_length=MAX_PREDICT_ROWS)
 
 
 class PredictResponse(BaseModel):

@@ -31,6 +31,7 @@ from drtrain_client import (
     parse_sse,
     waiting_for_slot,
 )
+from drtrain_client import client as client_module
 
 BASE = "http://drtrain.test"
 KEY = "drt_test-key"
@@ -805,6 +806,20 @@ def test_predict_names_a_value_json_cannot_carry_and_sends_nothing(fake: FakeApi
             client.predict(job_id, inputs)
     assert fake.predicted == []
     assert client.predict(job_id, [[1.0, 2.0, 0.0]])["predictions"] == ["pos"]
+
+
+def test_predict_sends_more_rows_than_a_request_holds_as_several(fake: FakeApi, client: Client,
+                                                                 monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(client_module, "PREDICT_ROWS", 2)  # the API's bound, made small
+    job_id = fake.add_job("succeeded")["id"]
+    rows = [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [-2.0, 0.0, 0.0], [3.0, 0.0, 0.0]]
+    answer = client.predict(job_id, rows)
+    assert [len(sent) for sent in fake.predicted] == [2, 2, 1]
+    assert answer["predictions"] == ["pos", "neg", "pos", "neg", "pos"]
+    assert len(answer["probabilities"]) == 5
+    fake.predicted.clear()
+    with pytest.raises(ClientError, match="inputs row 3, column 0: nan"):  # counted in all rows
+        client.predict(job_id, [*rows[:3], [math.nan, 0.0, 0.0]])
 
 
 def test_unreachable_server_gives_an_actionable_error() -> None:
