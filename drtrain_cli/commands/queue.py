@@ -23,8 +23,8 @@ def show_queue(
     if as_json:
         return print_json(queue)
     console.print(kv_table({
-        "running slots": f"{queue.get('dispatched')} of {queue.get('running_limit')} in use",
-        "waiting": f"{queue.get('waiting')} (room for {queue.get('queued_limit')})"}))
+        "running slots": _slots(queue.get("dispatched"), queue.get("running_limit")),
+        "waiting": f"{queue.get('waiting')} (at most {queue.get('queued_limit')} may wait)"}))
     items = queue.get("items") or []
     if items:
         console.print(table(["position", "job"], [[i.get("position"), i.get("job_id")]
@@ -32,6 +32,15 @@ def show_queue(
     hidden = int(queue.get("waiting") or 0) - len(items)
     if hidden > 0:
         say(f"… and {hidden} more (--limit to list them)")
+
+
+def _slots(dispatched: Any, limit: Any) -> str:
+    """Slots in use against the cap. More in use than the cap allows happens once a cap is
+    lowered: the jobs running keep their slots until they end."""
+    text = f"{dispatched} of {limit} in use"
+    if isinstance(dispatched, int) and isinstance(limit, int) and dispatched > limit:
+        text += " (over a lowered cap: the jobs running keep their slots until they end)"
+    return text
 
 
 def queue_state(job: dict[str, Any]) -> str | None:

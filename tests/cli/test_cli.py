@@ -372,11 +372,15 @@ def test_queue_shows_the_slots_and_the_waiting_jobs_by_position(fake: FakeApi) -
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert any("running slots" in line and "1 of 2 in use" in line for line in lines)
-    assert any("waiting" in line and "3 (room for 5)" in line for line in lines)
+    assert any("waiting" in line and "3 (at most 5 may wait)" in line for line in lines)
     assert [line.split() for line in lines if line.split()[-1:] and line.split()[-1] in waiting
             ] == [[str(n), job_id] for n, job_id in enumerate(waiting, start=1)]
     shortened = drtrain("queue", "--limit", "1")
     assert waiting[1] not in shortened.stdout and "… and 2 more" in shortened.stdout
+    assert "over a lowered cap" not in shortened.stdout
+    fake.running_limit = 0  # a cap lowered while a job runs
+    assert "1 of 0 in use (over a lowered cap: the jobs running keep their slots" in \
+        " ".join(drtrain("queue").stdout.split())
     assert fake.requests[-1].url.params["limit"] == "1"
     assert json.loads(drtrain("queue", "--json").stdout)["items"][2] == {
         "position": 3, "job_id": waiting[2]}
