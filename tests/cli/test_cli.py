@@ -377,13 +377,13 @@ def test_queue_shows_the_slots_and_the_waiting_jobs_by_position(fake: FakeApi) -
             ] == [[str(n), job_id] for n, job_id in enumerate(waiting, start=1)]
     shortened = drtrain("queue", "--limit", "1")
     assert waiting[1] not in shortened.stdout and "… and 2 more" in shortened.stdout
+    assert fake.requests[-1].url.params["limit"] == "1"
+    assert json.loads(drtrain("queue", "--json").stdout)["items"][2] == {
+        "position": 3, "job_id": waiting[2]}
     assert "over a lowered cap" not in shortened.stdout
     fake.running_limit = 0  # a cap lowered while a job runs
     assert "1 of 0 in use (over a lowered cap: the jobs running keep their slots" in \
         " ".join(drtrain("queue").stdout.split())
-    assert fake.requests[-1].url.params["limit"] == "1"
-    assert json.loads(drtrain("queue", "--json").stdout)["items"][2] == {
-        "position": 3, "job_id": waiting[2]}
 
 
 def test_jobs_get_says_where_a_queued_job_stands(fake: FakeApi) -> None:
