@@ -202,9 +202,10 @@ def _n_stats(model: MLP, cfg: FinetuneConfig) -> int:
 
 
 def _epoch_metrics(model: MLP, totals: list[float], batches: int, n: int,
-                   val: Examples | None) -> dict[str, float]:
-    metrics = {"train_loss": totals[0] / n, "train_accuracy": totals[1] / n,
-               "dr": totals[2] / batches}
+                   val: Examples | None, dr_on: bool) -> dict[str, float]:
+    metrics = {"train_loss": totals[0] / n, "train_accuracy": totals[1] / n}
+    if dr_on:  # without DR there is no DR value, rather than a 0 that reads as one
+        metrics["dr"] = totals[2] / batches
     layers = len(model.hidden)
     for i in range(layers):
         metrics[f"{GRAD_NORM}layer{i}"] = totals[3 + i] / batches
@@ -234,7 +235,8 @@ def train_mlp(model: MLP, cfg: FinetuneConfig, train: Examples, run: RunContext,
       train_loss, train_accuracy: cross-entropy and accuracy over the epoch's batches, as seen
         by each batch before its update (no extra pass);
       val_loss, val_accuracy: evaluated after the epoch on ``val`` (X, y), when given;
-      dr: mean over batches of the (unweighted) DR term, summed over DR layers; 0 when off;
+      dr: mean over batches of the (unweighted) DR term, summed over DR layers (only with DR
+        on: without it there is no such value);
       grad_norm.layer{i} (0-based hidden layer), grad_norm.head: mean over batches of the
         Frobenius norm of d cross-entropy / d weight: the classification signal alone (the
         vanishing-gradient evidence), whether DR is on or not;
@@ -249,7 +251,8 @@ def train_mlp(model: MLP, cfg: FinetuneConfig, train: Examples, run: RunContext,
     history: list[Event] = []
     for epoch in range(start + 1, cfg.epochs + 1):
         totals, batches = _train_epoch(steps, _n_stats(model, cfg), run, epoch)
-        event = Event("finetune", None, epoch, _epoch_metrics(model, totals, batches, len(train), val),
+        metrics = _epoch_metrics(model, totals, batches, len(train), val, _dr_on(cfg))
+        event = Event("finetune", None, epoch, metrics,
                       epoch / cfg.epochs, _training_state(model, optimizer, run.generator, epoch))
         run.callback.on_epoch_end(event)
         history.append(event)

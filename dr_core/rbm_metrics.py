@@ -100,10 +100,11 @@ class MetricData:
 
 
 @torch.no_grad()
-def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: torch.Tensor | float,
+def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: torch.Tensor | float | None,
                   pairs_per_batch: torch.Tensor | float = 0.0) -> dict[str, float]:
     """The metrics after ``epoch`` (0-based) on ``data``'s samples; ``dr_mean`` is the epoch's
-    mean DR value, ``pairs_per_batch`` its mean number of cross-group pairs in a batch.
+    mean DR value (None without DR: then there is no ``dr`` metric, rather than a 0 that reads
+    as a measurement), ``pairs_per_batch`` its mean number of cross-group pairs in a batch.
 
     Computed on the device and read back together: one host synchronisation per epoch."""
     v = data.sample
@@ -117,7 +118,8 @@ def epoch_metrics(rbm: RBM, data: MetricData, epoch: int, dr_mean: torch.Tensor 
     if rbm.visible == "bernoulli":
         gen = metric_generator(v.device, data.layer, epoch)
         metrics["pseudo_log_likelihood"] = _pseudo_log_likelihood(rbm, v, pre, gen)
-    metrics["dr"] = dr_mean
+    if dr_mean is not None:
+        metrics["dr"] = dr_mean
     metrics["dr_pairs_per_batch"] = pairs_per_batch
     metrics["cross_group_divergence"] = posterior_divergence(mu, data.sample_side,
                                                              divergence="hellinger", pairs="all")

@@ -120,7 +120,7 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
     After each epoch ``run.callback.on_epoch_end`` gets Event("pretrain", layer, epoch,
     metrics, epoch / cfg.epochs, state) with metrics ``recon_error``, ``free_energy_gap``
     (only with ``holdout`` (M, D)), ``pseudo_log_likelihood`` (Bernoulli visible only), ``dr``
-    (mean over batches), ``dr_pairs_per_batch`` (mean cross-group pairs in a batch: what DR
+    (mean over batches; only with DR on), ``dr_pairs_per_batch`` (mean cross-group pairs in a batch: what DR
     had to work with; 0 without side labels) and ``cross_group_divergence``. ``recon_error``,
     ``free_energy_gap``, ``pseudo_log_likelihood`` and ``cross_group_divergence`` are estimates
     on a fixed sample of at most 512 training (and held-out) rows (``dr_core.rbm_metrics``), so
@@ -151,7 +151,8 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
             dr_sum += steps(idx, batch_groups[i] if batch_groups else None, epoch)
             run.stop_if_asked(f"pretraining layer {layer}, epoch {epoch + 1}")
         pairs = cross_pairs_per_batch(batch_groups) if batch_groups else 0.0
-        metrics = epoch_metrics(rbm, metric_data, epoch, dr_sum / max(1, len(batches)), pairs)
+        dr_mean = dr_sum / max(1, len(batches)) if steps.dr_on else None
+        metrics = epoch_metrics(rbm, metric_data, epoch, dr_mean, pairs)
         event = Event("pretrain", layer, epoch + 1, metrics, (epoch + 1) / cfg.epochs,
                       _layer_state(rbm, velocity, steps.chains, generator, layer, epoch + 1))
         events.append(event)

@@ -173,8 +173,9 @@ export function seriesKey(p: MetricPoint): string {
   return p.phase === "pretrain" && p.layer !== null ? `pretrain/${p.name}/L${p.layer}` : `${p.phase}/${p.name}`;
 }
 
-/** Whether a spec's phase trains with DR. Without it the worker records the phase's DR value
- * as 0 each epoch, a flat line that says nothing: charts leave it out. */
+/** Whether a spec's phase trains with DR. Without it a phase has no DR value (jobs trained
+ * before that was so recorded 0 each epoch, a flat line that says nothing): charts leave the
+ * DR value of such a phase out. */
 export function drOn(spec: Spec, phase: "pretrain" | "finetune"): boolean {
   const dr = spec?.[phase]?.dr;
   return Boolean(dr && (dr.weight ?? 0) > 0);

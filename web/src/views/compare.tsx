@@ -199,8 +199,8 @@ export function ComparePage() {
  * time from each job's start). */
 function overlay(list: Run[], key: string, label: (r: Run) => string, axis: XAxis) {
   const xs = list.map((r) => xOf(axis, parseTime(r.job.started_at) ?? (r.points.length ? parseTime(r.points[0].at) : null), r.points));
-  // a run whose phase has no DR has no DR value to draw (its recorded 0s are no measurement);
-  // the others keep their colours
+  // a run whose phase has no DR has no DR value to draw (older jobs recorded 0s, which are
+  // no measurement); the others keep their colours
   const phase = drValuePhase(key);
   const drawn = list.map((r, i) => ({ r, i })).filter(({ r }) => phase === null || drOn(r.job.spec, phase));
   const tagged = drawn.flatMap(({ r, i }) => r.points.filter(matchKey(key)).map((p) => ({ ...p, run: i })));
