@@ -69,6 +69,16 @@ def _validation_detail(request: Request, first: dict[str, Any] | None, reason: s
     return f"{'.'.join(map(str, loc))}: {first['msg']}"
 
 
+def _meant(errors: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The error to name in the detail. pydantic reports a union's failure once per branch,
+    a literal choice first (``pairs.literal['all']``); an input that reached another branch
+    (an object where "all" or {"sample": K} belongs) was meant for that one."""
+    for error in errors:
+        if not any(str(part).startswith("literal[") for part in error["loc"]):
+            return error
+    return errors[0] if errors else None
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)  # registered for this type only
     raw = exc.errors()
@@ -77,7 +87,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
                "type": str(e.get("type", ""))} for e in raw]
     # A JSON decode error's ctx holds the parser's message, a plain string.
     reason = str((raw[0].get("ctx") or {}).get("error", "")) if raw else ""
-    detail = _validation_detail(request, errors[0] if errors else None, reason)
+    detail = _validation_detail(request, _meant(errors), reason)
     return problem(422, detail, title="Unprocessable content",
                    type_="https://drtrain.dev/problems/invalid", errors=errors)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -56,13 +57,27 @@ def runtime() -> Runtime:
     return _runtime_for(os.getpid())
 
 
+# Set once this process has ended the leases of its host's dead training processes (set
+# where no pool child starts: the solo pool has none to wait for).
+_dead_released = threading.Event()
+_dead_released.set()
+
+
 @signals.worker_process_init.connect
 def _fresh_child(**_: object) -> None:
     # A forked pool child must never reuse the parent's pooled connections.
     _runtime_for.cache_clear()
     # A child starts when the worker starts, and when one has died: in either case a job held
-    # by a process of this host that is gone must not wait out its lease.
-    release_the_dead()
+    # by a process of this host that is gone must not wait out its lease. In a thread: a
+    # child has seconds to come up, and a slow database must not cost it its start.
+    _dead_released.clear()
+    threading.Thread(target=release_the_dead, name="drtrain-release-dead", daemon=True).start()
+
+
+def wait_for_the_dead_released() -> None:
+    """Before a job: a dead process's job, redelivered to this child, is claimable once its
+    lease has ended (waited for at most a lease: then it would have run out anyway)."""
+    _dead_released.wait(timeout=settings.lease_seconds)
 
 
 def release_the_dead() -> None:
@@ -82,6 +97,7 @@ def release_the_dead() -> None:
                     type(exc).__name__, exc)
     finally:
         engine.dispose()
+        _dead_released.set()
 
 
 def _alive(pid: int) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from drtrain.kit.broker import RUN_JOB_TASK
-from worker.celery_app import app, runtime
+from worker.celery_app import app, runtime, wait_for_the_dead_released
 
 log = logging.getLogger(__name__)
 
@@ -18,5 +18,6 @@ def run_job(job_id: str) -> None:
     from worker.runner import run_job as run
 
     rt = runtime()
+    wait_for_the_dead_released()
     run(job_id, settings=rt.settings, sessionmaker=rt.sessionmaker, store=rt.store,
         worker_id=rt.worker_id, hard_kill=True)
