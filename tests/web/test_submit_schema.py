@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 
 # The JobSpec's choice fields the form shows as selects.
 CHOICE_FIELDS = {"model.visible_units", "pretrain.dr.divergence", "pretrain.dr.normalize",
-                 "finetune.optimizer", "finetune.activation", "finetune.dr.distance",
-                 "finetune.dr.normalize"}
+                 "finetune.optimizer", "finetune.activation", "finetune.init",
+                 "finetune.dr.distance", "finetune.dr.normalize", "precision"}
 # Selects that are not a spec field's enum: datasets come from the server's list, and pairs
 # switches between "all" and a {"sample": K} object.
-NOT_ENUMS = {"dataset_id", "pretrain.dr.pairs", "finetune.dr.pairs"}
+NOT_ENUMS = {"dataset_id", "test_dataset_id", "pretrain.dr.pairs", "finetune.dr.pairs"}
 
 
 def openapi(server: Server) -> dict[str, Any]:
