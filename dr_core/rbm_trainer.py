@@ -148,7 +148,9 @@ def train_rbm(cfg: RBMConfig, train: Examples, run: RunContext, *,
         dr_sum = torch.zeros((), device=X.device, dtype=X.dtype)
         batch_groups = steps.batch_groups(batches)
         for i, idx in enumerate(batches):
-            dr_sum += steps(idx, batch_groups[i] if batch_groups else None, epoch)
+            dr = steps(idx, batch_groups[i] if batch_groups else None, epoch)
+            if steps.dr_on:  # without DR the value is no measurement: nothing to add up
+                dr_sum += dr
             run.stop_if_asked(f"pretraining layer {layer}, epoch {epoch + 1}")
         pairs = cross_pairs_per_batch(batch_groups) if batch_groups else 0.0
         dr_mean = dr_sum / max(1, len(batches)) if steps.dr_on else None

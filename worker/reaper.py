@@ -35,7 +35,7 @@ from drtrain.kit.broker_messages import missing_from_broker
 from drtrain.kit.db import burst_engine, make_sessionmaker, session_scope
 from drtrain.kit.election import ReaperLease
 from drtrain.kit.models import utcnow
-from drtrain.kit.outages import outage_text
+from drtrain.kit.outages import log_failure
 from drtrain.kit.settings import Settings
 from drtrain.kit.storage import ObjectStore, make_store, remove_after_commit
 
@@ -168,9 +168,8 @@ class _Reaper:
                 # This worker may be the only one that cannot reach the database: it hands
                 # the lease on and stays out of the next election, so that a worker that can
                 # reap does, instead of none while this one keeps the lease.
-                outage = outage_text(exc)
-                log.error("reaper round failed%s; handing the reaper lease on",
-                          f" ({outage})" if outage else "", exc_info=None if outage else exc)
+                log_failure(log, logging.ERROR, exc,
+                            "reaper round failed; handing the reaper lease on")
                 lease.release()
                 suspects.clear()
                 sit_out = SIT_OUT_ROUNDS

@@ -53,10 +53,13 @@ class DatasetFacts:
     n_labelled: int | None = None
     n_with_side: int | None = None
 
-    def warnings_for(self, spec: JobSpec) -> list[str]:
+    def held_out(self, spec: JobSpec) -> int:
+        """The rows the worker holds out for validation (drtrain.jobs.validation_split)."""
         labelled = self.n_samples if self.n_labelled is None else self.n_labelled
-        return training_warnings(spec, n_rows=self.n_samples,
-                                 n_val=validation_rows(labelled, self.n_samples, spec.validation_fraction),
+        return validation_rows(labelled, self.n_samples, spec.validation_fraction)
+
+    def warnings_for(self, spec: JobSpec) -> list[str]:
+        return training_warnings(spec, n_rows=self.n_samples, n_val=self.held_out(spec),
                                  class_counts=self.class_counts, n_groups=self.n_groups,
                                  n_labelled=self.n_labelled, n_with_side=self.n_with_side)
 
@@ -181,9 +184,7 @@ def _check_side_rows(spec: JobSpec, facts: DatasetFacts, loc: tuple[str | int, .
     pre = spec.pretrain
     if pre is None or not pre.side_rows_per_batch or pre.batch_size != "auto":
         return
-    labelled = facts.n_samples if facts.n_labelled is None else facts.n_labelled
-    n_train = facts.n_samples - validation_rows(labelled, facts.n_samples,
-                                                spec.validation_fraction)
+    n_train = facts.n_samples - facts.held_out(spec)
     batch = resolve_batch_size("auto", n_train)
     if pre.side_rows_per_batch >= batch:
         raise _invalid([*loc, "pretrain", "side_rows_per_batch"],

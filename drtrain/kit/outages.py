@@ -6,6 +6,8 @@ lines that matter. Anything else still gets its traceback.
 """
 from __future__ import annotations
 
+import logging
+
 
 def outage_text(exc: BaseException) -> str | None:
     """"database unreachable: ..." or "broker unreachable: ..." (the driver's first line), or
@@ -26,3 +28,14 @@ def outage_text(exc: BaseException) -> str | None:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def log_failure(log: logging.Logger, level: int, exc: BaseException, message: str,
+                *args: object) -> None:
+    """``message`` at ``level``: with the outage said after it in one line, or with the
+    traceback of anything that is no outage."""
+    outage = outage_text(exc)
+    if outage is not None:
+        log.log(level, message + " (%s)", *args, outage)
+    else:
+        log.log(level, message, *args, exc_info=exc)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from drtrain.kit.outages import outage_text
+from drtrain.kit.outages import log_failure
 from drtrain.kit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def _publish_one(settings: Settings, job_id: str) -> None:
     except Exception as exc:  # noqa: BLE001
         # The row is already committed as queued and the reaper re-publishes queued jobs,
         # so a broker outage must not turn an accepted submission into a 500.
-        _failed(exc, "publishing job %s failed; the reaper will retry", job_id)
+        log_failure(log, logging.WARNING, exc, "publishing job %s failed; the reaper will retry",
+                    job_id)
 
 
 def publish_jobs(settings: Settings, job_ids: list[str]) -> None:
@@ -59,23 +60,16 @@ def publish_jobs(settings: Settings, job_ids: list[str]) -> None:
         publish_run_jobs(settings, job_ids)
         return
     except Exception as exc:  # noqa: BLE001 - as in _publish_one; a retry below, then the reaper
-        _failed(exc, "publishing %d jobs together failed; one at a time now", len(job_ids))
+        log_failure(log, logging.WARNING, exc,
+                    "publishing %d jobs together failed; one at a time now", len(job_ids))
     for n, job_id in enumerate(job_ids):
         try:
             publish_run_job(settings, job_id)
         except Exception as exc:  # noqa: BLE001
-            _failed(exc, "publishing job %s failed; the reaper will retry it and %d more",
-                    job_id, len(job_ids) - n - 1)
+            log_failure(log, logging.WARNING, exc,
+                        "publishing job %s failed; the reaper will retry it and %d more",
+                        job_id, len(job_ids) - n - 1)
             return
-
-
-def _failed(exc: BaseException, message: str, *args: object) -> None:
-    """A failed publish: one line for a broker outage, the traceback for anything else."""
-    outage = outage_text(exc)
-    if outage is not None:
-        log.warning(message + " (%s)", *args, outage)
-    else:
-        log.warning(message, *args, exc_info=exc)
 
 
 # How often the child checks that the API that started it is still there.

@@ -110,7 +110,6 @@ def _poll_until_over(client: Client, view: WatchView, refresh: Callable[[], None
         refresh()
 
 
-
 def finish(job: dict[str, Any]) -> None:
     """Exit 0 with the final metrics if the job succeeded; else exit 1 with the reason."""
     status = job.get("status")
