@@ -7,9 +7,10 @@ n_p = L - n_{g(p)} cross-group partners (L the rows that carry a group; n_p = 0 
 and |P| = sum_p n_p / 2 (docs/dr.md).
 
 Reproducible by construction: every accumulation over rows is a matrix product, a cumulative
-sum, or ``index_add`` on CPU (which adds in index order). On CUDA ``index_add``/``scatter_add``
-use atomics whose order varies between runs, so there the sums are one-hot matrix products
-(small B x G) or sorted segment sums (float64 cumulative sums of rows sorted by group). No
+sum, or ``index_add`` on CPU (which adds in index order). Sums by group are one-hot matrix
+products where the one-hot is small (B x G); beyond, ``index_add`` on CPU, and on CUDA, whose
+``index_add``/``scatter_add`` use atomics that add in a varying order, sorted segment sums
+(float64 cumulative sums of rows sorted by group). No
 function here reads a value back to the host, so a trainer that passes dense group ids
 (``group_ids``, once per job) runs without a host synchronisation.
 """
@@ -115,7 +116,8 @@ class _BatchTables:
     number of batches; ``Groups`` of batch i are views of row i. Per batch: ``slot``,
     ``n_cross`` (size,), ``counts``, ``slot_partners``, ``row_weight`` (G + 1,),
     ``row_pair_weights`` (G + 1, G + 1), ``n_pairs``, ``pair_scale`` (0-d), as documented in
-    ``Groups``; ``cross_slots`` (G + 1, G + 1), the same for every batch."""
+    ``Groups``; ``onehot`` (size, G + 1) or None; ``partner_weights``; ``cross_slots`` and
+    ``neg_half_cross_slots`` (G + 1, G + 1), the same for every batch."""
 
     def __init__(self, ids: Tensor, sizes: list[int], n_groups: int, dtype: torch.dtype):
         device, width, n = ids.device, n_groups + 1, len(sizes)
@@ -145,7 +147,17 @@ class _BatchTables:
         # epoch rather than in every DR step
         self.row_pair_weights = (self.row_weight[:, :, None] + self.row_weight[:, None, :]
                                  ).mul_(self.cross_slots)
+        # with sums (G + 1, H) of x over each slot,
+        # sum(sums * (neg_half_cross_slots @ sums)) = -(sum over P of x_p . x_q)
+        self.neg_half_cross_slots = self.cross_slots * -0.5
         self.slot, self.n_cross = slot.split(sizes), n_cross.split(sizes)
+        # every batch's (B, G + 1) one-hot at once, where the epoch's is small: sums by slot
+        # are then one matrix product per table on every device
+        self.onehot = _one_hot(slot, width, dtype).split(sizes) \
+            if slot.numel() * width <= ONE_HOT_MAX_ELEMENTS else None
+        # the row mean's partner_tables in one small product
+        self.partner_weights = torch.cat(
+            (self.neg_half_cross_slots.expand(n, -1, -1), self.row_pair_weights), 1)
 
 
 class Groups:
@@ -163,7 +175,9 @@ class Groups:
     1 / (B n_p) for a row of each slot, 0 for a slot without partners; ``cross_slots``
     (G + 1, G + 1) 1 where two different slots both carry a group (slot pairs whose rows are
     partners), else 0; ``row_pair_weights`` (G + 1, G + 1) ``row_weight`` of one slot plus
-    that of the other where ``cross_slots`` is 1, else 0.
+    that of the other where ``cross_slots`` is 1, else 0; ``neg_half_cross_slots`` (G + 1,
+    G + 1) ``cross_slots`` times -1/2; ``partner_weights`` (2 (G + 1), G + 1)
+    ``neg_half_cross_slots`` over ``row_pair_weights`` (``partner_tables``).
 
     Sums over the other groups are built from per-group tables: ``group_tables(x)`` gives each
     group's sum of x and the sum over the labelled rows outside it, (G, H) each, and
@@ -189,7 +203,9 @@ class Groups:
         self.n_pairs, self.pair_scale = tables.n_pairs[i], tables.pair_scale[i]
         self.row_weight, self.cross_slots = tables.row_weight[i], tables.cross_slots
         self.row_pair_weights = tables.row_pair_weights[i]
-        self._onehot: Tensor | None = None
+        self.neg_half_cross_slots = tables.neg_half_cross_slots
+        self.partner_weights = tables.partner_weights[i]
+        self._onehot = tables.onehot[i] if tables.onehot is not None else None
 
     @classmethod
     def of_batches(cls, batches: list[Tensor], ids: Tensor, n_groups: int,
@@ -216,11 +232,11 @@ class Groups:
         return self.slot_partners.long()[self.slot]
 
     def _one_hot_matrix(self) -> Tensor | None:
-        """(B, G) one-hot of the groups (rows without one are zero) when small enough."""
-        if self.batch * self.n_groups > ONE_HOT_MAX_ELEMENTS:
-            return None
-        if self._onehot is None:
-            self._onehot = _one_hot(self.slot, self.n_groups, self.dtype)
+        """(B, G + 1) one-hot of the slots: the epoch's (``_BatchTables``), else built here
+        where it is small and sums cannot be index_adds; None otherwise."""
+        if self._onehot is None and _deterministic_sums(self.slot.device) \
+                and self.batch * (self.n_groups + 1) <= ONE_HOT_MAX_ELEMENTS:
+            self._onehot = _one_hot(self.slot, self.n_groups + 1, self.dtype)
         return self._onehot
 
     def group_tables(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -228,24 +244,36 @@ class Groups:
         group g's rows, row g of ``others`` the sum over the rows of the other groups (rows
         without a group count in neither). Row G of ``others`` is zero, so that ``per_row``
         hands a row without a group zeros; row G of ``sums`` is that of the rows without a
-        group, or zero: use it only through a table that weighs slot G by 0 (``cross_slots``,
+        group: use it only through a table that weighs slot G by 0 (``cross_slots``,
         ``row_pair_weights``). No autograd.
-
-        On CPU one index_add (there a (B, G) @ (G, H) product with a tiny inner dimension costs
-        more than the indexed adds); elsewhere a one-hot product, or for tables too large for
-        one, float64 sums of segments of the rows sorted by group, so that the result is the
-        same bits in every run.
         """
-        g = self.n_groups
-        if not _deterministic_sums(x.device):
-            sums = x.new_zeros(g + 1, x.shape[1]).index_add_(0, self.slot, x)
-        elif (onehot := self._one_hot_matrix()) is not None:
-            sums = torch.cat((onehot.T @ x, x.new_zeros(1, x.shape[1])))
-        else:
-            sums = self._segment_sums(x).to(x.dtype)
+        sums = self.slot_sums(x)
         # one small product rather than the total minus each row: fewer operations, and no
         # cancellation for a group that holds nearly all of the total
         return sums, self.cross_slots @ sums
+
+    def partner_tables(self, x: Tensor, pair_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(sums, neg_half_cross_slots @ sums, pair_w @ sums), each (G + 1, H), with sums =
+        ``slot_sums(x)``: the last two from one small product (with the epoch's stacked
+        weights when ``pair_w`` is the batch's ``row_pair_weights``, the RBM's row mean)."""
+        sums = self.slot_sums(x)
+        weights = self.partner_weights if pair_w is self.row_pair_weights else \
+            torch.cat((self.neg_half_cross_slots, pair_w))
+        return (sums, *(weights @ sums).chunk(2))
+
+    def slot_sums(self, x: Tensor) -> Tensor:
+        """(G + 1, H): row g is the sum of x (B, H) over the rows of slot g (slot G: the rows
+        without a group).
+
+        A one-hot product where the one-hot is small (on CPU it costs less than index_add
+        too); beyond, index_add on CPU, elsewhere float64 sums of segments of the rows sorted
+        by slot, so that the result is the same bits in every run.
+        """
+        if (onehot := self._one_hot_matrix()) is not None:
+            return onehot.T @ x
+        if not _deterministic_sums(x.device):
+            return x.new_zeros(self.n_groups + 1, x.shape[1]).index_add_(0, self.slot, x)
+        return self._segment_sums(x).to(x.dtype)
 
     def _segment_sums(self, x: Tensor) -> Tensor:
         """(G + 1, H) float64 sums of x over each slot: rows sorted by slot, differences of

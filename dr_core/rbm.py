@@ -133,11 +133,11 @@ def positive_statistics(mu: torch.Tensor, side: torch.Tensor | Groups | None,
     """
     if dr is None or not dr.active or side is None:
         return mu, mu.new_zeros(())
-    value, grad_z = posterior_divergence_and_grad(
+    value, h_pos = posterior_divergence_and_grad(
         mu, side, divergence=dr.divergence, pairs=dr.pairs, generator=generator,
-        normalize=dr.normalize, grad_wrt="logit", n_groups=n_groups, grad_of="row_mean")
-    # mu + lambda B grad_z in one pass, written over grad_z (ours to reuse)
-    return torch.add(mu, grad_z, alpha=dr.weight * mu.shape[0], out=grad_z), value
+        normalize=dr.normalize, grad_wrt="logit", n_groups=n_groups, grad_of="row_mean",
+        grad_scale=dr.weight * mu.shape[0], add_to=mu)
+    return h_pos, value
 
 
 def apply_update(rbm: RBM, velocity: dict[str, torch.Tensor], cfg: RBMConfig, epoch: int,

@@ -51,6 +51,9 @@ GradWrt = Literal["mu", "logit"]
 # that the RBM update ascends (see _group_weights and docs/dr.md).
 GradOf = Literal["pair_mean", "row_mean"]
 GRAD_OF = get_args(GradOf)
+# A closed form hands its gradient (a scratch buffer), an optional factor of the same shape and
+# a constant to this, which applies the clamp's mask, grad_scale and add_to (_finish_grad).
+Finish = Callable[..., Tensor]
 
 __all__ = [
     "EPS",
@@ -63,11 +66,12 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- closed forms (pairs="all")
-# Both work on the clamped means c (B, H). The value is always the mean over P (``scale`` (0-d)
-# turns sums over P into means); the gradient is that of the row-weighted objective
-# sum_p w_p sum_{q cross p} d(p, q), given as ``pair_w`` (``_pair_weights``: a row's weight
-# depends on its group only). Sums over a row's partners come from per-group tables
-# (``Groups.group_tables``): one pass over the batch per table.
+# Both work on the clamped means c (B, H). The value is always the mean over P, divided by
+# ``units`` (H with normalize="per_unit", else 1); the gradient is that of the row-weighted
+# objective sum_p w_p sum_{q cross p} d(p, q), given as ``pair_w`` (``_pair_weights``: a row's
+# weight depends on its group only), and is handed to ``finish`` (``_finish_grad``). Sums over a
+# row's partners come from per-group tables (``Groups.slot_sums``, ``Groups.group_tables``): one
+# pass over the batch per table.
 def _cross_differences(x: Tensor, others: Tensor, groups: Groups) -> Tensor:
     """(B, H): U_p = sum_{q cross p} (x_p - x_q) = n_p x_p - (sum of x over p's partners),
     given ``others`` (G + 1, H), the table of sums of x outside each group.
@@ -104,64 +108,66 @@ def _weighted_differences(x: Tensor, sums: Tensor, pair_w: Tensor, groups: Group
                          groups.per_row(a)[:, None])
 
 
-def _hellinger_value(sums: Tensor, others: Tensor, groups: Groups, scale: Tensor,
-                     h: int) -> Tensor:
-    """Mean over P of 1 - s_p.s_q - t_p.t_q (summed over the H units), from the group tables
-    of st = [s | t] alone: sum over P of st_p.st_q = 1/2 sum_g sums_g.others_g, and
-    s^2 + t^2 = 1 per unit, so the sum over P is H |P| - 1/2 sum_g sums_g.others_g.
+def _hellinger_closed(c: Tensor, groups: Groups, units: int, pair_w: Tensor,
+                      wrt: GradWrt | None, finish: Finish) -> tuple[Tensor, Tensor | None]:
+    """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c) (divided by
+    ``units``); and the gradient, handed to ``finish``.
 
-    The two terms nearly cancel for close posteriors, so they are summed and subtracted in
-    float64 (the products of table entries are rounded one by one, at random): what is left is
-    the rounding of s, t and of the tables' sums, as in any form of the same sums, and no pass
-    over the batch is needed.
-    """
-    cross = torch.mul(sums, others).sum(dtype=torch.float64)
-    return cross.mul_(-0.5).add_(groups.n_pairs, alpha=h).mul_(scale).to(sums.dtype)
+    s and t side by side, st = [s | t] (B, 2H), share every table and pass; the batch's
+    ``partner_tables`` give the tables of the value and of the gradient.
 
+    The value: sum over P of st_p.st_q = 1/2 sum_g sums_g.others_g, and s^2 + t^2 = 1 per unit,
+    so the sum over P is H |P| - 1/2 sum_g sums_g.others_g. The two terms nearly cancel for
+    close posteriors, so they are summed and subtracted in float64 (the products of table
+    entries are rounded one by one, at random), and only then divided by |P| (a rounded 1/|P|
+    in the tables would scale both terms by the same error, which the difference does not
+    divide away): what is left is the rounding of s, t and of the tables' sums, as in any form
+    of the same sums, and no pass over the batch is needed.
 
-def _hellinger_closed(c: Tensor, groups: Groups, scale: Tensor, pair_w: Tensor,
-                      wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
-    """Mean over P of 1 - s_p.s_q - t_p.t_q, s = sqrt(c), t = sqrt(1 - c); and the gradient.
-
-    s and t side by side, st = [s | t] (B, 2H), share every table and pass. The value comes
-    from the tables alone (``_hellinger_value``). With D(x) = _weighted_differences(x) =
-    a x - R(x), R(x) = pair_w @ (sums of x), the weighted objective's
-    d/dmu_p = (D(s)_p t_p - D(t)_p s_p) / (2 s_p t_p), where the a s t terms cancel:
-    (R(t)_p s_p - R(s)_p t_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2 for the logit.
+    The gradient: with D(x) = _weighted_differences(x) = a x - R(x), R(x) = pair_w @ (sums of
+    x), the weighted objective's d/dmu_p = (D(s)_p t_p - D(t)_p s_p) / (2 s_p t_p), where the
+    a s t terms cancel: (R(t)_p s_p - R(s)_p t_p) / (2 s_p t_p); times mu (1 - mu) = s^2 t^2
+    for the logit.
     """
     h = c.shape[1]
     st = c.new_empty(c.shape[0], 2 * h)
-    s, t = st[:, :h], st[:, h:]
+    s, t = st.chunk(2, 1)
     s.copy_(c)  # then one square root over the whole contiguous buffer
     torch.sub(1.0, c, out=t)
     st.sqrt_()
-    sums, others = groups.group_tables(st)
-    value = _hellinger_value(sums, others, groups, scale, h)
+    # dots: -(sums over each slot's partners) / 2; r = [R(s) | R(t)]
+    sums, dots, r = groups.partner_tables(st, pair_w)
+    value = torch.mul(sums, dots).sum(dtype=torch.float64).add_(groups.n_pairs, alpha=h)
+    value = value.mul_(groups.pair_scale)
+    value = (value.div_(units) if units != 1 else value).to(c.dtype)
     if wrt is None:
         return value, None
-    r = groups.per_row(torch.mm(pair_w, sums).mul_(0.5))  # [R(s) | R(t)] / 2
-    grad = torch.mul(r[:, h:], s).addcmul_(r[:, :h], t, value=-1.0)
-    grad = grad.mul_(s).mul_(t) if wrt == "logit" else grad.div_(s).div_(t)
-    return value, grad
+    r_s, r_t = groups.per_row(r).chunk(2, 1)
+    x = r_t.mul_(s).addcmul_(r_s, t, value=-1.0)  # R(t) s - R(s) t, in the gathered buffer
+    factor = s.mul_(t) if wrt == "logit" else s.mul_(t).reciprocal_()
+    return value, finish(x, factor, 0.5)
 
 
-def _jeffreys_closed(c: Tensor, groups: Groups, scale: Tensor, pair_w: Tensor,
-                     wrt: GradWrt | None) -> tuple[Tensor, Tensor | None]:
-    """Mean over P of (c_p - c_q).(logit c_p - logit c_q), and the gradient.
+def _jeffreys_closed(c: Tensor, groups: Groups, units: int, pair_w: Tensor,
+                     wrt: GradWrt | None, finish: Finish) -> tuple[Tensor, Tensor | None]:
+    """Mean over P of (c_p - c_q).(logit c_p - logit c_q) (divided by ``units``), and the
+    gradient, handed to ``finish``.
 
     With l = logit c, the sum over P is sum_p c_p.U(l)_p; the weighted objective's
     d/dmu_p = D(l)_p + D(c)_p / (c_p (1 - c_p)); times c (1 - c) for the logit.
     """
     logit = torch.logit(c)
     l_sums, l_others = groups.group_tables(logit)
-    value = scale * torch.vdot(c.view(-1), _cross_differences(logit, l_others, groups).view(-1))
+    value = groups.pair_scale * torch.vdot(
+        c.view(-1), _cross_differences(logit, l_others, groups).view(-1))
+    value = value / units if units != 1 else value
     if wrt is None:
         return value, None
     dl = _weighted_differences(logit, l_sums, pair_w, groups)
-    dc = _weighted_differences(c, groups.group_tables(c)[0], pair_w, groups)
+    dc = _weighted_differences(c, groups.slot_sums(c), pair_w, groups)
     var = c - c * c
     grad = dl.mul_(var).add_(dc) if wrt == "logit" else dl.add_(dc.div_(var))
-    return value, grad
+    return value, finish(grad)
 
 
 _CLOSED = {"hellinger": _hellinger_closed, "jeffreys": _jeffreys_closed}
@@ -205,12 +211,29 @@ def _check_common(x: Tensor, name: str, pairs: Pairs, normalize: str) -> None:
         raise ValueError(f"{name} must have shape (B, H), got {tuple(x.shape)}")
 
 
+def _finish_grad(grad: Tensor, factor: Tensor | None, alpha: float,
+                 out_of_range: Tensor | None, add_to: Tensor | None) -> Tensor:
+    """add_to + alpha * grad * factor, a fresh tensor (alpha * grad * factor without
+    ``add_to``; ``factor`` None is 1), and 0 where ``out_of_range`` (torch.clamp's convention:
+    no gradient where a mean was clamped). ``grad`` and ``factor`` are scratch buffers."""
+    if out_of_range is not None:
+        (grad if factor is None else factor).masked_fill_(out_of_range, 0.0)
+    if add_to is not None:
+        return torch.add(add_to, grad, alpha=alpha) if factor is None else \
+            torch.addcmul(add_to, grad, factor, value=alpha)
+    if factor is not None:
+        grad = torch.mul(grad, factor)
+    return grad.mul_(alpha) if alpha != 1.0 else grad
+
+
 def _divergence_and_grad(mu: Tensor, side: Tensor | Groups, divergence: str, pairs: Pairs, generator,
                          normalize: str, eps: float, wrt: GradWrt | None,
-                         n_groups: int | None = None, grad_of: GradOf = "pair_mean"
+                         n_groups: int | None = None, grad_of: GradOf = "pair_mean",
+                         grad_scale: float = 1.0, add_to: Tensor | None = None
                          ) -> tuple[Tensor, Tensor | None]:
-    """(mean over P, the gradient of ``grad_of``'s objective w.r.t. mu or logit mu, or None
-    when ``wrt`` is None)."""
+    """(mean over P, add_to + grad_scale * the gradient of ``grad_of``'s objective w.r.t. mu
+    or logit mu (without ``add_to``: grad_scale * the gradient), or None when ``wrt`` is
+    None)."""
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     if wrt not in (None, "mu", "logit"):
@@ -218,32 +241,36 @@ def _divergence_and_grad(mu: Tensor, side: Tensor | Groups, divergence: str, pai
     if grad_of not in GRAD_OF:
         raise ValueError(f"grad_of must be one of {GRAD_OF}, got {grad_of!r}")
     _check_common(mu, "mu", pairs, normalize)
-    mu = mu.detach()
+    if add_to is not None and add_to.shape != mu.shape:
+        raise ValueError(f"add_to must have mu's shape {tuple(mu.shape)}, got {tuple(add_to.shape)}")
+    mu = mu.detach() if mu.requires_grad else mu  # a detach is one more operation per step
     groups = side if isinstance(side, Groups) else \
         Groups(side, mu.shape[0], mu.device, mu.dtype, n_groups)
+    units = mu.shape[1] if normalize == "per_unit" else 1
     # No branch on |P| = 0 (that would read it back to the host): every sum over P is then 0.
-    scale = groups.pair_scale
-    if normalize == "per_unit":
-        scale = scale / mu.shape[1]
+    scale = groups.pair_scale / units if units != 1 else groups.pair_scale
     clamped = _needs_clamp(mu, eps)
     c = mu.clamp(eps, 1 - eps) if clamped else mu  # read-only from here on
+    out_of_range = (mu < eps) | (mu > 1 - eps) if clamped and wrt is not None else None
+
+    def finish(grad: Tensor, factor: Tensor | None = None, alpha: float = 1.0) -> Tensor:
+        return _finish_grad(grad, factor, alpha * grad_scale, out_of_range, add_to)
+
     if pairs == "all" and divergence in _CLOSED:
         pair_w = _pair_weights(groups, scale, grad_of, mu.shape[1], normalize)
-        value, grad = _CLOSED[divergence](c, groups, scale, pair_w, wrt)
+        return _CLOSED[divergence](c, groups, units, pair_w, wrt, finish)
+    kernel, grads = KERNELS[divergence], wrt is not None
+    group_w = _group_weights(groups, scale, grad_of, mu.shape[1], normalize)
+    row_w = groups.per_row(group_w) if grad_of == "row_mean" else 0.5 * scale
+    if pairs == "all":
+        total, grad = all_pairs_exact(c, groups, kernel, grads, eps, row_w)
     else:
-        kernel, grads = KERNELS[divergence], wrt is not None
-        group_w = _group_weights(groups, scale, grad_of, mu.shape[1], normalize)
-        row_w = groups.per_row(group_w) if grad_of == "row_mean" else 0.5 * scale
-        if pairs == "all":
-            total, grad = all_pairs_exact(c, groups, kernel, grads, eps, row_w)
-        else:
-            total, grad = sampled_pairs(c, groups, kernel, pairs, generator, grads, eps, row_w)
-        value = total * scale
-        if grad is not None and wrt == "logit":  # both passes hand back a fresh buffer
-            grad = grad.mul_(c - c * c)
-    if grad is not None and clamped:  # torch.clamp's convention: no gradient where clamped
-        grad.masked_fill_((mu < eps) | (mu > 1 - eps), 0.0)
-    return value, grad
+        total, grad = sampled_pairs(c, groups, kernel, pairs, generator, grads, eps, row_w)
+    value = total * scale
+    if grad is None:
+        return value, None
+    # both passes hand back a fresh buffer
+    return value, finish(grad.mul_(c - c * c) if wrt == "logit" else grad)
 
 
 class _AnalyticGrad(torch.autograd.Function):
@@ -288,7 +315,8 @@ def posterior_divergence_and_grad(mu: Tensor, side: Tensor | Groups, *, divergen
                                   pairs: Pairs = "all", generator: torch.Generator | None = None,
                                   normalize: str = "sum", eps: float = EPS,
                                   grad_wrt: GradWrt = "mu", n_groups: int | None = None,
-                                  grad_of: GradOf = "pair_mean") -> tuple[Tensor, Tensor]:
+                                  grad_of: GradOf = "pair_mean", grad_scale: float = 1.0,
+                                  add_to: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(value, gradient) without autograd: value 0-d, gradient (B, H) like mu, a fresh tensor.
 
     Same arguments and value as ``posterior_divergence`` (the mean over P); ``side`` may also
@@ -301,10 +329,12 @@ def posterior_divergence_and_grad(mu: Tensor, side: Tensor | Groups, *, divergen
     pairs=K the gradient is that of the same draws' estimate. ``grad_wrt="logit"`` gives
     d/dz for mu = sigmoid(z), i.e. d/dmu * mu (1 - mu), computed without the division and
     re-multiplication (the RBM's DR update). Either way the gradient is 0 where mu was
-    clamped, and on rows without a group.
+    clamped, and on rows without a group. The second result is grad_scale times the gradient,
+    or with ``add_to`` (B, H), add_to + grad_scale * the gradient (the RBM's positive
+    statistics, without a pass of their own).
     """
     value, grad = _divergence_and_grad(mu, side, divergence, pairs, generator, normalize, eps,
-                                       grad_wrt, n_groups, grad_of)
+                                       grad_wrt, n_groups, grad_of, grad_scale, add_to)
     return value, grad
 
 

@@ -131,7 +131,8 @@ def test_deterministic_sums_equal_index_add(divergence, pairs, deterministic_sum
     value, grad = R.posterior_divergence_and_grad(mu, SIDE, generator=torch.Generator().manual_seed(1), **kw)
     again = R.posterior_divergence_and_grad(mu, SIDE, generator=torch.Generator().manual_seed(1), **kw)
     assert torch.equal(value, again[0]) and torch.equal(grad, again[1])
-    G.INDEX_ADD_DEVICES = frozenset({"cpu"})  # monkeypatch restores it
+    # the index_add path (CPU, where the one-hot matrix would be large); monkeypatch restores both
+    G.INDEX_ADD_DEVICES, G.ONE_HOT_MAX_ELEMENTS = frozenset({"cpu"}), 1
     want_value, want_grad = R.posterior_divergence_and_grad(
         mu, SIDE, generator=torch.Generator().manual_seed(1), **kw)
     torch.testing.assert_close(value, want_value)

@@ -374,6 +374,58 @@ def test_logit_gradient_is_the_mu_gradient_times_the_sigmoid_slope(divergence, n
     assert zero_value == 0 and not zero_grad.any()
 
 
+@pytest.mark.parametrize("pairs", ["all", 3])
+@pytest.mark.parametrize("wrt", ["mu", "logit"])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_scaled_gradient_added_to_a_base_is_that_sum(divergence, wrt, pairs):
+    """grad_scale and add_to (the RBM's positive statistics mu + lambda B grad in the gradient's
+    own last pass): base + scale * gradient, 0 added where mu was clamped, base untouched."""
+    g = torch.Generator().manual_seed(12)
+    mu = torch.sigmoid(5 * torch.randn(23, 9, generator=g, dtype=torch.float64))
+    mu[0, 0], mu[1, 1] = 1.0, 0.0
+    side = torch.tensor([3, 3, 1, 7, 7, 7, 1, 3, 9] + [1, 3, 7] * 4 + [-1, 9])
+    base = torch.randn(23, 9, generator=g, dtype=torch.float64)
+    kept = base.clone()
+    kw = dict(divergence=divergence, pairs=pairs, grad_wrt=wrt, grad_of="row_mean")
+    value, grad = R.posterior_divergence_and_grad(mu, side, generator=torch.Generator().manual_seed(2), **kw)
+    value_s, scaled = R.posterior_divergence_and_grad(
+        mu, side, generator=torch.Generator().manual_seed(2), grad_scale=-2.5, **kw)
+    value_a, added = R.posterior_divergence_and_grad(
+        mu, side, generator=torch.Generator().manual_seed(2), grad_scale=-2.5, add_to=base, **kw)
+    assert torch.equal(value_s, value) and torch.equal(value_a, value)
+    torch.testing.assert_close(scaled, -2.5 * grad, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(added, base - 2.5 * grad, rtol=1e-12, atol=1e-15)
+    assert added[0, 0] == base[0, 0] and added[1, 1] == base[1, 1]
+    assert torch.equal(base, kept)
+
+
+def test_add_to_must_have_the_shape_of_mu():
+    mu = _mu(6, 3, seed=13)
+    with pytest.raises(ValueError, match=r"add_to must have mu's shape \(6, 3\)"):
+        R.posterior_divergence_and_grad(mu, torch.tensor([0, 0, 1, 1, 2, 2]), divergence="hellinger",
+                                        add_to=torch.zeros(6, 4, dtype=mu.dtype))
+
+
+@pytest.mark.parametrize("n_groups", [1, 4])
+def test_partner_tables_from_the_epoch_weights_equal_the_small_products(n_groups):
+    """A batch of Groups.of_batches gives the row mean's partner tables from the epoch's stacked
+    weights; any other pair weights (a copy here) from a product of their own: the same tables."""
+    g = torch.Generator().manual_seed(14)
+    ids = torch.randint(-1, n_groups, (50,), generator=g)
+    batches = list(torch.randperm(50, generator=g).split(16))
+    x = torch.rand(50, 7, generator=g, dtype=torch.float64)
+    for groups, rows in zip(G.Groups.of_batches(batches, ids, n_groups, torch.float64), batches):
+        got = groups.partner_tables(x[rows], groups.row_pair_weights)
+        want = groups.partner_tables(x[rows], groups.row_pair_weights.clone())
+        sums = torch.zeros(n_groups + 1, 7, dtype=torch.float64).index_add_(
+            0, ids[rows].remainder(n_groups + 1), x[rows])
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(got[0], sums, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(got[1], -0.5 * groups.cross_slots @ sums, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(got[2], groups.row_pair_weights @ sums, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("divergence", ["hellinger", "jeffreys"])
 def test_closed_forms_leave_their_input_alone(divergence):
     """The closed forms reuse buffers in place: never the caller's mu."""
