@@ -116,7 +116,7 @@ class _BatchTables:
     number of batches; ``Groups`` of batch i are views of row i. Per batch: ``slot``,
     ``n_cross`` (size,), ``counts``, ``slot_partners``, ``row_weight`` (G + 1,),
     ``row_pair_weights`` (G + 1, G + 1), ``n_pairs``, ``pair_scale`` (0-d), as documented in
-    ``Groups``; ``onehot`` (size, G + 1) or None; ``partner_weights``; ``cross_slots`` and
+    ``Groups``; ``onehot`` (size, G + 1) and ``partner_weights``, or None; ``cross_slots`` and
     ``neg_half_cross_slots`` (G + 1, G + 1), the same for every batch."""
 
     def __init__(self, ids: Tensor, sizes: list[int], n_groups: int, dtype: torch.dtype):
@@ -155,9 +155,10 @@ class _BatchTables:
         # are then one matrix product per table on every device
         self.onehot = _one_hot(slot, width, dtype).split(sizes) \
             if slot.numel() * width <= ONE_HOT_MAX_ELEMENTS else None
-        # the row mean's partner_tables in one small product
+        # the row mean's partner_tables in one small product, where the epoch's are small
         self.partner_weights = torch.cat(
-            (self.neg_half_cross_slots.expand(n, -1, -1), self.row_pair_weights), 1)
+            (self.neg_half_cross_slots.expand(n, -1, -1), self.row_pair_weights), 1) \
+            if n * 2 * width * width <= ONE_HOT_MAX_ELEMENTS else None
 
 
 class Groups:
@@ -177,7 +178,8 @@ class Groups:
     partners), else 0; ``row_pair_weights`` (G + 1, G + 1) ``row_weight`` of one slot plus
     that of the other where ``cross_slots`` is 1, else 0; ``neg_half_cross_slots`` (G + 1,
     G + 1) ``cross_slots`` times -1/2; ``partner_weights`` (2 (G + 1), G + 1)
-    ``neg_half_cross_slots`` over ``row_pair_weights`` (``partner_tables``).
+    ``neg_half_cross_slots`` over ``row_pair_weights`` (``partner_tables``), or None where an
+    epoch's would be large.
 
     Sums over the other groups are built from per-group tables: ``group_tables(x)`` gives each
     group's sum of x and the sum over the labelled rows outside it, (G, H) each, and
@@ -204,7 +206,8 @@ class Groups:
         self.row_weight, self.cross_slots = tables.row_weight[i], tables.cross_slots
         self.row_pair_weights = tables.row_pair_weights[i]
         self.neg_half_cross_slots = tables.neg_half_cross_slots
-        self.partner_weights = tables.partner_weights[i]
+        self.partner_weights = tables.partner_weights[i] \
+            if tables.partner_weights is not None else None
         self._onehot = tables.onehot[i] if tables.onehot is not None else None
 
     @classmethod
@@ -257,8 +260,9 @@ class Groups:
         ``slot_sums(x)``: the last two from one small product (with the epoch's stacked
         weights when ``pair_w`` is the batch's ``row_pair_weights``, the RBM's row mean)."""
         sums = self.slot_sums(x)
-        weights = self.partner_weights if pair_w is self.row_pair_weights else \
-            torch.cat((self.neg_half_cross_slots, pair_w))
+        weights = self.partner_weights
+        if weights is None or pair_w is not self.row_pair_weights:
+            weights = torch.cat((self.neg_half_cross_slots, pair_w))
         return (sums, *(weights @ sums).chunk(2))
 
     def slot_sums(self, x: Tensor) -> Tensor:

@@ -406,15 +406,20 @@ def test_add_to_must_have_the_shape_of_mu():
                                         add_to=torch.zeros(6, 4, dtype=mu.dtype))
 
 
+@pytest.mark.parametrize("large", [False, True])
 @pytest.mark.parametrize("n_groups", [1, 4])
-def test_partner_tables_from_the_epoch_weights_equal_the_small_products(n_groups):
+def test_partner_tables_from_the_epoch_weights_equal_the_small_products(n_groups, large, monkeypatch):
     """A batch of Groups.of_batches gives the row mean's partner tables from the epoch's stacked
-    weights; any other pair weights (a copy here) from a product of their own: the same tables."""
+    weights; any other pair weights (a copy here), or an epoch whose stacked weights and one-hot
+    matrices would be large, from products of their own: the same tables."""
+    if large:
+        monkeypatch.setattr(G, "ONE_HOT_MAX_ELEMENTS", 1)
     g = torch.Generator().manual_seed(14)
     ids = torch.randint(-1, n_groups, (50,), generator=g)
     batches = list(torch.randperm(50, generator=g).split(16))
     x = torch.rand(50, 7, generator=g, dtype=torch.float64)
     for groups, rows in zip(G.Groups.of_batches(batches, ids, n_groups, torch.float64), batches):
+        assert (groups.partner_weights is None) == large
         got = groups.partner_tables(x[rows], groups.row_pair_weights)
         want = groups.partner_tables(x[rows], groups.row_pair_weights.clone())
         sums = torch.zeros(n_groups + 1, 7, dtype=torch.float64).index_add_(
