@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from drtrain.kit.broker import DEFAULT_QUEUE, make_celery
 from drtrain.kit.db import make_sessionmaker, worker_engine
+from drtrain.kit.outages import log_failure
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
 from worker.store_retry import PatientStore
@@ -93,8 +94,7 @@ def release_the_dead() -> None:
             log.warning("job %s: its training process is gone; its lease ends now, so the "
                         "job runs again without waiting it out", job_id)
     except Exception as exc:  # noqa: BLE001 - such a lease then runs out by itself
-        log.warning("checking for jobs of dead training processes failed (%s: %s)",
-                    type(exc).__name__, exc)
+        log_failure(log, logging.WARNING, exc, "checking for jobs of dead training processes failed")
     finally:
         engine.dispose()
         _dead_released.set()
@@ -106,7 +106,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
-        return True
+        pass
     return True
 
 
