@@ -21,6 +21,7 @@ import httpx
 from drtrain_cli.supervise import Children
 from drtrain_client.connection import DEFAULT_DATA_DIR, KEY_FILE, URL_FILE
 from worker.argv import worker_argv
+from worker.threads import host_cpus, training_threads
 
 START_TIMEOUT_SECONDS = 90.0
 LOCAL_TENANT = "local"
@@ -47,6 +48,16 @@ def _write_secret(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text + "\n")
     os.chmod(path, 0o600)
+
+
+def workers_env(env: dict[str, str], workers: int) -> dict[str, str]:
+    """``env`` for ``workers`` worker processes of one host: unless the operator chose a thread
+    count (DRTRAIN_TORCH_THREADS, OMP_NUM_THREADS), each training process gets an equal share
+    of the CPUs (worker/threads.py; one worker alone gets them all)."""
+    if env.get("DRTRAIN_TORCH_THREADS", "").strip() not in ("", "0"):
+        return env  # the operator's (the workers' settings check it)
+    threads = training_threads(0, workers, host_cpus(), env)
+    return env if threads is None else {**env, "DRTRAIN_TORCH_THREADS": str(threads)}
 
 
 def write_url(data_dir: Path, url: str) -> Path:
@@ -169,11 +180,12 @@ def _run(sock: socket.socket, *, host: str, port: int, data_dir: Path, workers: 
     py = sys.executable
     children.start("api", [py, "-m", "drtrain_cli.api_on_socket", str(sock.fileno())], env,
                    Path.cwd(), pass_fds=(sock.fileno(),))
+    worker_env = workers_env(env, workers)
     for i in range(workers):
         # --quiet: no Celery banner above ours (the URL and key are what a user needs)
         children.start(f"worker-{i}", [py, "-m", "celery", "-A", "worker.celery_app", "--quiet",
                                        *worker_argv(hostname=f"embedded{i}@%h",
-                                                    loglevel="WARNING")], env, Path.cwd())
+                                                    loglevel="WARNING")], worker_env, Path.cwd())
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     try:
         if not _wait_healthy(url, children, stopping):

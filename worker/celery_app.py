@@ -23,6 +23,7 @@ from drtrain.kit.outages import log_failure
 from drtrain.kit.settings import Settings, get_settings
 from drtrain.kit.storage import ObjectStore, make_store
 from worker.store_retry import PatientStore
+from worker.threads import host_cpus
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,24 @@ def _runtime_for(pid: int) -> Runtime:
 def runtime() -> Runtime:
     """This process's engine and store (keyed by pid: a forked child makes its own)."""
     return _runtime_for(os.getpid())
+
+
+# Jobs this worker runs at once (its pool's size, noted when it starts, before its pool
+# children fork): their training processes share the host's CPUs (worker/threads.py).
+_jobs_at_once = 1
+
+
+@signals.worker_init.connect
+def _note_pool_size(sender: object = None, **_: object) -> None:
+    global _jobs_at_once
+    size = getattr(sender, "concurrency", None)
+    # Celery resolves --concurrency=auto later, to as many processes as it sees fit: count on
+    # one per CPU, so that no job's threads crowd another's.
+    _jobs_at_once = size if isinstance(size, int) and size > 0 else host_cpus()
+
+
+def jobs_at_once() -> int:
+    return _jobs_at_once
 
 
 # Set once this process has ended the leases of its host's dead training processes (set

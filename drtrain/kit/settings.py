@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         "re-trains at most that much; what storing costs is in docs/benchmarks.md."))
     checkpoint_every_seconds: float = Field(60.0, ge=0, description=(
         "The time bound beside `DRTRAIN_CHECKPOINT_EVERY_EPOCHS` (0 s: epochs only)."))
+    # A training process whose tensor operations use every CPU of the host slows to a crawl
+    # beside another one doing the same (their thread teams take turns on the cores):
+    # worker/threads.py shares the CPUs out instead.
+    torch_threads: int = Field(0, ge=0, le=1024, description=(
+        "CPU threads of a training process's tensor operations. 0: torch's own choice where "
+        "`OMP_NUM_THREADS` is set, else this host's CPUs shared out among the jobs run at once "
+        "(the worker's `--concurrency`, or `drtrain up --workers`), at least 1 each."))
     upload_queue_events: int = Field(4, ge=1, le=64, description=(
         "Epoch events waiting for the background uploader (checkpoints, metrics, progress) "
         "before training waits."))

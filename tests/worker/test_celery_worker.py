@@ -14,11 +14,13 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from drtrain.jobs import logs
 from drtrain.kit.broker import publish_run_job
 from drtrain.kit.models import JobStatus, MetricPoint
 from drtrain.kit.settings import Settings
 from tests.factories import get_job
 from tests.pg import fresh_database
+from worker.threads import host_cpus
 
 REDIS_DB = 12
 QUEUE = f"drtrain-test-{os.getpid()}"
@@ -46,18 +48,21 @@ def broker_settings(settings: Settings) -> Settings:
 def start_worker(broker_settings: Settings, tmp_path: Path):
     procs: list[subprocess.Popen] = []
 
-    def start(name: str, lease_seconds: str = "2") -> subprocess.Popen:
+    def start(name: str, lease_seconds: str = "2", concurrency: int = 1,
+              one_thread: bool = True) -> subprocess.Popen:
         s = broker_settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DRTRAIN_")}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("DRTRAIN_") and k != "OMP_NUM_THREADS"}
         env.update(DRTRAIN_DATABASE_URL=s.database_url, DRTRAIN_BROKER_URL=BROKER,
                    DRTRAIN_STORAGE_URL=s.storage_url, DRTRAIN_DATA_DIR=str(s.data_dir),
                    DRTRAIN_ENVIRONMENT="test", DRTRAIN_HEARTBEAT_SECONDS="0.3",
                    DRTRAIN_LEASE_SECONDS=lease_seconds, DRTRAIN_CHECKPOINT_EVERY_EPOCHS="1",
-                   PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+                   PYTHONUNBUFFERED="1", **({"OMP_NUM_THREADS": "1"} if one_thread else {}))
         log = open(tmp_path / f"{name}.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=prefork",
-             "--concurrency=1", f"--queues={QUEUE}", f"--hostname={name}@%h", "--loglevel=INFO",
+             f"--concurrency={concurrency}", f"--queues={QUEUE}", f"--hostname={name}@%h",
+             "--loglevel=INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -135,3 +140,20 @@ def test_a_killed_training_process_is_requeued_without_waiting_out_its_lease(
                 timeout=120)
     assert job.status == JobStatus.succeeded, job.status_reason
     assert job.attempt == 2 and job.result["resumed_from"] is not None
+
+
+def test_a_worker_shares_the_cpus_among_the_jobs_it_runs_at_once(broker_settings, factory,
+                                                                 make_job, start_worker):
+    """Without OMP_NUM_THREADS or DRTRAIN_TORCH_THREADS, each of a worker's K training
+    processes uses the host's CPUs / K (torch alone would take them all in each), and the
+    job's log says how many."""
+    job_id = make_job()
+    publish_run_job(broker_settings, job_id, queue=QUEUE)
+    start_worker("w1", concurrency=2, one_thread=False)
+    job = _wait(factory, job_id, lambda j: j.status in ("succeeded", "failed", "cancelled"))
+    assert job.status == JobStatus.succeeded, job.status_reason
+    with factory() as s:
+        lines = logs.read(s, job.tenant_id, job_id, None, 0).lines
+    expected = max(1, host_cpus() // 2)
+    said = [line for line in lines if "CPU threads" in line]
+    assert said and said[0].endswith(f"trains on cpu with {expected} CPU threads"), lines
