@@ -160,9 +160,15 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
         "Delete a sweep",
         "Removes the sweep and every one of its jobs as `DELETE /v1/jobs/{job_id}` removes "
         "one (metrics, checkpoints, models and stored objects), all or nothing; 204. 409 "
-        "naming the jobs still queued, running or cancelling, with nothing deleted: there is "
-        "no sweep-wide cancel, so cancel each of them (`POST /v1/jobs/{job_id}/cancel`) "
-        "first. " + _AUTH),
+        "naming the jobs still queued, running or cancelling, with nothing deleted: cancel "
+        "the sweep first (`POST /v1/sweeps/{sweep_id}/cancel`). " + _AUTH),
+    ("POST", "/v1/sweeps/{sweep_id}/cancel"): (
+        "Cancel a sweep",
+        "Cancels every job of the sweep that has not ended, each as "
+        "`POST /v1/jobs/{job_id}/cancel` does, in one transaction: waiting and queued jobs now, "
+        "running ones within a batch (`cancelling` until their worker stops); jobs that have "
+        "ended keep their results. 202 with the sweep; 200 when there was nothing left to "
+        "cancel (a repeat). " + _AUTH),
     ("GET", "/v1/queue"): (
         "The tenant's queue",
         "Jobs beyond the tenant's running cap wait here, in submit order, and are dispatched "

@@ -350,6 +350,11 @@ class Client:
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/sweeps/{_path_segment(sweep_id)}")
 
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Cancel every job of the sweep that has not ended; returns the sweep (running jobs
+        show ``cancelling`` until their worker stops)."""
+        return self._json("POST", f"/v1/sweeps/{_path_segment(sweep_id)}/cancel")
+
     def delete_sweep(self, sweep_id: str) -> None:
         """Remove a sweep with all its jobs (409 naming those still active; nothing deleted)."""
         self._request("DELETE", f"/v1/sweeps/{_path_segment(sweep_id)}")

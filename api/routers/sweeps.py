@@ -37,6 +37,18 @@ def get_sweep(sweep_id: ResourceId, tenant: TenantDep, session: SessionDep) -> S
     return service.sweep_view(session, service.get_sweep(session, tenant.id, sweep_id))
 
 
+@router.post("/{sweep_id}/cancel", status_code=202, response_model=SweepOut,
+             responses={200: {"description": "Nothing left to cancel: every job of the sweep "
+                                             "has ended or is already stopping",
+                              "model": SweepOut}, **problem_responses(409)})
+def cancel_sweep(sweep_id: ResourceId, tenant: TenantDep, session: SessionDep,
+                 settings: SettingsDep, response: Response) -> SweepOut:
+    sweep, cancelled = service.cancel_sweep(session, settings, tenant.id, sweep_id)
+    if not cancelled:
+        response.status_code = 200
+    return service.sweep_view(session, sweep)
+
+
 @router.delete("/{sweep_id}", status_code=204, response_class=Response,
                responses=problem_responses(409))
 def delete_sweep(sweep_id: ResourceId, tenant: TenantDep, session: SessionDep,

@@ -278,6 +278,10 @@ def locked_slots(session: Session, settings: Settings, tenant_id: str) -> queue.
     return slots
 
 
+class AlreadyEnded(Conflict):
+    """A cancel of a job that has succeeded or failed: there is nothing to cancel."""
+
+
 def cancel_job(session: Session, settings: Settings, tenant_id: str,
                job_id: str) -> tuple[Job, bool]:
     """queued -> cancelled now; running -> cancelling (the worker stops within a batch);
@@ -286,11 +290,41 @@ def cancel_job(session: Session, settings: Settings, tenant_id: str,
     meanwhile. A job now cancelling is signalled to its training loop once the row is
     committed (the heartbeat is the fallback)."""
     job, already = _cancel(session, tenant_id, job_id)
-    if job.status == JobStatus.cancelling:
-        after_commit(session, lambda: cancel_signal.send(settings, job_id))
-    elif not already and job.dispatched_at is not None:  # a slot given back
-        queue.pass_on_slots(session, settings, tenant_id)
+    _after_cancels(session, settings, tenant_id, [(job, already)])
     return job, already
+
+
+def cancel_active(session: Session, settings: Settings, tenant_id: str,
+                  job_ids: list[str]) -> int:
+    """``cancel_job`` for each of the tenant's jobs ``job_ids`` that has not ended (one that
+    ends meanwhile is left as it is), with the freed slots handed on once, after all of them:
+    none goes to a job about to be cancelled. Returns how many of them are now cancelling or
+    newly cancelled."""
+    done: list[tuple[Job, bool]] = []
+    for job_id in job_ids:
+        try:
+            done.append(_cancel(session, tenant_id, job_id))
+        except AlreadyEnded:
+            continue
+    _after_cancels(session, settings, tenant_id, done)
+    return sum(1 for job, already in done if not already)
+
+
+def _after_cancels(session: Session, settings: Settings, tenant_id: str,
+                   done: list[tuple[Job, bool]]) -> None:
+    """After ``_cancel``s: each job now cancelling is signalled to its training loop once the
+    rows are committed; the slots of dispatched jobs cancelled while queued are handed on."""
+    stopping = [job.id for job, _ in done if job.status == JobStatus.cancelling]
+
+    def signal() -> None:
+        for job_id in stopping:
+            cancel_signal.send(settings, job_id)  # never raises
+
+    if stopping:
+        after_commit(session, signal)
+    if any(not already and job.status == JobStatus.cancelled and job.dispatched_at is not None
+           for job, already in done):
+        queue.pass_on_slots(session, settings, tenant_id)
 
 
 def _cancel(session: Session, tenant_id: str, job_id: str) -> tuple[Job, bool]:
@@ -302,7 +336,8 @@ def _cancel(session: Session, tenant_id: str, job_id: str) -> tuple[Job, bool]:
         if status is JobStatus.cancelled:
             return job, True
         if status.terminal:
-            raise Conflict(f"job {job_id} has already {status.value}: there is nothing to cancel")
+            raise AlreadyEnded(f"job {job_id} has already {status.value}: there is nothing to "
+                               "cancel")
         if status is JobStatus.queued:
             moved = lifecycle.transition(session, job_id, "queued", status=JobStatus.cancelled.value,
                                 finished_at=lifecycle.utcnow(), status_reason="cancelled by user",

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from drtrain.jobs import queue, retention
 from drtrain.jobs.service import (
     RETRY_AFTER_SECONDS,
+    cancel_active,
     check_against_dataset,
     check_not_deleted,
     deleted_datasets,
@@ -107,6 +108,19 @@ def get_sweep(session: Session, tenant_id: str, sweep_id: str, *, lock: bool = F
     return sweep
 
 
+def cancel_sweep(session: Session, settings: Settings, tenant_id: str,
+                 sweep_id: str) -> tuple[Sweep, int]:
+    """Cancel every child that has not ended, each as ``POST /v1/jobs/{id}/cancel`` does
+    (waiting and queued ones now, running ones within a batch), in one transaction; ended
+    children stay as they are. Returns (the sweep, how many children this call cancelled or
+    set cancelling): 0 for a repeat, or a sweep with nothing left to cancel."""
+    sweep = get_sweep(session, tenant_id, sweep_id, lock=True)  # one sweep cancel at a time
+    # Children already cancelling were told when they were set so: nothing to do for them.
+    movable = [job.id for job in sweeps_repo.sweep_children(session, sweep.id)
+               if job.status in (JobStatus.queued, JobStatus.running)]
+    return sweep, cancel_active(session, settings, tenant_id, movable)
+
+
 def delete_sweep(session: Session, store: ObjectStore, tenant_id: str, sweep_id: str) -> None:
     """Remove a sweep and every child job, each as ``DELETE /v1/jobs/{id}`` removes one (its
     rows now, its objects after the commit), in one transaction. 404 for another tenant's
@@ -117,9 +131,9 @@ def delete_sweep(session: Session, store: ObjectStore, tenant_id: str, sweep_id:
     active = [job for job in children if not JobStatus(job.status).terminal]
     if active:
         named = ", ".join(f"{job.id} ({JobStatus(job.status).value})" for job in active)
-        raise Conflict(f"sweep {sweep_id} has {len(active)} active job(s): {named}; cancel each "
-                       "(POST /v1/jobs/{id}/cancel, `drtrain jobs cancel ID`) and delete the "
-                       "sweep once they have ended")
+        raise Conflict(f"sweep {sweep_id} has {len(active)} active job(s): {named}; cancel the "
+                       f"sweep (POST /v1/sweeps/{sweep_id}/cancel, `drtrain sweeps cancel ID`) "
+                       "and delete it once they have ended")
     for job in children:
         retention.delete_job(session, store, tenant_id, job.id)
     session.delete(sweep)

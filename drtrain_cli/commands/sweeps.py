@@ -1,7 +1,11 @@
-"""``drtrain sweeps submit|list|get|delete``: many jobs from one spec and a grid."""
+"""``drtrain sweeps submit|list|get|cancel|delete``: many jobs from one spec and a grid."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections import Counter
+from collections.abc import Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +32,7 @@ from drtrain_cli.commands.output import (
 )
 
 app = typer.Typer(help="Run a grid of jobs from one spec.", no_args_is_help=True)
+SweepId = Annotated[str, typer.Argument(metavar="ID", help="A sweep id or its unique start.")]
 
 
 @client_command(app, "submit")
@@ -66,8 +71,7 @@ def list_(
     console.print(table(["id", "jobs", "statuses", "grid", "created"], keep=1,
                         drop=("created", "grid"), rows=[
         [s.get("id"), s.get("n_children"),
-         ", ".join(f"{n} {status}" for status, n in sorted(
-             (s.get("children_by_status") or {}).items())),
+         _by_status(s.get("children_by_status") or {}),
          ", ".join(f"{path} ×{len(values)}" for path, values in (s.get("grid") or {}).items()),
          when(s.get("created_at"))] for s in sweeps]))
 
@@ -75,14 +79,21 @@ def list_(
 @client_command(app, "get")
 def get(
     ctx: typer.Context,
-    sweep_id: Annotated[str, typer.Argument(metavar="ID", help="A sweep id or its unique start.")],
+    sweep_id: SweepId,
+    as_csv: Annotated[bool, typer.Option(
+        "--csv", help="Only the summary, as CSV with a header row: a row per grid point, its "
+                      "swept values, then mean, std and n of each metric.")] = False,
     as_json: AsJson = False,
 ) -> None:
     """A sweep's jobs and its summary (mean ± std per grid point, seeds pooled)."""
+    if as_csv and as_json:
+        fail("choose one of --csv and --json", EXIT_USAGE)
     with session(ctx) as client:
         sweep = client.get_sweep(ids.sweep(client, sweep_id))
     if as_json:
         return print_json(sweep)
+    if as_csv:
+        return typer.echo(summary_csv(sweep.get("summary") or []), nl=False)
     console.print(table(["job", "grid point", "status"], [
         [c.get("job_id"), json.dumps(c.get("grid_point")), c.get("status")]
         for c in sweep.get("children") or []], title=f"sweep {shown(sweep.get('id'))}"))
@@ -93,6 +104,29 @@ def get(
         for row in sweep.get("summary") or []], keep=0, title="summary"))
 
 
+def summary_csv(rows: list[dict[str, Any]]) -> str:
+    """The summary rows as CSV: the swept paths (seed pooled away), n and n_done, then
+    <metric>_mean, <metric>_std and <metric>_n for every metric of any row (empty where a
+    point has no succeeded run). A value that is not a number or text is written as JSON."""
+    paths = list(dict.fromkeys(path for row in rows for path in row.get("point") or {}))
+    names = sorted({name for row in rows for name in row.get("metrics") or {}})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*paths, "n", "n_done",
+                     *(f"{name}_{part}" for name in names for part in ("mean", "std", "n"))])
+    for row in rows:
+        point, metrics = row.get("point") or {}, row.get("metrics") or {}
+        writer.writerow([*(_cell(point.get(path)) for path in paths), row.get("n"),
+                         row.get("n_done"),
+                         *((metrics.get(name) or {}).get(part) for name in names
+                           for part in ("mean", "std", "n"))])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
+
+
 def _mean_std(summary: dict[str, Any]) -> str:
     """mean±std, or the one run's figure: the std of a single run is no spread."""
     if summary.get("n") == 1:
@@ -100,10 +134,31 @@ def _mean_std(summary: dict[str, Any]) -> str:
     return f"{num(summary.get('mean'))}±{num(summary.get('std'))}"
 
 
+@client_command(app, "cancel")
+def cancel(
+    ctx: typer.Context,
+    sweep_id: SweepId,
+    as_json: AsJson = False,
+) -> None:
+    """Cancel every job of the sweep that has not ended (running ones stop within a batch);
+    jobs that have ended keep their results."""
+    with session(ctx) as client:
+        sweep = client.cancel_sweep(ids.sweep(client, sweep_id))
+    if as_json:
+        return print_json(sweep)
+    counts = Counter(str(c.get("status")) for c in sweep.get("children") or [])
+    say(f"sweep {shown(sweep.get('id'))}: {_by_status(counts)}")
+
+
+def _by_status(counts: Mapping[str, int]) -> str:
+    """"2 cancelled, 1 succeeded": jobs counted by status, statuses in name order."""
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
 @client_command(app, "delete")
 def delete(
     ctx: typer.Context,
-    sweep_id: Annotated[str, typer.Argument(metavar="ID", help="A sweep id or its unique start.")],
+    sweep_id: SweepId,
     yes: Yes = False,
 ) -> None:
     """Delete a sweep with all its jobs: their metrics, checkpoints and models (refused, naming

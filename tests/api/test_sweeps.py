@@ -203,13 +203,65 @@ def test_delete_sweep_with_active_jobs_is_409_naming_them_and_deletes_nothing(
     assert all(store.exists(k) for k in keys.values())
 
 
-def test_delete_another_tenants_or_an_unknown_sweep_is_404(client, db, store, auth_a,
-                                                           auth_b) -> None:  # noqa: ANN001
-    sweep, keys = _sweep_with_children(db, store, tenant_id(db), [JobStatus.succeeded])
-    resp = client.delete(f"/v1/sweeps/{sweep.id}", headers=auth_b)
+@pytest.mark.parametrize("method, action", [("DELETE", ""), ("POST", "/cancel")])
+def test_delete_or_cancel_of_another_tenants_or_an_unknown_sweep_is_404(
+        client, db, store, auth_a, auth_b, method, action) -> None:  # noqa: ANN001
+    sweep, keys = _sweep_with_children(db, store, tenant_id(db), [JobStatus.queued])
+    resp = client.request(method, f"/v1/sweeps/{sweep.id}{action}", headers=auth_b)
     assert resp.status_code == 404, resp.text
     assert resp.headers["content-type"] == "application/problem+json"
-    assert client.delete(f"/v1/sweeps/{'0' * 32}", headers=auth_a).status_code == 404
+    assert client.request(method, f"/v1/sweeps/{'0' * 32}{action}",
+                          headers=auth_a).status_code == 404
     db.expire_all()
-    assert db.get(Sweep, sweep.id) is not None and db.get(Job, next(iter(keys))) is not None
+    assert db.get(Sweep, sweep.id) is not None
+    assert db.get(Job, next(iter(keys))).status == JobStatus.queued
     assert all(store.exists(k) for k in keys.values())
+
+
+def test_cancel_sweep_stops_every_active_job_and_leaves_ended_ones(client, db, store, auth_a,
+                                                                   settings) -> None:  # noqa: ANN001
+    statuses = [JobStatus.succeeded, JobStatus.queued, JobStatus.running, JobStatus.cancelling,
+                JobStatus.failed]
+    sweep, keys = _sweep_with_children(db, store, tenant_id(db), statuses)
+    ids = list(keys)
+    resp = client.post(f"/v1/sweeps/{sweep.id}/cancel", headers=auth_a)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["id"] == sweep.id
+    after = {c["job_id"]: c["status"] for c in resp.json()["children"]}
+    assert [after[i] for i in ids] == ["succeeded", "cancelled", "cancelling", "cancelling",
+                                       "failed"]
+    db.expire_all()
+    assert [db.get(Job, i).status for i in ids] == [JobStatus.succeeded, JobStatus.cancelled,
+                                                    JobStatus.cancelling, JobStatus.cancelling,
+                                                    JobStatus.failed]
+    assert db.get(Job, ids[1]).status_reason == "cancelled by user"
+    # the running job's worker is told at once (embedded: a flag it looks for between batches)
+    flags = settings.broker_folder / "cancel"
+    assert (flags / ids[2]).exists() and not (flags / ids[1]).exists()
+    # the ended jobs keep their models
+    assert store.exists(keys[ids[0]])
+    # nothing left to cancel: 200, nothing changed
+    again = client.post(f"/v1/sweeps/{sweep.id}/cancel", headers=auth_a)
+    assert again.status_code == 200, again.text
+    assert {c["job_id"]: c["status"] for c in again.json()["children"]} == after
+
+
+def test_a_cancelled_sweeps_slots_go_to_the_tenants_next_job_not_its_own(
+        app, client, db, auth_a, ds_id, published) -> None:  # noqa: ANN001
+    """Two running slots: the sweep's first two children hold them, the third waits, and so
+    does a job submitted after the sweep. Cancelling the sweep hands both slots on once, after
+    every child is cancelled: to the job outside the sweep, never to a child about to go."""
+    app.state.settings = app.state.settings.model_copy(update={"max_concurrent_jobs_per_tenant": 2})
+    sweep = client.post("/v1/sweeps", json={"base": small_spec(ds_id), "grid": {"seed": [0, 1, 2]}},
+                        headers=auth_a).json()
+    later = client.post("/v1/jobs", json=small_spec(ds_id, seed=9), headers=auth_a).json()
+    assert later["dispatched_at"] is None
+    before = [job_id for job_id, _ in published]
+
+    resp = client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=auth_a)
+    assert resp.status_code == 202, resp.text
+    assert {c["status"] for c in resp.json()["children"]} == {"cancelled"}
+    assert [job_id for job_id, _ in published] == [*before, later["id"]]
+    assert published[-1][1]  # published once the cancel has committed
+    db.expire_all()
+    assert db.get(Job, later["id"]).dispatched_at is not None

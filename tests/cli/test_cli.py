@@ -879,3 +879,37 @@ def test_the_cli_says_why_it_waits_on_a_busy_server(capsys: pytest.CaptureFixtur
 def test_version_is_the_installed_packages() -> None:
     result = run("--version")
     assert result.exit_code == 0 and result.stdout == f"drtrain {version('drtrain')}\n"
+
+
+def test_cancel_a_sweep_by_prefix(fake: FakeApi) -> None:
+    sweep = _sweep(fake, "succeeded", "queued", "running", "queued")
+    result = drtrain("sweeps", "cancel", "5eed")
+    assert result.exit_code == 0, result.output
+    assert f"sweep {sweep['id']}: 2 cancelled, 1 cancelling, 1 succeeded" in result.stdout
+    assert [r.url.path for r in fake.calls("POST", r".*/cancel")] == [
+        f"/v1/sweeps/{sweep['id']}/cancel"]
+    statuses = [fake.jobs[c["job_id"]]["status"] for c in sweep["children"]]
+    assert statuses == ["succeeded", "cancelled", "cancelling", "cancelled"]
+    shown = json.loads(drtrain("sweeps", "cancel", "5eed", "--json").stdout)
+    assert [c["status"] for c in shown["children"]] == statuses
+
+
+def test_sweep_summary_as_csv(fake: FakeApi) -> None:
+    sweep = _sweep(fake, "succeeded", "succeeded", "queued")
+    sweep["summary"] = [
+        {"point": {"pretrain.dr.weight": 0.0, "model.hidden_layers": [8, 4]}, "n": 2, "n_done": 2,
+         "metrics": {"val_accuracy": {"mean": 0.9, "std": 0.01, "n": 2},
+                     "test_accuracy": {"mean": 0.8, "std": 0.0, "n": 1}}},
+        {"point": {"pretrain.dr.weight": 0.1, "model.hidden_layers": [8, 4]}, "n": 1, "n_done": 0,
+         "metrics": {}}]
+    result = drtrain("sweeps", "get", "5eed", "--csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows == [
+        ["pretrain.dr.weight", "model.hidden_layers", "n", "n_done", "test_accuracy_mean",
+         "test_accuracy_std", "test_accuracy_n", "val_accuracy_mean", "val_accuracy_std",
+         "val_accuracy_n"],
+        ["0.0", "[8, 4]", "2", "2", "0.8", "0.0", "1", "0.9", "0.01", "2"],
+        ["0.1", "[8, 4]", "1", "0", "", "", "", "", "", ""]]
+    assert_clean_failure(drtrain("sweeps", "get", "5eed", "--csv", "--json"), 2,
+                         "choose one of --csv and --json")

@@ -106,6 +106,7 @@ class FakeApi:
             ("GET", r"/v1/sweeps/(?P<id>[^/]+)", lambda r, id: httpx.Response(
                 200, json=self.sweeps[id])),
             ("DELETE", r"/v1/sweeps/(?P<id>[^/]+)", self.delete_sweep),
+            ("POST", r"/v1/sweeps/(?P<id>[^/]+)/cancel", self.cancel_sweep),
             ("GET", r"/v1/queue", self.queue),
         ]
         self.running_limit, self.queued_limit = 2, 5
@@ -215,6 +216,16 @@ class FakeApi:
             return problem(409, "Conflict", f"job {id} is {self.jobs[id]['status']}")
         del self.jobs[id]
         return httpx.Response(204)
+
+    def cancel_sweep(self, request: httpx.Request, id: str) -> httpx.Response:
+        sweep, moved = self.sweeps[id], 0
+        for child in sweep["children"]:
+            job = self.jobs[child["job_id"]]
+            if job["status"] in ("queued", "running"):
+                job["status"] = "cancelled" if job["status"] == "queued" else "cancelling"
+                moved += 1
+            child["status"] = job["status"]
+        return httpx.Response(202 if moved else 200, json=sweep)
 
     def delete_sweep(self, request: httpx.Request, id: str) -> httpx.Response:
         children = [c["job_id"] for c in self.sweeps[id]["children"]]

@@ -579,3 +579,30 @@ def test_delete_a_sweep_deletes_it_and_its_jobs_after_confirming(page: Page, ser
         assert c.get(f"/v1/sweeps/{sweep['id']}").status_code == 404
         for child in sweep["children"]:
             assert c.get(f"/v1/jobs/{child['job_id']}").status_code == 404
+
+
+def test_cancel_a_sweep_cancels_its_active_jobs_after_confirming(page: Page,
+                                                                  server: Server) -> None:
+    # Jobs long enough to be still queued or running when the cancel comes.
+    base = TINY | {"model": {"hidden_layers": [256, 256]},
+                   "pretrain": dict(TINY["pretrain"], epochs=1000, batch_size=16)}
+    with server.client() as c:
+        r = c.post("/v1/sweeps", json={"base": base, "grid": {"seed": [0, 1, 2]}})
+        assert r.status_code == 202, r.text
+    sweep = r.json()
+    open_app(page, server, f"#/sweeps/{sweep['id']}")
+    expect(page.locator("#cancel-sweep")).to_contain_text("Cancel 3 active jobs")
+    page.click("#cancel-sweep")
+    page.click("#cancel-sweep-no")  # asking first: nothing happens without a yes
+    with server.client() as c:
+        assert all(c.get(f"/v1/jobs/{child['job_id']}").json()["status"] in ("queued", "running")
+                   for child in sweep["children"])
+    page.click("#cancel-sweep")
+    page.click("#cancel-sweep-yes")
+    # running jobs stop within a batch; once every job has ended the page offers the delete
+    expect(page.locator("#delete-sweep")).to_be_visible(timeout=60_000)
+    expect(page.locator("#cancel-sweep")).to_have_count(0)
+    with server.client() as c:
+        statuses = {c.get(f"/v1/jobs/{child['job_id']}").json()["status"]
+                    for child in sweep["children"]}
+    assert statuses == {"cancelled"}

@@ -111,6 +111,7 @@ export const submitJob = (spec: unknown) => call<Job>("/v1/jobs", { method: "POS
 export const submitSweep = (body: unknown) => call<Sweep>("/v1/sweeps", { method: "POST", body });
 export const getSweep = (id: string) => call<Sweep>(`/v1/sweeps/${encodeURIComponent(id)}`);
 export const deleteSweep = (id: string) => call<void>(`/v1/sweeps/${encodeURIComponent(id)}`, { method: "DELETE" });
+export const cancelSweep = (id: string) => call<Sweep>(`/v1/sweeps/${encodeURIComponent(id)}/cancel`, { method: "POST" });
 export const listDatasets = async () => itemsOf<Dataset>(await call("/v1/datasets"));
 export const deleteDataset = (id: string) => call<void>(`/v1/datasets/${encodeURIComponent(id)}`, { method: "DELETE" });
 export const deleteJob = (id: string) => call<void>(`/v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });

@@ -1,6 +1,6 @@
 // Sweeps: the list (found through the jobs' sweep_id) and one sweep's grid summary.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { deleteSweep, getSweep, listDatasets, listJobs } from "../api";
+import { cancelSweep, deleteSweep, getSweep, listDatasets, listJobs } from "../api";
 import { Chart, type ChartData } from "../chart";
 import { ChartControls, ChartViewContext, useChartView } from "../chartview";
 import { architecture, drShort, fmtAgo, fmtNum, fmtTime, higherIsBetter, parseTime, shortId, show } from "../format";
@@ -91,6 +91,7 @@ export function SweepPage({ id }: { id: string }) {
   const [metric, setMetric] = useState("");
   const [datasetName, setDatasetName] = useState("");
   const [deleteError, setDeleteError] = useState("");
+  const [cancelError, setCancelError] = useState("");
   const view = useChartView();
 
   usePoll(async () => {
@@ -136,6 +137,16 @@ export function SweepPage({ id }: { id: string }) {
     }
   };
 
+  // One request: the API cancels every job of the sweep that has not ended.
+  const cancelAll = async () => {
+    setCancelError("");
+    try {
+      setSweep(await cancelSweep(sweep.id));
+    } catch (err) {
+      setCancelError(`Could not cancel the sweep: ${errorMessage(err)}`);
+    }
+  };
+
   return (
     <div data-sweep-id={sweep.id}>
       <p class="crumbs"><a href="#/sweeps">← Sweeps</a></p>
@@ -145,13 +156,18 @@ export function SweepPage({ id }: { id: string }) {
         <span class="spacer" />
         <a class="button" href={`#/compare?ids=${sweep.children.map((c) => c.job_id).join(",")}`}>Compare its jobs</a>
         {active.length ? (
-          <span class="muted small" id="delete-sweep-blocked">Delete: {active.length} job{active.length === 1 ? " is" : "s are"} still active</span>
+          <>
+            <Confirm id="cancel-sweep" label={`Cancel ${active.length} active job${active.length === 1 ? "" : "s"}`} yes="Yes, cancel them"
+              question="Cancel every job of this sweep that has not ended? Finished jobs keep their results." onConfirm={cancelAll} />
+            <span class="muted small" id="delete-sweep-blocked">Delete: {active.length} job{active.length === 1 ? " is" : "s are"} still active</span>
+          </>
         ) : (
           <Confirm id="delete-sweep" label="Delete" yes="Yes, delete it"
             question={`Delete this sweep and its ${sweep.children.length} jobs, their metrics and models? This cannot be undone.`} onConfirm={remove} />
         )}
       </div>
       {deleteError && <p class="error" role="alert" id="sweep-delete-error">{deleteError}</p>}
+      {cancelError && <p class="error" role="alert" id="sweep-cancel-error">{cancelError}</p>}
       <div class="summary card">
         <div><span class="label">Base</span><span class="mono">{architecture(sweep.base)}</span> · {drShort(sweep.base, Object.keys(sweep.grid))} ·{" "}
           <span title={sweep.base.dataset_id}>{datasetName || sweep.base.dataset_id}</span></div>
