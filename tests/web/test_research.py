@@ -606,3 +606,25 @@ def test_cancel_a_sweep_cancels_its_active_jobs_after_confirming(page: Page,
         statuses = {c.get(f"/v1/jobs/{child['job_id']}").json()["status"]
                     for child in sweep["children"]}
     assert statuses == {"cancelled"}
+
+
+def test_a_sweep_plot_spaces_a_dr_weight_over_decades_evenly(page: Page, server: Server) -> None:
+    """A DR weight swept over 0, 0.01, 0.1, 1 is drawn evenly spaced and labelled (on a linear
+    axis three of its points would crowd into a corner); evenly spaced epochs stay numbers."""
+    sweep_id, weights, epochs = "d" * 32, [0, 0.01, 0.1, 1], [5, 10, 15]
+    points = [{"pretrain.dr.weight": w, "finetune.epochs": e} for w in weights for e in epochs]
+    body = {"id": sweep_id, "base": TINY, "created_at": "2026-01-01T00:00:00Z",
+            "grid": {"pretrain.dr.weight": weights, "finetune.epochs": epochs},
+            "children": [{"job_id": f"{i:032x}", "grid_point": p, "status": "succeeded",
+                          "result": None} for i, p in enumerate(points)],
+            "summary": [{"point": p, "n": 1, "n_done": 1,
+                         "metrics": {"val_accuracy": {"mean": 0.5 + i / 100, "std": 0.0, "n": 1}}}
+                        for i, p in enumerate(points)]}
+    page.route(f"**/v1/sweeps/{sweep_id}", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps(body)))
+    open_app(page, server, f"#/sweeps/{sweep_id}")
+    weight_plot = page.locator('[data-testid="sweep-chart-pretrain.dr.weight"]')
+    expect(weight_plot).to_have_attribute("data-x-labels", "0 | 0.01 | 0.1 | 1")
+    epochs_plot = page.locator('[data-testid="sweep-chart-finetune.epochs"]')
+    expect(epochs_plot).to_be_visible()
+    expect(epochs_plot).not_to_have_attribute("data-x-labels", re.compile(".*"))

@@ -276,7 +276,7 @@ export function Chart({ title, data, log: suited = false, xLabel, yLabel, xLabel
   const exportPng = () => plot.current && savePng(plot.current, title, data.series);
   return (
     <figure class="chart" data-testid={testid} data-points={n} data-series={data.series.length}
-      data-log={String(log)} data-smooth={smooth}>
+      data-log={String(log)} data-smooth={smooth} data-x-labels={xLabels?.join(" | ")}>
       <div class="chart-head">
         <figcaption>
           {title}
