@@ -257,8 +257,9 @@ def _train(job: Job, hb: Heartbeat, cancel: cancel_signal.CancelWatch, *, settin
     resume = found[1] if found else None
     if found:
         log.info("job %s attempt %s resumes from %s", job.id, job.attempt, found[0].object_key)
-    log.info("job %s attempt %s trains on %s with %d CPU threads", job.id, job.attempt, device,
-             torch.get_num_threads())
+    threads = torch.get_num_threads()
+    log.info("job %s attempt %s trains on %s with %d CPU thread%s", job.id, job.attempt, device,
+             threads, "" if threads == 1 else "s")
     generator = torch.Generator(device=device)
     generator.manual_seed(spec.seed)
     callback = JobCallback(job_id=job.id, attempt=job.attempt, worker_id=worker_id,

@@ -63,7 +63,8 @@ def confirm(question: str, yes: bool) -> None:
         return
     try:
         agreed = typer.confirm(printable(question), default=False, err=True)
-    except typer.Abort:
+    except typer.Abort:  # no answer (end of input): end the question's line first
+        err_console.print()
         agreed = False
     if not agreed:
         fail("nothing done (pass --yes to skip the question)")

@@ -107,7 +107,8 @@ def get(
 def summary_csv(rows: list[dict[str, Any]]) -> str:
     """The summary rows as CSV: the swept paths (seed pooled away), n and n_done, then
     <metric>_mean, <metric>_std and <metric>_n for every metric of any row (empty where a
-    point has no succeeded run). A value that is not a number or text is written as JSON."""
+    point has no succeeded run; the std also where it has one, whose spread is unknown rather
+    than the API's 0). A value that is not a number or text is written as JSON."""
     paths = list(dict.fromkeys(path for row in rows for path in row.get("point") or {}))
     names = sorted({name for row in rows for name in row.get("metrics") or {}})
     buffer = io.StringIO()
@@ -118,9 +119,16 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
         point, metrics = row.get("point") or {}, row.get("metrics") or {}
         writer.writerow([*(_cell(point.get(path)) for path in paths), row.get("n"),
                          row.get("n_done"),
-                         *((metrics.get(name) or {}).get(part) for name in names
-                           for part in ("mean", "std", "n"))])
+                         *(cell for name in names for cell in _metric_cells(metrics.get(name)))])
     return buffer.getvalue()
+
+
+def _metric_cells(summary: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    """(mean, std, n) of one metric at one point: empty without a run, std empty for one."""
+    if not summary:
+        return None, None, None
+    n = summary.get("n")
+    return summary.get("mean"), summary.get("std") if (n or 0) > 1 else None, n
 
 
 def _cell(value: Any) -> Any:
@@ -140,8 +148,10 @@ def cancel(
     sweep_id: SweepId,
     as_json: AsJson = False,
 ) -> None:
-    """Cancel every job of the sweep that has not ended (running ones stop within a batch);
-    jobs that have ended keep their results."""
+    """Cancel every job of the sweep that has not ended.
+
+    Waiting and queued jobs are cancelled at once, running ones stop within a batch; jobs that
+    have ended keep their results."""
     with session(ctx) as client:
         sweep = client.cancel_sweep(ids.sweep(client, sweep_id))
     if as_json:

@@ -155,5 +155,6 @@ def test_a_worker_shares_the_cpus_among_the_jobs_it_runs_at_once(broker_settings
     with factory() as s:
         lines = logs.read(s, job.tenant_id, job_id, None, 0).lines
     expected = max(1, host_cpus() // 2)
-    said = [line for line in lines if "CPU threads" in line]
-    assert said and said[0].endswith(f"trains on cpu with {expected} CPU threads"), lines
+    said = [line for line in lines if "CPU thread" in line]
+    plural = "" if expected == 1 else "s"
+    assert said and said[0].endswith(f"trains on cpu with {expected} CPU thread{plural}"), lines
