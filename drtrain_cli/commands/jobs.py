@@ -118,7 +118,9 @@ def get(ctx: typer.Context, job_id: JobId, as_json: AsJson = False) -> None:
         queued = None if as_json else queue_line(client, job)
     if as_json:
         return print_json(job)
-    rows = {k: job.get(k) for k in ("id", "name", "status")}
+    rows = {"id": job.get("id"), "name": _name(job) or None, "status": job.get("status")}
+    if job.get("sweep_id"):
+        rows["sweep"] = job["sweep_id"]
     if queued:
         rows["queue"] = queued
     rows |= {k: job.get(k) for k in ("status_reason", "dataset_id", "attempt", "created_at",

@@ -913,3 +913,13 @@ def test_sweep_summary_as_csv(fake: FakeApi) -> None:
         ["0.1", "[8, 4]", "1", "0", "", "", "", "", "", ""]]
     assert_clean_failure(drtrain("sweeps", "get", "5eed", "--csv", "--json"), 2,
                          "choose one of --csv and --json")
+
+
+def test_jobs_get_names_a_sweeps_job_by_its_sweep_and_grid_point(fake: FakeApi) -> None:
+    job = fake.add_job("queued", name="dr-sweep", sweep_id="5eed" + "0" * 28,
+                       grid_point={"pretrain.dr.weight": 0.1, "seed": 0})
+    shown = drtrain("jobs", "get", job["id"]).stdout
+    assert "dr-sweep pretrain.dr.weight=0.1 seed=0" in shown
+    assert "5eed" + "0" * 28 in shown
+    alone = fake.add_job("queued", name="alone", sweep_id=None, grid_point=None)
+    assert "sweep" not in drtrain("jobs", "get", alone["id"]).stdout
