@@ -1,6 +1,7 @@
-"""Ids as people type them: a full id is used as given; anything shorter is matched against the
-list of ids as a prefix of at least ``MIN_PREFIX`` characters, which must name exactly one (no
-match: exit 1, several or too short: exit 2)."""
+"""Ids as people type them: a full id is used as given (hex in capitals as the same id in
+small letters); anything shorter is matched against the list of ids as a prefix of at least
+``MIN_PREFIX`` characters, which must name exactly one (no match: exit 1, several or too short:
+exit 2)."""
 from __future__ import annotations
 
 import re
@@ -11,6 +12,8 @@ from drtrain_client import Client
 
 # The server's ids are uuid4 hex; such an argument needs no listing to be recognised.
 _FULL_ID = re.compile(r"[0-9a-f]{32}")
+# Hex typed (or pasted) in capitals names the same id.
+_HEX = re.compile(r"[0-9a-fA-F]+")
 _SHOWN = 5
 # Shorter starts name the wrong id too easily (`jobs delete 3` would take any job whose id
 # starts with 3 while it is the only one).
@@ -37,6 +40,8 @@ def match(kind: str, text: str, candidates: Callable[[], Iterable[str]]) -> str:
     """The one id that is ``text`` or starts with it."""
     if not text:
         fail(f"an empty {kind} id", EXIT_USAGE)
+    if _HEX.fullmatch(text):
+        text = text.lower()
     if _FULL_ID.fullmatch(text):
         return text
     every = list(candidates())

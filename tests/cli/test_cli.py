@@ -923,3 +923,11 @@ def test_jobs_get_names_a_sweeps_job_by_its_sweep_and_grid_point(fake: FakeApi) 
     assert "5eed" + "0" * 28 in shown
     alone = fake.add_job("queued", name="alone", sweep_id=None, grid_point=None)
     assert "sweep" not in drtrain("jobs", "get", alone["id"]).stdout
+
+
+def test_an_id_typed_in_capitals_names_the_same_id(fake: FakeApi) -> None:
+    sweep = _sweep(fake, "succeeded")
+    for typed in (sweep["id"].upper(), "5EED"):
+        result = drtrain("sweeps", "get", typed, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["id"] == sweep["id"]
