@@ -71,6 +71,7 @@ def _cases(w: World) -> list[tuple[str, str, dict[str, str], dict | None]]:
         ("POST", "/v1/jobs/{job_id}/predict", {"job_id": w.job_id}, predict_body),
         ("GET", "/v1/sweeps/{sweep_id}", {"sweep_id": w.sweep_id}, None),
         ("DELETE", "/v1/sweeps/{sweep_id}", {"sweep_id": w.sweep_id}, None),
+        ("POST", "/v1/sweeps/{sweep_id}/cancel", {"sweep_id": w.sweep_id}, None),
     ]
 
 
