@@ -276,12 +276,6 @@ function BestMark({ row, rows, metric }: { row: SummaryRow; rows: SummaryRow[]; 
 }
 
 /**
- * The chosen metric against one swept path: one line per combination of the other paths
- * (the mean), with mean ± std dashed when there is a single line. Non-numeric values, and
- * numbers too unevenly spaced for a linear axis (`linearEnough`), are categories on the x
- * axis.
- */
-/**
  * Whether sorted numbers read well on a linear axis: no gap between neighbours more than five
  * times another. A DR weight swept over 0, 0.01, 0.1, 1 would crowd three of its four points
  * into a corner; such values are drawn evenly spaced and labelled, in order, like categories.
@@ -291,6 +285,12 @@ export function linearEnough(sorted: number[]): boolean {
   return gaps.length < 2 || Math.max(...gaps) <= 5 * Math.min(...gaps);
 }
 
+/**
+ * The chosen metric against one swept path: one line per combination of the other paths
+ * (the mean), with mean ± std dashed when there is a single line. Non-numeric values, and
+ * numbers too unevenly spaced for a linear axis (`linearEnough`), are categories on the x
+ * axis.
+ */
 export function sweepChart(rows: SummaryRow[], path: string, metric: string, best: SummaryRow | null): { data: ChartData; labels?: string[]; mark: number | null } {
   const values: unknown[] = [];
   for (const r of rows) if (!values.some((v) => JSON.stringify(v) === JSON.stringify(r.point[path]))) values.push(r.point[path]);
